@@ -1,0 +1,1 @@
+"""Per-modem-model profiles as TOML data; loaded by drivers.profiles."""

@@ -1,0 +1,1 @@
+"""Shared fixtures. Helpers for waiting on conditions live in tests/waiting.py."""
