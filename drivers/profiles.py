@@ -1,0 +1,339 @@
+"""Modem profiles: per-model facts kept as data in ``firmware_cfg/<name>.toml``.
+
+A profile says how to find a modem (USB VID:PID and the AT port's interface number, or
++CGMI/+CGMM patterns) and how to drive it (init commands, CNMI, storage, echo, timeouts, URCs
+to ignore, power-key timing, reset). Code that differs per vendor lives in ``drivers.vendors``,
+selected by the profile's ``vendor_class``; nothing else asks which vendor it talks to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import firmware_cfg
+
+PROFILE_DIR = Path(firmware_cfg.__file__).resolve().parent
+GENERIC = "generic"
+
+#: Timeouts every profile must define (seconds).
+TIMEOUT_KEYS = ("command", "send", "cmgl", "sync", "boot", "ussd")
+
+
+class ProfileError(ValueError):
+    """A profile file is missing, unreadable or has a bad key; the message names file and key."""
+
+    def __init__(self, path: Path | str, key: str | None, reason: str) -> None:
+        self.path = str(path)
+        self.key = key
+        self.reason = reason
+        where = f"{self.path}: {key}" if key else self.path
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True)
+class UsbId:
+    """A USB function that carries the modem's AT port: vendor, product, interface number."""
+
+    vid: int
+    pid: int
+    interface: int | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.vid:04x}:{self.pid:04x}"
+        return text if self.interface is None else f"{text} if#{self.interface}"
+
+
+@dataclass(frozen=True)
+class PowerKey:
+    """PWRKEY timing in seconds: pulse length to power on, pulse length to power off, boot time."""
+
+    on_pulse: float
+    off_pulse: float
+    boot_time: float
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    vendor_class: str = "generic"
+    usb_ids: list[UsbId] = field(default_factory=list)
+    manufacturer_patterns: list[str] = field(default_factory=list)
+    model_patterns: list[str] = field(default_factory=list)
+    init_commands: list[str] = field(default_factory=list)
+    cnmi: str = "AT+CNMI=2,1,0,1,0"
+    storage: tuple[str, str, str] = ("SM", "SM", "SM")
+    echo: bool = False
+    prompt: str = "> "
+    timeouts: dict[str, float] = field(default_factory=dict)
+    ignore_urcs: list[str] = field(default_factory=list)
+    final_without_ok: list[str] = field(default_factory=list)
+    power_key: PowerKey | None = None
+    send_delay_hint: float = 0.0
+    quirks: dict[str, Any] = field(default_factory=dict)
+    reset_command: str = "AT+CFUN=1,1"
+    reset_reenumerates: bool = False
+    iccid_commands: list[str] = field(default_factory=lambda: ["AT+CCID"])
+    source: str = ""
+
+    def timeout(self, key: str) -> float:
+        """The named timeout in seconds (``command``, ``send``, ``cmgl``, ``sync``, ``boot``, ``ussd``)."""
+        try:
+            return self.timeouts[key]
+        except KeyError:
+            raise KeyError(f"profile {self.name!r} has no timeout {key!r}") from None
+
+    def with_timeouts(self, **overrides: float) -> Profile:
+        """A copy with some timeouts replaced (e.g. short ones in tests)."""
+        unknown = set(overrides) - set(self.timeouts)
+        if unknown:
+            raise KeyError(f"unknown timeout(s) {sorted(unknown)}; known: {sorted(self.timeouts)}")
+        for key, value in overrides.items():
+            if not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"timeout {key} must be a positive number of seconds, not {value!r}")
+        return dataclasses.replace(self, timeouts={**self.timeouts, **{k: float(v) for k, v in overrides.items()}})
+
+    def matches_identity(self, manufacturer: str, model: str) -> bool:
+        """True when +CGMI matches one manufacturer pattern and +CGMM one model pattern."""
+        if not self.model_patterns:
+            return False
+        if self.manufacturer_patterns and not any(re.search(p, manufacturer) for p in self.manufacturer_patterns):
+            return False
+        return any(re.search(p, model) for p in self.model_patterns)
+
+    def matches_usb(self, vid: int, pid: int, interface: int | None) -> bool:
+        for usb in self.usb_ids:
+            if usb.vid == vid and usb.pid == pid:
+                if interface is None or usb.interface is None or usb.interface == interface:
+                    return True
+        return False
+
+
+# --- loading -------------------------------------------------------------------------------
+
+_TOP_KEYS = {"description", "vendor_class", "detection", "at", "timeouts", "power_key", "send", "quirks"}
+_DETECTION_KEYS = {"manufacturer_patterns", "model_patterns", "usb"}
+_AT_KEYS = {
+    "echo", "prompt", "init_commands", "cnmi", "storage", "reset_command", "reset_reenumerates",
+    "iccid_commands", "ignore_urcs", "final_without_ok",
+}
+_POWER_KEYS = {"on_pulse", "off_pulse", "boot_time"}
+_SEND_KEYS = {"delay_hint"}
+
+
+class _Reader:
+    """Typed access to one table of a profile file; every failure names file and key."""
+
+    def __init__(self, path: Path, table: dict[str, Any], prefix: str, allowed: set[str]) -> None:
+        self.path = path
+        self.table = table
+        self.prefix = prefix
+        unknown = sorted(set(table) - allowed)
+        if unknown:
+            raise ProfileError(path, self._key(unknown[0]), f"unknown key (known: {', '.join(sorted(allowed))})")
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}.{key}" if self.prefix else key
+
+    def error(self, key: str, reason: str) -> ProfileError:
+        return ProfileError(self.path, self._key(key), reason)
+
+    def string(self, key: str, default: str | None = None) -> str:
+        value = self.table.get(key, default)
+        if not isinstance(value, str):
+            raise self.error(key, "missing" if value is None else f"must be a string, not {value!r}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.table.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, f"must be true or false, not {value!r}")
+        return value
+
+    def seconds(self, key: str, default: float | None = None) -> float:
+        value = self.table.get(key, default)
+        if value is None:
+            raise self.error(key, "missing")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise self.error(key, f"must be a non-negative number of seconds, not {value!r}")
+        return float(value)
+
+    def strings(self, key: str, default: list[str] | None = None) -> list[str]:
+        value = self.table.get(key, default if default is not None else [])
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise self.error(key, f"must be a list of strings, not {value!r}")
+        return list(value)
+
+    def regexes(self, key: str) -> list[str]:
+        patterns = self.strings(key)
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise self.error(key, f"bad regular expression {pattern!r}: {exc}") from None
+        return patterns
+
+    def table_of(self, key: str) -> dict[str, Any]:
+        value = self.table.get(key, {})
+        if not isinstance(value, dict):
+            raise self.error(key, f"must be a table, not {value!r}")
+        return value
+
+
+def _hex16(reader: _Reader, key: str, value: Any) -> int:
+    if isinstance(value, str) and re.fullmatch(r"(0x)?[0-9a-fA-F]{4}", value):
+        return int(value[-4:], 16)
+    raise reader.error(key, f"must be four hex digits such as \"1e0e\", not {value!r}")
+
+
+def _usb_ids(reader: _Reader) -> list[UsbId]:
+    raw = reader.table.get("usb", [])
+    if not isinstance(raw, list):
+        raise reader.error("usb", "must be a list of {vid, pid, interface} tables")
+    result = []
+    for i, entry in enumerate(raw):
+        key = f"usb[{i}]"
+        if not isinstance(entry, dict):
+            raise reader.error(key, "must be a table {vid = \"xxxx\", pid = \"xxxx\", interface = n}")
+        unknown = sorted(set(entry) - {"vid", "pid", "interface"})
+        if unknown:
+            raise reader.error(f"{key}.{unknown[0]}", "unknown key (known: vid, pid, interface)")
+        interface = entry.get("interface")
+        if interface is not None and (isinstance(interface, bool) or not isinstance(interface, int) or interface < 0):
+            raise reader.error(f"{key}.interface", f"must be a non-negative integer, not {interface!r}")
+        result.append(
+            UsbId(_hex16(reader, f"{key}.vid", entry.get("vid")), _hex16(reader, f"{key}.pid", entry.get("pid")), interface)
+        )
+    return result
+
+
+def load_profile_file(path: Path | str) -> Profile:
+    """Load and validate one profile file; the profile's name is the file's stem."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ProfileError(path, None, "no such profile file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(path, None, f"not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ProfileError(path, None, f"cannot read: {exc}") from None
+
+    top = _Reader(path, data, "", _TOP_KEYS)
+    detection = _Reader(path, top.table_of("detection"), "detection", _DETECTION_KEYS)
+    at = _Reader(path, top.table_of("at"), "at", _AT_KEYS)
+    timeouts_table = _Reader(path, top.table_of("timeouts"), "timeouts", set(TIMEOUT_KEYS))
+    send = _Reader(path, top.table_of("send"), "send", _SEND_KEYS)
+    quirks = top.table_of("quirks")
+
+    vendor_class = top.string("vendor_class", GENERIC)
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", vendor_class):
+        raise top.error("vendor_class", f"must be a lower-case name such as \"generic\", not {vendor_class!r}")
+
+    storage = at.strings("storage", ["SM", "SM", "SM"])
+    if not 1 <= len(storage) <= 3 or not all(re.fullmatch(r"[A-Z]{2}", mem) for mem in storage):
+        raise at.error("storage", f"must be one to three memory names such as \"SM\" or \"ME\", not {storage!r}")
+    while len(storage) < 3:
+        storage.append(storage[-1])
+
+    cnmi = at.string("cnmi", "AT+CNMI=2,1,0,1,0")
+    if not re.fullmatch(r"AT\+CNMI=\d(,\d){0,4}", cnmi):
+        raise at.error("cnmi", f"must be an AT+CNMI=<mode>,<mt>,<bm>,<ds>,<bfr> command, not {cnmi!r}")
+
+    commands = at.strings("init_commands")
+    for command in commands:
+        if not command.upper().startswith("AT"):
+            raise at.error("init_commands", f"every command must start with AT, not {command!r}")
+    iccid_commands = at.strings("iccid_commands", ["AT+CCID"])
+
+    timeouts: dict[str, float] = {}
+    for key in TIMEOUT_KEYS:
+        value = timeouts_table.seconds(key)
+        if value <= 0:
+            raise timeouts_table.error(key, "must be more than zero seconds")
+        timeouts[key] = value
+
+    power_key = None
+    if "power_key" in data:
+        power = _Reader(path, top.table_of("power_key"), "power_key", _POWER_KEYS)
+        power_key = PowerKey(power.seconds("on_pulse"), power.seconds("off_pulse"), power.seconds("boot_time"))
+
+    prompt = at.string("prompt", "> ")
+    if not prompt:
+        raise at.error("prompt", "must not be empty")
+
+    return Profile(
+        name=path.stem,
+        description=top.string("description"),
+        vendor_class=vendor_class,
+        usb_ids=_usb_ids(detection),
+        manufacturer_patterns=detection.regexes("manufacturer_patterns"),
+        model_patterns=detection.regexes("model_patterns"),
+        init_commands=commands,
+        cnmi=cnmi,
+        storage=(storage[0], storage[1], storage[2]),
+        echo=at.boolean("echo", False),
+        prompt=prompt,
+        timeouts=timeouts,
+        ignore_urcs=at.regexes("ignore_urcs"),
+        final_without_ok=at.regexes("final_without_ok"),
+        power_key=power_key,
+        send_delay_hint=send.seconds("delay_hint", 0.0),
+        quirks=dict(quirks),
+        reset_command=at.string("reset_command", "AT+CFUN=1,1"),
+        reset_reenumerates=at.boolean("reset_reenumerates", False),
+        iccid_commands=iccid_commands,
+        source=str(path),
+    )
+
+
+def profile_names(directory: Path | str | None = None) -> list[str]:
+    """Names of the profiles shipped in ``firmware_cfg`` (or ``directory``), sorted."""
+    root = Path(directory) if directory is not None else PROFILE_DIR
+    return sorted(p.stem for p in root.glob("*.toml"))
+
+
+@lru_cache(maxsize=64)
+def _load_cached(path: str, mtime: float) -> Profile:
+    return load_profile_file(path)
+
+
+def load_profile(name: str, *, directory: Path | str | None = None) -> Profile:
+    """Load the profile called ``name`` (``generic``, ``sim800``, ...)."""
+    root = Path(directory) if directory is not None else PROFILE_DIR
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise ProfileError(root / f"{name}.toml", None, f"bad profile name {name!r}")
+    path = root / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(profile_names(root)) or "none"
+        raise ProfileError(path, None, f"no profile called {name!r} (known: {known})")
+    return _load_cached(str(path), path.stat().st_mtime)
+
+
+def load_all(directory: Path | str | None = None) -> list[Profile]:
+    return [load_profile(name, directory=directory) for name in profile_names(directory)]
+
+
+def match_identity(manufacturer: str, model: str, *, directory: Path | str | None = None) -> Profile:
+    """The profile whose +CGMI/+CGMM patterns match; ``generic`` when none does."""
+    manufacturer = manufacturer.strip()
+    model = model.strip()
+    for profile in load_all(directory):
+        if profile.name != GENERIC and profile.matches_identity(manufacturer, model):
+            return profile
+    return load_profile(GENERIC, directory=directory)
+
+
+def match_usb(vid: int, pid: int, interface: int | None, *, directory: Path | str | None = None) -> Profile | None:
+    """The profile listing this USB VID:PID (and AT interface, when given); None when unknown."""
+    for profile in load_all(directory):
+        if profile.matches_usb(vid, pid, interface):
+            return profile
+    return None

@@ -1,0 +1,166 @@
+"""Modem profiles: every shipped profile loads, matching by identity and USB id, clear errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from drivers.profiles import (
+    TIMEOUT_KEYS,
+    Profile,
+    ProfileError,
+    load_profile,
+    load_profile_file,
+    match_identity,
+    match_usb,
+    profile_names,
+)
+
+SHIPPED = ["e3372", "ec25", "generic", "sim7600", "sim800"]
+
+
+def test_the_five_contract_profiles_are_shipped() -> None:
+    assert profile_names() == SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_profile_loads_with_all_timeouts_and_store_first_cnmi(name: str) -> None:
+    profile = load_profile(name)
+    assert isinstance(profile, Profile)
+    assert profile.name == name
+    assert profile.description
+    assert set(profile.timeouts) == set(TIMEOUT_KEYS)
+    assert all(value > 0 for value in profile.timeouts.values())
+    # store-first: mode 2, mt 1 (+CMTI), so nothing is lost if we are not listening
+    assert re.fullmatch(r"AT\+CNMI=2,1,0,[12],0", profile.cnmi)
+    assert len(profile.storage) == 3
+    for pattern in profile.ignore_urcs:
+        # an ignored URC must never swallow a reply we ask for
+        for reply in ("+CPIN: READY", "+CFUN: 1", "+CSQ: 20,99", "+CMGS: 4", "+CUSD: 0,\"x\",15", "OK"):
+            assert not re.search(pattern, reply), (name, pattern, reply)
+
+
+@pytest.mark.parametrize(
+    ("manufacturer", "model", "expected"),
+    [
+        ("SIMCOM_Ltd", "SIMCOM_SIM800L", "sim800"),
+        ("SIMCOM_Ltd", "SIM800 R14.18", "sim800"),
+        ("SIMCOM INCORPORATED", "SIMCOM_SIM7600E-H", "sim7600"),
+        ("SIMCOM INCORPORATED", "SIM7600G-H", "sim7600"),
+        ("Quectel", "EC25", "ec25"),
+        ("Quectel", "EG25", "ec25"),
+        ("huawei", "E3372", "e3372"),
+        ("Huawei Technologies Co.,Ltd.", "E3372h-153", "e3372"),
+        ("Quectel", "BG96", "generic"),         # known vendor, unknown model
+        ("SIMCOM INCORPORATED", "SIM7000E", "generic"),
+        ("WAVECOM MODEM", "MULTIBAND 900E 1800", "generic"),
+        ("", "", "generic"),
+    ],
+)
+def test_match_identity_picks_the_profile_from_cgmi_and_cgmm(manufacturer: str, model: str, expected: str) -> None:
+    assert match_identity(manufacturer, model).name == expected
+
+
+@pytest.mark.parametrize(
+    ("vid", "pid", "interface", "expected"),
+    [
+        (0x1E0E, 0x9001, 2, "sim7600"),
+        (0x1E0E, 0x9001, 0, None),      # the QCDM port of a SIM7600 is not the AT port
+        (0x1E0E, 0x9001, None, "sim7600"),
+        (0x2C7C, 0x0125, 2, "ec25"),
+        (0x2C7C, 0x0125, 1, None),      # the NMEA port
+        (0x12D1, 0x1506, 0, "e3372"),
+        (0x12D1, 0x1001, 2, "e3372"),
+        (0x10C4, 0xEA60, 0, None),      # a CP210x bridge says nothing about the modem behind it
+        (0x1A86, 0x7523, 0, None),      # CH340
+    ],
+)
+def test_match_usb_finds_the_at_port_by_vid_pid_and_interface(
+    vid: int, pid: int, interface: int | None, expected: str | None
+) -> None:
+    profile = match_usb(vid, pid, interface)
+    assert (profile.name if profile else None) == expected
+
+
+def test_power_key_timing_is_given_for_the_modules_that_have_a_pwrkey() -> None:
+    assert load_profile("sim800").power_key is not None
+    assert load_profile("sim800").power_key.on_pulse >= 1.0  # type: ignore[union-attr]
+    assert load_profile("sim7600").power_key.on_pulse >= 0.1  # type: ignore[union-attr]
+    assert load_profile("ec25").power_key.on_pulse >= 0.5  # type: ignore[union-attr]
+    assert load_profile("e3372").power_key is None  # a USB stick has no PWRKEY
+
+
+def test_with_timeouts_overrides_only_the_named_timeouts() -> None:
+    base = load_profile("generic")
+    short = base.with_timeouts(command=0.2, ussd=0.5)
+    assert short.timeout("command") == 0.2
+    assert short.timeout("ussd") == 0.5
+    assert short.timeout("send") == base.timeout("send")
+    with pytest.raises(KeyError, match="bogus"):
+        base.with_timeouts(bogus=1.0)
+    with pytest.raises(ValueError, match="positive"):
+        base.with_timeouts(command=0)
+
+
+def _write(tmp_path: Path, text: str, name: str = "bad") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+VALID = """
+description = "test"
+[timeouts]
+command = 1
+send = 1
+cmgl = 1
+sync = 1
+boot = 1
+ussd = 1
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        ("description = 'x'\n[timeouts]\ncommand = 1\n", "timeouts.send", "missing"),
+        (VALID.replace("command = 1", "command = 'soon'"), "timeouts.command", "number of seconds"),
+        (VALID + "[at]\ncnmi = 'AT+CNMI=banana'\n", "at.cnmi", "AT+CNMI"),
+        (VALID + "[at]\nstorage = ['SIM']\n", "at.storage", "memory names"),
+        (VALID + "[at]\nechoo = true\n", "at.echoo", "unknown key"),
+        (VALID + "[at]\nignore_urcs = ['^(unclosed']\n", "at.ignore_urcs", "bad regular expression"),
+        (VALID + "[detection]\nusb = [{ vid = '1e0e', pid = 9001 }]\n", "detection.usb[0].pid", "four hex digits"),
+        (VALID + "[detection]\nusb = [{ vid = '1e0e', pid = '9001', interface = -1 }]\n",
+         "detection.usb[0].interface", "non-negative"),
+        (VALID + "[at]\ninit_commands = ['CMGF=0']\n", "at.init_commands", "start with AT"),
+        ("vendor_class = 'Huawei!'\n" + VALID, "vendor_class", "lower-case"),
+        (VALID + "[power_key]\non_pulse = 1\n", "power_key.off_pulse", "missing"),
+        ("description = 'x'\n[timeouts\n", None, "not valid TOML"),
+    ],
+)
+def test_a_bad_profile_file_raises_an_error_naming_file_and_key(
+    tmp_path: Path, text: str, key: str | None, reason: str
+) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ProfileError) as info:
+        load_profile_file(path)
+    assert str(path) in str(info.value)
+    assert info.value.key == key
+    if key:
+        assert key in str(info.value)
+    assert reason in str(info.value)
+
+
+def test_load_profile_with_an_unknown_name_lists_the_known_ones() -> None:
+    with pytest.raises(ProfileError, match="known: e3372, ec25, generic, sim7600, sim800"):
+        load_profile("nokia3310")
+
+
+def test_a_profile_directory_can_be_given_and_is_validated(tmp_path: Path) -> None:
+    _write(tmp_path, VALID, name="generic")
+    _write(tmp_path, VALID + "[detection]\nmodel_patterns = ['^MY1']\nmanufacturer_patterns = ['ACME']\n", name="acme")
+    assert profile_names(tmp_path) == ["acme", "generic"]
+    assert match_identity("ACME Corp", "MY100", directory=tmp_path).name == "acme"
+    assert match_identity("ACME Corp", "OTHER", directory=tmp_path).name == "generic"
