@@ -1,0 +1,200 @@
+"""GSM 7-bit default alphabet (3GPP TS 23.038 6.2.1) and septet packing.
+
+Pure functions on bytes, built for speed: the alphabet is a ``codecs`` charmap, and septets are
+packed and unpacked with a handful of whole-integer mask operations instead of a loop per character.
+
+A *septet string* here is ``bytes`` with one septet (0..127) per byte. Extension characters are two
+septets: ``ESC`` (0x1B) followed by the extension code.
+"""
+
+from __future__ import annotations
+
+import codecs
+
+#: The escape septet that selects the extension table for the next septet.
+ESC = 0x1B
+
+#: Septet -> character of the default alphabet; 0x1B is the escape, not a character.
+DEFAULT_ALPHABET = (
+    "@£$¥èéùìòÇ\nØø\rÅå"
+    "Δ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ"
+    " !\"#¤%&'()*+,-./"
+    "0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNO"
+    "PQRSTUVWXYZÄÖÑÜ§"
+    "¿abcdefghijklmno"
+    "pqrstuvwxyzäöñüà"
+)
+
+#: Extension table (23.038 6.2.1.1): code after ESC -> character.
+EXTENSION = {
+    0x0A: "\x0c",
+    0x14: "^",
+    0x28: "{",
+    0x29: "}",
+    0x2F: "\\",
+    0x3C: "[",
+    0x3D: "~",
+    0x3E: "]",
+    0x40: "|",
+    0x65: "€",
+}
+
+assert len(DEFAULT_ALPHABET) == 128
+
+_UNDEFINED = "\ufffe"
+# 256-entry charmap: septets 0..127 except ESC; everything else undefined.
+_DECODING_TABLE = DEFAULT_ALPHABET[:ESC] + _UNDEFINED + DEFAULT_ALPHABET[ESC + 1 :] + _UNDEFINED * 128
+_ENCODING_MAP = codecs.charmap_build(_DECODING_TABLE)
+
+#: Character -> septet(s), default alphabet and extension table together.
+CHAR_TO_SEPTETS: dict[str, bytes] = {
+    char: bytes([code]) for code, char in enumerate(DEFAULT_ALPHABET) if code != ESC
+}
+CHAR_TO_SEPTETS.update({char: bytes([ESC, code]) for code, char in EXTENSION.items()})
+
+#: Characters that cost two septets.
+EXTENSION_CHARS = frozenset(EXTENSION.values())
+
+
+class Gsm7EncodeError(ValueError):
+    """The text has a character outside the default alphabet and its extension table."""
+
+
+def encode(text: str) -> bytes:
+    """Text -> septet string (one septet per byte). Raises Gsm7EncodeError for other characters."""
+    try:
+        return codecs.charmap_encode(text, "strict", _ENCODING_MAP)[0]
+    except UnicodeEncodeError:
+        pass
+    out = bytearray()
+    table = CHAR_TO_SEPTETS
+    for char in text:
+        septets = table.get(char)
+        if septets is None:
+            raise Gsm7EncodeError(f"character {char!r} is not in the GSM 7-bit alphabet")
+        out += septets
+    return bytes(out)
+
+
+def fits(text: str) -> bool:
+    """True when the whole text can be written in the default alphabet plus extension table."""
+    try:
+        encode(text)
+    except Gsm7EncodeError:
+        return False
+    return True
+
+
+def septet_count(text: str) -> int:
+    """Septets the text takes (extension characters count two). Raises Gsm7EncodeError."""
+    return len(encode(text))
+
+
+def decode(septets: bytes) -> str:
+    """Septet string -> text. An unknown extension code reads as its default-alphabet character and
+    a lone trailing ESC as a space (23.038 6.2.1.1)."""
+    if ESC not in septets:
+        return codecs.charmap_decode(septets, "strict", _DECODING_TABLE)[0]
+    out: list[str] = []
+    alphabet = DEFAULT_ALPHABET
+    extension = EXTENSION
+    escaped = False
+    for septet in septets:
+        if escaped:
+            escaped = False
+            if septet == ESC:
+                out.append(" ")  # ESC ESC: reserved for another table; show a space
+            else:
+                out.append(extension.get(septet) or alphabet[septet & 0x7F])
+        elif septet == ESC:
+            escaped = True
+        else:
+            out.append(alphabet[septet & 0x7F])
+    if escaped:
+        out.append(" ")
+    return "".join(out)
+
+
+# --- packing --------------------------------------------------------------------------------------
+# Septets are packed least significant bit first (23.038 6.1.2.1.1): the packed stream, read as one
+# little-endian integer, is sum(septet[i] << 7*i). One byte per septet, read the same way, is
+# sum(septet[i] << 8*i). Converting between the two takes log2(n) rounds of "shift the upper half of
+# every lane down by the gap", each one mask-and-shift on the whole integer.
+
+_CHUNK_SEPTETS = 256  # 2048 bits of byte lanes
+_LANE_BITS = _CHUNK_SEPTETS * 8
+
+
+def _repeat(pattern: int, width: int) -> int:
+    value = 0
+    for offset in range(0, _LANE_BITS, width):
+        value |= pattern << offset
+    return value
+
+
+# (lane width, low-half mask, high-half mask, low-k mask, shift), narrowest lane first.
+_STEPS: list[tuple[int, int, int, int, int]] = []
+_width = 16
+while _width <= _LANE_BITS:
+    _half = _width // 2
+    _valid = 7 * _width // 16  # valid bits of one half-lane once packed
+    _STEPS.append(
+        (
+            _width,
+            _repeat((1 << _half) - 1, _width),
+            _repeat(((1 << _width) - 1) ^ ((1 << _half) - 1), _width),
+            _repeat((1 << _valid) - 1, _width),
+            _half - _valid,
+        )
+    )
+    _width *= 2
+_STEPS_REVERSED = _STEPS[::-1]
+
+
+def _pack_chunk(septets: bytes) -> int:
+    value = int.from_bytes(septets, "little")
+    bits = len(septets) * 8
+    for width, low, high, _lowk, shift in _STEPS:
+        if width // 2 >= bits:
+            break
+        value = (value & low) | ((value & high) >> shift)
+    return value
+
+
+def pack(septets: bytes, fill_bits: int = 0) -> bytes:
+    """Pack a septet string into octets, after ``fill_bits`` zero bits (used after a UDH)."""
+    count = len(septets)
+    if count <= _CHUNK_SEPTETS:
+        value = _pack_chunk(septets)
+    else:
+        value = 0
+        for start in range(0, count, _CHUNK_SEPTETS):
+            value |= _pack_chunk(septets[start : start + _CHUNK_SEPTETS]) << (start * 7)
+    return (value << fill_bits).to_bytes((count * 7 + fill_bits + 7) // 8, "little")
+
+
+def _unpack_chunk(value: int, count: int) -> bytes:
+    bits = count * 8
+    for width, _low, high, lowk, shift in _STEPS_REVERSED:
+        if width // 2 >= bits:
+            continue
+        value = (value & lowk) | ((value << shift) & high)
+    return value.to_bytes(count, "little")
+
+
+def unpack(octets: bytes, count: int, fill_bits: int = 0) -> bytes:
+    """The first ``count`` septets packed in ``octets`` after ``fill_bits`` bits.
+
+    The caller checks that ``octets`` holds enough bits; missing bits read as zero.
+    """
+    if count <= 0:
+        return b""
+    value = int.from_bytes(octets, "little") >> fill_bits
+    if count <= _CHUNK_SEPTETS:
+        return _unpack_chunk(value & ((1 << (count * 7)) - 1), count)
+    parts = []
+    for start in range(0, count, _CHUNK_SEPTETS):
+        size = min(_CHUNK_SEPTETS, count - start)
+        parts.append(_unpack_chunk((value >> (start * 7)) & ((1 << (size * 7)) - 1), size))
+    return b"".join(parts)

@@ -1,0 +1,872 @@
+"""SMS PDU codec (3GPP TS 23.040 / 23.038): SMS-SUBMIT, SMS-DELIVER, SMS-STATUS-REPORT.
+
+Pure code, no I/O. ``decode`` reads a PDU as modems return it (hex, starting with the SMSC field
+unless ``with_smsc=False``); ``encode_submit`` / ``encode_deliver`` / ``encode_status_report`` build
+them. Malformed input raises ``PduError`` with a reason, never another exception.
+
+Text is written in the GSM 7-bit default alphabet (plus its extension table) when the whole text fits,
+else in UCS-2 (UTF-16, surrogate pairs for characters outside the BMP). Long texts are split into
+the fewest parts: 160 septets alone / 153 per part with an 8-bit concatenation header (152 with the
+16-bit one); 70 / 67 (66) UTF-16 code units. An escape pair or a surrogate pair is never split.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from drivers import gsm7
+
+__all__ = [
+    "Concat",
+    "PduError",
+    "SmsDeliver",
+    "SmsStatusReport",
+    "SmsSubmit",
+    "SubmitPart",
+    "count_parts",
+    "decode",
+    "encode_deliver",
+    "encode_status_report",
+    "encode_submit",
+    "relative_validity",
+    "split_text",
+    "to_json",
+]
+
+#: Octets of user data one SMS carries.
+MAX_USER_DATA_OCTETS = 140
+#: Septets of user data one SMS carries.
+MAX_USER_DATA_SEPTETS = 160
+#: Longest alphanumeric address, in characters.
+MAX_ALPHANUMERIC = 11
+#: Longest address, in digits.
+MAX_ADDRESS_DIGITS = 20
+
+# Information element identifiers (23.040 9.2.3.24)
+IEI_CONCAT_8 = 0x00
+IEI_PORT_8 = 0x04
+IEI_PORT_16 = 0x05
+IEI_CONCAT_16 = 0x08
+
+# Type of number (bits 6..4 of the type-of-address octet)
+TON_UNKNOWN = 0
+TON_INTERNATIONAL = 1
+TON_NATIONAL = 2
+TON_ALPHANUMERIC = 5
+_TON_NAMES = {
+    TON_UNKNOWN: "unknown",
+    TON_INTERNATIONAL: "international",
+    TON_NATIONAL: "national",
+    TON_ALPHANUMERIC: "alphanumeric",
+}
+_TOA_INTERNATIONAL = 0x91  # ISDN/telephone numbering plan
+_TOA_UNKNOWN = 0x81
+_TOA_ALPHANUMERIC = 0xD0
+
+_DCS_BY_ENCODING = {"gsm7": 0x00, "8bit": 0x04, "ucs2": 0x08}
+
+
+class PduError(ValueError):
+    """A PDU (or the input for one) is malformed; the reason is in ``str(error)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Concat:
+    """Concatenated-SMS information element: this part is ``sequence`` of ``total``."""
+
+    reference: int
+    total: int
+    sequence: int
+    bits: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class SmsDeliver:
+    smsc: str | None
+    number: str
+    number_type: str
+    text: str
+    encoding: str
+    timestamp: datetime
+    concat: Concat | None
+    port: int | None
+    protocol_id: int
+    dcs: int
+    data: bytes
+    message_class: int | None = None
+
+    @property
+    def type(self) -> str:
+        return "deliver"
+
+
+@dataclass(frozen=True, slots=True)
+class SmsSubmit:
+    smsc: str | None
+    number: str
+    number_type: str
+    text: str
+    encoding: str
+    reference: int
+    validity: int | datetime | None
+    report_requested: bool
+    concat: Concat | None
+    port: int | None
+    protocol_id: int
+    dcs: int
+    data: bytes
+    message_class: int | None = None
+
+    @property
+    def type(self) -> str:
+        return "submit"
+
+
+@dataclass(frozen=True, slots=True)
+class SmsStatusReport:
+    smsc: str | None
+    number: str
+    number_type: str
+    reference: int
+    timestamp: datetime
+    discharge_time: datetime
+    status: int
+
+    @property
+    def type(self) -> str:
+        return "status-report"
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitPart:
+    """One SMS-SUBMIT ready for ``AT+CMGS=<tpdu_length>``; ``pdu`` is hex including the SMSC field."""
+
+    pdu: str
+    tpdu_length: int
+    sequence: int
+    total: int
+
+
+Message = SmsDeliver | SmsSubmit | SmsStatusReport
+
+
+# --- tables -----------------------------------------------------------------------------------------
+
+_BCD_DIGITS = "0123456789*#abc"  # nibble 0xF is the filler
+# octet -> its two semi-octet digits in reading order (low nibble first); "F" marks the filler
+_SEMI_OCTET_PAIRS = [
+    (_BCD_DIGITS + "F")[octet & 0x0F] + (_BCD_DIGITS + "F")[octet >> 4] for octet in range(256)
+]
+_DIGIT_NIBBLE = {digit: value for value, digit in enumerate(_BCD_DIGITS)}
+# octet -> decimal value of its swapped semi-octets, or -1 when a nibble is not a decimal digit
+_SWAPPED_DECIMAL = [
+    (octet & 0x0F) * 10 + (octet >> 4) if (octet & 0x0F) < 10 and (octet >> 4) < 10 else -1
+    for octet in range(256)
+]
+_SWAP_ENCODE = [((value % 10) << 4) | (value // 10) for value in range(100)]
+
+_TIMEZONES: dict[int, timezone] = {}
+
+
+def _timezone(quarters: int) -> timezone:
+    tz = _TIMEZONES.get(quarters)
+    if tz is None:
+        tz = timezone(timedelta(minutes=15 * quarters)) if quarters else UTC
+        _TIMEZONES[quarters] = tz
+    return tz
+
+
+def _dcs_info(dcs: int) -> tuple[str | None, int | None]:
+    """DCS -> (encoding, message class); encoding None means compressed (unsupported)."""
+    group = dcs >> 4
+    if group <= 0x7:  # general data coding (00xx) and automatic deletion (01xx)
+        if dcs & 0x20:
+            return None, None
+        message_class = dcs & 0x03 if dcs & 0x10 else None
+        alphabet = (dcs >> 2) & 0x03
+        return ("gsm7", "8bit", "ucs2", "gsm7")[alphabet], message_class
+    if group == 0xF:  # data coding / message class
+        return ("8bit" if dcs & 0x04 else "gsm7"), dcs & 0x03
+    if group == 0xE:  # message waiting indication, store, UCS-2
+        return "ucs2", None
+    return "gsm7", None  # 0xC, 0xD message waiting; 0x8..0xB reserved: default alphabet
+
+
+_DCS_TABLE = [_dcs_info(dcs) for dcs in range(256)]
+
+
+# --- validity period ------------------------------------------------------------------------------
+
+_MINUTE = 60
+_HOUR = 3600
+_DAY = 86400
+_WEEK = 7 * _DAY
+
+
+def _relative_seconds(value: int) -> int:
+    """TP-VP relative octet -> seconds (23.040 9.2.3.12.1)."""
+    if value <= 143:
+        return (value + 1) * 5 * _MINUTE
+    if value <= 167:
+        return 12 * _HOUR + (value - 143) * 30 * _MINUTE
+    if value <= 196:
+        return (value - 166) * _DAY
+    return (value - 192) * _WEEK
+
+
+_RELATIVE_TABLE = [_relative_seconds(value) for value in range(256)]
+
+
+def relative_validity(seconds: int) -> int:
+    """Seconds -> the TP-VP relative octet: the smallest period >= ``seconds``, at most 63 weeks."""
+    for value, period in enumerate(_RELATIVE_TABLE):
+        if period >= seconds:
+            return value
+    return 255
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Bounds-checked cursor over PDU octets: every read names what it was reading."""
+
+    __slots__ = ("data", "pos", "size")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+        self.size = len(data)
+
+    def octet(self, what: str) -> int:
+        pos = self.pos
+        if pos >= self.size:
+            raise PduError(f"truncated: PDU ends before the {what} (octet {pos})")
+        self.pos = pos + 1
+        return self.data[pos]
+
+    def take(self, count: int, what: str) -> bytes:
+        pos = self.pos
+        end = pos + count
+        if end > self.size:
+            raise PduError(
+                f"truncated: the {what} needs {count} octets at octet {pos}, {self.size - pos} left"
+            )
+        self.pos = end
+        return self.data[pos:end]
+
+    def rest(self) -> bytes:
+        data = self.data[self.pos :]
+        self.pos = self.size
+        return data
+
+
+def _to_octets(pdu: str | bytes | bytearray | memoryview) -> bytes:
+    if isinstance(pdu, str):
+        try:
+            return bytes.fromhex(pdu)
+        except ValueError:
+            text = pdu.strip()
+            if len(text) % 2:
+                raise PduError(f"bad hex: odd number of digits ({len(text)})") from None
+            bad = next((c for c in text if c not in "0123456789abcdefABCDEF"), "?")
+            raise PduError(f"bad hex: character {bad!r}") from None
+    if isinstance(pdu, bytes | bytearray | memoryview):
+        return bytes(pdu)
+    raise PduError(f"PDU must be a hex string or bytes, not {type(pdu).__name__}")
+
+
+def _digits(octets: bytes, count: int, what: str) -> str:
+    pairs = _SEMI_OCTET_PAIRS
+    digits = "".join([pairs[octet] for octet in octets])[:count]
+    if "F" in digits:
+        raise PduError(f"bad address: filler digit inside the {what}")
+    return digits
+
+
+def _read_address(reader: _Reader, what: str) -> tuple[str, str]:
+    """TP-OA / TP-DA / TP-RA: length in semi-octets, type of address, digits or packed text."""
+    length = reader.octet(f"{what} length")
+    toa = reader.octet(f"{what} type")
+    if length > MAX_ADDRESS_DIGITS:
+        raise PduError(f"bad address: {what} length {length} exceeds {MAX_ADDRESS_DIGITS} digits")
+    octets = reader.take((length + 1) // 2, what)
+    ton = (toa >> 4) & 0x07
+    if ton == TON_ALPHANUMERIC:
+        count = length * 4 // 7
+        septets = gsm7.unpack(octets, count)
+        if count and septets[-1] == 0x0D and count * 7 == length * 4:
+            septets = septets[:-1]  # CR filling the last 7 spare bits (23.038 6.1.2.3.1)
+        return gsm7.decode(septets), "alphanumeric"
+    digits = _digits(octets, length, what)
+    if ton == TON_INTERNATIONAL:
+        return "+" + digits, "international"
+    return digits, _TON_NAMES.get(ton, "unknown")
+
+
+def _read_smsc(reader: _Reader) -> str | None:
+    """The SMSC field: length in octets (type octet included), type of address, digits."""
+    length = reader.octet("SMSC length")
+    if length == 0:
+        return None
+    if length > 1 + MAX_ADDRESS_DIGITS // 2:
+        raise PduError(f"bad SMSC address: length {length} octets")
+    toa = reader.octet("SMSC type")
+    octets = reader.take(length - 1, "SMSC address")
+    digits = "".join([_SEMI_OCTET_PAIRS[octet] for octet in octets])
+    if digits.endswith("F"):
+        digits = digits[:-1]
+    if "F" in digits:
+        raise PduError("bad SMSC address: filler digit inside the number")
+    if not digits:
+        return None
+    return "+" + digits if (toa >> 4) & 0x07 == TON_INTERNATIONAL else digits
+
+
+def _read_timestamp(reader: _Reader, what: str) -> datetime:
+    octets = reader.take(7, what)
+    table = _SWAPPED_DECIMAL
+    year, month, day, hour, minute, second = (
+        table[octets[0]],
+        table[octets[1]],
+        table[octets[2]],
+        table[octets[3]],
+        table[octets[4]],
+        table[octets[5]],
+    )
+    if min(year, month, day, hour, minute, second) < 0:
+        raise PduError(f"bad {what}: non-decimal digit in {octets.hex().upper()}")
+    zone = octets[6]
+    quarters = (zone & 0x07) * 10 + (zone >> 4)
+    if (zone >> 4) > 9:
+        raise PduError(f"bad {what}: time zone {zone:02X}")
+    if zone & 0x08:
+        quarters = -quarters
+    try:
+        return datetime(2000 + year, month, day, hour, minute, second, tzinfo=_timezone(quarters))
+    except ValueError as exc:
+        raise PduError(f"bad {what}: {exc} ({octets.hex().upper()})") from None
+
+
+def _read_validity(reader: _Reader, vpf: int) -> int | datetime | None:
+    if vpf == 0:
+        return None
+    if vpf == 2:
+        return _RELATIVE_TABLE[reader.octet("validity period")]
+    if vpf == 3:
+        return _read_timestamp(reader, "validity period")
+    # enhanced format (23.040 9.2.3.12.3): 7 octets, the first says how the rest reads
+    octets = reader.take(7, "enhanced validity period")
+    kind = octets[0] & 0x07
+    if kind == 0:
+        return None
+    if kind == 1:
+        return _RELATIVE_TABLE[octets[1]]
+    if kind == 2:
+        return octets[1]
+    if kind == 3:
+        hours, minutes, seconds = (_SWAPPED_DECIMAL[octet] for octet in octets[1:4])
+        if min(hours, minutes, seconds) < 0:
+            raise PduError(f"bad enhanced validity period: {octets.hex().upper()}")
+        return hours * _HOUR + minutes * _MINUTE + seconds
+    raise PduError(f"bad enhanced validity period: reserved format {kind}")
+
+
+def _parse_udh(header: bytes) -> tuple[Concat | None, int | None]:
+    """Information elements -> (concatenation, destination port); unknown elements are skipped."""
+    concat: Concat | None = None
+    port: int | None = None
+    pos = 0
+    size = len(header)
+    while pos < size:
+        if pos + 2 > size:
+            raise PduError(f"truncated user data header: element at octet {pos} has no length")
+        iei = header[pos]
+        length = header[pos + 1]
+        body = header[pos + 2 : pos + 2 + length]
+        if len(body) < length:
+            raise PduError(f"truncated user data header: element {iei:02X} needs {length} octets")
+        pos += 2 + length
+        if iei == IEI_CONCAT_8 and length == 3:
+            if body[1] and 0 < body[2] <= body[1]:  # 23.040: a zero or out-of-range part is ignored
+                concat = Concat(body[0], body[1], body[2], 8)
+        elif iei == IEI_CONCAT_16 and length == 4:
+            if body[2] and 0 < body[3] <= body[2]:
+                concat = Concat((body[0] << 8) | body[1], body[2], body[3], 16)
+        elif iei == IEI_PORT_8 and length == 2:
+            port = body[0]
+        elif iei == IEI_PORT_16 and length == 4:
+            port = (body[0] << 8) | body[1]
+    return concat, port
+
+
+def _read_user_data(
+    reader: _Reader, has_udh: bool, encoding: str
+) -> tuple[str, bytes, Concat | None, int | None]:
+    """TP-UDL and TP-UD -> (text, data without the header, concatenation, port)."""
+    length = reader.octet("user data length")
+    if encoding == "gsm7":
+        if length > MAX_USER_DATA_SEPTETS:
+            raise PduError(f"user data length {length} exceeds {MAX_USER_DATA_SEPTETS} septets")
+        octet_count = (length * 7 + 7) // 8
+    else:
+        if length > MAX_USER_DATA_OCTETS:
+            raise PduError(f"user data length {length} exceeds {MAX_USER_DATA_OCTETS} octets")
+        octet_count = length
+    user_data = reader.rest()
+    if len(user_data) < octet_count:
+        raise PduError(
+            f"truncated: user data length {length} needs {octet_count} octets, {len(user_data)} present"
+        )
+    if len(user_data) > octet_count:
+        raise PduError(
+            f"length mismatch: {len(user_data) - octet_count} octets after the user data "
+            f"(user data length {length})"
+        )
+    concat: Concat | None = None
+    port: int | None = None
+    header_octets = 0
+    if has_udh:
+        if not user_data:
+            raise PduError("truncated: user data header indicated but user data is empty")
+        header_octets = user_data[0] + 1
+        if header_octets > octet_count:
+            raise PduError(
+                f"user data header length {header_octets - 1} exceeds the user data ({octet_count} octets)"
+            )
+        concat, port = _parse_udh(user_data[1:header_octets])
+    if encoding == "gsm7":
+        header_bits = header_octets * 8
+        fill_bits = (7 - header_bits % 7) % 7
+        header_septets = (header_bits + fill_bits) // 7
+        if header_septets > length:
+            raise PduError("user data header is longer than the user data length")
+        septets = gsm7.unpack(user_data[header_octets:], length - header_septets, fill_bits)
+        return gsm7.decode(septets), septets, concat, port
+    data = user_data[header_octets:]
+    if encoding == "ucs2":
+        return data.decode("utf-16-be", "replace"), data, concat, port
+    return "", data, concat, port
+
+
+def _read_dcs(reader: _Reader) -> tuple[int, str, int | None]:
+    dcs = reader.octet("data coding scheme")
+    encoding, message_class = _DCS_TABLE[dcs]
+    if encoding is None:
+        raise PduError(f"compressed user data (DCS {dcs:02X}) is not supported")
+    return dcs, encoding, message_class
+
+
+def decode(pdu: str | bytes, *, with_smsc: bool = True) -> Message:
+    """Decode one PDU: a hex string, or raw octets as ``bytes``.
+
+    ``with_smsc=True``: the PDU starts with the SMSC field, as +CMGR/+CMGL/+CMT return it.
+    The message type comes from TP-MTI: 00 deliver, 01 submit, 10 status report.
+    """
+    reader = _Reader(_to_octets(pdu))
+    smsc = _read_smsc(reader) if with_smsc else None
+    first = reader.octet("first octet")
+    mti = first & 0x03
+    if mti == 0:
+        number, number_type = _read_address(reader, "originator address")
+        protocol_id = reader.octet("protocol identifier")
+        dcs, encoding, message_class = _read_dcs(reader)
+        timestamp = _read_timestamp(reader, "service centre time stamp")
+        text, data, concat, port = _read_user_data(reader, bool(first & 0x40), encoding)
+        return SmsDeliver(
+            smsc, number, number_type, text, encoding, timestamp, concat, port, protocol_id, dcs,
+            data, message_class,
+        )  # fmt: skip
+    if mti == 1:
+        reference = reader.octet("message reference")
+        number, number_type = _read_address(reader, "destination address")
+        protocol_id = reader.octet("protocol identifier")
+        dcs, encoding, message_class = _read_dcs(reader)
+        validity = _read_validity(reader, (first >> 3) & 0x03)
+        text, data, concat, port = _read_user_data(reader, bool(first & 0x40), encoding)
+        return SmsSubmit(
+            smsc, number, number_type, text, encoding, reference, validity, bool(first & 0x20),
+            concat, port, protocol_id, dcs, data, message_class,
+        )  # fmt: skip
+    if mti == 2:
+        reference = reader.octet("message reference")
+        number, number_type = _read_address(reader, "recipient address")
+        timestamp = _read_timestamp(reader, "service centre time stamp")
+        discharge = _read_timestamp(reader, "discharge time")
+        status = reader.octet("status")
+        # TP-PI, TP-PID, TP-DCS and TP-UD may follow (23.040 9.2.2.3); they carry nothing we use.
+        return SmsStatusReport(smsc, number, number_type, reference, timestamp, discharge, status)
+    raise PduError(f"reserved message type indicator 11 (first octet {first:02X})")
+
+
+# --- encoding -------------------------------------------------------------------------------------
+
+
+def _encode_digits(digits: str) -> bytes:
+    nibbles = [_DIGIT_NIBBLE[digit] for digit in digits]
+    if len(nibbles) % 2:
+        nibbles.append(0x0F)
+    return bytes([nibbles[i] | (nibbles[i + 1] << 4) for i in range(0, len(nibbles), 2)])
+
+
+_NUMBER_CHARS = frozenset("0123456789*#")
+
+
+def _encode_address(number: str, what: str = "number") -> bytes:
+    """TP-DA / TP-OA: "+digits" international, digits unknown, anything else alphanumeric."""
+    if not isinstance(number, str) or not number:
+        raise PduError(f"bad address: empty {what}")
+    if number.startswith("+"):
+        digits = number[1:]
+        if not digits or not _NUMBER_CHARS.issuperset(digits):
+            raise PduError(f"bad address: {what} {number!r} has non-digits after '+'")
+        toa = _TOA_INTERNATIONAL
+    elif _NUMBER_CHARS.issuperset(number):
+        digits = number
+        toa = _TOA_UNKNOWN
+    else:
+        if len(number) > MAX_ALPHANUMERIC:
+            raise PduError(f"bad address: alphanumeric {what} {number!r} is longer than 11 characters")
+        try:
+            septets = gsm7.encode(number)
+        except gsm7.Gsm7EncodeError:
+            raise PduError(f"bad address: {what} {number!r} is not in the GSM 7-bit alphabet") from None
+        packed = gsm7.pack(septets)
+        return bytes([(len(septets) * 7 + 3) // 4, _TOA_ALPHANUMERIC]) + packed
+    if len(digits) > MAX_ADDRESS_DIGITS:
+        raise PduError(f"bad address: {what} {number!r} has more than {MAX_ADDRESS_DIGITS} digits")
+    return bytes([len(digits), toa]) + _encode_digits(digits)
+
+
+def _encode_smsc(smsc: str | None) -> bytes:
+    if smsc is None or smsc == "":
+        return b"\x00"
+    if smsc.startswith("+"):
+        digits, toa = smsc[1:], _TOA_INTERNATIONAL
+    else:
+        digits, toa = smsc, _TOA_UNKNOWN
+    if not digits or not _NUMBER_CHARS.issuperset(digits) or len(digits) > MAX_ADDRESS_DIGITS:
+        raise PduError(f"bad SMSC address {smsc!r}")
+    body = _encode_digits(digits)
+    return bytes([len(body) + 1, toa]) + body
+
+
+def _encode_timestamp(moment: datetime, what: str = "timestamp") -> bytes:
+    if not isinstance(moment, datetime):
+        raise PduError(f"bad {what}: expected a datetime, got {type(moment).__name__}")
+    offset = moment.utcoffset()
+    quarters = 0 if offset is None else round(offset.total_seconds() / 900)
+    if not -79 <= quarters <= 79:
+        raise PduError(f"bad {what}: time zone offset {offset} out of range")
+    if not 2000 <= moment.year <= 2099:
+        raise PduError(f"bad {what}: year {moment.year} outside 2000..2099")
+    swap = _SWAP_ENCODE
+    zone = swap[abs(quarters)] | (0x08 if quarters < 0 else 0)
+    return bytes(
+        [
+            swap[moment.year - 2000],
+            swap[moment.month],
+            swap[moment.day],
+            swap[moment.hour],
+            swap[moment.minute],
+            swap[moment.second],
+            zone,
+        ]
+    )
+
+
+def _concat_ie(reference: int, total: int, sequence: int, bits16: bool) -> bytes:
+    if bits16:
+        return bytes([IEI_CONCAT_16, 4, reference >> 8, reference & 0xFF, total, sequence])
+    return bytes([IEI_CONCAT_8, 3, reference, total, sequence])
+
+
+def _port_ie(port: int) -> bytes:
+    if port <= 0xFF:
+        return bytes([IEI_PORT_8, 2, port, 0])
+    return bytes([IEI_PORT_16, 4, port >> 8, port & 0xFF, 0, 0])
+
+
+def _capacity(encoding: str, header_octets: int) -> int:
+    """Payload units (septets, or octets) one part carries after a UDH of ``header_octets``
+    (0: no header; else the header including its length octet)."""
+    if encoding == "gsm7":
+        return MAX_USER_DATA_SEPTETS - (header_octets * 8 + 6) // 7
+    return MAX_USER_DATA_OCTETS - header_octets
+
+
+def _payload(text: str | bytes) -> tuple[str, bytes]:
+    """Text -> (encoding, payload): septets for gsm7, UTF-16-BE octets for ucs2, bytes as 8bit."""
+    if isinstance(text, bytes | bytearray):
+        return "8bit", bytes(text)
+    if not isinstance(text, str):
+        raise PduError(f"text must be str or bytes, not {type(text).__name__}")
+    try:
+        return "gsm7", gsm7.encode(text)
+    except gsm7.Gsm7EncodeError:
+        pass
+    try:
+        return "ucs2", text.encode("utf-16-be")
+    except UnicodeEncodeError:
+        raise PduError("text contains a lone surrogate, which UTF-16 cannot carry") from None
+
+
+def _cut(encoding: str, payload: bytes, size: int) -> list[bytes]:
+    """Split a payload into pieces of at most ``size`` units, never inside an escape or surrogate pair."""
+    pieces = []
+    start = 0
+    total = len(payload)
+    if encoding == "ucs2":
+        size -= size % 2  # whole UTF-16 code units
+    while start < total:
+        end = start + size
+        if end < total:
+            if encoding == "gsm7":
+                if payload[end - 1] == gsm7.ESC:  # our extension codes are never ESC themselves
+                    end -= 1
+            elif encoding == "ucs2" and 0xD8 <= payload[end - 2] <= 0xDB:  # high surrogate
+                end -= 2
+        else:
+            end = total
+        pieces.append(payload[start:end])
+        start = end
+    return pieces
+
+
+def _plan(
+    text: str | bytes, *, concat_16bit: bool = False, port: int | None = None
+) -> tuple[str, list[bytes], int]:
+    """(encoding, payload of each part, UDH octets of a single part without concatenation)."""
+    encoding, payload = _payload(text)
+    base = 0 if port is None else len(_port_ie(port))
+    single_header = base + 1 if base else 0
+    if len(payload) <= _capacity(encoding, single_header):
+        return encoding, [payload], single_header
+    header = base + (7 if concat_16bit else 6)
+    pieces = _cut(encoding, payload, _capacity(encoding, header))
+    if len(pieces) > 255:
+        raise PduError(f"text needs {len(pieces)} parts; at most 255 fit a concatenated message")
+    return encoding, pieces, single_header
+
+
+def _piece_text(encoding: str, piece: bytes) -> str:
+    if encoding == "gsm7":
+        return gsm7.decode(piece)
+    if encoding == "ucs2":
+        return piece.decode("utf-16-be")
+    return piece.decode("latin-1")
+
+
+def split_text(text: str, *, concat_16bit: bool = False) -> tuple[str, list[str]]:
+    """(encoding, part texts) exactly as ``encode_submit`` splits them: fewest parts, 160/153 septets
+    (152 with 16-bit references) or 70/67 (66) UTF-16 code units."""
+    encoding, pieces, _ = _plan(text, concat_16bit=concat_16bit)
+    return encoding, [_piece_text(encoding, piece) for piece in pieces]
+
+
+def count_parts(text: str, *, concat_16bit: bool = False) -> int:
+    """How many SMS the text takes."""
+    return len(_plan(text, concat_16bit=concat_16bit)[1])
+
+
+def _user_data(encoding: str, piece: bytes, header: bytes) -> bytes:
+    """TP-UDL followed by TP-UD (header, fill bits, payload)."""
+    if encoding == "gsm7":
+        if not header:
+            return bytes([len(piece)]) + gsm7.pack(piece)
+        header_bits = len(header) * 8
+        fill_bits = (7 - header_bits % 7) % 7
+        udl = (header_bits + fill_bits) // 7 + len(piece)
+        return bytes([udl]) + header + gsm7.pack(piece, fill_bits)
+    return bytes([len(header) + len(piece)]) + header + piece
+
+
+def _check_byte(value: int, what: str, limit: int = 0xFF) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
+        raise PduError(f"bad {what} {value!r}: expected 0..{limit}")
+    return value
+
+
+def _concat_reference(value: int | None, bits16: bool) -> int:
+    limit = 0xFFFF if bits16 else 0xFF
+    if value is None:
+        return random.randint(0, limit)
+    return _check_byte(value, "concatenation reference", limit)
+
+
+def _headers(total: int, reference: int, bits16: bool, port: int | None, single_header: int) -> list[bytes]:
+    port_ie = b"" if port is None else _port_ie(port)
+    if total == 1:
+        return [bytes([len(port_ie)]) + port_ie if single_header else b""]
+    headers = []
+    for sequence in range(1, total + 1):
+        body = _concat_ie(reference, total, sequence, bits16) + port_ie
+        headers.append(bytes([len(body)]) + body)
+    return headers
+
+
+def encode_submit(
+    number: str,
+    text: str | bytes,
+    *,
+    smsc: str | None = None,
+    report: bool = False,
+    reference: int = 0,
+    validity: int | timedelta | datetime | None = None,
+    concat_reference: int | None = None,
+    concat_16bit: bool = False,
+    port: int | None = None,
+) -> list[SubmitPart]:
+    """SMS-SUBMIT PDUs for ``text`` (``bytes`` are sent as 8-bit data) to ``number``.
+
+    ``validity``: seconds or a timedelta (relative: the smallest TP-VP period that is at least as
+    long, at most 63 weeks), or a datetime (absolute). ``concat_reference``: the reference shared by
+    the parts of a long message (random when None). ``port``: destination port (adds a UDH).
+    """
+    if port is not None:
+        _check_byte(port, "port", 0xFFFF)
+    _check_byte(reference, "message reference")
+    address = _encode_address(number, "destination number")
+    smsc_field = _encode_smsc(smsc)
+    first = 0x01
+    if report:
+        first |= 0x20
+    if validity is None:
+        vp = b""
+    elif isinstance(validity, datetime):
+        first |= 0x18
+        vp = _encode_timestamp(validity, "validity")
+    else:
+        seconds = validity.total_seconds() if isinstance(validity, timedelta) else validity
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise PduError(f"bad validity {validity!r}: expected seconds >= 0, a timedelta or a datetime")
+        first |= 0x10
+        vp = bytes([relative_validity(int(seconds))])
+    encoding, pieces, single_header = _plan(text, concat_16bit=concat_16bit, port=port)
+    total = len(pieces)
+    headers = _headers(
+        total, _concat_reference(concat_reference, concat_16bit) if total > 1 else 0,
+        concat_16bit, port, single_header,
+    )  # fmt: skip
+    dcs = _DCS_BY_ENCODING[encoding]
+    parts = []
+    for sequence, (piece, header) in enumerate(zip(pieces, headers, strict=True), start=1):
+        tpdu = (
+            bytes([first | 0x40 if header else first, reference])
+            + address
+            + bytes([0x00, dcs])
+            + vp
+            + _user_data(encoding, piece, header)
+        )
+        parts.append(SubmitPart((smsc_field + tpdu).hex().upper(), len(tpdu), sequence, total))
+    return parts
+
+
+def encode_deliver(
+    originator: str,
+    text: str | bytes,
+    *,
+    timestamp: datetime,
+    smsc: str | None = None,
+    concat_reference: int | None = None,
+    concat_16bit: bool = False,
+    port: int | None = None,
+) -> list[str]:
+    """SMS-DELIVER PDUs (hex with the SMSC field), as a network hands them to a modem."""
+    if port is not None:
+        _check_byte(port, "port", 0xFFFF)
+    address = _encode_address(originator, "originator")
+    smsc_field = _encode_smsc(smsc)
+    scts = _encode_timestamp(timestamp, "timestamp")
+    encoding, pieces, single_header = _plan(text, concat_16bit=concat_16bit, port=port)
+    total = len(pieces)
+    headers = _headers(
+        total, _concat_reference(concat_reference, concat_16bit) if total > 1 else 0,
+        concat_16bit, port, single_header,
+    )  # fmt: skip
+    dcs = _DCS_BY_ENCODING[encoding]
+    pdus = []
+    for piece, header in zip(pieces, headers, strict=True):
+        first = 0x44 if header else 0x04  # TP-MMS: no more messages waiting
+        tpdu = bytes([first]) + address + bytes([0x00, dcs]) + scts + _user_data(encoding, piece, header)
+        pdus.append((smsc_field + tpdu).hex().upper())
+    return pdus
+
+
+def encode_status_report(
+    recipient: str,
+    reference: int,
+    status: int,
+    *,
+    timestamp: datetime,
+    discharge_time: datetime,
+    smsc: str | None = None,
+) -> str:
+    """An SMS-STATUS-REPORT PDU (hex with the SMSC field) for the message ``reference``."""
+    _check_byte(reference, "message reference")
+    _check_byte(status, "status")
+    tpdu = (
+        bytes([0x06, reference])
+        + _encode_address(recipient, "recipient")
+        + _encode_timestamp(timestamp, "timestamp")
+        + _encode_timestamp(discharge_time, "discharge time")
+        + bytes([status])
+    )
+    return (_encode_smsc(smsc) + tpdu).hex().upper()
+
+
+# --- JSON -----------------------------------------------------------------------------------------
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    """The object ``smsgw pdu decode`` prints for one message."""
+    if isinstance(message, SmsStatusReport):
+        return {
+            "type": message.type,
+            "smsc": message.smsc,
+            "number": message.number,
+            "number_type": message.number_type,
+            "text": None,
+            "encoding": None,
+            "timestamp": _iso(message.timestamp),
+            "discharge_time": _iso(message.discharge_time),
+            "status": message.status,
+            "reference": message.reference,
+            "concat": None,
+            "port": None,
+            "protocol_id": None,
+            "dcs": None,
+        }
+    concat = message.concat
+    result: dict[str, Any] = {
+        "type": message.type,
+        "smsc": message.smsc,
+        "number": message.number,
+        "number_type": message.number_type,
+        "text": message.text,
+        "encoding": message.encoding,
+        "timestamp": _iso(message.timestamp) if isinstance(message, SmsDeliver) else None,
+        "discharge_time": None,
+        "status": None,
+        "reference": message.reference if isinstance(message, SmsSubmit) else None,
+        "concat": None
+        if concat is None
+        else {"reference": concat.reference, "total": concat.total, "sequence": concat.sequence},
+        "port": message.port,
+        "protocol_id": message.protocol_id,
+        "dcs": message.dcs,
+        "message_class": message.message_class,
+        "data": message.data.hex().upper(),
+    }
+    if isinstance(message, SmsSubmit):
+        validity = message.validity
+        result["validity"] = validity.isoformat() if isinstance(validity, datetime) else validity
+        result["report_requested"] = message.report_requested
+    return result
