@@ -1,0 +1,174 @@
+"""Schema of the smsgw SQLite store, versioned by ``PRAGMA user_version``.
+
+Each entry of ``MIGRATIONS`` takes the database from version ``n - 1`` to ``n``. A new database runs
+every step from 0, so a fresh file and a migrated one end with the same schema; the steps are tested
+from SQL dumps of older versions kept in ``tests/databases/``.
+
+Version history
+  1  outbox (message, part), inbound parts and inbox, events, audit, rule state.
+  2  reassembly timeout: ``inbox.partial`` / ``inbox.missing`` (a message delivered with parts missing),
+     the index used to find open reassembly groups, and the index that matches delivery reports by
+     (modem, message_reference, sent_at).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+
+import sqlite_utils
+
+LOG = logging.getLogger(__name__)
+
+
+class SchemaError(RuntimeError):
+    """The database file cannot be used by this version of smsgw."""
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db.table("message").create(
+        {
+            "id": int,
+            "client_key": str,
+            "source": str,
+            "recipient": str,
+            "text": str,
+            "priority": int,  # 0 high, 1 normal, 2 low
+            "created_at": float,
+            "valid_until": float,
+            "report": int,
+            "state": str,
+            "attempts": int,
+            "next_attempt_at": float,
+            "last_error": str,
+            "lease_until": float,
+            "modem": str,
+            "updated_at": float,
+        },
+        pk="id",
+        not_null={"recipient", "text", "priority", "created_at", "report", "state", "attempts", "source"},
+        defaults={"priority": 1, "report": 0, "attempts": 0, "source": ""},
+    )
+    db.table("message").create_index(["client_key", "recipient"], index_name="message_idempotency", unique=True)
+    db.table("message").create_index(["state", "priority", "id"], index_name="message_queue")
+    db.table("message").create_index(["created_at"], index_name="message_created")
+
+    db.table("part").create(
+        {
+            "message_id": int,
+            "sequence": int,
+            "total": int,
+            "pdu": str,
+            "tpdu_length": int,
+            "modem": str,
+            "message_reference": int,
+            "state": str,  # pending, sent, delivered, failed
+            "sent_at": float,
+            "delivered_at": float,
+            "status": int,  # TP-ST of the last status report
+        },
+        pk=("message_id", "sequence"),
+        foreign_keys=[("message_id", "message", "id")],
+        not_null={"total", "pdu", "tpdu_length", "state"},
+    )
+
+    db.table("inbox_part").create(
+        {
+            "id": int,
+            "modem": str,
+            "pdu": str,
+            "sender": str,
+            "text": str,
+            "encoding": str,
+            "sent_at": str,  # the SMSC timestamp, ISO 8601 with its offset
+            "concat_reference": int,
+            "concat_total": int,
+            "concat_sequence": int,
+            "received_at": float,
+            "error": str,
+            "dedup_key": str,
+            "inbox_id": int,
+        },
+        pk="id",
+        not_null={"modem", "pdu", "received_at"},
+    )
+    db.table("inbox_part").create_index(["pdu"], index_name="inbox_part_pdu", unique=True)
+    db.table("inbox_part").create_index(["dedup_key"], index_name="inbox_part_dedup", unique=True)
+
+    db.table("inbox").create(
+        {
+            "id": int,
+            "sender": str,
+            "text": str,
+            "sent_at": str,
+            "received_at": float,
+            "modem": str,
+            "parts": int,
+            "error": str,
+            "handled_at": float,
+        },
+        pk="id",
+        not_null={"received_at", "parts"},
+    )
+
+    db.table("event").create(
+        {
+            "id": int,
+            "topic": str,
+            "payload": str,
+            "qos": int,
+            "retain": int,
+            "created_at": float,
+            "done_at": float,
+        },
+        pk="id",
+        not_null={"topic", "payload", "qos", "retain", "created_at"},
+    )
+    db.table("event").create_index(["done_at", "id"], index_name="event_pending")
+
+    db.table("audit").create({"id": int, "at": float, "kind": str, "detail": str}, pk="id",
+                       not_null={"at", "kind", "detail"})
+
+    db.table("state").create({"namespace": str, "key": str, "value": str}, pk=("namespace", "key"),
+                       not_null={"value"})
+
+
+def _v2(db: sqlite_utils.Database) -> None:
+    db.table("inbox").add_column("partial", int, not_null_default=0)
+    db.table("inbox").add_column("missing", str)  # JSON list of the sequence numbers never received
+    db.table("inbox_part").create_index(
+        ["inbox_id", "sender", "concat_reference", "concat_total"], index_name="inbox_part_group"
+    )
+    db.table("part").create_index(["modem", "message_reference", "sent_at"], index_name="part_report")
+
+
+#: MIGRATIONS[n - 1] takes the schema from version n - 1 to n.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Bring the database to ``target``; each step commits with its new user_version. The old version."""
+    start = user_version(conn)
+    if start > SCHEMA_VERSION:
+        raise SchemaError(
+            f"database schema version {start} is newer than this smsgw supports ({SCHEMA_VERSION}); "
+            "upgrade smsgw or restore a backup"
+        )
+    db = sqlite_utils.Database(conn)
+    for version in range(start + 1, target + 1):
+        LOG.info("migrating store schema to version %d", version)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[version - 1](db)
+            conn.execute(f"PRAGMA user_version = {version}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    return start

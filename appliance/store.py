@@ -1,0 +1,901 @@
+"""The SQLite store: outbox, parts, inbound parts and inbox, events to publish, audit log, rule state.
+
+One file in WAL mode with ``synchronous=FULL``: a method that writes has committed (and fsync'ed)
+before it returns. A ``Store`` is used from one thread (the daemon's event loop); other processes
+(``smsgw send``) may open the same file at the same time.
+
+Outbound life of a message (one per recipient)::
+
+    queued --claim--> sending --all parts have a TP-MR--> sent --reports--> delivered | failed
+       ^                 |  \\--permanent error / attempts exhausted--> failed
+       |                 \\--transient error (next_attempt_at = backoff)--> queued
+       \\--(valid_until passed while queued)--> expired
+
+A claim writes ``lease_until``; a message still ``sending`` when its lease has run out (the process
+died mid-send) may be claimed again, and ``resume_interrupted`` requeues every ``sending`` message at
+start. Parts are created once (at the first claim) and a part whose TP-MR was committed is never sent
+again: after a crash only the part cut off between ``AT+CMGS`` and its commit can go out twice.
+
+Every state change writes an event row (topic ``message/<id>``) in the same transaction, and every
+reassembled incoming message a ``received`` event; the MQTT bridge marks them done with
+``event_done`` once the broker acknowledged them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from appliance.migrations import SCHEMA_VERSION, migrate
+
+if TYPE_CHECKING:
+    from drivers.pdu import SmsDeliver, SubmitPart
+
+LOG = logging.getLogger(__name__)
+
+#: Seconds SQLite waits for another process's write lock before raising "database is locked".
+BUSY_TIMEOUT = 10.0
+#: Seconds after a part was sent during which its TP-MR may be matched by a status report.
+#: TP-MR wraps at 256, so an old part with the same reference must not match.
+REPORT_WINDOW = 3 * 24 * 3600.0
+#: Default seconds an incomplete multipart message waits for its missing parts (see flush_partial).
+REASSEMBLY_TIMEOUT = 24 * 3600.0
+
+PRIORITIES: dict[str, int] = {"high": 0, "normal": 1, "low": 2}
+PRIORITY_NAMES: dict[int, str] = {rank: name for name, rank in PRIORITIES.items()}
+
+QUEUED, SENDING, SENT, DELIVERED, FAILED, EXPIRED = "queued", "sending", "sent", "delivered", "failed", "expired"
+STATES = (QUEUED, SENDING, SENT, DELIVERED, FAILED, EXPIRED)
+FINAL_STATES = (DELIVERED, FAILED, EXPIRED)
+
+PART_PENDING, PART_SENT, PART_DELIVERED, PART_FAILED = "pending", "sent", "delivered", "failed"
+
+
+class StoreError(Exception):
+    """Base class of store errors."""
+
+
+class InvalidRequest(StoreError, ValueError):
+    """An outbound request was refused; nothing of its batch was written."""
+
+
+# --- value objects --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutboundRequest:
+    to: str  # normalised number (appliance.numbers)
+    text: str
+    source: str
+    client_key: str | None = None
+    priority: str = "normal"
+    valid_until: float | None = None
+    report: bool = False
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    id: int
+    state: str
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    topic: str
+    payload: dict[str, Any]
+    qos: int = 1
+    retain: bool = False
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    id: int
+    sender: str | None
+    text: str
+    sent_at: str | None
+    received_at: float
+    modem: str
+    parts: int
+    partial: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Part:
+    message_id: int
+    sequence: int
+    total: int
+    pdu: str
+    tpdu_length: int
+    modem: str | None = None
+    message_reference: int | None = None
+    state: str = PART_PENDING
+    sent_at: float | None = None
+    delivered_at: float | None = None
+    status: int | None = None
+
+
+@dataclass(frozen=True)
+class ClaimedMessage:
+    """A message claimed for sending by one modem; ``parts`` is empty until ``set_parts``."""
+
+    id: int
+    recipient: str
+    text: str
+    priority: int
+    report: bool
+    valid_until: float | None
+    attempts: int
+    modem: str
+    lease_until: float
+    parts: list[Part] = field(default_factory=list)
+
+    @property
+    def unsent_parts(self) -> list[Part]:
+        return [part for part in self.parts if part.message_reference is None]
+
+
+@dataclass(frozen=True)
+class ReportMatch:
+    """What a status report changed: the message, its part, and the message's state afterwards."""
+
+    message_id: int
+    sequence: int
+    part_state: str
+    message_state: str
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _digits(number: str) -> str:
+    return "".join(ch for ch in number if ch.isdigit())
+
+
+def same_number(a: str | None, b: str | None) -> bool:
+    """Whether two renderings of a number are the same subscriber (``+49171…`` vs ``0171…``).
+
+    Exact digits match, or the last 9 digits when both have at least 9 (national vs international).
+    """
+    if not a or not b:
+        return False
+    if a == b:
+        return True
+    da, db = _digits(a), _digits(b)
+    if not da or not db:
+        return False
+    if da == db:
+        return True
+    return len(da) >= 9 and len(db) >= 9 and da[-9:] == db[-9:]
+
+
+def local_midnight(now: float) -> float:
+    """The start of the local calendar day containing ``now`` (daily caps and usage reset then)."""
+    lt = time.localtime(now)
+    return time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, 0, 0, 0, 0, 0, -1))
+
+
+# --- the store ------------------------------------------------------------------------------
+
+
+class Store:
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(
+            str(path), isolation_level=None, timeout=BUSY_TIMEOUT, check_same_thread=False
+        )
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.migrated_from = migrate(self.conn)
+        self._listeners: list[Callable[[], None]] = []
+        self._enqueue_listeners: list[Callable[[], None]] = []
+        self._tx_events = 0
+        self._tx_enqueued = 0
+        self._in_tx = False
+
+    @property
+    def schema_version(self) -> int:
+        return SCHEMA_VERSION
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- transactions and listeners ---------------------------------------------------------
+
+    def add_listener(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` after every commit that added events; returns a remover."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    def add_enqueue_listener(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` after every commit that queued messages (the dispatcher's wake-up)."""
+        self._enqueue_listeners.append(callback)
+        return lambda: (
+            self._enqueue_listeners.remove(callback) if callback in self._enqueue_listeners else None
+        )
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self._in_tx:
+            raise StoreError("nested store transaction")
+        self._in_tx = True
+        self._tx_events = 0
+        self._tx_enqueued = 0
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        finally:
+            self._in_tx = False
+        events, enqueued = self._tx_events, self._tx_enqueued
+        if events:
+            self._notify(self._listeners)
+        if enqueued:
+            self._notify(self._enqueue_listeners)
+
+    @staticmethod
+    def _notify(callbacks: list[Callable[[], None]]) -> None:
+        for callback in list(callbacks):
+            try:
+                callback()
+            except Exception:
+                LOG.exception("store listener %r failed", callback)
+
+    def _now(self, now: float | None) -> float:
+        return self.clock() if now is None else now
+
+    def _add_event(self, conn: sqlite3.Connection, topic: str, payload: dict[str, Any], now: float,
+                   qos: int = 1, retain: bool = False) -> int:
+        cur = conn.execute(
+            "INSERT INTO event (topic, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?)",
+            (topic, json.dumps(payload, ensure_ascii=False), qos, int(retain), now),
+        )
+        self._tx_events += 1
+        return int(cur.lastrowid or 0)
+
+    def _message_event(self, conn: sqlite3.Connection, message_id: int, now: float) -> None:
+        row = conn.execute(
+            "SELECT m.id, m.recipient, m.state, m.modem, m.last_error, "
+            "(SELECT COUNT(*) FROM part p WHERE p.message_id = m.id) AS parts "
+            "FROM message m WHERE m.id = ?",
+            (message_id,),
+        ).fetchone()
+        payload: dict[str, Any] = {
+            "id": row["id"],
+            "to": row["recipient"],
+            "state": row["state"],
+            "parts": row["parts"] or None,
+            "modem": row["modem"],
+        }
+        if row["last_error"] and row["state"] in (QUEUED, FAILED, EXPIRED):
+            payload["error"] = row["last_error"]
+        payload["at"] = _iso(now)
+        self._add_event(conn, f"message/{message_id}", payload, now)
+
+    def _set_state(self, conn: sqlite3.Connection, message_id: int, state: str, now: float,
+                   **columns: Any) -> None:
+        columns["state"] = state
+        columns["updated_at"] = now
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        conn.execute(f"UPDATE message SET {assignments} WHERE id = ?", (*columns.values(), message_id))
+        self._message_event(conn, message_id, now)
+
+    # --- outbound ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _validate(index: int, request: OutboundRequest) -> None:
+        where = f"request {index}" + (f" (id {request.client_key!r})" if request.client_key else "")
+        if not isinstance(request.to, str) or not request.to.strip():
+            raise InvalidRequest(f"{where}: recipient is empty")
+        if not isinstance(request.text, str) or request.text == "":
+            raise InvalidRequest(f"{where}: text is empty")
+        if request.priority not in PRIORITIES:
+            raise InvalidRequest(
+                f"{where}: priority {request.priority!r} is not one of {', '.join(PRIORITIES)}"
+            )
+        if request.valid_until is not None and not isinstance(request.valid_until, int | float):
+            raise InvalidRequest(f"{where}: valid_until must be a number of seconds since the epoch")
+
+    def enqueue(self, requests: Sequence[OutboundRequest], now: float | None = None) -> list[EnqueueResult]:
+        """Queue every request in one transaction (one fsync for the batch).
+
+        A request whose (client_key, recipient) is already known returns the existing message with
+        ``duplicate=True``. Every request is validated before anything is written: one bad request
+        refuses the whole batch with ``InvalidRequest``.
+        """
+        for index, request in enumerate(requests):
+            self._validate(index, request)
+        now = self._now(now)
+        results: list[EnqueueResult] = []
+        if not requests:
+            return results
+        with self._tx() as conn:
+            for request in requests:
+                if request.client_key is not None:
+                    row = conn.execute(
+                        "SELECT id, state FROM message WHERE client_key = ? AND recipient = ?",
+                        (request.client_key, request.to),
+                    ).fetchone()
+                    if row is not None:
+                        results.append(EnqueueResult(row["id"], row["state"], True))
+                        continue
+                cur = conn.execute(
+                    "INSERT INTO message (client_key, source, recipient, text, priority, created_at, "
+                    "valid_until, report, state, attempts, next_attempt_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                    (
+                        request.client_key, request.source or "", request.to, request.text,
+                        PRIORITIES[request.priority], now, request.valid_until, int(request.report),
+                        QUEUED, now, now,
+                    ),
+                )
+                message_id = int(cur.lastrowid or 0)
+                self._message_event(conn, message_id, now)
+                self._tx_enqueued += 1
+                results.append(EnqueueResult(message_id, QUEUED, False))
+        return results
+
+    def expire_due(self, now: float | None = None) -> list[int]:
+        """Move queued messages whose validity has passed to ``expired``; their ids."""
+        now = self._now(now)
+        rows = self.conn.execute(
+            "SELECT id FROM message WHERE state = ? AND valid_until IS NOT NULL AND valid_until <= ?",
+            (QUEUED, now),
+        ).fetchall()
+        if not rows:
+            return []
+        ids = [row["id"] for row in rows]
+        with self._tx() as conn:
+            for message_id in ids:
+                self._set_state(conn, message_id, EXPIRED, now, last_error="validity period passed",
+                                lease_until=None)
+        return ids
+
+    def resume_interrupted(self, now: float | None = None) -> list[int]:
+        """At start: requeue every message left ``sending`` by a previous process; their ids.
+
+        Call this only from the one dispatcher that owns the file (the daemon), before it claims.
+        Parts that already have a TP-MR stay sent.
+        """
+        now = self._now(now)
+        ids = [row["id"] for row in self.conn.execute(
+            "SELECT id FROM message WHERE state = ?", (SENDING,)).fetchall()]
+        if ids:
+            with self._tx() as conn:
+                for message_id in ids:
+                    self._set_state(conn, message_id, QUEUED, now, lease_until=None, next_attempt_at=now,
+                                    last_error="sending was interrupted; resumed")
+            LOG.info("resumed %d interrupted message(s): %s", len(ids), ids)
+        return ids
+
+    def claim(
+        self,
+        modem_id: str,
+        *,
+        lease: float,
+        now: float | None = None,
+        exclude_recipients: Sequence[str] = (),
+    ) -> ClaimedMessage | None:
+        """Take the next due message (high before normal before low, FIFO within a priority).
+
+        Due means ``queued`` with ``next_attempt_at <= now``, or ``sending`` with its lease run out.
+        The claim sets ``sending``, the modem, ``lease_until = now + lease`` and counts an attempt.
+        """
+        now = self._now(now)
+        exclude = list(exclude_recipients)
+        placeholders = ", ".join("?" for _ in exclude)
+        not_in = f"AND recipient NOT IN ({placeholders})" if exclude else ""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT * FROM message WHERE "
+                f"((state = ? AND (next_attempt_at IS NULL OR next_attempt_at <= ?)) "
+                f" OR (state = ? AND lease_until < ?)) {not_in} "
+                "ORDER BY priority, id LIMIT 1",
+                (QUEUED, now, SENDING, now, *exclude),
+            ).fetchone()
+            if row is None:
+                return None
+            lease_until = now + lease
+            self._set_state(conn, row["id"], SENDING, now, modem=modem_id, lease_until=lease_until,
+                            attempts=row["attempts"] + 1)
+            parts = self._parts(conn, row["id"])
+        return ClaimedMessage(
+            id=row["id"], recipient=row["recipient"], text=row["text"], priority=row["priority"],
+            report=bool(row["report"]), valid_until=row["valid_until"], attempts=row["attempts"] + 1,
+            modem=modem_id, lease_until=lease_until, parts=parts,
+        )
+
+    def next_due_at(self, exclude_recipients: Sequence[str] = ()) -> float | None:
+        """The earliest time a queued message becomes due, or a lease runs out (None: nothing)."""
+        exclude = list(exclude_recipients)
+        not_in = f"AND recipient NOT IN ({', '.join('?' for _ in exclude)})" if exclude else ""
+        row = self.conn.execute(
+            "SELECT MIN(t) FROM ("
+            f" SELECT MIN(COALESCE(next_attempt_at, 0)) AS t FROM message WHERE state = ? {not_in}"
+            " UNION ALL SELECT MIN(lease_until) FROM message WHERE state = ?)",
+            (QUEUED, *exclude, SENDING),
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    @staticmethod
+    def _parts(conn: sqlite3.Connection, message_id: int) -> list[Part]:
+        rows = conn.execute(
+            "SELECT * FROM part WHERE message_id = ? ORDER BY sequence", (message_id,)
+        ).fetchall()
+        return [Part(**dict(row)) for row in rows]
+
+    def parts(self, message_id: int) -> list[Part]:
+        return self._parts(self.conn, message_id)
+
+    def set_parts(self, message_id: int, parts: Sequence[SubmitPart]) -> list[Part]:
+        """Store the encoded parts of a message (once, at its first claim); returns the stored parts.
+
+        When parts already exist they are kept as they are (a retry reuses them).
+        """
+        with self._tx() as conn:
+            existing = self._parts(conn, message_id)
+            if existing:
+                return existing
+            for part in parts:
+                conn.execute(
+                    "INSERT INTO part (message_id, sequence, total, pdu, tpdu_length, state) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (message_id, part.sequence, part.total, part.pdu, part.tpdu_length, PART_PENDING),
+                )
+            return self._parts(conn, message_id)
+
+    def renew_lease(self, message_id: int, lease: float, now: float | None = None) -> float:
+        now = self._now(now)
+        with self._tx() as conn:
+            conn.execute("UPDATE message SET lease_until = ? WHERE id = ? AND state = ?",
+                         (now + lease, message_id, SENDING))
+        return now + lease
+
+    def part_sent(
+        self, message_id: int, sequence: int, modem_id: str, message_reference: int, now: float | None = None
+    ) -> str:
+        """Commit a part's TP-MR right after its +CMGS; the message's state afterwards.
+
+        When it was the last unsent part the message becomes ``sent``.
+        """
+        now = self._now(now)
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE part SET modem = ?, message_reference = ?, state = ?, sent_at = ? "
+                "WHERE message_id = ? AND sequence = ?",
+                (modem_id, message_reference, PART_SENT, now, message_id, sequence),
+            )
+            unsent = conn.execute(
+                "SELECT COUNT(*) FROM part WHERE message_id = ? AND message_reference IS NULL", (message_id,)
+            ).fetchone()[0]
+            if unsent:
+                conn.execute("UPDATE message SET modem = ?, updated_at = ? WHERE id = ?",
+                             (modem_id, now, message_id))
+                return SENDING
+            self._set_state(conn, message_id, SENT, now, modem=modem_id, lease_until=None, last_error=None)
+            return SENT
+
+    def requeue(self, message_id: int, error: str, next_attempt_at: float, now: float | None = None) -> None:
+        """A transient failure: back to ``queued``, due again at ``next_attempt_at``."""
+        now = self._now(now)
+        with self._tx() as conn:
+            self._set_state(conn, message_id, QUEUED, now, last_error=error, next_attempt_at=next_attempt_at,
+                            lease_until=None)
+
+    def release(self, message_id: int, now: float | None = None) -> None:
+        """Give a claimed message back without counting the attempt (dispatcher stopping)."""
+        now = self._now(now)
+        with self._tx() as conn:
+            conn.execute("UPDATE message SET attempts = MAX(attempts - 1, 0) WHERE id = ?", (message_id,))
+            self._set_state(conn, message_id, QUEUED, now, next_attempt_at=now, lease_until=None)
+
+    def fail(self, message_id: int, error: str, now: float | None = None) -> None:
+        """A permanent failure: ``failed`` with the reason."""
+        now = self._now(now)
+        with self._tx() as conn:
+            self._set_state(conn, message_id, FAILED, now, last_error=error, lease_until=None)
+
+    def message(self, message_id: int) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM message WHERE id = ?", (message_id,)).fetchone()
+        if row is None:
+            return None
+        result = self._message_dict(row)
+        result["parts_detail"] = [part.__dict__ for part in self.parts(message_id)]
+        return result
+
+    @staticmethod
+    def _message_dict(row: sqlite3.Row) -> dict[str, Any]:
+        data = dict(row)
+        data["to"] = data.pop("recipient")
+        data["priority"] = PRIORITY_NAMES.get(data["priority"], str(data["priority"]))
+        data["report"] = bool(data["report"])
+        return data
+
+    # --- sending statistics for rate limits -------------------------------------------------
+
+    def modem_sent_count(self, modem_id: str, since: float) -> int:
+        """Parts sent through ``modem_id`` since ``since`` (daily caps count parts: each is one SMS)."""
+        return int(self.conn.execute(
+            "SELECT COUNT(*) FROM part WHERE modem = ? AND sent_at >= ?", (modem_id, since)
+        ).fetchone()[0])
+
+    def modem_sent_times(self, modem_id: str, since: float) -> list[float]:
+        rows = self.conn.execute(
+            "SELECT sent_at FROM part WHERE modem = ? AND sent_at >= ? ORDER BY sent_at", (modem_id, since)
+        ).fetchall()
+        return [float(row[0]) for row in rows]
+
+    def recipient_last_sent(self, since: float) -> dict[str, float]:
+        """Recipient -> time of the last part sent to them, for parts sent since ``since``."""
+        rows = self.conn.execute(
+            "SELECT m.recipient, MAX(p.sent_at) FROM part p JOIN message m ON m.id = p.message_id "
+            "WHERE p.sent_at >= ? GROUP BY m.recipient", (since,)
+        ).fetchall()
+        return {row[0]: float(row[1]) for row in rows}
+
+    # --- delivery reports -------------------------------------------------------------------
+
+    def delivery_report(
+        self,
+        modem_id: str,
+        message_reference: int,
+        recipient: str | None,
+        status: int,
+        now: float | None = None,
+        window: float = REPORT_WINDOW,
+    ) -> ReportMatch | None:
+        """Apply a status report (TP-ST ``status``) to the part it belongs to; None when none matches.
+
+        The part is the most recent one sent through ``modem_id`` with this TP-MR within ``window``
+        seconds whose recipient is the report's. TP-ST 0-31: delivered; 32-63: the SC is still
+        trying (no change); 64-127 (and reserved values above): failed. A message is delivered when
+        all its parts are, failed as soon as one part failed.
+        """
+        now = self._now(now)
+        rows = self.conn.execute(
+            "SELECT p.message_id, p.sequence, p.state AS part_state, m.recipient, m.state "
+            "FROM part p JOIN message m ON m.id = p.message_id "
+            "WHERE p.modem = ? AND p.message_reference = ? AND p.sent_at >= ? "
+            "ORDER BY p.sent_at DESC, p.message_id DESC",
+            (modem_id, message_reference, now - window),
+        ).fetchall()
+        match = next((row for row in rows if recipient is None or same_number(row["recipient"], recipient)),
+                     None)
+        if match is None:
+            LOG.info("status report from %s for TP-MR %d to %s matches no recent part",
+                     modem_id, message_reference, recipient)
+            return None
+        message_id, sequence = match["message_id"], match["sequence"]
+        if 32 <= status <= 63:
+            return ReportMatch(message_id, sequence, match["part_state"], match["state"])
+        part_state = PART_DELIVERED if status <= 31 else PART_FAILED
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE part SET state = ?, status = ?, delivered_at = ? WHERE message_id = ? AND sequence = ?",
+                (part_state, status, now if part_state == PART_DELIVERED else None, message_id, sequence),
+            )
+            state = match["state"]
+            if state in (SENT, SENDING, DELIVERED):
+                if part_state == PART_FAILED and state != FAILED:
+                    self._set_state(conn, message_id, FAILED, now,
+                                    last_error=f"delivery failed: part {sequence} status {status}")
+                    state = FAILED
+                elif part_state == PART_DELIVERED and state == SENT:
+                    undelivered = conn.execute(
+                        "SELECT COUNT(*) FROM part WHERE message_id = ? AND state != ?",
+                        (message_id, PART_DELIVERED),
+                    ).fetchone()[0]
+                    if not undelivered:
+                        self._set_state(conn, message_id, DELIVERED, now)
+                        state = DELIVERED
+        return ReportMatch(message_id, sequence, part_state, state)
+
+    # --- inbound ----------------------------------------------------------------------------
+
+    def add_incoming_part(
+        self,
+        modem_id: str,
+        pdu: str,
+        deliver: SmsDeliver | None,
+        error: str | None,
+        received_at: float,
+    ) -> int:
+        """Commit one received PDU; returns its row id (the existing one for a duplicate).
+
+        Only after this returns may the caller delete the SIM slot. A duplicate (the same PDU, or the
+        same sender, SMSC timestamp and concatenation reference/total/sequence) is ignored. When the
+        part completes its message, the message is written to the inbox and a ``received`` event
+        is added in the same transaction. A PDU that did not decode is kept and published with its
+        error, never dropped.
+        """
+        pdu_key = pdu.strip().upper()
+        sender = text = encoding = sent_at = None
+        ref = total = seq = None
+        dedup_key = None
+        if deliver is not None:
+            sender = deliver.number
+            text = deliver.text
+            encoding = deliver.encoding
+            sent_at = deliver.timestamp.isoformat() if deliver.timestamp is not None else None
+            if deliver.concat is not None and deliver.concat.total > 1:
+                ref, total, seq = deliver.concat.reference, deliver.concat.total, deliver.concat.sequence
+            dedup_key = hashlib.sha1(
+                json.dumps([sender, sent_at, ref, total, seq, text]).encode()
+            ).hexdigest()
+        with self._tx() as conn:
+            existing = conn.execute(
+                "SELECT id FROM inbox_part WHERE pdu = ? OR (dedup_key IS NOT NULL AND dedup_key = ?)",
+                (pdu_key, dedup_key),
+            ).fetchone()
+            if existing is not None:
+                LOG.info("duplicate incoming part on %s ignored (part %d)", modem_id, existing["id"])
+                return int(existing["id"])
+            cur = conn.execute(
+                "INSERT INTO inbox_part (modem, pdu, sender, text, encoding, sent_at, concat_reference, "
+                "concat_total, concat_sequence, received_at, error, dedup_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (modem_id, pdu_key, sender, text, encoding, sent_at, ref, total, seq, received_at,
+                 error if deliver is None else None, dedup_key),
+            )
+            part_id = int(cur.lastrowid or 0)
+            if deliver is None:
+                self._assemble(conn, [part_id], partial=False, missing=[], now=received_at,
+                               error=error or "undecodable PDU")
+            elif total is None:
+                self._assemble(conn, [part_id], partial=False, missing=[], now=received_at)
+            else:
+                group = conn.execute(
+                    "SELECT id, concat_sequence FROM inbox_part WHERE inbox_id IS NULL AND sender = ? "
+                    "AND concat_reference = ? AND concat_total = ? ORDER BY concat_sequence, id",
+                    (sender, ref, total),
+                ).fetchall()
+                sequences = {row["concat_sequence"] for row in group}
+                if all(n in sequences for n in range(1, total + 1)):
+                    first: dict[int, int] = {}
+                    for row in group:
+                        first.setdefault(row["concat_sequence"], row["id"])
+                    self._assemble(conn, [first[n] for n in range(1, total + 1)], partial=False,
+                                   missing=[], now=received_at)
+            return part_id
+
+    def _assemble(self, conn: sqlite3.Connection, part_ids: list[int], *, partial: bool, missing: list[int],
+                  now: float, error: str | None = None) -> int:
+        placeholders = ", ".join("?" for _ in part_ids)
+        rows = {row["id"]: row for row in conn.execute(
+            f"SELECT * FROM inbox_part WHERE id IN ({placeholders})", part_ids).fetchall()}
+        ordered = [rows[i] for i in part_ids]
+        first = ordered[0]
+        text = "".join(row["text"] or "" for row in ordered)
+        sent_at = next((row["sent_at"] for row in ordered if row["concat_sequence"] in (None, 1)),
+                       first["sent_at"])
+        received_at = max(row["received_at"] for row in ordered)
+        total = first["concat_total"] or 1
+        cur = conn.execute(
+            "INSERT INTO inbox (sender, text, sent_at, received_at, modem, parts, error, partial, missing) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (first["sender"], text, sent_at, received_at, first["modem"], total, error, int(partial),
+             json.dumps(missing) if missing else None),
+        )
+        inbox_id = int(cur.lastrowid or 0)
+        conn.execute(f"UPDATE inbox_part SET inbox_id = ? WHERE id IN ({placeholders})", (inbox_id, *part_ids))
+        payload: dict[str, Any] = {
+            "id": inbox_id,
+            "from": first["sender"],
+            "text": text,
+            "sent_at": sent_at,
+            "received_at": _iso(received_at),
+            "modem": first["modem"],
+            "parts": total,
+        }
+        if partial:
+            payload["partial"] = True
+            payload["missing"] = missing
+        if error:
+            payload["error"] = error
+            payload["pdu"] = first["pdu"]
+        self._add_event(conn, "received", payload, now)
+        return inbox_id
+
+    def flush_partial(self, now: float | None = None, timeout: float = REASSEMBLY_TIMEOUT) -> list[int]:
+        """Deliver incomplete multipart messages whose first part arrived ``timeout`` seconds ago.
+
+        The text is the parts received, in order, flagged ``"partial": true`` with the missing
+        sequence numbers. A part arriving later starts a new group (and is flushed on its own).
+        Returns the new inbox ids. The daemon calls this periodically.
+        """
+        now = self._now(now)
+        groups = self.conn.execute(
+            "SELECT sender, concat_reference, concat_total, MIN(received_at) AS first_at "
+            "FROM inbox_part WHERE inbox_id IS NULL AND concat_total IS NOT NULL "
+            "GROUP BY sender, concat_reference, concat_total HAVING MIN(received_at) <= ?",
+            (now - timeout,),
+        ).fetchall()
+        if not groups:
+            return []
+        created: list[int] = []
+        with self._tx() as conn:
+            for group in groups:
+                rows = conn.execute(
+                    "SELECT id, concat_sequence FROM inbox_part WHERE inbox_id IS NULL AND sender IS ? "
+                    "AND concat_reference = ? AND concat_total = ? ORDER BY concat_sequence, id",
+                    (group["sender"], group["concat_reference"], group["concat_total"]),
+                ).fetchall()
+                first: dict[int, int] = {}
+                for row in rows:
+                    first.setdefault(row["concat_sequence"], row["id"])
+                total = group["concat_total"]
+                missing = [n for n in range(1, total + 1) if n not in first]
+                ids = [first[n] for n in sorted(first)]
+                inbox_id = self._assemble(conn, ids, partial=True, missing=missing, now=now)
+                # duplicates of a sequence inside the group belong to the same message
+                extra = [row["id"] for row in rows if row["id"] not in ids]
+                if extra:
+                    conn.execute(
+                        f"UPDATE inbox_part SET inbox_id = ? WHERE id IN ({', '.join('?' for _ in extra)})",
+                        (inbox_id, *extra),
+                    )
+                created.append(inbox_id)
+        return created
+
+    def pending_parts(self) -> list[dict[str, Any]]:
+        """Incoming parts still waiting for the rest of their message."""
+        rows = self.conn.execute(
+            "SELECT id, modem, sender, concat_reference, concat_total, concat_sequence, received_at "
+            "FROM inbox_part WHERE inbox_id IS NULL ORDER BY id"
+        ).fetchall()
+        return [dict(row) for row in rows]
+
+    def _received(self, row: sqlite3.Row) -> ReceivedMessage:
+        return ReceivedMessage(
+            id=row["id"], sender=row["sender"], text=row["text"] or "", sent_at=row["sent_at"],
+            received_at=row["received_at"], modem=row["modem"], parts=row["parts"],
+            partial=bool(row["partial"]), error=row["error"],
+        )
+
+    def received_unhandled(self, limit: int = 100) -> list[ReceivedMessage]:
+        rows = self.conn.execute(
+            "SELECT * FROM inbox WHERE handled_at IS NULL ORDER BY id LIMIT ?", (limit,)
+        ).fetchall()
+        return [self._received(row) for row in rows]
+
+    def received_handled(self, message_id: int, now: float | None = None) -> None:
+        now = self._now(now)
+        with self._tx() as conn:
+            conn.execute("UPDATE inbox SET handled_at = ? WHERE id = ? AND handled_at IS NULL", (now, message_id))
+
+    # --- events -----------------------------------------------------------------------------
+
+    def add_event(self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False,
+                  now: float | None = None) -> int:
+        """Queue an event to publish (topic relative to the base topic, e.g. ``modem/<id>``)."""
+        now = self._now(now)
+        with self._tx() as conn:
+            return self._add_event(conn, topic, payload, now, qos, retain)
+
+    def events_pending(self, limit: int = 100) -> list[Event]:
+        rows = self.conn.execute(
+            "SELECT * FROM event WHERE done_at IS NULL ORDER BY id LIMIT ?", (limit,)
+        ).fetchall()
+        return [Event(row["id"], row["topic"], json.loads(row["payload"]), row["qos"], bool(row["retain"]))
+                for row in rows]
+
+    def event_done(self, event_id: int, now: float | None = None) -> None:
+        now = self._now(now)
+        with self._tx() as conn:
+            conn.execute("UPDATE event SET done_at = ? WHERE id = ? AND done_at IS NULL", (now, event_id))
+
+    # --- audit and rule state ---------------------------------------------------------------
+
+    def audit(self, kind: str, detail: dict[str, Any], now: float | None = None) -> None:
+        now = self._now(now)
+        with self._tx() as conn:
+            conn.execute("INSERT INTO audit (at, kind, detail) VALUES (?, ?, ?)",
+                         (now, kind, json.dumps(detail, ensure_ascii=False)))
+
+    def audit_log(self, limit: int = 100, kind: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM audit" + (" WHERE kind = ?" if kind else "") + " ORDER BY id DESC LIMIT ?"
+        args: tuple[Any, ...] = (kind, limit) if kind else (limit,)
+        return [
+            {"id": row["id"], "at": row["at"], "kind": row["kind"], "detail": json.loads(row["detail"])}
+            for row in self.conn.execute(sql, args).fetchall()
+        ]
+
+    def state_get(self, namespace: str, key: str, default: Any = None) -> Any:
+        row = self.conn.execute(
+            "SELECT value FROM state WHERE namespace = ? AND key = ?", (namespace, key)
+        ).fetchone()
+        return default if row is None else json.loads(row["value"])
+
+    def state_set(self, namespace: str, key: str, value: Any) -> None:
+        """Set (or with ``None``, delete) one JSON value."""
+        with self._tx() as conn:
+            if value is None:
+                conn.execute("DELETE FROM state WHERE namespace = ? AND key = ?", (namespace, key))
+            else:
+                conn.execute(
+                    "INSERT INTO state (namespace, key, value) VALUES (?, ?, ?) "
+                    "ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value",
+                    (namespace, key, json.dumps(value, ensure_ascii=False)),
+                )
+
+    # --- listings and statistics ------------------------------------------------------------
+
+    def source_usage(self, since: float) -> dict[str, dict[str, int]]:
+        """Per source: messages accepted since ``since`` and how many of them were sent."""
+        rows = self.conn.execute(
+            "SELECT source, COUNT(*) AS accepted, "
+            "SUM(CASE WHEN state IN (?, ?) THEN 1 ELSE 0 END) AS sent "
+            "FROM message WHERE created_at >= ? GROUP BY source ORDER BY source",
+            (SENT, DELIVERED, since),
+        ).fetchall()
+        return {row["source"]: {"accepted": row["accepted"], "sent": row["sent"] or 0} for row in rows}
+
+    def stats(self, now: float | None = None) -> dict[str, Any]:
+        now = self._now(now)
+        outbox = dict.fromkeys(STATES, 0)
+        for row in self.conn.execute("SELECT state, COUNT(*) FROM message GROUP BY state"):
+            outbox[row[0]] = row[1]
+        last_error = self.conn.execute(
+            "SELECT id, last_error, updated_at FROM message WHERE last_error IS NOT NULL "
+            "ORDER BY updated_at DESC LIMIT 1"
+        ).fetchone()
+        return {
+            "outbox": outbox,
+            "inbox": self.conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0],
+            "inbox_unhandled": self.conn.execute(
+                "SELECT COUNT(*) FROM inbox WHERE handled_at IS NULL").fetchone()[0],
+            "inbox_parts_pending": self.conn.execute(
+                "SELECT COUNT(*) FROM inbox_part WHERE inbox_id IS NULL").fetchone()[0],
+            "events_pending": self.conn.execute(
+                "SELECT COUNT(*) FROM event WHERE done_at IS NULL").fetchone()[0],
+            "sources_today": self.source_usage(local_midnight(now)),
+            "last_error": None if last_error is None else {
+                "id": last_error["id"], "error": last_error["last_error"], "at": _iso(last_error["updated_at"])},
+        }
+
+    def outbox(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT m.*, (SELECT COUNT(*) FROM part p WHERE p.message_id = m.id) AS parts "
+            "FROM message m ORDER BY m.id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [self._message_dict(row) for row in rows]
+
+    def inbox(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT * FROM inbox ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        result = []
+        for row in rows:
+            data = dict(row)
+            data["from"] = data.pop("sender")
+            data["partial"] = bool(data["partial"])
+            data["missing"] = json.loads(data["missing"]) if data["missing"] else []
+            result.append(data)
+        return result
