@@ -282,6 +282,8 @@ def _to_octets(pdu: str | bytes | bytearray | memoryview) -> bytes:
 def _digits(octets: bytes, count: int, what: str) -> str:
     pairs = _SEMI_OCTET_PAIRS
     digits = "".join([pairs[octet] for octet in octets])[:count]
+    if digits.endswith("F"):
+        digits = digits[:-1]  # a filler counted in the length by some senders
     if "F" in digits:
         raise PduError(f"bad address: filler digit inside the {what}")
     return digits
@@ -449,7 +451,7 @@ def _read_user_data(
     data = user_data[header_octets:]
     if encoding == "ucs2":
         return data.decode("utf-16-be", "replace"), data, concat, port
-    return "", data, concat, port
+    return data.decode("latin-1"), data, concat, port  # 8-bit: one character per octet
 
 
 def _read_dcs(reader: _Reader) -> tuple[int, str, int | None]:
