@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from appliance.migrations import SCHEMA_VERSION, migrate
 
 if TYPE_CHECKING:
-    from drivers.pdu import SmsDeliver, SubmitPart
+    from drivers.pdu import SmsDeliver, SmsStatusReport, SubmitPart
 
 LOG = logging.getLogger(__name__)
 
@@ -618,6 +618,12 @@ class Store:
                         self._set_state(conn, message_id, DELIVERED, now)
                         state = DELIVERED
         return ReportMatch(message_id, sequence, part_state, state)
+
+    def apply_status_report(self, modem_id: str, report: SmsStatusReport, received_at: float | None = None,
+                            window: float = REPORT_WINDOW) -> ReportMatch | None:
+        """``delivery_report`` for a decoded SMS-STATUS-REPORT (its TP-MR, recipient and TP-ST)."""
+        return self.delivery_report(modem_id, report.reference, report.number, report.status,
+                                    received_at, window)
 
     # --- inbound ----------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import pytest
 from store_helpers import SENT, T0, Clock, Concat, Deliver, request, submit_parts
 
 from appliance.store import InvalidRequest, Store
+from drivers.pdu import SmsDeliver, SmsStatusReport, decode, encode_deliver, encode_status_report
 
 pytest_plugins = ["store_fixtures"]
 
@@ -417,3 +418,28 @@ def test_outbox_and_inbox_list_newest_first(store: Store) -> None:
     assert [m["text"] for m in store.outbox(10)] == ["two", "one"]
     assert store.outbox(1)[0]["to"] == "+492" and store.outbox(1)[0]["priority"] == "normal"
     assert store.inbox(10)[0]["from"] == "+49170"
+
+
+# --- with the real codec -------------------------------------------------------------------------------
+
+
+def test_real_multipart_deliver_pdus_in_reverse_order_reassemble_to_the_original_text(store: Store) -> None:
+    text = "Pumpe 7 meldet Druckverlust in Halle 3 — bitte prüfen. " * 4  # UCS-2: the dash
+    pdus = encode_deliver("+491705555555", text, timestamp=SENT, smsc="+491710760000", concat_reference=77)
+    assert len(pdus) > 1
+    for n, pdu in enumerate(reversed(pdus)):
+        message = decode(pdu)
+        assert isinstance(message, SmsDeliver)
+        store.add_incoming_part("sim0", pdu, message, None, T0 + n)
+    (received,) = store.received_unhandled()
+    assert (received.text, received.sender, received.parts) == (text, "+491705555555", len(pdus))
+    assert received.sent_at == SENT.isoformat()
+
+
+def test_real_status_report_pdu_marks_the_part_delivered(store: Store) -> None:
+    message_id = _sent_message(store, "+491701234567", 1, [200])
+    pdu = encode_status_report("+491701234567", 200, 0, timestamp=SENT, discharge_time=SENT)
+    report = decode(pdu)
+    assert isinstance(report, SmsStatusReport)
+    match = store.apply_status_report("sim0", report)
+    assert match is not None and (match.message_id, match.message_state) == (message_id, "delivered")
