@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.migrations import SCHEMA_VERSION, migrate
+from drivers.pdu import count_parts
 
 if TYPE_CHECKING:
     from drivers.pdu import SmsDeliver, SmsStatusReport, SubmitPart
@@ -284,7 +285,7 @@ class Store:
 
     def _message_event(self, conn: sqlite3.Connection, message_id: int, now: float) -> None:
         row = conn.execute(
-            "SELECT m.id, m.recipient, m.state, m.modem, m.last_error, "
+            "SELECT m.id, m.recipient, m.text, m.state, m.modem, m.last_error, "
             "(SELECT COUNT(*) FROM part p WHERE p.message_id = m.id) AS parts "
             "FROM message m WHERE m.id = ?",
             (message_id,),
@@ -293,7 +294,7 @@ class Store:
             "id": row["id"],
             "to": row["recipient"],
             "state": row["state"],
-            "parts": row["parts"] or None,
+            "parts": row["parts"] or count_parts(row["text"]),
             "modem": row["modem"],
         }
         if row["last_error"] and row["state"] in (QUEUED, FAILED, EXPIRED):

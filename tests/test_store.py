@@ -17,13 +17,16 @@ pytest_plugins = ["store_fixtures"]
 
 
 def test_enqueue_creates_one_queued_message_per_request_with_a_queued_event(store: Store) -> None:
+    store.enqueue([request("+491700000000", "x" * 161)])
+    assert store.events_pending()[0].payload["parts"] == 2  # counted by the codec before the split
+    store.event_done(store.events_pending()[0].id)
     results = store.enqueue([request("+491701111111"), request("+491702222222")])
     assert [r.state for r in results] == ["queued", "queued"]
     assert not any(r.duplicate for r in results)
     events = store.events_pending()
     assert [e.topic for e in events] == [f"message/{results[0].id}", f"message/{results[1].id}"]
     assert events[0].payload == {
-        "id": results[0].id, "to": "+491701111111", "state": "queued", "parts": None, "modem": None,
+        "id": results[0].id, "to": "+491701111111", "state": "queued", "parts": 1, "modem": None,
         "at": "2026-09-21T14:13:20.000Z",
     }
 
