@@ -1,0 +1,598 @@
+"""The AT engine: one command in flight, a priority lock, final results as data, a URC registry.
+
+Every line from the modem goes through the same steps, in this order (ModemManager's
+``parse_unsolicited`` before the reply parser):
+
+1. lines owed to a two-line URC (``+CMT: ,23`` then the PDU) go to that URC;
+2. the echo of the command in flight (echo on) and of the PDU after the prompt are skipped;
+3. registered URCs (regex -> handler) are cut out, whether or not a command is in flight;
+4. vendor noise (``^RSSI``, ``RDY``, ``+CFUN: 1`` ...) from :data:`DEFAULT_IGNORED_URCS` and the
+   profile's ``ignore_urcs`` is dropped - unless the command in flight asked for that very
+   prefix (``AT+CFUN?`` wants its ``+CFUN: 1``);
+5. what is left belongs to the command in flight: a final result (:data:`FINAL_RESULTS`, plus the
+   profile's ``final_without_ok``) ends it, anything else is a reply line. With no command in
+   flight the line goes to ``on_unsolicited`` or is logged and dropped.
+
+Nothing the modem sends raises out of the reader: bad bytes and unknown lines are logged with
+their ``repr`` and dropped; a URC handler that raises is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from drivers.errors import AtError, AtTimeout, TransportError, error_from_final
+from drivers.framing import AtFramer, Item, Line, Prompt
+from drivers.transport import Transport, open_transport
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds a command may take to reach its final result."""
+PROMPT_TIMEOUT = 10.0
+"""Seconds to wait for the ``> `` prompt after ``AT+CMGS=n``."""
+CANCEL_GRACE = 1.0
+"""After ESC cancels PDU entry, seconds to wait for the modem's final result to that cancel."""
+STRAY_OK_GRACE = 0.2
+"""After a reply that ends without OK (``final_without_ok``), seconds to wait for a stray OK."""
+LOCK_TIMEOUT = 600.0
+"""Backstop: seconds a command may wait for its turn behind other commands."""
+
+CTRL_Z = b"\x1a"
+ESC = b"\x1b"
+
+
+class Priority(IntEnum):
+    """Who gets the port first when several commands wait: lower runs first; FIFO within one."""
+
+    RESET = 0
+    HEALTH = 1
+    SEND = 2
+    POLL = 3
+
+
+@dataclass(frozen=True)
+class AtResponse:
+    """A completed command: its information lines (no echo, no URCs) and its final result line."""
+
+    command: str
+    lines: list[str]
+    final: str
+
+
+# Final result codes, as data. ``True``: success; ``False``: the command failed and
+# ``drivers.errors.error_from_final`` turns the line into the typed error.
+FINAL_RESULTS: tuple[tuple[re.Pattern[str], bool], ...] = (
+    (re.compile(r"OK"), True),
+    (re.compile(r"ERROR"), False),
+    (re.compile(r"\+CME ERROR:.*"), False),
+    (re.compile(r"\+CMS ERROR:.*"), False),
+    (re.compile(r"NO CARRIER"), False),
+    (re.compile(r"BUSY"), False),
+    (re.compile(r"NO ANSWER"), False),
+    (re.compile(r"NO DIALTONE"), False),
+    (re.compile(r"COMMAND NOT SUPPORT"), False),  # Huawei
+    (re.compile(r"TOO MANY PARAMETERS"), False),  # Huawei
+)
+
+# Unsolicited vendor noise that is never a reply to anything we ask (patterns match from the start
+# of the line). Profiles add their own through ``ignore_urcs``.
+DEFAULT_IGNORED_URCS: tuple[str, ...] = (
+    r"\^SRVST:",
+    r"\^MODE:",
+    r"\^RSSI:",
+    r"\^BOOT:",
+    r"\^DSFLOWRPT:",
+    r"\^HCSQ:",
+    r"\^SIMST:",
+    r"\^SYSSTART",
+    r"\^CEND:",
+    r"\^STIN:",
+    r"\^NDISSTAT:",
+    r"\+ZDONR:",
+    r"\+ZPASR:",
+    r"\+ZUSIMR:",
+    r"\+ZEND",
+    r"RDY$",
+    r"SMS Ready$",
+    r"Call Ready$",
+    r"PB DONE$",
+    r"\+CPIN: (NOT )?READY$",
+    r"UNDER-VOLTAGE (WARNNING|WARNING|POWER DOWN)",
+    r"OVER-VOLTAGE (WARNNING|WARNING|POWER DOWN)",
+    r"\+CFUN: 1$",
+    r"\+PACSP\d",
+    r"\+QIND:",
+    r"\+CGEV:",
+    r"\+CIEV:",
+    r"\+CTZV:",
+    r"\*PSUTTZ:",
+    r"DST:",
+)
+
+_PREFIX = re.compile(r"[+^*][A-Z0-9]+")
+_COMMAND_PREFIX = re.compile(r"AT([+^*][A-Z0-9]+)", re.IGNORECASE)
+
+UrcHandler = Callable[[re.Match[str], list[str]], None]
+
+
+@dataclass(eq=False)
+class _Urc:
+    pattern: re.Pattern[str]
+    handler: UrcHandler
+    extra_lines: int
+
+
+@dataclass(eq=False)
+class _PendingUrc:
+    urc: _Urc
+    match: re.Match[str]
+    extra: list[str] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _InFlight:
+    """The command being executed: what the reader fills in."""
+
+    command: str
+    done: asyncio.Future[AtResponse]
+    prompt: asyncio.Future[None] | None = None
+    payload_echo: str | None = None
+    lines: list[str] = field(default_factory=list)
+    echo_seen: bool = False
+    prefix: str | None = None  # "+CFUN" for AT+CFUN?: lines with it are replies, never noise
+
+
+class PriorityLock:
+    """A lock granted by priority (lower first), FIFO within a priority. Not reentrant."""
+
+    def __init__(self) -> None:
+        self._locked = False
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._counter = itertools.count()
+
+    @property
+    def locked(self) -> bool:
+        return self._locked
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for _, _, fut in self._waiters if not fut.done())
+
+    async def acquire(self, priority: int) -> None:
+        if not self._locked and not self._waiters:
+            self._locked = True
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (int(priority), next(self._counter), fut)
+        heapq.heappush(self._waiters, entry)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                # Granted just as we were cancelled: pass the lock on.
+                self.release()
+            else:
+                self._waiters.remove(entry)
+                heapq.heapify(self._waiters)
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)  # ownership passes on: stays locked
+                return
+        self._locked = False
+
+    @asynccontextmanager
+    async def hold(self, priority: int) -> AsyncIterator[None]:
+        await self.acquire(priority)
+        try:
+            yield
+        finally:
+            self.release()
+
+
+class AtEngine:
+    """Talks AT to one modem port. See the module docstring for how lines are routed."""
+
+    def __init__(
+        self,
+        *,
+        default_timeout: float = DEFAULT_TIMEOUT,
+        name: str = "",
+        ignore_urcs: Sequence[str] = (),
+        final_without_ok: Sequence[str] = (),
+        prompt_timeout: float = PROMPT_TIMEOUT,
+        cancel_grace: float = CANCEL_GRACE,
+        stray_ok_grace: float = STRAY_OK_GRACE,
+        lock_timeout: float = LOCK_TIMEOUT,
+    ) -> None:
+        self.default_timeout = default_timeout
+        self.name = name
+        self.prompt_timeout = prompt_timeout
+        self.cancel_grace = cancel_grace
+        self.stray_ok_grace = stray_ok_grace
+        self.lock_timeout = lock_timeout
+        self.ignored_urcs: list[re.Pattern[str]] = [
+            re.compile(p) for p in (*DEFAULT_IGNORED_URCS, *ignore_urcs)
+        ]
+        self.final_without_ok: list[re.Pattern[str]] = [re.compile(p) for p in final_without_ok]
+        self.on_closed: Callable[[BaseException | None], None] | None = None
+        self.on_unsolicited: Callable[[str], None] | None = None
+        self._urcs: list[_Urc] = []
+        self._framer = AtFramer(name=name)
+        self._transport: Transport | None = None
+        self._lock = PriorityLock()
+        self._in_flight: _InFlight | None = None
+        self._pending_urc: _PendingUrc | None = None
+        self._stray_ok: asyncio.Future[None] | None = None
+        self._closed_reported = True
+        self._close_error: BaseException | None = None
+        self._generation = 0
+        self.url = ""
+
+    # -- connection -------------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._transport is not None and self._transport.is_open
+
+    @property
+    def queued(self) -> int:
+        """Commands waiting for their turn (not counting the one in flight)."""
+        return self._lock.waiting
+
+    async def open(self, url: str, *, baudrate: int = 115200) -> None:
+        """Open ``url`` (``/dev/ttyUSB2`` or ``socket://host:port``). Raises TransportError."""
+        if self.is_open:
+            raise TransportError(f"{self._label()}already open on {self.url}")
+        self.url = url
+        self._framer.reset()
+        self._pending_urc = None
+        self._stray_ok = None
+        self._close_error = None
+        self._closed_reported = False
+        self._generation += 1
+        generation = self._generation
+
+        def on_data(data: bytes) -> None:
+            if generation == self._generation:
+                self._data_received(data)
+
+        def on_closed(exc: BaseException | None) -> None:
+            if generation == self._generation:
+                self._transport_closed(exc)
+
+        try:
+            self._transport = await open_transport(url, baudrate, on_data=on_data, on_closed=on_closed)
+        except BaseException:
+            self._closed_reported = True
+            raise
+
+    async def close(self) -> None:
+        """Close the port. A command in flight fails with TransportError; ``on_closed(None)`` runs once."""
+        transport = self._transport
+        self._transport_closed(None)
+        if transport is not None:
+            transport.close()
+            await transport.wait_closed()
+
+    def add_urc(self, pattern: str, handler: UrcHandler, *, extra_lines: int = 0) -> Callable[[], None]:
+        """Route lines matching ``pattern`` (from the start of the line) to ``handler``.
+
+        ``handler(match, extra)`` runs in the reader, synchronously; ``extra`` holds the
+        ``extra_lines`` lines that follow (the PDU of ``+CMT``/``+CDS``). It must not await modem
+        commands (schedule a task). Returns a function that removes the registration.
+        """
+        urc = _Urc(re.compile(pattern), handler, extra_lines)
+        self._urcs.append(urc)
+
+        def remove() -> None:
+            if urc in self._urcs:
+                self._urcs.remove(urc)
+
+        return remove
+
+    # -- commands ---------------------------------------------------------------------------------
+
+    async def command(
+        self, cmd: str, *, timeout: float | None = None, priority: Priority = Priority.POLL
+    ) -> AtResponse:
+        """Send ``cmd`` (CR is added) and return its reply once the final result arrives.
+
+        Raises AtError/CmeError/CmsError for a failed final result, AtTimeout when none arrives
+        within ``timeout`` seconds, TransportError when the port is or becomes closed.
+        """
+        cmd = _clean_command(cmd)
+        async with self._turn(priority, cmd):
+            return await self._execute(cmd, None, timeout)
+
+    async def command_with_prompt(
+        self,
+        cmd: str,
+        payload: str,
+        *,
+        timeout: float | None = None,
+        priority: Priority = Priority.SEND,
+    ) -> AtResponse:
+        """Send ``cmd`` (``AT+CMGS=n``), wait for ``> ``, send ``payload`` + Ctrl-Z, await the result.
+
+        If the prompt does not come within ``prompt_timeout``, ESC cancels the entry and AtTimeout is
+        raised. A final result instead of the prompt (``+CMS ERROR``) raises at once.
+        """
+        cmd = _clean_command(cmd)
+        if any(c in payload for c in "\r\n\x1a\x1b"):
+            raise ValueError(f"payload for {cmd} must not contain CR, LF, Ctrl-Z or ESC")
+        async with self._turn(priority, cmd):
+            return await self._execute(cmd, payload, timeout)
+
+    @asynccontextmanager
+    async def _turn(self, priority: Priority, cmd: str) -> AsyncIterator[None]:
+        self._check_open(cmd)
+        try:
+            async with asyncio.timeout(self.lock_timeout):
+                await self._lock.acquire(priority)
+        except TimeoutError:
+            raise AtTimeout(
+                f"{self._label()}{cmd}: waited {self.lock_timeout}s for the port", command=cmd, reply=[]
+            ) from None
+        try:
+            if self._stray_ok is not None:
+                # The last reply ended without OK; give a stray OK a moment to arrive and be dropped.
+                try:
+                    async with asyncio.timeout(self.stray_ok_grace):
+                        await asyncio.shield(self._stray_ok)
+                except TimeoutError:
+                    pass
+                finally:
+                    self._stray_ok = None
+            self._check_open(cmd)
+            yield
+        finally:
+            self._lock.release()
+
+    async def _execute(self, cmd: str, payload: str | None, timeout: float | None) -> AtResponse:
+        loop = asyncio.get_running_loop()
+        timeout = self.default_timeout if timeout is None else timeout
+        job = _InFlight(command=cmd, done=loop.create_future(), prefix=_command_prefix(cmd))
+        if payload is not None:
+            job.prompt = loop.create_future()
+            job.payload_echo = payload
+        self._in_flight = job  # registered before writing: the reply can never arrive unseen
+        try:
+            self._write(cmd.encode() + b"\r", cmd)
+            if job.prompt is not None and payload is not None:
+                await self._await_prompt(job, payload)
+            try:
+                async with asyncio.timeout(timeout):
+                    return await asyncio.shield(job.done)
+            except TimeoutError:
+                raise AtTimeout(
+                    f"{self._label()}{cmd}: no final result within {timeout}s (got {job.lines!r})",
+                    command=cmd,
+                    reply=list(job.lines),
+                ) from None
+        finally:
+            self._in_flight = None
+            if job.done.done() and not job.done.cancelled():
+                job.done.exception()  # mark retrieved
+            else:
+                job.done.cancel()
+
+    async def _await_prompt(self, job: _InFlight, payload: str) -> None:
+        assert job.prompt is not None
+        try:
+            async with asyncio.timeout(self.prompt_timeout):
+                waiting: set[asyncio.Future[Any]] = {job.prompt, job.done}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            log.warning("%s%s: no prompt within %ss, cancelling with ESC", self._label(), job.command,
+                        self.prompt_timeout)
+            lines = list(job.lines)
+            if self.is_open:
+                self._write(ESC, job.command)
+                try:  # swallow the modem's answer to the cancel so it is not taken for the next reply
+                    async with asyncio.timeout(self.cancel_grace):
+                        await asyncio.wait({job.done})
+                except TimeoutError:
+                    pass
+            raise AtTimeout(
+                f"{self._label()}{job.command}: no '> ' prompt within {self.prompt_timeout}s",
+                command=job.command,
+                reply=lines,
+            ) from None
+        if job.done.done():
+            # A final result came instead of the prompt (e.g. +CMS ERROR): raises, or an odd OK.
+            response = job.done.result()
+            log.warning("%s%s: final result %r before the prompt", self._label(), job.command, response.final)
+            raise AtError(
+                f"{self._label()}{job.command}: ended with {response.final!r} before the prompt",
+                command=job.command,
+                reply=response.lines,
+                final=response.final,
+            )
+        self._write(payload.encode() + CTRL_Z, job.command)
+
+    def _write(self, data: bytes, cmd: str) -> None:
+        transport = self._transport
+        if transport is None or not transport.is_open:
+            raise self._closed_error(cmd)
+        log.debug("%s-> %r", self._label(), data)
+        transport.write(data)
+
+    def _check_open(self, cmd: str) -> None:
+        if not self.is_open:
+            raise self._closed_error(cmd)
+
+    def _closed_error(self, cmd: str | None) -> TransportError:
+        reason = f": {self._close_error}" if self._close_error is not None else ""
+        return TransportError(f"{self._label()}port {self.url or '(none)'} is closed{reason}", command=cmd,
+                              reply=[])
+
+    def _label(self) -> str:
+        return f"{self.name}: " if self.name else ""
+
+    # -- the reader -------------------------------------------------------------------------------
+
+    def _data_received(self, data: bytes) -> None:
+        log.debug("%s<- %r", self._label(), data)
+        try:
+            items = self._framer.feed(data)
+        except Exception:  # the framer is total; this is a last line of defence
+            log.exception("%sframing failed on %r", self._label(), data)
+            self._framer.reset()
+            return
+        for item in items:
+            try:
+                self._route(item)
+            except Exception:
+                log.exception("%serror while handling %r", self._label(), item)
+
+    def _route(self, item: Item) -> None:
+        job = self._in_flight
+        if isinstance(item, Prompt):
+            if job is not None and job.prompt is not None and not job.prompt.done():
+                job.prompt.set_result(None)
+            else:
+                log.info("%sunexpected '> ' prompt dropped", self._label())
+            return
+        self._route_line(item, job)
+
+    def _route_line(self, item: Line, job: _InFlight | None) -> None:
+        line = item.text
+        # 1. lines owed to a two-line URC
+        pending = self._pending_urc
+        if pending is not None and job is not None and not job.done.done() and _is_final(line):
+            log.warning("%s%r announced %d more line(s) but %r came: URC dropped", self._label(),
+                        pending.match.string, pending.urc.extra_lines, line)
+            self._pending_urc = pending = None
+        if pending is not None:
+            pending.extra.append(line)
+            if len(pending.extra) >= pending.urc.extra_lines:
+                self._pending_urc = None
+                self._call_urc(pending.urc, pending.match, pending.extra)
+            return
+        # 2. echo
+        if job is not None and not job.done.done():
+            if not job.echo_seen and line.upper() == job.command.upper():
+                job.echo_seen = True
+                job.lines.clear()  # anything before our own echo was left over from earlier
+                return
+            if job.payload_echo is not None and job.prompt is not None and job.prompt.done():
+                if line.upper() == job.payload_echo.upper():
+                    job.payload_echo = None
+                    return
+        # 3. registered URCs
+        for urc in list(self._urcs):
+            match = urc.pattern.match(line)
+            if match is None:
+                continue
+            if urc.extra_lines > 0:
+                self._pending_urc = _PendingUrc(urc, match)
+            else:
+                self._call_urc(urc, match, [])
+            return
+        # 4. vendor noise
+        asked_for = job is not None and job.prefix is not None and line.upper().startswith(job.prefix)
+        if not asked_for and any(p.match(line) for p in self.ignored_urcs):
+            log.debug("%signored unsolicited %r", self._label(), line)
+            return
+        # 5. the reply
+        if job is None or job.done.done():
+            self._unsolicited(line)
+            return
+        for pattern, success in FINAL_RESULTS:
+            if pattern.fullmatch(line):
+                self._finish(job, line, success)
+                return
+        if self._ends_without_ok(job, line):
+            job.lines.append(line)
+            self._stray_ok = asyncio.get_running_loop().create_future()
+            self._finish(job, line, True)
+            return
+        job.lines.append(line)
+
+    def _ends_without_ok(self, job: _InFlight, line: str) -> bool:
+        if not any(p.match(line) for p in self.final_without_ok):
+            return False
+        # "+CPIN: READY" ends AT+CPIN? on a Wavecom; the same line in the middle of AT+CSQ does not.
+        prefix = _PREFIX.match(line)
+        return prefix is None or prefix.group(0).upper() == job.prefix
+
+    def _finish(self, job: _InFlight, final: str, success: bool) -> None:
+        if success:
+            job.done.set_result(AtResponse(job.command, list(job.lines), final))
+        else:
+            job.done.set_exception(error_from_final(final, job.command, list(job.lines)))
+        if job.prompt is not None and not job.prompt.done():
+            job.prompt.cancel()
+
+    def _unsolicited(self, line: str) -> None:
+        if line == "OK" and self._stray_ok is not None:
+            if not self._stray_ok.done():
+                self._stray_ok.set_result(None)
+            log.debug("%sstray OK after a reply without OK dropped", self._label())
+            return
+        if self.on_unsolicited is not None:
+            try:
+                self.on_unsolicited(line)
+            except Exception:
+                log.exception("%son_unsolicited failed for %r", self._label(), line)
+            return
+        log.info("%sunsolicited line with no command in flight dropped: %r", self._label(), line)
+
+    def _call_urc(self, urc: _Urc, match: re.Match[str], extra: list[str]) -> None:
+        try:
+            urc.handler(match, extra)
+        except Exception:
+            log.exception("%sURC handler for %r failed on %r %r", self._label(), urc.pattern.pattern,
+                          match.string, extra)
+
+    def _transport_closed(self, exc: BaseException | None) -> None:
+        if self._closed_reported:
+            return
+        self._closed_reported = True
+        self._close_error = exc
+        self._transport = None
+        job = self._in_flight
+        if job is not None:
+            error = self._closed_error(job.command)
+            if not job.done.done():
+                job.done.set_exception(error)
+            if job.prompt is not None and not job.prompt.done():
+                job.prompt.cancel()
+        if self._stray_ok is not None and not self._stray_ok.done():
+            self._stray_ok.set_result(None)
+        callback = self.on_closed
+        if callback is not None:
+            try:
+                callback(exc)
+            except Exception:
+                log.exception("%son_closed callback failed", self._label())
+
+
+def _is_final(line: str) -> bool:
+    return any(pattern.fullmatch(line) for pattern, _ in FINAL_RESULTS)
+
+
+def _clean_command(cmd: str) -> str:
+    cmd = cmd.rstrip("\r")
+    if not cmd or any(c in cmd for c in "\r\n\x1a\x1b"):
+        raise ValueError(f"bad AT command {cmd!r}: empty, or contains CR, LF, Ctrl-Z or ESC")
+    return cmd
+
+
+def _command_prefix(cmd: str) -> str | None:
+    match = _COMMAND_PREFIX.match(cmd)
+    return match.group(1).upper() if match else None
