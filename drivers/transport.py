@@ -78,6 +78,18 @@ class _ByteProtocol(asyncio.Protocol):
             log.exception("%s: error in the on_closed callback", self.name)
 
 
+class _SerialTransport(serial_asyncio.SerialTransport):  # type: ignore[misc]
+    """pyserial-asyncio's transport, but a vanished port is a close, not a loop-level error.
+
+    Upstream reports a failed write (EIO after a USB unplug) to the event loop's exception handler
+    as a "fatal error" before closing; here it is logged and reported through connection_lost only.
+    """
+
+    def _fatal_error(self, exc: BaseException, message: str = "serial transport failed") -> None:
+        log.warning("%s: %s", message, exc)
+        self._abort(exc)
+
+
 class Transport:
     """An open byte connection to a modem. Create with :func:`open_transport`."""
 
@@ -149,9 +161,8 @@ async def open_transport(
                 host, port = _socket_address(url)
                 transport, _ = await loop.create_connection(lambda: protocol, host, port)
             else:
-                transport, _ = await serial_asyncio.create_serial_connection(
-                    loop, lambda: protocol, url, baudrate=baudrate
-                )
+                port = serial.serial_for_url(url, baudrate=baudrate)
+                transport = _SerialTransport(loop, protocol, port)
             await protocol.made
     except TransportError:
         raise
