@@ -63,10 +63,11 @@ class Gsm7EncodeError(ValueError):
 
 def encode(text: str) -> bytes:
     """Text -> septet string (one septet per byte). Raises Gsm7EncodeError for other characters."""
-    try:
-        return codecs.charmap_encode(text, "strict", _ENCODING_MAP)[0]
-    except UnicodeEncodeError:
-        pass
+    if _UNDEFINED not in text:  # the charmap maps its own "undefined" marker; keep it out
+        try:
+            return codecs.charmap_encode(text, "strict", _ENCODING_MAP)[0]
+        except UnicodeEncodeError:
+            pass
     out = bytearray()
     table = CHAR_TO_SEPTETS
     for char in text:

@@ -535,6 +535,8 @@ def test_gsm7_is_chosen_only_when_every_character_fits():
     assert split_text("Grüße {ok} €5")[0] == "gsm7"
     assert split_text("Grüße ç")[0] == "ucs2"  # lower-case ç is not in the default alphabet
     assert split_text("tab\there")[0] == "ucs2"
+    assert split_text("\ufffe")[0] == "ucs2"  # a noncharacter, not a septet
+    assert decode(encode_submit("+491", "\ufffe")[0].pdu).text == "\ufffe"  # type: ignore[union-attr]
 
 
 def test_eight_bit_data_is_sent_and_read_as_bytes():

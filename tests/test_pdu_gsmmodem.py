@@ -4,7 +4,8 @@ Known differences kept out of the generated alphabet: python-gsmmodem puts '`' w
 '§' (septet 0x5F), maps 'ÿ' instead of form feed to extension code 0x0A, and writes a text ESC
 character as the bare escape septet (which 23.038 says to display as a space). It also mis-reads 7-bit
 text after a UDH whose length is a multiple of 7 bits (16-bit references), so its decoder is only
-asked about 8-bit references.
+asked about 8-bit references. Its 7-bit decoder drops a final '@' when the septets fill the last
+octet exactly (its own encode -> decode loses it), so texts whose parts end in '@' are not sent to it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from drivers import gsm7
-from drivers.pdu import decode, encode_deliver, encode_submit
+from drivers.pdu import decode, encode_deliver, encode_submit, split_text
 
 gsmpdu = pytest.importorskip("gsmmodem.pdu")
 
@@ -36,6 +37,11 @@ NUMBERS = st.one_of(
     st.from_regex(r"\+[1-9][0-9]{1,14}", fullmatch=True),
     st.from_regex(r"[0-9]{2,15}", fullmatch=True),
 )
+
+
+def _avoid_their_trailing_at_bug(text: str) -> None:
+    encoding, parts = split_text(text)
+    assume(encoding != "gsm7" or not any(part.endswith("@") for part in parts))
 
 
 def _their_texts(pdus: list[str]) -> tuple[str, list[dict]]:
@@ -58,6 +64,7 @@ def test_our_decoder_reads_their_submit_pdus(text, number):
 @SETTINGS
 @given(text=TEXTS, number=NUMBERS, reference=st.integers(0, 255))
 def test_their_decoder_reads_our_submit_pdus(text, number, reference):
+    _avoid_their_trailing_at_bug(text)
     parts = encode_submit(number, text, reference=reference, concat_reference=200)
     joined, decoded = _their_texts([part.pdu for part in parts])
     assert joined == text
@@ -75,6 +82,7 @@ def test_their_decoder_reads_our_submit_pdus(text, number, reference):
     quarters=st.integers(-48, 56),
 )
 def test_their_decoder_reads_our_deliver_pdus_and_time_zone(text, number, quarters):
+    _avoid_their_trailing_at_bug(text)
     stamp = datetime(2024, 3, 1, 12, 0, 30, tzinfo=timezone(timedelta(minutes=15 * quarters)))
     pdus = encode_deliver(number, text, timestamp=stamp, smsc="+491722270333", concat_reference=3)
     joined, decoded = _their_texts(pdus)
