@@ -1,0 +1,820 @@
+"""The async Modem API: one GSM modem driven through the AT engine, from a profile.
+
+``Modem.open()`` opens the port, syncs, turns echo off (or on, as the profile says), enables
+verbose errors, detects the profile when asked for "auto", unlocks the SIM (carefully: see
+``_unlock_sim``), switches to PDU mode, applies the profile's CNMI and storage and turns the
+registration URCs on. Incoming SMS and status reports arrive on ``events``; nothing is ever
+deleted from the SIM here: the consumer commits a message, then calls ``delete_message``.
+
+Per-vendor behaviour lives in ``drivers.vendors`` as small subclasses, registered with
+``register_vendor`` and chosen by the profile's ``vendor_class``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, TypeVar
+
+from drivers import parsers
+from drivers.at import AtEngine, AtResponse, Priority
+from drivers.errors import AtError, AtTimeout, CmeError, ModemError, PinError, TransportError
+from drivers.pdu import (
+    PduError,
+    SmsDeliver,
+    SmsStatusReport,
+    SmsSubmit,
+    SubmitPart,
+    decode,
+    encode_submit,
+)
+from drivers.profiles import GENERIC, Profile, load_profile, match_identity
+
+LOG = logging.getLogger(__name__)
+
+#: Attempts of a bare ``AT`` while syncing with a modem that may be booting or mid-prompt.
+SYNC_ATTEMPTS = 5
+#: How long ``open`` waits for the SIM to say READY after a PIN was accepted (seconds).
+SIM_READY_TIMEOUT = 15.0
+#: How often the SIM state is polled while waiting for READY (seconds).
+SIM_READY_POLL = 0.25
+#: How often the port path is checked while a USB modem re-enumerates (seconds).
+PORT_POLL = 0.2
+#: After a reset, how long a re-enumerating USB modem's port may take to vanish (seconds).
+VANISH_GRACE = 5.0
+#: Attempts to read a message announced by +CMTI/+CDSI before reporting it with an error.
+READ_ATTEMPTS = 3
+
+M = TypeVar("M", bound="Modem")
+
+
+# --- results and events ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    manufacturer: str = ""
+    model: str = ""
+    revision: str = ""
+    imei: str = ""
+    imsi: str = ""
+    iccid: str = ""
+
+
+@dataclass(frozen=True)
+class Signal:
+    rssi: int | None        # 0..31 as +CSQ reports it, None when unknown (99)
+    ber: int | None
+    dbm: int | None          # -113 .. -51 dBm, None when unknown
+
+    @property
+    def percent(self) -> int | None:
+        return None if self.rssi is None else round(self.rssi * 100 / 31)
+
+
+@dataclass(frozen=True)
+class Registration:
+    status: int              # 27.007 <stat>: 0 not, 1 home, 2 searching, 3 denied, 4 unknown, 5 roaming
+    lac: str | None = None
+    cell_id: str | None = None
+    act: int | None = None
+    source: str = "CREG"
+
+    @property
+    def registered(self) -> bool:
+        return self.status in (1, 5)
+
+    @property
+    def roaming(self) -> bool:
+        return self.status == 5
+
+    @property
+    def state(self) -> str:
+        return REGISTRATION_STATES.get(self.status, "unknown")
+
+
+REGISTRATION_STATES = {0: "not-registered", 1: "home", 2: "searching", 3: "denied", 4: "unknown", 5: "roaming"}
+
+
+@dataclass(frozen=True)
+class Operator:
+    numeric: str | None      # MCC MNC, e.g. "26201"
+    name: str | None
+    act: int | None = None
+
+
+@dataclass(frozen=True)
+class StorageStatus:
+    used: int
+    total: int
+    storage: str
+
+
+@dataclass(frozen=True)
+class UssdReply:
+    status: int              # 0 no further action, 1 further action required, 2 terminated, ...
+    text: str
+    dcs: int | None = None
+
+
+@dataclass(frozen=True)
+class IncomingSms:
+    modem_id: str
+    storage: str | None
+    index: int | None        # SIM slot; None for a message delivered directly by +CMT
+    pdu: str
+    deliver: SmsDeliver | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    modem_id: str
+    storage: str | None
+    index: int | None
+    pdu: str
+    report: SmsStatusReport | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    index: int
+    stat: int
+    pdu: str
+    message: SmsDeliver | SmsStatusReport | SmsSubmit | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ModemClosed:
+    modem_id: str
+    error: str | None = None
+
+
+ModemEvent = IncomingSms | StatusReport | ModemClosed
+
+
+# --- PIN rejections: remembered per port for the life of the process -------------------------
+
+_REJECTED_PINS: dict[str, str] = {}
+
+
+def _port_key(port: str) -> str:
+    """One key per device, whichever symlink (by-id, simulator name) it is opened by."""
+    return os.path.realpath(port)
+
+
+def _port_exists(port: str) -> bool:
+    return os.path.exists(port)
+
+
+def pin_rejected(port: str) -> str | None:
+    """The PIN that this port's SIM rejected earlier in this process, if any."""
+    return _REJECTED_PINS.get(_port_key(port))
+
+
+def remember_pin_rejection(port: str, pin: str) -> None:
+    _REJECTED_PINS[_port_key(port)] = pin
+
+
+def forget_pin_rejection(port: str) -> None:
+    """Allow a new PIN attempt on ``port`` (an installer's deliberate action, never automatic)."""
+    _REJECTED_PINS.pop(_port_key(port), None)
+
+
+# --- vendor subclasses ----------------------------------------------------------------------
+
+_VENDOR_CLASSES: dict[str, type[Modem]] = {}
+
+
+def register_vendor(name: str) -> Callable[[type[M]], type[M]]:
+    """Class decorator: the Modem subclass for profiles with ``vendor_class = name``."""
+
+    def decorate(cls: type[M]) -> type[M]:
+        _VENDOR_CLASSES[name] = cls
+        return cls
+
+    return decorate
+
+
+def modem_class_for(profile: Profile) -> type[Modem]:
+    """The Modem class for a profile's ``vendor_class`` (``Modem`` itself for "generic")."""
+    import drivers.vendors  # noqa: F401  (registers the subclasses)
+
+    if profile.vendor_class == GENERIC:
+        return Modem
+    try:
+        return _VENDOR_CLASSES[profile.vendor_class]
+    except KeyError:
+        known = ", ".join(sorted([GENERIC, *_VENDOR_CLASSES]))
+        raise ValueError(
+            f"profile {profile.name!r} ({profile.source}): unknown vendor_class {profile.vendor_class!r} "
+            f"(known: {known})"
+        ) from None
+
+
+def _info_value(lines: list[str], prefix: str) -> str:
+    """The answer of an information command (+CGMI, +CGSN...), with or without its prefix."""
+    for line in lines:
+        text = line.strip()
+        if not text:
+            continue
+        if text.upper().startswith(prefix.upper() + ":"):
+            text = text[len(prefix) + 1 :].strip()
+        return text.strip('"').strip()
+    return ""
+
+
+def _digits(text: str, low: int, high: int) -> str:
+    match = re.search(rf"\d{{{low},{high}}}", text)
+    return match.group(0) if match else ""
+
+
+class Modem:
+    """One modem on one port. See the module docstring and docs/modems.md."""
+
+    #: Subclasses set nothing else per instance: ``open`` may switch an auto-detected
+    #: instance to its vendor subclass in place.
+    vendor: ClassVar[str] = GENERIC
+
+    def __new__(cls, port: str, *args: Any, profile: str | Profile = "auto", **kwargs: Any) -> Modem:
+        if cls is Modem and profile != "auto":
+            resolved = profile if isinstance(profile, Profile) else load_profile(profile)
+            return object.__new__(modem_class_for(resolved))
+        return object.__new__(cls)
+
+    def __init__(
+        self,
+        port: str,
+        *,
+        profile: str | Profile = "auto",
+        pin: str | None = None,
+        modem_id: str = "modem0",
+        baudrate: int = 115200,
+        timeouts: Mapping[str, float] | None = None,
+        sync_attempts: int = SYNC_ATTEMPTS,
+        sim_ready_timeout: float = SIM_READY_TIMEOUT,
+    ) -> None:
+        self.port = port
+        self.modem_id = modem_id
+        self.baudrate = baudrate
+        self.pin = pin
+        self._auto = profile == "auto"
+        self._timeouts = dict(timeouts or {})
+        self.sync_attempts = sync_attempts
+        self.sim_ready_timeout = sim_ready_timeout
+        self.vanish_grace = VANISH_GRACE
+        base = load_profile(GENERIC) if profile == "auto" else profile
+        self.profile: Profile = self._apply_timeouts(base if isinstance(base, Profile) else load_profile(base))
+        self.identity = Identity()
+        self.events: asyncio.Queue[ModemEvent] = asyncio.Queue()
+        self.registration_state: Registration | None = None
+        self._engine: AtEngine | None = None
+        self._urc_removers: list[Callable[[], None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ussd_waiter: asyncio.Future[UssdReply] | None = None
+        self._concat_reference = int.from_bytes(os.urandom(1), "big")
+        self._closing = False
+
+    # --- profile and timeouts -----------------------------------------------------------
+
+    def _apply_timeouts(self, profile: Profile) -> Profile:
+        return profile.with_timeouts(**self._timeouts) if self._timeouts else profile
+
+    def timeout(self, key: str) -> float:
+        return self.profile.timeout(key)
+
+    @property
+    def is_open(self) -> bool:
+        return self._engine is not None and self._engine.is_open
+
+    @property
+    def engine(self) -> AtEngine:
+        if self._engine is None or not self._engine.is_open:
+            raise TransportError(f"{self.modem_id}: modem {self.port} is not open")
+        return self._engine
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.modem_id} {self.port} profile={self.profile.name}>"
+
+    # --- commands -------------------------------------------------------------------------
+
+    async def command(
+        self, cmd: str, *, timeout: float | None = None, priority: Priority = Priority.POLL
+    ) -> AtResponse:
+        """Run one AT command (the engine enforces the timeout; default: the profile's)."""
+        return await self.engine.command(
+            cmd, timeout=timeout if timeout is not None else self.timeout("command"), priority=priority
+        )
+
+    async def _optional(self, cmd: str, *, priority: Priority = Priority.POLL) -> AtResponse | None:
+        """A command a modem may not support: an error answer is logged and returns None."""
+        try:
+            return await self.command(cmd, priority=priority)
+        except AtError as exc:
+            LOG.info("%s: %s not supported: %s", self.modem_id, cmd, exc)
+            return None
+
+    # --- open / close -----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the port, sync, detect, unlock the SIM and initialise. Safe to call again after close."""
+        self._closing = False
+        await self._close_engine()  # a port that vanished leaves its dead engine behind
+        await self._open_engine()
+        try:
+            await self._initialise()
+        except BaseException:
+            await self._close_engine()
+            raise
+
+    async def _open_engine(self) -> None:
+        engine = AtEngine(
+            default_timeout=self.timeout("command"),
+            name=self.modem_id,
+            ignore_urcs=tuple(self.profile.ignore_urcs),
+            final_without_ok=tuple(self.profile.final_without_ok),
+        )
+        engine.on_closed = self._on_engine_closed
+        await engine.open(self.port, baudrate=self.baudrate)
+        self._engine = engine
+        self._register_urcs()
+
+    async def _initialise(self) -> None:
+        await self._sync()
+        await self.command("ATE1" if self.profile.echo else "ATE0", priority=Priority.RESET)
+        await self._optional("AT+CMEE=1", priority=Priority.RESET)
+        manufacturer = _info_value((await self.command("AT+CGMI")).lines, "+CGMI")
+        model = _info_value((await self.command("AT+CGMM")).lines, "+CGMM")
+        if self._auto:
+            await self._adopt_profile(match_identity(manufacturer, model))
+        revision = _info_value((await self._optional("AT+CGMR") or _EMPTY).lines, "+CGMR")
+        imei = _digits(_info_value((await self._optional("AT+CGSN") or _EMPTY).lines, "+CGSN"), 14, 17)
+        self.identity = Identity(manufacturer, model, revision, imei)
+        await self._unlock_sim()
+        imsi = _digits(_info_value((await self._optional("AT+CIMI") or _EMPTY).lines, "+CIMI"), 6, 15)
+        iccid = await self._read_iccid()
+        self.identity = Identity(manufacturer, model, revision, imei, imsi, iccid)
+        await self.command("AT+CMGF=0")
+        for cmd in self.profile.init_commands:
+            await self._optional(cmd)
+        mem = ",".join(f'"{m}"' for m in self.profile.storage)
+        await self._optional(f"AT+CPMS={mem}")
+        await self.command(self.profile.cnmi)
+        await self._optional("AT+CREG=2")
+        await self._optional("AT+CGREG=2")
+        await self._optional("AT+CEREG=2")
+        LOG.info(
+            "%s: open on %s: %s %s (profile %s, IMEI %s)",
+            self.modem_id, self.port, manufacturer, model, self.profile.name, imei or "?",
+        )
+
+    async def _sync(self) -> None:
+        """Bare ``AT`` until the modem answers: it may be booting, or left at a ``> `` prompt."""
+        last: Exception | None = None
+        for attempt in range(self.sync_attempts):
+            try:
+                await self.command("AT", timeout=self.timeout("sync"), priority=Priority.RESET)
+                return
+            except (AtTimeout, AtError) as exc:
+                last = exc
+                LOG.debug("%s: sync attempt %d failed: %s", self.modem_id, attempt + 1, exc)
+        raise AtTimeout(f"{self.modem_id}: no answer to AT on {self.port} after {self.sync_attempts} attempts") from last
+
+    async def _adopt_profile(self, profile: Profile) -> None:
+        """Switch to the detected profile (and its vendor subclass) after +CGMI/+CGMM."""
+        profile = self._apply_timeouts(profile)
+        if profile.name == self.profile.name:
+            return
+        LOG.info("%s: detected profile %s", self.modem_id, profile.name)
+        old = self.profile
+        self.profile = profile
+        cls = modem_class_for(profile)
+        if type(self) is not cls and issubclass(cls, type(self)):
+            # Vendor subclasses only override methods and hold no state of their own.
+            self.__class__ = cls
+        if (profile.final_without_ok, profile.ignore_urcs) != (old.final_without_ok, old.ignore_urcs):
+            # The engine takes these at construction: reopen it with the detected ones.
+            await self._close_engine()
+            await self._open_engine()
+            await self._sync()
+
+    async def _read_iccid(self) -> str:
+        for cmd in self.profile.iccid_commands:
+            response = await self._optional(cmd)
+            if response is not None:
+                iccid = _digits(" ".join(response.lines), 18, 22)
+                if iccid:
+                    return iccid
+        return ""
+
+    async def close(self) -> None:
+        """Close the port; pending work is cancelled. ``ModemClosed`` goes on ``events``."""
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        was_open = self._engine is not None
+        await self._close_engine()
+        if was_open:
+            self.events.put_nowait(ModemClosed(self.modem_id, None))
+
+    async def _close_engine(self) -> None:
+        for remove in self._urc_removers:
+            remove()
+        self._urc_removers.clear()
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.on_closed = None
+            await engine.close()
+
+    def _on_engine_closed(self, error: BaseException | None) -> None:
+        LOG.warning("%s: port %s closed%s", self.modem_id, self.port, f": {error}" if error else "")
+        if self._ussd_waiter is not None and not self._ussd_waiter.done():
+            self._ussd_waiter.set_exception(TransportError(f"{self.modem_id}: port closed during USSD"))
+        self.events.put_nowait(ModemClosed(self.modem_id, str(error) if error else None))
+
+    # --- SIM --------------------------------------------------------------------------------
+
+    async def sim_state(self) -> str:
+        """The +CPIN state: "READY", "SIM PIN", "SIM PUK", ..."""
+        response = await self.command("AT+CPIN?")
+        return parsers.parse_cpin(response.lines)
+
+    async def _unlock_sim(self) -> None:
+        """Enter the PIN only when the SIM asks for "SIM PIN", once, and never after a rejection.
+
+        A wrong PIN retried a few times locks the SIM behind its PUK: the worst thing we could do
+        to an installer. So a rejection is remembered per port for the life of the process and
+        the next ``open`` refuses to try again (``forget_pin_rejection`` lifts that).
+        """
+        state = await self.sim_state()
+        if state == "READY":
+            return
+        if state == "SIM PUK":
+            raise PinError(f"{self.modem_id}: the SIM is PUK-locked; smsgw never enters a PUK: unlock it in a phone")
+        if state != "SIM PIN":
+            raise PinError(f"{self.modem_id}: the SIM wants {state!r}, which smsgw does not enter")
+        if self.pin is None:
+            raise PinError(f"{self.modem_id}: the SIM wants its PIN and none is configured")
+        rejected = pin_rejected(self.port)
+        if rejected is not None and rejected == self.pin:
+            raise PinError(
+                f"{self.modem_id}: the SIM rejected this PIN before; not trying it again (that would "
+                "risk a PUK lockout). Fix the PIN in the configuration."
+            )
+        if not re.fullmatch(r"\d{4,8}", self.pin):
+            raise PinError(f"{self.modem_id}: the configured PIN must be 4 to 8 digits")
+        try:
+            await self.command(f'AT+CPIN="{self.pin}"', priority=Priority.RESET)
+        except AtError as exc:
+            remember_pin_rejection(self.port, self.pin)
+            raise PinError(f"{self.modem_id}: the SIM rejected the PIN ({exc}); it will not be retried") from exc
+        await self._wait_sim_ready()
+
+    async def _wait_sim_ready(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.sim_ready_timeout
+        while True:
+            try:
+                if await self.sim_state() == "READY":
+                    return
+            except CmeError as exc:  # 14 "SIM busy" while it unlocks
+                LOG.debug("%s: SIM not ready yet: %s", self.modem_id, exc)
+            if loop.time() > deadline:
+                raise PinError(f"{self.modem_id}: the SIM took the PIN but did not become ready")
+            await asyncio.sleep(SIM_READY_POLL)
+
+    # --- sending ------------------------------------------------------------------------------
+
+    async def send_pdu(self, part: SubmitPart, *, priority: Priority = Priority.SEND) -> int:
+        """Submit one PDU part with AT+CMGS; returns its TP-MR (message reference)."""
+        response = await self.engine.command_with_prompt(
+            f"AT+CMGS={part.tpdu_length}", part.pdu, timeout=self.timeout("send"), priority=priority
+        )
+        return parsers.parse_cmgs(response.lines)
+
+    def next_concat_reference(self) -> int:
+        self._concat_reference = (self._concat_reference + 1) % 256
+        return self._concat_reference
+
+    async def send_sms(
+        self, number: str, text: str, *, report: bool = False, validity: int | datetime | None = None
+    ) -> list[int]:
+        """Encode ``text`` for ``number`` (splitting it if needed) and send every part; the TP-MRs."""
+        parts = encode_submit(
+            number, text, report=report, validity=validity, concat_reference=self.next_concat_reference()
+        )
+        return [await self.send_pdu(part) for part in parts]
+
+    # --- stored messages --------------------------------------------------------------------
+
+    @staticmethod
+    def _decode(pdu: str) -> tuple[SmsDeliver | SmsStatusReport | SmsSubmit | None, str | None]:
+        try:
+            return decode(pdu), None
+        except PduError as exc:
+            return None, f"undecodable PDU: {exc}"
+        except Exception as exc:  # a codec bug must not lose the message
+            LOG.exception("decoding PDU %s failed", pdu)
+            return None, f"undecodable PDU: {type(exc).__name__}: {exc}"
+
+    async def list_messages(self, stat: int = 4) -> list[StoredMessage]:
+        """Every stored message (``stat`` 4 = all) via AT+CMGL in PDU mode."""
+        response = await self.command(f"AT+CMGL={stat}", timeout=self.timeout("cmgl"))
+        messages = []
+        for entry in parsers.parse_cmgl(response.lines):
+            message, error = self._decode(entry.pdu)
+            messages.append(StoredMessage(entry.index, entry.stat, entry.pdu, message, error))
+        return messages
+
+    async def read_message(self, index: int, *, priority: Priority = Priority.POLL) -> StoredMessage:
+        response = await self.command(f"AT+CMGR={index}", priority=priority)
+        entry = parsers.parse_cmgr(response.lines)
+        message, error = self._decode(entry.pdu)
+        return StoredMessage(index, entry.stat, entry.pdu, message, error)
+
+    async def delete_message(self, index: int) -> None:
+        await self.command(f"AT+CMGD={index}")
+
+    async def storage_status(self) -> StorageStatus:
+        response = await self.command("AT+CPMS?")
+        storages = parsers.parse_cpms(response.lines)
+        first = storages[0]
+        return StorageStatus(used=first.used, total=first.total, storage=first.storage)
+
+    # --- state ----------------------------------------------------------------------------------
+
+    async def signal(self) -> Signal:
+        response = await self.command("AT+CSQ")
+        rssi, ber = parsers.parse_csq(response.lines)
+        rssi_value = None if rssi is None or rssi == 99 else rssi
+        dbm = None if rssi_value is None else -113 + 2 * rssi_value
+        return Signal(rssi_value, None if ber == 99 else ber, dbm)
+
+    async def registration(self) -> Registration:
+        """CS registration (+CREG); when that is not registered, PS/EPS (+CGREG/+CEREG) counts too."""
+        best: Registration | None = None
+        for command in ("AT+CREG?", "AT+CEREG?", "AT+CGREG?"):
+            response = await self._optional(command)
+            if response is None:
+                continue
+            parsed = parsers.parse_creg(response.lines)
+            if parsed is None:
+                continue
+            registration = Registration(parsed.status, parsed.lac, parsed.cell_id, parsed.act, command[3:-1])
+            if best is None or (registration.registered and not best.registered):
+                best = registration
+            if best.registered:
+                break
+        if best is None:
+            raise ModemError(f"{self.modem_id}: no registration state from +CREG/+CEREG/+CGREG")
+        self.registration_state = best
+        return best
+
+    async def operator(self) -> Operator:
+        """The operator: numeric MCC MNC (AT+COPS=3,2) and the long name (AT+COPS=3,0)."""
+        numeric: str | None = None
+        name: str | None = None
+        act: int | None = None
+        if await self._optional("AT+COPS=3,2") is not None:
+            parsed = parsers.parse_cops((await self.command("AT+COPS?")).lines)
+            if parsed is not None:
+                numeric, act = parsed.operator, parsed.act
+        if await self._optional("AT+COPS=3,0") is not None:
+            parsed = parsers.parse_cops((await self.command("AT+COPS?")).lines)
+            if parsed is not None:
+                name = parsed.operator
+                act = act if act is not None else parsed.act
+        # leave the modem answering with numeric codes, as gammu and friends expect
+        await self._optional("AT+COPS=3,2")
+        return Operator(numeric, name, act)
+
+    async def smsc(self) -> str | None:
+        response = await self.command("AT+CSCA?")
+        return parsers.parse_csca(response.lines)
+
+    async def ping(self) -> None:
+        """A bare AT at HEALTH priority; raises AtTimeout / TransportError when the modem is gone."""
+        await self.command("AT", priority=Priority.HEALTH)
+
+    # --- USSD -------------------------------------------------------------------------------------
+
+    def ussd_encode(self, code: str) -> str:
+        """The string put inside AT+CUSD=1,"...",15 (vendor subclasses may pack it)."""
+        if not re.fullmatch(r"[0-9*#+]{1,160}", code):
+            raise ValueError(f"USSD code must be digits, * and #, not {code!r}")
+        return code
+
+    def ussd_decode(self, text: str, dcs: int | None) -> str:
+        """The text of a +CUSD answer (vendor subclasses may unpack it)."""
+        return parsers.decode_ussd_text(text, dcs)
+
+    async def ussd(self, code: str, *, timeout: float | None = None) -> UssdReply:
+        """Send a USSD code (e.g. "*100#") and wait for the network's +CUSD answer."""
+        if self._ussd_waiter is not None and not self._ussd_waiter.done():
+            raise ModemError(f"{self.modem_id}: a USSD session is already waiting for its answer")
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[UssdReply] = loop.create_future()
+        self._ussd_waiter = waiter
+        wait = timeout if timeout is not None else self.timeout("ussd")
+        try:
+            await self.command(f'AT+CUSD=1,"{self.ussd_encode(code)}",15', timeout=wait)
+            try:
+                return await asyncio.wait_for(asyncio.shield(waiter), wait)
+            except TimeoutError:
+                raise AtTimeout(f"{self.modem_id}: no +CUSD answer to {code} within {wait}s") from None
+        finally:
+            self._ussd_waiter = None
+            if not waiter.done():
+                waiter.cancel()
+
+    # --- reset --------------------------------------------------------------------------------
+
+    async def soft_reset(self) -> None:
+        """Restart the modem with the profile's reset command, wait for it to come back, re-init."""
+        LOG.warning("%s: soft reset with %s", self.modem_id, self.profile.reset_command)
+        try:
+            await self.command(self.profile.reset_command, priority=Priority.RESET)
+        except (AtTimeout, AtError, TransportError) as exc:
+            LOG.info("%s: reset command answered %s (expected while it restarts)", self.modem_id, exc)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout("boot")
+        if self.profile.reset_reenumerates:
+            await self._close_engine()
+            await self._wait_port(deadline)
+            await self._open_engine()
+        else:
+            await self._close_engine()
+            await self._open_engine()
+        attempts = self.sync_attempts
+        try:
+            self.sync_attempts = max(attempts, int(self.timeout("boot") / self.timeout("sync")))
+            await self._initialise()
+        finally:
+            self.sync_attempts = attempts
+
+    async def _wait_port(self, deadline: float) -> None:
+        """Wait for a re-enumerating USB port to vanish and come back (or for the deadline)."""
+        loop = asyncio.get_running_loop()
+        vanish_by = min(deadline, loop.time() + self.vanish_grace)
+        while _port_exists(self.port) and loop.time() < vanish_by:
+            await asyncio.sleep(PORT_POLL)
+        while not _port_exists(self.port):
+            if loop.time() > deadline:
+                raise TransportError(f"{self.modem_id}: {self.port} did not come back after the reset")
+            await asyncio.sleep(PORT_POLL)
+
+    # --- URCs -------------------------------------------------------------------------------------
+
+    def _register_urcs(self) -> None:
+        engine = self._engine
+        assert engine is not None
+        add = engine.add_urc
+        self._urc_removers += [
+            add(r"^\+CMTI:\s*\"?(\w*)\"?\s*,\s*(\d+)", self._on_cmti),
+            add(r"^\+CDSI:\s*\"?(\w*)\"?\s*,\s*(\d+)", self._on_cdsi),
+            add(r"^\+CMT:", self._on_cmt, extra_lines=1),
+            add(r"^\+CDS:", self._on_cds, extra_lines=1),
+            add(r"^\+CUSD:", self._on_cusd),
+            # only the unsolicited forms: "+CREG: <stat>[,<lac>,<ci>[,<act>]]", never the
+            # "+CREG: <n>,<stat>..." answer to AT+CREG?
+            add(r'^\+C(?:G|E)?REG:\s*(\d+)\s*(?:,\s*"([0-9A-Fa-f]*)"\s*,\s*"([0-9A-Fa-f]*)"\s*(?:,\s*(\d+))?)?\s*$',
+                self._on_creg),
+        ]
+
+    def _spawn(self, coroutine: Awaitable[None], what: str) -> None:
+        async def guarded() -> None:
+            try:
+                await coroutine
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                LOG.exception("%s: %s failed", self.modem_id, what)
+
+        task = asyncio.get_running_loop().create_task(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_cmti(self, match: re.Match[str], _lines: list[str]) -> None:
+        storage, index = match.group(1) or None, int(match.group(2))
+        self._spawn(self._read_announced(storage, index, report=False), f"reading SMS {index}")
+
+    def _on_cdsi(self, match: re.Match[str], _lines: list[str]) -> None:
+        storage, index = match.group(1) or None, int(match.group(2))
+        self._spawn(self._read_announced(storage, index, report=True), f"reading status report {index}")
+
+    async def _read_announced(self, storage: str | None, index: int, *, report: bool) -> None:
+        """Read a message announced by +CMTI/+CDSI and put it on ``events``. Never deletes it."""
+        error = "not read"
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                stored = await self.read_message(index, priority=Priority.POLL)
+            except (AtError, AtTimeout) as exc:
+                error = f"reading index {index} failed: {exc}"
+                LOG.warning("%s: %s (attempt %d)", self.modem_id, error, attempt + 1)
+                continue
+            message = stored.message
+            if isinstance(message, SmsStatusReport):
+                self.events.put_nowait(StatusReport(self.modem_id, storage, index, stored.pdu, message, None))
+            elif isinstance(message, SmsDeliver):
+                self.events.put_nowait(IncomingSms(self.modem_id, storage, index, stored.pdu, message, None))
+            else:
+                problem = stored.error or f"stored message is a {type(message).__name__}, not a received SMS"
+                cls_event = StatusReport if report else IncomingSms
+                self.events.put_nowait(cls_event(self.modem_id, storage, index, stored.pdu, None, problem))
+            return
+        cls_event = StatusReport if report else IncomingSms
+        self.events.put_nowait(cls_event(self.modem_id, storage, index, "", None, error))
+
+    def _on_cmt(self, match: re.Match[str], lines: list[str]) -> None:
+        pdu = lines[0].strip() if lines else ""
+        message, error = self._decode(pdu)
+        if message is not None and not isinstance(message, SmsDeliver):
+            message, error = None, f"+CMT carried a {type(message).__name__}, not an SMS-DELIVER"
+        deliver = message if isinstance(message, SmsDeliver) else None
+        self.events.put_nowait(IncomingSms(self.modem_id, None, None, pdu, deliver, error))
+
+    def _on_cds(self, match: re.Match[str], lines: list[str]) -> None:
+        pdu = lines[0].strip() if lines else ""
+        message, error = self._decode_report(pdu)
+        self.events.put_nowait(StatusReport(self.modem_id, None, None, pdu, message, error))
+
+    def _decode_report(self, pdu: str) -> tuple[SmsStatusReport | None, str | None]:
+        # +CDS carries the report with the SMSC field on most modems; try without it too.
+        message, error = self._decode(pdu)
+        if isinstance(message, SmsStatusReport):
+            return message, None
+        try:
+            alternative = decode(pdu, with_smsc=False)
+        except Exception:  # noqa: BLE001 - the first error is the one reported
+            alternative = None
+        if isinstance(alternative, SmsStatusReport):
+            return alternative, None
+        return None, error or f"+CDS carried a {type(message).__name__}, not a status report"
+
+    def _on_cusd(self, match: re.Match[str], _lines: list[str]) -> None:
+        line = match.string
+        try:
+            status, text, dcs = parsers.parse_cusd(line)
+            reply = UssdReply(status, self.ussd_decode(text, dcs) if text else "", dcs)
+        except Exception as exc:  # noqa: BLE001 - malformed modem output never crashes the reader
+            LOG.warning("%s: bad +CUSD line %r: %s", self.modem_id, line, exc)
+            reply = UssdReply(2, line, None)
+        waiter = self._ussd_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(reply)
+        else:
+            LOG.info("%s: unsolicited USSD: %s", self.modem_id, reply.text)
+
+    def _on_creg(self, match: re.Match[str], _lines: list[str]) -> None:
+        act = match.group(4)
+        self.registration_state = Registration(
+            int(match.group(1)), match.group(2) or None, match.group(3) or None, int(act) if act else None,
+            match.string.split(":", 1)[0].lstrip("+"),
+        )
+        LOG.info("%s: registration %s", self.modem_id, self.registration_state.state)
+
+
+_EMPTY = AtResponse(command="", lines=[], final="OK")
+
+
+async def probe_port(port: str, *, timeout: float = 1.0, baudrate: int = 115200) -> Identity:
+    """Ask whatever is on ``port`` who it is (AT, +CGMI, +CGMM, +CGSN), with short timeouts.
+
+    Raises AtTimeout when nothing answers and TransportError when the port cannot be opened.
+    """
+    engine = AtEngine(default_timeout=timeout, name=f"probe {port}")
+    await asyncio.wait_for(engine.open(port, baudrate=baudrate), timeout)
+    try:
+        for attempt in range(2):
+            try:
+                await engine.command("AT", timeout=timeout)
+                break
+            except AtError:
+                if attempt:
+                    raise
+            except AtTimeout:
+                if attempt:
+                    raise
+        await engine.command("ATE0", timeout=timeout)
+
+        async def info(cmd: str, prefix: str) -> str:
+            try:
+                return _info_value((await engine.command(cmd, timeout=timeout)).lines, prefix)
+            except AtError:
+                return ""
+
+        manufacturer = await info("AT+CGMI", "+CGMI")
+        model = await info("AT+CGMM", "+CGMM")
+        imei = _digits(await info("AT+CGSN", "+CGSN"), 14, 17)
+        return Identity(manufacturer=manufacturer, model=model, imei=imei)
+    finally:
+        await engine.close()

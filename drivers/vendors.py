@@ -1,0 +1,75 @@
+"""Per-vendor Modem subclasses: only where behaviour (not data) differs.
+
+Facts are profile data (``firmware_cfg/*.toml``): init commands such as Huawei's ``AT^CURC=0``,
+Quectel's ``AT+QCCID`` as the ICCID command, URCs to ignore, timeouts. A subclass exists only for a
+difference in what the code must do, and holds no state of its own (``Modem.open`` may switch an
+auto-detected instance to its subclass). Selected by the profile's ``vendor_class``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+from drivers import gsm7
+from drivers.modem import Modem, register_vendor
+
+#: 23.038 6.1.2.3.1: in USSD, seven spare bits at the end of the last octet are filled with CR.
+_USSD_PAD = 0x0D
+
+
+def pack_ussd(text: str) -> str:
+    """Text -> GSM 7-bit packed septets as upper-case hex, USSD style (CR padding)."""
+    septets = gsm7.encode(text)
+    if len(septets) % 8 == 7:
+        septets += bytes([_USSD_PAD])
+    return gsm7.pack(septets).hex().upper()
+
+
+def unpack_ussd(hex_text: str) -> str:
+    """GSM 7-bit packed hex -> text; drops the CR that pads seven spare bits."""
+    octets = bytes.fromhex(hex_text)
+    septets = gsm7.unpack(octets, len(octets) * 8 // 7)
+    if len(octets) % 7 == 0 and septets.endswith(bytes([_USSD_PAD])):
+        septets = septets[:-1]
+    return gsm7.decode(septets)
+
+
+def _is_gsm7_dcs(dcs: int | None) -> bool:
+    """23.038 5: DCS groups that mean the GSM 7-bit default alphabet for cell broadcast/USSD."""
+    if dcs is None:
+        return True
+    group = dcs >> 4
+    if group in (0x0, 0x2, 0x3):  # language groups: default alphabet
+        return True
+    if group in (0x1,):
+        return dcs in (0x10, 0x1F) or dcs & 0x0F == 0x00
+    if group in (0x4, 0x5, 0x6, 0x7):  # general data coding: alphabet in bits 3..2
+        return (dcs >> 2) & 0x03 == 0
+    if group == 0xF:
+        return (dcs >> 2) & 0x01 == 0
+    return False
+
+
+@register_vendor("huawei")
+class HuaweiModem(Modem):
+    """Huawei sticks (E3372, E3272, E1550 ...): USSD strings go out and come back packed.
+
+    With AT+CSCS="GSM" and DCS 15 they expect the USSD string as GSM 7-bit packed septets in hex
+    (``*100#`` -> ``AA180C3602``) and answer the same way; many firmware versions refuse a plain
+    ``*100#`` with ERROR. ModemManager's Huawei plugin replaces the USSD encode and decode for the
+    same reason.
+    """
+
+    vendor: ClassVar[str] = "huawei"
+
+    def ussd_encode(self, code: str) -> str:
+        return pack_ussd(super().ussd_encode(code))
+
+    def ussd_decode(self, text: str, dcs: int | None) -> str:
+        if _is_gsm7_dcs(dcs) and re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", text):
+            try:
+                return unpack_ussd(text)
+            except ValueError:
+                pass
+        return super().ussd_decode(text, dcs)
