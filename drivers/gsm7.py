@@ -46,12 +46,18 @@ _UNDEFINED = "\ufffe"
 # 256-entry charmap: septets 0..127 except ESC; everything else undefined.
 _DECODING_TABLE = DEFAULT_ALPHABET[:ESC] + _UNDEFINED + DEFAULT_ALPHABET[ESC + 1 :] + _UNDEFINED * 128
 _ENCODING_MAP = codecs.charmap_build(_DECODING_TABLE)
+# The same, but ESC decodes to itself, for texts with escapes (resolved by replacements afterwards).
+_DECODING_TABLE_ESC = DEFAULT_ALPHABET + _UNDEFINED * 128
+_ENCODING_MAP_ESC = codecs.charmap_build(_DECODING_TABLE_ESC)
 
 #: Character -> septet(s), default alphabet and extension table together.
 CHAR_TO_SEPTETS: dict[str, bytes] = {
     char: bytes([code]) for code, char in enumerate(DEFAULT_ALPHABET) if code != ESC
 }
 CHAR_TO_SEPTETS.update({char: bytes([ESC, code]) for code, char in EXTENSION.items()})
+
+# extension character -> ESC and the default-alphabet character of its code (encoded by the ESC map)
+_ESCAPED = [(char, "\x1b" + DEFAULT_ALPHABET[code]) for code, char in EXTENSION.items()]
 
 #: Characters that cost two septets.
 EXTENSION_CHARS = frozenset(EXTENSION.values())
@@ -63,19 +69,23 @@ class Gsm7EncodeError(ValueError):
 
 def encode(text: str) -> bytes:
     """Text -> septet string (one septet per byte). Raises Gsm7EncodeError for other characters."""
-    if _UNDEFINED not in text:  # the charmap maps its own "undefined" marker; keep it out
+    # Neither the charmap's "undefined" marker nor a text ESC may pass as a septet.
+    if _UNDEFINED not in text and "\x1b" not in text:
         try:
             return codecs.charmap_encode(text, "strict", _ENCODING_MAP)[0]
         except UnicodeEncodeError:
             pass
-    out = bytearray()
-    table = CHAR_TO_SEPTETS
-    for char in text:
-        septets = table.get(char)
-        if septets is None:
-            raise Gsm7EncodeError(f"character {char!r} is not in the GSM 7-bit alphabet")
-        out += septets
-    return bytes(out)
+        escaped = text
+        for char, pair in _ESCAPED:
+            if char in escaped:
+                escaped = escaped.replace(char, pair)
+        try:
+            return codecs.charmap_encode(escaped, "strict", _ENCODING_MAP_ESC)[0]
+        except UnicodeEncodeError as exc:
+            bad = exc.object[exc.start]
+    else:
+        bad = _UNDEFINED if _UNDEFINED in text else "\x1b"
+    raise Gsm7EncodeError(f"character {bad!r} is not in the GSM 7-bit alphabet")
 
 
 def fits(text: str) -> bool:
@@ -94,27 +104,21 @@ def septet_count(text: str) -> int:
 
 def decode(septets: bytes) -> str:
     """Septet string -> text. An unknown extension code reads as its default-alphabet character and
-    a lone trailing ESC as a space (23.038 6.2.1.1)."""
+    a lone trailing ESC as a space (23.038 6.2.1.1); so does ESC ESC (reserved for a further table)."""
     if ESC not in septets:
         return codecs.charmap_decode(septets, "strict", _DECODING_TABLE)[0]
-    out: list[str] = []
-    alphabet = DEFAULT_ALPHABET
-    extension = EXTENSION
-    escaped = False
-    for septet in septets:
-        if escaped:
-            escaped = False
-            if septet == ESC:
-                out.append(" ")  # ESC ESC: reserved for another table; show a space
-            else:
-                out.append(extension.get(septet) or alphabet[septet & 0x7F])
-        elif septet == ESC:
-            escaped = True
-        else:
-            out.append(alphabet[septet & 0x7F])
-    if escaped:
-        out.append(" ")
-    return "".join(out)
+    text: str = codecs.charmap_decode(septets, "strict", _DECODING_TABLE_ESC)[0]
+    # Left to right, as a reader would: ESC ESC first, then escape pairs, then what is left of ESC.
+    text = text.replace("\x1b\x1b", " ")
+    for pair, char in _ESCAPE_PAIRS:
+        if pair in text:
+            text = text.replace(pair, char)
+    if text.endswith("\x1b"):
+        text = text[:-1] + " "
+    return text.replace("\x1b", "")
+
+
+_ESCAPE_PAIRS = [("\x1b" + DEFAULT_ALPHABET[code], char) for code, char in EXTENSION.items()]
 
 
 # --- packing --------------------------------------------------------------------------------------

@@ -73,7 +73,7 @@ class PduError(ValueError):
     """A PDU (or the input for one) is malformed; the reason is in ``str(error)``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Concat:
     """Concatenated-SMS information element: this part is ``sequence`` of ``total``."""
 
@@ -83,7 +83,7 @@ class Concat:
     bits: int = 8
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SmsDeliver:
     smsc: str | None
     number: str
@@ -103,7 +103,7 @@ class SmsDeliver:
         return "deliver"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SmsSubmit:
     smsc: str | None
     number: str
@@ -125,7 +125,7 @@ class SmsSubmit:
         return "submit"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SmsStatusReport:
     smsc: str | None
     number: str
@@ -140,7 +140,7 @@ class SmsStatusReport:
         return "status-report"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SubmitPart:
     """One SMS-SUBMIT ready for ``AT+CMGS=<tpdu_length>``; ``pdu`` is hex including the SMSC field."""
 
@@ -229,39 +229,16 @@ def relative_validity(seconds: int) -> int:
 
 
 # --- reading --------------------------------------------------------------------------------------
+# Every read is bounds-checked: a helper takes the octets and a position, checks that what it needs
+# is there (else PduError naming the field), and returns the value and the next position. Checks
+# are made per field, not per octet, to keep decoding fast.
 
 
-class _Reader:
-    """Bounds-checked cursor over PDU octets: every read names what it was reading."""
-
-    __slots__ = ("data", "pos", "size")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-        self.size = len(data)
-
-    def octet(self, what: str) -> int:
-        pos = self.pos
-        if pos >= self.size:
-            raise PduError(f"truncated: PDU ends before the {what} (octet {pos})")
-        self.pos = pos + 1
-        return self.data[pos]
-
-    def take(self, count: int, what: str) -> bytes:
-        pos = self.pos
-        end = pos + count
-        if end > self.size:
-            raise PduError(
-                f"truncated: the {what} needs {count} octets at octet {pos}, {self.size - pos} left"
-            )
-        self.pos = end
-        return self.data[pos:end]
-
-    def rest(self) -> bytes:
-        data = self.data[self.pos :]
-        self.pos = self.size
-        return data
+def _truncated(what: str, pos: int, need: int, size: int) -> PduError:
+    left = max(size - pos, 0)
+    if left == 0:
+        return PduError(f"truncated: PDU ends before the {what} (octet {pos})")
+    return PduError(f"truncated: the {what} needs {need} octets at octet {pos}, {left} left")
 
 
 def _to_octets(pdu: str | bytes | bytearray | memoryview) -> bytes:
@@ -270,110 +247,132 @@ def _to_octets(pdu: str | bytes | bytearray | memoryview) -> bytes:
             return bytes.fromhex(pdu)
         except ValueError:
             text = pdu.strip()
-            if len(text) % 2:
-                raise PduError(f"bad hex: odd number of digits ({len(text)})") from None
-            bad = next((c for c in text if c not in "0123456789abcdefABCDEF"), "?")
-            raise PduError(f"bad hex: character {bad!r}") from None
+            bad = next((c for c in text if c not in "0123456789abcdefABCDEF"), None)
+            if bad is not None:
+                raise PduError(f"bad hex: character {bad!r}") from None
+            raise PduError(f"bad hex: odd number of digits ({len(text)})") from None
     if isinstance(pdu, bytes | bytearray | memoryview):
         return bytes(pdu)
     raise PduError(f"PDU must be a hex string or bytes, not {type(pdu).__name__}")
 
 
+# octet -> the same octet with its nibbles swapped, so that .hex() reads semi-octets in order
+_SWAP_NIBBLES = bytes(((octet & 0x0F) << 4) | (octet >> 4) for octet in range(256))
+# hex digit -> BCD digit of 23.040 9.1.2.3 ('f', the filler, marked as 'F')
+_HEX_TO_BCD = str.maketrans("abcdef", "*#abcF")
+
+
 def _digits(octets: bytes, count: int, what: str) -> str:
-    pairs = _SEMI_OCTET_PAIRS
-    digits = "".join([pairs[octet] for octet in octets])[:count]
-    if digits.endswith("F"):
+    digits = octets.translate(_SWAP_NIBBLES).hex()[:count]
+    if digits.isdigit():
+        return digits
+    if digits.endswith("f"):
         digits = digits[:-1]  # a filler counted in the length by some senders
+    digits = digits.translate(_HEX_TO_BCD)
     if "F" in digits:
         raise PduError(f"bad address: filler digit inside the {what}")
     return digits
 
 
-def _read_address(reader: _Reader, what: str) -> tuple[str, str]:
-    """TP-OA / TP-DA / TP-RA: length in semi-octets, type of address, digits or packed text."""
-    length = reader.octet(f"{what} length")
-    toa = reader.octet(f"{what} type")
+def _read_address(data: bytes, pos: int, what: str) -> tuple[str, str, int]:
+    """TP-OA / TP-DA / TP-RA at ``pos``: length in semi-octets, type of address, digits or packed
+    text. Returns (number, number type, next position)."""
+    size = len(data)
+    if pos + 2 > size:
+        raise _truncated(f"{what} header", pos, 2, size)
+    length = data[pos]
+    toa = data[pos + 1]
     if length > MAX_ADDRESS_DIGITS:
         raise PduError(f"bad address: {what} length {length} exceeds {MAX_ADDRESS_DIGITS} digits")
-    octets = reader.take((length + 1) // 2, what)
+    start = pos + 2
+    end = start + (length + 1) // 2
+    if end > size:
+        raise _truncated(what, start, end - start, size)
+    octets = data[start:end]
     ton = (toa >> 4) & 0x07
+    if ton == TON_INTERNATIONAL:
+        return "+" + _digits(octets, length, what), "international", end
     if ton == TON_ALPHANUMERIC:
         count = length * 4 // 7
         septets = gsm7.unpack(octets, count)
         if count and septets[-1] == 0x0D and count * 7 == length * 4:
             septets = septets[:-1]  # CR filling the last 7 spare bits (23.038 6.1.2.3.1)
-        return gsm7.decode(septets), "alphanumeric"
-    digits = _digits(octets, length, what)
-    if ton == TON_INTERNATIONAL:
-        return "+" + digits, "international"
-    return digits, _TON_NAMES.get(ton, "unknown")
+        return gsm7.decode(septets), "alphanumeric", end
+    return _digits(octets, length, what), _TON_NAMES.get(ton, "unknown"), end
 
 
-def _read_smsc(reader: _Reader) -> str | None:
+def _read_smsc(data: bytes) -> tuple[str | None, int]:
     """The SMSC field: length in octets (type octet included), type of address, digits."""
-    length = reader.octet("SMSC length")
+    if not data:
+        raise _truncated("SMSC length", 0, 1, 0)
+    length = data[0]
     if length == 0:
-        return None
+        return None, 1
     if length > 1 + MAX_ADDRESS_DIGITS // 2:
         raise PduError(f"bad SMSC address: length {length} octets")
-    toa = reader.octet("SMSC type")
-    octets = reader.take(length - 1, "SMSC address")
-    digits = "".join([_SEMI_OCTET_PAIRS[octet] for octet in octets])
-    if digits.endswith("F"):
-        digits = digits[:-1]
-    if "F" in digits:
-        raise PduError("bad SMSC address: filler digit inside the number")
+    end = 1 + length
+    if end > len(data):
+        raise _truncated("SMSC address", 1, length, len(data))
+    digits = data[2:end].translate(_SWAP_NIBBLES).hex()
+    if not digits.isdigit():
+        if digits.endswith("f"):
+            digits = digits[:-1]
+        digits = digits.translate(_HEX_TO_BCD)
+        if "F" in digits:
+            raise PduError("bad SMSC address: filler digit inside the number")
     if not digits:
-        return None
-    return "+" + digits if (toa >> 4) & 0x07 == TON_INTERNATIONAL else digits
+        return None, end
+    return ("+" + digits if (data[1] >> 4) & 0x07 == TON_INTERNATIONAL else digits), end
 
 
-def _read_timestamp(reader: _Reader, what: str) -> datetime:
-    octets = reader.take(7, what)
+def _read_timestamp(data: bytes, pos: int, what: str) -> datetime:
+    """Seven semi-octet pairs: year, month, day, hour, minute, second, zone (caller checked length)."""
     table = _SWAPPED_DECIMAL
-    year, month, day, hour, minute, second = (
-        table[octets[0]],
-        table[octets[1]],
-        table[octets[2]],
-        table[octets[3]],
-        table[octets[4]],
-        table[octets[5]],
-    )
-    if min(year, month, day, hour, minute, second) < 0:
-        raise PduError(f"bad {what}: non-decimal digit in {octets.hex().upper()}")
-    zone = octets[6]
+    year = table[data[pos]]
+    month = table[data[pos + 1]]
+    day = table[data[pos + 2]]
+    hour = table[data[pos + 3]]
+    minute = table[data[pos + 4]]
+    second = table[data[pos + 5]]
+    zone = data[pos + 6]
+    if min(year, month, day, hour, minute, second) < 0 or (zone >> 4) > 9:
+        raise PduError(f"bad {what}: non-decimal digit in {data[pos : pos + 7].hex().upper()}")
     quarters = (zone & 0x07) * 10 + (zone >> 4)
-    if (zone >> 4) > 9:
-        raise PduError(f"bad {what}: time zone {zone:02X}")
     if zone & 0x08:
         quarters = -quarters
+    tz = _TIMEZONES.get(quarters) or _timezone(quarters)
     try:
-        return datetime(2000 + year, month, day, hour, minute, second, tzinfo=_timezone(quarters))
+        return datetime(2000 + year, month, day, hour, minute, second, tzinfo=tz)
     except ValueError as exc:
-        raise PduError(f"bad {what}: {exc} ({octets.hex().upper()})") from None
+        raise PduError(f"bad {what}: {exc} ({data[pos : pos + 7].hex().upper()})") from None
 
 
-def _read_validity(reader: _Reader, vpf: int) -> int | datetime | None:
+def _read_validity(data: bytes, pos: int, vpf: int) -> tuple[int | datetime | None, int]:
+    size = len(data)
     if vpf == 0:
-        return None
+        return None, pos
     if vpf == 2:
-        return _RELATIVE_TABLE[reader.octet("validity period")]
+        if pos >= size:
+            raise _truncated("validity period", pos, 1, size)
+        return _RELATIVE_TABLE[data[pos]], pos + 1
+    if pos + 7 > size:
+        raise _truncated("validity period", pos, 7, size)
     if vpf == 3:
-        return _read_timestamp(reader, "validity period")
+        return _read_timestamp(data, pos, "validity period"), pos + 7
     # enhanced format (23.040 9.2.3.12.3): 7 octets, the first says how the rest reads
-    octets = reader.take(7, "enhanced validity period")
+    octets = data[pos : pos + 7]
     kind = octets[0] & 0x07
     if kind == 0:
-        return None
+        return None, pos + 7
     if kind == 1:
-        return _RELATIVE_TABLE[octets[1]]
+        return _RELATIVE_TABLE[octets[1]], pos + 7
     if kind == 2:
-        return octets[1]
+        return octets[1], pos + 7
     if kind == 3:
         hours, minutes, seconds = (_SWAPPED_DECIMAL[octet] for octet in octets[1:4])
         if min(hours, minutes, seconds) < 0:
             raise PduError(f"bad enhanced validity period: {octets.hex().upper()}")
-        return hours * _HOUR + minutes * _MINUTE + seconds
+        return hours * _HOUR + minutes * _MINUTE + seconds, pos + 7
     raise PduError(f"bad enhanced validity period: reserved format {kind}")
 
 
@@ -406,10 +405,15 @@ def _parse_udh(header: bytes) -> tuple[Concat | None, int | None]:
 
 
 def _read_user_data(
-    reader: _Reader, has_udh: bool, encoding: str
+    data: bytes, pos: int, has_udh: bool, encoding: str
 ) -> tuple[str, bytes, Concat | None, int | None]:
-    """TP-UDL and TP-UD -> (text, data without the header, concatenation, port)."""
-    length = reader.octet("user data length")
+    """TP-UDL at ``pos`` and the TP-UD after it, to the end of the PDU ->
+    (text, data without the header, concatenation, port)."""
+    size = len(data)
+    if pos >= size:
+        raise _truncated("user data length", pos, 1, size)
+    length = data[pos]
+    pos += 1
     if encoding == "gsm7":
         if length > MAX_USER_DATA_SEPTETS:
             raise PduError(f"user data length {length} exceeds {MAX_USER_DATA_SEPTETS} septets")
@@ -418,48 +422,42 @@ def _read_user_data(
         if length > MAX_USER_DATA_OCTETS:
             raise PduError(f"user data length {length} exceeds {MAX_USER_DATA_OCTETS} octets")
         octet_count = length
-    user_data = reader.rest()
-    if len(user_data) < octet_count:
+    present = size - pos
+    if present != octet_count:
+        if present < octet_count:
+            raise PduError(
+                f"truncated: user data length {length} needs {octet_count} octets, {present} present"
+            )
         raise PduError(
-            f"truncated: user data length {length} needs {octet_count} octets, {len(user_data)} present"
-        )
-    if len(user_data) > octet_count:
-        raise PduError(
-            f"length mismatch: {len(user_data) - octet_count} octets after the user data "
-            f"(user data length {length})"
+            f"length mismatch: {present - octet_count} octets after the user data (user data length {length})"
         )
     concat: Concat | None = None
     port: int | None = None
     header_octets = 0
     if has_udh:
-        if not user_data:
+        if not octet_count:
             raise PduError("truncated: user data header indicated but user data is empty")
-        header_octets = user_data[0] + 1
+        header_octets = data[pos] + 1
         if header_octets > octet_count:
             raise PduError(
                 f"user data header length {header_octets - 1} exceeds the user data ({octet_count} octets)"
             )
-        concat, port = _parse_udh(user_data[1:header_octets])
+        concat, port = _parse_udh(data[pos + 1 : pos + header_octets])
     if encoding == "gsm7":
+        if not header_octets:
+            septets = gsm7.unpack(data[pos:], length)
+            return gsm7.decode(septets), septets, None, None
         header_bits = header_octets * 8
         fill_bits = (7 - header_bits % 7) % 7
         header_septets = (header_bits + fill_bits) // 7
         if header_septets > length:
             raise PduError("user data header is longer than the user data length")
-        septets = gsm7.unpack(user_data[header_octets:], length - header_septets, fill_bits)
+        septets = gsm7.unpack(data[pos + header_octets :], length - header_septets, fill_bits)
         return gsm7.decode(septets), septets, concat, port
-    data = user_data[header_octets:]
+    payload = data[pos + header_octets :]
     if encoding == "ucs2":
-        return data.decode("utf-16-be", "replace"), data, concat, port
-    return data.decode("latin-1"), data, concat, port  # 8-bit: one character per octet
-
-
-def _read_dcs(reader: _Reader) -> tuple[int, str, int | None]:
-    dcs = reader.octet("data coding scheme")
-    encoding, message_class = _DCS_TABLE[dcs]
-    if encoding is None:
-        raise PduError(f"compressed user data (DCS {dcs:02X}) is not supported")
-    return dcs, encoding, message_class
+        return payload.decode("utf-16-be", "replace"), payload, concat, port
+    return payload.decode("latin-1"), payload, concat, port  # 8-bit: one character per octet
 
 
 def decode(pdu: str | bytes, *, with_smsc: bool = True) -> Message:
@@ -468,37 +466,56 @@ def decode(pdu: str | bytes, *, with_smsc: bool = True) -> Message:
     ``with_smsc=True``: the PDU starts with the SMSC field, as +CMGR/+CMGL/+CMT return it.
     The message type comes from TP-MTI: 00 deliver, 01 submit, 10 status report.
     """
-    reader = _Reader(_to_octets(pdu))
-    smsc = _read_smsc(reader) if with_smsc else None
-    first = reader.octet("first octet")
+    data = _to_octets(pdu)
+    size = len(data)
+    smsc, pos = _read_smsc(data) if with_smsc else (None, 0)
+    if pos >= size:
+        raise _truncated("first octet", pos, 1, size)
+    first = data[pos]
     mti = first & 0x03
     if mti == 0:
-        number, number_type = _read_address(reader, "originator address")
-        protocol_id = reader.octet("protocol identifier")
-        dcs, encoding, message_class = _read_dcs(reader)
-        timestamp = _read_timestamp(reader, "service centre time stamp")
-        text, data, concat, port = _read_user_data(reader, bool(first & 0x40), encoding)
+        number, number_type, pos = _read_address(data, pos + 1, "originator address")
+        if pos + 9 > size:
+            raise _truncated("protocol identifier, coding scheme and time stamp", pos, 9, size)
+        protocol_id = data[pos]
+        dcs = data[pos + 1]
+        encoding, message_class = _DCS_TABLE[dcs]
+        if encoding is None:
+            raise PduError(f"compressed user data (DCS {dcs:02X}) is not supported")
+        timestamp = _read_timestamp(data, pos + 2, "service centre time stamp")
+        text, payload, concat, port = _read_user_data(data, pos + 9, bool(first & 0x40), encoding)
         return SmsDeliver(
             smsc, number, number_type, text, encoding, timestamp, concat, port, protocol_id, dcs,
-            data, message_class,
+            payload, message_class,
         )  # fmt: skip
     if mti == 1:
-        reference = reader.octet("message reference")
-        number, number_type = _read_address(reader, "destination address")
-        protocol_id = reader.octet("protocol identifier")
-        dcs, encoding, message_class = _read_dcs(reader)
-        validity = _read_validity(reader, (first >> 3) & 0x03)
-        text, data, concat, port = _read_user_data(reader, bool(first & 0x40), encoding)
+        if pos + 2 > size:
+            raise _truncated("message reference", pos + 1, 1, size)
+        reference = data[pos + 1]
+        number, number_type, pos = _read_address(data, pos + 2, "destination address")
+        if pos + 2 > size:
+            raise _truncated("protocol identifier and coding scheme", pos, 2, size)
+        protocol_id = data[pos]
+        dcs = data[pos + 1]
+        encoding, message_class = _DCS_TABLE[dcs]
+        if encoding is None:
+            raise PduError(f"compressed user data (DCS {dcs:02X}) is not supported")
+        validity, pos = _read_validity(data, pos + 2, (first >> 3) & 0x03)
+        text, payload, concat, port = _read_user_data(data, pos, bool(first & 0x40), encoding)
         return SmsSubmit(
             smsc, number, number_type, text, encoding, reference, validity, bool(first & 0x20),
-            concat, port, protocol_id, dcs, data, message_class,
+            concat, port, protocol_id, dcs, payload, message_class,
         )  # fmt: skip
     if mti == 2:
-        reference = reader.octet("message reference")
-        number, number_type = _read_address(reader, "recipient address")
-        timestamp = _read_timestamp(reader, "service centre time stamp")
-        discharge = _read_timestamp(reader, "discharge time")
-        status = reader.octet("status")
+        if pos + 2 > size:
+            raise _truncated("message reference", pos + 1, 1, size)
+        reference = data[pos + 1]
+        number, number_type, pos = _read_address(data, pos + 2, "recipient address")
+        if pos + 15 > size:
+            raise _truncated("time stamps and status", pos, 15, size)
+        timestamp = _read_timestamp(data, pos, "service centre time stamp")
+        discharge = _read_timestamp(data, pos + 7, "discharge time")
+        status = data[pos + 14]
         # TP-PI, TP-PID, TP-DCS and TP-UD may follow (23.040 9.2.2.3); they carry nothing we use.
         return SmsStatusReport(smsc, number, number_type, reference, timestamp, discharge, status)
     raise PduError(f"reserved message type indicator 11 (first octet {first:02X})")
