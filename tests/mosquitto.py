@@ -1,0 +1,304 @@
+"""A real mosquitto broker for tests, on a free loopback port with its own config file.
+
+Load the fixtures with ``pytest_plugins = ["mosquitto"]``:
+
+- ``mosquitto``: a started broker, anonymous, plain TCP (``broker.port``).
+- ``broker_factory``: ``broker_factory(users=..., acl=..., tls=True, persistence=True, start=True)``
+  builds (and starts) a broker with a password file, an ACL file and/or a TLS listener.
+- ``tls_certs``: a CA, a server certificate for 127.0.0.1/localhost and a client certificate,
+  generated once per session with ``openssl``.
+
+A :class:`Broker` can be ``stop()``-ed (SIGTERM, mosquitto saves its persistence file), ``kill()``-ed
+(SIGKILL) and ``start()``-ed again on the same ports. ``pub()`` and ``sub_command()`` wrap
+``mosquitto_pub`` / ``mosquitto_sub`` for the broker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+HOST = "127.0.0.1"
+
+
+def mosquitto_binary() -> str | None:
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def free_port() -> int:
+    """A TCP port that is free on the loopback interface right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = HOST) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Certs:
+    """PEM files: a CA, a server certificate (CN localhost, SAN 127.0.0.1) and a client certificate."""
+
+    directory: Path
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    client_cn: str = "smsgw-client"
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    result = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"openssl {' '.join(args)} failed: {result.stderr.strip()}")
+
+
+def make_certs(directory: Path, client_cn: str = "smsgw-client") -> Certs:
+    """Generate a CA and server/client certificates in ``directory`` with the openssl CLI."""
+    directory.mkdir(parents=True, exist_ok=True)
+    d = directory
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=smsgw test CA",
+             "-keyout", "ca.key", "-out", "ca.crt", cwd=d)
+    (d / "server.ext").write_text(
+        "subjectAltName = IP:127.0.0.1, DNS:localhost\nextendedKeyUsage = serverAuth\n"
+    )
+    (d / "client.ext").write_text("extendedKeyUsage = clientAuth\n")
+    for name, cn in (("server", "localhost"), ("client", client_cn)):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}",
+                 "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "30", "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=d)
+    for key in d.glob("*.key"):
+        key.chmod(0o644)  # mosquitto may run as another user
+    return Certs(d, d / "ca.crt", d / "server.crt", d / "server.key", d / "client.crt", d / "client.key",
+                 client_cn)
+
+
+@dataclass
+class Broker:
+    """One mosquitto process with its own directory, config file, log and persistence file."""
+
+    directory: Path
+    port: int = 0
+    tls_port: int | None = None
+    users: dict[str, str] = field(default_factory=dict)
+    acl: str | None = None
+    certs: Certs | None = None
+    require_certificate: bool = False
+    persistence: bool = True
+    extra_config: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    host: str = HOST
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port()
+        if self.certs is not None and self.tls_port is None:
+            self.tls_port = free_port()
+
+    # --- files ----------------------------------------------------------------------------
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / "mosquitto.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "mosquitto.log"
+
+    def write_config(self) -> Path:
+        lines = [f"listener {self.port} {self.host}"]
+        if self.tls_port is not None and self.certs is not None:
+            lines += [
+                f"listener {self.tls_port} {self.host}",
+                f"cafile {self.certs.ca}",
+                f"certfile {self.certs.server_cert}",
+                f"keyfile {self.certs.server_key}",
+                f"require_certificate {'true' if self.require_certificate else 'false'}",
+            ]
+        if self.users:
+            password_file = self.directory / "passwords"
+            password_file.write_text("".join(f"{user}:{password}\n" for user, password in self.users.items()))
+            subprocess.run(["mosquitto_passwd", "-U", str(password_file)], check=True, capture_output=True)
+            password_file.chmod(0o644)
+            lines += ["allow_anonymous false", f"password_file {password_file}"]
+        else:
+            lines.append("allow_anonymous true")
+        if self.acl is not None:
+            acl_file = self.directory / "acl"
+            acl_file.write_text(self.acl)
+            acl_file.chmod(0o644)
+            lines.append(f"acl_file {acl_file}")
+        if self.persistence:
+            lines += [
+                "persistence true",
+                f"persistence_location {self.directory}/",
+                "autosave_interval 1",
+                "autosave_on_changes true",
+            ]
+        lines += [
+            f"log_dest file {self.log_path}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            "max_queued_messages 100000",
+            "max_inflight_messages 100",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")
+        if self.extra_config:
+            lines.append(self.extra_config)
+        self.config_path.write_text("\n".join(lines) + "\n")
+        return self.config_path
+
+    # --- process --------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout: float = 10.0) -> Broker:
+        binary = mosquitto_binary()
+        if binary is None:
+            pytest.skip("mosquitto is not installed")
+        if self.running:
+            return self
+        self.write_config()
+        self.process = subprocess.Popen(
+            [binary, "-c", str(self.config_path)],
+            stdout=subprocess.DEVNULL, stderr=(self.directory / "stderr.log").open("ab"),
+        )
+        deadline = time.monotonic() + timeout
+        ports = [self.port] + ([self.tls_port] if self.tls_port else [])
+        while not all(port_open(port) for port in ports):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.process.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"mosquitto did not open {ports} within {timeout}s:\n{self.log()}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (mosquitto writes its persistence file) and wait."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: the broker dies without a goodbye (persistence only as of its last autosave)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def restart(self, *, kill: bool = False) -> Broker:
+        self.kill() if kill else self.stop()
+        return self.start()
+
+    def log(self) -> str:
+        parts = []
+        for path in (self.log_path, self.directory / "stderr.log"):
+            if path.exists():
+                parts.append(path.read_text(errors="replace"))
+        return "\n".join(parts)
+
+    # --- clients --------------------------------------------------------------------------
+
+    def client_args(self, *, user: str | None = None, tls: bool = False, client_cert: bool = False) -> list[str]:
+        """Connection options for mosquitto_pub / mosquitto_sub."""
+        args = ["-h", self.host]
+        if tls:
+            assert self.certs is not None and self.tls_port is not None, "broker has no TLS listener"
+            args += ["-p", str(self.tls_port), "--cafile", str(self.certs.ca)]
+            if client_cert:
+                args += ["--cert", str(self.certs.client_cert), "--key", str(self.certs.client_key)]
+        else:
+            args += ["-p", str(self.port)]
+        if user is not None:
+            args += ["-u", user, "-P", self.users[user]]
+        return args
+
+    def pub(self, topic: str, payload: str | bytes, *, qos: int = 1, retain: bool = False,
+            user: str | None = None, tls: bool = False, extra: tuple[str, ...] = ()) -> None:
+        """Publish one message with mosquitto_pub (waits for it to be sent)."""
+        args = ["mosquitto_pub", *self.client_args(user=user, tls=tls), "-t", topic, "-q", str(qos)]
+        if retain:
+            args.append("-r")
+        data = payload.encode() if isinstance(payload, str) else payload
+        args += ["-s", *extra]
+        subprocess.run(args, input=data, check=True, capture_output=True, timeout=10)
+
+    def sub_command(self, topic: str, *, count: int | None = None, qos: int = 1, user: str | None = None,
+                    tls: bool = False, extra: tuple[str, ...] = ()) -> list[str]:
+        """An argv for mosquitto_sub on ``topic`` (``-C count``, verbose: topic and payload)."""
+        args = ["mosquitto_sub", *self.client_args(user=user, tls=tls), "-t", topic, "-q", str(qos), "-v"]
+        if count is not None:
+            args += ["-C", str(count)]
+        return [*args, *extra]
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Broker]]:
+    brokers: list[Broker] = []
+
+    def make(*, users: dict[str, str] | None = None, acl: str | None = None, tls: bool = False,
+             require_certificate: bool = False, persistence: bool = True, extra_config: str = "",
+             start: bool = True) -> Broker:
+        certs = request.getfixturevalue("tls_certs") if tls else None
+        broker = Broker(tmp_path / f"broker{len(brokers)}", users=dict(users or {}), acl=acl, certs=certs,
+                        require_certificate=require_certificate, persistence=persistence,
+                        extra_config=extra_config)
+        brokers.append(broker)
+        return broker.start() if start else broker
+
+    try:
+        yield make
+    finally:
+        for broker in brokers:
+            broker.kill()
+
+
+@pytest.fixture
+def mosquitto(broker_factory: Callable[..., Broker]) -> Broker:
+    return broker_factory()
