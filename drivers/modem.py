@@ -145,7 +145,7 @@ class StatusReport:
 @dataclass(frozen=True)
 class StoredMessage:
     index: int
-    stat: int
+    stat: int | None          # 27.005 <stat>; None when the modem leaves it out (+CMGR: ,,27)
     pdu: str
     message: SmsDeliver | SmsStatusReport | SmsSubmit | None
     error: str | None = None

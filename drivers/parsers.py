@@ -1,0 +1,400 @@
+"""Pure parsers of AT replies and unsolicited result codes.
+
+Each parser takes the information lines of a reply (``AtResponse.lines``: no echo, no final
+result) or one URC line, and returns plain data. Real modems differ in spacing, quoting and which
+optional fields they send; the variants each parser accepts are listed in its docstring and in
+the tables of ``tests/test_parsers.py``. A reply that cannot be understood raises
+``ParseError`` naming the line, never IndexError or ValueError.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from drivers.errors import AtError
+
+__all__ = [
+    "CmglEntry",
+    "CmgrEntry",
+    "CopsState",
+    "CregState",
+    "ParseError",
+    "Storage",
+    "decode_ussd_text",
+    "parse_cmgl",
+    "parse_cmgr",
+    "parse_cmgs",
+    "parse_cmti",
+    "parse_cops",
+    "parse_cpin",
+    "parse_cpms",
+    "parse_creg",
+    "parse_creg_urc",
+    "parse_csca",
+    "parse_csq",
+    "parse_cusd",
+    "split_fields",
+]
+
+
+class ParseError(AtError):
+    """A reply or URC that does not have the expected form."""
+
+    def __init__(self, message: str, line: str | None = None) -> None:
+        super().__init__(message, final=line if line is not None else "")
+        self.line = line
+
+
+#: Text-mode message states, for modems that answer +CMGL/+CMGR with them even in PDU mode.
+STAT_NAMES = {"REC UNREAD": 0, "REC READ": 1, "STO UNSENT": 2, "STO SENT": 3, "ALL": 4}
+
+_HEX = re.compile(r"^[0-9A-Fa-f]+$")
+
+
+def split_fields(text: str) -> list[str]:
+    """Split a comma-separated parameter list, honouring double quotes; fields are stripped and unquoted.
+
+    ``'"SM",5,30'`` → ``["SM", "5", "30"]``; ``'0,,24'`` → ``["0", "", "24"]``;
+    ``'1,"a,b"'`` → ``["1", "a,b"]``.
+    """
+    fields: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            fields.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    fields.append("".join(current).strip())
+    return fields
+
+
+def _payload(lines: list[str], prefix: str) -> tuple[str, str]:
+    """The first line starting with ``prefix`` (e.g. ``+CSQ``) and what follows its colon."""
+    for line in lines:
+        stripped = line.strip()
+        if stripped.upper().startswith(prefix.upper()):
+            rest = stripped[len(prefix):]
+            return stripped, rest[1:].strip() if rest.startswith(":") else rest.strip()
+    raise ParseError(f"no {prefix} line in reply {lines!r}")
+
+
+def _int(field: str, line: str, what: str) -> int:
+    value = field.strip()
+    if not re.fullmatch(r"-?\d{1,9}", value):
+        raise ParseError(f"{what} is not a number in {line!r}", line)
+    return int(value)
+
+
+def _opt_int(field: str | None, line: str, what: str) -> int | None:
+    if field is None or field.strip() == "":
+        return None
+    return _int(field, line, what)
+
+
+# --- signal and registration --------------------------------------------------------------------
+
+
+def parse_csq(lines: list[str]) -> tuple[int | None, int | None]:
+    """``+CSQ: 21,99`` (also ``+CSQ: 21, 99``) → (rssi, ber); 99 is kept as 99 (not known)."""
+    line, rest = _payload(lines, "+CSQ")
+    fields = split_fields(rest)
+    if len(fields) < 1 or fields[0] == "":
+        raise ParseError(f"+CSQ without values: {line!r}", line)
+    return _int(fields[0], line, "rssi"), _opt_int(fields[1] if len(fields) > 1 else None, line, "ber")
+
+
+@dataclass(frozen=True, slots=True)
+class CregState:
+    """+CREG/+CGREG/+CEREG: ``n`` is the URC mode (None in a URC), ``status`` the 27.007 <stat>."""
+
+    n: int | None
+    status: int
+    lac: str | None = None
+    cell_id: str | None = None
+    act: int | None = None
+
+    @property
+    def registered(self) -> bool:
+        return self.status in (1, 5)
+
+
+_REG_PREFIX = re.compile(r"^\+C(?:E|G)?REG:\s*(.*)$", re.IGNORECASE)
+
+
+def _location(field: str) -> str | None:
+    value = field.strip().strip('"').strip()
+    return value.upper() if value else None
+
+
+def _creg_fields(line: str, fields: list[str], *, with_n: bool) -> CregState:
+    n: int | None = None
+    if with_n:
+        n = _int(fields[0], line, "n")
+        fields = fields[1:]
+    if not fields or fields[0] == "":
+        raise ParseError(f"registration reply without <stat>: {line!r}", line)
+    status = _int(fields[0], line, "stat")
+    lac = _location(fields[1]) if len(fields) > 2 else None
+    cell = _location(fields[2]) if len(fields) > 2 else None
+    act = _opt_int(fields[3], line, "AcT") if len(fields) > 3 else None
+    return CregState(n, status, lac, cell, act)
+
+
+def parse_creg(lines: list[str]) -> CregState | None:
+    """The reply to ``AT+CREG?`` / ``AT+CGREG?`` / ``AT+CEREG?``; None when no such line is there.
+
+    Forms: ``+CREG: 0,1``; ``+CREG: 2,1,"1A2B","01C3D4E5"``; ``+CREG: 2,1,"1A2B","01C3D4E5",7``;
+    Huawei's ``+CREG: 2, 1, 1A2B, 01C3D4E5``; +CEREG with extra fields after AcT (ignored).
+    A reply with a single value is taken as <stat> alone.
+    """
+    for raw in lines:
+        line = raw.strip()
+        match = _REG_PREFIX.match(line)
+        if match is None:
+            continue
+        fields = split_fields(match.group(1))
+        return _creg_fields(line, fields, with_n=len(fields) != 1 and len(fields) != 3)
+    return None
+
+
+def parse_creg_urc(line: str) -> CregState:
+    """An unsolicited ``+CREG: 1``, ``+CREG: 1,"1A2B","01C3D4E5"`` or ``+CREG: 5,"1A2B","01C3D4E5",7``."""
+    stripped = line.strip()
+    match = _REG_PREFIX.match(stripped)
+    if match is None:
+        raise ParseError(f"not a registration URC: {line!r}", line)
+    return _creg_fields(stripped, split_fields(match.group(1)), with_n=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CopsState:
+    """+COPS?: mode, format (0 long, 1 short, 2 numeric), operator and access technology."""
+
+    mode: int
+    format: int | None
+    operator: str | None
+    act: int | None
+
+
+def parse_cops(lines: list[str]) -> CopsState | None:
+    """``+COPS: 0,0,"Vodafone.de",7``, ``+COPS: 0,2,"26202",7``, ``+COPS: 0`` (not registered)."""
+    try:
+        line, rest = _payload(lines, "+COPS")
+    except ParseError:
+        return None
+    fields = split_fields(rest)
+    mode = _int(fields[0], line, "mode")
+    fmt = _opt_int(fields[1], line, "format") if len(fields) > 1 else None
+    operator = fields[2] or None if len(fields) > 2 else None
+    act = _opt_int(fields[3], line, "AcT") if len(fields) > 3 else None
+    return CopsState(mode, fmt, operator, act)
+
+
+# --- SIM and service centre ----------------------------------------------------------------------
+
+
+def parse_cpin(lines: list[str]) -> str:
+    """``+CPIN: READY`` / ``+CPIN: SIM PIN`` / ``+CPIN:READY`` → "READY", "SIM PIN"..."""
+    line, rest = _payload(lines, "+CPIN")
+    state = rest.strip().strip('"').strip().upper()
+    if not state:
+        raise ParseError(f"+CPIN without a state: {line!r}", line)
+    return state
+
+
+def _maybe_ucs2(text: str) -> str:
+    if text and len(text) % 4 == 0 and _HEX.match(text):
+        try:
+            decoded = bytes.fromhex(text).decode("utf-16-be")
+        except (ValueError, UnicodeDecodeError):
+            return text
+        if re.fullmatch(r"\+?\d+", decoded):
+            return decoded
+    return text
+
+
+def parse_csca(lines: list[str]) -> str | None:
+    """``+CSCA: "+491710760000",145`` → "+491710760000"; an empty address → None.
+
+    With ``AT+CSCS="UCS2"`` some modems answer the address as UCS-2 hex; it is decoded.
+    """
+    line, rest = _payload(lines, "+CSCA")
+    fields = split_fields(rest)
+    address = _maybe_ucs2(fields[0]) if fields else ""
+    if not address:
+        return None
+    toa = _opt_int(fields[1], line, "type") if len(fields) > 1 else None
+    if toa == 145 and not address.startswith("+"):
+        address = "+" + address
+    return address
+
+
+# --- storage and messages ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    storage: str
+    used: int
+    total: int
+
+
+def parse_cpms(lines: list[str]) -> list[Storage]:
+    """``+CPMS: "SM",5,30,"SM",5,30,"SM",5,30`` (query) or ``+CPMS: 5,30,5,30,5,30`` (set) → storages.
+
+    In the set form the storage names are not given; they come back as "".
+    """
+    line, rest = _payload(lines, "+CPMS")
+    fields = split_fields(rest)
+    storages: list[Storage] = []
+    if fields and fields[0] and not re.fullmatch(r"\d+", fields[0]):
+        if len(fields) < 3:
+            raise ParseError(f"+CPMS with too few fields: {line!r}", line)
+        for i in range(0, len(fields) - 2, 3):
+            storages.append(Storage(fields[i], _int(fields[i + 1], line, "used"), _int(fields[i + 2], line, "total")))
+    else:
+        if len(fields) < 2:
+            raise ParseError(f"+CPMS with too few fields: {line!r}", line)
+        for i in range(0, len(fields) - 1, 2):
+            storages.append(Storage("", _int(fields[i], line, "used"), _int(fields[i + 1], line, "total")))
+    return storages
+
+
+def _stat(field: str, line: str) -> int | None:
+    value = field.strip().strip('"').strip()
+    if value == "":
+        return None
+    if value.upper() in STAT_NAMES:
+        return STAT_NAMES[value.upper()]
+    return _int(value, line, "stat")
+
+
+def _pdu_line(lines: list[str], position: int, header: str) -> str:
+    if position >= len(lines):
+        raise ParseError(f"no PDU after {header!r}", header)
+    pdu = lines[position].strip()
+    if not pdu or not _HEX.match(pdu) or len(pdu) % 2:
+        raise ParseError(f"the line after {header!r} is not a hex PDU: {pdu[:80]!r}", header)
+    return pdu
+
+
+@dataclass(frozen=True, slots=True)
+class CmglEntry:
+    index: int
+    stat: int | None
+    length: int | None
+    pdu: str
+
+
+def parse_cmgl(lines: list[str]) -> list[CmglEntry]:
+    """Every ``+CMGL: <index>,<stat>,[<alpha>],<length>`` header and the PDU line after it.
+
+    An entry whose PDU line is missing or not hex is skipped (the caller reads it again by
+    index if it matters); empty lines between entries are ignored.
+    """
+    entries: list[CmglEntry] = []
+    body = [line for line in lines if line.strip()]
+    position = 0
+    while position < len(body):
+        line = body[position].strip()
+        position += 1
+        if not line.upper().startswith("+CMGL:"):
+            continue
+        fields = split_fields(line[6:])
+        try:
+            index = _int(fields[0], line, "index")
+            stat = _stat(fields[1], line) if len(fields) > 1 else None
+            length = _opt_int(fields[-1], line, "length") if len(fields) > 2 else None
+            pdu = _pdu_line(body, position, line)
+        except ParseError:
+            continue
+        position += 1
+        entries.append(CmglEntry(index, stat, length, pdu))
+    return entries
+
+
+@dataclass(frozen=True, slots=True)
+class CmgrEntry:
+    stat: int | None
+    length: int | None
+    pdu: str
+
+
+def parse_cmgr(lines: list[str]) -> CmgrEntry:
+    """``+CMGR: 0,,24`` / ``+CMGR: ,,27`` / ``+CMGR: 0,23`` / ``+CMGR: 24`` and the PDU line after it.
+
+    One field is the length alone; two are <stat>,<length>; three are <stat>,<alpha>,<length>.
+    An empty slot (a reply with no +CMGR line) raises ParseError.
+    """
+    body = [line for line in lines if line.strip()]
+    for position, raw in enumerate(body):
+        line = raw.strip()
+        if not line.upper().startswith("+CMGR:"):
+            continue
+        fields = split_fields(line[6:])
+        if len(fields) == 1:
+            stat, length = None, _opt_int(fields[0], line, "length")
+        else:
+            stat, length = _stat(fields[0], line), _opt_int(fields[-1], line, "length")
+        return CmgrEntry(stat, length, _pdu_line(body, position + 1, line))
+    raise ParseError(f"no +CMGR line in reply {lines!r} (empty slot?)")
+
+
+def parse_cmgs(lines: list[str]) -> int:
+    """``+CMGS: 12`` or ``+CMGS: 12,"<ackpdu>"`` → the TP-MR 12."""
+    line, rest = _payload(lines, "+CMGS")
+    reference = _int(split_fields(rest)[0], line, "message reference")
+    if not 0 <= reference <= 255:
+        raise ParseError(f"message reference out of range: {line!r}", line)
+    return reference
+
+
+def parse_cmti(line: str) -> tuple[str | None, int]:
+    """``+CMTI: "SM",3`` / ``+CDSI: "SR",1`` / ``+CMTI: "ME", 12`` → (storage, index)."""
+    stripped = line.strip()
+    match = re.match(r"^\+C(?:MTI|DSI):\s*(.*)$", stripped, re.IGNORECASE)
+    if match is None:
+        raise ParseError(f"not a +CMTI/+CDSI line: {line!r}", line)
+    fields = split_fields(match.group(1))
+    if len(fields) < 2:
+        raise ParseError(f"+CMTI/+CDSI without an index: {line!r}", line)
+    return fields[0] or None, _int(fields[1], stripped, "index")
+
+
+# --- USSD -----------------------------------------------------------------------------------------
+
+
+def parse_cusd(line: str) -> tuple[int, str, int | None]:
+    """``+CUSD: 0,"Balance 10.00",15`` → (0, "Balance 10.00", 15); ``+CUSD: 2`` → (2, "", None)."""
+    stripped = line.strip()
+    if not stripped.upper().startswith("+CUSD:"):
+        raise ParseError(f"not a +CUSD line: {line!r}", line)
+    fields = split_fields(stripped[6:])
+    status = _int(fields[0], stripped, "status")
+    text = fields[1] if len(fields) > 1 else ""
+    dcs = _opt_int(fields[2], stripped, "dcs") if len(fields) > 2 else None
+    return status, text, dcs
+
+
+def _cbs_ucs2(dcs: int) -> bool:
+    """Whether a cell-broadcast DCS (TS 23.038 section 5), as used by USSD, means UCS-2."""
+    if dcs == 0x11:
+        return True
+    group = dcs >> 4
+    return (group in (4, 5, 6, 7, 9)) and (dcs & 0x0C) == 0x08
+
+
+def decode_ussd_text(text: str, dcs: int | None) -> str:
+    """The readable text of a +CUSD answer: UCS-2 hex is decoded per the DCS; anything else as sent."""
+    if dcs is not None and _cbs_ucs2(dcs) and text and len(text) % 4 == 0 and _HEX.match(text):
+        try:
+            decoded = bytes.fromhex(text).decode("utf-16-be", errors="replace")
+        except ValueError:
+            return text
+        return decoded[1:] if dcs == 0x11 and decoded else decoded
+    return text
