@@ -1,0 +1,162 @@
+"""`smsgw at`: an AT console on a modem port (device path or socket://host:port).
+
+With commands: sends each (``AT`` is prefixed when missing), prints the reply lines and the final
+result, exits 1 if any failed. Without: reads commands from stdin, one per line, and prints replies
+and unsolicited lines as they come, until EOF.
+
+``AT+CMGS=n`` / ``AT+CMGW=n`` take the PDU as the next command argument (or the next input line):
+the console waits for the ``> `` prompt, then sends it with Ctrl-Z.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterator
+
+from drivers.at import DEFAULT_TIMEOUT, AtEngine, AtResponse
+from drivers.errors import AtError, AtTimeout, ModemError, TransportError
+
+NAME = "at"
+HELP = "AT console: send commands to a modem port and print the replies (interactive without commands)"
+
+log = logging.getLogger(__name__)
+
+_WANTS_PAYLOAD = re.compile(r"AT\+CMG[SW]=", re.IGNORECASE)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("port", metavar="PORT", help="device path (/dev/ttyUSB2) or socket://host:port")
+    parser.add_argument(
+        "commands",
+        metavar="COMMAND",
+        nargs="*",
+        help="AT commands to send in order, 'AT' prefixed when missing ('+CSQ' -> 'AT+CSQ'); "
+        "without any, commands are read from stdin",
+    )
+    parser.add_argument("--baud", type=int, default=115200, help="serial speed (default 115200)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds each command may take (default {DEFAULT_TIMEOUT:g})",
+    )
+
+
+def normalise(command: str) -> str:
+    """``+CSQ`` -> ``AT+CSQ``, ``i`` -> ``ATi``, ``at+csq`` unchanged."""
+    command = command.strip()
+    return command if command[:2].upper() == "AT" else "AT" + command
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_console(args))
+    except TransportError as exc:
+        print(f"smsgw at: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _console(args: argparse.Namespace) -> int:
+    engine = AtEngine(default_timeout=args.timeout, name="")
+    closed = asyncio.Event()
+    engine.on_closed = lambda exc: closed.set()
+    await engine.open(args.port, baudrate=args.baud)
+    try:
+        if args.commands:
+            return await _run_all(engine, iter(args.commands), args.timeout)
+        return await _interactive(engine, args.timeout, closed)
+    finally:
+        engine.on_closed = None
+        await engine.close()
+
+
+async def _run_all(engine: AtEngine, commands: Iterator[str], timeout: float) -> int:
+    failed = False
+    for raw in commands:
+        if not raw.strip():
+            continue
+        command = normalise(raw)
+        payload = next(commands, None) if _WANTS_PAYLOAD.match(command) else None
+        if not await _run_one(engine, command, payload, timeout):
+            failed = True
+        if not engine.is_open:
+            break
+    return 1 if failed else 0
+
+
+async def _run_one(engine: AtEngine, command: str, payload: str | None, timeout: float) -> bool:
+    """Send one command and print its outcome; True if it succeeded."""
+    try:
+        if payload is not None:
+            response: AtResponse = await engine.command_with_prompt(command, payload.strip(), timeout=timeout)
+        else:
+            response = await engine.command(command, timeout=timeout)
+    except AtError as exc:
+        for line in exc.reply:
+            print(line, flush=True)
+        print(exc.final, flush=True)
+        return False
+    except AtTimeout as exc:
+        for line in exc.reply:
+            print(line, flush=True)
+        print(f"smsgw at: {command}: no final result within {timeout:g}s", file=sys.stderr, flush=True)
+        return False
+    except ValueError as exc:
+        print(f"smsgw at: {exc}", file=sys.stderr, flush=True)
+        return False
+    except ModemError as exc:
+        print(f"smsgw at: {exc}", file=sys.stderr, flush=True)
+        return False
+    for line in response.lines:
+        print(line, flush=True)
+    print(response.final, flush=True)
+    return True
+
+
+def _read_stdin(loop: asyncio.AbstractEventLoop, deliver: Callable[[str | None], None]) -> None:
+    """Thread body: hand each stdin line to the loop; None at EOF. Daemon: never blocks exit."""
+    try:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(deliver, line)
+    finally:
+        loop.call_soon_threadsafe(deliver, None)
+
+
+async def _interactive(engine: AtEngine, timeout: float, closed: asyncio.Event) -> int:
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+    engine.on_unsolicited = lambda line: print(line, flush=True)
+    threading.Thread(target=_read_stdin, args=(loop, lines.put_nowait), daemon=True, name="stdin").start()
+    failed = False
+    closed_wait = asyncio.ensure_future(closed.wait())
+    try:
+        while True:
+            getter = asyncio.ensure_future(lines.get())
+            await asyncio.wait({getter, closed_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                print("smsgw at: port closed", file=sys.stderr, flush=True)
+                return 1
+            raw = getter.result()
+            if raw is None:
+                return 1 if failed else 0
+            if not raw.strip():
+                continue
+            command = normalise(raw)
+            payload = None
+            if _WANTS_PAYLOAD.match(command):
+                payload = await lines.get()
+                if payload is None:
+                    return 1
+            if not await _run_one(engine, command, payload, timeout):
+                failed = True
+            if not engine.is_open:
+                print("smsgw at: port closed", file=sys.stderr, flush=True)
+                return 1
+    finally:
+        closed_wait.cancel()
