@@ -1,0 +1,492 @@
+"""The smsgw configuration: one TOML file, validated up front.
+
+``load_config(path)`` returns a frozen :class:`Config` or raises :class:`ConfigError`, whose text names
+the file, the key (dotted, e.g. ``modems[1].pin``) and the reason. Unknown keys in known sections are
+errors (with a "did you mean" hint), so a typo never silently falls back to a default. The sections
+``[[alerts]]``, ``[[commands]]``, ``[contacts]``, ``[groups]`` and ``[sources]`` are kept in
+``Config.raw`` and validated by :mod:`appliance.rules`.
+
+Every key, its default and its meaning: ``docs/config.md``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_PATH = Path("/etc/smsgw/smsgw.toml")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+MQTT_PROTOCOLS = ("5", "3.1.1")
+
+# Top-level keys: the sections parsed here, plus the ones kept in ``raw`` for other modules.
+OWN_SECTIONS = ("store", "mqtt", "modems", "numbers", "limits", "hardware", "log_level")
+RAW_SECTIONS = ("alerts", "commands", "contacts", "groups", "sources", "quiet_hours", "health")
+
+_MODEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_PIN = re.compile(r"^[0-9]{4,8}$")
+
+
+class ConfigError(Exception):
+    """A configuration problem: ``str(e) == f"{file}: {key}: {reason}"``."""
+
+    def __init__(self, file: str | Path, key: str, reason: str) -> None:
+        self.file = str(file)
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{self.file}: {key}: {reason}")
+
+
+def _default_client_id() -> str:
+    return f"smsgw-{socket.gethostname()}"
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    base_topic: str = "smsgw"
+    client_id: str = field(default_factory=_default_client_id)
+    username: str | None = None
+    password: str | None = None
+    protocol: str = "5"  # or "3.1.1"
+    keepalive: int = 60
+    tls: TlsConfig | None = None
+    share_group: str | None = None
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+    reconnect_min: float = 1.0
+    reconnect_max: float = 60.0
+
+
+@dataclass(frozen=True)
+class ModemConfig:
+    id: str
+    port: str
+    profile: str = "auto"
+    pin: str | None = None
+    baudrate: int = 115200
+    rate_per_minute: float | None = None
+    daily_cap: int | None = None
+    report: bool = False
+    power_gpio: int | None = None
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: Path
+    reassembly_timeout: float = 86400.0
+
+
+@dataclass(frozen=True)
+class NumbersConfig:
+    default_country: str | None = None  # ISO 3166 alpha-2, e.g. "DE"
+    allow_premium: bool = False
+    allow_short_codes: bool = False
+    blocked: tuple[str, ...] = ()  # prefixes
+    allowed: tuple[str, ...] = ()  # explicit exceptions (prefixes, or exact short codes)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_parts: int = 10
+    max_attempts: int = 8
+    recipient_interval: float = 0.0
+    validity: float = 86400.0
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    status_led_gpio: int | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    store: StoreConfig
+    mqtt: MqttConfig | None
+    modems: tuple[ModemConfig, ...]
+    numbers: NumbersConfig
+    limits: LimitsConfig
+    hardware: HardwareConfig
+    log_level: str = "info"
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def modem(self, modem_id: str) -> ModemConfig:
+        for modem in self.modems:
+            if modem.id == modem_id:
+                return modem
+        raise KeyError(modem_id)
+
+
+def default_config_path() -> Path:
+    """``$SMSGW_CONFIG`` if set, else ``/etc/smsgw/smsgw.toml``."""
+    env = os.environ.get("SMSGW_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+# --- validation helpers ---------------------------------------------------------------------
+
+
+def _hint(key: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_name(value: object) -> str:
+    return {
+        bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+        list: "an array", dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+class _Section:
+    """Reads the keys of one TOML table, checking types; ``done()`` rejects the unread keys."""
+
+    def __init__(self, file: Path, prefix: str, table: object, known: Iterable[str]) -> None:
+        self.file = file
+        self.prefix = prefix
+        self.known = tuple(known)
+        if not isinstance(table, dict):
+            raise ConfigError(file, prefix, f"must be a table, not {_type_name(table)}")
+        self.table: dict[str, Any] = table
+        for key in table:
+            if key not in self.known:
+                raise ConfigError(
+                    file, self.key(key),
+                    f"unknown key{_hint(key, self.known)}; known keys: {', '.join(self.known)}",
+                )
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name: str, reason: str) -> ConfigError:
+        return ConfigError(self.file, self.key(name), reason)
+
+    def has(self, name: str) -> bool:
+        return name in self.table
+
+    def _typed(self, name: str, types: tuple[type, ...], what: str) -> Any:
+        value = self.table[name]
+        if isinstance(value, bool) and bool not in types:
+            raise self.error(name, f"must be {what}, not a boolean")
+        if not isinstance(value, types):
+            raise self.error(name, f"must be {what}, not {_type_name(value)} ({value!r})")
+        return value
+
+    def string(self, name: str, default: str | None = None, *, required: bool = False,
+               empty: bool = False) -> str | None:
+        if name not in self.table:
+            if required:
+                raise self.error(name, "is required")
+            return default
+        value: str = self._typed(name, (str,), "a string")
+        if not empty and not value.strip():
+            raise self.error(name, "must not be empty")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        if name not in self.table:
+            return default
+        return bool(self._typed(name, (bool,), "true or false"))
+
+    def integer(self, name: str, default: int | None, *, minimum: int | None = None,
+                maximum: int | None = None) -> int | None:
+        if name not in self.table:
+            return default
+        value: int = self._typed(name, (int,), "an integer")
+        self._range(name, value, minimum, maximum)
+        return value
+
+    def number(self, name: str, default: float | None, *, minimum: float | None = None,
+               positive: bool = False) -> float | None:
+        if name not in self.table:
+            return default
+        value = float(self._typed(name, (int, float), "a number"))
+        if value != value or value in (float("inf"), float("-inf")):
+            raise self.error(name, "must be a finite number")
+        if positive and value <= 0:
+            raise self.error(name, f"must be greater than 0, not {value:g}")
+        self._range(name, value, minimum, None)
+        return value
+
+    def _range(self, name: str, value: float, minimum: float | None, maximum: float | None) -> None:
+        if minimum is not None and value < minimum:
+            raise self.error(name, f"must be at least {minimum:g}, not {value:g}")
+        if maximum is not None and value > maximum:
+            raise self.error(name, f"must be at most {maximum:g}, not {value:g}")
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        if name not in self.table:
+            return ()
+        value = self._typed(name, (list,), "an array of strings")
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                raise ConfigError(self.file, f"{self.key(name)}[{index}]",
+                                  f"must be a non-empty string, not {item!r}")
+        return tuple(value)
+
+    def path(self, name: str, *, required: bool = False) -> Path | None:
+        value = self.string(name, required=required)
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = self.file.parent / path
+        return path
+
+
+# --- sections -------------------------------------------------------------------------------
+
+
+def _store(file: Path, table: object) -> StoreConfig:
+    sec = _Section(file, "store", table, ("path", "reassembly_timeout"))
+    path = sec.path("path", required=True)
+    assert path is not None
+    if path.exists() and path.is_dir():
+        raise sec.error("path", f"{path} is a directory; name the database file, e.g. {path / 'smsgw.db'}")
+    timeout = sec.number("reassembly_timeout", 86400.0, positive=True)
+    assert timeout is not None
+    return StoreConfig(path=path, reassembly_timeout=timeout)
+
+
+def _tls(file: Path, value: object) -> TlsConfig | None:
+    if isinstance(value, bool):
+        return TlsConfig() if value else None
+    sec = _Section(file, "mqtt.tls", value, ("ca", "cert", "key", "insecure"))
+    tls = TlsConfig(ca=sec.path("ca"), cert=sec.path("cert"), key=sec.path("key"),
+                    insecure=sec.boolean("insecure", False))
+    if tls.key is not None and tls.cert is None:
+        raise sec.error("key", "a client key needs a client certificate (mqtt.tls.cert)")
+    for name in ("ca", "cert", "key"):
+        path = getattr(tls, name)
+        if path is not None and not path.is_file():
+            raise sec.error(name, f"{path} does not exist or is not a file")
+    return tls
+
+
+def _topic_word(sec: _Section, name: str, value: str) -> None:
+    if any(ch in value for ch in "+#\0"):
+        raise sec.error(name, f"{value!r} must not contain the MQTT wildcards '+' or '#'")
+    if value.startswith("/") or value.endswith("/") or value.startswith("$"):
+        raise sec.error(name, f"{value!r} must not start or end with '/' or start with '$'")
+
+
+def _mqtt(file: Path, table: object) -> MqttConfig:
+    known = ("host", "port", "base_topic", "client_id", "username", "password", "protocol", "keepalive",
+             "tls", "share_group", "discovery", "discovery_prefix", "reconnect_min", "reconnect_max")
+    sec = _Section(file, "mqtt", table, known)
+    d = MqttConfig()
+    protocol = d.protocol
+    if sec.has("protocol"):
+        raw = sec.table["protocol"]
+        protocol = str(raw) if not isinstance(raw, bool) else ""
+        protocol = {"5.0": "5", "311": "3.1.1", "3": "3.1.1", "3.1": "3.1.1"}.get(protocol, protocol)
+        if protocol not in MQTT_PROTOCOLS:
+            raise sec.error("protocol", f"must be \"5\" or \"3.1.1\", not {raw!r}")
+    base_topic = sec.string("base_topic", d.base_topic)
+    assert base_topic is not None
+    _topic_word(sec, "base_topic", base_topic)
+    discovery_prefix = sec.string("discovery_prefix", d.discovery_prefix)
+    assert discovery_prefix is not None
+    _topic_word(sec, "discovery_prefix", discovery_prefix)
+    share_group = sec.string("share_group")
+    if share_group is not None and any(ch in share_group for ch in "/+#"):
+        raise sec.error("share_group", f"{share_group!r} must not contain '/', '+' or '#'")
+    client_id = sec.string("client_id", d.client_id)
+    username = sec.string("username", empty=True)
+    password = sec.string("password", empty=True)
+    if password is not None and username is None:
+        raise sec.error("password", "a password needs a username (mqtt.username)")
+    reconnect_min = sec.number("reconnect_min", d.reconnect_min, positive=True)
+    reconnect_max = sec.number("reconnect_max", d.reconnect_max, positive=True)
+    assert reconnect_min is not None and reconnect_max is not None
+    if reconnect_max < reconnect_min:
+        raise sec.error("reconnect_max", f"{reconnect_max:g} is less than mqtt.reconnect_min ({reconnect_min:g})")
+    host = sec.string("host", d.host)
+    port = sec.integer("port", d.port, minimum=1, maximum=65535)
+    keepalive = sec.integer("keepalive", d.keepalive, minimum=1, maximum=65535)
+    assert host is not None and port is not None and keepalive is not None and client_id is not None
+    return MqttConfig(
+        host=host, port=port, base_topic=base_topic, client_id=client_id,
+        username=username, password=password, protocol=protocol, keepalive=keepalive,
+        tls=_tls(file, sec.table["tls"]) if sec.has("tls") else None,
+        share_group=share_group, discovery=sec.boolean("discovery", d.discovery),
+        discovery_prefix=discovery_prefix, reconnect_min=reconnect_min, reconnect_max=reconnect_max,
+    )
+
+
+def _profile_names() -> list[str]:
+    from drivers.profiles import profile_names
+
+    return profile_names()
+
+
+def _modems(file: Path, value: object) -> tuple[ModemConfig, ...]:
+    if isinstance(value, dict):
+        raise ConfigError(file, "modems", "must be an array of tables: write [[modems]], not [modems]")
+    if not isinstance(value, list):
+        raise ConfigError(file, "modems", f"must be an array of tables ([[modems]]), not {_type_name(value)}")
+    known = ("id", "port", "profile", "pin", "baudrate", "rate_per_minute", "daily_cap", "report", "power_gpio")
+    modems: list[ModemConfig] = []
+    seen: dict[str, int] = {}
+    profiles: list[str] | None = None
+    for index, table in enumerate(value):
+        sec = _Section(file, f"modems[{index}]", table, known)
+        modem_id = sec.string("id", f"modem{index}")
+        assert modem_id is not None
+        if not _MODEM_ID.match(modem_id):
+            raise sec.error("id", f"{modem_id!r} may hold only letters, digits, '-' and '_' (at most 32)")
+        if modem_id in seen:
+            raise sec.error("id", f"duplicate modem id {modem_id!r} (also modems[{seen[modem_id]}])")
+        seen[modem_id] = index
+        if not sec.has("port"):
+            raise sec.error("port", "is required: a serial device such as /dev/ttyUSB2 or socket://host:port")
+        port = sec.string("port")
+        assert port is not None
+        profile = sec.string("profile", "auto")
+        assert profile is not None
+        if profile != "auto":
+            if profiles is None:
+                profiles = _profile_names()
+            if profile not in profiles:
+                raise sec.error(
+                    "profile", f"unknown profile {profile!r}{_hint(profile, profiles)}; "
+                    f"known: auto, {', '.join(profiles)}"
+                )
+        pin: str | None = None
+        if sec.has("pin"):
+            raw_pin = sec.table["pin"]
+            if isinstance(raw_pin, int) and not isinstance(raw_pin, bool):
+                raise sec.error("pin", "must be a quoted string of 4-8 digits (pin = \"0000\"), not a number")
+            pin = sec.string("pin")
+            assert pin is not None
+            if not _PIN.match(pin):
+                raise sec.error("pin", "must be 4-8 digits")
+        modems.append(ModemConfig(
+            id=modem_id, port=port, profile=profile, pin=pin,
+            baudrate=sec.integer("baudrate", 115200, minimum=1200, maximum=4_000_000) or 115200,
+            rate_per_minute=sec.number("rate_per_minute", None, positive=True),
+            daily_cap=sec.integer("daily_cap", None, minimum=1),
+            report=sec.boolean("report", False),
+            power_gpio=sec.integer("power_gpio", None, minimum=0, maximum=63),
+        ))
+    return tuple(modems)
+
+
+def _numbers(file: Path, table: object) -> NumbersConfig:
+    from appliance import numbers
+
+    sec = _Section(file, "numbers", table,
+                   ("default_country", "allow_premium", "allow_short_codes", "blocked", "allowed"))
+    country = sec.string("default_country")
+    if country is not None:
+        country = numbers.country_code_name(country)
+        if country is None:
+            raw = sec.table["default_country"]
+            raise sec.error(
+                "default_country",
+                f"unknown country {raw!r}: use an ISO 3166 alpha-2 code, one of {', '.join(numbers.countries())}",
+            )
+    lists: dict[str, tuple[str, ...]] = {}
+    for name in ("blocked", "allowed"):
+        entries = []
+        for index, entry in enumerate(sec.strings(name)):
+            try:
+                entries.append(numbers.normalise_prefix(entry, default_country=country,
+                                                        keep_short=(name == "allowed")))
+            except numbers.NumberError as exc:
+                raise ConfigError(file, f"numbers.{name}[{index}]", str(exc)) from None
+        lists[name] = tuple(entries)
+    return NumbersConfig(
+        default_country=country,
+        allow_premium=sec.boolean("allow_premium", False),
+        allow_short_codes=sec.boolean("allow_short_codes", False),
+        blocked=lists["blocked"], allowed=lists["allowed"],
+    )
+
+
+def _limits(file: Path, table: object) -> LimitsConfig:
+    sec = _Section(file, "limits", table, ("max_parts", "max_attempts", "recipient_interval", "validity"))
+    d = LimitsConfig()
+    max_parts = sec.integer("max_parts", d.max_parts, minimum=1, maximum=255)
+    max_attempts = sec.integer("max_attempts", d.max_attempts, minimum=1)
+    interval = sec.number("recipient_interval", d.recipient_interval, minimum=0)
+    validity = sec.number("validity", d.validity, positive=True)
+    assert max_parts is not None and max_attempts is not None and interval is not None and validity is not None
+    return LimitsConfig(max_parts=max_parts, max_attempts=max_attempts, recipient_interval=interval,
+                        validity=validity)
+
+
+def _hardware(file: Path, table: object) -> HardwareConfig:
+    sec = _Section(file, "hardware", table, ("status_led_gpio",))
+    return HardwareConfig(status_led_gpio=sec.integer("status_led_gpio", None, minimum=0, maximum=63))
+
+
+def _syntax_error(file: Path, exc: tomllib.TOMLDecodeError) -> ConfigError:
+    message = str(exc)
+    match = re.search(r"\(at line (\d+), column (\d+)\)", message)
+    if match:
+        reason = message[: match.start()].strip() or "TOML syntax error"
+        return ConfigError(file, f"line {match.group(1)}",
+                           f"TOML syntax error: {reason} (column {match.group(2)})")
+    return ConfigError(file, "syntax", f"TOML syntax error: {message}")
+
+
+def parse_config(data: dict[str, Any], path: str | Path) -> Config:
+    """Validate an already parsed TOML document; ``path`` anchors relative paths and names errors."""
+    file = Path(path).absolute()
+    sec = _Section(file, "", data, OWN_SECTIONS + RAW_SECTIONS)
+    if not sec.has("store"):
+        raise ConfigError(file, "store.path", "is required: add [store] with path = \"/var/lib/smsgw/smsgw.db\"")
+    level = sec.string("log_level", "info")
+    assert level is not None
+    if level.lower() not in LOG_LEVELS:
+        raise sec.error("log_level", f"{level!r} is not one of {', '.join(LOG_LEVELS)}{_hint(level.lower(), LOG_LEVELS)}")
+    return Config(
+        path=file,
+        store=_store(file, data["store"]),
+        mqtt=_mqtt(file, data["mqtt"]) if "mqtt" in data else None,
+        modems=_modems(file, data["modems"]) if "modems" in data else (),
+        numbers=_numbers(file, data.get("numbers", {})),
+        limits=_limits(file, data.get("limits", {})),
+        hardware=_hardware(file, data.get("hardware", {})),
+        log_level=level.lower(),
+        raw=data,
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the TOML file at ``path``; raises ConfigError naming file, key and reason."""
+    file = Path(path)
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(file, "file", "does not exist (create it with 'smsgw setup')") from None
+    except IsADirectoryError:
+        raise ConfigError(file, "file", "is a directory, not a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(file, "file", f"cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(file, "file", f"is not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _syntax_error(file, exc) from None
+    return parse_config(data, file)
