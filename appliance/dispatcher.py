@@ -1,0 +1,461 @@
+"""The dispatcher: sends the outbox through the modems.
+
+One worker task per modem, so one send is in flight per modem and N modems send in parallel.
+A worker that is healthy and has capacity claims the next due message from the store (high before
+normal before low, FIFO within a priority), encodes it once into parts with the codec (the parts
+are stored and reused on every retry, on any modem), and sends the parts that have no TP-MR yet,
+committing each part's TP-MR right after its ``+CMGS`` and before the next part (the duplicate
+window of at-least-once delivery; see docs/store.md).
+
+Limits: per modem a rate (parts per minute, a sliding window) and a daily cap (parts since local
+midnight, counted from the store so a restart does not reset it); per recipient a minimum interval
+between sends. Errors: transient ones (CMS 38/42/332/500…, timeouts, a vanished port) requeue the
+message with exponential backoff and jitter until ``max_attempts``; permanent ones (invalid number,
+rejected) fail it at once with the reason. A modem-level failure (timeout, port gone) also pauses
+that modem and lets another modem take the message at once: the unsent parts go out there.
+
+Workers sleep on an event: ``wake()`` (called on every enqueue through the store's enqueue
+listener), ``set_modem_healthy`` and ``stop()`` set it; ``poll_interval`` is only a safety net
+(e.g. a ``smsgw send`` from another process). ``stop()`` lets an AT exchange in progress finish,
+commits its result, gives the message back to the queue and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from appliance.store import ClaimedMessage, Part, Store, local_midnight
+from drivers.errors import AtError, AtTimeout, TransportError
+from drivers.pdu import PduError, SubmitPart, encode_submit
+
+LOG = logging.getLogger(__name__)
+
+#: Seconds a claim is leased for; renewed before every part. Longer than SEND_TIMEOUT.
+LEASE = 180.0
+#: Seconds one part may take from AT+CMGS to +CMGS (a safety net over the modem's own timeout).
+SEND_TIMEOUT = 120.0
+#: Seconds an idle worker sleeps at most before looking at the queue again without a wake-up.
+POLL_INTERVAL = 5.0
+#: First retry delay after a transient error (seconds); doubled on every further attempt.
+BACKOFF_BASE = 10.0
+#: The longest retry delay (seconds).
+BACKOFF_MAX = 1800.0
+#: Random extra delay, as a fraction of the delay (0.25: up to 25 % longer).
+BACKOFF_JITTER = 0.25
+#: Attempts (claims) before a message that keeps failing transiently is failed.
+MAX_ATTEMPTS = 8
+#: Seconds a modem rests after a modem-level failure (timeout, port gone) before it claims again.
+MODEM_ERROR_PAUSE = 10.0
+#: Minimum seconds between two sends to the same recipient (0: no throttle).
+RECIPIENT_INTERVAL = 0.0
+#: Seconds ``stop()`` waits for sends in progress before cancelling them.
+STOP_TIMEOUT = 30.0
+#: Sliding window of the per-modem rate limit (seconds).
+RATE_WINDOW = 60.0
+
+
+class SendingModem(Protocol):
+    """What the dispatcher needs of a ``drivers.modem.Modem``."""
+
+    @property
+    def modem_id(self) -> str: ...
+
+    async def send_pdu(self, part: SubmitPart) -> int: ...
+
+
+@dataclass(frozen=True)
+class ModemLimits:
+    rate_per_minute: float | None = None  # parts per RATE_WINDOW; None: unlimited
+    daily_cap: int | None = None  # parts per local day; None: unlimited
+
+
+def is_modem_failure(exc: BaseException) -> bool:
+    """The modem itself failed (not the network's answer): another modem should take the work."""
+    return isinstance(exc, AtTimeout | TransportError | TimeoutError | ConnectionError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether sending again later may succeed.
+
+    CMS/CME errors carry their class (``.transient``, from the code table in drivers.errors);
+    timeouts and a vanished port are transient; an encoding error (invalid number, text the
+    codec refuses) is permanent; a bare ``ERROR`` and unknown failures count as transient, so a
+    message is retried up to ``max_attempts`` rather than dropped.
+    """
+    if is_modem_failure(exc):
+        return True
+    transient = getattr(exc, "transient", None)
+    if isinstance(transient, bool):
+        return transient
+    if isinstance(exc, PduError):
+        return False
+    if isinstance(exc, AtError):
+        return True
+    return True
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, TimeoutError) and not text:
+        return "timed out waiting for +CMGS"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@dataclass
+class _Slot:
+    modem: SendingModem
+    limits: ModemLimits
+    healthy: bool = True
+    paused_until: float = 0.0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    sent_times: deque[float] = field(default_factory=deque)
+    day_start: float = -1.0
+    day_count: int = 0
+    task: asyncio.Task[None] | None = None
+    current: int | None = None  # message id in flight
+    sent: int = 0  # parts sent since start
+    last_error: str | None = None
+
+    @property
+    def modem_id(self) -> str:
+        return self.modem.modem_id
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        modems: Iterable[SendingModem] = (),
+        *,
+        limits: Mapping[str, ModemLimits] | None = None,
+        recipient_interval: float = RECIPIENT_INTERVAL,
+        max_attempts: int = MAX_ATTEMPTS,
+        backoff_base: float = BACKOFF_BASE,
+        backoff_max: float = BACKOFF_MAX,
+        backoff_jitter: float = BACKOFF_JITTER,
+        lease: float = LEASE,
+        send_timeout: float = SEND_TIMEOUT,
+        poll_interval: float = POLL_INTERVAL,
+        modem_error_pause: float = MODEM_ERROR_PAUSE,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if lease <= send_timeout:
+            raise ValueError(f"lease ({lease}s) must be longer than send_timeout ({send_timeout}s)")
+        self.store = store
+        self.limits = dict(limits or {})
+        self.recipient_interval = recipient_interval
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.backoff_jitter = backoff_jitter
+        self.lease = lease
+        self.send_timeout = send_timeout
+        self.poll_interval = poll_interval
+        self.modem_error_pause = modem_error_pause
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._slots: dict[str, _Slot] = {}
+        self._in_flight: dict[str, int] = {}  # recipient -> sends in progress
+        self._last_sent: dict[str, float] = {}  # recipient -> time of the last part sent
+        self._running = False
+        self._stopping = False
+        self._remove_listener: Callable[[], None] | None = None
+        for modem in modems:
+            self.add_modem(modem)
+
+    # --- modems -----------------------------------------------------------------------------
+
+    def add_modem(self, modem: SendingModem, limits: ModemLimits | None = None) -> None:
+        """Add a modem, or replace the object of a known modem id (after the daemon reopened it)."""
+        if limits is not None:
+            self.limits[modem.modem_id] = limits
+        slot = self._slots.get(modem.modem_id)
+        if slot is not None:
+            slot.modem = modem
+            slot.limits = self.limits.get(modem.modem_id, ModemLimits())
+            slot.wake.set()
+            return
+        slot = _Slot(modem, self.limits.get(modem.modem_id, ModemLimits()))
+        self._slots[modem.modem_id] = slot
+        if self._running:
+            self._start_slot(slot)
+
+    async def remove_modem(self, modem_id: str) -> None:
+        slot = self._slots.pop(modem_id, None)
+        if slot is not None and slot.task is not None:
+            slot.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await slot.task
+
+    def set_modem_healthy(self, modem_id: str, healthy: bool) -> None:
+        """The daemon's health supervisor says whether a modem may send."""
+        slot = self._slots.get(modem_id)
+        if slot is None:
+            raise KeyError(f"unknown modem {modem_id!r}")
+        if slot.healthy != healthy:
+            LOG.info("modem %s is %s", modem_id, "healthy" if healthy else "unhealthy")
+        slot.healthy = healthy
+        if healthy:
+            slot.paused_until = 0.0
+        self.wake()
+
+    def modem_status(self) -> dict[str, dict[str, object]]:
+        now = self.clock()
+        return {
+            modem_id: {
+                "healthy": slot.healthy,
+                "paused": slot.paused_until > now,
+                "sending": slot.current,
+                "sent": slot.sent,
+                "sent_today": slot.day_count,
+                "daily_cap": slot.limits.daily_cap,
+                "rate_per_minute": slot.limits.rate_per_minute,
+                "last_error": slot.last_error,
+            }
+            for modem_id, slot in self._slots.items()
+        }
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resume messages a previous process left mid-send, then start one worker per modem."""
+        if self._running:
+            return
+        now = self.clock()
+        self.store.resume_interrupted(now)
+        if self.recipient_interval > 0:
+            self._last_sent = self.store.recipient_last_sent(now - self.recipient_interval)
+        self._stopping = False
+        self._running = True
+        self._remove_listener = self.store.add_enqueue_listener(self.wake)
+        for slot in self._slots.values():
+            self._start_slot(slot)
+
+    def _start_slot(self, slot: _Slot) -> None:
+        now = self.clock()
+        slot.sent_times = deque(self.store.modem_sent_times(slot.modem_id, now - RATE_WINDOW))
+        slot.day_start = -1.0
+        slot.task = asyncio.create_task(self._worker(slot), name=f"dispatcher-{slot.modem_id}")
+
+    async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Finish the AT exchange in progress, commit it, requeue the rest and return."""
+        if not self._running:
+            return
+        self._stopping = True
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
+        self.wake()
+        tasks = [slot.task for slot in self._slots.values() if slot.task is not None]
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                LOG.warning("%s did not stop within %.1fs; cancelling it", task.get_name(), timeout)
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    LOG.error("%s ended with %r", task.get_name(), task.exception())
+        for slot in self._slots.values():
+            slot.task = None
+        self._running = False
+
+    def wake(self) -> None:
+        """Something may be due: every idle worker looks at the queue now."""
+        for slot in self._slots.values():
+            slot.wake.set()
+
+    # --- limits -----------------------------------------------------------------------------
+
+    def _busy_recipients(self, now: float) -> list[str]:
+        busy = {recipient for recipient, count in self._in_flight.items() if count > 0}
+        if self.recipient_interval > 0:
+            horizon = now - self.recipient_interval
+            busy.update(r for r, at in self._last_sent.items() if at > horizon)
+            for r in [r for r, at in self._last_sent.items() if at <= horizon]:
+                del self._last_sent[r]
+        return sorted(busy)
+
+    def _refresh_day(self, slot: _Slot, now: float) -> None:
+        day = local_midnight(now)
+        if day != slot.day_start:
+            slot.day_start = day
+            slot.day_count = self.store.modem_sent_count(slot.modem_id, day)
+
+    def _capacity_wait(self, slot: _Slot, now: float) -> float:
+        """0 when ``slot`` may send a part now, else seconds until it may (inf: not today/unhealthy)."""
+        if not slot.healthy:
+            return float("inf")
+        if slot.paused_until > now:
+            return slot.paused_until - now
+        self._refresh_day(slot, now)
+        cap = slot.limits.daily_cap
+        if cap is not None and slot.day_count >= cap:
+            return max(local_midnight(now + 86400 + 3600) - now, 1.0)
+        rate = slot.limits.rate_per_minute
+        if rate is not None and rate > 0:
+            while slot.sent_times and slot.sent_times[0] <= now - RATE_WINDOW:
+                slot.sent_times.popleft()
+            if len(slot.sent_times) >= rate:
+                return slot.sent_times[0] + RATE_WINDOW - now
+        return 0.0
+
+    def _record_send(self, slot: _Slot, recipient: str, now: float) -> None:
+        slot.sent_times.append(now)
+        slot.sent += 1
+        self._refresh_day(slot, now)
+        slot.day_count += 1
+        if self.recipient_interval > 0:
+            self._last_sent[recipient] = now
+
+    def backoff(self, attempts: int) -> float:
+        """Delay before the next attempt after ``attempts`` transient failures."""
+        delay: float = min(self.backoff_max, self.backoff_base * 2.0 ** max(attempts - 1, 0))
+        return delay * (1.0 + self.backoff_jitter * self.rng.random())
+
+    # --- the worker -------------------------------------------------------------------------
+
+    async def _sleep(self, slot: _Slot, seconds: float) -> None:
+        timeout = max(0.0, min(seconds, self.poll_interval))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(slot.wake.wait(), timeout)
+
+    def _idle_wait(self, now: float, busy: list[str]) -> float:
+        wait = self.poll_interval
+        due = self.store.next_due_at(busy)
+        if due is not None:
+            wait = min(wait, max(due - now, 0.0))
+        if self.recipient_interval > 0 and self._last_sent:
+            wait = min(wait, max(min(self._last_sent.values()) + self.recipient_interval - now, 0.0))
+        return max(wait, 0.001)
+
+    async def _worker(self, slot: _Slot) -> None:
+        LOG.debug("dispatcher worker for %s started", slot.modem_id)
+        while not self._stopping:
+            slot.wake.clear()
+            now = self.clock()
+            try:
+                self.store.expire_due(now)
+                wait = self._capacity_wait(slot, now)
+                if wait == 0.0:
+                    busy = self._busy_recipients(now)
+                    claimed = self.store.claim(slot.modem_id, lease=self.lease, now=now, exclude_recipients=busy)
+                    if claimed is not None:
+                        await self._send(slot, claimed)
+                        continue
+                    wait = self._idle_wait(now, busy)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a store error must not kill the worker for good
+                LOG.exception("dispatcher worker for %s failed; retrying", slot.modem_id)
+                wait = self.poll_interval
+            await self._sleep(slot, wait)
+        LOG.debug("dispatcher worker for %s stopped", slot.modem_id)
+
+    def _encode(self, claimed: ClaimedMessage, now: float) -> list[Part]:
+        validity: int | None = None
+        if claimed.valid_until is not None:
+            validity = max(int(claimed.valid_until - now), 300)  # TP-VP has a 5-minute minimum
+        parts = encode_submit(
+            claimed.recipient, claimed.text, report=claimed.report, validity=validity,
+            concat_reference=claimed.id % 256,
+        )
+        return self.store.set_parts(claimed.id, parts)
+
+    async def _send(self, slot: _Slot, claimed: ClaimedMessage) -> None:
+        slot.current = claimed.id
+        self._in_flight[claimed.recipient] = self._in_flight.get(claimed.recipient, 0) + 1
+        try:
+            await self._send_parts(slot, claimed)
+        finally:
+            slot.current = None
+            count = self._in_flight.get(claimed.recipient, 1) - 1
+            if count > 0:
+                self._in_flight[claimed.recipient] = count
+            else:
+                self._in_flight.pop(claimed.recipient, None)
+            self.wake()  # the recipient is free again; other workers may want it
+
+    async def _send_parts(self, slot: _Slot, claimed: ClaimedMessage) -> None:
+        now = self.clock()
+        try:
+            parts = claimed.parts or self._encode(claimed, now)
+        except (PduError, ValueError) as exc:
+            LOG.warning("message %d cannot be encoded: %s", claimed.id, exc)
+            self.store.fail(claimed.id, f"cannot encode: {exc}", now)
+            return
+        for part in parts:
+            if part.message_reference is not None:
+                continue
+            while True:
+                slot.wake.clear()
+                if self._stopping:
+                    self.store.release(claimed.id, self.clock())
+                    return
+                now = self.clock()
+                if not slot.healthy or slot.paused_until > now:
+                    # the modem was declared unhealthy mid-message: another modem takes the rest
+                    self.store.requeue(claimed.id, f"modem {slot.modem_id} became unavailable", now, now)
+                    return
+                wait = self._capacity_wait(slot, now)
+                if wait == 0.0:
+                    break
+                if wait == float("inf") or wait > self.lease / 2:
+                    # daily cap reached mid-message: let another modem (or tomorrow) finish it
+                    self.store.requeue(claimed.id, f"modem {slot.modem_id} reached its limit", now, now)
+                    return
+                self.store.renew_lease(claimed.id, self.lease, now)
+                await self._sleep(slot, wait)
+            self.store.renew_lease(claimed.id, self.lease, now)
+            submit = SubmitPart(part.pdu, part.tpdu_length, part.sequence, part.total)
+            try:
+                reference = await asyncio.wait_for(slot.modem.send_pdu(submit), self.send_timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._failed(slot, claimed, part, exc)
+                return
+            now = self.clock()
+            # the duplicate window closes here: the TP-MR is committed before anything else happens
+            state = self.store.part_sent(claimed.id, part.sequence, slot.modem_id, reference, now)
+            self._record_send(slot, claimed.recipient, now)
+            slot.last_error = None
+            LOG.info("message %d part %d/%d sent via %s (TP-MR %d)%s", claimed.id, part.sequence,
+                     part.total, slot.modem_id, reference, "; message sent" if state == "sent" else "")
+
+    def _failed(self, slot: _Slot, claimed: ClaimedMessage, part: Part, exc: BaseException) -> None:
+        now = self.clock()
+        reason = describe(exc)
+        slot.last_error = reason
+        where = f"message {claimed.id} part {part.sequence}/{part.total} via {slot.modem_id}"
+        if not is_transient(exc):
+            LOG.warning("%s failed permanently: %s", where, reason)
+            self.store.fail(claimed.id, reason, now)
+            return
+        if claimed.attempts >= self.max_attempts:
+            LOG.warning("%s failed after %d attempts: %s", where, claimed.attempts, reason)
+            self.store.fail(claimed.id, f"gave up after {claimed.attempts} attempts: {reason}", now)
+            return
+        if is_modem_failure(exc):
+            slot.paused_until = now + self.modem_error_pause
+            others = [s for s in self._slots.values() if s is not slot and s.healthy and s.paused_until <= now]
+            if others:
+                LOG.warning("%s: modem failure (%s); moving the message to another modem", where, reason)
+                self.store.requeue(claimed.id, reason, now, now)
+                return
+        delay = self.backoff(claimed.attempts)
+        LOG.info("%s: transient error (%s); retry in %.1fs", where, reason, delay)
+        self.store.requeue(claimed.id, reason, now + delay, now)
