@@ -139,6 +139,8 @@ def _clean(number: str) -> str:
         raise NumberError(number, "contains letters; a phone number has only digits and an optional leading +")
     plus = text.startswith("+")
     digits = text[1:] if plus else text
+    if not digits:
+        raise NumberError(number, "has no digits")
     if not digits.isdigit() or not digits.isascii():
         raise NumberError(number, "contains characters other than digits, spaces, - . / ( ) and a leading +")
     if not plus and digits.startswith("00"):

@@ -1,0 +1,63 @@
+"""`smsgw inbox [--json] [--limit N]`: the newest received SMS, newest first."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from appliance.commands.outbox import positive_int
+from appliance.commands.status import (
+    EXIT_OK,
+    add_config_argument,
+    add_json_argument,
+    iso_fields,
+    load,
+    local_time,
+    open_store,
+    print_json,
+    shorten,
+    table,
+)
+
+NAME = "inbox"
+HELP = "list received SMS (newest first)"
+
+TIME_FIELDS = ("received_at", "handled_at")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    add_json_argument(parser)
+    parser.add_argument("--limit", type=positive_int, default=20, metavar="N",
+                        help="show the newest N messages (default 20)")
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(the inbox is empty)"
+    return table(
+        [[r["id"], local_time(r["received_at"]), r.get("from"), r.get("modem"), r.get("parts"),
+          "partial" if r.get("partial") else ("error" if r.get("error") else ""),
+          shorten(r.get("text") if r.get("text") is not None else r.get("error"), 60)]
+         for r in rows],
+        ["ID", "RECEIVED", "FROM", "MODEM", "PARTS", "FLAGS", "TEXT"],
+        right=(0, 4),
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load(args, NAME)
+    if isinstance(cfg, int):
+        return cfg
+    store = open_store(cfg, NAME)
+    if isinstance(store, int):
+        return store
+    try:
+        rows = store.inbox(args.limit)
+    finally:
+        store.close()
+    if args.json:
+        print_json({"messages": [iso_fields(r, TIME_FIELDS) for r in rows]})
+    else:
+        print(render(rows))
+    return EXIT_OK

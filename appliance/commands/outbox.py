@@ -1,0 +1,71 @@
+"""`smsgw outbox [--json] [--limit N]`: the newest outbound messages, newest first."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from appliance.commands.status import (
+    EXIT_OK,
+    add_config_argument,
+    add_json_argument,
+    iso_fields,
+    load,
+    local_time,
+    open_store,
+    print_json,
+    shorten,
+    table,
+)
+
+NAME = "outbox"
+HELP = "list outbound messages (newest first) with their state"
+
+TIME_FIELDS = ("created_at", "valid_until", "next_attempt_at", "lease_until", "updated_at")
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    add_json_argument(parser)
+    parser.add_argument("--limit", type=positive_int, default=20, metavar="N",
+                        help="show the newest N messages (default 20)")
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(the outbox is empty)"
+    return table(
+        [[r["id"], local_time(r["created_at"]), r["to"], r["state"], r["priority"], r["parts"] or "-",
+          r["attempts"], r["modem"], r["source"] or "-", shorten(r["last_error"], 30), shorten(r["text"], 40)]
+         for r in rows],
+        ["ID", "CREATED", "TO", "STATE", "PRIORITY", "PARTS", "TRIES", "MODEM", "SOURCE", "LAST ERROR", "TEXT"],
+        right=(0, 5, 6),
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load(args, NAME)
+    if isinstance(cfg, int):
+        return cfg
+    store = open_store(cfg, NAME)
+    if isinstance(store, int):
+        return store
+    try:
+        rows = store.outbox(args.limit)
+    finally:
+        store.close()
+    if args.json:
+        print_json({"messages": [iso_fields(r, TIME_FIELDS) for r in rows]})
+    else:
+        print(render(rows))
+    return EXIT_OK

@@ -1,0 +1,97 @@
+"""`smsgw send [--config FILE] [--priority P] [--report] [--id KEY] TO TEXT`: queue one SMS.
+
+The message is committed to the store (source ``cli``) and the command returns; the daemon sends it
+when it runs. It works while the daemon or the MQTT broker is down. The destination passes the
+``[numbers]`` policy, the text must not be empty nor longer than ``[limits].max_parts`` parts: anything
+else is refused with exit status 2 and nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from appliance.commands.status import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_config_argument,
+    add_json_argument,
+    fail,
+    iso,
+    load,
+    open_store,
+    print_json,
+)
+from appliance.numbers import NumberError, check_destination
+from appliance.store import InvalidRequest, OutboundRequest
+from drivers.pdu import count_parts, split_text
+
+NAME = "send"
+HELP = "queue an SMS in the store (works while the daemon or the broker is down)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    parser.add_argument("--priority", choices=("high", "normal", "low"), default="normal",
+                        help="queue priority (default: normal)")
+    parser.add_argument("--report", action="store_true", help="request a delivery report")
+    parser.add_argument("--id", dest="client_key", metavar="KEY",
+                        help="idempotency key: sending again with the same KEY and TO queues nothing new")
+    parser.add_argument("--validity", type=float, metavar="SECONDS",
+                        help="give up if not sent within SECONDS (default: [limits].validity)")
+    add_json_argument(parser)
+    parser.add_argument("to", metavar="TO", help="destination: +491701234567, or national with [numbers].default_country")
+    parser.add_argument("text", metavar="TEXT", help="message text; '-' reads it from stdin")
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load(args, NAME)
+    if isinstance(cfg, int):
+        return cfg
+    text: str = sys.stdin.read().rstrip("\n") if args.text == "-" else args.text
+    try:
+        to = check_destination(args.to, cfg.numbers)
+    except NumberError as exc:
+        return fail(NAME, f"invalid destination {exc}", EXIT_USAGE)
+    if not text.strip():
+        return fail(NAME, "the text is empty", EXIT_USAGE)
+    parts = count_parts(text)
+    if parts > cfg.limits.max_parts:
+        encoding, _ = split_text(text)
+        return fail(
+            NAME,
+            f"the text is too long: {len(text)} characters make {parts} {encoding} parts, "
+            f"more than limits.max_parts = {cfg.limits.max_parts}",
+            EXIT_USAGE,
+        )
+    if args.validity is not None and args.validity <= 0:
+        return fail(NAME, f"--validity must be greater than 0, not {args.validity:g}", EXIT_USAGE)
+    if args.client_key is not None and not args.client_key.strip():
+        return fail(NAME, "--id must not be empty", EXIT_USAGE)
+    validity = args.validity if args.validity is not None else cfg.limits.validity
+    now = time.time()
+    request = OutboundRequest(
+        to=to, text=text, source="cli", client_key=args.client_key, priority=args.priority,
+        valid_until=now + validity, report=args.report,
+    )
+    store = open_store(cfg, NAME, create=True)
+    if isinstance(store, int):
+        return store
+    try:
+        (result,) = store.enqueue([request], now=now)
+    except InvalidRequest as exc:
+        return fail(NAME, str(exc), EXIT_USAGE)
+    except Exception as exc:  # the disk, permissions, a locked database beyond the busy timeout
+        return fail(NAME, f"could not queue the message: {exc}", EXIT_ERROR)
+    finally:
+        store.close()
+    if args.json:
+        print_json({"id": result.id, "state": result.state, "duplicate": result.duplicate, "to": to,
+                    "parts": parts, "priority": args.priority, "valid_until": iso(now + validity)})
+    elif result.duplicate:
+        print(f"{result.id} (already queued with id {args.client_key!r}: {result.state})")
+    else:
+        print(result.id)
+    return EXIT_OK

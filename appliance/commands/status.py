@@ -1,0 +1,250 @@
+"""`smsgw status [--json]`: modems, queue depth per state, last errors, usage per source.
+
+Reads the store directly (the SQLite file named by ``[store].path``), so it works whether or not the
+daemon or the MQTT broker is running. The helpers here (config loading, store opening, tables) are
+shared by ``send``, ``inbox`` and ``outbox``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from appliance.config import Config, ConfigError, default_config_path, load_config
+from appliance.store import STATES, Store
+
+NAME = "status"
+HELP = "show modems, queue depth per state, last errors and usage per source"
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+# --- shared helpers for the store commands ----------------------------------------------------
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="FILE", type=Path, default=None,
+        help=f"configuration file (default: $SMSGW_CONFIG or {default_config_path()})",
+    )
+
+
+def add_json_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def fail(command: str, message: str, code: int = EXIT_ERROR) -> int:
+    print(f"smsgw {command}: {message}", file=sys.stderr)
+    return code
+
+
+def load(args: argparse.Namespace, command: str) -> Config | int:
+    """The config named by ``--config`` (or the default), or an exit status after printing why."""
+    path = args.config if args.config is not None else default_config_path()
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        return fail(command, str(exc), EXIT_USAGE)
+
+
+def _become_store_owner(directory: Path) -> None:
+    """Run as root against a store owned by the service user: act as that user, so that files
+    SQLite creates (the database, -wal, -shm) never end up owned by root and unwritable for it."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    try:
+        st = directory.stat()
+    except OSError:
+        return
+    if st.st_uid == 0:
+        return
+    os.setgid(st.st_gid)
+    os.setuid(st.st_uid)
+
+
+def open_store(cfg: Config, command: str, *, create: bool = False) -> Store | int:
+    """Open the configured store; without ``create``, a missing database is an error."""
+    path = cfg.store.path
+    if not create and not path.exists():
+        return fail(command, f"no database at {path} (it is created by 'smsgw run' or 'smsgw send')")
+    if not path.parent.is_dir():
+        return fail(command, f"{path.parent} does not exist (store.path in {cfg.path})")
+    _become_store_owner(path.parent)
+    try:
+        return Store(path)
+    except Exception as exc:  # sqlite3 errors, a newer schema, permissions
+        return fail(command, f"cannot open the store {path}: {exc}")
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def local_time(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def iso_fields(row: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    out = dict(row)
+    for name in names:
+        if name in out and isinstance(out[name], int | float) and not isinstance(out[name], bool):
+            out[name] = iso(out[name])
+    return out
+
+
+def shorten(text: object, width: int) -> str:
+    value = "-" if text is None or text == "" else str(text)
+    value = " ".join(value.split())  # newlines and tabs would break the table
+    return value if len(value) <= width else value[: max(width - 1, 0)] + "…"
+
+
+def table(rows: Sequence[Sequence[object]], headers: Sequence[str], *, right: Sequence[int] = ()) -> str:
+    """Aligned columns, a header line, two spaces between columns."""
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        parts = [c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(row)]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def print_json(document: object) -> None:
+    print(json.dumps(document, ensure_ascii=False, indent=2, sort_keys=False))
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    add_json_argument(parser)
+
+
+def modem_states(store: Store, cfg: Config) -> list[dict[str, Any]]:
+    """One entry per configured modem (and per modem the store knows that is no longer configured)."""
+    known: dict[str, Any] = {}
+    for row in store.conn.execute("SELECT key, value FROM state WHERE namespace = 'modem' ORDER BY key"):
+        try:
+            known[row[0]] = json.loads(row[1])
+        except ValueError:
+            known[row[0]] = {"state": "unreadable"}
+    result = []
+    for modem in cfg.modems:
+        state = known.pop(modem.id, None)
+        entry: dict[str, Any] = {"id": modem.id, "configured": True, "port": modem.port,
+                                 "profile": modem.profile}
+        if isinstance(state, dict):
+            entry.update({k: v for k, v in state.items() if v is not None})
+            entry["id"] = modem.id
+        else:
+            entry["state"] = "unknown"
+        result.append(entry)
+    for modem_id, state in known.items():
+        entry = {"id": modem_id, "configured": False}
+        if isinstance(state, dict):
+            entry.update(state)
+        result.append(entry)
+    return result
+
+
+def collect(store: Store, cfg: Config) -> dict[str, Any]:
+    stats = store.stats()
+    errors = [
+        {"id": row["id"], "to": row["recipient"], "state": row["state"], "error": row["last_error"],
+         "at": iso(row["updated_at"])}
+        for row in store.conn.execute(
+            "SELECT id, recipient, state, last_error, updated_at FROM message "
+            "WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 5"
+        )
+    ]
+    modems = [iso_fields(m, ("at", "updated_at", "since")) for m in modem_states(store, cfg)]
+    return {
+        "config": str(cfg.path),
+        "store": str(cfg.store.path),
+        "modems": modems,
+        "outbox": {state: stats["outbox"].get(state, 0) for state in STATES},
+        "inbox": {
+            "messages": stats["inbox"],
+            "unhandled": stats["inbox_unhandled"],
+            "parts_pending": stats["inbox_parts_pending"],
+        },
+        "events_pending": stats["events_pending"],
+        "sources_today": stats["sources_today"],
+        "last_errors": errors,
+    }
+
+
+def _modem_row(m: dict[str, Any]) -> list[object]:
+    signal = m.get("signal")
+    if isinstance(signal, dict):
+        signal = signal.get("rssi_dbm", signal.get("dbm", signal.get("rssi")))
+        signal = f"{signal} dBm" if isinstance(signal, int | float) else signal
+    operator = m.get("operator")
+    if isinstance(operator, dict):
+        operator = operator.get("name") or operator.get("numeric")
+    healthy = m.get("healthy")
+    return [
+        m["id"] + ("" if m.get("configured", True) else " (not configured)"),
+        m.get("state", "unknown"),
+        "-" if healthy is None else ("yes" if healthy else "no"),
+        shorten(signal, 12), shorten(operator, 16), shorten(m.get("model"), 22),
+        shorten(m.get("port"), 28), shorten(m.get("last_error"), 40), shorten(m.get("at"), 20),
+    ]
+
+
+def render(doc: dict[str, Any]) -> str:
+    out = [f"store: {doc['store']}", "", "Modems"]
+    if doc["modems"]:
+        out.append(table([_modem_row(m) for m in doc["modems"]],
+                         ["ID", "STATE", "HEALTHY", "SIGNAL", "OPERATOR", "MODEL", "PORT", "LAST ERROR", "SINCE"]))
+    else:
+        out.append("(none configured)")
+    out += ["", "Outbox"]
+    out.append(table([[state, count] for state, count in doc["outbox"].items()], ["STATE", "MESSAGES"], right=(1,)))
+    inbox = doc["inbox"]
+    out += ["", f"Inbox: {inbox['messages']} messages, {inbox['unhandled']} not yet handled, "
+                f"{inbox['parts_pending']} parts awaiting reassembly",
+            f"Events waiting for the MQTT broker: {doc['events_pending']}"]
+    out += ["", "Usage today per source"]
+    if doc["sources_today"]:
+        out.append(table([[source or "-", u["accepted"], u["sent"]] for source, u in doc["sources_today"].items()],
+                         ["SOURCE", "ACCEPTED", "SENT"], right=(1, 2)))
+    else:
+        out.append("(nothing accepted today)")
+    out += ["", "Last errors"]
+    if doc["last_errors"]:
+        out.append(table([[e["id"], e["to"], e["state"], e["at"], shorten(e["error"], 60)] for e in doc["last_errors"]],
+                         ["ID", "TO", "STATE", "AT", "ERROR"], right=(0,)))
+    else:
+        out.append("(none)")
+    return "\n".join(out)
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load(args, NAME)
+    if isinstance(cfg, int):
+        return cfg
+    store = open_store(cfg, NAME)
+    if isinstance(store, int):
+        return store
+    try:
+        doc = collect(store, cfg)
+    finally:
+        store.close()
+    if args.json:
+        print_json(doc)
+    else:
+        print(render(doc))
+    return EXIT_OK

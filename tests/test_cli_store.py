@@ -1,0 +1,231 @@
+"""`smsgw send|status|inbox|outbox|config check` as subprocesses against a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from appliance.store import Store
+from drivers.pdu import decode, encode_deliver
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def smsgw(*args: str, config: Path | None = None, stdin: str | None = None,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "appliance", *args]
+    if config is not None:
+        argv[4:4] = ["--config", str(config)]  # after the sub-command name
+    full_env = {k: v for k, v in os.environ.items() if k != "SMSGW_CONFIG"}
+    full_env.update({"PYTHONPATH": str(ROOT), **(env or {})})
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, cwd=ROOT, env=full_env, timeout=30)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "smsgw.toml"
+    path.write_text(
+        '[store]\npath = "smsgw.db"\n'
+        '[[modems]]\nid = "sim0"\nport = "/dev/ttyUSB2"\n'
+        '[[modems]]\nid = "sim1"\nport = "socket://127.0.0.1:7001"\n'
+        '[numbers]\ndefault_country = "DE"\nblocked = ["+44"]\n'
+        '[limits]\nmax_parts = 2\n'
+    )
+    return path
+
+
+def db_rows(config: Path) -> list[dict]:
+    with Store(config.parent / "smsgw.db") as store:
+        return store.outbox(100)
+
+
+def test_send_queues_and_prints_the_id(config):
+    result = smsgw("send", "0170 1234567", "Hello from the CLI", config=config)
+    assert result.returncode == 0, result.stderr
+    message_id = int(result.stdout.strip())
+    (row,) = db_rows(config)
+    assert row["id"] == message_id and row["to"] == "+491701234567" and row["text"] == "Hello from the CLI"
+    assert row["source"] == "cli" and row["state"] == "queued" and row["priority"] == "normal"
+    assert row["valid_until"] == pytest.approx(row["created_at"] + 86400.0)
+
+
+def test_send_json_priority_report_and_idempotency_key(config):
+    args = ("send", "--json", "--priority", "high", "--report", "--id", "order-7", "--validity", "60",
+            "+49 171 2345678", "Ihre Bestellung ist da")
+    first = smsgw(*args, config=config)
+    assert first.returncode == 0, first.stderr
+    doc = json.loads(first.stdout)
+    assert doc["state"] == "queued" and doc["duplicate"] is False and doc["to"] == "+491712345678"
+    assert doc["parts"] == 1 and doc["priority"] == "high"
+    again = json.loads(smsgw(*args, config=config).stdout)
+    assert again["id"] == doc["id"] and again["duplicate"] is True
+    (row,) = db_rows(config)
+    assert row["priority"] == "high" and row["report"] is True and row["client_key"] == "order-7"
+    assert row["valid_until"] == pytest.approx(row["created_at"] + 60)
+    human = smsgw("send", "--id", "order-7", "+49 171 2345678", "Ihre Bestellung ist da", config=config)
+    assert human.returncode == 0 and "already queued" in human.stdout
+
+
+def test_send_text_from_stdin(config):
+    result = smsgw("send", "+491701234567", "-", config=config, stdin="line one\nline two\n")
+    assert result.returncode == 0, result.stderr
+    assert db_rows(config)[0]["text"] == "line one\nline two"
+
+
+@pytest.mark.parametrize(
+    ("to", "text", "message"),
+    [
+        ("0170 CALL ME", "hi", "contains letters"),
+        ("0900 1234567", "hi", "premium-rate"),
+        ("22255", "hi", "short code"),
+        ("+44 7700 900123", "hi", "numbers.blocked prefix +44"),
+        ("+49 1", "hi", "too short"),
+        ("+491701234567", "", "the text is empty"),
+        ("+491701234567", "   ", "the text is empty"),
+        ("+491701234567", "x" * 307, "3 gsm7 parts, more than limits.max_parts = 2"),
+        ("+491701234567", "ü€😀" * 40, "ucs2 parts, more than limits.max_parts = 2"),
+    ],
+)
+def test_send_refuses_bad_input_with_exit_2_and_touches_nothing(config, to, text, message):
+    assert smsgw("send", "--id", "keep", "+491700000000", "already queued", config=config).returncode == 0
+    before = db_rows(config)
+    result = smsgw("send", to, text, config=config)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stderr.startswith("smsgw send: ")
+    assert result.stdout == ""
+    assert db_rows(config) == before
+
+
+def test_send_at_the_part_limit_is_accepted(config):
+    assert smsgw("send", "+491701234567", "x" * 306, config=config).returncode == 0  # 2 × 153
+
+
+def test_bad_config_names_file_key_and_reason(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[store]\npath = "q.db"\n[[modems]]\nid = "a"\nport = "/dev/x"\nprofile = "nokia3310"\n')
+    for command in (["send", "+491701234567", "hi"], ["status"], ["inbox"], ["outbox"]):
+        result = smsgw(*command, config=bad)
+        assert result.returncode == 2
+        assert f"{bad}: modems[0].profile: unknown profile 'nokia3310'" in result.stderr
+    assert not (tmp_path / "q.db").exists()
+
+
+def test_missing_config_file(tmp_path):
+    result = smsgw("status", config=tmp_path / "nope.toml")
+    assert result.returncode == 2 and "nope.toml: file: does not exist" in result.stderr
+
+
+def test_config_from_environment(config):
+    result = smsgw("send", "+491701234567", "via env", env={"SMSGW_CONFIG": str(config)})
+    assert result.returncode == 0, result.stderr
+    assert db_rows(config)[0]["text"] == "via env"
+
+
+def test_read_commands_without_a_database(config):
+    for command in ("status", "inbox", "outbox"):
+        result = smsgw(command, config=config)
+        assert result.returncode == 1
+        assert "no database at" in result.stderr
+    assert not (config.parent / "smsgw.db").exists()
+
+
+def fill(config: Path) -> None:
+    now = time.time()
+    with Store(config.parent / "smsgw.db") as store:
+        store.state_set("modem", "sim0", {"id": "sim0", "state": "online", "healthy": True, "model": "SIMCOM SIM800",
+                                          "port": "/dev/ttyUSB2", "last_error": None, "at": now})
+        store.state_set("modem", "old", {"id": "old", "state": "offline", "healthy": False,
+                                         "last_error": "port vanished", "at": now})
+        ts = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+        pdu = encode_deliver("+491709876543", "Pump 7 is running", timestamp=ts)[0]
+        store.add_incoming_part("sim0", pdu, decode(pdu), None, now)  # type: ignore[arg-type]
+        store.add_incoming_part("sim1", "00ZZ", None, "not a PDU", now)
+    assert smsgw("send", "--priority", "low", "+491701111111", "first", config=config).returncode == 0
+    assert smsgw("send", "--id", "a", "+491702222222", "second\nline", config=config).returncode == 0
+    with Store(config.parent / "smsgw.db") as store:
+        (claimed,) = [m for m in [store.claim("sim0", lease=60)] if m is not None]
+        store.fail(claimed.id, "CMS ERROR 21: short message transfer rejected")
+
+
+def test_status_json(config):
+    fill(config)
+    result = smsgw("status", "--json", config=config)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    modems = {m["id"]: m for m in doc["modems"]}
+    assert modems["sim0"]["state"] == "online" and modems["sim0"]["healthy"] is True
+    assert modems["sim0"]["configured"] is True and modems["sim0"]["at"].endswith("Z")
+    assert modems["sim1"]["state"] == "unknown" and modems["sim1"]["configured"] is True
+    assert modems["old"]["configured"] is False and modems["old"]["last_error"] == "port vanished"
+    assert doc["outbox"] == {"queued": 1, "sending": 0, "sent": 0, "delivered": 0, "failed": 1, "expired": 0}
+    assert doc["inbox"]["messages"] == 2
+    assert doc["sources_today"]["cli"] == {"accepted": 2, "sent": 0}
+    (error,) = doc["last_errors"]
+    assert error["state"] == "failed" and "CMS ERROR 21" in error["error"]
+
+
+def test_status_human(config):
+    fill(config)
+    result = smsgw("status", config=config)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Modems" in out and "Outbox" in out and "Usage today per source" in out and "Last errors" in out
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("ID ") and "HEALTHY" in line)
+    sim0 = next(line for line in lines if line.startswith("sim0 "))
+    assert sim0.index("online") == header.index("STATE")  # aligned columns
+    assert "SIMCOM SIM800" in sim0
+    assert any(line.startswith("old (not configured)") for line in lines)
+    assert any(line.split() == ["failed", "1"] for line in lines)
+    assert any(line.split() == ["cli", "2", "0"] for line in lines)
+
+
+def test_outbox(config):
+    fill(config)
+    doc = json.loads(smsgw("outbox", "--json", config=config).stdout)
+    messages = doc["messages"]
+    assert [m["to"] for m in messages] == ["+491702222222", "+491701111111"]  # newest first
+    assert messages[1]["priority"] == "low" and messages[0]["client_key"] == "a"
+    assert messages[0]["created_at"].endswith("Z")
+    limited = json.loads(smsgw("outbox", "--json", "--limit", "1", config=config).stdout)
+    assert len(limited["messages"]) == 1
+    human = smsgw("outbox", config=config).stdout.splitlines()
+    assert human[0].split()[:4] == ["ID", "CREATED", "TO", "STATE"]
+    assert len(human) == 3
+    assert "second line" in human[1]  # a newline in the text does not break the table
+    assert smsgw("outbox", "--limit", "0", config=config).returncode == 2
+
+
+def test_inbox(config):
+    fill(config)
+    doc = json.loads(smsgw("inbox", "--json", config=config).stdout)
+    by_modem = {m["modem"]: m for m in doc["messages"]}
+    assert by_modem["sim0"]["from"] == "+491709876543" and by_modem["sim0"]["text"] == "Pump 7 is running"
+    assert by_modem["sim0"]["received_at"].endswith("Z")
+    assert by_modem["sim1"]["error"]
+    human = smsgw("inbox", "--limit", "5", config=config).stdout
+    assert "Pump 7 is running" in human and "+491709876543" in human
+    assert smsgw("inbox", "--limit", "x", config=config).returncode == 2
+
+
+def test_empty_listings(config):
+    assert smsgw("send", "+491701234567", "x", config=config).returncode == 0
+    assert "(the inbox is empty)" in smsgw("inbox", config=config).stdout
+    assert json.loads(smsgw("inbox", "--json", config=config).stdout) == {"messages": []}
+
+
+def test_config_check(config, tmp_path):
+    result = smsgw("config", "check", str(config))
+    assert result.returncode == 0 and ": OK" in result.stdout and "sim0 (/dev/ttyUSB2)" in result.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[store]\npath = \n")
+    result = smsgw("config", "check", str(bad))
+    assert result.returncode == 2 and f"{bad}: line 2: TOML syntax error" in result.stderr
