@@ -268,6 +268,103 @@ class Broker:
         return [*args, *extra]
 
 
+class Probe:
+    """A paho client for tests: records every message it receives (thread-safe), publishes.
+
+    ``Probe(broker, "smsgw/#")`` connects (persistent session unless ``clean=True``) and subscribes;
+    ``messages`` is a list of ``(topic, payload bytes, retain)``; use ``payloads(topic)`` and
+    ``json(topic)`` to read them, and tests/waiting.py to wait for them.
+    """
+
+    def __init__(self, broker: Broker, *topics: str, client_id: str | None = None, clean: bool = True,
+                 qos: int = 1, protocol: int | None = None, user: str | None = None, tls: bool = False,
+                 timeout: float = 10.0) -> None:
+        import threading
+
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.broker = broker
+        self.topics = topics
+        self.qos = qos
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.connects = 0
+        protocol = paho.MQTTv311 if protocol is None else protocol
+        kwargs: dict[str, object] = {}
+        if protocol != paho.MQTTv5:
+            kwargs["clean_session"] = clean
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"probe-{id(self):x}",
+                                  protocol=protocol, **kwargs)  # type: ignore[arg-type]
+        if user is not None:
+            self.client.username_pw_set(user, broker.users[user])
+        port = broker.port
+        if tls:
+            assert broker.certs is not None and broker.tls_port is not None
+            self.client.tls_set(ca_certs=str(broker.certs.ca), certfile=str(broker.certs.client_cert),
+                                keyfile=str(broker.certs.client_key))
+            port = broker.tls_port
+        self.client.reconnect_delay_set(1, 1)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.connect_async(broker.host, port, 30)
+        self.client.loop_start()
+        deadline = time.monotonic() + timeout
+        while self.connects == 0:
+            if time.monotonic() > deadline:
+                self.close()
+                raise AssertionError(f"probe could not connect to the broker on port {port}")
+            time.sleep(0.01)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):  # type: ignore[no-untyped-def]
+        if reason_code.is_failure:
+            return
+        for topic in self.topics:
+            client.subscribe(topic, qos=self.qos)
+        with self.lock:
+            self.connects += 1
+
+    def _on_message(self, client, userdata, message):  # type: ignore[no-untyped-def]
+        with self.lock:
+            self.messages.append((message.topic, bytes(message.payload), bool(message.retain)))
+
+    def subscribed(self, timeout: float = 5.0) -> None:
+        """Publish a marker on the first subscribed topic's prefix and wait to receive it."""
+        marker = f"probe/{id(self):x}/{time.monotonic_ns()}"
+        self.client.subscribe(marker, qos=1)
+        deadline = time.monotonic() + timeout
+        while True:
+            self.client.publish(marker, b"x", qos=1)
+            end = time.monotonic() + 0.2
+            while time.monotonic() < end:
+                if any(topic == marker for topic, _, _ in self.snapshot()):
+                    return
+                time.sleep(0.005)
+            if time.monotonic() > deadline:
+                raise AssertionError("probe subscription not active")
+
+    def snapshot(self) -> list[tuple[str, bytes, bool]]:
+        with self.lock:
+            return list(self.messages)
+
+    def payloads(self, topic: str) -> list[bytes]:
+        return [payload for t, payload, _ in self.snapshot() if t == topic]
+
+    def json(self, topic: str) -> list[object]:
+        import json
+
+        return [json.loads(payload) for payload in self.payloads(topic)]
+
+    def publish(self, topic: str, payload: str | bytes, *, qos: int = 1, retain: bool = False,
+                properties: object = None) -> None:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)  # type: ignore[arg-type]
+        info.wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 # --- fixtures ---------------------------------------------------------------------------------
 
 

@@ -1,0 +1,716 @@
+"""MQTT bridge: send requests in, store events out (paho-mqtt 2.x).
+
+paho runs its network loop in its own thread (``loop_start``); every callback hands its work to the
+asyncio loop with ``loop.call_soon_threadsafe``. The store is only touched from the asyncio thread.
+
+Requests on ``B/send`` / ``B/send/<number>`` are acknowledged (manual PUBACK) only after they are
+committed to the store, or, for a bad request, after the refusal is audited and counted. Store events
+(``message/<id>``, ``received``, ``modem/<id>``) are published in id order and marked done only when
+the broker acknowledged them (paho's ``on_publish`` for the message id).
+
+Public API used by the daemon, rules and discovery::
+
+    bridge = MqttBridge(config, store, status=lambda: {...})
+    await bridge.start(); await bridge.stop()
+    bridge.base_topic, bridge.connected
+    bridge.subscribe("sensors/+/alarm", handler)        # handler(topic, payload) sync or async
+    bridge.publish("smsgw/x", {"a": 1}, qos=1, retain=True)
+    bridge.add_connect_listener(callback)               # on every (re)connect, in the asyncio loop
+    bridge.enqueue_request({"to": ..., "text": ...}, source="rule:x") -> list[EnqueueResult]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import math
+import ssl
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from appliance import __version__, numbers
+from appliance.store import PRIORITIES, EnqueueResult, OutboundRequest, Store
+from drivers.pdu import count_parts
+
+LOG = logging.getLogger(__name__)
+
+Handler = Callable[[str, bytes], Awaitable[None] | None]
+
+#: Seconds the broker keeps the session (subscriptions and queued QoS 1 requests) while we are away.
+SESSION_EXPIRY = 7 * 24 * 3600
+#: Store events handed to paho and not yet acknowledged by the broker, at most.
+EVENT_WINDOW = 200
+#: How many unacknowledged QoS 1 messages the broker may send us at once (MQTT 5 Receive Maximum).
+RECEIVE_MAXIMUM = 500
+#: Seconds between refreshes of the retained ``B/bridge/info``.
+INFO_INTERVAL = 60.0
+#: Seconds before a request batch whose commit failed is tried again.
+COMMIT_RETRY = 1.0
+#: Audit kind of a refused request.
+AUDIT_REJECTED = "mqtt_request_rejected"
+
+
+class RequestError(ValueError):
+    """A send request was refused; ``str(e)`` (``.reason``) names the problem."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Incoming:
+    generation: int
+    message: paho.MQTTMessage
+
+
+@dataclass(frozen=True)
+class _Subscription:
+    topic_filter: str
+    match_filter: str  # without "$share/<group>/"
+    handler: Handler
+    qos: int
+
+
+def _match_filter(topic_filter: str) -> str:
+    if topic_filter.startswith("$share/"):
+        parts = topic_filter.split("/", 2)
+        return parts[2] if len(parts) == 3 else topic_filter
+    return topic_filter
+
+
+def _cfg(obj: Any, name: str, default: Any = None) -> Any:
+    return getattr(obj, name, default) if obj is not None else default
+
+
+def check_destination(number: str, policy: Any) -> str:
+    """Normalise and police one destination (``appliance.numbers``); raises RequestError."""
+    try:
+        return numbers.check_destination(number, policy)
+    except numbers.NumberError as exc:
+        raise RequestError(f"destination {exc}") from exc
+
+
+def parse_request(payload: dict[str, Any], *, numbers_policy: Any, max_parts: int | None,
+                  source: str, now: float) -> list[OutboundRequest]:
+    """Validate one ``B/send`` JSON object; the OutboundRequests it asks for, or RequestError."""
+    if not isinstance(payload, dict):
+        raise RequestError(f"request must be a JSON object, got {_json_type(payload)}")
+    if "to" not in payload:
+        raise RequestError("missing 'to' (a phone number or a list of numbers)")
+    if "text" not in payload:
+        raise RequestError("missing 'text'")
+    to = payload["to"]
+    if isinstance(to, str):
+        recipients = [to]
+    elif isinstance(to, list) and all(isinstance(item, str) for item in to):
+        recipients = list(to)
+        if not recipients:
+            raise RequestError("'to' is an empty list")
+    else:
+        raise RequestError(f"'to' must be a phone number string or a list of them, got {_json_type(to)}")
+    text = payload["text"]
+    if not isinstance(text, str):
+        raise RequestError(f"'text' must be a string, got {_json_type(text)}")
+    if text == "":
+        raise RequestError("'text' is empty")
+    key = payload.get("id")
+    if key is not None:
+        if isinstance(key, bool) or not isinstance(key, str | int):
+            raise RequestError(f"'id' must be a string, got {_json_type(key)}")
+        key = str(key)
+        if not key:
+            raise RequestError("'id' is empty")
+    priority = payload.get("priority", "normal")
+    if not isinstance(priority, str) or priority not in PRIORITIES:
+        raise RequestError(f"unknown priority {priority!r} (one of {', '.join(PRIORITIES)})")
+    report = payload.get("report", False)
+    if not isinstance(report, bool):
+        raise RequestError(f"'report' must be true or false, got {_json_type(report)}")
+    valid_until = None
+    valid_for = payload.get("valid_for")
+    if valid_for is not None:
+        if isinstance(valid_for, bool) or not isinstance(valid_for, int | float) or not math.isfinite(valid_for) \
+                or valid_for <= 0:
+            raise RequestError(f"'valid_for' must be a positive number of seconds, got {valid_for!r}")
+        valid_until = now + float(valid_for)
+    parts = count_parts(text)
+    if max_parts is not None and parts > max_parts:
+        raise RequestError(
+            f"text too long: {len(text)} characters need {parts} SMS parts, the limit is {max_parts} "
+            "(limits.max_parts)"
+        )
+    requests = []
+    seen: set[str] = set()
+    for recipient in recipients:
+        number = check_destination(recipient, numbers_policy)
+        if number in seen:
+            continue
+        seen.add(number)
+        requests.append(OutboundRequest(to=number, text=text, source=source, client_key=key,
+                                        priority=priority, valid_until=valid_until, report=report))
+    return requests
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _encode(payload: bytes | str | dict[str, Any] | list[Any]) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, str):
+        return payload.encode()
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class MqttBridge:
+    """The MQTT side of the appliance (see the module docstring)."""
+
+    def __init__(self, config: Any, store: Store, *, status: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.config = config
+        self.mqtt = config.mqtt
+        self.store = store
+        self.status = status
+        self.base_topic: str = str(_cfg(self.mqtt, "base_topic", "smsgw")).rstrip("/")
+        self.client_id: str = str(_cfg(self.mqtt, "client_id", None) or "smsgw")
+        self.protocol = str(_cfg(self.mqtt, "protocol", "5"))
+        self.share_group: str | None = _cfg(self.mqtt, "share_group", None)
+        self.connected = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: paho.Client | None = None
+        self._subscriptions: list[_Subscription] = []
+        self._connect_listeners: list[Callable[[], Any]] = []
+        self._generation = 0  # bumped on every connect; acks from an older connection are never sent
+        self._incoming: list[_Incoming] = []
+        self._incoming_lock = threading.Lock()
+        self._drain_scheduled = False
+        self._retry_handle: asyncio.TimerHandle | None = None
+        self._inflight: dict[int, tuple[int, int]] = {}  # paho mid -> (event id, qos)
+        self._handed: set[int] = set()  # event ids given to paho, not yet acknowledged
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._remove_listener: Callable[[], None] | None = None
+        self._stopping = False
+        self.counters = {"received": 0, "accepted": 0, "duplicates": 0, "rejected": 0,
+                         "events_published": 0, "connects": 0}
+        self.last_error: str | None = None
+
+    # --- topics ---------------------------------------------------------------------------
+
+    def topic(self, relative: str) -> str:
+        return f"{self.base_topic}/{relative}"
+
+    @property
+    def send_filters(self) -> list[str]:
+        filters = [self.topic("send"), self.topic("send/+")]
+        if self.share_group:
+            filters = [f"$share/{self.share_group}/{f}" for f in filters]
+        return filters
+
+    # --- public API -----------------------------------------------------------------------
+
+    def subscribe(self, topic_filter: str, handler: Handler, *, qos: int = 1) -> None:
+        """Call ``handler(topic, payload)`` for messages on ``topic_filter``; kept across reconnects.
+
+        The message is acknowledged after the handler returns (or raises).
+        """
+        sub = _Subscription(topic_filter, _match_filter(topic_filter), handler, qos)
+        self._subscriptions.append(sub)
+        client = self._client
+        if client is not None and self.connected:
+            client.subscribe(topic_filter, qos=qos)
+
+    def publish(self, topic: str, payload: bytes | str | dict[str, Any], *, qos: int = 0,
+                retain: bool = False) -> None:
+        """Publish on a full topic (QoS 1 messages are kept by paho while disconnected)."""
+        client = self._client
+        if client is None:
+            LOG.debug("publish on %s before start: dropped", topic)
+            return
+        client.publish(topic, _encode(payload), qos=qos, retain=retain)
+
+    def add_connect_listener(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """Call ``callback()`` (sync or async) in the asyncio loop after every (re)connect."""
+        self._connect_listeners.append(callback)
+        if self.connected and self._loop is not None:
+            self._loop.call_soon(self._run_listener, callback)
+        return lambda: self._connect_listeners.remove(callback) if callback in self._connect_listeners else None
+
+    def enqueue_request(self, payload: dict[str, Any], *, source: str) -> list[EnqueueResult]:
+        """Validate and queue one ``B/send``-style request; RequestError names what is wrong.
+
+        One result per distinct recipient (``to`` may be a list), in order; ``duplicate`` is true when
+        the ``id`` (idempotency key) was already queued for that recipient.
+        """
+        requests = self._parse(payload, source)
+        return self.store.enqueue(requests)
+
+    def stats(self) -> dict[str, Any]:
+        data: dict[str, Any] = dict(self.counters)
+        data["connected"] = self.connected
+        data["rejected_total"] = self.store.state_get("mqtt", "rejected", 0)
+        data["events_inflight"] = len(self._inflight)
+        data["last_error"] = self.last_error
+        return data
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        client = self._make_client()
+        self._client = client
+        self._remove_listener = self.store.add_listener(self._wake_publisher)
+        self._tasks = [
+            asyncio.create_task(self._publisher(), name="mqtt-publisher"),
+            asyncio.create_task(self._info_refresher(), name="mqtt-info"),
+        ]
+        properties = None
+        if client.protocol == paho.MQTTv5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = int(_cfg(self.mqtt, "session_expiry", SESSION_EXPIRY))
+            properties.ReceiveMaximum = RECEIVE_MAXIMUM
+        host = str(_cfg(self.mqtt, "host", "127.0.0.1"))
+        port = int(_cfg(self.mqtt, "port", 1883))
+        keepalive = int(_cfg(self.mqtt, "keepalive", 60))
+        if client.protocol == paho.MQTTv5:
+            client.connect_async(host, port, keepalive, clean_start=False, properties=properties)
+        else:
+            client.connect_async(host, port, keepalive)
+        client.loop_start()
+        LOG.info("MQTT bridge connecting to %s:%s as %s (base topic %s)", host, port, self.client_id,
+                 self.base_topic)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks = []
+        if self._retry_handle is not None:
+            self._retry_handle.cancel()
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
+        client = self._client
+        if client is None:
+            return
+        if self.connected:
+            info = client.publish(self.topic("bridge/state"), _encode({"state": "offline"}), qos=1, retain=True)
+            deadline = time.monotonic() + 2.0
+            while not info.is_published() and time.monotonic() < deadline and self.connected:
+                await asyncio.sleep(0.01)
+        client.disconnect()
+        await asyncio.to_thread(client.loop_stop)
+        self.connected = False
+        self._client = None
+
+    # --- paho client ----------------------------------------------------------------------
+
+    def _make_client(self) -> paho.Client:
+        v5 = self.protocol in ("5", "5.0", "v5", "mqttv5")
+        if v5:
+            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5)
+        else:
+            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv311,
+                                 clean_session=False)
+        client.manual_ack_set(True)
+        client.enable_logger(logging.getLogger("appliance.mqtt.paho"))
+        client.max_inflight_messages_set(100)
+        username = _cfg(self.mqtt, "username")
+        if username:
+            client.username_pw_set(username, _cfg(self.mqtt, "password"))
+        tls = _cfg(self.mqtt, "tls")
+        if tls is not None:
+            ca = _cfg(tls, "ca")
+            cert = _cfg(tls, "cert")
+            key = _cfg(tls, "key")
+            insecure = bool(_cfg(tls, "insecure", False))
+            client.tls_set(ca_certs=str(ca) if ca else None, certfile=str(cert) if cert else None,
+                           keyfile=str(key) if key else None,
+                           cert_reqs=ssl.CERT_NONE if insecure else ssl.CERT_REQUIRED)
+            if insecure:
+                client.tls_insecure_set(True)
+        client.will_set(self.topic("bridge/state"), _encode({"state": "offline"}), qos=1, retain=True)
+        client.reconnect_delay_set(
+            min_delay=max(1, round(float(_cfg(self.mqtt, "reconnect_min", 1.0)))),
+            max_delay=max(1, round(float(_cfg(self.mqtt, "reconnect_max", 60.0)))),
+        )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        return client
+
+    def _call(self, callback: Callable[..., Any], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # loop closed while paho was still running
+            pass
+
+    # paho thread
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
+                    properties: Any) -> None:
+        if reason_code.is_failure:
+            self.last_error = f"connection refused: {reason_code}"
+            LOG.error("MQTT broker refused the connection: %s", reason_code)
+            return
+        self._generation += 1
+        v5 = client.protocol == paho.MQTTv5
+        filters = [(f, 1) for f in self.send_filters] + [(s.topic_filter, s.qos) for s in self._subscriptions]
+        for topic_filter, qos in filters:
+            if v5:
+                # retained "send" requests are never replayed to us (retain handling 2)
+                client.subscribe(topic_filter, options=SubscribeOptions(qos=qos, retainHandling=2))
+            else:
+                client.subscribe(topic_filter, qos=qos)
+        client.publish(self.topic("bridge/state"), _encode({"state": "online"}), qos=1, retain=True)
+        LOG.info("MQTT connected (session present: %s)", getattr(flags, "session_present", None))
+        self._call(self._connected_main)
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
+                       properties: Any) -> None:
+        if not self._stopping:
+            self.last_error = f"disconnected: {reason_code}"
+            LOG.warning("MQTT disconnected: %s; reconnecting", reason_code)
+        self._call(self._disconnected_main)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        with self._incoming_lock:
+            self._incoming.append(_Incoming(self._generation, message))
+            if self._drain_scheduled:
+                return
+            self._drain_scheduled = True
+        self._call(self._drain)
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: Any,
+                    properties: Any) -> None:
+        self._call(self._published_main, mid, reason_code)
+
+    # --- asyncio thread: connection ---------------------------------------------------------
+
+    def _connected_main(self) -> None:
+        self.connected = True
+        self.counters["connects"] += 1
+        self.publish_info()
+        for callback in list(self._connect_listeners):
+            self._run_listener(callback)
+        self._wake.set()
+
+    def _run_listener(self, callback: Callable[[], Any]) -> None:
+        try:
+            result = callback()
+            if inspect.isawaitable(result):
+                asyncio.ensure_future(result)
+        except Exception:
+            LOG.exception("MQTT connect listener %r failed", callback)
+
+    def _disconnected_main(self) -> None:
+        self.connected = False
+
+    def publish_info(self) -> None:
+        """Publish the retained ``B/bridge/info`` (version, modems, config summary, counters)."""
+        info: dict[str, Any] = {
+            "version": __version__,
+            "client_id": self.client_id,
+            "base_topic": self.base_topic,
+            "protocol": "5" if self.protocol in ("5", "5.0") else "3.1.1",
+            "share_group": self.share_group,
+            "tls": _cfg(self.mqtt, "tls") is not None,
+            "config": self._config_summary(),
+        }
+        if self.status is not None:
+            try:
+                info.update(self.status())
+            except Exception as exc:
+                LOG.exception("status callback failed")
+                info["status_error"] = str(exc)
+        else:
+            try:
+                info["queue"] = self.store.stats()["outbox"]
+            except Exception:
+                LOG.exception("store stats failed")
+        info["bridge"] = {k: v for k, v in self.counters.items()}
+        self.publish(self.topic("bridge/info"), info, qos=1, retain=True)
+
+    def _config_summary(self) -> dict[str, Any]:
+        numbers = _cfg(self.config, "numbers")
+        limits = _cfg(self.config, "limits")
+        return {
+            "default_country": _cfg(numbers, "default_country"),
+            "allow_premium": _cfg(numbers, "allow_premium"),
+            "allow_short_codes": _cfg(numbers, "allow_short_codes"),
+            "max_parts": _cfg(limits, "max_parts"),
+            "modems": len(_cfg(self.config, "modems", []) or []),
+        }
+
+    async def _info_refresher(self) -> None:
+        while True:
+            await asyncio.sleep(INFO_INTERVAL)
+            if self.connected:
+                self.publish_info()
+
+    # --- asyncio thread: requests -------------------------------------------------------------
+
+    def _parse(self, payload: Any, source: str) -> list[OutboundRequest]:
+        limits = _cfg(self.config, "limits")
+        return parse_request(payload, numbers_policy=_cfg(self.config, "numbers"),
+                             max_parts=_cfg(limits, "max_parts", None), source=source,
+                             now=self.store.clock())
+
+    def _source(self, message: paho.MQTTMessage) -> str:
+        props = getattr(message, "properties", None)
+        for name, value in getattr(props, "UserProperty", None) or []:
+            if name == "source" and value:
+                return f"mqtt:{value}"
+        return "mqtt"
+
+    def _drain(self) -> None:
+        """Handle every message paho has handed over: one store transaction for all good requests."""
+        with self._incoming_lock:
+            batch, self._incoming = self._incoming, []
+            self._drain_scheduled = False
+        if not batch:
+            return
+        self._process(batch)
+
+    def _process(self, batch: list[_Incoming]) -> None:
+        send_topic = self.topic("send")
+        send_prefix = send_topic + "/"
+        good: list[tuple[_Incoming, list[OutboundRequest], Any]] = []
+        bad: list[tuple[_Incoming, str, Any]] = []
+        others: list[_Incoming] = []
+        for item in batch:
+            msg = item.message
+            if msg.topic == send_topic or msg.topic.startswith(send_prefix):
+                self.counters["received"] += 1
+                transaction: Any = None
+                try:
+                    try:
+                        text = msg.payload.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        raise RequestError(f"payload is not UTF-8 text ({exc.reason} at byte {exc.start})") \
+                            from exc
+                    if msg.topic == send_topic:
+                        try:
+                            payload = json.loads(text)
+                        except json.JSONDecodeError as exc:
+                            raise RequestError(f"payload is not JSON: {exc.msg} at line {exc.lineno} "
+                                               f"column {exc.colno}") from exc
+                        if isinstance(payload, dict):
+                            transaction = payload.get("transaction")
+                    else:
+                        number = msg.topic[len(send_prefix):]
+                        payload = {"to": number, "text": text}
+                    if msg.retain:
+                        raise RequestError("retained send requests are refused (publish without retain)")
+                    good.append((item, self._parse(payload, self._source(msg)), transaction))
+                except RequestError as exc:
+                    bad.append((item, exc.reason, transaction))
+            else:
+                others.append(item)
+        if good:
+            requests = [request for _, reqs, _ in good for request in reqs]
+            try:
+                results = self.store.enqueue(requests)
+            except Exception as exc:
+                # Nothing was committed: keep the batch (no PUBACK) and try again.
+                self.last_error = f"store commit failed: {exc}"
+                LOG.exception("committing %d MQTT request(s) failed; retrying", len(good))
+                self._retry([item for item, _, _ in good])
+                good = []
+                results = []
+            index = 0
+            for item, reqs, transaction in good:
+                mine = results[index:index + len(reqs)]
+                index += len(reqs)
+                self._ack(item)
+                for result in mine:
+                    self.counters["duplicates" if result.duplicate else "accepted"] += 1
+                self._respond_ok(item, reqs, mine, transaction)
+        for item, reason, transaction in bad:
+            self._reject(item, reason, transaction)
+        for item in others:
+            self._dispatch_other(item)
+
+    def _retry(self, items: list[_Incoming]) -> None:
+        assert self._loop is not None
+        with self._incoming_lock:
+            self._incoming[:0] = items
+        if self._retry_handle is None or self._retry_handle.cancelled():
+            def again() -> None:
+                self._retry_handle = None
+                self._drain()
+            self._retry_handle = self._loop.call_later(COMMIT_RETRY, again)
+
+    def _ack(self, item: _Incoming) -> None:
+        client = self._client
+        msg = item.message
+        if client is None or msg.qos == 0:
+            return
+        if item.generation != self._generation:
+            # The connection this message came on is gone: the broker redelivers it (persistent
+            # session) and an ack now could hit an unrelated message with the same packet id.
+            return
+        client.ack(msg.mid, msg.qos)
+
+    def _respond(self, item: _Incoming, response: dict[str, Any]) -> None:
+        self.publish(self.topic("bridge/response/send"), response, qos=1)
+        props = getattr(item.message, "properties", None)
+        response_topic = getattr(props, "ResponseTopic", None)
+        if response_topic:
+            out = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            correlation = getattr(props, "CorrelationData", None)
+            if correlation:
+                out.CorrelationData = correlation
+            client = self._client
+            if client is not None:
+                client.publish(response_topic, _encode(response), qos=1, properties=out)
+
+    def _respond_ok(self, item: _Incoming, requests: Sequence[OutboundRequest], results: Sequence[EnqueueResult],
+                    transaction: Any) -> None:
+        if transaction is None and not getattr(getattr(item.message, "properties", None), "ResponseTopic", None):
+            return
+        messages = [{"id": r.id, "to": q.to, "state": r.state, "duplicate": r.duplicate}
+                    for q, r in zip(requests, results, strict=True)]
+        data: dict[str, Any] = dict(messages[0]) if len(messages) == 1 else {"messages": messages}
+        response: dict[str, Any] = {"status": "ok", "data": data}
+        if transaction is not None:
+            response["transaction"] = transaction
+        self._respond(item, response)
+
+    def _reject(self, item: _Incoming, reason: str, transaction: Any) -> None:
+        msg = item.message
+        self.counters["rejected"] += 1
+        LOG.warning("refused MQTT request on %s: %s", msg.topic, reason)
+        payload_text = bytes(msg.payload[:200]).decode("utf-8", "replace")
+        try:
+            self.store.audit(AUDIT_REJECTED, {"topic": msg.topic, "error": reason, "payload": payload_text,
+                                              "transaction": transaction})
+            self.store.state_set("mqtt", "rejected", int(self.store.state_get("mqtt", "rejected", 0)) + 1)
+        except Exception:
+            LOG.exception("auditing a refused request failed")
+        self._ack(item)
+        response: dict[str, Any] = {"status": "error", "error": reason, "data": {}, "topic": msg.topic}
+        if transaction is not None:
+            response["transaction"] = transaction
+        self._respond(item, response)
+
+    def _dispatch_other(self, item: _Incoming) -> None:
+        msg = item.message
+        handlers = [s.handler for s in self._subscriptions if paho.topic_matches_sub(s.match_filter, msg.topic)]
+        if not handlers:
+            self._ack(item)
+            return
+        awaitables = []
+        for handler in handlers:
+            try:
+                result = handler(msg.topic, bytes(msg.payload))
+                if inspect.isawaitable(result):
+                    awaitables.append(result)
+            except Exception:
+                LOG.exception("MQTT handler for %s failed", msg.topic)
+        if not awaitables:
+            self._ack(item)
+            return
+
+        async def finish() -> None:
+            for awaitable in awaitables:
+                try:
+                    await awaitable
+                except Exception:
+                    LOG.exception("MQTT handler for %s failed", msg.topic)
+            self._ack(item)
+
+        asyncio.ensure_future(finish())
+
+    # --- asyncio thread: events out -------------------------------------------------------------
+
+    def _wake_publisher(self) -> None:
+        self._wake.set()
+
+    async def _publisher(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                self._pump()
+            except Exception as exc:
+                self.last_error = f"publishing events failed: {exc}"
+                LOG.exception("publishing store events failed")
+                await asyncio.sleep(1.0)
+                self._wake.set()
+
+    def _pump(self) -> None:
+        client = self._client
+        if client is None or not self.connected:
+            return
+        room = EVENT_WINDOW - len(self._handed)
+        if room <= 0:
+            return
+        events = self.store.events_pending(limit=len(self._handed) + room)
+        for event in events:
+            if event.id in self._handed:
+                continue
+            info = client.publish(self.topic(event.topic), _encode(event.payload), qos=event.qos,
+                                  retain=event.retain)
+            if info.rc != paho.MQTT_ERR_SUCCESS and event.qos == 0:
+                break  # not connected: QoS 0 is not kept by paho; try again on reconnect
+            self._handed.add(event.id)
+            self._inflight[info.mid] = (event.id, event.qos)
+
+    def _published_main(self, mid: int, reason_code: Any) -> None:
+        entry = self._inflight.pop(mid, None)
+        if entry is None:
+            return
+        event_id, _qos = entry
+        if reason_code is not None and getattr(reason_code, "is_failure", False):
+            # The broker refused it (e.g. ACL with MQTT 5): it stays pending; log once per event.
+            # Marked done all the same, so one refused topic cannot block every later event.
+            LOG.error("broker refused event %d: %s", event_id, reason_code)
+            self.last_error = f"broker refused event {event_id}: {reason_code}"
+            try:
+                self.store.audit("mqtt_event_refused", {"event": event_id, "reason": str(reason_code)})
+            except Exception:
+                LOG.exception("auditing a refused event failed")
+        try:
+            self.store.event_done(event_id)
+        except Exception:
+            LOG.exception("marking event %d done failed", event_id)
+            return
+        finally:
+            self._handed.discard(event_id)
+        self.counters["events_published"] += 1
+        self._wake.set()

@@ -1,0 +1,365 @@
+"""The MQTT bridge in-process: a real Store (SQLite file) and a real mosquitto on a free port."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from mosquitto import Broker, Probe
+from waiting import async_wait_until
+
+from appliance.config import Config, parse_config
+from appliance.mqtt import AUDIT_REJECTED, MqttBridge, RequestError
+from appliance.store import Store
+
+pytest_plugins = ["mosquitto"]
+
+NUMBER = "+4917612345678"
+
+
+def make_config(tmp_path: Path, broker: Broker, **mqtt: Any) -> Config:
+    data: dict[str, Any] = {
+        "store": {"path": str(tmp_path / "smsgw.db")},
+        "mqtt": {"host": broker.host, "port": broker.port, "client_id": "gw-test", "reconnect_min": 1,
+                 "reconnect_max": 1, **mqtt},
+        "numbers": {"default_country": "DE", "blocked": ["+4915"]},
+        "limits": {"max_parts": 3},
+    }
+    return parse_config(data, tmp_path / "smsgw.toml")
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, broker: Broker) -> None:
+        self.tmp_path = tmp_path
+        self.broker = broker
+        self.stores: list[Store] = []
+        self.bridges: list[MqttBridge] = []
+        self.probes: list[Probe] = []
+
+    async def bridge(self, *, db: str = "smsgw.db", start: bool = True, **mqtt: Any) -> MqttBridge:
+        config = make_config(self.tmp_path, self.broker, **mqtt)
+        store = Store(self.tmp_path / db)
+        self.stores.append(store)
+        bridge = MqttBridge(config, store, status=lambda: {"modems": [{"id": "modem0"}]})
+        self.bridges.append(bridge)
+        if start:
+            await bridge.start()
+            await async_wait_until(lambda: bridge.connected, what="bridge connected")
+        return bridge
+
+    def probe(self, *topics: str, **kwargs: Any) -> Probe:
+        probe = Probe(self.broker, *topics, **kwargs)
+        self.probes.append(probe)
+        return probe
+
+    async def close(self) -> None:
+        for bridge in self.bridges:
+            await bridge.stop()
+        for probe in self.probes:
+            probe.close()
+        for store in self.stores:
+            store.close()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, mosquitto: Broker) -> AsyncIterator[Rig]:
+    r = Rig(tmp_path, mosquitto)
+    try:
+        yield r
+    finally:
+        await r.close()
+
+
+async def wait_json(probe: Probe, topic: str, count: int = 1, timeout: float = 10.0) -> list[Any]:
+    await async_wait_until(lambda: len(probe.payloads(topic)) >= count, timeout=timeout,
+                           what=f"{count} message(s) on {topic}: got {probe.snapshot()[-5:]}")
+    return probe.json(topic)
+
+
+# --- the fixture module itself ----------------------------------------------------------------
+
+
+def test_mosquitto_fixture_restart_keeps_retained(mosquitto: Broker) -> None:
+    mosquitto.pub("t/x", "kept", retain=True)
+    mosquitto.restart()  # SIGTERM: persistence written
+    probe = Probe(mosquitto, "t/#")
+    try:
+        probe.subscribed()
+        assert probe.payloads("t/x") == [b"kept"]
+    finally:
+        probe.close()
+
+
+# --- requests in --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_send_json_is_committed_answered_and_published(rig: Rig, protocol: str) -> None:
+    bridge = await rig.bridge(protocol=protocol)
+    probe = rig.probe("smsgw/#")
+    probe.subscribed()
+    probe.publish("smsgw/send", json.dumps({"to": NUMBER, "text": "Freezer 3 is warm", "id": "k1",
+                                            "transaction": "t-1", "priority": "high", "report": True}))
+    [response] = await wait_json(probe, "smsgw/bridge/response/send")
+    assert response["status"] == "ok" and response["transaction"] == "t-1"
+    message_id = response["data"]["id"]
+    assert response["data"]["state"] == "queued" and response["data"]["to"] == NUMBER
+    row = bridge.store.message(message_id)
+    assert row is not None and row["text"] == "Freezer 3 is warm" and row["to"] == NUMBER and row["priority"] == "high"
+    [event] = await wait_json(probe, f"smsgw/message/{message_id}")
+    assert event["state"] == "queued" and event["to"] == NUMBER
+    await async_wait_until(lambda: bridge.store.events_pending() == [], what="events marked done")
+    assert bridge.stats()["accepted"] == 1
+
+
+async def test_send_plain_text_to_number_topic_and_national_number(rig: Rig) -> None:
+    bridge = await rig.bridge()
+    probe = rig.probe("smsgw/message/#")
+    probe.subscribed()
+    probe.publish("smsgw/send/01761234567", "pump 7 stopped")
+    [event] = await wait_json(probe, "smsgw/message/1")
+    assert event["to"] == "+491761234567"
+    assert bridge.store.message(1)["text"] == "pump 7 stopped"  # type: ignore[index]
+    assert bridge.store.message(1)["source"] == "mqtt"  # type: ignore[index]
+
+
+async def test_id_is_an_idempotency_key_and_lists_fan_out(rig: Rig) -> None:
+    bridge = await rig.bridge()
+    probe = rig.probe("smsgw/bridge/response/send")
+    probe.subscribed()
+    request = {"to": [NUMBER, "+4917699999999"], "text": "hello", "id": "same", "transaction": 1}
+    probe.publish("smsgw/send", json.dumps(request))
+    probe.publish("smsgw/send", json.dumps(request | {"transaction": 2}))
+    first, second = await wait_json(probe, "smsgw/bridge/response/send", 2)
+    assert [m["duplicate"] for m in first["data"]["messages"]] == [False, False]
+    assert [m["duplicate"] for m in second["data"]["messages"]] == [True, True]
+    assert [m["id"] for m in first["data"]["messages"]] == [m["id"] for m in second["data"]["messages"]]
+    assert len(bridge.store.outbox()) == 2
+    assert bridge.stats()["duplicates"] == 2
+
+
+BAD_REQUESTS = [
+    ("smsgw/send", b"{not json", "not JSON"),
+    ("smsgw/send", b"\xff\xfe", "not UTF-8"),
+    ("smsgw/send", b"[1, 2]", "must be a JSON object"),
+    ("smsgw/send", b'{"text": "hi", "transaction": "x"}', "missing 'to'"),
+    ("smsgw/send", b'{"to": "+4917612345678", "transaction": "x"}', "missing 'text'"),
+    ("smsgw/send", b'{"to": "+4917612345678", "text": "", "transaction": "x"}', "'text' is empty"),
+    ("smsgw/send", b'{"to": 4917612345678, "text": "x"}', "'to' must be a phone number"),
+    ("smsgw/send", b'{"to": "+49abc", "text": "x", "transaction": "x"}', "destination '+49abc'"),
+    ("smsgw/send", json.dumps({"to": NUMBER, "text": "x" * 500, "transaction": "x"}).encode(),
+     "text too long: 500 characters need 4 SMS parts, the limit is 3"),
+    ("smsgw/send", b'{"to": "+4915112345678", "text": "x", "transaction": "x"}', "blocked by numbers.blocked"),
+    ("smsgw/send", b'{"to": "+49900123456", "text": "x", "transaction": "x"}', "premium-rate"),
+    ("smsgw/send", b'{"to": "+4917612345678", "text": "x", "priority": "urgent", "transaction": "x"}',
+     "unknown priority 'urgent'"),
+    ("smsgw/send", b'{"to": "+4917612345678", "text": "x", "valid_for": -5}', "'valid_for' must be"),
+    ("smsgw/send", b'{"to": "11833", "text": "x"}', "short code"),
+    ("smsgw/send/004917612345678", b"", "'text' is empty"),
+    ("smsgw/send/12", b"hello", "destination '12'"),
+]
+
+
+async def test_each_bad_request_is_answered_counted_audited_and_acked(rig: Rig, mosquitto: Broker) -> None:
+    bridge = await rig.bridge()
+    probe = rig.probe("smsgw/bridge/response/send")
+    probe.subscribed()
+    for topic, payload, _ in BAD_REQUESTS:
+        probe.publish(topic, payload)
+    responses = await wait_json(probe, "smsgw/bridge/response/send", len(BAD_REQUESTS))
+    for (topic, payload, expected), response in zip(BAD_REQUESTS, responses, strict=True):
+        assert response["status"] == "error", (topic, payload)
+        assert expected in response["error"], (expected, response)
+        assert response["topic"] == topic
+        if b'"transaction": "x"' in payload:
+            assert response["transaction"] == "x"
+    assert bridge.store.outbox() == []
+    assert bridge.stats()["rejected"] == len(BAD_REQUESTS)
+    assert bridge.store.state_get("mqtt", "rejected") == len(BAD_REQUESTS)
+    audited = bridge.store.audit_log(100, kind=AUDIT_REJECTED)
+    assert len(audited) == len(BAD_REQUESTS)
+    # They were acknowledged: a new bridge on the same session gets none of them again.
+    await bridge.stop()
+    again = await rig.bridge()
+    probe.publish("smsgw/send", json.dumps({"to": NUMBER, "text": "after", "transaction": "after"}))
+    await async_wait_until(lambda: any(r.get("transaction") == "after" for r in
+                                       probe.json("smsgw/bridge/response/send")))
+    assert again.stats()["rejected"] == 0 and again.stats()["received"] == 1
+
+
+async def test_enqueue_request_api_for_rules(rig: Rig) -> None:
+    bridge = await rig.bridge(start=False)
+    [result] = bridge.enqueue_request({"to": "0176 1234 5678", "text": "rule fired", "id": "r1"},
+                                      source="rule:freezer")
+    assert not result.duplicate and bridge.store.message(result.id)["source"] == "rule:freezer"  # type: ignore[index]
+    with pytest.raises(RequestError, match="premium-rate"):
+        bridge.enqueue_request({"to": "+49900123456", "text": "x"}, source="rule:x")
+
+
+async def test_mqtt5_response_topic_and_correlation_data(rig: Rig) -> None:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    await rig.bridge()
+    probe = rig.probe("replies/me", protocol=paho.MQTTv5)
+    probe.subscribed()
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = "replies/me"
+    props.CorrelationData = b"abc"
+    probe.publish("smsgw/send", json.dumps({"to": NUMBER, "text": "x"}), properties=props)
+    [response] = await wait_json(probe, "replies/me")
+    assert response["status"] == "ok" and response["data"]["id"] == 1
+
+
+async def test_retained_requests_are_refused(rig: Rig, mosquitto: Broker) -> None:
+    mosquitto.pub("smsgw/send", json.dumps({"to": NUMBER, "text": "stale", "transaction": "r"}), retain=True)
+    probe = rig.probe("smsgw/bridge/response/send")
+    probe.subscribed()
+    # MQTT 3.1.1: the broker replays it with the retain flag on subscribe; it is refused, not sent
+    old = await rig.bridge(protocol="3.1.1", client_id="gw-311", db="311.db")
+    [response] = await wait_json(probe, "smsgw/bridge/response/send")
+    assert response["status"] == "error" and "retained" in response["error"] and response["transaction"] == "r"
+    assert old.store.outbox() == []
+    # MQTT 5: subscribed with retain handling 2, it never arrives
+    new = await rig.bridge(protocol="5", client_id="gw-5", db="5.db")
+    probe.publish("smsgw/send", json.dumps({"to": NUMBER, "text": "live", "transaction": "live"}))
+    await async_wait_until(lambda: len(new.store.outbox()) == 1 and len(old.store.outbox()) == 1)
+    assert new.stats()["received"] == 1 and new.store.outbox()[0]["text"] == "live"
+
+
+# --- bridge state, info, subscriptions -------------------------------------------------------------
+
+
+async def test_state_info_and_connect_listeners_across_a_broker_restart(rig: Rig, mosquitto: Broker) -> None:
+    bridge = await rig.bridge()
+    connects: list[bool] = []
+    seen: list[tuple[str, bytes]] = []
+
+    async def on_alarm(topic: str, payload: bytes) -> None:
+        seen.append((topic, payload))
+
+    bridge.add_connect_listener(lambda: connects.append(bridge.connected))
+    bridge.subscribe("sensors/+/alarm", on_alarm)
+    await async_wait_until(lambda: connects == [True])
+    probe = rig.probe("smsgw/bridge/#", "sensors/#")
+    probe.subscribed()
+    assert probe.json("smsgw/bridge/state")[-1] == {"state": "online"}
+    info = probe.json("smsgw/bridge/info")[-1]
+    assert isinstance(info, dict)
+    assert info["version"] and info["modems"] == [{"id": "modem0"}] and info["config"]["max_parts"] == 3
+    probe.publish("sensors/freezer-3/alarm", b"warm")
+    await async_wait_until(lambda: seen == [("sensors/freezer-3/alarm", b"warm")])
+
+    mosquitto.restart(kill=True)
+    await async_wait_until(lambda: len(connects) == 2, timeout=15, what="reconnect")
+    await async_wait_until(lambda: probe.connects >= 2, timeout=15)
+    probe.subscribed()
+    probe.publish("sensors/pump/alarm", b"dry")
+    await async_wait_until(lambda: ("sensors/pump/alarm", b"dry") in seen)
+
+    await bridge.stop()
+    await async_wait_until(lambda: probe.json("smsgw/bridge/state")[-1] == {"state": "offline"})
+
+
+async def test_tls_username_and_acl(tmp_path: Path, broker_factory: Callable[..., Broker]) -> None:
+    acl = (
+        "user gateway\ntopic readwrite smsgw/#\n"
+        "user sensor\ntopic write smsgw/send\ntopic write smsgw/send/#\ntopic read smsgw/bridge/response/send\n"
+        "user viewer\ntopic read smsgw/#\n"
+    )
+    broker = broker_factory(users={"gateway": "gw-secret", "sensor": "s-secret", "viewer": "v-secret"},
+                            acl=acl, tls=True, require_certificate=True)
+    assert broker.certs is not None and broker.tls_port is not None
+    rig = Rig(tmp_path, broker)
+    try:
+        bridge = await rig.bridge(port=broker.tls_port, username="gateway", password="gw-secret",
+                                  tls={"ca": str(broker.certs.ca), "cert": str(broker.certs.client_cert),
+                                       "key": str(broker.certs.client_key)})
+        sensor = rig.probe("smsgw/bridge/response/send", user="sensor", tls=True)
+        viewer = rig.probe("smsgw/#", user="viewer", tls=True)
+        sensor.publish("smsgw/send", json.dumps({"to": NUMBER, "text": "over TLS", "transaction": "tls"}))
+        [response] = await wait_json(sensor, "smsgw/bridge/response/send")
+        assert response["status"] == "ok"
+        await wait_json(viewer, f"smsgw/message/{response['data']['id']}")
+        # the viewer may not publish requests: the broker drops them, nothing is queued
+        viewer.publish("smsgw/send", json.dumps({"to": NUMBER, "text": "denied", "transaction": "v"}))
+        sensor.publish("smsgw/send", json.dumps({"to": NUMBER, "text": "marker", "transaction": "m"}))
+        await async_wait_until(lambda: len(sensor.payloads("smsgw/bridge/response/send")) == 2)
+        assert [m["text"] for m in bridge.store.outbox()] == ["marker", "over TLS"]
+    finally:
+        await rig.close()
+
+
+async def test_wrong_password_is_reported_and_retried(rig: Rig, broker_factory: Callable[..., Broker],
+                                                       tmp_path: Path) -> None:
+    broker = broker_factory(users={"gateway": "right"})
+    rig.broker = broker
+    bridge = await rig.bridge(start=False, username="gateway", password="wrong")
+    await bridge.start()
+    await async_wait_until(lambda: bridge.last_error is not None, what="refusal reported")
+    assert "refused" in str(bridge.last_error) or "disconnected" in str(bridge.last_error)
+    assert not bridge.connected
+
+
+# --- events out --------------------------------------------------------------------------------------
+
+
+def add_received(store: Store, n: int) -> None:
+    store.add_event("received", {"id": n, "from": NUMBER, "text": f"sms {n}"}, qos=1)
+
+
+async def test_received_backlog_after_broker_outage_in_order_none_lost(rig: Rig, mosquitto: Broker) -> None:
+    bridge = await rig.bridge()
+    probe = rig.probe("smsgw/received", client_id="dashboard", clean=False)
+    probe.subscribed()
+    for n in range(1, 6):
+        add_received(bridge.store, n)
+    await wait_json(probe, "smsgw/received", 5)
+    mosquitto.kill()
+    await async_wait_until(lambda: not bridge.connected, what="bridge noticed the outage")
+    for n in range(6, 31):
+        add_received(bridge.store, n)  # while the broker is down
+    assert len(bridge.store.events_pending()) == 25
+    mosquitto.start()
+    got = await wait_json(probe, "smsgw/received", 30, timeout=20)
+    ids = [m["id"] for m in got]
+    first_seen = list(dict.fromkeys(ids))
+    assert first_seen == list(range(1, 31))  # in order, none lost (QoS 1 may repeat one)
+    await async_wait_until(lambda: bridge.store.events_pending() == [], what="all marked done")
+    # modem state is retained: a later subscriber gets the last one
+    bridge.store.add_event("modem/modem0", {"state": "ready", "signal": 17}, retain=True)
+    await async_wait_until(lambda: bridge.store.events_pending() == [])
+    late = rig.probe("smsgw/modem/#")
+    await async_wait_until(lambda: late.json("smsgw/modem/modem0") == [{"state": "ready", "signal": 17}])
+
+
+async def test_events_stay_pending_until_puback(rig: Rig, mosquitto: Broker) -> None:
+    bridge = await rig.bridge(start=False)
+    for n in range(1, 4):
+        add_received(bridge.store, n)
+    mosquitto.kill()
+    await bridge.start()
+    await async_wait_until(lambda: bridge._client is not None)
+    assert [e.payload["id"] for e in bridge.store.events_pending()] == [1, 2, 3]
+    mosquitto.start()
+    probe = rig.probe("smsgw/received")
+    await async_wait_until(lambda: bridge.store.events_pending() == [], timeout=15)
+    assert bridge.stats()["events_published"] == 3
+    probe.close()
+
+
+async def test_shared_subscription_splits_requests_between_two_bridges(rig: Rig) -> None:
+    one = await rig.bridge(share_group="fleet", client_id="gw-1", db="one.db")
+    two = await rig.bridge(share_group="fleet", client_id="gw-2", db="two.db")
+    probe = rig.probe("smsgw/bridge/response/send")
+    probe.subscribed()
+    for n in range(20):
+        probe.publish("smsgw/send", json.dumps({"to": NUMBER, "text": f"m{n}", "id": f"k{n}", "transaction": n}))
+    await wait_json(probe, "smsgw/bridge/response/send", 20)
+    texts = [m["text"] for m in one.store.outbox(100)] + [m["text"] for m in two.store.outbox(100)]
+    assert sorted(texts) == sorted(f"m{n}" for n in range(20))
+    assert one.store.outbox(100) and two.store.outbox(100)
