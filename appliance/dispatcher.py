@@ -147,6 +147,7 @@ class Dispatcher:
         modem_error_pause: float = MODEM_ERROR_PAUSE,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        reports: Iterable[str] = (),
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -165,6 +166,7 @@ class Dispatcher:
         self.modem_error_pause = modem_error_pause
         self.clock = clock
         self.rng = rng or random.Random()
+        self.reports = frozenset(reports)  # modem ids that request a status report for every message
         self._slots: dict[str, _Slot] = {}
         self._in_flight: dict[str, int] = {}  # recipient -> sends in progress
         self._last_sent: dict[str, float] = {}  # recipient -> time of the last part sent
@@ -365,12 +367,13 @@ class Dispatcher:
             await self._sleep(slot, wait)
         LOG.debug("dispatcher worker for %s stopped", slot.modem_id)
 
-    def _encode(self, claimed: ClaimedMessage, now: float) -> list[Part]:
+    def _encode(self, claimed: ClaimedMessage, now: float, modem_id: str) -> list[Part]:
         validity: int | None = None
         if claimed.valid_until is not None:
             validity = max(int(claimed.valid_until - now), 300)  # TP-VP has a 5-minute minimum
         parts = encode_submit(
-            claimed.recipient, claimed.text, report=claimed.report, validity=validity,
+            claimed.recipient, claimed.text, report=claimed.report or modem_id in self.reports,
+            validity=validity,
             concat_reference=claimed.id % 256,
         )
         return self.store.set_parts(claimed.id, parts)
@@ -392,7 +395,7 @@ class Dispatcher:
     async def _send_parts(self, slot: _Slot, claimed: ClaimedMessage) -> None:
         now = self.clock()
         try:
-            parts = claimed.parts or self._encode(claimed, now)
+            parts = claimed.parts or self._encode(claimed, now, slot.modem_id)
         except (PduError, ValueError) as exc:
             LOG.warning("message %d cannot be encoded: %s", claimed.id, exc)
             self.store.fail(claimed.id, f"cannot encode: {exc}", now)

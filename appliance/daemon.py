@@ -1,0 +1,317 @@
+"""The ``smsgw run`` daemon: wires the store, the modems, the dispatcher, inbound, health and MQTT.
+
+Start-up: open the store (migrating it), give back messages a previous process left mid-send
+(``Store.resume_interrupted``, through ``Dispatcher.start``), then one ``ModemSupervisor`` per
+configured modem opens its modem in the background; a modem is handed to the dispatcher as
+unhealthy and becomes healthy once open, so one dead modem never delays the others. The inbound
+side sweeps each modem's storage as soon as it is open.
+
+Shutdown (``stop``): the supervisors stop first (no reopen races), then the dispatcher lets the
+``AT+CMGS`` in progress finish and commits its TP-MR, the inbound side finishes the
+commit-and-delete in progress, MQTT and rules stop, the modems close and the store closes.
+
+Tuning (all optional) in the ``[health]`` table of the config file:
+``ping_interval``, ``failures_allowed``, ``backoff_base``, ``backoff_max``, ``port_wait``,
+``sweep_interval``, ``poll_interval`` (dispatcher safety-net poll), ``watch_interval`` (how often
+the daemon looks for commits by other processes, e.g. ``smsgw send``), ``flush_interval``
+(reassembly timeout check), ``retry_base`` / ``retry_max`` (the dispatcher's backoff after a
+transient send error) and ``timeouts`` (modem timeouts in seconds, e.g.
+``{ command = 5, send = 60 }``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from appliance.config import Config, ConfigError
+from appliance.dispatcher import Dispatcher, ModemLimits
+from appliance.health import ModemSupervisor
+from appliance.inbound import Inbound
+from appliance.store import Store
+
+if TYPE_CHECKING:
+    from appliance.hardware import PowerControl, StatusLed
+    from drivers.modem import Modem
+
+LOG = logging.getLogger("appliance.daemon")
+
+TIMEOUT_KEYS = ("command", "send", "cmgl", "sync", "boot", "ussd")
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    ping_interval: float = 15.0
+    failures_allowed: int = 2
+    backoff_base: float = 2.0
+    backoff_max: float = 300.0
+    port_wait: float = 30.0
+    sweep_interval: float = 60.0
+    poll_interval: float = 5.0
+    watch_interval: float = 0.1
+    retry_base: float = 10.0
+    retry_max: float = 1800.0
+    flush_interval: float | None = None  # default: from the reassembly timeout
+    timeouts: tuple[tuple[str, float], ...] = ()
+
+
+def health_settings(config: Config) -> HealthSettings:
+    """The ``[health]`` table, validated; errors name file, key and reason."""
+    table = config.raw.get("health", {})
+    file = config.path
+    if not isinstance(table, dict):
+        raise ConfigError(file, "health", "must be a table ([health])")
+    defaults = HealthSettings()
+    values: dict[str, Any] = {}
+    numbers = ("ping_interval", "backoff_base", "backoff_max", "port_wait", "sweep_interval",
+               "poll_interval", "watch_interval", "flush_interval", "retry_base", "retry_max")
+    for key, value in table.items():
+        if key in numbers:
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(file, f"health.{key}", f"must be a positive number of seconds, not {value!r}")
+            values[key] = float(value)
+        elif key == "failures_allowed":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(file, "health.failures_allowed", f"must be a whole number >= 1, not {value!r}")
+            values[key] = value
+        elif key == "timeouts":
+            if not isinstance(value, dict):
+                raise ConfigError(file, "health.timeouts", "must be a table such as { command = 5, send = 60 }")
+            pairs = []
+            for name, seconds in value.items():
+                if name not in TIMEOUT_KEYS:
+                    raise ConfigError(file, f"health.timeouts.{name}",
+                                      f"unknown timeout; known: {', '.join(TIMEOUT_KEYS)}")
+                if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+                    raise ConfigError(file, f"health.timeouts.{name}", f"must be a positive number, not {seconds!r}")
+                pairs.append((name, float(seconds)))
+            values[key] = tuple(pairs)
+        else:
+            known = ", ".join([*numbers, "failures_allowed", "timeouts"])
+            raise ConfigError(file, f"health.{key}", f"unknown key; known keys: {known}")
+    settings = HealthSettings(**{**defaults.__dict__, **values})
+    return settings
+
+
+class Daemon:
+    def __init__(self, config: Config, *, pin_factory: Any = None) -> None:
+        self.config = config
+        self.settings = health_settings(config)
+        self.pin_factory = pin_factory
+        self.store: Store | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.inbound: Inbound | None = None
+        self.modems: dict[str, Modem] = {}
+        self.supervisors: dict[str, ModemSupervisor] = {}
+        self.power: dict[str, PowerControl] = {}
+        self.led: StatusLed | None = None
+        self.bridge: Any = None
+        self.rules: Any = None
+        self.started_at = time.time()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._data_version: int | None = None
+
+    # --- construction ------------------------------------------------------------------------
+
+    def _make_modems(self) -> None:
+        from drivers.modem import Modem
+
+        timeouts = dict(self.settings.timeouts)
+        for mc in self.config.modems:
+            self.modems[mc.id] = Modem(mc.port, profile=mc.profile, pin=mc.pin, modem_id=mc.id,
+                                       baudrate=mc.baudrate, timeouts=timeouts or None)
+
+    def _make_hardware(self) -> None:
+        needs_gpio = self.config.hardware.status_led_gpio is not None or any(
+            mc.power_gpio is not None for mc in self.config.modems)
+        if not needs_gpio:
+            return
+        from appliance.hardware import PowerControl, StatusLed
+
+        for mc in self.config.modems:
+            if mc.power_gpio is not None:
+                timing = self.modems[mc.id].profile.power_key
+                self.power[mc.id] = PowerControl(mc.power_gpio, timing, pin_factory=self.pin_factory)
+        if self.config.hardware.status_led_gpio is not None:
+            self.led = StatusLed(self.config.hardware.status_led_gpio, pin_factory=self.pin_factory)
+
+    # --- life cycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        config = self.config
+        self.store = store = Store(config.store.path)
+        if store.migrated_from is not None and store.migrated_from != store.schema_version:
+            LOG.info("store %s migrated from schema %s", config.store.path, store.migrated_from)
+        self._make_modems()
+        self._make_hardware()
+        s = self.settings
+        limits = {mc.id: ModemLimits(mc.rate_per_minute, mc.daily_cap) for mc in config.modems}
+        self.dispatcher = dispatcher = Dispatcher(
+            store, self.modems.values(), limits=limits, recipient_interval=config.limits.recipient_interval,
+            max_attempts=config.limits.max_attempts, poll_interval=s.poll_interval,
+            backoff_base=s.retry_base, backoff_max=s.retry_max,
+            reports={mc.id for mc in config.modems if mc.report},
+        )
+        for modem_id in self.modems:
+            dispatcher.set_modem_healthy(modem_id, False)  # healthy once its supervisor opened it
+        self.inbound = Inbound(store, sweep_interval=s.sweep_interval, on_closed=self._port_closed)
+        await dispatcher.start()
+        resumed = store.stats()
+        LOG.info("store %s open: outbox=%s", config.store.path, resumed.get("outbox"))
+        for modem_id, modem in self.modems.items():
+            supervisor = ModemSupervisor(
+                modem, store, on_healthy=self._on_healthy, on_recovered=self._on_recovered,
+                power=self.power.get(modem_id), ping_interval=s.ping_interval,
+                failures_allowed=s.failures_allowed, backoff_base=s.backoff_base, backoff_max=s.backoff_max,
+                port_wait=s.port_wait, extra_status=self._modem_extra,
+            )
+            self.supervisors[modem_id] = supervisor
+            supervisor.start()
+        self._tasks.append(asyncio.create_task(self._watch_store(), name="store-watch"))
+        self._tasks.append(asyncio.create_task(self._flush_partial(), name="reassembly"))
+        await self._start_mqtt()
+        self._update_led()
+        LOG.info("smsgw running with %d modem(s)%s", len(self.modems),
+                 " and MQTT" if self.bridge is not None else "")
+
+    async def _start_mqtt(self) -> None:
+        if self.config.mqtt is None:
+            return
+        try:
+            from appliance.mqtt import MqttBridge
+        except ImportError as exc:
+            LOG.warning("MQTT is configured but the bridge is not available: %s", exc)
+            return
+        assert self.store is not None
+        self.bridge = MqttBridge(self.config, self.store, status=self.status)
+        await self.bridge.start()
+        try:
+            from appliance.rules import RulesEngine
+        except ImportError as exc:
+            LOG.info("rules engine not available: %s", exc)
+            return
+        self.rules = RulesEngine(self.config, self.store, self.bridge, status=self.status)
+        await self.rules.start()
+
+    async def stop(self) -> None:
+        """Finish the AT exchange in progress, commit, close everything."""
+        LOG.info("stopping")
+        for supervisor in self.supervisors.values():
+            await supervisor.stop()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        if self.inbound is not None:
+            await self.inbound.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        for component in (self.rules, self.bridge):
+            if component is not None:
+                try:
+                    await component.stop()
+                except Exception:
+                    LOG.exception("stopping %s failed", type(component).__name__)
+        for modem in self.modems.values():
+            with contextlib.suppress(Exception):
+                await modem.close()
+        for supervisor in self.supervisors.values():
+            supervisor.healthy = False
+            supervisor.state = "stopped"
+            supervisor.publish()
+        for power in self.power.values():
+            power.close()
+        if self.led is not None:
+            self.led.close()
+        if self.store is not None:
+            self.store.close()
+        LOG.info("stopped")
+
+    # --- wiring ------------------------------------------------------------------------------
+
+    def _on_healthy(self, modem_id: str, healthy: bool) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.set_modem_healthy(modem_id, healthy)
+        self._update_led()
+
+    def _on_recovered(self, modem: Modem) -> None:
+        if self.inbound is not None:
+            self.inbound.add_modem(modem)
+            self.inbound.request_sweep(modem.modem_id)
+
+    def _port_closed(self, modem_id: str, error: str | None) -> None:
+        supervisor = self.supervisors.get(modem_id)
+        if supervisor is not None:
+            supervisor.port_closed(error)
+
+    def _modem_extra(self, modem_id: str) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.inbound is not None and modem_id in self.inbound.storage_full:
+            extra["storage_full"] = self.inbound.storage_full[modem_id]
+        return extra
+
+    def _update_led(self) -> None:
+        if self.led is None:
+            return
+        healthy = [s.healthy for s in self.supervisors.values()]
+        self.led.show("ok" if healthy and all(healthy) else "degraded" if any(healthy) else "down")
+
+    async def _watch_store(self) -> None:
+        """Wake the dispatcher when another process (``smsgw send``) committed to the store."""
+        assert self.store is not None and self.dispatcher is not None
+        conn = self.store.conn
+        while True:
+            await asyncio.sleep(self.settings.watch_interval)
+            try:
+                version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+            except Exception:
+                LOG.exception("store watch failed")
+                continue
+            if version != self._data_version:
+                if self._data_version is not None:
+                    self.dispatcher.wake()
+                self._data_version = version
+
+    async def _flush_partial(self) -> None:
+        assert self.store is not None
+        timeout = self.config.store.reassembly_timeout
+        interval = self.settings.flush_interval or min(max(timeout / 4, 0.25), 60.0)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                flushed = self.store.flush_partial(time.time(), timeout)
+            except Exception:
+                LOG.exception("reassembly timeout check failed")
+                continue
+            if flushed:
+                LOG.info("delivered %d incomplete multipart message(s) after %.0fs", len(flushed), timeout)
+
+    def status(self) -> dict[str, Any]:
+        """The daemon's view for MQTT status requests and ``smsgw status``."""
+        dispatch = self.dispatcher.modem_status() if self.dispatcher is not None else {}
+        modems = {}
+        for modem_id, supervisor in self.supervisors.items():
+            entry = supervisor.status()
+            entry["dispatch"] = dispatch.get(modem_id, {})
+            modems[modem_id] = entry
+        return {
+            "started_at": self.started_at,
+            "modems": modems,
+            "store": self.store.stats() if self.store is not None else {},
+        }
+
+
+async def run(config: Config, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set (the signal handlers set it)."""
+    daemon = Daemon(config)
+    try:
+        await daemon.start()
+        await stop.wait()
+    finally:
+        await daemon.stop()

@@ -1,0 +1,263 @@
+"""Per-modem supervision: open, ping, and the recovery ladder with backoff.
+
+A ``ModemSupervisor`` owns one modem's life: it opens it, pings it every ``ping_interval``
+seconds (``AT`` at HEALTH priority, ahead of queued sends) and, when pings fail
+``failures_allowed`` times in a row or the port closes, marks the modem unhealthy for the
+dispatcher (its work moves to other modems) and climbs the recovery ladder:
+
+1. soft reset (the profile's reset command; the Modem waits for a re-enumerating port),
+2. close and reopen: wait for the port path to reappear (USB re-enumeration), then ``open()``,
+3. power cycle through the power key GPIO (only when ``power_gpio`` is configured).
+
+When a rung brings the modem back, it is healthy again, the dispatcher gets it back and the
+inbound side sweeps its storage (SMS may have arrived while it was away). When the whole
+ladder fails, the supervisor waits (exponential backoff, ``backoff_base`` doubling up to
+``backoff_max``) and starts again from the reopen rung. Every state change is written to the
+store (``state_set("modem", id, {...})``) and queued as the retained event ``modem/<id>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from appliance.store import Store
+
+if TYPE_CHECKING:
+    from appliance.hardware import PowerControl
+    from drivers.modem import Modem
+
+LOG = logging.getLogger("appliance.health")
+
+PING_INTERVAL = 15.0
+FAILURES_ALLOWED = 2
+BACKOFF_BASE = 2.0
+BACKOFF_MAX = 300.0
+#: Seconds to wait for a vanished port path to come back before giving up on this rung.
+PORT_WAIT = 30.0
+PORT_POLL = 0.1
+
+ONLINE = "online"
+
+
+def port_exists(port: str) -> bool:
+    return "://" in port or os.path.exists(port)
+
+
+class ModemSupervisor:
+    def __init__(
+        self,
+        modem: Modem,
+        store: Store,
+        *,
+        on_healthy: Callable[[str, bool], None],
+        on_recovered: Callable[[Modem], None] | None = None,
+        power: PowerControl | None = None,
+        ping_interval: float = PING_INTERVAL,
+        failures_allowed: int = FAILURES_ALLOWED,
+        backoff_base: float = BACKOFF_BASE,
+        backoff_max: float = BACKOFF_MAX,
+        port_wait: float = PORT_WAIT,
+        extra_status: Callable[[str], dict[str, Any]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.modem = modem
+        self.store = store
+        self.on_healthy = on_healthy
+        self.on_recovered = on_recovered
+        self.power = power
+        self.ping_interval = ping_interval
+        self.failures_allowed = max(1, failures_allowed)
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.port_wait = port_wait
+        self.extra_status = extra_status
+        self.clock = clock
+        self.state = "starting"
+        self.healthy = False
+        self.last_error: str | None = None
+        self.failures = 0
+        self.recoveries = 0
+        self.rounds = 0  # failed ladder rounds since the last success
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def modem_id(self) -> str:
+        return self.modem.modem_id
+
+    # --- life cycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"health-{self.modem_id}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    def port_closed(self, error: str | None) -> None:
+        """The Modem reported its port closed: check at once."""
+        if self._stopping:
+            return
+        if error:
+            self.last_error = error
+        self._wake.set()
+
+    # --- status ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        identity = self.modem.identity
+        status: dict[str, Any] = {
+            "id": self.modem_id,
+            "state": self.state,
+            "healthy": self.healthy,
+            "port": getattr(self.modem, "port", None),
+            "profile": getattr(getattr(self.modem, "profile", None), "name", None),
+            "model": " ".join(x for x in (identity.manufacturer, identity.model) if x) or None,
+            "imei": identity.imei or None,
+            "last_error": self.last_error,
+            "recoveries": self.recoveries,
+            "at": self.clock(),
+        }
+        if self.extra_status is not None:
+            status.update(self.extra_status(self.modem_id))
+        return status
+
+    def _set(self, state: str, *, healthy: bool | None = None, error: str | None = None) -> None:
+        changed = state != self.state or (healthy is not None and healthy != self.healthy)
+        self.state = state
+        if error is not None:
+            self.last_error = error
+        if healthy is not None and healthy != self.healthy:
+            self.healthy = healthy
+            self.on_healthy(self.modem_id, healthy)
+        if changed:
+            LOG.log(logging.INFO if state == ONLINE else logging.WARNING, "modem %s %s%s", self.modem_id,
+                    state, f" error={error}" if error else "")
+            self.publish()
+
+    def publish(self) -> None:
+        status = self.status()
+        try:
+            self.store.state_set("modem", self.modem_id, status)
+            self.store.add_event(f"modem/{self.modem_id}", status, retain=True)
+        except Exception:
+            LOG.exception("writing the state of %s failed", self.modem_id)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), max(seconds, 0.0))
+
+    async def _run(self) -> None:
+        try:
+            await self._attempt("opening", self._open)
+            while not self._stopping:
+                if not self.healthy:
+                    await self._recover()
+                    continue
+                await self._sleep(self.ping_interval)
+                if self._stopping:
+                    break
+                if not self.modem.is_open:
+                    self._set("port closed", healthy=False)
+                    continue
+                try:
+                    await self.modem.ping()
+                    self.failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.failures += 1
+                    LOG.warning("modem %s ping failed (%d/%d): %s", self.modem_id, self.failures,
+                                self.failures_allowed, exc)
+                    self.last_error = str(exc) or type(exc).__name__
+                    if self.failures >= self.failures_allowed:
+                        self._set("not answering", healthy=False)
+                    else:
+                        self._wake.set()  # ping again at once rather than after a full interval
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            LOG.exception("supervisor of %s failed", self.modem_id)
+
+    async def _attempt(self, state: str, action: Callable[[], Awaitable[None]]) -> bool:
+        self._set(state)
+        try:
+            await action()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = str(exc) or type(exc).__name__
+            LOG.warning("modem %s: %s failed: %s", self.modem_id, state, error)
+            self.last_error = error
+            return False
+        self.failures = 0
+        self.rounds = 0
+        if state != "opening":
+            self.recoveries += 1
+        self._set(ONLINE, healthy=True, error=None)
+        self.last_error = None
+        if self.on_recovered is not None:
+            self.on_recovered(self.modem)
+        return True
+
+    async def _open(self) -> None:
+        await self.modem.open()
+
+    async def _reopen(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.modem.close()
+        await self._wait_port()
+        await self.modem.open()
+
+    async def _wait_port(self) -> None:
+        """A USB modem that re-enumerates: wait for its port path to reappear."""
+        port = str(getattr(self.modem, "port", ""))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.port_wait
+        if not port_exists(port):
+            self._set("waiting for port")
+        while not port_exists(port):
+            if loop.time() > deadline:
+                raise ConnectionError(f"port {port} did not reappear within {self.port_wait:.0f}s")
+            await asyncio.sleep(PORT_POLL)
+
+    async def _power_cycle(self) -> None:
+        assert self.power is not None
+        with contextlib.suppress(Exception):
+            await self.modem.close()
+        if self.rounds % 2 == 0:
+            await self.power.power_cycle()
+        else:
+            await self.power.power_on()  # the module may have been off: a single pulse switches it on
+        await self._wait_port()
+        await self.modem.open()
+
+    async def _recover(self) -> None:
+        """One round of the ladder; on failure, back off before the next round."""
+        if self.modem.is_open and self.rounds == 0:
+            if await self._attempt("soft reset", self.modem.soft_reset):
+                return
+        if await self._attempt("reopening", self._reopen):
+            return
+        if self.power is not None and await self._attempt("power cycle", self._power_cycle):
+            return
+        delay = min(self.backoff_max, self.backoff_base * 2.0 ** self.rounds)
+        self.rounds += 1
+        self._set("offline")
+        LOG.warning("modem %s offline; next recovery attempt in %.1fs", self.modem_id, delay)
+        await self._sleep(delay)
