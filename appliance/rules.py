@@ -1056,12 +1056,24 @@ class RulesEngine:
 
     # --- alerts ---
 
+    def _on_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run ``callback`` now if called on the engine's loop (the bridge's handlers are), else hand
+        it over to that loop's thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            callback(*args)
+        else:
+            loop.call_soon_threadsafe(callback, *args)
+
     def _alert_handler(self, topic_filter: str) -> Callable[[str, bytes], None]:
         def handler(topic: str, payload: bytes) -> None:
-            loop = self._loop
-            if loop is None or loop.is_closed():
-                return
-            loop.call_soon_threadsafe(self.on_alert, topic_filter, topic, bytes(payload))
+            self._on_loop(self.on_alert, topic_filter, topic, bytes(payload))
         return handler
 
     def on_alert(self, topic_filter: str, topic: str, payload: bytes) -> None:
@@ -1160,10 +1172,7 @@ class RulesEngine:
     # --- commands ---
 
     def _reply_handler(self, topic: str, payload: bytes) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        loop.call_soon_threadsafe(self._on_reply, topic, bytes(payload))
+        self._on_loop(self._on_reply, topic, bytes(payload))
 
     def _on_reply(self, topic: str, payload: bytes) -> None:
         for future in self._reply_waiters.pop(topic, []):

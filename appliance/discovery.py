@@ -1,0 +1,226 @@
+"""Home Assistant MQTT discovery: the gateway and each modem appear as devices with entities.
+
+Published retained under ``<prefix>/<component>/<node>/<object>/config`` (prefix ``homeassistant``,
+node from the MQTT client id), on every connect of the bridge and again whenever Home Assistant
+announces itself with ``online`` on ``<prefix>/status``.
+
+Gateway device: queue-depth sensor (from the retained ``B/bridge/info``), an ``event`` entity fed by
+``B/received`` (event type ``received``, attributes ``from``, ``text``, ``modem``), and ``notify``
+entities: one "SMS" entity whose title is the recipient (``B/send`` JSON) and one per contact and
+per group of the rules configuration (``B/send/<number>`` plain text, or JSON for a group).
+
+Modem devices (``via_device`` the gateway): signal (dBm), operator and state sensors and a
+registration ``binary_sensor``, all read from the retained ``B/modem/<id>``.
+
+Availability: the gateway's entities follow ``B/bridge/state``; a modem's entities need both
+``B/bridge/state`` online and the modem's own state ``online`` (``availability_mode: all``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from appliance import __version__
+
+LOG = logging.getLogger(__name__)
+
+#: Registration states that count as registered (``binary_sensor`` on).
+REGISTERED = ("home", "roaming", "registered", "registered_home", "registered_roaming")
+
+SIGNAL_TEMPLATE = (
+    "{% set s = value_json.get('signal') %}"
+    "{{ (s.get('dbm') if s is mapping else s) if s is not none else None }}"
+)
+REGISTRATION_TEMPLATE = (
+    "{% set r = value_json.get('registration') %}"
+    "{% set r = r.get('state') if r is mapping else r %}"
+    "{{ 'ON' if r in " + json.dumps(list(REGISTERED)).replace('"', "'") + " else 'OFF' }}"
+)
+OPERATOR_TEMPLATE = (
+    "{% set o = value_json.get('operator') %}"
+    "{{ (o.get('name') if o is mapping else o) if o else None }}"
+)
+QUEUE_TEMPLATE = (
+    "{% set s = value_json.get('store') or {} %}"
+    "{% set o = s.get('outbox') or value_json.get('queue') or {} %}"
+    "{{ o.get('queued', 0) + o.get('sending', 0) }}"
+)
+EVENT_TEMPLATE = (
+    "{{ {'event_type': 'received', 'id': value_json.get('id'), 'from': value_json.get('from'), "
+    "'text': value_json.get('text'), 'modem': value_json.get('modem')} | tojson }}"
+)
+
+
+def node_id(client_id: str) -> str:
+    """A discovery node id from the MQTT client id (only ``[a-zA-Z0-9_-]``)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", client_id) or "smsgw"
+
+
+def discovery_messages(
+    *,
+    prefix: str,
+    base_topic: str,
+    node: str,
+    modems: Mapping[str, Mapping[str, Any]],
+    contacts: Mapping[str, str] | None = None,
+    groups: Mapping[str, tuple[str, ...]] | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every discovery config message as ``(topic, payload)``; pure, for tests and ``announce``.
+
+    ``modems`` maps a modem id to what is known of it (``model``, ``imei``: optional).
+    """
+    b = base_topic
+    gateway_id = f"smsgw_{node}"
+    origin = {"name": "smsgw", "sw_version": __version__}
+    gateway_device = {"identifiers": [gateway_id], "name": f"SMS gateway {node}", "manufacturer": "smsgw",
+                      "model": "SMS gateway", "sw_version": __version__}
+    bridge_availability = {"topic": f"{b}/bridge/state", "value_template": "{{ value_json.state }}",
+                           "payload_available": "online", "payload_not_available": "offline"}
+    out: list[tuple[str, dict[str, Any]]] = []
+
+    def add(component: str, object_id: str, payload: dict[str, Any]) -> None:
+        payload.setdefault("origin", origin)
+        out.append((f"{prefix}/{component}/{node}/{object_id}/config", payload))
+
+    add("sensor", "queue", {
+        "name": "Queue", "unique_id": f"{gateway_id}_queue", "object_id": f"{node}_queue",
+        "state_topic": f"{b}/bridge/info", "value_template": QUEUE_TEMPLATE,
+        "unit_of_measurement": "messages", "state_class": "measurement", "icon": "mdi:tray-full",
+        "availability": [bridge_availability], "device": gateway_device,
+    })
+    add("event", "received", {
+        "name": "Received SMS", "unique_id": f"{gateway_id}_received", "object_id": f"{node}_received",
+        "state_topic": f"{b}/received", "event_types": ["received"], "value_template": EVENT_TEMPLATE,
+        "icon": "mdi:message-text", "availability": [bridge_availability], "device": gateway_device,
+    })
+    add("notify", "sms", {
+        "name": "SMS", "unique_id": f"{gateway_id}_sms", "object_id": f"{node}_sms",
+        "command_topic": f"{b}/send",
+        "command_template": "{{ {'to': title, 'text': message} | tojson }}",
+        "icon": "mdi:message-arrow-right", "availability": [bridge_availability], "device": gateway_device,
+    })
+    for name, number in sorted((contacts or {}).items()):
+        slug = node_id(name).lower()
+        add("notify", f"sms_{slug}", {
+            "name": f"SMS {name}", "unique_id": f"{gateway_id}_sms_{slug}", "object_id": f"{node}_sms_{slug}",
+            "command_topic": f"{b}/send/{number}", "icon": "mdi:message-arrow-right",
+            "availability": [bridge_availability], "device": gateway_device,
+        })
+    for name, members in sorted((groups or {}).items()):
+        slug = node_id(name).lower()
+        add("notify", f"sms_group_{slug}", {
+            "name": f"SMS group {name}", "unique_id": f"{gateway_id}_sms_group_{slug}",
+            "object_id": f"{node}_sms_group_{slug}", "command_topic": f"{b}/send",
+            "command_template": "{{ {'to': " + json.dumps(list(members)).replace('"', "'")
+                                + ", 'text': message} | tojson }}",
+            "icon": "mdi:message-arrow-right", "availability": [bridge_availability], "device": gateway_device,
+        })
+
+    for modem_id, info in sorted(modems.items()):
+        slug = node_id(modem_id)
+        device_id = f"{gateway_id}_{slug}"
+        device: dict[str, Any] = {"identifiers": [device_id], "name": f"SMS modem {modem_id}",
+                                  "manufacturer": "smsgw", "model": info.get("model") or "GSM modem",
+                                  "via_device": gateway_id}
+        if info.get("imei"):
+            device["serial_number"] = str(info["imei"])
+        state_topic = f"{b}/modem/{modem_id}"
+        availability = [bridge_availability, {
+            "topic": state_topic, "value_template": "{{ value_json.state }}",
+            "payload_available": "online", "payload_not_available": "offline"}]
+        common = {"state_topic": state_topic, "availability": availability, "availability_mode": "all",
+                  "device": device}
+        add("sensor", f"{slug}_signal", {
+            "name": "Signal", "unique_id": f"{device_id}_signal", "object_id": f"{node}_{slug}_signal",
+            "value_template": SIGNAL_TEMPLATE, "device_class": "signal_strength",
+            "unit_of_measurement": "dBm", "state_class": "measurement", "entity_category": "diagnostic",
+            **common,
+        })
+        add("sensor", f"{slug}_operator", {
+            "name": "Operator", "unique_id": f"{device_id}_operator", "object_id": f"{node}_{slug}_operator",
+            "value_template": OPERATOR_TEMPLATE, "icon": "mdi:radio-tower", **common,
+        })
+        add("sensor", f"{slug}_state", {
+            "name": "State", "unique_id": f"{device_id}_state", "object_id": f"{node}_{slug}_state",
+            "value_template": "{{ value_json.state }}", "icon": "mdi:sim",
+            "entity_category": "diagnostic",
+            # the state sensor stays available while the modem is down: only the bridge matters
+            **{**common, "availability": [bridge_availability], "availability_mode": "latest"},
+        })
+        add("binary_sensor", f"{slug}_registration", {
+            "name": "Registered", "unique_id": f"{device_id}_registration",
+            "object_id": f"{node}_{slug}_registration", "value_template": REGISTRATION_TEMPLATE,
+            "payload_on": "ON", "payload_off": "OFF", "device_class": "connectivity", **common,
+        })
+    return out
+
+
+class Discovery:
+    """Announces the discovery configs through the bridge (see the module docstring)."""
+
+    def __init__(self, config: Any, bridge: Any, *, status: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.config = config
+        self.bridge = bridge
+        self.status = status or (lambda: {})
+        mqtt = getattr(config, "mqtt", None)
+        self.enabled = bool(getattr(mqtt, "discovery", True)) and mqtt is not None
+        self.prefix = str(getattr(mqtt, "discovery_prefix", "homeassistant"))
+        self.node = node_id(str(getattr(mqtt, "client_id", "smsgw") or "smsgw"))
+        self.announcements = 0
+        self._remove: Callable[[], None] | None = None
+        self._contacts: dict[str, str] = {}
+        self._groups: dict[str, tuple[str, ...]] = {}
+        try:
+            from appliance.rules import validate_rules
+
+            rules = validate_rules(config)
+            self._contacts, self._groups = rules.contacts, rules.groups
+        except Exception as exc:  # the rules engine reports its own configuration errors
+            LOG.debug("discovery without contacts: %s", exc)
+
+    def messages(self) -> list[tuple[str, dict[str, Any]]]:
+        modems: dict[str, dict[str, Any]] = {m.id: {} for m in getattr(self.config, "modems", ())}
+        try:
+            known = (self.status() or {}).get("modems") or {}
+        except Exception:
+            LOG.exception("status callback failed")
+            known = {}
+        items = known.items() if isinstance(known, dict) else (
+            (m.get("id"), m) for m in known if isinstance(m, dict) and m.get("id"))
+        for modem_id, info in items:
+            if isinstance(info, dict):
+                modems.setdefault(str(modem_id), {}).update(
+                    {k: info[k] for k in ("model", "imei") if info.get(k)})
+        return discovery_messages(prefix=self.prefix, base_topic=self.bridge.base_topic, node=self.node,
+                                  modems=modems, contacts=self._contacts, groups=self._groups)
+
+    def announce(self) -> int:
+        """Publish every config message (retained); how many."""
+        messages = self.messages()
+        for topic, payload in messages:
+            self.bridge.publish(topic, json.dumps(payload, ensure_ascii=False).encode(), qos=1, retain=True)
+        self.announcements += 1
+        LOG.info("Home Assistant discovery: announced %d entities under %s/", len(messages), self.prefix)
+        return len(messages)
+
+    def _on_ha_status(self, topic: str, payload: bytes) -> None:
+        if payload.strip().lower() == b"online":
+            self.announce()
+
+    async def start(self) -> None:
+        if not self.enabled:
+            return
+        result = self.bridge.subscribe(f"{self.prefix}/status", self._on_ha_status)
+        if inspect.isawaitable(result):
+            await result
+        self._remove = self.bridge.add_connect_listener(self.announce)
+
+    async def stop(self) -> None:
+        if self._remove is not None:
+            self._remove()
+            self._remove = None

@@ -1,0 +1,188 @@
+"""Home Assistant discovery through the real MqttBridge and a real mosquitto: the retained configs,
+the re-announcement on ``homeassistant/status`` ``online``, and the entities' templates rendered with
+Jinja2 (the template engine Home Assistant uses) against the gateway's real payload shapes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mosquitto import Broker, Probe
+from waiting import async_wait_until
+
+from appliance.config import Config, parse_config
+from appliance.discovery import Discovery, discovery_messages, node_id
+from appliance.mqtt import MqttBridge
+from appliance.store import Store
+
+pytest_plugins = ["mosquitto"]
+
+
+def make_config(tmp_path: Path, broker: Broker, **mqtt: Any) -> Config:
+    data: dict[str, Any] = {
+        "store": {"path": str(tmp_path / "smsgw.db")},
+        "mqtt": {"host": broker.host, "port": broker.port, "client_id": "gw.test", "reconnect_min": 1,
+                 "reconnect_max": 1, **mqtt},
+        "modems": [{"id": "modem0", "port": "/dev/null"}, {"id": "modem1", "port": "/dev/null"}],
+        "contacts": {"alice": "+4917000000001"},
+        "groups": {"oncall": ["alice", "+4917000000002"]},
+    }
+    return parse_config(data, tmp_path / "smsgw.toml")
+
+
+STATUS = {"modems": {"modem0": {"id": "modem0", "state": "online", "model": "SIMCOM SIM800",
+                                "imei": "490154203237518"}}}
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, mosquitto: Broker) -> AsyncIterator[tuple[MqttBridge, Discovery, Probe]]:
+    config = make_config(tmp_path, mosquitto)
+    store = Store(tmp_path / "smsgw.db")
+    probe = Probe(mosquitto, "homeassistant/#")
+    probe.subscribed()
+    bridge = MqttBridge(config, store, status=lambda: STATUS)
+    discovery = Discovery(config, bridge, status=lambda: STATUS)
+    await bridge.start()
+    await discovery.start()
+    try:
+        yield bridge, discovery, probe
+    finally:
+        await discovery.stop()
+        await bridge.stop()
+        probe.close()
+        store.close()
+
+
+def configs(probe: Probe) -> dict[str, dict[str, Any]]:
+    return {topic: json.loads(payload) for topic, payload, _ in probe.snapshot()
+            if topic.endswith("/config") and payload}
+
+
+async def test_announces_gateway_and_modem_devices_retained(gateway: Any, mosquitto: Broker) -> None:
+    bridge, discovery, probe = gateway
+    expected = len(discovery.messages())
+    await async_wait_until(lambda: len(configs(probe)) == expected, what="discovery configs")
+    found = configs(probe)
+    node = node_id("gw.test")
+    assert node == "gw_test"
+    queue = found[f"homeassistant/sensor/{node}/queue/config"]
+    assert queue["state_topic"] == "smsgw/bridge/info"
+    assert queue["device"]["identifiers"] == ["smsgw_gw_test"]
+    signal = found[f"homeassistant/sensor/{node}/modem0_signal/config"]
+    assert signal["state_topic"] == "smsgw/modem/modem0"
+    assert signal["device"]["via_device"] == "smsgw_gw_test"
+    assert signal["device"]["model"] == "SIMCOM SIM800"
+    assert signal["device"]["serial_number"] == "490154203237518"
+    assert signal["availability_mode"] == "all"
+    assert [a["topic"] for a in signal["availability"]] == ["smsgw/bridge/state", "smsgw/modem/modem0"]
+    assert found[f"homeassistant/sensor/{node}/modem1_signal/config"]["device"]["model"] == "GSM modem"
+    registration = found[f"homeassistant/binary_sensor/{node}/modem0_registration/config"]
+    assert registration["device_class"] == "connectivity"
+    event = found[f"homeassistant/event/{node}/received/config"]
+    assert (event["state_topic"], event["event_types"]) == ("smsgw/received", ["received"])
+    assert found[f"homeassistant/notify/{node}/sms/config"]["command_topic"] == "smsgw/send"
+    assert found[f"homeassistant/notify/{node}/sms_alice/config"]["command_topic"] == "smsgw/send/+4917000000001"
+    assert f"homeassistant/notify/{node}/sms_group_oncall/config" in found
+    unique = [c["unique_id"] for c in found.values()]
+    assert len(unique) == len(set(unique))
+    # Retained: a client that connects later gets every config.
+    late = Probe(mosquitto, "homeassistant/#")
+    try:
+        await async_wait_until(lambda: len(configs(late)) == expected, what="retained configs")
+        assert all(retained for topic, _, retained in late.snapshot() if topic.endswith("/config"))
+    finally:
+        late.close()
+
+
+async def test_reannounces_when_home_assistant_comes_online(gateway: Any) -> None:
+    bridge, discovery, probe = gateway
+    expected = len(discovery.messages())
+    await async_wait_until(lambda: discovery.announcements == 1, what="first announcement")
+    await async_wait_until(lambda: len(probe.snapshot()) >= expected, what="first configs")
+    probe.publish("homeassistant/status", b"offline")
+    probe.publish("homeassistant/status", b"online")
+    await async_wait_until(lambda: discovery.announcements == 2, what="re-announcement")
+    topic = "homeassistant/sensor/gw_test/queue/config"
+    await async_wait_until(lambda: len([t for t, _, _ in probe.snapshot() if t == topic]) == 2,
+                           what="second config for the queue sensor")
+
+
+async def test_disabled_discovery_publishes_nothing(tmp_path: Path, mosquitto: Broker) -> None:
+    config = make_config(tmp_path, mosquitto, discovery=False)
+    store = Store(tmp_path / "smsgw.db")
+    bridge = MqttBridge(config, store)
+    discovery = Discovery(config, bridge)
+    await bridge.start()
+    try:
+        await discovery.start()
+        await async_wait_until(lambda: bridge.connected, what="bridge connected")
+        assert discovery.announcements == 0
+    finally:
+        await discovery.stop()
+        await bridge.stop()
+        store.close()
+
+
+# --- the templates, as Home Assistant would render them --------------------------------------
+
+def render(template: str, payload: dict[str, Any], **variables: Any) -> str:
+    jinja2 = pytest.importorskip("jinja2")
+    env = jinja2.Environment()
+    return env.from_string(template).render(value_json=payload, **variables).strip()
+
+
+MESSAGES = {topic.split("/", 1)[1]: payload for topic, payload in discovery_messages(
+    prefix="homeassistant", base_topic="smsgw", node="n", modems={"modem0": {}},
+    contacts={"alice": "+4917000000001"}, groups={"oncall": ("+4917000000001", "+4917000000002")})}
+
+
+@pytest.mark.parametrize(("entity", "payload", "expected"), [
+    ("n/modem0_signal/config", {"state": "online", "signal": -71}, "-71"),
+    ("n/modem0_signal/config", {"state": "online", "signal": {"dbm": -95, "rssi": 9}}, "-95"),
+    ("n/modem0_signal/config", {"state": "online"}, "None"),  # HA shows "unknown" for None
+    ("n/modem0_operator/config", {"operator": "Vodafone"}, "Vodafone"),
+    ("n/modem0_operator/config", {"operator": {"name": "Telekom", "mode": 0}}, "Telekom"),
+    ("n/modem0_operator/config", {}, "None"),
+    ("n/modem0_registration/config", {"registration": "home"}, "ON"),
+    ("n/modem0_registration/config", {"registration": {"state": "roaming"}}, "ON"),
+    ("n/modem0_registration/config", {"registration": "searching"}, "OFF"),
+    ("n/modem0_registration/config", {}, "OFF"),
+    ("n/modem0_state/config", {"state": "recovering"}, "recovering"),
+    ("n/queue/config", {"store": {"outbox": {"queued": 4, "sending": 1, "sent": 99}}}, "5"),
+    ("n/queue/config", {"queue": {"queued": 2}}, "2"),
+    ("n/queue/config", {"version": "0.1.0"}, "0"),
+])
+def test_state_templates(entity: str, payload: dict[str, Any], expected: str) -> None:
+    component = "binary_sensor" if "registration" in entity else "sensor"
+    assert render(MESSAGES[f"{component}/{entity}"]["value_template"], payload) == expected
+
+
+def test_availability_templates() -> None:
+    signal = MESSAGES["sensor/n/modem0_signal/config"]
+    bridge, modem = signal["availability"]
+    assert render(bridge["value_template"], {"state": "online"}) == bridge["payload_available"]
+    assert render(modem["value_template"], {"state": "online", "signal": -70}) == "online"
+    assert render(modem["value_template"], {"state": "recovering"}) != modem["payload_available"]
+
+
+def test_event_template_gives_event_type_and_attributes() -> None:
+    event = MESSAGES["event/n/received/config"]
+    received = {"id": 7, "from": "+4917000000001", "text": "PUMP 7 \"ON\"", "modem": "modem0",
+                "sent_at": "2026-01-01T00:00:00Z", "received_at": 1.0, "parts": 1}
+    rendered = json.loads(render(event["value_template"], received))
+    assert rendered == {"event_type": "received", "id": 7, "from": "+4917000000001",
+                        "text": "PUMP 7 \"ON\"", "modem": "modem0"}
+    assert rendered["event_type"] in event["event_types"]
+
+
+def test_notify_templates_build_send_requests() -> None:
+    generic = MESSAGES["notify/n/sms/config"]
+    request = json.loads(render(generic["command_template"], {}, title="+4917000000009", message='Hi "you"'))
+    assert request == {"to": "+4917000000009", "text": 'Hi "you"'}
+    group = MESSAGES["notify/n/sms_group_oncall/config"]
+    request = json.loads(render(group["command_template"], {}, message="Door open"))
+    assert request == {"to": ["+4917000000001", "+4917000000002"], "text": "Door open"}
+    assert "command_template" not in MESSAGES["notify/n/sms_alice/config"]  # plain text to B/send/<number>
