@@ -27,7 +27,7 @@ MQTT_PROTOCOLS = ("5", "3.1.1")
 
 # Top-level keys: the sections parsed here, plus the ones kept in ``raw`` for other modules.
 OWN_SECTIONS = ("store", "mqtt", "modems", "numbers", "limits", "hardware", "log_level")
-RAW_SECTIONS = ("alerts", "commands", "contacts", "groups", "sources", "quiet_hours", "health")
+RAW_SECTIONS = ("alerts", "commands", "contacts", "groups", "sources", "quiet_hours", "rules", "health")
 
 _MODEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _PIN = re.compile(r"^[0-9]{4,8}$")

@@ -150,6 +150,32 @@ def test_every_key_is_read(tmp_path):
     assert cfg.raw["alerts"] == [{"topic": "x/#"}] and cfg.raw["contacts"]["alice"] == "+491701234567"
 
 
+def test_sections_of_other_modules_are_kept_raw(tmp_path):
+    cfg = load_config(write(tmp_path, """
+        [store]
+        path = "q.db"
+        [health]
+        ping_interval = 5
+        [rules]
+        unknown_reply = "?"
+        [quiet_hours]
+        start = "22:00"
+        [sources]
+        cli = { daily_cap = 5 }
+        [groups]
+        staff = ["+491701234567"]
+        [[commands]]
+        pattern = 'PUMP (?P<n>[0-9]+) ON'
+    """))
+    assert cfg.raw["health"] == {"ping_interval": 5} and cfg.raw["rules"]["unknown_reply"] == "?"
+    assert set(cfg.raw) == {"store", "health", "rules", "quiet_hours", "sources", "groups", "commands"}
+
+
+def test_unknown_section_is_named_with_a_hint(tmp_path):
+    err = error_of(tmp_path, '[store]\npath = "q.db"\n[alert]\ntopic = "x"\n')
+    assert err.key == "alert" and "did you mean 'alerts'" in err.reason
+
+
 def test_tls_true_uses_system_cas(tmp_path):
     cfg = load_config(write(tmp_path, '[store]\npath = "q.db"\n[mqtt]\ntls = true\n'))
     assert cfg.mqtt is not None and cfg.mqtt.tls == TlsConfig()
