@@ -1,0 +1,136 @@
+"""`smsgw simulate`: simulated modems on ptys, and the inject/fault forms that steer them.
+
+``smsgw simulate --dir DIR [--modems N] [--profile NAME] [--send-delay SECONDS]`` runs in the
+foreground until SIGINT/SIGTERM and prints one line when ready. While it runs,
+``smsgw simulate inject --dir DIR --modem K --from NUMBER --text TEXT`` and
+``smsgw simulate fault --dir DIR --modem K KIND`` talk to it over ``DIR/control.sock`` and print its
+JSON reply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from drivers.profiles import ProfileError, profile_names
+from drivers.simulator import FAULTS, Simulator
+from drivers.simulator.control import SOCKET_NAME, request
+
+NAME = "simulate"
+HELP = "run simulated GSM modems on ptys (for tests and trying clients), or inject SMS and faults into them"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
+    return value
+
+
+def _index(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"modem index must be a whole number, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"modem index must be >= 0, not {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dir", type=Path, metavar="DIR",
+                        help="directory for the modem symlinks, network.jsonl and control.sock")
+    parser.add_argument("--modems", type=_positive_int, default=1, metavar="N", help="number of modems (default 1)")
+    parser.add_argument("--profile", default="generic", metavar="NAME",
+                        help=f"modem profile to mimic: {', '.join(profile_names())} (default generic)")
+    parser.add_argument("--send-delay", type=_seconds, default=0.0, metavar="SECONDS",
+                        help="delay before each +CMGS answer (default 0)")
+    sub = parser.add_subparsers(dest="simulate_action", metavar="ACTION")
+    inject = sub.add_parser("inject", help="deliver an incoming SMS to a simulated modem",
+                            description="deliver an incoming SMS to a simulated modem (long text: several parts)")
+    fault = sub.add_parser("fault", help="inject a fault into a simulated modem",
+                           description=f"inject a fault into a simulated modem; KIND: {', '.join(FAULTS)}")
+    for action in (inject, fault):
+        action.add_argument("--dir", type=Path, metavar="DIR", default=argparse.SUPPRESS,
+                            help="the directory the simulator runs in")
+        action.add_argument("--modem", type=_index, required=True, metavar="K", help="modem index (0 ...)")
+    inject.add_argument("--from", dest="sender", required=True, metavar="NUMBER", help="originator")
+    inject.add_argument("--text", required=True, metavar="TEXT", help="message text")
+    fault.add_argument("kind", metavar="KIND", help=", ".join(FAULTS))
+
+
+def _fail(message: str) -> int:
+    print(f"smsgw simulate: {message}", file=sys.stderr)
+    return 2
+
+
+def main(args: argparse.Namespace) -> int:
+    directory: Path | None = getattr(args, "dir", None)
+    if directory is None:
+        return _fail("--dir DIR is required")
+    action = getattr(args, "simulate_action", None)
+    if action is None:
+        return _run(directory, args.modems, args.profile, args.send_delay)
+    message: dict[str, Any]
+    if action == "inject":
+        message = {"action": "inject", "modem": args.modem, "from": args.sender, "text": args.text}
+    else:
+        message = {"action": "fault", "modem": args.modem, "kind": args.kind}
+    try:
+        reply = request(directory, message)
+    except (FileNotFoundError, ConnectionRefusedError):
+        return _fail(f"no simulator is running in {directory} (nothing listens on {directory / SOCKET_NAME})")
+    except (OSError, ValueError) as exc:
+        return _fail(f"talking to the simulator in {directory} failed: {exc}")
+    print(json.dumps(reply, ensure_ascii=False))
+    if not reply.get("ok"):
+        return _fail(str(reply.get("error", "the simulator refused the request")))
+    return 0
+
+
+def _run(directory: Path, modems: int, profile: str, send_delay: float) -> int:
+    if profile not in profile_names():
+        return _fail(f"unknown profile {profile!r}; known: {', '.join(profile_names())}")
+    try:
+        request(directory, {"action": "status"}, timeout=1.0)
+    except (OSError, ValueError):
+        pass
+    else:
+        return _fail(f"a simulator is already running in {directory}")
+    try:
+        return asyncio.run(_serve(directory, modems, profile, send_delay))
+    except (ProfileError, OSError) as exc:
+        return _fail(str(exc))
+
+
+async def _serve(directory: Path, modems: int, profile: str, send_delay: float) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    simulator = Simulator(directory, modems=modems, profile=profile, send_delay=send_delay)
+    await simulator.start()
+    try:
+        print(simulator.ready_line(), flush=True)
+        await stop.wait()
+    finally:
+        await simulator.stop()
+    return 0

@@ -1,0 +1,112 @@
+"""Simulated modems on real ptys, joined by a simulated network and SMSC (see docs/simulator.md).
+
+    async with Simulator(Path("/tmp/sim"), modems=2, profile="sim800") as sim:
+        sim.ports        # ["/tmp/sim/modem0", "/tmp/sim/modem1"], symlinks to the pty slaves
+        sim.inject(1, "+4917012345", "hello")
+        sim.fault(0, "hang")
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from drivers.profiles import load_profile
+from drivers.simulator.control import SOCKET_NAME, ControlServer
+from drivers.simulator.flavours import flavour_for
+from drivers.simulator.modem import FAULTS, SimModem, Storage, StoredSms
+from drivers.simulator.network import Network
+
+__all__ = ["FAULTS", "Network", "SimModem", "Simulator", "Storage", "StoredSms"]
+
+
+class Simulator:
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        modems: int = 1,
+        profile: str = "generic",
+        send_delay: float = 0.0,
+        sim_slots: int = 30,
+        pin: str | None = None,
+        control: bool = True,
+    ) -> None:
+        if modems < 1:
+            raise ValueError(f"modems must be at least 1, not {modems}")
+        if send_delay < 0:
+            raise ValueError(f"send_delay must be >= 0 seconds, not {send_delay}")
+        self.directory = Path(directory)
+        self.profile = load_profile(profile)
+        self.flavour = flavour_for(self.profile.name, self.profile.vendor_class)
+        self.network = Network(self.directory)
+        self.modems: list[SimModem] = [
+            SimModem(i, self.directory / f"modem{i}", self.network, self.flavour, send_delay=send_delay,
+                     sim_slots=sim_slots, pin=pin)
+            for i in range(modems)
+        ]
+        self.network.modems = self.modems
+        self._control = ControlServer(self, self.directory / SOCKET_NAME) if control else None
+        self._started = False
+
+    @property
+    def ports(self) -> list[str]:
+        return [str(modem.link) for modem in self.modems]
+
+    async def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            for modem in self.modems:
+                await modem.start()
+            if self._control is not None:
+                await self._control.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._started = True
+
+    async def stop(self) -> None:
+        for modem in self.modems:
+            with contextlib.suppress(Exception):
+                await modem.stop()
+        if self._control is not None:
+            await self._control.stop()
+        self._started = False
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def _modem(self, index: int) -> SimModem:
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self.modems):
+            raise IndexError(f"no modem {index!r}: the simulator has modems 0..{len(self.modems) - 1}")
+        return self.modems[index]
+
+    def inject(self, modem: int, sender: str, text: str) -> int:
+        """An SMS from ``sender`` arrives at ``modem`` (long texts as several parts); the part count."""
+        return self.network.inject(self._modem(modem), sender, text)
+
+    def fault(self, modem: int, kind: str) -> None:
+        """Inject a fault: one of ``FAULTS`` (``cms-error:CODE`` with a number)."""
+        self._modem(modem).fault(kind)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "modem": m.index, "port": str(m.link), "number": m.number, "imei": m.imei, "imsi": m.imsi,
+                "iccid": m.iccid, "plugged": m.plugged, "hung": m.hung, "registered": m.registered,
+                "stored": m.storage.used, "waiting": len(m.waiting),
+            }
+            for m in self.modems
+        ]
+
+    def ready_line(self) -> str:
+        ports = " ".join(f"{m.link} ({m.number})" for m in self.modems)
+        return f"simulator ready: {ports} profile={self.profile.name} control={self.directory / SOCKET_NAME}"

@@ -1,0 +1,87 @@
+"""What each profile's simulated modem says: identity strings, boot URCs, reply variants.
+
+The identity strings are the ones the real modems give, so ``auto`` detection (the profile's
++CGMI/+CGMM patterns) picks the matching profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Flavour:
+    manufacturer: str
+    model: str
+    revision: str
+    #: Lines sent after power-up / reset / replug.
+    boot_urcs: tuple[str, ...] = ()
+    #: First SIM storage index (Huawei counts from 0).
+    first_index: int = 1
+    #: ``+CMGL: 1,0,"",24`` instead of ``+CMGL: 1,0,,24`` (same for +CMGR).
+    alpha_quoted: bool = False
+    #: Unsolicited line when an incoming SMS finds the storage full.
+    full_urc: str = '+CIEV: "SMSFULL",1'
+    #: Answers +CEREG (LTE); 2G modems answer ERROR.
+    lte: bool = True
+    #: ICCID command (name as typed, upper case, with its ? when it is a read form) -> reply line.
+    iccid: dict[str, str] = field(default_factory=lambda: {"+CCID": "+CCID: {iccid}"})
+    #: Vendor URCs interleaved with replies until the client turns them off (Huawei ^CURC=0).
+    chatter: tuple[str, ...] = ()
+    #: USSD strings as GSM 7-bit packed hex (Huawei).
+    ussd_packed: bool = False
+    #: Access technology in +COPS / +CREG (0 GSM, 2 UTRAN, 7 E-UTRAN).
+    act: int = 7
+
+
+FLAVOURS: dict[str, Flavour] = {
+    "generic": Flavour(
+        manufacturer="smsgw",
+        model="Simulated GSM modem",
+        revision="smsgw-sim 1.0",
+    ),
+    "sim800": Flavour(
+        manufacturer="SIMCOM_Ltd",
+        model="SIMCOM_SIM800L",
+        revision="Revision:1418B05SIM800L24",
+        boot_urcs=("RDY", "+CFUN: 1", "+CPIN: READY", "Call Ready", "SMS Ready"),
+        alpha_quoted=True,
+        lte=False,
+        iccid={"+CCID": "{iccid}"},
+        act=0,
+    ),
+    "sim7600": Flavour(
+        manufacturer="SIMCOM INCORPORATED",
+        model="SIMCOM_SIM7600E-H",
+        revision="+CGMR: LE20B04SIM7600M22",
+        boot_urcs=("RDY", "+CPIN: READY", "SMS DONE", "PB DONE"),
+        iccid={"+CICCID": "+ICCID: {iccid}", "+CCID": "+CCID: {iccid}"},
+    ),
+    "ec25": Flavour(
+        manufacturer="Quectel",
+        model="EC25",
+        revision="Revision: EC25EFAR06A06M4G",
+        boot_urcs=("RDY", "+CFUN: 1", "+CPIN: READY", "+QUSIM: 1", "+QIND: SMS DONE", "+QIND: PB DONE"),
+        full_urc='+QIND: "smsfull","SM"',
+        iccid={"+QCCID": "+QCCID: {iccid}", "+CCID": "+CCID: {iccid}"},
+    ),
+    "e3372": Flavour(
+        manufacturer="huawei",
+        model="E3372",
+        revision="22.328.62.00.143",
+        boot_urcs=("^SIMST: 1", "^SRVST: 2", "^MODE: 5,4"),
+        first_index=0,
+        full_urc='^SMMEMFULL: "SM"',
+        iccid={"^ICCID?": "^ICCID: {iccid}"},
+        chatter=("^RSSI: 23", "^MODE: 5,4", "^SRVST: 2", "^HCSQ: \"LTE\",55,40,120,30"),
+        ussd_packed=True,
+    ),
+}
+
+
+def flavour_for(profile_name: str, vendor_class: str) -> Flavour:
+    if profile_name in FLAVOURS:
+        return FLAVOURS[profile_name]
+    if vendor_class == "huawei":
+        return FLAVOURS["e3372"]
+    return FLAVOURS["generic"]

@@ -1,0 +1,158 @@
+"""The simulated network and SMSC: routes SMS between simulated modems, records the rest.
+
+An SMS-SUBMIT for a simulated modem's number becomes an SMS-DELIVER in that modem's storage (built
+from the submitted user data, so every part keeps its header and coding). One for any other number
+is recorded in ``sent`` and appended to ``DIR/network.jsonl`` once all its parts have arrived. A
+status report goes back to the sender when TP-SRR was set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from drivers.pdu import Concat, encode_deliver, encode_status_report
+
+if TYPE_CHECKING:
+    from drivers.simulator.modem import SimModem
+
+SMSC_NUMBER = "+4915550999"
+
+
+def normalise(number: str) -> str:
+    """Digits of an international number; national 0-prefixed numbers are taken as German."""
+    number = number.strip()
+    if number.startswith("+"):
+        return number[1:]
+    if number.startswith("00"):
+        return number[2:]
+    if number.startswith("0"):
+        return "49" + number[1:]
+    return number
+
+
+def _semi_octets(digits: str) -> bytes:
+    if len(digits) % 2:
+        digits += "F"
+    return bytes.fromhex("".join(digits[i + 1] + digits[i] for i in range(0, len(digits), 2)))
+
+
+def encode_address(number: str) -> bytes:
+    """A TP-OA/TP-DA field for a phone number (international when it starts with '+')."""
+    international = number.startswith("+")
+    digits = number.lstrip("+")
+    if not digits.isdigit():
+        raise ValueError(f"not a phone number: {number!r}")
+    return bytes([len(digits), 0x91 if international else 0x81]) + _semi_octets(digits)
+
+
+def encode_scts(moment: datetime) -> bytes:
+    """A service-centre timestamp (UTC, zone 0)."""
+    moment = moment.astimezone(UTC)
+    fields = (moment.year % 100, moment.month, moment.day, moment.hour, moment.minute, moment.second, 0)
+    return bytes(((value % 10) << 4) | (value // 10) for value in fields)
+
+
+def deliver_from_submit(tpdu: bytes, originator: str, moment: datetime, smsc: str) -> str:
+    """The SMS-DELIVER (hex, with SMSC field) a recipient gets for a submitted TPDU."""
+    first = tpdu[0]
+    pos = 2 + 2 + (tpdu[2] + 1) // 2  # first octet, TP-MR, address length, type, digits
+    pid, dcs = tpdu[pos], tpdu[pos + 1]
+    pos += 2
+    pos += {0: 0, 2: 1, 1: 7, 3: 7}[(first >> 3) & 0x03]  # TP-VP by TP-VPF
+    user_data = tpdu[pos:]
+    deliver_first = 0x04 | (first & 0xC0)  # TP-MMS, keep TP-UDHI and TP-RP
+    body = bytes([deliver_first]) + encode_address(originator) + bytes([pid, dcs]) + encode_scts(moment)
+    smsc_address = encode_address(smsc)
+    smsc_field = bytes([len(smsc_address) - 1]) + smsc_address[1:]  # length counts octets, not digits
+    return (smsc_field + body + user_data).hex().upper()
+
+
+@dataclass
+class Submitted:
+    """One submitted part as the network sees it."""
+
+    to: str
+    text: str
+    concat: Concat | None
+    report: bool
+    reference: int
+    tpdu: bytes | None  # None for text-mode submits
+
+
+class Network:
+    def __init__(self, directory: Path, smsc: str = SMSC_NUMBER) -> None:
+        self.directory = directory
+        self.smsc = smsc
+        self.journal = directory / "network.jsonl"
+        self.modems: list[SimModem] = []
+        #: SMS that left for numbers outside the simulation (multipart reassembled).
+        self.sent: list[dict[str, Any]] = []
+        #: SMS between simulated modems (reassembled, for tests and logs).
+        self.delivered: list[dict[str, Any]] = []
+        self._parts: dict[tuple[int, str, int, int], dict[int, str]] = {}
+        self._concat_reference = 0
+
+    def find(self, number: str) -> SimModem | None:
+        wanted = normalise(number)
+        for modem in self.modems:
+            if normalise(modem.number) == wanted:
+                return modem
+        return None
+
+    def now(self) -> datetime:
+        return datetime.now(UTC).replace(microsecond=0)
+
+    def submit(self, sender: SimModem, part: Submitted) -> None:
+        """Route one submitted part (called after the modem answered +CMGS)."""
+        moment = self.now()
+        recipient = self.find(part.to)
+        if recipient is not None:
+            if part.tpdu is not None:
+                pdus = [deliver_from_submit(part.tpdu, sender.number, moment, self.smsc)]
+            else:
+                pdus = encode_deliver(sender.number, part.text, timestamp=moment, smsc=self.smsc,
+                                      concat_reference=self.next_concat_reference())
+            for pdu in pdus:
+                recipient.receive(pdu)
+        record = self._reassemble(sender, part)
+        if record is not None:
+            if recipient is not None:
+                self.delivered.append(record)
+            else:
+                self.sent.append(record)
+                with self.journal.open("a", encoding="utf-8") as journal:
+                    journal.write(json.dumps(record, ensure_ascii=False) + "\n")
+        if part.report:
+            report = encode_status_report(
+                part.to, part.reference, 0, timestamp=moment, discharge_time=self.now(), smsc=self.smsc
+            )
+            sender.status_report(report)
+
+    def _reassemble(self, sender: SimModem, part: Submitted) -> dict[str, Any] | None:
+        if part.concat is None or part.concat.total <= 1:
+            text, total = part.text, 1
+        else:
+            key = (sender.index, normalise(part.to), part.concat.reference, part.concat.total)
+            pieces = self._parts.setdefault(key, {})
+            pieces[part.concat.sequence] = part.text
+            if len(pieces) < part.concat.total:
+                return None
+            del self._parts[key]
+            text, total = "".join(pieces[i] for i in sorted(pieces)), part.concat.total
+        return {"modem": sender.index, "from": sender.number, "to": part.to, "text": text, "parts": total}
+
+    def next_concat_reference(self) -> int:
+        self._concat_reference = (self._concat_reference + 1) % 256
+        return self._concat_reference
+
+    def inject(self, modem: SimModem, sender: str, text: str) -> int:
+        """An SMS from ``sender`` (any number or name) to ``modem``; returns the part count."""
+        pdus = encode_deliver(sender, text, timestamp=self.now(), smsc=self.smsc,
+                              concat_reference=self.next_concat_reference())
+        for pdu in pdus:
+            modem.receive(pdu)
+        return len(pdus)
