@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -229,3 +231,28 @@ def test_config_check(config, tmp_path):
     bad.write_text("[store]\npath = \n")
     result = smsgw("config", "check", str(bad))
     assert result.returncode == 2 and f"{bad}: line 2: TOML syntax error" in result.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_root_acts_as_the_owner_of_the_store_directory():
+    """`sudo smsgw send` must not leave root-owned database files the daemon's user cannot write."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="smsgw-owner-"))  # pytest's tmp_path is private to root
+    try:
+        _check_owner(tmp_path)
+    finally:
+        shutil.rmtree(tmp_path)
+
+
+def _check_owner(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, 65534, 65534)
+    tmp_path.chmod(0o755)
+    config = tmp_path / "smsgw.toml"
+    config.write_text('[store]\npath = "data/smsgw.db"\n')
+    result = smsgw("send", "+491701234567", "as root", config=config)
+    assert result.returncode == 0, result.stderr
+    owners = {p.name: p.stat().st_uid for p in data.iterdir()}
+    assert owners and set(owners.values()) == {65534}, owners
+    assert smsgw("status", config=config).returncode == 0
+    assert {p.stat().st_uid for p in data.iterdir()} == {65534}

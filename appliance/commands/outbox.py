@@ -9,6 +9,7 @@ from appliance.commands.status import (
     EXIT_OK,
     add_config_argument,
     add_json_argument,
+    close_store,
     iso_fields,
     load,
     local_time,
@@ -63,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         rows = store.outbox(args.limit)
     finally:
-        store.close()
+        close_store(store)
     if args.json:
         print_json({"messages": [iso_fields(r, TIME_FIELDS) for r in rows]})
     else:

@@ -18,6 +18,7 @@ from appliance.commands.status import (
     EXIT_USAGE,
     add_config_argument,
     add_json_argument,
+    close_store,
     fail,
     iso,
     load,
@@ -86,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
     except Exception as exc:  # the disk, permissions, a locked database beyond the busy timeout
         return fail(NAME, f"could not queue the message: {exc}", EXIT_ERROR)
     finally:
-        store.close()
+        close_store(store)
     if args.json:
         print_json({"id": result.id, "state": result.state, "duplicate": result.duplicate, "to": to,
                     "parts": parts, "priority": args.priority, "valid_until": iso(now + validity)})

@@ -54,19 +54,30 @@ def load(args: argparse.Namespace, command: str) -> Config | int:
         return fail(command, str(exc), EXIT_USAGE)
 
 
-def _become_store_owner(directory: Path) -> None:
-    """Run as root against a store owned by the service user: act as that user, so that files
-    SQLite creates (the database, -wal, -shm) never end up owned by root and unwritable for it."""
+def give_to_store_owner(path: Path) -> None:
+    """Run as root against a store owned by the service user: hand the files SQLite created (the
+    database, -wal, -shm) to the owner of the store's directory, so that the daemon can still
+    write them."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return
     try:
-        st = directory.stat()
+        owner = path.parent.stat()
     except OSError:
         return
-    if st.st_uid == 0:
+    if owner.st_uid == 0:
         return
-    os.setgid(st.st_gid)
-    os.setuid(st.st_uid)
+    for name in (path.name, path.name + "-wal", path.name + "-shm", path.name + "-journal"):
+        file = path.parent / name
+        try:
+            if file.stat().st_uid == 0:
+                os.chown(file, owner.st_uid, owner.st_gid)
+        except OSError:
+            continue
+
+
+def close_store(store: Store) -> None:
+    store.close()
+    give_to_store_owner(store.path)
 
 
 def open_store(cfg: Config, command: str, *, create: bool = False) -> Store | int:
@@ -76,11 +87,13 @@ def open_store(cfg: Config, command: str, *, create: bool = False) -> Store | in
         return fail(command, f"no database at {path} (it is created by 'smsgw run' or 'smsgw send')")
     if not path.parent.is_dir():
         return fail(command, f"{path.parent} does not exist (store.path in {cfg.path})")
-    _become_store_owner(path.parent)
     try:
-        return Store(path)
+        store = Store(path)
     except Exception as exc:  # sqlite3 errors, a newer schema, permissions
+        give_to_store_owner(path)
         return fail(command, f"cannot open the store {path}: {exc}")
+    give_to_store_owner(path)
+    return store
 
 
 def iso(ts: float | None) -> str | None:
@@ -242,7 +255,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         doc = collect(store, cfg)
     finally:
-        store.close()
+        close_store(store)
     if args.json:
         print_json(doc)
     else:
