@@ -820,6 +820,15 @@ class Store:
         with self._tx() as conn:
             conn.execute("UPDATE event SET done_at = ? WHERE id = ? AND done_at IS NULL", (now, event_id))
 
+    def events_done(self, event_ids: Sequence[int], now: float | None = None) -> None:
+        """Mark several events done in one transaction (the MQTT bridge, on a run of PUBACKs)."""
+        if not event_ids:
+            return
+        now = self._now(now)
+        with self._tx() as conn:
+            conn.executemany("UPDATE event SET done_at = ? WHERE id = ? AND done_at IS NULL",
+                             [(now, event_id) for event_id in event_ids])
+
     # --- audit and rule state ---------------------------------------------------------------
 
     def audit(self, kind: str, detail: dict[str, Any], now: float | None = None) -> None:
