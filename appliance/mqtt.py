@@ -211,6 +211,7 @@ class MqttBridge:
         self._retry_handle: asyncio.TimerHandle | None = None
         self._inflight: dict[int, tuple[int, int]] = {}  # paho mid -> (event id, qos)
         self._handed: set[int] = set()  # event ids given to paho, not yet acknowledged
+        self._done: list[int] = []  # acknowledged, to be marked done
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._remove_listener: Callable[[], None] | None = None
@@ -705,12 +706,20 @@ class MqttBridge:
                 self.store.audit("mqtt_event_refused", {"event": event_id, "reason": str(reason_code)})
             except Exception:
                 LOG.exception("auditing a refused event failed")
+        self._done.append(event_id)
+        if len(self._done) == 1:
+            # PUBACKs that arrive together are marked done in one transaction
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_done)
+
+    def _flush_done(self) -> None:
+        done, self._done = self._done, []
         try:
-            self.store.event_done(event_id)
+            self.store.events_done(done)
         except Exception:
-            LOG.exception("marking event %d done failed", event_id)
-            return
+            LOG.exception("marking events %s done failed", done)
+            # they stay pending and are published again after the next reconnect or restart
         finally:
-            self._handed.discard(event_id)
-        self.counters["events_published"] += 1
+            self._handed.difference_update(done)
+        self.counters["events_published"] += len(done)
         self._wake.set()
