@@ -1,0 +1,163 @@
+"""gammu and gammu-smsd, unmodified, against the pty modem simulator (docs/third-party-clients.md)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from third_party_fixtures import (
+    CLIENT_TIMEOUT,
+    SimulatorProcess,
+    require,
+    run_daemon,
+    run_simulator,
+    tail,
+)
+from waiting import wait_until
+
+RECIPIENT = "+4915550123"
+SENDER = "+4915550111"
+
+Gammu = Callable[..., str]
+
+
+@pytest.fixture
+def simulator(tmp_path: Path) -> Iterator[SimulatorProcess]:
+    with run_simulator(tmp_path / "sim") as running:
+        yield running
+
+
+@pytest.fixture
+def gammu(simulator: SimulatorProcess, tmp_path: Path) -> Gammu:
+    """Run one gammu command against modem0; return its standard output, failing on a non-zero exit."""
+    program = require("gammu")
+    config = tmp_path / "gammurc"
+    debug = tmp_path / "gammu.log"
+    config.write_text(
+        f"[gammu]\ndevice = {simulator.port(0)}\nconnection = at\nlogfile = {debug}\nlogformat = textall\n"
+    )
+
+    def run(*args: str) -> str:
+        result = subprocess.run([program, "-c", str(config), *args], capture_output=True,
+                                timeout=CLIENT_TIMEOUT)
+        stdout = result.stdout.decode("utf-8", "replace")
+        assert result.returncode == 0, (
+            f"gammu {' '.join(args)} exited with {result.returncode}\nstdout: {stdout}\n"
+            f"stderr: {result.stderr.decode('utf-8', 'replace')}\ngammu log:\n{tail(debug, 60)}"
+        )
+        return stdout
+
+    return run
+
+
+def field(output: str, name: str) -> str:
+    """The value of a ``Name : value`` line of gammu's output."""
+    for line in output.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == name:
+            return value.strip()
+    raise AssertionError(f"no {name!r} line in gammu output:\n{output}")
+
+
+def test_gammu_identify_reports_the_simulated_modem(gammu: Gammu, simulator: SimulatorProcess) -> None:
+    output = gammu("identify")
+    imei = field(output, "IMEI")
+    assert imei.isdigit() and len(imei) == 15
+    expected = simulator.identity(0)
+    assert imei == expected["imei"]
+    assert field(output, "Manufacturer") == expected["manufacturer"]
+    assert field(output, "SIM IMSI") == expected["imsi"]
+
+
+def test_gammu_sendsms_plain_reaches_the_network(gammu: Gammu, simulator: SimulatorProcess) -> None:
+    output = gammu("sendsms", "TEXT", RECIPIENT, "-text", "hello from gammu")
+    assert "OK, message reference=" in output
+    record = simulator.wait_sent(RECIPIENT, lambda r: r["text"] == "hello from gammu")
+    assert record["parts"] == 1
+    assert record["from"] == simulator.identity(0)["number"]
+
+
+def test_gammu_sendsms_400_characters_arrives_as_one_reassembled_message(
+    gammu: Gammu, simulator: SimulatorProcess,
+) -> None:
+    text = "".join(f"{i:04d}-" for i in range(80))  # 400 characters, each position distinct
+    output = gammu("sendsms", "TEXT", RECIPIENT, "-len", "400", "-text", text)
+    assert output.count("OK, message reference=") == 3
+    record = simulator.wait_sent(RECIPIENT, lambda r: r["text"] == text)
+    assert record["parts"] >= 3
+
+
+def test_gammu_sendsms_unicode_text_intact(gammu: Gammu, simulator: SimulatorProcess) -> None:
+    text = "Grüße ☃ €"
+    gammu("sendsms", "TEXT", RECIPIENT, "-unicode", "-text", text)
+    record = simulator.wait_sent(RECIPIENT, lambda r: r["text"] == text)
+    assert record["parts"] == 1
+
+
+def test_gammu_getallsms_lists_injected_messages(gammu: Gammu, simulator: SimulatorProcess) -> None:
+    simulator.inject(SENDER, "Injected for getallsms")
+    simulator.inject("+4917612345678", "Grüße ☃ aus dem Netz")
+    output = gammu("getallsms")
+    assert "Injected for getallsms" in output
+    assert "Grüße ☃ aus dem Netz" in output
+    assert f'"{SENDER}"' in output
+    assert '"+4917612345678"' in output
+    # Each message once: a second storage answered from the same slots would list it twice.
+    assert output.count("Injected for getallsms") == 1
+
+
+def test_gammu_smsd_sends_outbox_and_receives_into_inbox(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    program = require("gammu-smsd")
+    spool = tmp_path / "gammu-smsd"
+    folders = {name: spool / name for name in ("inbox", "outbox", "sent", "error")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    log = spool / "smsd.log"
+    config = spool / "smsdrc"
+    config.write_text(
+        "[gammu]\n"
+        f"device = {simulator.port(0)}\n"
+        "connection = at\n"
+        "[smsd]\n"
+        "service = files\n"
+        f"inboxpath = {folders['inbox']}/\n"
+        f"outboxpath = {folders['outbox']}/\n"
+        f"sentsmspath = {folders['sent']}/\n"
+        f"errorsmspath = {folders['error']}/\n"
+        f"logfile = {log}\n"
+        "debuglevel = 1\n"
+        "CommTimeout = 1\n"
+        "LoopSleep = 1\n"
+        "ReceiveFrequency = 1\n"
+        "StatusFrequency = 0\n"
+    )
+    outbox_name = f"OUTC20260101_000000_00_{RECIPIENT}_sms0.txt"
+    (folders["outbox"] / outbox_name).write_text("hello from gammu-smsd")
+
+    with run_daemon([program, "-c", str(config)], spool / "stdout.log", spool) as daemon:
+
+        def sent() -> bool:
+            daemon.check_running()
+            return (folders["sent"] / outbox_name).exists()
+
+        try:
+            wait_until(sent, timeout=25, what="gammu-smsd to move the outbox file to sent/")
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{tail(log)}\nerror/: {list(folders['error'].iterdir())}") from None
+        simulator.wait_sent(RECIPIENT, lambda r: r["text"] == "hello from gammu-smsd")
+
+        simulator.inject(SENDER, "Incoming for gammu-smsd")
+
+        def received() -> list[Path]:
+            daemon.check_running()
+            return list(folders["inbox"].iterdir())
+
+        try:
+            files = wait_until(received, timeout=25, what="gammu-smsd to write an inbox file")
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{tail(log)}") from None
+    assert len(files) == 1, files
+    assert SENDER in files[0].name
+    assert files[0].read_text(encoding="utf-8") == "Incoming for gammu-smsd"

@@ -1,0 +1,81 @@
+"""smstools3 `smsd`, unmodified, against the pty modem simulator (docs/third-party-clients.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from third_party_fixtures import SimulatorProcess, require, run_daemon, run_simulator, tail
+from waiting import wait_until
+
+RECIPIENT = "+4915550123"
+SENDER = "+4915550111"
+
+
+@pytest.fixture
+def simulator(tmp_path: Path) -> Iterator[SimulatorProcess]:
+    with run_simulator(tmp_path / "sim") as running:
+        yield running
+
+
+def parse_smsd_file(path: Path) -> tuple[dict[str, str], str]:
+    """smsd's message file: ``Header: value`` lines, a blank line, the text."""
+    head, _, body = path.read_text(encoding="utf-8", errors="replace").partition("\n\n")
+    headers = {}
+    for line in head.splitlines():
+        key, _, value = line.partition(":")
+        headers[key.strip()] = value.strip()
+    return headers, body
+
+
+def test_smsd_sends_outgoing_file_and_writes_incoming_file(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    program = require("smsd")
+    spool = tmp_path / "smstools"
+    folders = {name: spool / name for name in ("outgoing", "checked", "failed", "incoming", "sent")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    log = spool / "smsd.log"
+    config = spool / "smsd.conf"
+    config.write_text(
+        "devices = GSM1\n"
+        + "".join(f"{name} = {folder}\n" for name, folder in folders.items())
+        + f"logfile = {log}\n"
+        f"infofile = {spool / 'smsd.working'}\n"
+        f"pidfile = {spool / 'smsd.pid'}\n"
+        "loglevel = 7\n"
+        "delaytime = 1\n"
+        "delaytime_mainprocess = 1\n"
+        "\n[GSM1]\n"
+        f"device = {simulator.port(0)}\n"
+        "incoming = yes\n"
+        "baudrate = 115200\n"
+    )
+    (folders["outgoing"] / "message1").write_text(f"To: {RECIPIENT.lstrip('+')}\n\nhello from smstools\n")
+
+    with run_daemon([program, "-t", "-c", str(config)], spool / "stdout.log", spool) as daemon:
+
+        def sent() -> bool:
+            daemon.check_running()
+            return (folders["sent"] / "message1").exists()
+
+        try:
+            wait_until(sent, timeout=25, what="smsd to move the outgoing file to sent/")
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{tail(log)}\nfailed/: {list(folders['failed'].iterdir())}") from None
+        simulator.wait_sent(RECIPIENT, lambda r: r["text"] == "hello from smstools")
+
+        simulator.inject(SENDER, "Incoming for smstools")
+
+        def received() -> list[Path]:
+            daemon.check_running()
+            return [path for path in folders["incoming"].iterdir() if path.name.startswith("GSM1.")]
+
+        try:
+            files = wait_until(received, timeout=25, what="smsd to write an incoming file")
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{tail(log)}") from None
+    assert len(files) == 1, files
+    headers, body = parse_smsd_file(files[0])
+    assert headers["From"] == SENDER.lstrip("+")
+    assert body.strip() == "Incoming for smstools"
