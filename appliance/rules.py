@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import hashlib
 import hmac
 import inspect
 import json
@@ -52,6 +53,8 @@ MISSING = "?"
 #: Wrong PINs (per sender) before a lockout, and the lockout in seconds.
 DEFAULT_PIN_ATTEMPTS = 3
 DEFAULT_PIN_LOCKOUT = 900.0
+#: Seconds within which an identical (topic, payload) delivery counts as a copy of the first.
+DUPLICATE_WINDOW = 1.0
 #: Seconds a command waits for the first message on its reply topic.
 DEFAULT_REPLY_TIMEOUT = 10.0
 DEFAULT_SUMMARY = "{last} (and {more} more alerts from {label} in the last {minutes} min)"
@@ -114,6 +117,33 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
         if level != "+" and level != topic_levels[index]:
             return False
     return len(filter_levels) == len(topic_levels)
+
+
+def filter_covers(wide: str, narrow: str) -> bool:
+    """Whether every topic matching ``narrow`` also matches ``wide``."""
+    wide_levels, narrow_levels = wide.split("/"), narrow.split("/")
+    for index, level in enumerate(wide_levels):
+        if level == "#":
+            return not (index == 0 and narrow_levels[0].startswith("$"))
+        if index >= len(narrow_levels):
+            return False
+        other = narrow_levels[index]
+        if other == "#":
+            return False
+        if level == "+":
+            if index == 0 and other.startswith("$"):
+                return False
+            continue
+        if level != other:
+            return False
+    return len(wide_levels) == len(narrow_levels)
+
+
+def cover_filters(filters: Iterable[str]) -> list[str]:
+    """The filters not covered by another one: subscribing to these receives every message once
+    per client (overlapping subscriptions make a broker deliver one copy per subscription)."""
+    unique = list(dict.fromkeys(filters))
+    return [f for f in unique if not any(g != f and filter_covers(g, f) for g in unique)]
 
 
 def _is_publish_topic(topic: str) -> bool:
@@ -1011,6 +1041,7 @@ class RulesEngine:
         self._running = False
         self._cooldowns = {rule.name: rule.cooldown for rule in self.rules.alerts}
         self._base = str(getattr(bridge, "base_topic", "") or "")
+        self._recent: dict[tuple[str, bytes], float] = {}
 
     # --- life cycle ---
 
@@ -1019,8 +1050,8 @@ class RulesEngine:
         self._running = True
         for rule in self.rules.alerts:
             self.cooldown.load(rule.name, self.store.state_get(STATE_COOLDOWN, rule.name) or {})
-        for topic_filter in dict.fromkeys(rule.topic for rule in self.rules.alerts):
-            await _maybe_await(self.bridge.subscribe(topic_filter, self._alert_handler(topic_filter)))
+        for topic_filter in cover_filters(rule.topic for rule in self.rules.alerts):
+            await _maybe_await(self.bridge.subscribe(topic_filter, self._alert_handler))
         for reply_filter in dict.fromkeys(
                 f for f in (c.reply_filter() for c in self.rules.commands) if f is not None):
             await _maybe_await(self.bridge.subscribe(reply_filter, self._reply_handler))
@@ -1071,17 +1102,28 @@ class RulesEngine:
         else:
             loop.call_soon_threadsafe(callback, *args)
 
-    def _alert_handler(self, topic_filter: str) -> Callable[[str, bytes], None]:
-        def handler(topic: str, payload: bytes) -> None:
-            self._on_loop(self.on_alert, topic_filter, topic, bytes(payload))
-        return handler
+    def _alert_handler(self, topic: str, payload: bytes) -> None:
+        self._on_loop(self.on_alert, topic, bytes(payload))
 
-    def on_alert(self, topic_filter: str, topic: str, payload: bytes) -> None:
-        """Run every alert rule subscribed with ``topic_filter`` on one message."""
+    def _duplicate(self, topic: str, payload: bytes) -> bool:
+        """Whether this is a copy of a delivery seen within DUPLICATE_WINDOW (a broker sends one copy
+        per matching subscription of the client, and the bridge hands each to every handler)."""
+        now = time.monotonic()
+        if len(self._recent) > 1000 or (self._recent and next(iter(self._recent.values())) < now - 60):
+            self._recent = {k: t for k, t in self._recent.items() if now - t < DUPLICATE_WINDOW}
+        key = (topic, hashlib.blake2b(payload, digest_size=16).digest())
+        seen = self._recent.get(key)
+        self._recent[key] = now
+        return seen is not None and now - seen < DUPLICATE_WINDOW
+
+    def on_alert(self, topic: str, payload: bytes) -> None:
+        """Run every alert rule whose filter matches ``topic`` on one message."""
         if self._base and (topic == self._base or topic.startswith(self._base + "/")):
             return  # never turn the gateway's own events into alerts (a loop)
+        if self._duplicate(topic, payload):
+            return
         for rule in self.rules.alerts:
-            if rule.topic == topic_filter and topic_matches(rule.topic, topic):
+            if topic_matches(rule.topic, topic):
                 try:
                     self.fire(rule, topic, payload)
                 except Exception:

@@ -131,7 +131,7 @@ async def test_disabled_discovery_publishes_nothing(tmp_path: Path, mosquitto: B
 def render(template: str, payload: dict[str, Any], **variables: Any) -> str:
     jinja2 = pytest.importorskip("jinja2")
     env = jinja2.Environment()
-    return env.from_string(template).render(value_json=payload, **variables).strip()
+    return str(env.from_string(template).render(value_json=payload, **variables)).strip()
 
 
 MESSAGES = {topic.split("/", 1)[1]: payload for topic, payload in discovery_messages(

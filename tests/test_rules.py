@@ -25,6 +25,8 @@ from appliance.rules import (
     TemplateError,
     alert_context,
     check_daily_cap,
+    cover_filters,
+    filter_covers,
     fit_text,
     format_status,
     match_command,
@@ -74,6 +76,27 @@ def test_topic_matching(topic_filter: str, topic: str, expected: bool) -> None:
 ])
 def test_topic_filter_validation(topic_filter: str, problem: str | None) -> None:
     assert topic_filter_error(topic_filter) == problem
+
+
+@pytest.mark.parametrize(("wide", "narrow", "covers"), [
+    ("#", "sensors/+/temperature", True),
+    ("sensors/#", "sensors/+/temperature", True),
+    ("sensors/+/temperature", "sensors/freezer/temperature", True),
+    ("sensors/+/temperature", "sensors/#", False),
+    ("sensors/freezer/temperature", "sensors/+/temperature", False),
+    ("+/+", "a/b/c", False),
+    ("+/#", "a", True),
+    ("#", "$SYS/#", False),
+    ("+/x", "$SYS/x", False),
+])
+def test_filter_covers(wide: str, narrow: str, covers: bool) -> None:
+    assert filter_covers(wide, narrow) is covers
+
+
+def test_cover_filters_keeps_only_the_widest() -> None:
+    assert cover_filters(["sensors/+/t", "sensors/#", "doors/+", "sensors/#", "$SYS/x"]) == [
+        "sensors/#", "doors/+", "$SYS/x"]
+    assert cover_filters(["a/+", "#"]) == ["#"]
 
 
 # --- templates ------------------------------------------------------------------------------
