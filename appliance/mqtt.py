@@ -22,6 +22,7 @@ Public API used by the daemon, rules and discovery::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -53,6 +54,8 @@ SESSION_EXPIRY = 7 * 24 * 3600
 EVENT_WINDOW = 200
 #: How many unacknowledged QoS 1 messages the broker may send us at once (MQTT 5 Receive Maximum).
 RECEIVE_MAXIMUM = 500
+#: Seconds between looks for events committed by another process (the listener covers this one).
+EVENT_POLL = 1.0
 #: Seconds between refreshes of the retained ``B/bridge/info``.
 INFO_INTERVAL = 60.0
 #: Seconds before a request batch whose commit failed is tried again.
@@ -390,11 +393,13 @@ class MqttBridge:
             return
         self._generation += 1
         v5 = client.protocol == paho.MQTTv5
-        filters = [(f, 1) for f in self.send_filters] + [(s.topic_filter, s.qos) for s in self._subscriptions]
-        for topic_filter, qos in filters:
+        # MQTT 5: retained send requests are never replayed to us (retain handling 2); other
+        # subscriptions get retained messages only when the subscription is new (retain handling 1),
+        # not again on every reconnect of the persistent session.
+        filters = [(f, 1, 2) for f in self.send_filters] + [(s.topic_filter, s.qos, 1) for s in self._subscriptions]
+        for topic_filter, qos, retain_handling in filters:
             if v5:
-                # retained "send" requests are never replayed to us (retain handling 2)
-                client.subscribe(topic_filter, options=SubscribeOptions(qos=qos, retainHandling=2))
+                client.subscribe(topic_filter, options=SubscribeOptions(qos=qos, retainHandling=retain_handling))
             else:
                 client.subscribe(topic_filter, qos=qos)
         client.publish(self.topic("bridge/state"), _encode({"state": "online"}), qos=1, retain=True)
@@ -463,7 +468,7 @@ class MqttBridge:
                 info["queue"] = self.store.stats()["outbox"]
             except Exception:
                 LOG.exception("store stats failed")
-        info["bridge"] = {k: v for k, v in self.counters.items()}
+        info["bridge"] = self.stats()
         self.publish(self.topic("bridge/info"), info, qos=1, retain=True)
 
     def _config_summary(self) -> dict[str, Any]:
@@ -664,7 +669,9 @@ class MqttBridge:
 
     async def _publisher(self) -> None:
         while True:
-            await self._wake.wait()
+            # the poll is the safety net for events committed by another process (smsgw send)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), EVENT_POLL)
             self._wake.clear()
             try:
                 self._pump()

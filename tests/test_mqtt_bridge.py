@@ -363,3 +363,14 @@ async def test_shared_subscription_splits_requests_between_two_bridges(rig: Rig)
     texts = [m["text"] for m in one.store.outbox(100)] + [m["text"] for m in two.store.outbox(100)]
     assert sorted(texts) == sorted(f"m{n}" for n in range(20))
     assert one.store.outbox(100) and two.store.outbox(100)
+
+
+async def test_events_committed_by_another_process_are_published(rig: Rig) -> None:
+    bridge = await rig.bridge()
+    probe = rig.probe("smsgw/received")
+    probe.subscribed()
+    with Store(bridge.store.path) as other:  # e.g. `smsgw send` or a second writer
+        add_received(other, 99)
+    [message] = await wait_json(probe, "smsgw/received")
+    assert message["id"] == 99
+    await async_wait_until(lambda: bridge.store.events_pending() == [])
