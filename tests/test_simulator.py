@@ -152,6 +152,9 @@ async def test_chained_commands_and_registration_forms(clients: list[PtyClient])
     assert '+CSCA: "+4915550999",145' in await client.command("AT+CSCA?")
     assert await client.command("AT+NOSUCH") == "\r\n+CME ERROR: 4\r\n"
     assert await client.command("AT+CMEE=0;+NOSUCH") == "\r\nERROR\r\n"
+    assert "+CBC: 0,100," in await client.command("AT+CBC")
+    supported = await client.command("AT+CLAC")
+    assert "\r\nAT+CSCS\r\n" in supported and "\r\nAT+CMGS\r\n" in supported
     listing = await client.command("ATE0V1;+CGMI;+CGMM;+CGSN;+CIMI")
     assert "smsgw" in listing and "Simulated GSM modem" in listing
 

@@ -17,7 +17,7 @@ from drivers.profiles import load_profile
 from drivers.simulator.control import SOCKET_NAME, ControlServer
 from drivers.simulator.flavours import flavour_for
 from drivers.simulator.modem import FAULTS, SimModem, Storage, StoredSms
-from drivers.simulator.network import Network
+from drivers.simulator.network import REPORT_DELAY, Network
 
 __all__ = ["FAULTS", "Network", "SimModem", "Simulator", "Storage", "StoredSms"]
 
@@ -32,6 +32,7 @@ class Simulator:
         send_delay: float = 0.0,
         sim_slots: int = 30,
         pin: str | None = None,
+        report_delay: float = REPORT_DELAY,
         control: bool = True,
     ) -> None:
         if modems < 1:
@@ -41,7 +42,7 @@ class Simulator:
         self.directory = Path(directory)
         self.profile = load_profile(profile)
         self.flavour = flavour_for(self.profile.name, self.profile.vendor_class)
-        self.network = Network(self.directory)
+        self.network = Network(self.directory, report_delay=report_delay)
         self.modems: list[SimModem] = [
             SimModem(i, self.directory / f"modem{i}", self.network, self.flavour, send_delay=send_delay,
                      sim_slots=sim_slots, pin=pin)

@@ -682,6 +682,14 @@ class SimModem:
     async def _ok(self, kind: str, values: list[str | None]) -> list[str]:
         return []
 
+    async def _cbc(self, kind: str, values: list[str | None]) -> list[str]:
+        return ["+CBC: 0,100,4200"]
+
+    async def _clac(self, kind: str, values: list[str | None]) -> list[str]:
+        names = {*_HANDLERS, "+CGMI", "+CGMM", "+CGMR", "+CGSN", "+GMI", "+GMM", "+GMR", "+GSN"}
+        names |= {name.rstrip("?") for name in self.flavour.iccid}
+        return ["AT" + name for name in sorted(names)]
+
     async def _cnum(self, kind: str, values: list[str | None]) -> list[str]:
         self._need_sim()
         return [f'+CNUM: "","{self.number}",145']
@@ -1038,7 +1046,8 @@ def _register() -> None:
         "+CMEE": SimModem._cmee, "+CIMI": SimModem._cimi, "+CPIN": SimModem._cpin, "+CSQ": SimModem._csq,
         "+CREG": SimModem._creg, "+CGREG": SimModem._cgreg, "+CEREG": SimModem._cereg,
         "+CGATT": SimModem._cgatt, "+COPS": SimModem._cops, "+CFUN": SimModem._cfun,
-        "+CUSD": SimModem._cusd, "+CNUM": SimModem._cnum, "+CGDCONT": SimModem._cgdcont,
+        "+CUSD": SimModem._cusd, "+CNUM": SimModem._cnum,
+        "+CBC": SimModem._cbc, "+CLAC": SimModem._clac, "+CGDCONT": SimModem._cgdcont,
         "^CURC": SimModem._curc, "+CMGF": SimModem._cmgf, "+CSCS": SimModem._cscs,
         "+CSCA": SimModem._csca, "+CSMP": SimModem._csmp, "+CSMS": SimModem._csms,
         "+CNMI": SimModem._cnmi, "+CPMS": SimModem._cpms, "+CMGS": SimModem._cmgs,

@@ -8,6 +8,7 @@ status report goes back to the sender when TP-SRR was set.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from drivers.simulator.modem import SimModem
 
 SMSC_NUMBER = "+4915550999"
+#: Seconds between the +CMGS answer and the status report (a real SMSC takes seconds; clients such
+#: as python-gsmmodem expect a multipart send to be over before the first report arrives).
+REPORT_DELAY = 0.5
 
 
 def normalise(number: str) -> str:
@@ -84,8 +88,9 @@ class Submitted:
 
 
 class Network:
-    def __init__(self, directory: Path, smsc: str = SMSC_NUMBER) -> None:
+    def __init__(self, directory: Path, smsc: str = SMSC_NUMBER, report_delay: float = REPORT_DELAY) -> None:
         self.directory = directory
+        self.report_delay = report_delay
         self.smsc = smsc
         self.journal = directory / "network.jsonl"
         self.modems: list[SimModem] = []
@@ -130,7 +135,10 @@ class Network:
             report = encode_status_report(
                 part.to, part.reference, 0, timestamp=moment, discharge_time=self.now(), smsc=self.smsc
             )
-            sender.status_report(report)
+            if self.report_delay > 0:
+                asyncio.get_running_loop().call_later(self.report_delay, sender.status_report, report)
+            else:
+                sender.status_report(report)
 
     def _reassemble(self, sender: SimModem, part: Submitted) -> dict[str, Any] | None:
         if part.concat is None or part.concat.total <= 1:
