@@ -6,7 +6,8 @@
 #
 # Idempotent: running it again upgrades the package and keeps /etc/smsgw/smsgw.toml and the
 # database. Options of its own (all others go to `smsgw setup`, which writes the config if missing):
-#   --no-apt        do not apt-get install python3-venv, mosquitto, mosquitto-clients
+#   --no-apt        do not apt-get install python3-venv, mosquitto, mosquitto-clients (and
+#                   python3-lgpio for GPIO where the distribution has it)
 #   --no-start      install and enable the service but do not (re)start it
 #   --root DIR      stage into DIR instead of / (no apt, users, chown, udevadm or systemctl);
 #                   for image building and tests
@@ -31,7 +32,7 @@ while [[ $# -gt 0 ]]; do
         --no-pip) PIP=0 ;;
         --root) ROOT="${2:?--root needs a directory}"; shift ;;
         --python) PYTHON="${2:?--python needs an interpreter}"; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) SETUP_ARGS+=("$1") ;;
     esac
     shift
@@ -62,13 +63,18 @@ fi
 
 # 1. packages
 if [[ $APT -eq 1 ]]; then
+    apt-get update -q
+    wanted=(python3-venv mosquitto mosquitto-clients)
+    # gpiozero's pin factory on Bookworm (Pi 5 too); the venv sees it through system site packages
+    if apt-cache show python3-lgpio >/dev/null 2>&1; then
+        wanted+=(python3-lgpio)
+    fi
     missing=()
-    for pkg in python3-venv mosquitto mosquitto-clients; do
+    for pkg in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
     done
     if [[ ${#missing[@]} -gt 0 ]]; then
         log "apt-get install ${missing[*]}"
-        apt-get update -q
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
     fi
 fi
@@ -91,7 +97,7 @@ fi
 if [[ $PIP -eq 1 ]]; then
     if [[ ! -x "$PREFIX/bin/python" ]]; then
         log "creating the venv $PREFIX"
-        "$PYTHON" -m venv "$PREFIX"
+        "$PYTHON" -m venv --system-site-packages "$PREFIX"
     fi
     log "installing smsgw from $SRC into $PREFIX"
     "$PREFIX/bin/pip" install --quiet --upgrade pip
