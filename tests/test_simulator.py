@@ -6,6 +6,7 @@ import asyncio
 import errno
 import json
 import os
+import random
 import termios
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -478,3 +479,15 @@ async def test_huawei_counts_from_zero_and_interleaves_its_urcs_until_curc_0(tmp
             assert "^ICCID: " + sim.modems[0].iccid in await client.command("AT^ICCID?")
         finally:
             client.close()
+
+
+async def test_random_input_never_breaks_the_interpreter(sim: Simulator, clients: list[PtyClient]) -> None:
+    client = clients[0]
+    generator = random.Random(20261125)
+    for _ in range(20):
+        client.write(bytes(generator.randrange(256) for _ in range(200)))
+    client.write(b"\x1b\rATE1\r")  # leave a message prompt if the noise opened one; echo back on
+    await client.expect(b"ATE1\r")
+    client.buffer.clear()
+    assert (await client.command("AT")).endswith("\r\nOK\r\n")
+    assert sim.modems[0].plugged
