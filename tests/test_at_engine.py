@@ -8,9 +8,9 @@ import re
 from collections.abc import AsyncIterator
 
 import pytest
+from engine_fixtures import DELIVERIES, PtyResponder, pty_responder
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from engine_fixtures import DELIVERIES, PtyResponder, pty_responder
 from waiting import async_wait_until
 
 from drivers.at import AtEngine, Priority
