@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -233,6 +234,13 @@ def is_short_code(number: str) -> bool:
     return not text.startswith("+") and len(text) <= SHORT_CODE_MAX_DIGITS
 
 
+@lru_cache(maxsize=32)
+def _policy_prefixes(country: str | None, allowed: tuple[str, ...], blocked: tuple[str, ...]
+                     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return (tuple(normalise_prefix(p, default_country=country, keep_short=True) for p in allowed),
+            tuple(normalise_prefix(p, default_country=country) for p in blocked))
+
+
 def check_destination(number: str, policy: NumbersConfig) -> str:
     """Normalise ``number`` and apply the policy; return the number to send to.
 
@@ -242,8 +250,7 @@ def check_destination(number: str, policy: NumbersConfig) -> str:
     """
     country = policy.default_country
     text = _clean(number)
-    allowed = [normalise_prefix(p, default_country=country, keep_short=True) for p in policy.allowed]
-    blocked = [normalise_prefix(p, default_country=country) for p in policy.blocked]
+    allowed, blocked = _policy_prefixes(country, tuple(policy.allowed), tuple(policy.blocked))
 
     if not text.startswith("+") and len(text) <= SHORT_CODE_MAX_DIGITS:
         if text in allowed:
