@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import tomllib
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -336,6 +337,22 @@ def _profile_names() -> list[str]:
     return profile_names()
 
 
+def _check_port(sec: _Section, port: str) -> None:
+    if port != port.strip():
+        raise sec.error("port", f"{port!r} has leading or trailing spaces")
+    if port.startswith("socket://"):
+        try:
+            parsed = urllib.parse.urlsplit(port)
+            tcp_port = parsed.port
+        except ValueError:
+            tcp_port = None
+            parsed = None
+        if parsed is None or not parsed.hostname or tcp_port is None or tcp_port == 0:
+            raise sec.error("port", f"{port!r}: expected socket://host:port")
+    elif "://" not in port and not port.startswith("/"):
+        raise sec.error("port", f"{port!r} is not an absolute device path (did you mean '/dev/{port}'?)")
+
+
 def _modems(file: Path, value: object) -> tuple[ModemConfig, ...]:
     if isinstance(value, dict):
         raise ConfigError(file, "modems", "must be an array of tables: write [[modems]], not [modems]")
@@ -358,6 +375,7 @@ def _modems(file: Path, value: object) -> tuple[ModemConfig, ...]:
             raise sec.error("port", "is required: a serial device such as /dev/ttyUSB2 or socket://host:port")
         port = sec.string("port")
         assert port is not None
+        _check_port(sec, port)
         profile = sec.string("profile", "auto")
         assert profile is not None
         if profile != "auto":
