@@ -66,14 +66,25 @@ class DaemonProcess:
         self.config = config
         self.log = log or config.with_suffix(".log")
         self.proc: asyncio.subprocess.Process | None = None
+        self.log_offset = 0
 
     async def start(self) -> DaemonProcess:
+        self.log_offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:  # noqa: ASYNC230 - opening a local log file is instant
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "appliance", "run", "--config", str(self.config),
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=daemon_env(), cwd=ROOT,
             )
         return self
+
+    async def wait_running(self, timeout: float = 10.0) -> None:
+        """Until this life logged that it runs (or it exited)."""
+        from waiting import async_wait_until
+
+        marker = "info daemon: smsgw running"
+        await async_wait_until(
+            lambda: not self.running or marker in self.log_text(self.log_offset),
+            timeout=timeout, interval=0.005, what="daemon start-up")
 
     @property
     def running(self) -> bool:
@@ -92,8 +103,10 @@ class DaemonProcess:
             self.proc.kill()
         await self.proc.wait()
 
-    def log_text(self) -> str:
+    def log_text(self, offset: int = 0) -> str:
         try:
-            return self.log.read_text(errors="replace")
+            with self.log.open("rb") as log:
+                log.seek(offset)
+                return log.read().decode(errors="replace")
         except FileNotFoundError:
             return ""

@@ -62,8 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    import asyncio
     import signal
+
+    # A SIGTERM during start-up is remembered and honoured as soon as the daemon is up.
+    early: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, _frame: early.append(number))
+
+    import asyncio
 
     from appliance.config import ConfigError, load_config
 
@@ -76,6 +82,8 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"smsgw: {exc}", file=sys.stderr)
         return 2
+    if early:  # stopped before anything started
+        return 0
     setup_logging(args.log_level or config.log_level)
     log = logging.getLogger("appliance.run")
 
@@ -86,6 +94,8 @@ def main(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        if early:
+            stop.set()
         daemon = Daemon(config)
         try:
             await daemon.start()
