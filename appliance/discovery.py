@@ -18,7 +18,6 @@ Availability: the gateway's entities follow ``B/bridge/state``; a modem's entiti
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import re
@@ -173,6 +172,7 @@ class Discovery:
         self.node = node_id(str(getattr(mqtt, "client_id", "smsgw") or "smsgw"))
         self.announcements = 0
         self._remove: Callable[[], None] | None = None
+        self._remove_subscribe: Callable[[], None] | None = None
         self._contacts: dict[str, str] = {}
         self._groups: dict[str, tuple[str, ...]] = {}
         try:
@@ -215,12 +215,16 @@ class Discovery:
     async def start(self) -> None:
         if not self.enabled:
             return
-        result = self.bridge.subscribe(f"{self.prefix}/status", self._on_ha_status)
-        if inspect.isawaitable(result):
-            await result
+        from appliance.rules import subscribe_when_connected
+
+        self._remove_subscribe = subscribe_when_connected(
+            self.bridge, [(f"{self.prefix}/status", self._on_ha_status)])
         self._remove = self.bridge.add_connect_listener(self.announce)
 
     async def stop(self) -> None:
+        if self._remove_subscribe is not None:
+            self._remove_subscribe()
+            self._remove_subscribe = None
         if self._remove is not None:
             self._remove()
             self._remove = None

@@ -1011,6 +1011,38 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
+def subscribe_when_connected(bridge: Any, subscriptions: Sequence[tuple[str, Callable[[str, bytes], Any]]]
+                             ) -> Callable[[], None] | None:
+    """Subscribe now if the bridge is connected, else from its first connect listener.
+
+    A subscription added while the bridge's client is connecting may miss both the client's own
+    subscribe-on-connect and the bridge's "connected" flag; subscribing from the connect listener
+    (which runs once the bridge counts as connected) cannot. The bridge keeps every subscription
+    across later reconnects. Returns a remover for a listener that has not fired yet.
+    """
+    if bool(getattr(bridge, "connected", False)) or not hasattr(bridge, "add_connect_listener"):
+        for topic_filter, handler in subscriptions:
+            bridge.subscribe(topic_filter, handler)
+        return None
+    done = False
+    remove: Callable[[], None] | None = None
+
+    def on_connect() -> None:
+        nonlocal done
+        if done:
+            return
+        done = True
+        for topic_filter, handler in subscriptions:
+            bridge.subscribe(topic_filter, handler)
+        if remove is not None:
+            remove()
+
+    remove = bridge.add_connect_listener(on_connect)
+    if done and remove is not None:  # the listener ran synchronously
+        remove()
+    return remove
+
+
 class RulesEngine:
     """Runs the alert and command rules against the MQTT bridge and the store.
 
@@ -1038,6 +1070,7 @@ class RulesEngine:
         self._incoming = asyncio.Event()
         self._reply_waiters: dict[str, list[asyncio.Future[bytes]]] = {}
         self._remove_listener: Callable[[], None] | None = None
+        self._remove_connect: Callable[[], None] | None = None
         self._running = False
         self._cooldowns = {rule.name: rule.cooldown for rule in self.rules.alerts}
         self._base = str(getattr(bridge, "base_topic", "") or "")
@@ -1050,11 +1083,13 @@ class RulesEngine:
         self._running = True
         for rule in self.rules.alerts:
             self.cooldown.load(rule.name, self.store.state_get(STATE_COOLDOWN, rule.name) or {})
-        for topic_filter in cover_filters(rule.topic for rule in self.rules.alerts):
-            await _maybe_await(self.bridge.subscribe(topic_filter, self._alert_handler))
-        for reply_filter in dict.fromkeys(
-                f for f in (c.reply_filter() for c in self.rules.commands) if f is not None):
-            await _maybe_await(self.bridge.subscribe(reply_filter, self._reply_handler))
+        subscriptions: list[tuple[str, Callable[[str, bytes], None]]] = [
+            (topic_filter, self._alert_handler)
+            for topic_filter in cover_filters(rule.topic for rule in self.rules.alerts)]
+        subscriptions += [(reply_filter, self._reply_handler) for reply_filter in dict.fromkeys(
+            f for f in (c.reply_filter() for c in self.rules.commands) if f is not None)]
+        if subscriptions:
+            self._remove_connect = subscribe_when_connected(self.bridge, subscriptions)
         self._remove_listener = self.store.add_listener(self._incoming.set)
         self._spawn(self._summaries())
         self._spawn(self._commands())
@@ -1062,6 +1097,9 @@ class RulesEngine:
 
     async def stop(self) -> None:
         self._running = False
+        if self._remove_connect is not None:
+            self._remove_connect()
+            self._remove_connect = None
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None

@@ -201,3 +201,62 @@ async def test_stop_opts_out_of_non_critical_alerts(rig: Rig) -> None:
     finally:
         sensor.close()
     assert [m["to"] for m in rig.outbox() if m["source"] == "alert:freezer"] == [ALICE]
+
+
+# --- the whole appliance: `smsgw simulate` + `smsgw run` + mosquitto ------------------------
+
+
+async def test_daemon_runs_alerts_and_commands_end_to_end(tmp_path: Path, mosquitto: Broker) -> None:
+    """An SMS injected into the simulated modem drives a device over MQTT, and the reply and an
+    alert leave through the simulated network."""
+    import contextlib
+
+    from daemon_helpers import DaemonProcess, write_config
+    from third_party_fixtures import run_simulator
+
+    def toml_value(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False)
+
+    extra = [
+        "", "[mqtt]", f'host = "{mosquitto.host}"', f"port = {mosquitto.port}", 'client_id = "gw-e2e"',
+        "reconnect_min = 0.2", "reconnect_max = 1", "discovery = false",
+        "", "[contacts]", *(f"{name} = {toml_value(number)}" for name, number in RULES["contacts"].items()),
+        "", "[groups]", *(f"{name} = {toml_value(members)}" for name, members in RULES["groups"].items()),
+    ]
+    for section in ("alerts", "commands"):
+        for rule in RULES[section]:
+            if rule["name"] == "everything":
+                continue
+            extra += ["", f"[[{section}]]", *(f"{key} = {toml_value(value)}" for key, value in rule.items())]
+    with contextlib.ExitStack() as stack:
+        sim = stack.enter_context(run_simulator(tmp_path / "sim"))
+        config = write_config(tmp_path / "gw", [sim.port(0)], extra="\n".join(extra) + "\n")
+        daemon = DaemonProcess(config)
+        device = Probe(mosquitto, "farm/#", "smsgw/#")
+        stack.callback(device.close)
+        await daemon.start()
+        try:
+            await async_wait_until(
+                lambda: any(json.loads(p).get("state") == "online" for p in device.payloads("smsgw/modem/sim0")),
+                timeout=20, what=f"modem online; log: {daemon.log_text()[-2000:]}")
+            sim.inject(BOB, "4321 PUMP 7 ON")
+            await async_wait_until(lambda: device.payloads("farm/pump/7/set"), timeout=20,
+                                   what=f"command published; log: {daemon.log_text()[-2000:]}")
+            assert device.payloads("farm/pump/7/set") == [b"ON"]
+            device.publish("farm/pump/7/state", json.dumps({"state": "ON"}))
+            assert sim.wait_sent(BOB)["text"] == "Pump 7 is ON"
+
+            device.publish("sensors/freezer-3/temperature", json.dumps({"temperature": -1.5}))
+            assert sim.wait_sent(ALICE)["text"] == "Freezer freezer-3: -1.5 °C"
+
+            sim.inject(ALICE, "status")
+            status = sim.wait_sent(ALICE, lambda record: record["text"].startswith("smsgw"))
+            assert "sim0 online" in status["text"]
+
+            sim.inject(STRANGER, "4321 PUMP 7 OFF")
+            await async_wait_until(
+                lambda: any(json.loads(p).get("from") == STRANGER for p in device.payloads("smsgw/received")),
+                timeout=20, what="the stranger's SMS on smsgw/received")
+            assert device.payloads("farm/pump/7/set") == [b"ON"]
+        finally:
+            await daemon.stop()
