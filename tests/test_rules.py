@@ -582,3 +582,34 @@ def test_alert_daily_cap_is_enforced_and_audited(tmp_path: Path) -> None:
     assert engine.fire(rule, "sensors/c/temperature", b"{}") == []
     [entry] = store.audit_log(kind="cap_exceeded")
     assert "over its daily cap: 2 of 2" in entry["detail"]["error"]
+
+
+def test_rules_section_turns_off_the_unknown_reply_and_the_builtins(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite")
+    engine = RulesEngine(_config(tmp_path, rules={"unknown_reply": "", "builtins": False}), store, None)
+    alice = "+4917000000001"
+    assert asyncio.run(engine.handle_message(_incoming(store, alice, "FLY"))) == "unknown"
+    assert asyncio.run(engine.handle_message(_incoming(store, alice, "HELP"))) == "unknown"
+    assert store.outbox(10) == []
+    with pytest.raises(ConfigError, match=r"rules\.builtin: unknown key \(did you mean 'builtins'\?\)"):
+        validate_rules_table({"rules": {"builtin": False}})
+
+
+def test_the_examples_in_docs_rules_md_are_valid(tmp_path: Path) -> None:
+    import re
+    import tomllib
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "rules.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert len(blocks) >= 5
+    data = tomllib.loads("\n".join(blocks))
+    data["store"] = {"path": str(tmp_path / "smsgw.db")}
+    data["numbers"] = {"default_country": "DE"}
+    config = parse_config(data, tmp_path / "smsgw.toml")
+    from appliance.rules import validate_rules
+
+    rules = validate_rules(config)
+    assert rules.contacts["bob"] == "+491761234567"
+    assert [a.name for a in rules.alerts] == ["freezer"]
+    assert rules.commands[0].reply_filter() == "farm/pump/+/state"
+    assert rules.cap_for("alert:freezer") == 50
