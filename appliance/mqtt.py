@@ -60,6 +60,8 @@ EVENT_POLL = 1.0
 INFO_INTERVAL = 60.0
 #: Seconds before a request batch whose commit failed is tried again.
 COMMIT_RETRY = 1.0
+#: Seconds stop() waits for paho's network thread.
+STOP_TIMEOUT = 5.0
 #: Audit kind of a refused request.
 AUDIT_REJECTED = "mqtt_request_rejected"
 
@@ -76,6 +78,7 @@ class RequestError(ValueError):
 class _Incoming:
     generation: int
     message: paho.MQTTMessage
+    counted: bool = False
 
 
 @dataclass(frozen=True)
@@ -334,7 +337,15 @@ class MqttBridge:
             while not info.is_published() and time.monotonic() < deadline and self.connected:
                 await asyncio.sleep(0.01)
         client.disconnect()
-        await asyncio.to_thread(client.loop_stop)
+        # paho's loop_stop joins its thread; do that in a daemon thread so a wedged network loop can
+        # never hold up the daemon's shutdown.
+        stopper = threading.Thread(target=client.loop_stop, name="mqtt-loop-stop", daemon=True)
+        stopper.start()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while stopper.is_alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if stopper.is_alive():
+            LOG.warning("the MQTT network loop did not stop within %.0f s; leaving it", STOP_TIMEOUT)
         self.connected = False
         self._client = None
 
@@ -513,63 +524,65 @@ class MqttBridge:
         self._process(batch)
 
     def _process(self, batch: list[_Incoming]) -> None:
+        """Validate, commit the good requests in one transaction, then ack and answer in arrival order."""
         send_topic = self.topic("send")
         send_prefix = send_topic + "/"
-        good: list[tuple[_Incoming, list[OutboundRequest], Any]] = []
-        bad: list[tuple[_Incoming, str, Any]] = []
-        others: list[_Incoming] = []
+        # (item, requests or None, error or None, transaction); requests is None for other topics
+        entries: list[tuple[_Incoming, list[OutboundRequest] | None, str | None, Any]] = []
         for item in batch:
             msg = item.message
-            if msg.topic == send_topic or msg.topic.startswith(send_prefix):
+            if msg.topic != send_topic and not msg.topic.startswith(send_prefix):
+                entries.append((item, None, None, None))
+                continue
+            if not item.counted:
                 self.counters["received"] += 1
-                transaction: Any = None
+                item.counted = True
+            transaction: Any = None
+            try:
                 try:
+                    text = msg.payload.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise RequestError(f"payload is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+                if msg.topic == send_topic:
                     try:
-                        text = msg.payload.decode("utf-8")
-                    except UnicodeDecodeError as exc:
-                        raise RequestError(f"payload is not UTF-8 text ({exc.reason} at byte {exc.start})") \
-                            from exc
-                    if msg.topic == send_topic:
-                        try:
-                            payload = json.loads(text)
-                        except json.JSONDecodeError as exc:
-                            raise RequestError(f"payload is not JSON: {exc.msg} at line {exc.lineno} "
-                                               f"column {exc.colno}") from exc
-                        if isinstance(payload, dict):
-                            transaction = payload.get("transaction")
-                    else:
-                        number = msg.topic[len(send_prefix):]
-                        payload = {"to": number, "text": text}
-                    if msg.retain:
-                        raise RequestError("retained send requests are refused (publish without retain)")
-                    good.append((item, self._parse(payload, self._source(msg)), transaction))
-                except RequestError as exc:
-                    bad.append((item, exc.reason, transaction))
-            else:
-                others.append(item)
-        if good:
-            requests = [request for _, reqs, _ in good for request in reqs]
+                        payload = json.loads(text)
+                    except json.JSONDecodeError as exc:
+                        raise RequestError(f"payload is not JSON: {exc.msg} at line {exc.lineno} "
+                                           f"column {exc.colno}") from exc
+                    if isinstance(payload, dict):
+                        transaction = payload.get("transaction")
+                else:
+                    payload = {"to": msg.topic[len(send_prefix):], "text": text}
+                if msg.retain:
+                    raise RequestError("retained send requests are refused (publish without retain)")
+                entries.append((item, self._parse(payload, self._source(msg)), None, transaction))
+            except RequestError as exc:
+                entries.append((item, [], exc.reason, transaction))
+        requests = [request for _, reqs, error, _ in entries if reqs and error is None for request in reqs]
+        results: list[EnqueueResult] = []
+        committed = True
+        if requests:
             try:
                 results = self.store.enqueue(requests)
             except Exception as exc:
-                # Nothing was committed: keep the batch (no PUBACK) and try again.
+                # Nothing was committed: keep these requests (no PUBACK) and try again.
+                committed = False
                 self.last_error = f"store commit failed: {exc}"
-                LOG.exception("committing %d MQTT request(s) failed; retrying", len(good))
-                self._retry([item for item, _, _ in good])
-                good = []
-                results = []
-            index = 0
-            for item, reqs, transaction in good:
+                LOG.exception("committing %d MQTT request(s) failed; retrying", len(requests))
+                self._retry([item for item, reqs, error, _ in entries if reqs and error is None])
+        index = 0
+        for item, reqs, error, transaction in entries:
+            if reqs is None:
+                self._dispatch_other(item)
+            elif error is not None:
+                self._reject(item, error, transaction)
+            elif committed:
                 mine = results[index:index + len(reqs)]
                 index += len(reqs)
                 self._ack(item)
                 for result in mine:
                     self.counters["duplicates" if result.duplicate else "accepted"] += 1
                 self._respond_ok(item, reqs, mine, transaction)
-        for item, reason, transaction in bad:
-            self._reject(item, reason, transaction)
-        for item in others:
-            self._dispatch_other(item)
 
     def _retry(self, items: list[_Incoming]) -> None:
         assert self._loop is not None

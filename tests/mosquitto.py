@@ -361,8 +361,12 @@ class Probe:
         info.wait_for_publish(10)
 
     def close(self) -> None:
+        import threading
+
         self.client.disconnect()
-        self.client.loop_stop()
+        stopper = threading.Thread(target=self.client.loop_stop, daemon=True)
+        stopper.start()
+        stopper.join(5)
 
 
 # --- fixtures ---------------------------------------------------------------------------------

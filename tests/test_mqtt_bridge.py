@@ -325,8 +325,9 @@ async def test_received_backlog_after_broker_outage_in_order_none_lost(rig: Rig,
         add_received(bridge.store, n)  # while the broker is down
     assert len(bridge.store.events_pending()) == 25
     mosquitto.start()
-    got = await wait_json(probe, "smsgw/received", 30, timeout=20)
-    ids = [m["id"] for m in got]
+    await async_wait_until(lambda: len({m["id"] for m in probe.json("smsgw/received")}) == 30, timeout=20,
+                           what="the backlog")
+    ids = [m["id"] for m in probe.json("smsgw/received")]
     first_seen = list(dict.fromkeys(ids))
     assert first_seen == list(range(1, 31))  # in order, none lost (QoS 1 may repeat one)
     await async_wait_until(lambda: bridge.store.events_pending() == [], what="all marked done")
