@@ -1238,7 +1238,13 @@ class RulesEngine:
             if rule is None:
                 continue
             self._save_cooldown(rule)
-            ids += self._send_alert(rule, render_summary(rule, summary), now)
+            text = render_summary(rule, summary)
+            if not rule.critical and self.rules.quiet_hours and self.rules.quiet_hours.active(now):
+                self._count("alerts_quiet")
+                self.store.audit("alert_quiet", {"rule": rule.name, "topic": summary.key[1], "text": text},
+                                 now=now)
+                continue
+            ids += self._send_alert(rule, text, now)
         return ids
 
     # --- opt-out ---

@@ -570,6 +570,14 @@ def test_alert_cooldown_coalescing_quiet_hours_and_optout(tmp_path: Path) -> Non
     assert store.audit_log(kind="alert_quiet")
     critical = type(freezer)(**{**freezer.__dict__, "critical": True, "name": "critical"})
     assert len(engine.fire(critical, "sensors/freezer-2/temperature", payload)) == 3
+    # A window that ends inside quiet hours: its summary is held back like any non-critical alert.
+    clock.now = _at(21, 55)
+    assert len(engine.fire(freezer, "sensors/freezer-5/temperature", payload)) == 2
+    clock.now = _at(21, 58)
+    assert engine.fire(freezer, "sensors/freezer-5/temperature", payload) == []
+    clock.now = _at(22, 5)
+    assert engine.flush_summaries() == []
+    assert [e["detail"]["topic"] for e in store.audit_log(kind="alert_quiet")][0] == "sensors/freezer-5/temperature"
 
 
 def test_alert_daily_cap_is_enforced_and_audited(tmp_path: Path) -> None:
