@@ -1,0 +1,352 @@
+"""`smsgw doctor [--config FILE] [--json] [--no-modems] [--force]`: check an installation.
+
+Walks what an installer gets wrong, in order, and says what to do about each finding: the
+configuration file; the store (directory writable, database opens, integrity, WAL mode, queue
+state); each modem's port (present, readable and writable by this user, not held by another
+process) and, when the port is free, the modem itself (answers AT, identity, SIM state, signal,
+registration, operator, SMSC, SMS storage); the MQTT broker (TCP reachable, CONNECT accepted with
+the configured credentials and TLS).
+
+A port held by a running ``smsgw run`` is not opened (two programs on one AT port garble each
+other's replies); the daemon's last recorded modem state is shown instead. ``--force`` opens it
+anyway. Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 when the
+configuration cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import grp
+import json
+import os
+import socket
+import sqlite3
+import ssl
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from appliance.config import Config, ConfigError, ModemConfig, MqttConfig, default_config_path, load_config
+
+NAME = "doctor"
+HELP = "check an installation: configuration, store, modem ports and modems, MQTT broker"
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+
+
+@dataclass
+class Finding:
+    area: str
+    status: str
+    message: str
+    hint: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", type=Path, default=None,
+                        help=f"configuration file (default: $SMSGW_CONFIG or {default_config_path()})")
+    parser.add_argument("--json", action="store_true", help="print the findings as one JSON document")
+    parser.add_argument("--no-modems", action="store_true", help="do not open the modem ports")
+    parser.add_argument("--force", action="store_true",
+                        help="open a modem port even when another process (the daemon) holds it")
+    parser.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="per modem command and MQTT connect timeout (default 5)")
+
+
+# --- store -------------------------------------------------------------------------------------
+
+
+def check_store(config: Config) -> list[Finding]:
+    path = config.store.path
+    directory = path.parent
+    if not directory.exists():
+        return [Finding("store", FAIL, f"directory {directory} does not exist",
+                        f"create it: mkdir -p {directory} (the installer makes /var/lib/smsgw)")]
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return [Finding("store", FAIL, f"directory {directory} is not writable by this user",
+                        "run as the smsgw user or fix the owner: chown smsgw: " + str(directory))]
+    if not path.exists():
+        return [Finding("store", WARN, f"{path} does not exist yet", "it is created on the first `smsgw run` or `smsgw send`")]
+    findings: list[Finding] = []
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+            integrity = connection.execute("PRAGMA quick_check").fetchone()[0]
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            depth: dict[str, int] = {}
+            if "messages" in tables:
+                depth = dict(connection.execute("SELECT state, count(*) FROM messages GROUP BY state").fetchall())
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        return [Finding("store", FAIL, f"{path} cannot be read: {exc}",
+                        "check the file's owner; a corrupt file can be moved aside (the daemon starts a new one)")]
+    if integrity != "ok":
+        findings.append(Finding("store", FAIL, f"{path} fails PRAGMA quick_check: {integrity}",
+                                "stop the daemon, copy the file, then try `sqlite3 FILE .recover`"))
+    else:
+        findings.append(Finding("store", OK, f"{path}: schema version {version}, journal {mode}, integrity ok",
+                                data={"schema_version": version, "journal_mode": mode, "queue": depth}))
+    if mode.lower() != "wal":
+        findings.append(Finding("store", WARN, f"journal mode is {mode}, not WAL", "the daemon switches it on start"))
+    stuck = depth.get("queued", 0) + depth.get("sending", 0)
+    if stuck:
+        findings.append(Finding("store", WARN if stuck > 100 else OK, f"{stuck} message(s) waiting to be sent",
+                                "`smsgw outbox` lists them; `smsgw status` shows the last errors", data=depth))
+    return findings
+
+
+# --- modems ------------------------------------------------------------------------------------
+
+
+def holders(device: str) -> list[int]:
+    """PIDs of other processes that have ``device`` open (from /proc; only those we may inspect)."""
+    try:
+        target = os.path.realpath(device)
+    except OSError:
+        return []
+    found: list[int] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            for fd in os.scandir(f"/proc/{entry.name}/fd"):
+                try:
+                    if os.readlink(fd.path) == target:
+                        found.append(int(entry.name))
+                        break
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return found
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+def check_port(modem: ModemConfig) -> tuple[list[Finding], bool]:
+    """Findings about the port itself, and whether it may be opened now."""
+    area = f"modem {modem.id}"
+    if modem.port.startswith("socket://"):
+        hostport = modem.port[len("socket://"):]
+        host, _, port = hostport.rpartition(":")
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=3):
+                pass
+        except (OSError, ValueError) as exc:
+            return [Finding(area, FAIL, f"{modem.port}: cannot connect: {exc}", "is ser2net running on that host?")], False
+        return [Finding(area, OK, f"{modem.port}: reachable")], True
+    if not os.path.exists(modem.port):
+        hint = "run `smsgw detect` to list attached modems"
+        if "/dev/serial/by-id" in modem.port or "/dev/gsm" in modem.port:
+            hint += "; check the USB cable and power (a modem drawing too much resets the Pi's USB)"
+        return [Finding(area, FAIL, f"port {modem.port} does not exist", hint)], False
+    if not os.access(modem.port, os.R_OK | os.W_OK):
+        groups = {grp.getgrgid(g).gr_name for g in os.getgroups()}
+        hint = "add the user to the dialout group: usermod -aG dialout $USER (then log in again)"
+        if "dialout" in groups:
+            hint = "check the device's mode and owner (ls -l " + modem.port + ")"
+        return [Finding(area, FAIL, f"port {modem.port} is not readable and writable by this user", hint)], False
+    # The simulator keeps its own pty slave ends open (clients reopen ports); it is the modem, not a user.
+    pids = [pid for pid in holders(modem.port) if " simulate " not in f" {_command_line(pid)} "]
+    if pids:
+        who = ", ".join(f"{pid} ({_command_line(pid)[:60]})" for pid in pids)
+        return [Finding(area, OK, f"port {modem.port} is in use by process {who}",
+                        "not opened: two programs on one AT port garble each other's replies (--force opens it)",
+                        data={"pids": pids})], False
+    return [Finding(area, OK, f"port {modem.port} is present and free")], True
+
+
+async def probe_modem(modem: ModemConfig, timeout: float) -> list[Finding]:
+    from drivers.errors import ModemError
+    from drivers.modem import Modem
+
+    area = f"modem {modem.id}"
+    timeouts = {"command": timeout, "send": timeout, "cmgl": timeout, "sync": min(timeout, 1.0), "boot": timeout}
+    device = Modem(modem.port, profile=modem.profile, pin=modem.pin, modem_id=modem.id, baudrate=modem.baudrate,
+                   timeouts=timeouts)
+    findings: list[Finding] = []
+    try:
+        await asyncio.wait_for(device.open(), timeout * 6)
+    except (ModemError, TimeoutError, OSError) as exc:
+        hint = "is it a modem's AT port? (`smsgw detect`; Huawei and Quectel sticks expose several ports)"
+        if "PIN" in str(exc) or "PUK" in str(exc):
+            hint = "set [[modems]].pin, or unlock the SIM in a phone; smsgw never retries a rejected PIN"
+        return [Finding(area, FAIL, f"{modem.port}: {exc}", hint)]
+    try:
+        ident = device.identity
+        findings.append(Finding(area, OK, f"{ident.manufacturer} {ident.model} (profile {device.profile.name}), "
+                                f"IMEI {ident.imei or '?'}", data=asdict(ident)))
+        checks: list[tuple[str, Any]] = [
+            ("signal", device.signal), ("registration", device.registration), ("operator", device.operator),
+            ("smsc", device.smsc), ("storage", device.storage_status),
+        ]
+        for name, query in checks:
+            try:
+                value = await asyncio.wait_for(query(), timeout * 2)
+            except (ModemError, TimeoutError) as exc:
+                findings.append(Finding(area, WARN, f"{name}: no answer ({exc})"))
+                continue
+            findings.append(_judge(area, name, value))
+    finally:
+        await device.close()
+    return findings
+
+
+def _judge(area: str, name: str, value: Any) -> Finding:
+    data = asdict(value) if hasattr(value, "__dataclass_fields__") else {"value": value}
+    if name == "signal":
+        if value.rssi is None:
+            return Finding(area, WARN, "signal: none measured", "check the antenna", data)
+        status = WARN if value.rssi < 8 else OK
+        return Finding(area, status, f"signal: {value.dbm} dBm (CSQ {value.rssi})",
+                       "weak: move the antenna or use an external one" if status == WARN else "", data)
+    if name == "registration":
+        if value.registered:
+            return Finding(area, OK, f"registration: {value.state} ({value.source})", data=data)
+        return Finding(area, FAIL, f"registration: {value.state} ({value.source})",
+                       "check the SIM's subscription, coverage and the antenna", data)
+    if name == "operator":
+        return Finding(area, OK, f"operator: {value.name or '?'} ({value.numeric or '?'})", data=data)
+    if name == "smsc":
+        if not value:
+            return Finding(area, FAIL, "no SMS service centre set on the SIM", 'set it: smsgw at PORT \'AT+CSCA="+..."\'', data)
+        return Finding(area, OK, f"SMS service centre: {value}", data=data)
+    used, total = value.used, value.total
+    status = WARN if total and used >= total else OK
+    return Finding(area, status, f"SMS storage {value.storage or '?'}: {used}/{total} used",
+                   "full: the daemon reads and clears it on start" if status == WARN else "", data)
+
+
+# --- MQTT --------------------------------------------------------------------------------------
+
+
+def check_mqtt(mqtt: MqttConfig, timeout: float) -> list[Finding]:
+    try:
+        with socket.create_connection((mqtt.host, mqtt.port), timeout=timeout):
+            pass
+    except OSError as exc:
+        return [Finding("mqtt", FAIL, f"broker {mqtt.host}:{mqtt.port} is not reachable: {exc}",
+                        "is mosquitto running? (systemctl status mosquitto)")]
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    protocol = paho.MQTTv5 if mqtt.protocol == "5" else paho.MQTTv311
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"smsgw-doctor-{os.getpid()}", protocol=protocol)
+    if mqtt.username is not None:
+        client.username_pw_set(mqtt.username, mqtt.password)
+    if mqtt.tls is not None:
+        try:
+            client.tls_set(ca_certs=str(mqtt.tls.ca) if mqtt.tls.ca else None,
+                           certfile=str(mqtt.tls.cert) if mqtt.tls.cert else None,
+                           keyfile=str(mqtt.tls.key) if mqtt.tls.key else None,
+                           cert_reqs=ssl.CERT_NONE if mqtt.tls.insecure else ssl.CERT_REQUIRED)
+            client.tls_insecure_set(mqtt.tls.insecure)
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            return [Finding("mqtt", FAIL, f"TLS files: {exc}", "check [mqtt.tls] ca, cert and key")]
+    answered = threading.Event()
+    result: dict[str, str] = {}
+
+    def on_connect(_client: Any, _userdata: Any, _flags: Any, reason_code: Any, _properties: Any) -> None:
+        result["reason"] = str(reason_code)
+        result["failure"] = "1" if getattr(reason_code, "is_failure", False) else ""
+        answered.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(mqtt.host, mqtt.port, keepalive=10)
+        client.loop_start()
+        got = answered.wait(timeout)
+    except (OSError, ssl.SSLError) as exc:
+        return [Finding("mqtt", FAIL, f"connecting to {mqtt.host}:{mqtt.port} failed: {exc}",
+                        "TLS port and certificates must match the broker's listener")]
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    if not got:
+        return [Finding("mqtt", FAIL, f"{mqtt.host}:{mqtt.port} did not answer CONNECT within {timeout:g}s",
+                        "is that port an MQTT listener (TLS vs plain)?")]
+    if result.get("failure"):
+        return [Finding("mqtt", FAIL, f"{mqtt.host}:{mqtt.port} refused the connection: {result['reason']}",
+                        "check [mqtt] username/password and the broker's ACL")]
+    return [Finding("mqtt", OK, f"broker {mqtt.host}:{mqtt.port} accepted MQTT {mqtt.protocol}"
+                    f"{' over TLS' if mqtt.tls else ''}")]
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def run_checks(config: Config, args: argparse.Namespace) -> list[Finding]:
+    findings = [Finding("config", OK, f"{config.path}: {len(config.modems)} modem(s), "
+                        f"MQTT {'on' if config.mqtt else 'off'}")]
+    findings += check_store(config)
+    last_state: dict[str, Any] = {}
+    if config.store.path.exists():
+        try:
+            from appliance.store import Store
+
+            store = Store(config.store.path)
+            try:
+                last_state = {m.id: store.state_get("modem", m.id) for m in config.modems}
+            finally:
+                store.close()
+        except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
+            findings.append(Finding("store", WARN, f"reading modem state failed: {exc}"))
+    for modem in config.modems:
+        port_findings, free = check_port(modem)
+        findings += port_findings
+        if not free and modem.id in last_state and last_state[modem.id]:
+            state = last_state[modem.id]
+            findings.append(Finding(f"modem {modem.id}", OK, f"last state recorded by the daemon: "
+                                    f"{state.get('state', '?')}", data=state))
+        if args.no_modems or not (free or (args.force and os.path.exists(modem.port))):
+            continue
+        findings += asyncio.run(probe_modem(modem, args.timeout))
+    if config.mqtt is not None:
+        findings += check_mqtt(config.mqtt, args.timeout)
+    return findings
+
+
+def main(args: argparse.Namespace) -> int:
+    path = args.config or default_config_path()
+    started = time.monotonic()
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        finding = Finding("config", FAIL, str(exc), "fix the file; `smsgw config check FILE` re-checks it")
+        _print([finding], args.json)
+        return 2
+    findings = run_checks(config, args)
+    _print(findings, args.json, time.monotonic() - started)
+    return 1 if any(f.status == FAIL for f in findings) else 0
+
+
+def _print(findings: list[Finding], as_json: bool, elapsed: float | None = None) -> None:
+    if as_json:
+        print(json.dumps({"ok": not any(f.status == FAIL for f in findings),
+                          "findings": [asdict(f) for f in findings]}, indent=2, default=str))
+        return
+    marks = {OK: "  ok ", WARN: " warn", FAIL: " FAIL"}
+    for finding in findings:
+        print(f"{marks[finding.status]}  {finding.area:<12} {finding.message}")
+        if finding.hint and finding.status != OK:
+            print(f"{'':19}-> {finding.hint}")
+        elif finding.hint:
+            print(f"{'':19}({finding.hint})")
+    failed = sum(f.status == FAIL for f in findings)
+    warned = sum(f.status == WARN for f in findings)
+    summary = f"{failed} failed, {warned} warning(s)"
+    if elapsed is not None:
+        summary += f" in {elapsed:.1f}s"
+    print(summary)
