@@ -164,6 +164,9 @@ def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
     for version in range(start + 1, target + 1):
         LOG.info("migrating store schema to version %d", version)
         conn.execute("BEGIN IMMEDIATE")
+        if user_version(conn) >= version:  # another process migrated while we waited for the lock
+            conn.execute("COMMIT")
+            continue
         try:
             MIGRATIONS[version - 1](db)
             conn.execute(f"PRAGMA user_version = {version}")

@@ -256,3 +256,21 @@ def _check_owner(tmp_path: Path) -> None:
     assert owners and set(owners.values()) == {65534}, owners
     assert smsgw("status", config=config).returncode == 0
     assert {p.stat().st_uid for p in data.iterdir()} == {65534}
+
+
+def test_concurrent_sends_to_a_new_database(config):
+    """Several processes creating the store at once: each waits for the schema, none fails."""
+    env = {k: v for k, v in os.environ.items() if k != "SMSGW_CONFIG"}
+    env["PYTHONPATH"] = str(ROOT)
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "appliance", "send", "--config", str(config), "+491701234567",
+                          f"race {n}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        for n in range(8)
+    ]
+    results = [(p.wait(timeout=30), p.stderr.read() if p.stderr else "") for p in procs]
+    for p in procs:
+        for stream in (p.stdout, p.stderr):
+            if stream:
+                stream.close()
+    assert [code for code, _ in results] == [0] * 8, results
+    assert sorted(r["text"] for r in db_rows(config)) == [f"race {n}" for n in range(8)]
