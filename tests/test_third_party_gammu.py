@@ -161,3 +161,34 @@ def test_gammu_smsd_sends_outbox_and_receives_into_inbox(simulator: SimulatorPro
     assert len(files) == 1, files
     assert SENDER in files[0].name
     assert files[0].read_text(encoding="utf-8") == "Incoming for gammu-smsd"
+
+
+OTHER_PROFILES = ["sim800", "sim7600", "ec25", "e3372"]
+
+
+@pytest.mark.parametrize("profile", OTHER_PROFILES)
+def test_gammu_batch_against_each_profile(profile: str, tmp_path: Path) -> None:
+    """identify, sendsms and getallsms in one gammu run (its batch mode) against each modem profile,
+    with the profile's vendor URCs, identity strings and storage numbering."""
+    program = require("gammu")
+    with run_simulator(tmp_path / "sim", profile=profile) as simulator:
+        simulator.inject(SENDER, f"Injected on {profile}")
+        config = tmp_path / "gammurc"
+        debug = tmp_path / "gammu.log"
+        config.write_text(
+            f"[gammu]\ndevice = {simulator.port(0)}\nconnection = at\nlogfile = {debug}\nlogformat = textall\n"
+        )
+        batch = tmp_path / "batch"
+        batch.write_text(f'identify\nsendsms TEXT {RECIPIENT} -text "gammu on {profile}"\ngetallsms\n')
+        result = subprocess.run([program, "-c", str(config), "batch", str(batch)], capture_output=True,
+                                timeout=CLIENT_TIMEOUT)
+        output = result.stdout.decode("utf-8", "replace")
+        assert result.returncode == 0 and "Error" not in output, f"{output}\ngammu log:\n{tail(debug, 60)}"
+        expected = simulator.identity(0)
+        assert field(output, "IMEI") == expected["imei"]
+        # gammu prints known vendors its own way ("huawei" from +CGMI becomes "Huawei").
+        assert field(output, "Manufacturer").lower() == expected["manufacturer"].lower()
+        assert "OK, message reference=" in output
+        assert f"Injected on {profile}" in output
+        assert output.count(f"Injected on {profile}") == 1
+        simulator.wait_sent(RECIPIENT, lambda r: r["text"] == f"gammu on {profile}")

@@ -102,3 +102,17 @@ def test_gsmmodem_receive_callback_fires_for_injected_sms(client: Client, simula
     sms = client.received[0]
     assert sms.number == SENDER
     assert sms.text == "Incoming for python-gsmmodem"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("profile", ["sim800", "sim7600", "ec25", "e3372"])
+def test_gsmmodem_connect_send_receive_on_each_profile(profile: str, tmp_path: Path) -> None:
+    with run_simulator(tmp_path / "sim", profile=profile) as simulator, open_client(simulator) as client:
+        assert client.modem.imei == simulator.identity(0)["imei"]
+        sent = client.modem.sendSms(RECIPIENT, f"python-gsmmodem on {profile}")
+        simulator.wait_sent(RECIPIENT, lambda r: r["text"] == f"python-gsmmodem on {profile}")
+        wait_until(lambda: sent.report is not None, timeout=15, what="the status report")
+        simulator.inject(SENDER, f"Incoming on {profile}")
+        wait_until(lambda: client.received, timeout=15, what="the smsReceivedCallbackFunc")
+        assert client.received[0].text == f"Incoming on {profile}"
+        assert client.received[0].number == SENDER

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,10 +12,9 @@ RECIPIENT = "+4915550123"
 SENDER = "+4915550111"
 
 
-@pytest.fixture
-def simulator(tmp_path: Path) -> Iterator[SimulatorProcess]:
-    with run_simulator(tmp_path / "sim") as running:
-        yield running
+#: The generic modem, a 2G SIMCom, and the Huawei stick (vendor URCs inside replies, slots from 0);
+#: gammu and python-gsmmodem run against every profile.
+PROFILES = ["generic", "sim800", "e3372"]
 
 
 def parse_smsd_file(path: Path) -> tuple[dict[str, str], str]:
@@ -29,8 +27,14 @@ def parse_smsd_file(path: Path) -> tuple[dict[str, str], str]:
     return headers, body
 
 
-def test_smsd_sends_outgoing_file_and_writes_incoming_file(simulator: SimulatorProcess, tmp_path: Path) -> None:
+@pytest.mark.parametrize("profile", PROFILES)
+def test_smsd_sends_outgoing_file_and_writes_incoming_file(profile: str, tmp_path: Path) -> None:
     program = require("smsd")
+    with run_simulator(tmp_path / "sim", profile=profile) as simulator:
+        exchange(program, simulator, tmp_path, profile)
+
+
+def exchange(program: str, simulator: SimulatorProcess, tmp_path: Path, profile: str) -> None:
     spool = tmp_path / "smstools"
     folders = {name: spool / name for name in ("outgoing", "checked", "failed", "incoming", "sent")}
     for folder in folders.values():
@@ -50,6 +54,8 @@ def test_smsd_sends_outgoing_file_and_writes_incoming_file(simulator: SimulatorP
         f"device = {simulator.port(0)}\n"
         "incoming = yes\n"
         "baudrate = 115200\n"
+        # Huawei sticks number SIM slots from 0 (smsd's own documentation says so); smsd starts at 1.
+        + ("memory_start = 0\n" if profile == "e3372" else "")
     )
     (folders["outgoing"] / "message1").write_text(f"To: {RECIPIENT.lstrip('+')}\n\nhello from smstools\n")
 
