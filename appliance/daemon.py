@@ -159,6 +159,8 @@ class Daemon:
         for modem_id in self.modems:
             dispatcher.set_modem_healthy(modem_id, False)  # healthy once its supervisor opened it
         self.inbound = Inbound(store, sweep_interval=s.sweep_interval, on_closed=self._port_closed)
+        # the baseline for the watch on commits by other processes, before anything can be enqueued
+        self._data_version = int(store.conn.execute("PRAGMA data_version").fetchone()[0])
         await dispatcher.start()
         resumed = store.stats()
         LOG.info("store %s open: outbox=%s", config.store.path, resumed.get("outbox"))
@@ -274,8 +276,8 @@ class Daemon:
                 LOG.exception("store watch failed")
                 continue
             if version != self._data_version:
-                if self._data_version is not None:
-                    self.dispatcher.wake()
+                LOG.debug("store changed by another process (data_version %d); waking the dispatcher", version)
+                self.dispatcher.wake()
                 self._data_version = version
 
     async def _flush_partial(self) -> None:
