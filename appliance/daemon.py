@@ -183,19 +183,12 @@ class Daemon:
     async def _start_mqtt(self) -> None:
         if self.config.mqtt is None:
             return
-        try:
-            from appliance.mqtt import MqttBridge
-        except ImportError as exc:
-            LOG.warning("MQTT is configured but the bridge is not available: %s", exc)
-            return
+        from appliance.mqtt import MqttBridge
+        from appliance.rules import RulesEngine
+
         assert self.store is not None
         self.bridge = MqttBridge(self.config, self.store, status=self.status)
         await self.bridge.start()
-        try:
-            from appliance.rules import RulesEngine
-        except ImportError as exc:
-            LOG.info("rules engine not available: %s", exc)
-            return
         self.rules = RulesEngine(self.config, self.store, self.bridge, status=self.status)
         await self.rules.start()
 

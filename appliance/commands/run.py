@@ -79,6 +79,10 @@ def main(args: argparse.Namespace) -> int:
         from appliance.daemon import health_settings
 
         health_settings(config)
+        if config.mqtt is not None:
+            from appliance.rules import validate_rules
+
+            validate_rules(config)
     except ConfigError as exc:
         print(f"smsgw: {exc}", file=sys.stderr)
         return 2
