@@ -206,6 +206,21 @@ async def test_bad_pdu_and_escape_at_the_prompt(sim: Simulator, clients: list[Pt
     assert sim.network.sent == []
 
 
+async def test_a_client_that_died_at_the_prompt_does_not_leave_the_modem_stuck(sim: Simulator) -> None:
+    dead = PtyClient(sim.ports[0])
+    dead.write(b"ATE0\rAT+CMGS=20\r")
+    await dead.expect(b"> ")
+    dead.close()
+    client = PtyClient(sim.ports[0])
+    try:
+        client.write(b"AT\r")  # 'T' is no PDU character: the entry fails at once
+        assert await client.expect(b"\r\n+CMS ERROR: 304\r\n") == b"\r\n+CMS ERROR: 304\r\n"
+        assert await client.command("AT") == "\r\nOK\r\n"
+    finally:
+        client.close()
+    assert sim.network.sent == []
+
+
 async def test_modem_to_modem_by_cmti_then_cmgr_cmgl_cmgd(sim: Simulator, clients: list[PtyClient]) -> None:
     sender, receiver = clients
     await receiver.command("ATE0")

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 CR, LF, BS, DEL, CTRL_Z, ESC = 0x0D, 0x0A, 0x08, 0x7F, 0x1A, 0x1B
+_HEX_DIGITS = frozenset(b"0123456789ABCDEFabcdef")
 MAX_LINE = 4096
 STAT_NAMES = ("REC UNREAD", "REC READ", "STO UNSENT", "STO SENT")
 FAULTS = (
@@ -425,6 +426,13 @@ class SimModem:
                 elif byte in (BS, DEL):
                     if self._entry:
                         del self._entry[-1]
+                elif self.cmgf == 0 and byte not in _HEX_DIGITS and byte not in b" \t":
+                    # Not a PDU character (a client that died at the prompt, and the next one's
+                    # "AT"): the entry fails at once, so the modem does not stay stuck at "> ".
+                    self.write(bytes(echo))
+                    echo.clear()
+                    self._leave_entry()
+                    self._final(self._error_text(CmsError(304)), [])
                 elif len(self._entry) < 2 * MAX_LINE:
                     self._entry.append(byte)
                     if self.echo:
