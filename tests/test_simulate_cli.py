@@ -104,5 +104,7 @@ def test_errors_are_clear_with_status_2(running: Running, tmp_path: Path) -> Non
     nowhere = tmp_path / "nothing-here"
     result = smsgw("simulate", "inject", "--dir", str(nowhere), "--modem", "0", "--from", "1", "--text", "x")
     assert result.returncode == 2 and "no simulator is running" in result.stderr
+    result = smsgw("simulate", "--dir", str(nowhere), "--pin", "12")
+    assert result.returncode == 2 and "--pin must be 4 to 8 digits" in result.stderr
     result = smsgw("simulate", "--dir", str(nowhere), "--profile", "nokia3310")
     assert result.returncode == 2 and "unknown profile 'nokia3310'" in result.stderr

@@ -447,6 +447,20 @@ async def test_control_socket(sim: Simulator, clients: list[PtyClient]) -> None:
     assert [m["number"] for m in reply["modems"]] == ["+4915550000", "+4915550001"]
 
 
+async def test_control_socket_in_a_directory_too_long_for_a_socket_address(tmp_path: Path) -> None:
+    directory = tmp_path / ("d" * 120) / "sim"
+    async with Simulator(directory, pin="4321") as sim:
+        reply = await asyncio.to_thread(request, directory, {"action": "status"})
+        assert reply["ok"] and reply["modems"][0]["port"] == sim.ports[0]
+        client = PtyClient(sim.ports[0])
+        try:
+            assert "+CPIN: SIM PIN" in await client.command("AT+CPIN?")
+            await client.command('AT+CPIN="4321"')
+            assert "+CPIN: READY" in await client.command("AT+CPIN?")
+        finally:
+            client.close()
+
+
 # --- profile flavours ---------------------------------------------------------------------------
 
 

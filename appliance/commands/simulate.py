@@ -1,6 +1,6 @@
 """`smsgw simulate`: simulated modems on ptys, and the inject/fault forms that steer them.
 
-``smsgw simulate --dir DIR [--modems N] [--profile NAME] [--send-delay SECONDS]`` runs in the
+``smsgw simulate --dir DIR [--modems N] [--profile NAME] [--send-delay SECONDS] [--pin PIN]`` runs in the
 foreground until SIGINT/SIGTERM and prints one line when ready. While it runs,
 ``smsgw simulate inject --dir DIR --modem K --from NUMBER --text TEXT`` and
 ``smsgw simulate fault --dir DIR --modem K KIND`` talk to it over ``DIR/control.sock`` and print its
@@ -63,6 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"modem profile to mimic: {', '.join(profile_names())} (default generic)")
     parser.add_argument("--send-delay", type=_seconds, default=0.0, metavar="SECONDS",
                         help="delay before each +CMGS answer (default 0)")
+    parser.add_argument("--pin", metavar="PIN",
+                        help="the SIMs want this PIN (AT+CPIN) before they work (default: no PIN)")
     sub = parser.add_subparsers(dest="simulate_action", metavar="ACTION")
     inject = sub.add_parser("inject", help="deliver an incoming SMS to a simulated modem",
                             description="deliver an incoming SMS to a simulated modem (long text: several parts)")
@@ -88,7 +90,9 @@ def main(args: argparse.Namespace) -> int:
         return _fail("--dir DIR is required")
     action = getattr(args, "simulate_action", None)
     if action is None:
-        return _run(directory, args.modems, args.profile, args.send_delay)
+        if args.pin is not None and not (args.pin.isdigit() and 4 <= len(args.pin) <= 8):
+            return _fail(f"--pin must be 4 to 8 digits, not {args.pin!r}")
+        return _run(directory, args.modems, args.profile, args.send_delay, args.pin)
     message: dict[str, Any]
     if action == "inject":
         message = {"action": "inject", "modem": args.modem, "from": args.sender, "text": args.text}
@@ -106,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(directory: Path, modems: int, profile: str, send_delay: float) -> int:
+def _run(directory: Path, modems: int, profile: str, send_delay: float, pin: str | None) -> int:
     if profile not in profile_names():
         return _fail(f"unknown profile {profile!r}; known: {', '.join(profile_names())}")
     try:
@@ -116,17 +120,17 @@ def _run(directory: Path, modems: int, profile: str, send_delay: float) -> int:
     else:
         return _fail(f"a simulator is already running in {directory}")
     try:
-        return asyncio.run(_serve(directory, modems, profile, send_delay))
+        return asyncio.run(_serve(directory, modems, profile, send_delay, pin))
     except (ProfileError, OSError) as exc:
         return _fail(str(exc))
 
 
-async def _serve(directory: Path, modems: int, profile: str, send_delay: float) -> int:
+async def _serve(directory: Path, modems: int, profile: str, send_delay: float, pin: str | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    simulator = Simulator(directory, modems=modems, profile=profile, send_delay=send_delay)
+    simulator = Simulator(directory, modems=modems, profile=profile, send_delay=send_delay, pin=pin)
     await simulator.start()
     try:
         print(simulator.ready_line(), flush=True)
