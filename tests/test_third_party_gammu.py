@@ -168,27 +168,33 @@ OTHER_PROFILES = ["sim800", "sim7600", "ec25", "e3372"]
 
 @pytest.mark.parametrize("profile", OTHER_PROFILES)
 def test_gammu_batch_against_each_profile(profile: str, tmp_path: Path) -> None:
-    """identify, sendsms and getallsms in one gammu run (its batch mode) against each modem profile,
-    with the profile's vendor URCs, identity strings and storage numbering."""
+    """identify, sendsms, getallsms and geteachsms (which joins a multipart message) in one gammu run
+    (its batch mode) against each modem profile, with its vendor URCs, identity and slot numbering."""
     program = require("gammu")
+    long_text = "".join(f"{i:03d}," for i in range(60))  # 240 characters: two parts
     with run_simulator(tmp_path / "sim", profile=profile) as simulator:
         simulator.inject(SENDER, f"Injected on {profile}")
+        simulator.inject(SENDER, long_text)
         config = tmp_path / "gammurc"
         debug = tmp_path / "gammu.log"
         config.write_text(
             f"[gammu]\ndevice = {simulator.port(0)}\nconnection = at\nlogfile = {debug}\nlogformat = textall\n"
         )
         batch = tmp_path / "batch"
-        batch.write_text(f'identify\nsendsms TEXT {RECIPIENT} -text "gammu on {profile}"\ngetallsms\n')
+        batch.write_text(f'identify\nsendsms TEXT {RECIPIENT} -text "gammu on {profile}"\ngetallsms\ngeteachsms\n')
         result = subprocess.run([program, "-c", str(config), "batch", str(batch)], capture_output=True,
                                 timeout=CLIENT_TIMEOUT)
         output = result.stdout.decode("utf-8", "replace")
         assert result.returncode == 0 and "Error" not in output, f"{output}\ngammu log:\n{tail(debug, 60)}"
+        sections = dict(zip(("identify", "sendsms", "getallsms", "geteachsms"),
+                            output.split("Executing batch")[1:], strict=True))
         expected = simulator.identity(0)
-        assert field(output, "IMEI") == expected["imei"]
+        assert field(sections["identify"], "IMEI") == expected["imei"]
         # gammu prints known vendors its own way ("huawei" from +CGMI becomes "Huawei").
-        assert field(output, "Manufacturer").lower() == expected["manufacturer"].lower()
-        assert "OK, message reference=" in output
-        assert f"Injected on {profile}" in output
-        assert output.count(f"Injected on {profile}") == 1
+        assert field(sections["identify"], "Manufacturer").lower() == expected["manufacturer"].lower()
+        assert "OK, message reference=" in sections["sendsms"]
+        assert sections["getallsms"].count(f"Injected on {profile}") == 1
+        assert "3 SMS parts in 3 SMS sequences" in sections["getallsms"]
+        assert long_text in sections["geteachsms"]
+        assert "3 SMS parts in 2 SMS sequences" in sections["geteachsms"]
         simulator.wait_sent(RECIPIENT, lambda r: r["text"] == f"gammu on {profile}")

@@ -8,6 +8,7 @@ import pytest
 from third_party_fixtures import SimulatorProcess, require, run_daemon, run_simulator, tail
 from waiting import wait_until
 
+LONG_UNICODE = "Grüße ☃ " + "x" * 100
 RECIPIENT = "+4915550123"
 SENDER = "+4915550111"
 
@@ -18,13 +19,15 @@ PROFILES = ["generic", "sim800", "e3372"]
 
 
 def parse_smsd_file(path: Path) -> tuple[dict[str, str], str]:
-    """smsd's message file: ``Header: value`` lines, a blank line, the text."""
-    head, _, body = path.read_text(encoding="utf-8", errors="replace").partition("\n\n")
+    """smsd's message file: ``Header: value`` lines, a blank line, the text (UTF-16BE bytes when the
+    header says ``Alphabet: UCS2``, which is smsd's default for UCS-2 messages)."""
+    head, _, body = path.read_bytes().partition(b"\n\n")
     headers = {}
-    for line in head.splitlines():
+    for line in head.decode("latin-1").splitlines():
         key, _, value = line.partition(":")
         headers[key.strip()] = value.strip()
-    return headers, body
+    text = body.decode("utf-16-be") if headers.get("Alphabet") == "UCS2" else body.decode("latin-1")
+    return headers, text
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -72,16 +75,18 @@ def exchange(program: str, simulator: SimulatorProcess, tmp_path: Path, profile:
         simulator.wait_sent(RECIPIENT, lambda r: r["text"] == "hello from smstools")
 
         simulator.inject(SENDER, "Incoming for smstools")
+        simulator.inject("+4917612345678", LONG_UNICODE)  # two UCS-2 parts, combined by smsd
 
         def received() -> list[Path]:
             daemon.check_running()
-            return [path for path in folders["incoming"].iterdir() if path.name.startswith("GSM1.")]
+            files = [path for path in folders["incoming"].iterdir() if path.name.startswith("GSM1.")]
+            return files if len(files) >= 2 else []
 
         try:
-            files = wait_until(received, timeout=25, what="smsd to write an incoming file")
+            files = wait_until(received, timeout=25, what="smsd to write two incoming files")
         except AssertionError as error:
             raise AssertionError(f"{error}\n{tail(log)}") from None
-    assert len(files) == 1, files
-    headers, body = parse_smsd_file(files[0])
-    assert headers["From"] == SENDER.lstrip("+")
-    assert body.strip() == "Incoming for smstools"
+    messages = {parse_smsd_file(path)[1].rstrip("\n"): parse_smsd_file(path)[0] for path in files}
+    assert set(messages) == {"Incoming for smstools", LONG_UNICODE}, messages
+    assert messages["Incoming for smstools"]["From"] == SENDER.lstrip("+")
+    assert messages[LONG_UNICODE]["From"] == "4917612345678"
