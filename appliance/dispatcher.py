@@ -5,7 +5,10 @@ A worker that is healthy and has capacity claims the next due message from the s
 normal before low, FIFO within a priority), encodes it once into parts with the codec (the parts
 are stored and reused on every retry, on any modem), and sends the parts that have no TP-MR yet,
 committing each part's TP-MR right after its ``+CMGS`` and before the next part (the duplicate
-window of at-least-once delivery; see docs/store.md).
+window of at-least-once delivery; see docs/store.md). While the last part of a message is in
+``AT+CMGS`` (seconds on a real network), the worker already claims and encodes its next message,
+so between one ``+CMGS`` and the next ``AT+CMGS`` there is only the TP-MR's commit; the claimed
+message is given back (without counting the attempt) if the modem cannot send it after all.
 
 Limits: per modem a rate (parts per minute, a sliding window) and a daily cap (parts since local
 midnight, counted from the store so a restart does not reset it); per recipient a minimum interval
@@ -29,7 +32,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from appliance.store import ClaimedMessage, Part, Store, local_midnight
@@ -121,6 +124,7 @@ class _Slot:
     day_count: int = 0
     task: asyncio.Task[None] | None = None
     current: int | None = None  # message id in flight
+    next: ClaimedMessage | None = None  # claimed (and encoded) while the last part of ``current`` is sent
     sent: int = 0  # parts sent since start
     last_error: str | None = None
 
@@ -353,19 +357,81 @@ class Dispatcher:
                 self.store.expire_due(now)
                 wait = self._capacity_wait(slot, now)
                 if wait == 0.0:
-                    busy = self._busy_recipients(now)
-                    claimed = self.store.claim(slot.modem_id, lease=self.lease, now=now, exclude_recipients=busy)
+                    busy: list[str] = []
+                    claimed, slot.next = slot.next, None
+                    if claimed is None:
+                        busy = self._busy_recipients(now)
+                        claimed = self.store.claim(slot.modem_id, lease=self.lease, now=now, exclude_recipients=busy)
+                        if claimed is not None:
+                            self._hold(claimed.recipient)
                     if claimed is not None:
                         await self._send(slot, claimed)
                         continue
                     wait = self._idle_wait(now, busy)
+                else:
+                    self._drop_next(slot, now)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a store error must not kill the worker for good
                 LOG.exception("dispatcher worker for %s failed; retrying", slot.modem_id)
                 wait = self.poll_interval
             await self._sleep(slot, wait)
+        try:
+            self._drop_next(slot, self.clock())
+        except Exception:
+            LOG.exception("giving back the next message of %s failed", slot.modem_id)
         LOG.debug("dispatcher worker for %s stopped", slot.modem_id)
+
+    def _hold(self, recipient: str) -> None:
+        self._in_flight[recipient] = self._in_flight.get(recipient, 0) + 1
+
+    def _unhold(self, recipient: str) -> None:
+        count = self._in_flight.get(recipient, 1) - 1
+        if count > 0:
+            self._in_flight[recipient] = count
+        else:
+            self._in_flight.pop(recipient, None)
+
+    def _drop_next(self, slot: _Slot, now: float) -> None:
+        """Give the prefetched message back (the modem cannot send it now)."""
+        claimed, slot.next = slot.next, None
+        if claimed is not None:
+            self._unhold(claimed.recipient)
+            self.store.release(claimed.id, now)
+            self.wake()
+
+    def _can_prefetch(self, slot: _Slot, now: float) -> bool:
+        """Whether ``slot`` may send one more part after the one in flight without waiting."""
+        if self._stopping or slot.next is not None or not slot.healthy or slot.paused_until > now:
+            return False
+        cap = slot.limits.daily_cap
+        if cap is not None and slot.day_count + 1 >= cap:
+            return False
+        rate = slot.limits.rate_per_minute
+        return not (rate is not None and len(slot.sent_times) + 1 >= rate)
+
+    def _prefetch(self, slot: _Slot) -> None:
+        """While the last part of a message is in AT+CMGS, claim and encode the next message.
+
+        This takes the claim and the parts' commits off the path between one ``+CMGS`` and the next
+        ``AT+CMGS``; the TP-MR of the part in flight is still committed first, before anything else.
+        """
+        now = self.clock()
+        if not self._can_prefetch(slot, now):
+            return
+        claimed = self.store.claim(slot.modem_id, lease=self.lease, now=now,
+                                   exclude_recipients=self._busy_recipients(now))
+        if claimed is None:
+            return
+        if not claimed.parts:
+            try:
+                claimed = replace(claimed, parts=self._encode(claimed, now, slot.modem_id))
+            except (PduError, ValueError) as exc:
+                LOG.warning("message %d cannot be encoded: %s", claimed.id, exc)
+                self.store.fail(claimed.id, f"cannot encode: {exc}", now)
+                return
+        self._hold(claimed.recipient)
+        slot.next = claimed
 
     def _encode(self, claimed: ClaimedMessage, now: float, modem_id: str) -> list[Part]:
         validity: int | None = None
@@ -379,17 +445,13 @@ class Dispatcher:
         return self.store.set_parts(claimed.id, parts)
 
     async def _send(self, slot: _Slot, claimed: ClaimedMessage) -> None:
+        """Send the unsent parts of ``claimed`` (its recipient is held by whoever claimed it)."""
         slot.current = claimed.id
-        self._in_flight[claimed.recipient] = self._in_flight.get(claimed.recipient, 0) + 1
         try:
             await self._send_parts(slot, claimed)
         finally:
             slot.current = None
-            count = self._in_flight.get(claimed.recipient, 1) - 1
-            if count > 0:
-                self._in_flight[claimed.recipient] = count
-            else:
-                self._in_flight.pop(claimed.recipient, None)
+            self._unhold(claimed.recipient)
             self.wake()  # the recipient is free again; other workers may want it
 
     async def _send_parts(self, slot: _Slot, claimed: ClaimedMessage) -> None:
@@ -400,9 +462,9 @@ class Dispatcher:
             LOG.warning("message %d cannot be encoded: %s", claimed.id, exc)
             self.store.fail(claimed.id, f"cannot encode: {exc}", now)
             return
-        for part in parts:
-            if part.message_reference is not None:
-                continue
+        lease_until = claimed.lease_until
+        unsent = [part for part in parts if part.message_reference is None]
+        for part in unsent:
             while True:
                 slot.wake.clear()
                 if self._stopping:
@@ -420,13 +482,22 @@ class Dispatcher:
                     # daily cap reached mid-message: let another modem (or tomorrow) finish it
                     self.store.requeue(claimed.id, f"modem {slot.modem_id} reached its limit", now, now)
                     return
-                self.store.renew_lease(claimed.id, self.lease, now)
+                lease_until = self.store.renew_lease(claimed.id, self.lease, now)
                 await self._sleep(slot, wait)
-            self.store.renew_lease(claimed.id, self.lease, now)
+            if lease_until - now < self.lease / 2:
+                lease_until = self.store.renew_lease(claimed.id, self.lease, now)
             submit = SubmitPart(part.pdu, part.tpdu_length, part.sequence, part.total)
+            sending = asyncio.ensure_future(asyncio.wait_for(slot.modem.send_pdu(submit), self.send_timeout))
+            if part is unsent[-1]:
+                await asyncio.sleep(0)  # let AT+CMGS go out first
+                try:
+                    self._prefetch(slot)
+                except Exception:
+                    LOG.exception("claiming the next message for %s failed", slot.modem_id)
             try:
-                reference = await asyncio.wait_for(slot.modem.send_pdu(submit), self.send_timeout)
+                reference = await sending
             except asyncio.CancelledError:
+                sending.cancel()
                 raise
             except Exception as exc:
                 self._failed(slot, claimed, part, exc)

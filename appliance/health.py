@@ -43,6 +43,8 @@ PORT_WAIT = 30.0
 PORT_POLL = 0.1
 
 ONLINE = "online"
+#: States logged at info level; the others (trouble and recovery) at warning level.
+QUIET_STATES = (ONLINE, "starting", "opening", "stopped")
 
 
 def port_exists(port: str) -> bool:
@@ -143,7 +145,7 @@ class ModemSupervisor:
             self.healthy = healthy
             self.on_healthy(self.modem_id, healthy)
         if changed:
-            LOG.log(logging.INFO if state == ONLINE else logging.WARNING, "modem %s %s%s", self.modem_id,
+            LOG.log(logging.INFO if state in QUIET_STATES else logging.WARNING, "modem %s %s%s", self.modem_id,
                     state, f" error={error}" if error else "")
             self.publish()
 

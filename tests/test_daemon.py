@@ -313,3 +313,25 @@ async def test_reassembly_timeout_delivers_the_partial_text(tmp_path: Path, sim:
     assert row["partial"] and event["partial"] is True and event["missing"] == [2]
     assert await daemon.stop() == 0
 
+
+
+async def test_sigterm_finishes_the_send_in_progress_commits_it_and_exits_0(tmp_path: Path,
+                                                                           daemons: list[DaemonProcess]) -> None:
+    slow = Simulator(tmp_path / "slow", modems=1, send_delay=1.0)
+    await slow.start()
+    try:
+        config = write_config(tmp_path / "gw", slow.ports)
+        db = tmp_path / "gw" / "smsgw.db"
+        daemon = await start_daemon(daemons, config)
+        await daemon.wait_running()
+        first = enqueue(db, OUTSIDE, "in flight at SIGTERM")
+        second = enqueue(db, "+4915187654321", "still queued at SIGTERM")
+        await wait_state(db, first, "sending", daemon)
+        assert await daemon.stop() == 0  # during the 1 s the modem takes to answer +CMGS
+        assert message(db, first)["state"] == "sent"  # the exchange finished and was committed
+        assert sent_texts(slow) == ["in flight at SIGTERM"]
+        assert message(db, second)["state"] == "queued"
+        log = daemon.log_text()
+        assert log.index("signal received") < log.index(f"message {first} part 1/1 sent") < log.index("daemon: stopped")
+    finally:
+        await slow.stop()

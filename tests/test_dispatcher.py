@@ -399,3 +399,55 @@ async def test_expired_lease_of_a_dead_claim_is_taken_over(
     await wait_state(store, queued.id, "sent")
     row = store.message(queued.id)
     assert row is not None and (row["modem"], row["attempts"]) == ("sim0", 2)
+
+
+async def test_next_message_is_claimed_while_the_last_part_is_in_flight_and_given_back_on_stop(
+    store: Store, make_dispatcher
+) -> None:
+    modem = RecordingModem("sim0")
+    modem.gate = asyncio.Event()
+    first, second = store.enqueue([request("+491700000001", "one"), request("+491700000002", "two")])
+    dispatcher = make_dispatcher(modem)
+    await dispatcher.start()
+    await async_wait_until(modem.waiting.is_set, timeout=5)
+    assert state(store, second.id) == "sending" and store.parts(second.id)  # claimed and encoded already
+    stopping = asyncio.create_task(dispatcher.stop())
+    await asyncio.sleep(0.05)
+    modem.gate.set()
+    await asyncio.wait_for(stopping, 5)
+    assert state(store, first.id) == "sent"
+    row = store.message(second.id)
+    assert row is not None and (row["state"], row["attempts"], row["lease_until"]) == ("queued", 0, None)
+    assert recipients(modem) == ["+491700000001"]
+
+
+async def test_prefetched_message_moves_to_another_modem_when_its_modem_fails(store: Store, make_dispatcher) -> None:
+    failing = RecordingModem("sim0", errors=[TransportError("sim0: port vanished")])
+    failing.gate = asyncio.Event()
+    spare = RecordingModem("sim1")
+    first, second = store.enqueue([request("+491700000001", "one"), request("+491700000002", "two")])
+    dispatcher = make_dispatcher(failing, spare, modem_error_pause=3600.0)
+    dispatcher.set_modem_healthy("sim1", False)
+    await dispatcher.start()
+    await async_wait_until(failing.waiting.is_set, timeout=5)
+    assert state(store, second.id) == "sending"  # prefetched by sim0
+    dispatcher.set_modem_healthy("sim1", True)
+    failing.gate.set()  # sim0's port vanishes during the send
+    await wait_state(store, first.id, "sent")
+    await wait_state(store, second.id, "sent")
+    assert sorted(recipients(spare)) == ["+491700000001", "+491700000002"]
+    row = store.message(second.id)
+    assert row is not None and row["attempts"] == 1  # giving it back did not count an attempt
+
+
+async def test_no_message_is_claimed_ahead_when_the_rate_limit_would_hold_it(store: Store, make_dispatcher) -> None:
+    modem = RecordingModem("sim0")
+    modem.gate = asyncio.Event()
+    first, second = store.enqueue([request("+491700000001", "one"), request("+491700000002", "two")])
+    await make_dispatcher(modem, limits={"sim0": ModemLimits(rate_per_minute=1)}).start()
+    await async_wait_until(modem.waiting.is_set, timeout=5)
+    assert state(store, second.id) == "queued"
+    modem.gate.set()
+    await wait_state(store, first.id, "sent")
+    row = store.message(second.id)
+    assert row is not None and (row["state"], row["attempts"]) == ("queued", 0)
