@@ -27,6 +27,7 @@ import inspect
 import json
 import logging
 import math
+import socket
 import ssl
 import threading
 import time
@@ -380,6 +381,7 @@ class MqttBridge:
             min_delay=max(1, round(float(_cfg(self.mqtt, "reconnect_min", 1.0)))),
             max_delay=max(1, round(float(_cfg(self.mqtt, "reconnect_max", 60.0)))),
         )
+        client.on_socket_open = self._on_socket_open
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -396,6 +398,13 @@ class MqttBridge:
             pass
 
     # paho thread
+    @staticmethod
+    def _on_socket_open(client: paho.Client, userdata: Any, sock: Any) -> None:
+        # PUBACK, response and event go out back to back: without TCP_NODELAY, Nagle holds the second
+        # packet until the broker's delayed ACK of the first (about 40 ms).
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
                     properties: Any) -> None:
         if reason_code.is_failure:
