@@ -19,6 +19,8 @@ from waiting import wait_until
 
 RECIPIENT = "+4915550123"
 SENDER = "+4915550111"
+SECOND = "+4917612345678"
+LONG_TEXT = "".join(f"{i:04d}-" for i in range(80))  # 400 characters, each position distinct
 
 Gammu = Callable[..., str]
 
@@ -82,10 +84,9 @@ def test_gammu_sendsms_plain_reaches_the_network(gammu: Gammu, simulator: Simula
 def test_gammu_sendsms_400_characters_arrives_as_one_reassembled_message(
     gammu: Gammu, simulator: SimulatorProcess,
 ) -> None:
-    text = "".join(f"{i:04d}-" for i in range(80))  # 400 characters, each position distinct
-    output = gammu("sendsms", "TEXT", RECIPIENT, "-len", "400", "-text", text)
+    output = gammu("sendsms", "TEXT", RECIPIENT, "-len", "400", "-text", LONG_TEXT)
     assert output.count("OK, message reference=") == 3
-    record = simulator.wait_sent(RECIPIENT, lambda r: r["text"] == text)
+    record = simulator.wait_sent(RECIPIENT, lambda r: r["text"] == LONG_TEXT)
     assert record["parts"] >= 3
 
 
@@ -98,12 +99,12 @@ def test_gammu_sendsms_unicode_text_intact(gammu: Gammu, simulator: SimulatorPro
 
 def test_gammu_getallsms_lists_injected_messages(gammu: Gammu, simulator: SimulatorProcess) -> None:
     simulator.inject(SENDER, "Injected for getallsms")
-    simulator.inject("+4917612345678", "Grüße ☃ aus dem Netz")
+    simulator.inject(SECOND, "Grüße ☃ aus dem Netz")
     output = gammu("getallsms")
     assert "Injected for getallsms" in output
     assert "Grüße ☃ aus dem Netz" in output
     assert f'"{SENDER}"' in output
-    assert '"+4917612345678"' in output
+    assert f'"{SECOND}"' in output
     # Each message once: a second storage answered from the same slots would list it twice.
     assert output.count("Injected for getallsms") == 1
 
@@ -133,34 +134,43 @@ def test_gammu_smsd_sends_outbox_and_receives_into_inbox(simulator: SimulatorPro
         "ReceiveFrequency = 1\n"
         "StatusFrequency = 0\n"
     )
-    outbox_name = f"OUTC20260101_000000_00_{RECIPIENT}_sms0.txt"
-    (folders["outbox"] / outbox_name).write_text("hello from gammu-smsd")
+    short_name = f"OUTC20260101_000000_00_{RECIPIENT}_sms0.txt"
+    (folders["outbox"] / short_name).write_text("hello from gammu-smsd")
+    long_name = f"OUTC20260101_000001_00_{SECOND}_sms0.txt"
+    (folders["outbox"] / long_name).write_text(LONG_TEXT)  # gammu-smsd splits it into three parts
 
     with run_daemon([program, "-c", str(config)], spool / "stdout.log", spool) as daemon:
 
         def sent() -> bool:
             daemon.check_running()
-            return (folders["sent"] / outbox_name).exists()
+            return (folders["sent"] / short_name).exists() and (folders["sent"] / long_name).exists()
 
         try:
-            wait_until(sent, timeout=25, what="gammu-smsd to move the outbox file to sent/")
+            wait_until(sent, timeout=25, what="gammu-smsd to move both outbox files to sent/")
         except AssertionError as error:
             raise AssertionError(f"{error}\n{tail(log)}\nerror/: {list(folders['error'].iterdir())}") from None
         simulator.wait_sent(RECIPIENT, lambda r: r["text"] == "hello from gammu-smsd")
+        assert simulator.wait_sent(SECOND, lambda r: r["text"] == LONG_TEXT)["parts"] == 3
 
         simulator.inject(SENDER, "Incoming for gammu-smsd")
+        long_incoming = "".join(f"{i:03d}." for i in range(60))  # two parts
+        simulator.inject(SECOND, long_incoming)
 
         def received() -> list[Path]:
             daemon.check_running()
-            return list(folders["inbox"].iterdir())
+            files = sorted(folders["inbox"].iterdir())
+            return files if len(files) >= 3 else []
 
         try:
-            files = wait_until(received, timeout=25, what="gammu-smsd to write an inbox file")
+            files = wait_until(received, timeout=25, what="gammu-smsd to write three inbox files")
         except AssertionError as error:
             raise AssertionError(f"{error}\n{tail(log)}") from None
-    assert len(files) == 1, files
-    assert SENDER in files[0].name
-    assert files[0].read_text(encoding="utf-8") == "Incoming for gammu-smsd"
+    # The files backend writes each part to its own file: IN<date>_<time>_<serial>_<sender>_<part>.txt
+    from_sender = [path for path in files if SENDER in path.name]
+    from_second = [path for path in files if SECOND in path.name]
+    assert len(from_sender) == 1 and len(from_second) == 2, files
+    assert from_sender[0].read_text(encoding="utf-8") == "Incoming for gammu-smsd"
+    assert "".join(path.read_text(encoding="utf-8") for path in from_second) == long_incoming
 
 
 OTHER_PROFILES = ["sim800", "sim7600", "ec25", "e3372"]
