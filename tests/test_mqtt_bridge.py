@@ -375,3 +375,28 @@ async def test_events_committed_by_another_process_are_published(rig: Rig) -> No
     [message] = await wait_json(probe, "smsgw/received")
     assert message["id"] == 99
     await async_wait_until(lambda: bridge.store.events_pending() == [])
+
+
+async def test_a_failed_commit_is_retried_and_answered_once(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    bridge = await rig.bridge()
+    probe = rig.probe("smsgw/bridge/response/send")
+    probe.subscribed()
+    real_enqueue = bridge.store.enqueue
+    failures: list[int] = []
+
+    def flaky(requests: Any, now: Any = None) -> Any:
+        if not failures:
+            failures.append(len(requests))
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_enqueue(requests, now)
+
+    monkeypatch.setattr(bridge.store, "enqueue", flaky)
+    probe.publish("smsgw/send", json.dumps({"to": NUMBER, "text": "retried", "transaction": "r"}))
+    await async_wait_until(lambda: failures, what="the failing commit")
+    assert "store commit failed: disk I/O error" in str(bridge.last_error)
+    [response] = await wait_json(probe, "smsgw/bridge/response/send")
+    assert response["status"] == "ok" and response["transaction"] == "r"
+    assert [m["text"] for m in bridge.store.outbox()] == ["retried"]
+    assert bridge.stats()["received"] == 1 and bridge.stats()["accepted"] == 1

@@ -285,14 +285,15 @@ async def test_tls_client_certificate_password_and_acl(
     assert [r["text"] for r in outbox(tmp_path / "app" / "smsgw.db")] == ["over TLS"]
 
 
-@pytest.mark.parametrize("crash, code", [("before-commit", 17), ("after-commit", 18)])
+@pytest.mark.parametrize("crash, code, protocol", [("before-commit", 17, "5"), ("after-commit", 18, "5"),
+                                                    ("before-commit", 17, "3.1.1")])
 async def test_request_survives_a_crash_between_receipt_and_puback(
         tmp_path: Path, sim: Simulator, mosquitto: Broker, apps: list[App], probes: list[Probe],
-        crash: str, code: int) -> None:
+        crash: str, code: int, protocol: str) -> None:
     db = tmp_path / "app" / "smsgw.db"
     probe = Probe(mosquitto, "smsgw/bridge/#")
     probes.append(probe)
-    config = make_config(tmp_path, sim, mosquitto)
+    config = make_config(tmp_path, sim, mosquitto, protocol=protocol)
     app = App(config)
     apps.append(app)
     await app.start(crash=crash)
