@@ -308,6 +308,27 @@ async def test_text_mode_send_and_list(sim: Simulator, clients: list[PtyClient])
     assert '+CMGL: 1,"REC UNREAD","+4917000000001",,"' in listing and "\r\ntext mode in\r\n" in listing
 
 
+async def test_text_mode_status_report_forms(sim: Simulator, clients: list[PtyClient]) -> None:
+    client = clients[0]
+    await client.command("ATE0;+CMGF=1;+CSMP=49,167,0,0;+CNMI=2,1,0,2,0")
+    client.write(f'AT+CMGS="{OUTSIDE}"\r'.encode())
+    await client.expect(b"> ")
+    reference = (await client.command("report me\x1a")).split("+CMGS: ")[1].split("\r")[0]
+    await client.expect(b'+CDSI: "SM",1\r\n')
+    read = (await client.command("AT+CMGR=1")).strip().split("\r\n")
+    assert read[0].startswith(f'+CMGR: "REC UNREAD",6,{reference},"{OUTSIDE}",145,"')
+    assert read[0].endswith('",0') and read[1:] == ["", "OK"]  # no text line
+    listing = (await client.command('AT+CMGL="ALL"')).strip().split("\r\n")
+    assert listing[0].startswith(f'+CMGL: 1,"REC READ",6,{reference},"{OUTSIDE}",145,"')
+    assert listing[1:] == ["", "OK"]
+    await client.command("AT+CNMI=2,1,0,1,0")
+    client.write(f'AT+CMGS="{OUTSIDE}"\r'.encode())
+    await client.expect(b"> ")
+    reference = (await client.command("and me\x1a")).split("+CMGS: ")[1].split("\r")[0]
+    urc = await client.expect(b"\r\n+CDS: ") + await client.expect(b",0\r\n")
+    assert urc.startswith(f'\r\n+CDS: 6,{reference},"{OUTSIDE}",145,"'.encode())
+
+
 async def test_send_delay_holds_the_answer(tmp_path: Path) -> None:
     async with Simulator(tmp_path / "sim", send_delay=0.3) as sim:
         client = PtyClient(sim.ports[0])

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from drivers import gsm7
-from drivers.pdu import PduError, SmsSubmit, decode, encode_deliver
+from drivers.pdu import PduError, SmsStatusReport, SmsSubmit, decode, encode_deliver
 from drivers.simulator.flavours import Flavour
 from drivers.simulator.network import Submitted
 from drivers.simulator.pty import PtyPort
@@ -892,6 +892,10 @@ class SimModem:
             message = decode(sms.pdu)
         except PduError:
             return [f"{command}: {index},{stat}" if command == "+CMGL" else f"{command}: {stat}", ""]
+        if isinstance(message, SmsStatusReport):
+            # 27.005 text mode: <stat>,<fo>,<mr>,<ra>,<tora>,<scts>,<dt>,<st>, and no text line
+            report = f"{stat},{self._status_report_fields(message)}"
+            return [f"+CMGL: {index},{report}" if command == "+CMGL" else f"+CMGR: {report}"]
         number = getattr(message, "number", "")
         stamp = getattr(message, "timestamp", None)
         when = stamp.strftime('%y/%m/%d,%H:%M:%S+00') if stamp is not None else ""
@@ -1020,14 +1024,17 @@ class SimModem:
 
     def _text_status_report(self, pdu: str) -> str:
         message = decode(pdu)
-        fields = [
-            "6", str(getattr(message, "reference", 0)), f'"{getattr(message, "number", "")}"', "145",
-        ]
-        for attr in ("timestamp", "discharge_time"):
-            stamp = getattr(message, attr, None)
-            fields.append(f'"{stamp.strftime("%y/%m/%d,%H:%M:%S+00")}"' if stamp else '""')
-        fields.append(str(getattr(message, "status", 0)))
-        return "+CDS: " + ",".join(fields)
+        assert isinstance(message, SmsStatusReport)
+        return "+CDS: " + self._status_report_fields(message)
+
+    def _status_report_fields(self, report: SmsStatusReport) -> str:
+        """``<fo>,<mr>,"<ra>",<tora>,"<scts>","<dt>",<st>`` (27.005 text mode)."""
+        number = report.number
+        tora = 145 if number.startswith("+") else 129
+        if self.cscs == "UCS2":
+            number = number.encode("utf-16-be").hex().upper()
+        stamps = [f'"{t.strftime("%y/%m/%d,%H:%M:%S+00")}"' for t in (report.timestamp, report.discharge_time)]
+        return ",".join(["6", str(report.reference), f'"{number}"', str(tora), *stamps, str(report.status)])
 
 
 def _int(values: list[str | None], position: int, default: int, allowed: tuple[int, ...] | None,
