@@ -46,6 +46,7 @@ TIMEOUT_KEYS = ("command", "send", "cmgl", "sync", "boot", "ussd")
 @dataclass(frozen=True)
 class HealthSettings:
     ping_interval: float = 15.0
+    radio_interval: float = 60.0
     failures_allowed: int = 2
     backoff_base: float = 2.0
     backoff_max: float = 300.0
@@ -67,7 +68,7 @@ def health_settings(config: Config) -> HealthSettings:
         raise ConfigError(file, "health", "must be a table ([health])")
     defaults = HealthSettings()
     values: dict[str, Any] = {}
-    numbers = ("ping_interval", "backoff_base", "backoff_max", "port_wait", "sweep_interval",
+    numbers = ("ping_interval", "radio_interval", "backoff_base", "backoff_max", "port_wait", "sweep_interval",
                "poll_interval", "watch_interval", "flush_interval", "retry_base", "retry_max")
     for key, value in table.items():
         if key in numbers:
@@ -169,7 +170,7 @@ class Daemon:
                 modem, store, on_healthy=self._on_healthy, on_recovered=self._on_recovered,
                 power=self.power.get(modem_id), ping_interval=s.ping_interval,
                 failures_allowed=s.failures_allowed, backoff_base=s.backoff_base, backoff_max=s.backoff_max,
-                port_wait=s.port_wait, extra_status=self._modem_extra,
+                port_wait=s.port_wait, radio_interval=s.radio_interval, extra_status=self._modem_extra,
             )
             self.supervisors[modem_id] = supervisor
             supervisor.start()

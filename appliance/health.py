@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 LOG = logging.getLogger("appliance.health")
 
 PING_INTERVAL = 15.0
+#: Seconds between two readings of signal, registration and operator (published when they change).
+RADIO_INTERVAL = 60.0
 FAILURES_ALLOWED = 2
 BACKOFF_BASE = 2.0
 BACKOFF_MAX = 300.0
@@ -65,6 +67,7 @@ class ModemSupervisor:
         backoff_base: float = BACKOFF_BASE,
         backoff_max: float = BACKOFF_MAX,
         port_wait: float = PORT_WAIT,
+        radio_interval: float = RADIO_INTERVAL,
         extra_status: Callable[[str], dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -78,6 +81,9 @@ class ModemSupervisor:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.port_wait = port_wait
+        self.radio_interval = radio_interval
+        self.radio: dict[str, Any] = {}  # signal, registration, operator, sim: the last reading
+        self._radio_due = 0.0
         self.extra_status = extra_status
         self.clock = clock
         self.state = "starting"
@@ -130,6 +136,7 @@ class ModemSupervisor:
             "imei": identity.imei or None,
             "last_error": self.last_error,
             "recoveries": self.recoveries,
+            **self.radio,
             "at": self.clock(),
         }
         if self.extra_status is not None:
@@ -180,6 +187,8 @@ class ModemSupervisor:
                 try:
                     await self.modem.ping()
                     self.failures = 0
+                    if asyncio.get_running_loop().time() >= self._radio_due:
+                        await self.read_radio()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -215,7 +224,33 @@ class ModemSupervisor:
         self.last_error = None
         if self.on_recovered is not None:
             self.on_recovered(self.modem)
+        await self.read_radio()
         return True
+
+    async def read_radio(self) -> None:
+        """Read signal, registration, operator and SIM state; publish the modem's state if they changed.
+
+        A query the modem does not answer leaves the last reading in place: ping decides health.
+        """
+        self._radio_due = asyncio.get_running_loop().time() + self.radio_interval
+        radio = dict(self.radio)
+        modem = self.modem
+        try:
+            signal = await modem.signal()
+            radio["signal"] = {"rssi": signal.rssi, "dbm": signal.dbm, "percent": signal.percent, "ber": signal.ber}
+            registration = await modem.registration()
+            radio["registration"] = {"state": registration.state, "lac": registration.lac,
+                                     "cell_id": registration.cell_id, "act": registration.act}
+            operator = await modem.operator()
+            radio["operator"] = {"name": operator.name, "numeric": operator.numeric}
+            radio["sim"] = await modem.sim_state()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            LOG.debug("modem %s: radio state not read: %s", self.modem_id, exc)
+        if radio != self.radio:
+            self.radio = radio
+            self.publish()
 
     async def _open(self) -> None:
         await self.modem.open()

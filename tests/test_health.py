@@ -78,8 +78,11 @@ def modem_state(store: Store) -> dict[str, Any]:
 async def test_opens_the_modem_and_publishes_its_state(supervise: Callable[..., Any], store: Store) -> None:
     supervisor, recorder = supervise()
     await async_wait_until(lambda: modem_state(store).get("state") == "online", timeout=5)
+    await async_wait_until(lambda: "signal" in modem_state(store), timeout=5, what="radio state")
     state = modem_state(store)
     assert state["healthy"] is True and state["profile"] == "generic" and state["imei"]
+    assert state["registration"]["state"] in ("home", "roaming") and state["sim"] == "READY"
+    assert isinstance(state["signal"]["dbm"], int) and state["operator"]["name"]
     assert recorder.health == [True] and recorder.recovered == 1
     events = [e for e in store.events_pending(100) if e.topic == "modem/sim0"]
     assert events and events[-1].retain and events[-1].payload["state"] == "online"
