@@ -194,3 +194,17 @@ async def test_status_reports_mark_the_message_delivered_and_free_their_slot(
     assert all(part.state == "delivered" for part in store.parts(queued.id))
     assert inbound.reports >= 2  # a report can be seen twice (its +CDSI and a sweep): harmless
     await async_wait_until(lambda: not slots(sim), timeout=5)  # +CDSI slots (sim800) are deleted too
+
+
+async def test_storage_full_urc_triggers_a_sweep_that_makes_room(
+    sim: Simulator, store: Store, modem: Modem, inbound: Inbound
+) -> None:
+    inbound.add_modem(modem)  # the start sweep runs on an empty SIM; the next is an hour away
+    await asyncio.sleep(0.1)
+    sim.fault(0, "sim-full")  # filled with read messages, unseen by the modem's events
+    sim.inject(0, "+4917088888888", "arrives once there is room")  # refused: the modem announces it is full
+    await async_wait_until(lambda: "arrives once there is room" in texts(store), timeout=5,
+                           what="the held SMS after the storage-full sweep")
+    await async_wait_until(lambda: not slots(sim), timeout=5)
+    # the fillers were taken too (identical PDUs: one inbox message), and every slot was freed
+    assert texts(store) == ["arrives once there is room", "old message"]
