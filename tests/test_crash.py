@@ -83,7 +83,9 @@ async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
 
 @pytest.mark.timeout(300)
 async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, sim: Simulator) -> None:
-    rng = random.Random(int(os.environ.get("SMSGW_CRASH_SEED", str(time.time_ns()))))
+    seed = int(os.environ.get("SMSGW_CRASH_SEED", str(time.time_ns())))
+    print(f"SMSGW_CRASH_SEED={seed}")  # shown with a failure: rerun with the same moments
+    rng = random.Random(seed)
     config = write_config(tmp_path / "gw", sim.ports, sweep_interval=0.5)
     db = tmp_path / "gw" / "smsgw.db"
     Store(db).close()  # create the schema before the first life, so the witness can read it
