@@ -335,3 +335,16 @@ async def test_sigterm_finishes_the_send_in_progress_commits_it_and_exits_0(tmp_
         assert log.index("signal received") < log.index(f"message {first} part 1/1 sent") < log.index("daemon: stopped")
     finally:
         await slow.stop()
+
+
+def test_log_lines_are_level_component_message_and_journald_gets_priorities() -> None:
+    import logging
+
+    from appliance.commands.run import LogFormatter
+
+    record = logging.LogRecord("appliance.dispatcher", logging.WARNING, __file__, 1, "message %d failed", (7,), None)
+    record.fields = {"modem": "sim0", "attempt": 2}
+    assert LogFormatter(journal=False).format(record) == "warning dispatcher: message 7 failed modem=sim0 attempt=2"
+    assert LogFormatter(journal=True).format(record) == "<4>dispatcher: message 7 failed modem=sim0 attempt=2"
+    info = logging.LogRecord("drivers.at", logging.INFO, __file__, 1, "open", (), None)
+    assert LogFormatter(journal=True).format(info) == "<6>at: open"
