@@ -348,3 +348,14 @@ def test_log_lines_are_level_component_message_and_journald_gets_priorities() ->
     assert LogFormatter(journal=True).format(record) == "<4>dispatcher: message 7 failed modem=sim0 attempt=2"
     info = logging.LogRecord("drivers.at", logging.INFO, __file__, 1, "open", (), None)
     assert LogFormatter(journal=True).format(info) == "<6>at: open"
+
+
+def test_the_demo_selftest_sends_and_receives_through_the_cli_simulator() -> None:
+    import subprocess
+
+    done = subprocess.run(["bash", str(ROOT / ".ci" / "demo"), "--selftest"], capture_output=True, text=True,
+                          env=daemon_env(), cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "selftest: smsgw send -> simulated network: ok" in done.stdout
+    assert "selftest: smsgw simulate inject -> smsgw inbox: ok" in done.stdout
+    assert "selftest: passed" in done.stdout
