@@ -1,8 +1,9 @@
 """Home Assistant MQTT discovery: the gateway and each modem appear as devices with entities.
 
 Published retained under ``<prefix>/<component>/<node>/<object>/config`` (prefix ``homeassistant``,
-node from the MQTT client id), on every connect of the bridge and again whenever Home Assistant
-announces itself with ``online`` on ``<prefix>/status``.
+node from the MQTT client id), on every connect of the bridge, again whenever Home Assistant
+announces itself with ``online`` on ``<prefix>/status``, and when a modem's retained state
+(``B/modem/<id>``) brings a model or IMEI not announced yet.
 
 Gateway device: queue-depth sensor (from the retained ``B/bridge/info``), an ``event`` entity fed by
 ``B/received`` (event type ``received``, attributes ``from``, ``text``, ``modem``), and ``notify``
@@ -173,6 +174,8 @@ class Discovery:
         self.announcements = 0
         self._remove: Callable[[], None] | None = None
         self._remove_subscribe: Callable[[], None] | None = None
+        self._seen: dict[str, dict[str, Any]] = {}  # modem id -> model/imei from its retained state
+        self._announced: dict[str, dict[str, Any]] = {}
         self._contacts: dict[str, str] = {}
         self._groups: dict[str, tuple[str, ...]] = {}
         try:
@@ -196,6 +199,9 @@ class Discovery:
             if isinstance(info, dict):
                 modems.setdefault(str(modem_id), {}).update(
                     {k: info[k] for k in ("model", "imei") if info.get(k)})
+        for modem_id, info in self._seen.items():
+            modems.setdefault(modem_id, {}).update(info)
+        self._announced = {modem_id: dict(info) for modem_id, info in modems.items()}
         return discovery_messages(prefix=self.prefix, base_topic=self.bridge.base_topic, node=self.node,
                                   modems=modems, contacts=self._contacts, groups=self._groups)
 
@@ -208,6 +214,21 @@ class Discovery:
         LOG.info("Home Assistant discovery: announced %d entities under %s/", len(messages), self.prefix)
         return len(messages)
 
+    def _on_modem_state(self, topic: str, payload: bytes) -> None:
+        """Announce again when a modem's model or IMEI becomes known (or a new modem appears)."""
+        modem_id = topic.rsplit("/", 1)[-1]
+        try:
+            state = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(state, dict):
+            return
+        info = {k: state[k] for k in ("model", "imei") if state.get(k)}
+        self._seen[modem_id] = {**self._seen.get(modem_id, {}), **info}
+        announced = self._announced.get(modem_id)
+        if self.announcements and (announced is None or any(announced.get(k) != v for k, v in info.items())):
+            self.announce()
+
     def _on_ha_status(self, topic: str, payload: bytes) -> None:
         if payload.strip().lower() == b"online":
             self.announce()
@@ -217,8 +238,10 @@ class Discovery:
             return
         from appliance.rules import subscribe_when_connected
 
-        self._remove_subscribe = subscribe_when_connected(
-            self.bridge, [(f"{self.prefix}/status", self._on_ha_status)])
+        self._remove_subscribe = subscribe_when_connected(self.bridge, [
+            (f"{self.prefix}/status", self._on_ha_status),
+            (f"{self.bridge.base_topic}/modem/+", self._on_modem_state),
+        ])
         self._remove = self.bridge.add_connect_listener(self.announce)
 
     async def stop(self) -> None:

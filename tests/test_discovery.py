@@ -110,6 +110,26 @@ async def test_reannounces_when_home_assistant_comes_online(gateway: Any) -> Non
                            what="second config for the queue sensor")
 
 
+async def test_modem_model_from_its_retained_state_is_announced(gateway: Any) -> None:
+    bridge, discovery, probe = gateway
+    await async_wait_until(lambda: discovery.announcements == 1, what="first announcement")
+    topic = "homeassistant/sensor/gw_test/modem1_signal/config"
+    await async_wait_until(lambda: probe.payloads(topic), what="modem1 announced")
+    assert json.loads(probe.payloads(topic)[-1])["device"]["model"] == "GSM modem"
+    probe.publish("smsgw/modem/modem1", json.dumps({"state": "online", "model": "Quectel EC25",
+                                                     "imei": "867962040000001"}), retain=True)
+    await async_wait_until(lambda: json.loads(probe.payloads(topic)[-1])["device"]["model"] == "Quectel EC25",
+                           what="modem1 announced again with its model")
+    assert json.loads(probe.payloads(topic)[-1])["device"]["serial_number"] == "867962040000001"
+    count = discovery.announcements
+    probe.publish("smsgw/modem/modem1", json.dumps({"state": "online", "model": "Quectel EC25",
+                                                     "signal": -80}), retain=True)
+    probe.publish("homeassistant/status", b"online")  # a marker: handled after the state above
+    await async_wait_until(lambda: discovery.announcements == count + 1, what="announcement for the marker")
+    # new signal, same model: no extra announcement (only the one for homeassistant/status)
+    assert discovery.announcements == count + 1
+
+
 async def test_disabled_discovery_publishes_nothing(tmp_path: Path, mosquitto: Broker) -> None:
     config = make_config(tmp_path, mosquitto, discovery=False)
     store = Store(tmp_path / "smsgw.db")
@@ -186,3 +206,4 @@ def test_notify_templates_build_send_requests() -> None:
     request = json.loads(render(group["command_template"], {}, message="Door open"))
     assert request == {"to": ["+4917000000001", "+4917000000002"], "text": "Door open"}
     assert "command_template" not in MESSAGES["notify/n/sms_alice/config"]  # plain text to B/send/<number>
+
