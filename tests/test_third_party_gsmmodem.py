@@ -35,7 +35,7 @@ class Client:
 
 
 @contextlib.contextmanager
-def open_client(simulator: SimulatorProcess, **options: Any) -> Iterator[Client]:
+def open_client(simulator: SimulatorProcess, *, text_mode: bool = False, **options: Any) -> Iterator[Client]:
     lock = threading.Lock()
     received: list[Any] = []
     reports: list[Any] = []
@@ -50,6 +50,7 @@ def open_client(simulator: SimulatorProcess, **options: Any) -> Iterator[Client]
 
     modem = gsmmodem.GsmModem(simulator.port(0), 115200, smsReceivedCallbackFunc=on_sms,
                               smsStatusReportCallback=on_report, **options)
+    modem.smsTextMode = text_mode
     modem.connect()
     try:
         yield Client(modem, received, reports)
@@ -102,6 +103,20 @@ def test_gsmmodem_receive_callback_fires_for_injected_sms(client: Client, simula
     sms = client.received[0]
     assert sms.number == SENDER
     assert sms.text == "Incoming for python-gsmmodem"
+
+
+@pytest.mark.timeout(30)
+def test_gsmmodem_text_mode_send_report_receive(simulator: SimulatorProcess) -> None:
+    with open_client(simulator, text_mode=True) as client:
+        sent = client.modem.sendSms(RECIPIENT, "hello in text mode")
+        simulator.wait_sent(RECIPIENT, lambda r: r["text"] == "hello in text mode")
+        # Its AT+CSMP=49,... asks for a report; the stored report is read back in text mode.
+        wait_until(lambda: sent.report is not None, timeout=15, what="the status report, read in text mode")
+        assert sent.status == gsmmodem.SentSms.DELIVERED
+        simulator.inject(SENDER, "Incoming in text mode")
+        wait_until(lambda: client.received, timeout=15, what="the smsReceivedCallbackFunc")
+        assert client.received[0].number == SENDER
+        assert client.received[0].text == "Incoming in text mode"
 
 
 @pytest.mark.timeout(30)
