@@ -318,11 +318,8 @@ class MqttBridge:
         self._stopping = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT)
         self._tasks = []
         if self._retry_handle is not None:
             self._retry_handle.cancel()
@@ -348,6 +345,7 @@ class MqttBridge:
         if stopper.is_alive():
             LOG.warning("the MQTT network loop did not stop within %.0f s; leaving it", STOP_TIMEOUT)
         self.connected = False
+        self._record_connection()
         self._client = None
 
     # --- paho client ----------------------------------------------------------------------
@@ -450,6 +448,7 @@ class MqttBridge:
     def _connected_main(self) -> None:
         self.connected = True
         self.counters["connects"] += 1
+        self._record_connection()
         self.publish_info()
         for callback in list(self._connect_listeners):
             self._run_listener(callback)
@@ -464,7 +463,22 @@ class MqttBridge:
             LOG.exception("MQTT connect listener %r failed", callback)
 
     def _disconnected_main(self) -> None:
+        was = self.connected
         self.connected = False
+        if was:
+            self._record_connection()
+
+    def _record_connection(self) -> None:
+        """The connection state in the store (state ``mqtt``/``connection``) for ``smsgw status``."""
+        host = _cfg(self.mqtt, "host", "127.0.0.1")
+        port = _cfg(self.mqtt, "port", 1883)
+        try:
+            self.store.state_set("mqtt", "connection", {
+                "connected": self.connected, "since": time.time(), "broker": f"{host}:{port}",
+                "client_id": self.client_id, "last_error": self.last_error,
+            })
+        except Exception:
+            LOG.exception("recording the MQTT connection state failed")
 
     def publish_info(self) -> None:
         """Publish the retained ``B/bridge/info`` (version, modems, config summary, counters)."""
@@ -503,7 +517,7 @@ class MqttBridge:
         }
 
     async def _info_refresher(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(INFO_INTERVAL)
             if self.connected:
                 self.publish_info()
@@ -690,10 +704,14 @@ class MqttBridge:
         self._wake.set()
 
     async def _publisher(self) -> None:
-        while True:
-            # the poll is the safety net for events committed by another process (smsgw send)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), EVENT_POLL)
+        while not self._stopping:
+            # the poll is the safety net for events committed by another process (smsgw send);
+            # asyncio.timeout, unlike wait_for in 3.11, never swallows the task's cancellation
+            try:
+                async with asyncio.timeout(EVENT_POLL):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
             self._wake.clear()
             try:
                 self._pump()

@@ -261,8 +261,10 @@ async def test_state_info_and_connect_listeners_across_a_broker_restart(rig: Rig
     probe.publish("sensors/pump/alarm", b"dry")
     await async_wait_until(lambda: ("sensors/pump/alarm", b"dry") in seen)
 
+    assert bridge.store.state_get("mqtt", "connection")["connected"] is True
     await bridge.stop()
     await async_wait_until(lambda: probe.json("smsgw/bridge/state")[-1] == {"state": "offline"})
+    assert bridge.store.state_get("mqtt", "connection")["connected"] is False
 
 
 async def test_tls_username_and_acl(tmp_path: Path, broker_factory: Callable[..., Broker]) -> None:
