@@ -106,7 +106,8 @@ async def run(args: argparse.Namespace) -> None:
         while not bridge.connected:
             await asyncio.sleep(0.01)
         results: list[tuple[float, float]] = []
-        print(f"{args.count} QoS 1 requests per round, MQTT {args.protocol}, store in {workdir}")
+        print(f"{args.count} QoS 1 requests per round, MQTT {args.protocol}, store in {workdir}; mosquitto "
+              "max_inflight_messages 100, max_queued_messages 100000")
         print(f"{'round':>5}  {'mosquitto_sub /s':>16}  {'bridge committed /s':>19}  {'ratio':>5}")
         for round_no in range(args.rounds):
             sub_rate, bridge_rate = await one_round(broker, bridge, workdir, args.count, round_no)
