@@ -31,7 +31,7 @@ def parse_smsd_file(path: Path) -> tuple[dict[str, str], str]:
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-def test_smsd_sends_outgoing_file_and_writes_incoming_file(profile: str, tmp_path: Path) -> None:
+def test_smsd_sends_outgoing_receives_incoming_and_status_report(profile: str, tmp_path: Path) -> None:
     program = require("smsd")
     with run_simulator(tmp_path / "sim", profile=profile) as simulator:
         exchange(program, simulator, tmp_path, profile)
@@ -39,7 +39,7 @@ def test_smsd_sends_outgoing_file_and_writes_incoming_file(profile: str, tmp_pat
 
 def exchange(program: str, simulator: SimulatorProcess, tmp_path: Path, profile: str) -> None:
     spool = tmp_path / "smstools"
-    folders = {name: spool / name for name in ("outgoing", "checked", "failed", "incoming", "sent")}
+    folders = {name: spool / name for name in ("outgoing", "checked", "failed", "incoming", "sent", "report")}
     for folder in folders.values():
         folder.mkdir(parents=True)
     log = spool / "smsd.log"
@@ -57,10 +57,14 @@ def exchange(program: str, simulator: SimulatorProcess, tmp_path: Path, profile:
         f"device = {simulator.port(0)}\n"
         "incoming = yes\n"
         "baudrate = 115200\n"
+        # Status reports stored on the SIM (<ds>=2), where smsd polls for them, as smsd's users set it.
+        "init = AT+CNMI=2,0,0,2,1\n"
         # Huawei sticks number SIM slots from 0 (smsd's own documentation says so); smsd starts at 1.
         + ("memory_start = 0\n" if profile == "e3372" else "")
     )
-    (folders["outgoing"] / "message1").write_text(f"To: {RECIPIENT.lstrip('+')}\n\nhello from smstools\n")
+    (folders["outgoing"] / "message1").write_text(
+        f"To: {RECIPIENT.lstrip('+')}\nReport: yes\n\nhello from smstools\n"
+    )
 
     with run_daemon([program, "-t", "-c", str(config)], spool / "stdout.log", spool) as daemon:
 
@@ -73,6 +77,7 @@ def exchange(program: str, simulator: SimulatorProcess, tmp_path: Path, profile:
         except AssertionError as error:
             raise AssertionError(f"{error}\n{tail(log)}\nfailed/: {list(folders['failed'].iterdir())}") from None
         simulator.wait_sent(RECIPIENT, lambda r: r["text"] == "hello from smstools")
+        message_id = parse_smsd_file(folders["sent"] / "message1")[0]["Message_id"]
 
         simulator.inject(SENDER, "Incoming for smstools")
         simulator.inject("+4917612345678", LONG_UNICODE)  # two UCS-2 parts, combined by smsd
@@ -84,8 +89,15 @@ def exchange(program: str, simulator: SimulatorProcess, tmp_path: Path, profile:
 
         try:
             files = wait_until(received, timeout=25, what="smsd to write two incoming files")
+            reports = wait_until(lambda: list(folders["report"].iterdir()), timeout=15,
+                                 what="smsd to write the status report file")
         except AssertionError as error:
             raise AssertionError(f"{error}\n{tail(log)}") from None
+    headers, report = parse_smsd_file(reports[0])
+    assert len(reports) == 1 and headers["From"] == RECIPIENT.lstrip("+"), reports
+    assert report.startswith("SMS STATUS REPORT"), report
+    assert f"Message_id: {message_id}\n" in report
+    assert "Status: 0,Ok" in report
     messages = {parse_smsd_file(path)[1].rstrip("\n"): parse_smsd_file(path)[0] for path in files}
     assert set(messages) == {"Incoming for smstools", LONG_UNICODE}, messages
     assert messages["Incoming for smstools"]["From"] == SENDER.lstrip("+")
