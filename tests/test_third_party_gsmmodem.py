@@ -14,6 +14,7 @@ from third_party_fixtures import SimulatorProcess, run_simulator
 from waiting import wait_until
 
 gsmmodem = pytest.importorskip("gsmmodem.modem", reason="python-gsmmodem-new is not installed")
+CmsError = pytest.importorskip("gsmmodem.exceptions").CmsError
 
 RECIPIENT = "+4915550123"
 SENDER = "+4915550111"
@@ -103,6 +104,18 @@ def test_gsmmodem_receive_callback_fires_for_injected_sms(client: Client, simula
     sms = client.received[0]
     assert sms.number == SENDER
     assert sms.text == "Incoming for python-gsmmodem"
+
+
+@pytest.mark.timeout(30)
+def test_gsmmodem_send_fails_with_injected_cms_error_then_works(client: Client, simulator: SimulatorProcess) -> None:
+    simulator.fault("cms-error:500")
+    with pytest.raises(CmsError) as failure:
+        client.modem.sendSms(RECIPIENT, "refused by the network")
+    assert failure.value.code == 500
+    sent = client.modem.sendSms(RECIPIENT, "accepted after the fault")
+    simulator.wait_sent(RECIPIENT, lambda r: r["text"] == "accepted after the fault")
+    assert all(record["text"] != "refused by the network" for record in simulator.network())
+    wait_until(lambda: sent.report is not None, timeout=15, what="the status report")
 
 
 @pytest.mark.timeout(30)

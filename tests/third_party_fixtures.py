@@ -85,6 +85,14 @@ class SimulatorProcess:
         )  # fmt: skip
         assert result.returncode == 0, f"inject failed: {result.stdout!r} {result.stderr!r}"
 
+    def fault(self, kind: str, modem: int = 0) -> None:
+        """Inject a fault with the `smsgw simulate fault` command."""
+        result = subprocess.run(
+            smsgw_command("simulate", "fault", "--dir", str(self.directory), "--modem", str(modem), kind),
+            capture_output=True, timeout=CLIENT_TIMEOUT, cwd=REPO,
+        )  # fmt: skip
+        assert result.returncode == 0, f"fault failed: {result.stdout!r} {result.stderr!r}"
+
     def identity(self, modem: int = 0) -> dict[str, Any]:
         """What the simulator says modem ``modem`` is: number, IMEI, IMSI (control socket ``status``),
         and the manufacturer string its profile answers to +CGMI."""
