@@ -345,8 +345,10 @@ class MqttBridge:
         if stopper.is_alive():
             LOG.warning("the MQTT network loop did not stop within %.0f s; leaving it", STOP_TIMEOUT)
         self.connected = False
+        self._client = None  # from here on, late paho callbacks are ignored
+        if self._done:
+            self._flush_done()  # PUBACKs already received: mark those events done before the store closes
         self._record_connection()
-        self._client = None
 
     # --- paho client ----------------------------------------------------------------------
 
@@ -388,7 +390,7 @@ class MqttBridge:
 
     def _call(self, callback: Callable[..., Any], *args: Any) -> None:
         loop = self._loop
-        if loop is None or loop.is_closed():
+        if loop is None or loop.is_closed() or self._client is None:
             return
         try:
             loop.call_soon_threadsafe(callback, *args)
@@ -542,8 +544,8 @@ class MqttBridge:
         with self._incoming_lock:
             batch, self._incoming = self._incoming, []
             self._drain_scheduled = False
-        if not batch:
-            return
+        if not batch or self._client is None:
+            return  # stopped: unacknowledged, the broker delivers them again
         self._process(batch)
 
     def _process(self, batch: list[_Incoming]) -> None:
@@ -740,6 +742,8 @@ class MqttBridge:
             self._inflight[info.mid] = (event.id, event.qos)
 
     def _published_main(self, mid: int, reason_code: Any) -> None:
+        if self._client is None:  # stopped: the event stays pending and is published next time
+            return
         entry = self._inflight.pop(mid, None)
         if entry is None:
             return
@@ -761,6 +765,8 @@ class MqttBridge:
 
     def _flush_done(self) -> None:
         done, self._done = self._done, []
+        if not done:
+            return
         try:
             self.store.events_done(done)
         except Exception:
