@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -57,6 +58,8 @@ EVENT_WINDOW = 200
 RECEIVE_MAXIMUM = 500
 #: Seconds between looks for events committed by another process (the listener covers this one).
 EVENT_POLL = 1.0
+#: Seconds the event publisher may wait while requests are arriving.
+EVENT_DEFER = 0.1
 #: Seconds between refreshes of the retained ``B/bridge/info``.
 INFO_INTERVAL = 60.0
 #: Seconds before a request batch whose commit failed is tried again.
@@ -101,10 +104,21 @@ def _cfg(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default) if obj is not None else default
 
 
+@functools.lru_cache(maxsize=4096)
+def _checked(number: str, policy: Any) -> str:
+    return numbers.check_destination(number, policy)
+
+
 def check_destination(number: str, policy: Any) -> str:
-    """Normalise and police one destination (``appliance.numbers``); raises RequestError."""
+    """Normalise and police one destination (``appliance.numbers``); raises RequestError.
+
+    Results for a (number, frozen policy) pair are cached: sensors send to the same few numbers.
+    """
     try:
-        return numbers.check_destination(number, policy)
+        try:
+            return _checked(number, policy)
+        except TypeError:  # an unhashable policy object
+            return numbers.check_destination(number, policy)
     except numbers.NumberError as exc:
         raise RequestError(f"destination {exc}") from exc
 
@@ -714,6 +728,11 @@ class MqttBridge:
                     await self._wake.wait()
             except TimeoutError:
                 pass
+            # While a burst of requests is being committed, their acknowledgements go first and the
+            # events follow, at most EVENT_DEFER seconds later.
+            deferred_since = time.monotonic()
+            while self._drain_scheduled and time.monotonic() - deferred_since < EVENT_DEFER:
+                await asyncio.sleep(0.002)
             self._wake.clear()
             try:
                 self._pump()
