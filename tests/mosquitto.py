@@ -9,8 +9,9 @@ Load the fixtures with ``pytest_plugins = ["mosquitto"]``:
   generated once per session with ``openssl``.
 
 A :class:`Broker` can be ``stop()``-ed (SIGTERM, mosquitto saves its persistence file), ``kill()``-ed
-(SIGKILL) and ``start()``-ed again on the same ports. ``pub()`` and ``sub_command()`` wrap
-``mosquitto_pub`` / ``mosquitto_sub`` for the broker.
+(SIGKILL; with ``autosave_on_changes`` sessions and subscriptions survive it too) and ``start()``-ed
+again on the same ports. ``pub()`` and ``sub_command()`` wrap ``mosquitto_pub`` / ``mosquitto_sub`` for
+the broker. :class:`Probe` is a paho client that records what it receives (``Probe(broker, "smsgw/#")``).
 """
 
 from __future__ import annotations
