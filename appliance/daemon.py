@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from appliance import systemd
 from appliance.config import Config, ConfigError
 from appliance.dispatcher import Dispatcher, ModemLimits
 from appliance.health import ModemSupervisor
@@ -180,6 +181,10 @@ class Daemon:
         self._update_led()
         LOG.info("smsgw running with %d modem(s)%s", len(self.modems),
                  " and MQTT" if self.bridge is not None else "")
+        systemd.notify("READY=1", f"STATUS=running with {len(self.modems)} modem(s)")
+        interval = systemd.watchdog_interval()
+        if interval is not None:
+            self._tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
 
     async def _start_mqtt(self) -> None:
         if self.config.mqtt is None:
@@ -196,6 +201,7 @@ class Daemon:
     async def stop(self) -> None:
         """Finish the AT exchange in progress, commit, close everything."""
         LOG.info("stopping")
+        systemd.notify("STOPPING=1", "STATUS=stopping: finishing the AT exchange in progress")
         for supervisor in self.supervisors.values():
             await supervisor.stop()
         if self.dispatcher is not None:
@@ -273,6 +279,23 @@ class Daemon:
                 LOG.debug("store changed by another process (data_version %d); waking the dispatcher", version)
                 self.dispatcher.wake()
                 self._data_version = version
+
+    async def _watchdog(self, interval: float) -> None:
+        """Ping systemd's watchdog while the event loop turns and the store answers.
+
+        A wedged loop or a store that no longer answers stops the pings, and systemd restarts
+        the service (``WatchdogSec=`` in the unit); everything queued is in the store.
+        """
+        assert self.store is not None
+        while True:
+            try:
+                self.store.conn.execute("SELECT 1").fetchone()
+            except Exception:
+                LOG.exception("store check for the watchdog failed; not pinging")
+            else:
+                healthy = sum(s.healthy for s in self.supervisors.values())
+                systemd.notify("WATCHDOG=1", f"STATUS=running; {healthy}/{len(self.supervisors)} modem(s) healthy")
+            await asyncio.sleep(interval)
 
     async def _flush_partial(self) -> None:
         assert self.store is not None
