@@ -50,6 +50,18 @@ LOG = logging.getLogger(__name__)
 
 Handler = Callable[[str, bytes], Awaitable[None] | None]
 
+
+class _PahoNoise(logging.Filter):
+    """paho logs "Client is not connected" as an error on every loop turn without a socket; the
+    bridge reports connection failures itself (once, as a warning)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
+PAHO_LOG = logging.getLogger("appliance.mqtt.paho")
+PAHO_LOG.addFilter(_PahoNoise())
+
 #: Seconds the broker keeps the session (subscriptions and queued QoS 1 requests) while we are away.
 SESSION_EXPIRY = 7 * 24 * 3600
 #: Store events handed to paho and not yet acknowledged by the broker, at most.
@@ -374,7 +386,7 @@ class MqttBridge:
             client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv311,
                                  clean_session=False)
         client.manual_ack_set(True)
-        client.enable_logger(logging.getLogger("appliance.mqtt.paho"))
+        client.enable_logger(PAHO_LOG)
         client.max_inflight_messages_set(100)
         username = _cfg(self.mqtt, "username")
         if username:
@@ -397,6 +409,7 @@ class MqttBridge:
         )
         client.on_socket_open = self._on_socket_open
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
@@ -439,6 +452,15 @@ class MqttBridge:
         client.publish(self.topic("bridge/state"), _encode({"state": "online"}), qos=1, retain=True)
         LOG.info("MQTT connected (session present: %s)", getattr(flags, "session_present", None))
         self._call(self._connected_main)
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        host = _cfg(self.mqtt, "host", "127.0.0.1")
+        port = _cfg(self.mqtt, "port", 1883)
+        tls = " or the TLS handshake failed" if _cfg(self.mqtt, "tls") is not None else ""
+        error = f"cannot connect to the broker at {host}:{port} (refused, unreachable{tls}); retrying"
+        if error != self.last_error:
+            LOG.warning("MQTT %s", error)
+        self.last_error = error
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:

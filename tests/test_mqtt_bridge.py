@@ -402,3 +402,20 @@ async def test_a_failed_commit_is_retried_and_answered_once(rig: Rig, monkeypatc
     assert response["status"] == "ok" and response["transaction"] == "r"
     assert [m["text"] for m in bridge.store.outbox()] == ["retried"]
     assert bridge.stats()["received"] == 1 and bridge.stats()["accepted"] == 1
+
+
+async def test_tls_insecure_skips_certificate_checks(tmp_path: Path, broker_factory: Callable[..., Broker]) -> None:
+    broker = broker_factory(tls=True)
+    assert broker.tls_port is not None
+    rig = Rig(tmp_path, broker)
+    try:
+        bridge = await rig.bridge(port=broker.tls_port, tls={"insecure": True})
+        assert bridge.connected
+        # and without `insecure`, a server certificate from an unknown CA is refused
+        other = await rig.bridge(start=False, port=broker.tls_port, tls={"insecure": False}, client_id="strict",
+                                 db="strict.db")
+        await other.start()
+        await async_wait_until(lambda: other.last_error is not None or other.connected, timeout=10)
+        assert not other.connected
+    finally:
+        await rig.close()
