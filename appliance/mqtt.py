@@ -136,8 +136,11 @@ def check_destination(number: str, policy: Any) -> str:
 
 
 def parse_request(payload: dict[str, Any], *, numbers_policy: Any, max_parts: int | None,
-                  source: str, now: float) -> list[OutboundRequest]:
-    """Validate one ``B/send`` JSON object; the OutboundRequests it asks for, or RequestError."""
+                  source: str, now: float, validity: float | None = None) -> list[OutboundRequest]:
+    """Validate one ``B/send`` JSON object; the OutboundRequests it asks for, or RequestError.
+
+    ``validity`` (``[limits].validity``) is the default lifetime when the request has no ``valid_for``.
+    """
     if not isinstance(payload, dict):
         raise RequestError(f"request must be a JSON object, got {_json_type(payload)}")
     if "to" not in payload:
@@ -171,7 +174,7 @@ def parse_request(payload: dict[str, Any], *, numbers_policy: Any, max_parts: in
     report = payload.get("report", False)
     if not isinstance(report, bool):
         raise RequestError(f"'report' must be true or false, got {_json_type(report)}")
-    valid_until = None
+    valid_until = now + validity if validity else None
     valid_for = payload.get("valid_for")
     if valid_for is not None:
         if isinstance(valid_for, bool) or not isinstance(valid_for, int | float) or not math.isfinite(valid_for) \
@@ -566,7 +569,7 @@ class MqttBridge:
         limits = _cfg(self.config, "limits")
         return parse_request(payload, numbers_policy=_cfg(self.config, "numbers"),
                              max_parts=_cfg(limits, "max_parts", None), source=source,
-                             now=self.store.clock())
+                             now=self.store.clock(), validity=_cfg(limits, "validity", None))
 
     def _source(self, message: paho.MQTTMessage) -> str:
         props = getattr(message, "properties", None)

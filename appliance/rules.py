@@ -1060,6 +1060,8 @@ class RulesEngine:
         self.status = status or (lambda: {})
         self.clock = clock
         self.max_parts = getattr(getattr(config, "limits", None), "max_parts", 10)
+        #: [limits].validity: a queued alert or reply not sent within it expires
+        self.default_validity: float | None = getattr(getattr(config, "limits", None), "validity", None)
         self.cooldown = Cooldown()
         self.pins = PinGuard(store)
         self.counters: dict[str, int] = {}
@@ -1202,7 +1204,8 @@ class RulesEngine:
             recipients = [n for n in recipients if n not in opted_out]
         if not recipients:
             return []
-        valid_until = now + rule.valid_for if rule.valid_for else None
+        valid_for = rule.valid_for or self.default_validity
+        valid_until = now + valid_for if valid_for else None
         requests = [OutboundRequest(to=number, text=fit_text(text, self.max_parts), source=rule.source,
                                     priority=rule.priority, valid_until=valid_until)
                     for number in recipients]
@@ -1410,6 +1413,8 @@ class RulesEngine:
         except DailyCapExceeded as exc:
             self.store.audit("cap_exceeded", {"source": source, "error": str(exc)}, now=now)
             return None
+        valid_until = now + self.default_validity if self.default_validity else None
         result = self.store.enqueue([OutboundRequest(to=to, text=fit_text(text, self.max_parts),
-                                                     source=source, priority="high")], now=now)
+                                                     source=source, priority="high", valid_until=valid_until)],
+                                    now=now)
         return result[0].id

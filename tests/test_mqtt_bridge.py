@@ -419,3 +419,17 @@ async def test_tls_insecure_skips_certificate_checks(tmp_path: Path, broker_fact
         assert not other.connected
     finally:
         await rig.close()
+
+
+def test_request_validity_defaults_to_the_configured_limit() -> None:
+    """Without ``valid_for`` a request expires after ``[limits].validity``, as `smsgw send` does."""
+    from appliance.config import NumbersConfig
+    from appliance.mqtt import parse_request
+
+    policy = NumbersConfig()
+    plain, = parse_request({"to": "+4917612345678", "text": "hi"}, numbers_policy=policy, max_parts=10,
+                           source="mqtt", now=1000.0, validity=3600.0)
+    assert plain.valid_until == 4600.0
+    explicit, = parse_request({"to": "+4917612345678", "text": "hi", "valid_for": 60}, numbers_policy=policy,
+                              max_parts=10, source="mqtt", now=1000.0, validity=3600.0)
+    assert explicit.valid_until == 1060.0
