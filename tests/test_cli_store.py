@@ -274,3 +274,20 @@ def test_concurrent_sends_to_a_new_database(config):
                 stream.close()
     assert [code for code, _ in results] == [0] * 8, results
     assert sorted(r["text"] for r in db_rows(config)) == [f"race {n}" for n in range(8)]
+
+
+def test_status_shows_the_mqtt_connection_and_rejected_requests(config):
+    config.write_text(config.read_text() + '[mqtt]\nhost = "127.0.0.1"\nport = 18830\n')
+    Store(config.parent / "smsgw.db").close()
+    human = smsgw("status", config=config)
+    assert human.returncode == 0, human.stderr
+    assert "MQTT 127.0.0.1:18830: not started yet; 0 bad request(s) rejected" in human.stdout
+    with Store(config.parent / "smsgw.db") as store:
+        store.state_set("mqtt", "connection", {"connected": False, "since": 1_700_000_000.0,
+                                               "broker": "127.0.0.1:18830", "last_error": "connection refused"})
+        store.state_set("mqtt", "rejected", 3)
+    doc = json.loads(smsgw("status", "--json", config=config).stdout)
+    assert doc["mqtt"] == {"broker": "127.0.0.1:18830", "connected": False, "since": "2023-11-14T22:13:20Z",
+                           "last_error": "connection refused", "rejected_requests": 3}
+    human = smsgw("status", config=config)
+    assert "disconnected since 2023-11-14T22:13:20Z (connection refused); 3 bad request(s) rejected" in human.stdout

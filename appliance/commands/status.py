@@ -172,6 +172,20 @@ def modem_states(store: Store, cfg: Config) -> list[dict[str, Any]]:
     return result
 
 
+def mqtt_state(store: Store, cfg: Config) -> dict[str, Any] | None:
+    """The bridge's connection as the daemon last recorded it, and the count of rejected requests."""
+    if cfg.mqtt is None:
+        return None
+    connection = store.state_get("mqtt", "connection", None)
+    state: dict[str, Any] = {"broker": f"{cfg.mqtt.host}:{cfg.mqtt.port}", "connected": None}
+    if isinstance(connection, dict):
+        state.update({k: v for k, v in connection.items() if k in ("connected", "since", "broker", "last_error")})
+        if isinstance(state.get("since"), int | float):
+            state["since"] = iso(state["since"])
+    state["rejected_requests"] = int(store.state_get("mqtt", "rejected", 0) or 0)
+    return state
+
+
 def collect(store: Store, cfg: Config) -> dict[str, Any]:
     stats = store.stats()
     errors = [
@@ -194,6 +208,7 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
             "parts_pending": stats["inbox_parts_pending"],
         },
         "events_pending": stats["events_pending"],
+        "mqtt": mqtt_state(store, cfg),
         "sources_today": stats["sources_today"],
         "last_errors": errors,
     }
@@ -230,6 +245,15 @@ def render(doc: dict[str, Any]) -> str:
     out += ["", f"Inbox: {inbox['messages']} messages, {inbox['unhandled']} not yet handled, "
                 f"{inbox['parts_pending']} parts awaiting reassembly",
             f"Events waiting for the MQTT broker: {doc['events_pending']}"]
+    mqtt = doc.get("mqtt")
+    if mqtt is not None:
+        connected = {True: "connected", False: "disconnected", None: "not started yet"}[mqtt.get("connected")]
+        line = f"MQTT {mqtt['broker']}: {connected}"
+        if mqtt.get("since"):
+            line += f" since {mqtt['since']}"
+        if mqtt.get("last_error") and not mqtt.get("connected"):
+            line += f" ({mqtt['last_error']})"
+        out.append(line + f"; {mqtt['rejected_requests']} bad request(s) rejected")
     out += ["", "Usage today per source"]
     if doc["sources_today"]:
         out.append(table([[source or "-", u["accepted"], u["sent"]] for source, u in doc["sources_today"].items()],
