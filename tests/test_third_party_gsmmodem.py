@@ -36,7 +36,8 @@ class Client:
 
 
 @contextlib.contextmanager
-def open_client(simulator: SimulatorProcess, *, text_mode: bool = False, **options: Any) -> Iterator[Client]:
+def open_client(simulator: SimulatorProcess, *, text_mode: bool = False, pin: str | None = None,
+                **options: Any) -> Iterator[Client]:
     lock = threading.Lock()
     received: list[Any] = []
     reports: list[Any] = []
@@ -52,7 +53,7 @@ def open_client(simulator: SimulatorProcess, *, text_mode: bool = False, **optio
     modem = gsmmodem.GsmModem(simulator.port(0), 115200, smsReceivedCallbackFunc=on_sms,
                               smsStatusReportCallback=on_report, **options)
     modem.smsTextMode = text_mode
-    modem.connect()
+    modem.connect(pin=pin)
     try:
         yield Client(modem, received, reports)
     finally:
@@ -116,6 +117,14 @@ def test_gsmmodem_send_fails_with_injected_cms_error_then_works(client: Client, 
     simulator.wait_sent(RECIPIENT, lambda r: r["text"] == "accepted after the fault")
     assert all(record["text"] != "refused by the network" for record in simulator.network())
     wait_until(lambda: sent.report is not None, timeout=15, what="the status report")
+
+
+@pytest.mark.timeout(30)
+def test_gsmmodem_connect_enters_the_sim_pin(tmp_path: Path) -> None:
+    with run_simulator(tmp_path / "sim", "--pin", "4321") as simulator, open_client(simulator, pin="4321") as client:
+        assert client.modem.imei == simulator.identity(0)["imei"]
+        client.modem.sendSms(RECIPIENT, "sent after the PIN")
+        simulator.wait_sent(RECIPIENT, lambda r: r["text"] == "sent after the PIN")
 
 
 @pytest.mark.timeout(30)

@@ -13,9 +13,10 @@ RECIPIENT = "+4915550123"
 SENDER = "+4915550111"
 
 
-#: The generic modem, a 2G SIMCom, and the Huawei stick (vendor URCs inside replies, slots from 0);
-#: gammu and python-gsmmodem run against every profile.
-PROFILES = ["generic", "sim800", "e3372"]
+#: The generic modem, a 2G SIMCom with a SIM PIN (it answers the PIN with a +CPIN: READY URC), and
+#: the Huawei stick (vendor URCs inside replies, slots from 0); gammu and python-gsmmodem run against
+#: every profile.
+SETUPS = [("generic", None), ("sim800", "1234"), ("e3372", None)]
 
 
 def parse_smsd_file(path: Path) -> tuple[dict[str, str], str]:
@@ -30,14 +31,14 @@ def parse_smsd_file(path: Path) -> tuple[dict[str, str], str]:
     return headers, text
 
 
-@pytest.mark.parametrize("profile", PROFILES)
-def test_smsd_sends_outgoing_receives_incoming_and_status_report(profile: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("profile", "pin"), SETUPS)
+def test_smsd_sends_outgoing_receives_incoming_and_status_report(profile: str, pin: str | None, tmp_path: Path) -> None:
     program = require("smsd")
-    with run_simulator(tmp_path / "sim", profile=profile) as simulator:
-        exchange(program, simulator, tmp_path, profile)
+    with run_simulator(tmp_path / "sim", *(["--pin", pin] if pin else []), profile=profile) as simulator:
+        exchange(program, simulator, tmp_path, profile, pin)
 
 
-def exchange(program: str, simulator: SimulatorProcess, tmp_path: Path, profile: str) -> None:
+def exchange(program: str, simulator: SimulatorProcess, tmp_path: Path, profile: str, pin: str | None) -> None:
     spool = tmp_path / "smstools"
     folders = {name: spool / name for name in ("outgoing", "checked", "failed", "incoming", "sent", "report")}
     for folder in folders.values():
@@ -61,6 +62,7 @@ def exchange(program: str, simulator: SimulatorProcess, tmp_path: Path, profile:
         "init = AT+CNMI=2,0,0,2,1\n"
         # Huawei sticks number SIM slots from 0 (smsd's own documentation says so); smsd starts at 1.
         + ("memory_start = 0\n" if profile == "e3372" else "")
+        + (f"pin = {pin}\n" if pin else "")
     )
     (folders["outgoing"] / "message1").write_text(
         f"To: {RECIPIENT.lstrip('+')}\nReport: yes\n\nhello from smstools\n"
