@@ -477,7 +477,8 @@ async def test_control_socket_in_a_directory_too_long_for_a_socket_address(tmp_p
         try:
             assert "+CPIN: SIM PIN" in await client.command("AT+CPIN?")
             await client.command('AT+CPIN="4321"')
-            assert "+CPIN: READY" in await client.command("AT+CPIN?")
+            assert await client.command("AT+CPIN?") == 'AT+CPIN?\r\r\n+CPIN: READY\r\n\r\nOK\r\n'
+            assert await client.command("AT") == "AT\r\r\nOK\r\n"  # generic: no +CPIN: READY URC
         finally:
             client.close()
 
@@ -511,6 +512,10 @@ async def test_sim800_boot_urcs_and_quoted_alpha(tmp_path: Path) -> None:
             await client.expect(b"+CMTI")
             assert '+CMGR: 0,"",' in await client.command("AT+CMGR=1")
             assert "ERROR" in await client.command("AT+CEREG?")  # 2G only
+            sim.fault(0, "pin-required")
+            await client.expect(b"\r\n+CPIN: SIM PIN\r\n")
+            await client.command('AT+CPIN="1234"')
+            await client.expect(b"\r\n+CPIN: READY\r\n")
         finally:
             client.close()
 

@@ -30,6 +30,9 @@ class Flavour:
     chatter: tuple[str, ...] = ()
     #: USSD strings as GSM 7-bit packed hex (Huawei).
     ussd_packed: bool = False
+    #: ``+CPIN: READY`` / ``+CPIN: SIM PIN`` URCs when the SIM state changes (SIMCom, Quectel do;
+    #: an unasked line between two commands breaks gammu-smsd's PIN dialogue).
+    cpin_urcs: bool = False
     #: Access technology in +COPS / +CREG (0 GSM, 2 UTRAN, 7 E-UTRAN).
     act: int = 7
 
@@ -41,6 +44,7 @@ FLAVOURS: dict[str, Flavour] = {
         revision="smsgw-sim 1.0",
     ),
     "sim800": Flavour(
+        cpin_urcs=True,
         manufacturer="SIMCOM_Ltd",
         model="SIMCOM_SIM800L",
         revision="Revision:1418B05SIM800L24",
@@ -51,6 +55,7 @@ FLAVOURS: dict[str, Flavour] = {
         act=0,
     ),
     "sim7600": Flavour(
+        cpin_urcs=True,
         manufacturer="SIMCOM INCORPORATED",
         model="SIMCOM_SIM7600E-H",
         revision="+CGMR: LE20B04SIM7600M22",
@@ -58,6 +63,7 @@ FLAVOURS: dict[str, Flavour] = {
         iccid={"+CICCID": "+ICCID: {iccid}", "+CCID": "+CCID: {iccid}"},
     ),
     "ec25": Flavour(
+        cpin_urcs=True,
         manufacturer="Quectel",
         model="EC25",
         revision="Revision: EC25EFAR06A06M4G",

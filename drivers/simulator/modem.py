@@ -339,7 +339,8 @@ class SimModem:
         elif kind == "pin-required":
             self.pin = self.pin or DEFAULT_PIN
             self.pin_locked = True
-            self.urc("+CPIN: SIM PIN")
+            if self.flavour.cpin_urcs:
+                self.urc("+CPIN: SIM PIN")
         else:
             raise ValueError(f"unknown fault {kind!r}; known: {', '.join(FAULTS)}")
 
@@ -584,7 +585,8 @@ class SimModem:
             raise CmeError(16)
         self.pin_locked = False
         self.pin_attempts = 3
-        self._later(0.02, lambda: self.urc("+CPIN: READY"))
+        if self.flavour.cpin_urcs:
+            self._later(0.02, lambda: self.urc("+CPIN: READY"))
         self._later(0.05, self._drain_waiting)
         return []
 
