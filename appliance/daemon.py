@@ -113,6 +113,7 @@ class Daemon:
         self.led: StatusLed | None = None
         self.bridge: Any = None
         self.rules: Any = None
+        self.discovery: Any = None
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
         self._data_version: int | None = None
@@ -197,6 +198,10 @@ class Daemon:
         await self.bridge.start()
         self.rules = RulesEngine(self.config, self.store, self.bridge, status=self.status)
         await self.rules.start()
+        from appliance.discovery import Discovery
+
+        self.discovery = Discovery(self.config, self.bridge, status=self.status)
+        await self.discovery.start()  # a no-op when [mqtt] discovery = false
 
     async def stop(self) -> None:
         """Finish the AT exchange in progress, commit, close everything."""
@@ -214,7 +219,7 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        for component in (self.rules, self.bridge):
+        for component in (self.discovery, self.rules, self.bridge):
             if component is not None:
                 try:
                     await component.stop()

@@ -334,3 +334,27 @@ async def test_requests_queued_by_the_broker_while_the_daemon_is_away(
     await async_wait_until(lambda: all(sent(sim, text) == 1 for text in texts), timeout=20,
                            what="every request sent")
     assert len(sim.network.sent) == 6
+
+
+async def test_daemon_announces_home_assistant_discovery(tmp_path: Path, sim: Simulator, mosquitto: Broker,
+                                                         apps: list[App], probes: list[Probe]) -> None:
+    """`smsgw run` with [mqtt] announces the gateway and its modem to Home Assistant, and again on its birth."""
+    apps.append(await App(make_config(tmp_path, sim, mosquitto)).start())
+    probe = Probe(mosquitto, "homeassistant/#")
+    probes.append(probe)
+
+    def components() -> set[str]:
+        return {topic.split("/")[1] for topic, _payload, _retained in probe.snapshot()}
+
+    await async_wait_until(lambda: {"sensor", "binary_sensor", "event", "notify"} <= components(), timeout=15,
+                           what="retained discovery configs")
+    configs = {topic: json.loads(payload) for topic, payload, _retained in probe.snapshot()}
+    names = {config["name"] for config in configs.values()}
+    assert {"Queue", "Received SMS", "SMS", "Signal", "Operator", "Registered"} <= names
+    assert any("sim0" in json.dumps(config["device"]) for config in configs.values())
+    assert all(config["availability"] for config in configs.values() if "availability" in config)
+
+    before = len(probe.snapshot())
+    probe.publish("homeassistant/status", "online", qos=0)
+    await async_wait_until(lambda: len(probe.snapshot()) >= 2 * before - 1, timeout=15,
+                           what="announced again after Home Assistant's birth message")
