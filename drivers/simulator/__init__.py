@@ -104,6 +104,7 @@ class Simulator:
                 "modem": m.index, "port": str(m.link), "number": m.number, "imei": m.imei, "imsi": m.imsi,
                 "iccid": m.iccid, "plugged": m.plugged, "hung": m.hung, "registered": m.registered,
                 "stored": m.storage.used, "waiting": len(m.waiting),
+                "pin_entries": m.pin_entries, "pin_attempts": m.pin_attempts, "pin_locked": m.pin_locked,
             }
             for m in self.modems
         ]

@@ -35,6 +35,9 @@ class Flavour:
     cpin_urcs: bool = False
     #: Access technology in +COPS / +CREG (0 GSM, 2 UTRAN, 7 E-UTRAN).
     act: int = 7
+    #: The command that tells the PIN attempts left (name as typed, upper case) and its reply line;
+    #: {pin} is the PIN attempts left, {code} the +CPIN state. Answered with the SIM locked.
+    pin_counter: tuple[str, str] = ("+CPINR", "+CPINR: SIM PIN,{pin},3")
 
 
 FLAVOURS: dict[str, Flavour] = {
@@ -53,6 +56,7 @@ FLAVOURS: dict[str, Flavour] = {
         lte=False,
         iccid={"+CCID": "{iccid}"},
         act=0,
+        pin_counter=("+SPIC", "+SPIC: {pin},10,3,10"),
     ),
     "sim7600": Flavour(
         cpin_urcs=True,
@@ -61,6 +65,7 @@ FLAVOURS: dict[str, Flavour] = {
         revision="+CGMR: LE20B04SIM7600M22",
         boot_urcs=("RDY", "+CPIN: READY", "SMS DONE", "PB DONE"),
         iccid={"+CICCID": "+ICCID: {iccid}", "+CCID": "+CCID: {iccid}"},
+        pin_counter=("+SPIC", "+SPIC: {pin},10,3,10"),
     ),
     "ec25": Flavour(
         cpin_urcs=True,
@@ -70,6 +75,7 @@ FLAVOURS: dict[str, Flavour] = {
         boot_urcs=("RDY", "+CFUN: 1", "+CPIN: READY", "+QUSIM: 1", "+QIND: SMS DONE", "+QIND: PB DONE"),
         full_urc='+QIND: "smsfull","SM"',
         iccid={"+QCCID": "+QCCID: {iccid}", "+CCID": "+CCID: {iccid}"},
+        pin_counter=("+QPINC", '+QPINC: "SC",{pin},10'),
     ),
     "e3372": Flavour(
         manufacturer="huawei",
@@ -81,6 +87,7 @@ FLAVOURS: dict[str, Flavour] = {
         iccid={"^ICCID?": "^ICCID: {iccid}"},
         chatter=("^RSSI: 23", "^MODE: 5,4", "^SRVST: 2", "^HCSQ: \"LTE\",55,40,120,30"),
         ussd_packed=True,
+        pin_counter=("^CPIN", "^CPIN: {code},{pin},10,{pin},3,10"),
     ),
 }
 

@@ -210,6 +210,8 @@ class SimModem:
         self.pin = pin
         self.pin_locked = pin is not None
         self.pin_attempts = 3
+        #: AT+CPIN="..." commands received (right or wrong), for tests that count PIN entries.
+        self.pin_entries = 0
         self.registered = True
         self.radio_on = True
         self.hung = False
@@ -552,6 +554,8 @@ class SimModem:
             return [flavour.iccid.get(iccid_key, flavour.iccid.get(name, "")).format(iccid=self.iccid)]
         if kind == "test" and name in _TEST_ANSWERS:
             return list(_TEST_ANSWERS[name])
+        if name == flavour.pin_counter[0] and kind != "test":
+            return [flavour.pin_counter[1].format(pin=max(self.pin_attempts, 0), code=self._cpin_code())]
         handler = _HANDLERS.get(name)
         if handler is None:
             raise CmeError(4)
@@ -569,13 +573,17 @@ class SimModem:
         self._need_sim()
         return [self.imsi]
 
+    def _cpin_code(self) -> str:
+        if self.pin_attempts <= 0:
+            return "SIM PUK"
+        return "SIM PIN" if self.pin_locked else "READY"
+
     async def _cpin(self, kind: str, values: list[str | None]) -> list[str]:
         if kind == "read":
-            if self.pin_attempts <= 0:
-                return ["+CPIN: SIM PUK"]
-            return ["+CPIN: SIM PIN" if self.pin_locked else "+CPIN: READY"]
+            return [f"+CPIN: {self._cpin_code()}"]
         if kind != "set" or not values or values[0] is None:
             raise CmeError(50)
+        self.pin_entries += 1
         if not self.pin_locked:
             raise CmeError(3)
         if self.pin_attempts <= 0:
