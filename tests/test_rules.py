@@ -15,6 +15,7 @@ import pytest
 
 from appliance.config import ConfigError, parse_config
 from appliance.rules import (
+    CapTally,
     Cooldown,
     DailyCapExceeded,
     PinGuard,
@@ -445,10 +446,42 @@ def test_daily_cap_counts_todays_accepted_messages_per_source() -> None:
                    OutboundRequest("+4917000000001", "b", "alert:freezer")], now=now)
     with pytest.raises(DailyCapExceeded) as info:
         check_daily_cap(rules, store, "alert:freezer", 1, now)
-    assert str(info.value) == ("source 'alert:freezer' is over its daily cap: 2 of 2 messages accepted today, "
-                               "1 more refused")
+    assert str(info.value) == "daily cap of 2 messages for source 'alert:freezer' reached (2 accepted today)"
     check_daily_cap(rules, store, "alert:other", 2, now)  # a pattern caps each source on its own
     check_daily_cap(rules, store, "cli", 1000, now)  # no cap
+    with pytest.raises(DailyCapExceeded) as info:
+        check_daily_cap(rules, store, "alert:other", 3, now)
+    assert str(info.value) == "daily cap of 2 messages for source 'alert:other' reached (0 accepted today, 3 more refused)"
+
+
+def test_mqtt_cap_is_shared_by_mqtt_sources_without_their_own_cap() -> None:
+    store = Store(":memory:")
+    rules = validate_rules_table({"sources": {"mqtt": {"daily_cap": 3}, "mqtt:boiler": {"daily_cap": 1}}})
+    assert rules.cap_key("mqtt:kitchen") == "mqtt" and rules.cap_for("mqtt:kitchen") == 3
+    assert rules.cap_key("mqtt:boiler") == "mqtt:boiler" and rules.cap_key("cli") is None
+    now = store.clock()
+    store.enqueue([OutboundRequest("+4917000000001", "a", "mqtt"),
+                   OutboundRequest("+4917000000001", "b", "mqtt:kitchen"),
+                   OutboundRequest("+4917000000001", "c", "mqtt:boiler")], now=now)
+    check_daily_cap(rules, store, "mqtt:hall", 1, now)  # 2 of 3 used: mqtt:boiler has its own cap
+    with pytest.raises(DailyCapExceeded) as info:
+        check_daily_cap(rules, store, "mqtt:hall", 2, now)
+    assert str(info.value) == ("daily cap of 3 messages for source 'mqtt' reached (2 accepted today, 2 more refused) "
+                               "(request from 'mqtt:hall')")
+    assert info.value.key == "mqtt" and info.value.source == "mqtt:hall"
+    with pytest.raises(DailyCapExceeded, match="source 'mqtt:boiler' reached"):
+        check_daily_cap(rules, store, "mqtt:boiler", 1, now)
+
+
+def test_cap_tally_counts_batches_committed_together() -> None:
+    store = Store(":memory:")
+    rules = validate_rules_table({"sources": {"mqtt": {"daily_cap": 2}}})
+    tally = CapTally(rules, store, store.clock())
+    tally.charge("mqtt", 1)
+    tally.charge("mqtt:a", 1)
+    with pytest.raises(DailyCapExceeded, match=r"\(2 accepted today\)"):
+        tally.charge("mqtt", 1)
+    tally.charge("cli", 50)  # uncapped sources are not limited
 
 
 # --- the engine on a real store (paths that publish nothing) --------------------------------
@@ -589,7 +622,7 @@ def test_alert_daily_cap_is_enforced_and_audited(tmp_path: Path) -> None:
     assert len(engine.fire(rule, "sensors/b/temperature", b"{}")) == 1
     assert engine.fire(rule, "sensors/c/temperature", b"{}") == []
     [entry] = store.audit_log(kind="cap_exceeded")
-    assert "over its daily cap: 2 of 2" in entry["detail"]["error"]
+    assert "daily cap of 2 messages for source 'alert:freezer' reached (2 accepted today)" in entry["detail"]["error"]
 
 
 def test_rules_section_turns_off_the_unknown_reply_and_the_builtins(tmp_path: Path) -> None:
