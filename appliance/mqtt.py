@@ -43,6 +43,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from appliance import __version__, numbers
+from appliance.rules import CapTally, DailyCapExceeded, RulesConfig, validate_rules
 from appliance.store import PRIORITIES, EnqueueResult, OutboundRequest, Store
 from drivers.pdu import count_parts
 
@@ -80,6 +81,8 @@ COMMIT_RETRY = 1.0
 STOP_TIMEOUT = 5.0
 #: Audit kind of a refused request.
 AUDIT_REJECTED = "mqtt_request_rejected"
+#: Audit kind of a request refused by its source's daily cap (also audited as AUDIT_REJECTED).
+AUDIT_CAPPED = "cap_exceeded"
 
 
 class RequestError(ValueError):
@@ -255,6 +258,8 @@ class MqttBridge:
         self.counters = {"received": 0, "accepted": 0, "duplicates": 0, "rejected": 0,
                          "events_published": 0, "connects": 0}
         self.last_error: str | None = None
+        # [sources] daily caps; validated again (and reported) by the rules engine
+        self.rules: RulesConfig = validate_rules(config) if _cfg(config, "raw") is not None else RulesConfig()
 
     # --- topics ---------------------------------------------------------------------------
 
@@ -304,6 +309,11 @@ class MqttBridge:
         the ``id`` (idempotency key) was already queued for that recipient.
         """
         requests = self._parse(payload, source)
+        if self.rules.caps:
+            try:
+                CapTally(self.rules, self.store, self.store.clock()).check(source, self._new_messages(requests))
+            except DailyCapExceeded as exc:
+                raise RequestError(str(exc)) from exc
         return self.store.enqueue(requests)
 
     def stats(self) -> dict[str, Any]:
@@ -622,6 +632,8 @@ class MqttBridge:
                 entries.append((item, self._parse(payload, self._source(msg)), None, transaction))
             except RequestError as exc:
                 entries.append((item, [], exc.reason, transaction))
+        if self.rules.caps:
+            entries = self._apply_caps(entries)
         requests = [request for _, reqs, error, _ in entries if reqs and error is None for request in reqs]
         results: list[EnqueueResult] = []
         committed = True
@@ -647,6 +659,46 @@ class MqttBridge:
                 for result in mine:
                     self.counters["duplicates" if result.duplicate else "accepted"] += 1
                 self._respond_ok(item, reqs, mine, transaction)
+
+    def _new_messages(self, requests: Sequence[OutboundRequest], seen: set[tuple[str, str]] | None = None) -> int:
+        """How many of ``requests`` would be new messages (not duplicates of an ``id`` already queued,
+        nor of one in ``seen``, the keys taken earlier in the same batch, which this adds to)."""
+        count = 0
+        for request in requests:
+            key = request.client_key
+            if key is not None:
+                if seen is not None:
+                    if (key, request.to) in seen:
+                        continue
+                    seen.add((key, request.to))
+                if self.store.conn.execute("SELECT 1 FROM message WHERE client_key = ? AND recipient = ?",
+                                           (key, request.to)).fetchone() is not None:
+                    continue
+            count += 1
+        return count
+
+    def _apply_caps(self, entries: list[tuple[_Incoming, list[OutboundRequest] | None, str | None, Any]]
+                    ) -> list[tuple[_Incoming, list[OutboundRequest] | None, str | None, Any]]:
+        """Refuse, in arrival order, the requests that would pass their source's daily cap; the
+        requests of one batch are committed together, so they are counted together."""
+        tally = CapTally(self.rules, self.store, self.store.clock())
+        seen: set[tuple[str, str]] = set()
+        out: list[tuple[_Incoming, list[OutboundRequest] | None, str | None, Any]] = []
+        for item, reqs, error, transaction in entries:
+            if reqs and error is None:
+                source = reqs[0].source or "mqtt"
+                taken = set(seen)
+                try:
+                    tally.charge(source, self._new_messages(reqs, taken))
+                    seen = taken
+                except DailyCapExceeded as exc:
+                    error = str(exc)
+                    try:
+                        self.store.audit(AUDIT_CAPPED, {"source": source, "error": error, "topic": item.message.topic})
+                    except Exception:
+                        LOG.exception("auditing a capped request failed")
+            out.append((item, reqs, error, transaction))
+        return out
 
     def _retry(self, items: list[_Incoming]) -> None:
         assert self._loop is not None

@@ -21,7 +21,7 @@ pytest_plugins = ["mosquitto"]
 NUMBER = "+4917612345678"
 
 
-def make_config(tmp_path: Path, broker: Broker, **mqtt: Any) -> Config:
+def make_config(tmp_path: Path, broker: Broker, sources: dict[str, Any] | None = None, **mqtt: Any) -> Config:
     data: dict[str, Any] = {
         "store": {"path": str(tmp_path / "smsgw.db")},
         "mqtt": {"host": broker.host, "port": broker.port, "client_id": "gw-test", "reconnect_min": 1,
@@ -29,6 +29,8 @@ def make_config(tmp_path: Path, broker: Broker, **mqtt: Any) -> Config:
         "numbers": {"default_country": "DE", "blocked": ["+4915"]},
         "limits": {"max_parts": 3},
     }
+    if sources is not None:
+        data["sources"] = sources
     return parse_config(data, tmp_path / "smsgw.toml")
 
 
@@ -40,8 +42,9 @@ class Rig:
         self.bridges: list[MqttBridge] = []
         self.probes: list[Probe] = []
 
-    async def bridge(self, *, db: str = "smsgw.db", start: bool = True, **mqtt: Any) -> MqttBridge:
-        config = make_config(self.tmp_path, self.broker, **mqtt)
+    async def bridge(self, *, db: str = "smsgw.db", start: bool = True, sources: dict[str, Any] | None = None,
+                     **mqtt: Any) -> MqttBridge:
+        config = make_config(self.tmp_path, self.broker, sources, **mqtt)
         store = Store(self.tmp_path / db)
         self.stores.append(store)
         bridge = MqttBridge(config, store, status=lambda: {"modems": [{"id": "modem0"}]})
@@ -198,6 +201,97 @@ async def test_enqueue_request_api_for_rules(rig: Rig) -> None:
     assert not result.duplicate and bridge.store.message(result.id)["source"] == "rule:freezer"  # type: ignore[index]
     with pytest.raises(RequestError, match="premium-rate"):
         bridge.enqueue_request({"to": "+49900123456", "text": "x"}, source="rule:x")
+
+
+# --- daily caps per source ----------------------------------------------------------------------
+
+
+async def test_daily_cap_refuses_requests_over_the_cap_audits_and_acks_them(rig: Rig) -> None:
+    bridge = await rig.bridge(sources={"mqtt": {"daily_cap": 2}})
+    probe = rig.probe("smsgw/bridge/response/send")
+    probe.subscribed()
+    # a list counts one message per recipient: 2 of 2 at once
+    probe.publish("smsgw/send", json.dumps({"to": [NUMBER, "+4917699999999"], "text": "a", "id": "k",
+                                            "transaction": 1}))
+    [first] = await wait_json(probe, "smsgw/bridge/response/send")
+    assert first["status"] == "ok"
+    for n in (2, 3):
+        probe.publish("smsgw/send", json.dumps({"to": NUMBER, "text": f"over {n}", "transaction": n}))
+    probe.publish("smsgw/send/004917611111111", "over, plain text")
+    # an idempotent retry of an accepted request is still answered with the queued messages
+    probe.publish("smsgw/send", json.dumps({"to": [NUMBER, "+4917699999999"], "text": "a", "id": "k",
+                                            "transaction": "retry"}))
+    responses = await wait_json(probe, "smsgw/bridge/response/send", 5)
+    by_tx = {r.get("transaction", r.get("topic")): r for r in responses[1:]}
+    refused = "daily cap of 2 messages for source 'mqtt' reached (2 accepted today)"
+    for key in (2, 3, "smsgw/send/004917611111111"):
+        assert by_tx[key]["status"] == "error" and by_tx[key]["error"] == refused, by_tx[key]
+    assert by_tx["retry"]["status"] == "ok"
+    assert [m["duplicate"] for m in by_tx["retry"]["data"]["messages"]] == [True, True]
+    assert len(bridge.store.outbox()) == 2
+    assert bridge.stats()["rejected"] == 3 and bridge.store.state_get("mqtt", "rejected") == 3
+    assert [e["detail"]["error"] for e in bridge.store.audit_log(10, kind=AUDIT_REJECTED)] == [refused] * 3
+    assert len(bridge.store.audit_log(10, kind="cap_exceeded")) == 3
+    # acknowledged: a new bridge on the same session gets none of them again
+    await bridge.stop()
+    again = await rig.bridge(sources={"mqtt": {"daily_cap": 2}})
+    probe.publish("smsgw/send", json.dumps({"to": NUMBER, "text": "after", "transaction": "after"}))
+    await async_wait_until(lambda: any(r.get("transaction") == "after" for r in
+                                       probe.json("smsgw/bridge/response/send")))
+    assert again.stats()["received"] == 1 and again.stats()["rejected"] == 1
+
+
+async def test_requests_committed_in_one_batch_do_not_pass_the_cap_together(rig: Rig) -> None:
+    bridge = await rig.bridge(sources={"mqtt": {"daily_cap": 3}})
+    await bridge.stop()
+    probe = rig.probe("smsgw/bridge/response/send")
+    probe.subscribed()
+    # queued by the broker for the persistent session, then delivered together on reconnect
+    for n in range(10):
+        probe.publish("smsgw/send", json.dumps({"to": NUMBER, "text": f"m{n}", "transaction": n}))
+    again = await rig.bridge(sources={"mqtt": {"daily_cap": 3}})
+    responses = await wait_json(probe, "smsgw/bridge/response/send", 10)
+    assert [r["transaction"] for r in responses if r["status"] == "ok"] == [0, 1, 2]
+    assert len(again.store.outbox()) == 3 and again.stats()["rejected"] == 7
+    assert again.store.source_usage(0) == {"mqtt": {"accepted": 3, "sent": 0}}
+
+
+async def test_mqtt_cap_is_shared_by_clients_without_their_own_cap(rig: Rig) -> None:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    bridge = await rig.bridge(sources={"mqtt": {"daily_cap": 2}, "mqtt:boiler": {"daily_cap": 1}})
+    probe = rig.probe("smsgw/bridge/response/send", protocol=paho.MQTTv5)
+    probe.subscribed()
+
+    def send(client: str | None, transaction: str) -> None:
+        props = Properties(PacketTypes.PUBLISH)
+        if client is not None:
+            props.UserProperty = ("source", client)
+        probe.publish("smsgw/send", json.dumps({"to": NUMBER, "text": transaction, "transaction": transaction}),
+                      properties=props)
+
+    for count, (client, transaction) in enumerate([("kitchen", "k1"), (None, "p1"), ("kitchen", "k2"),
+                                                   ("boiler", "b1"), ("boiler", "b2")], start=1):
+        send(client, transaction)
+        await wait_json(probe, "smsgw/bridge/response/send", count)
+    responses = {r["transaction"]: r for r in probe.json("smsgw/bridge/response/send")}
+    assert {t for t, r in responses.items() if r["status"] == "ok"} == {"k1", "p1", "b1"}
+    assert responses["k2"]["error"] == ("daily cap of 2 messages for source 'mqtt' reached (2 accepted today) "
+                                        "(request from 'mqtt:kitchen')")
+    assert responses["b2"]["error"] == "daily cap of 1 messages for source 'mqtt:boiler' reached (1 accepted today)"
+    assert bridge.store.source_usage(0) == {"mqtt": {"accepted": 1, "sent": 0},
+                                            "mqtt:boiler": {"accepted": 1, "sent": 0},
+                                            "mqtt:kitchen": {"accepted": 1, "sent": 0}}
+
+
+async def test_enqueue_request_api_honours_the_cap(rig: Rig) -> None:
+    bridge = await rig.bridge(start=False, sources={"rule:*": {"daily_cap": 1}})
+    bridge.enqueue_request({"to": NUMBER, "text": "first"}, source="rule:freezer")
+    with pytest.raises(RequestError, match=r"daily cap of 1 messages for source 'rule:freezer' reached"):
+        bridge.enqueue_request({"to": NUMBER, "text": "second"}, source="rule:freezer")
+    bridge.enqueue_request({"to": NUMBER, "text": "other rule"}, source="rule:boiler")
+    assert len(bridge.store.outbox()) == 2
 
 
 async def test_mqtt5_response_topic_and_correlation_data(rig: Rig) -> None:
