@@ -124,9 +124,10 @@ class Daemon:
         from drivers.modem import Modem
 
         timeouts = dict(self.settings.timeouts)
+        state_dir = self.config.store.path.parent  # pin-rejections.json, shared with `smsgw doctor`
         for mc in self.config.modems:
             self.modems[mc.id] = Modem(mc.port, profile=mc.profile, pin=mc.pin, modem_id=mc.id,
-                                       baudrate=mc.baudrate, timeouts=timeouts or None)
+                                       baudrate=mc.baudrate, timeouts=timeouts or None, state_dir=state_dir)
 
     def _make_hardware(self) -> None:
         needs_gpio = self.config.hardware.status_led_gpio is not None or any(

@@ -13,12 +13,18 @@ Per-vendor behaviour lives in ``drivers.vendors`` as small subclasses, registere
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable, Mapping
+import secrets
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from drivers import parsers
@@ -160,9 +166,21 @@ class ModemClosed:
 ModemEvent = IncomingSms | StatusReport | ModemClosed
 
 
-# --- PIN rejections: remembered per port for the life of the process -------------------------
+# --- PIN rejections ---------------------------------------------------------------------------
+#
+# A wrong PIN tried three times locks the SIM behind its PUK. A rejection is therefore remembered:
+# for the life of the process per port (no state directory), and across processes in
+# ``<state_dir>/pin-rejections.json`` (the daemon and ``smsgw doctor`` pass the store's directory),
+# keyed by the SIM's ICCID when it can be read before the PIN, else by the port. The file holds
+# salted SHA-256 hashes of the rejected PINs, never a PIN. A rejected PIN is never entered again
+# until an installer runs ``smsgw pin clear`` or the SIM is seen READY (unlocked elsewhere).
 
 _REJECTED_PINS: dict[str, str] = {}
+
+#: The file in a state directory that holds the rejected PINs (as salted hashes).
+PIN_REJECTIONS_FILE = "pin-rejections.json"
+#: smsgw enters a PIN only while the SIM has at least this many attempts left.
+MIN_PIN_ATTEMPTS = 2
 
 
 def _port_key(port: str) -> str:
@@ -186,6 +204,127 @@ def remember_pin_rejection(port: str, pin: str) -> None:
 def forget_pin_rejection(port: str) -> None:
     """Allow a new PIN attempt on ``port`` (an installer's deliberate action, never automatic)."""
     _REJECTED_PINS.pop(_port_key(port), None)
+
+
+def sim_key(port: str, iccid: str) -> str:
+    """The key of a SIM in the rejection file: its ICCID when known, else the port's device."""
+    return f"iccid:{iccid}" if iccid else f"port:{_port_key(port)}"
+
+
+class PinRejections:
+    """Rejected PINs as salted hashes in ``directory/pin-rejections.json``, shared by processes.
+
+    Every change is a locked read-modify-write, written atomically (temporary file, fsync,
+    rename, fsync of the directory). A file that cannot be read raises ``PinError``: without it
+    nobody can tell which PIN was rejected, so no PIN is entered until it is fixed or cleared.
+    """
+
+    def __init__(self, directory: os.PathLike[str] | str) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / PIN_REJECTIONS_FILE
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        lock_path = self.directory / (PIN_REJECTIONS_FILE + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise PinError(f"cannot lock {lock_path}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {"version": 1, "salt": secrets.token_hex(16), "rejections": {}}
+        except OSError as exc:
+            raise PinError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise PinError(f"{self.path} is not valid JSON ({exc}); run `smsgw pin clear` to reset it") from None
+        if (
+            not isinstance(data, dict) or not isinstance(data.get("salt"), str)
+            or not isinstance(data.get("rejections"), dict)
+            or not all(isinstance(e, dict) and isinstance(e.get("hashes"), list) for e in data["rejections"].values())
+        ):
+            raise PinError(f"{self.path} is not a PIN rejection file; run `smsgw pin clear` to reset it")
+        return data
+
+    def _save(self, data: dict[str, Any]) -> None:
+        text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, text.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+            dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise PinError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+
+    @staticmethod
+    def _hash(salt: str, pin: str) -> str:
+        return hashlib.sha256(f"{salt}:{pin}".encode()).hexdigest()
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """Key -> {"modem_id", "port", "iccid", "hashes", "rejected_at", "reason"}."""
+        if not self.path.exists():
+            return {}
+        with self._locked():
+            return dict(self._load()["rejections"])
+
+    def is_rejected(self, key: str, pin: str) -> bool:
+        if not self.path.exists():
+            return False
+        with self._locked():
+            data = self._load()
+        entry = data["rejections"].get(key)
+        return entry is not None and self._hash(data["salt"], pin) in entry["hashes"]
+
+    def remember(self, key: str, pin: str, *, modem_id: str, port: str, iccid: str, reason: str) -> None:
+        with self._locked():
+            data = self._load()
+            entry = data["rejections"].setdefault(key, {"hashes": []})
+            digest = self._hash(data["salt"], pin)
+            if digest not in entry["hashes"]:
+                entry["hashes"].append(digest)
+            entry.update(modem_id=modem_id, port=port, iccid=iccid, reason=reason,
+                         rejected_at=datetime.now(UTC).isoformat(timespec="seconds"))
+            self._save(data)
+
+    def forget(self, keys: Iterable[str] | None = None) -> list[str]:
+        """Drop the entries with these keys (all when None); the keys dropped."""
+        if not self.path.exists():
+            return []
+        with self._locked():
+            try:
+                data = self._load()
+            except PinError:
+                if keys is not None:
+                    raise
+                data = {"version": 1, "salt": secrets.token_hex(16), "rejections": {}}
+                self._save(data)
+                return ["(unreadable file reset)"]
+            wanted = list(data["rejections"]) if keys is None else [k for k in keys if k in data["rejections"]]
+            for key in wanted:
+                del data["rejections"][key]
+            if wanted:
+                self._save(data)
+            return wanted
 
 
 # --- vendor subclasses ----------------------------------------------------------------------
@@ -260,8 +399,11 @@ class Modem:
         timeouts: Mapping[str, float] | None = None,
         sync_attempts: int = SYNC_ATTEMPTS,
         sim_ready_timeout: float = SIM_READY_TIMEOUT,
+        state_dir: os.PathLike[str] | str | None = None,
     ) -> None:
         self.port = port
+        #: Rejected PINs shared across processes (None: remembered in this process only).
+        self.pin_rejections = PinRejections(state_dir) if state_dir is not None else None
         self.modem_id = modem_id
         self.baudrate = baudrate
         self.pin = pin
@@ -452,11 +594,14 @@ class Modem:
         """Enter the PIN only when the SIM asks for "SIM PIN", once, and never after a rejection.
 
         A wrong PIN retried a few times locks the SIM behind its PUK: the worst thing we could do
-        to an installer. So a rejection is remembered per port for the life of the process and
-        the next ``open`` refuses to try again (``forget_pin_rejection`` lifts that).
+        to an installer. So a rejection is remembered (see ``PinRejections``; without a state
+        directory, per port for the life of the process) and no later ``open``, in this process
+        or another, enters the same PIN again. No PIN is entered either when the modem says fewer
+        than ``MIN_PIN_ATTEMPTS`` attempts are left.
         """
         state = await self.sim_state()
         if state == "READY":
+            await self._sim_seen_ready()
             return
         if state == "SIM PUK":
             raise PinError(f"{self.modem_id}: the SIM is PUK-locked; smsgw never enters a PUK: unlock it in a phone")
@@ -464,20 +609,82 @@ class Modem:
             raise PinError(f"{self.modem_id}: the SIM wants {state!r}, which smsgw does not enter")
         if self.pin is None:
             raise PinError(f"{self.modem_id}: the SIM wants its PIN and none is configured")
-        rejected = pin_rejected(self.port)
-        if rejected is not None and rejected == self.pin:
-            raise PinError(
-                f"{self.modem_id}: the SIM rejected this PIN before; not trying it again (that would "
-                "risk a PUK lockout). Fix the PIN in the configuration."
-            )
         if not re.fullmatch(r"\d{4,8}", self.pin):
             raise PinError(f"{self.modem_id}: the configured PIN must be 4 to 8 digits")
+        iccid = await self._read_iccid()  # most modems answer it with the SIM locked
+        key = sim_key(self.port, iccid)
+        if self._pin_was_rejected(key):
+            raise PinError(
+                f"{self.modem_id}: the SIM rejected this PIN before; not trying it again (that would "
+                "risk a PUK lockout). Fix the PIN in the configuration, then run `smsgw pin clear "
+                f"{self.modem_id}`."
+            )
+        left = await self._pin_attempts_left()
+        if left is not None and left < MIN_PIN_ATTEMPTS:
+            raise PinError(
+                f"{self.modem_id}: the SIM has only {left} PIN attempt(s) left; smsgw enters a PIN only "
+                f"with at least {MIN_PIN_ATTEMPTS} left. Unlock the SIM in a phone."
+            )
         try:
             await self.command(f'AT+CPIN="{self.pin}"', priority=Priority.RESET)
         except AtError as exc:
-            remember_pin_rejection(self.port, self.pin)
+            self._remember_rejection(key, iccid, str(exc))
             raise PinError(f"{self.modem_id}: the SIM rejected the PIN ({exc}); it will not be retried") from exc
         await self._wait_sim_ready()
+        await self._sim_seen_ready(iccid)
+
+    def _pin_was_rejected(self, key: str) -> bool:
+        assert self.pin is not None
+        if pin_rejected(self.port) == self.pin:  # this process saw it rejected, whatever the file says
+            return True
+        if self.pin_rejections is None:
+            return False
+        keys = {key, sim_key(self.port, "")}
+        return any(self.pin_rejections.is_rejected(k, self.pin) for k in keys)
+
+    def _remember_rejection(self, key: str, iccid: str, reason: str) -> None:
+        assert self.pin is not None
+        remember_pin_rejection(self.port, self.pin)
+        if self.pin_rejections is not None:
+            self.pin_rejections.remember(key, self.pin, modem_id=self.modem_id, port=self.port, iccid=iccid, reason=reason)
+
+    async def _sim_seen_ready(self, iccid: str | None = None) -> None:
+        """A READY SIM (unlocked here or in a phone): its recorded rejections no longer apply."""
+        guard = self.pin_rejections
+        if guard is None:
+            return
+        forget_pin_rejection(self.port)
+        if not guard.path.exists():
+            return
+        if iccid is None:
+            iccid = await self._read_iccid()
+        try:
+            dropped = guard.forget({sim_key(self.port, iccid), sim_key(self.port, "")})
+        except PinError as exc:
+            LOG.warning("%s: %s", self.modem_id, exc)
+            return
+        if dropped:
+            LOG.info("%s: the SIM is ready: cleared the recorded PIN rejection(s)", self.modem_id)
+
+    async def _pin_attempts_left(self) -> int | None:
+        """The SIM PIN attempts left, when the profile knows how to ask and the modem answers."""
+        command, pattern = self.profile.pin_attempts_command, self.profile.pin_attempts_pattern
+        if not command or not pattern:
+            return None
+        try:
+            response = await self.command(command, priority=Priority.RESET)
+        except (AtError, AtTimeout) as exc:
+            LOG.info("%s: %s: no PIN attempts count (%s)", self.modem_id, command, exc)
+            return None
+        for line in response.lines:
+            match = re.search(pattern, line)
+            if match:
+                try:
+                    return int(match.group(1))
+                except (ValueError, IndexError, TypeError):
+                    break
+        LOG.info("%s: %s: no PIN attempts count in %r", self.modem_id, command, response.lines)
+        return None
 
     async def _wait_sim_ready(self) -> None:
         loop = asyncio.get_running_loop()

@@ -80,6 +80,10 @@ class Profile:
     reset_command: str = "AT+CFUN=1,1"
     reset_reenumerates: bool = False
     iccid_commands: list[str] = field(default_factory=lambda: ["AT+CCID"])
+    #: The command that tells how many SIM PIN attempts are left ("" when the modem has none) and
+    #: a regular expression whose one group is that number in its reply.
+    pin_attempts_command: str = ""
+    pin_attempts_pattern: str = ""
     source: str = ""
 
     def timeout(self, key: str) -> float:
@@ -121,7 +125,7 @@ _TOP_KEYS = {"description", "vendor_class", "detection", "at", "timeouts", "powe
 _DETECTION_KEYS = {"manufacturer_patterns", "model_patterns", "usb"}
 _AT_KEYS = {
     "echo", "prompt", "init_commands", "cnmi", "storage", "reset_command", "reset_reenumerates",
-    "iccid_commands", "ignore_urcs", "final_without_ok",
+    "iccid_commands", "ignore_urcs", "final_without_ok", "pin_attempts_command", "pin_attempts_pattern",
 }
 _POWER_KEYS = {"on_pulse", "off_pulse", "boot_time"}
 _SEND_KEYS = {"delay_hint"}
@@ -252,6 +256,19 @@ def load_profile_file(path: Path | str) -> Profile:
         if not command.upper().startswith("AT"):
             raise at.error("init_commands", f"every command must start with AT, not {command!r}")
     iccid_commands = at.strings("iccid_commands", ["AT+CCID"])
+    pin_attempts_command = at.string("pin_attempts_command", "")
+    pin_attempts_pattern = at.string("pin_attempts_pattern", "")
+    if pin_attempts_command and not pin_attempts_command.upper().startswith("AT"):
+        raise at.error("pin_attempts_command", f"must start with AT, not {pin_attempts_command!r}")
+    if bool(pin_attempts_command) != bool(pin_attempts_pattern):
+        raise at.error("pin_attempts_pattern", "pin_attempts_command and pin_attempts_pattern go together")
+    if pin_attempts_pattern:
+        try:
+            groups = re.compile(pin_attempts_pattern).groups
+        except re.error as exc:
+            raise at.error("pin_attempts_pattern", f"bad regular expression {pin_attempts_pattern!r}: {exc}") from None
+        if groups != 1:
+            raise at.error("pin_attempts_pattern", "must have exactly one group: the attempts left")
 
     timeouts: dict[str, float] = {}
     for key in TIMEOUT_KEYS:
@@ -290,6 +307,8 @@ def load_profile_file(path: Path | str) -> Profile:
         reset_command=at.string("reset_command", "AT+CFUN=1,1"),
         reset_reenumerates=at.boolean("reset_reenumerates", False),
         iccid_commands=iccid_commands,
+        pin_attempts_command=pin_attempts_command,
+        pin_attempts_pattern=pin_attempts_pattern,
         source=str(path),
     )
 

@@ -168,21 +168,24 @@ def check_port(modem: ModemConfig) -> tuple[list[Finding], bool]:
     return [Finding(area, OK, f"port {modem.port} is present and free")], True
 
 
-async def probe_modem(modem: ModemConfig, timeout: float) -> list[Finding]:
+async def probe_modem(modem: ModemConfig, timeout: float, state_dir: os.PathLike[str] | None = None) -> list[Finding]:
+    """Open the modem as the daemon would; ``state_dir`` (the store's directory) holds the PIN
+    rejections the daemon recorded, so that doctor never enters a PIN the SIM rejected."""
     from drivers.errors import ModemError
     from drivers.modem import Modem
 
     area = f"modem {modem.id}"
     timeouts = {"command": timeout, "send": timeout, "cmgl": timeout, "sync": min(timeout, 1.0), "boot": timeout}
     device = Modem(modem.port, profile=modem.profile, pin=modem.pin, modem_id=modem.id, baudrate=modem.baudrate,
-                   timeouts=timeouts)
+                   timeouts=timeouts, state_dir=state_dir)
     findings: list[Finding] = []
     try:
         await asyncio.wait_for(device.open(), timeout * 6)
     except (ModemError, TimeoutError, OSError) as exc:
         hint = "is it a modem's AT port? (`smsgw detect`; Huawei and Quectel sticks expose several ports)"
         if "PIN" in str(exc) or "PUK" in str(exc):
-            hint = "set [[modems]].pin, or unlock the SIM in a phone; smsgw never retries a rejected PIN"
+            hint = ("set [[modems]].pin, or unlock the SIM in a phone; smsgw never retries a rejected PIN "
+                    "(`smsgw pin clear` once the PIN is fixed)")
         return [Finding(area, FAIL, f"{modem.port}: {exc}", hint)]
     try:
         ident = device.identity
@@ -312,7 +315,7 @@ def run_checks(config: Config, args: argparse.Namespace) -> list[Finding]:
                                     f"{state.get('state', '?')}", data=state))
         if args.no_modems or not (free or (args.force and os.path.exists(modem.port))):
             continue
-        findings += asyncio.run(probe_modem(modem, args.timeout))
+        findings += asyncio.run(probe_modem(modem, args.timeout, config.store.path.parent))
     if config.mqtt is not None:
         findings += check_mqtt(config.mqtt, args.timeout)
     return findings

@@ -1,0 +1,85 @@
+"""`smsgw pin list|clear`: the SIM PINs the modems rejected, and letting a fixed PIN be tried again.
+
+When a SIM rejects the configured PIN, smsgw records it (a salted hash, never the PIN) in
+``pin-rejections.json`` next to the store, keyed by the SIM's ICCID (or the port when the ICCID
+cannot be read with the SIM locked), and never enters that PIN again: three wrong PINs lock the SIM
+behind its PUK. After fixing ``[[modems]].pin``, ``smsgw pin clear MODEM_ID`` lets the daemon try
+once more (a different PIN is tried once even without clearing). A SIM seen READY, e.g. after
+being unlocked in a phone, clears its record by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from appliance.commands.status import EXIT_OK, EXIT_USAGE, add_config_argument, add_json_argument, fail, load
+
+NAME = "pin"
+HELP = "list or clear the SIM PINs a modem rejected (smsgw never enters a rejected PIN again)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = sub.add_parser("list", help="show the recorded PIN rejections")
+    add_config_argument(listing)
+    add_json_argument(listing)
+    clear = sub.add_parser("clear", help="forget the PIN rejections of one modem (or all): the PIN may be tried again",
+                           description="Forget the recorded PIN rejections of MODEM_ID (all modems when omitted), "
+                                       "so that the daemon enters the configured PIN again. Fix [[modems]].pin "
+                                       "first: a SIM locks itself after three wrong PINs.")
+    add_config_argument(clear)
+    clear.add_argument("modem_id", nargs="?", metavar="MODEM_ID", help="the modem's id in the configuration")
+
+
+def _matches(entry: dict[str, Any], key: str, modem_id: str, port: str) -> bool:
+    if entry.get("modem_id") == modem_id:
+        return True
+    real = os.path.realpath(port)
+    return key == f"port:{real}" or (isinstance(entry.get("port"), str) and os.path.realpath(entry["port"]) == real)
+
+
+def main(args: argparse.Namespace) -> int:
+    from drivers.errors import PinError
+    from drivers.modem import PinRejections
+
+    command = f"pin {args.action}"
+    config = load(args, command)
+    if isinstance(config, int):
+        return config
+    guard = PinRejections(config.store.path.parent)
+    try:
+        if args.action == "list":
+            entries = guard.entries()
+            if args.json:
+                shown = {key: {k: v for k, v in entry.items() if k != "hashes"} | {"pins": len(entry["hashes"])}
+                         for key, entry in entries.items()}
+                print(json.dumps({"file": str(guard.path), "rejections": shown}, indent=2))
+            elif not entries:
+                print(f"no PIN rejections recorded ({guard.path})")
+            else:
+                for key, entry in sorted(entries.items()):
+                    print(f"{entry.get('modem_id', '?')}: {key}: {len(entry['hashes'])} rejected PIN(s), last "
+                          f"{entry.get('rejected_at', '?')} ({entry.get('reason', '')})")
+            return EXIT_OK
+        if args.modem_id is None:
+            dropped = guard.forget()
+        else:
+            known = [m.id for m in config.modems]
+            if args.modem_id not in known:
+                return fail(command, f"no modem {args.modem_id!r} in {config.path} (known: {', '.join(known) or 'none'})",
+                            EXIT_USAGE)
+            port = config.modem(args.modem_id).port
+            entries = guard.entries()
+            dropped = guard.forget([k for k, e in entries.items() if _matches(e, k, args.modem_id, port)])
+    except PinError as exc:
+        return fail(command, str(exc))
+    which = args.modem_id or "all modems"
+    if dropped:
+        print(f"cleared {len(dropped)} PIN rejection record(s) for {which}: the configured PIN is tried once "
+              "when the daemon next starts (systemctl restart smsgw) or `smsgw doctor` runs")
+    else:
+        print(f"no PIN rejections recorded for {which}")
+    return EXIT_OK
