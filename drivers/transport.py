@@ -161,7 +161,9 @@ async def open_transport(
                 host, port = _socket_address(url)
                 transport, _ = await loop.create_connection(lambda: protocol, host, port)
             else:
-                port = serial.serial_for_url(url, baudrate=baudrate)
+                # exclusive: flock the device, so a second smsgw (or `smsgw doctor`) cannot talk over
+                # the daemon's AT exchange; pyserial raises SerialException when another holds it
+                port = serial.serial_for_url(url, baudrate=baudrate, exclusive=True)
                 transport = _SerialTransport(loop, protocol, port)
             await protocol.made
     except TransportError:
@@ -169,6 +171,7 @@ async def open_transport(
     except TimeoutError as exc:
         raise TransportError(f"{url}: not opened within {timeout}s") from exc
     except (OSError, serial.SerialException, ValueError) as exc:
-        raise TransportError(f"cannot open {url}: {exc}") from exc
+        hint = " (another program has the port open: a running smsgw, ModemManager?)" if "lock" in str(exc) else ""
+        raise TransportError(f"cannot open {url}: {exc}{hint}") from exc
     log.info("%s: opened (%s)", url, "tcp" if url.startswith("socket://") else f"{baudrate} baud")
     return Transport(url, transport, protocol)

@@ -61,6 +61,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override the config's log_level")
 
 
+def single_instance_lock(store_path: os.PathLike[str] | str) -> int | str | None:
+    """Take ``<store>.lock`` (flock) so only one daemon runs on a store; the fd, or why not.
+
+    Two daemons on one store would open the same modems (garbled AT exchanges) and connect to the
+    broker with the same client id (each disconnecting the other). The lock is released by the
+    kernel when the process ends, however it ends; the file holds the owner's PID for the message.
+    None when the store's directory does not exist (opening the store reports that).
+    """
+    import fcntl
+
+    path = f"{os.fspath(store_path)}.lock"
+    if not os.path.isdir(os.path.dirname(path) or "."):
+        return None
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        return f"another smsgw run (pid {owner}) is using the store {os.fspath(store_path)}; stop it first"
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def main(args: argparse.Namespace) -> int:
     import signal
 
@@ -88,6 +113,10 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if early:  # stopped before anything started
         return 0
+    lock = single_instance_lock(config.store.path)
+    if isinstance(lock, str):
+        print(f"smsgw: {lock}", file=sys.stderr)
+        return 1
     setup_logging(args.log_level or config.log_level)
     log = logging.getLogger("appliance.run")
 
