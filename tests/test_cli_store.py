@@ -169,7 +169,7 @@ def test_status_json(config):
     assert modems["old"]["configured"] is False and modems["old"]["last_error"] == "port vanished"
     assert doc["outbox"] == {"queued": 1, "sending": 0, "sent": 0, "delivered": 0, "failed": 1, "expired": 0}
     assert doc["inbox"]["messages"] == 2
-    assert doc["sources_today"]["cli"] == {"accepted": 2, "sent": 0}
+    assert doc["sources_today"]["cli"] == {"accepted": 2, "sent": 0, "cap": None, "remaining": None}
     (error,) = doc["last_errors"]
     assert error["state"] == "failed" and "CMS ERROR 21" in error["error"]
 
@@ -187,7 +187,7 @@ def test_status_human(config):
     assert "SIMCOM SIM800" in sim0
     assert any(line.startswith("old (not configured)") for line in lines)
     assert any(line.split() == ["failed", "1"] for line in lines)
-    assert any(line.split() == ["cli", "2", "0"] for line in lines)
+    assert any(line.split() == ["cli", "2", "0", "-", "-"] for line in lines)  # no cap
 
 
 def test_outbox(config):
@@ -291,3 +291,77 @@ def test_status_shows_the_mqtt_connection_and_rejected_requests(config):
                            "last_error": "connection refused", "rejected_requests": 3}
     human = smsgw("status", config=config)
     assert "disconnected since 2023-11-14T22:13:20Z (connection refused); 3 bad request(s) rejected" in human.stdout
+
+
+def _with_caps(config: Path, caps: str) -> Path:
+    config.write_text(config.read_text() + caps)
+    return config
+
+
+def test_send_refuses_over_the_cli_daily_cap_with_exit_2_and_writes_nothing(config):
+    _with_caps(config, '[sources.cli]\ndaily_cap = 2\n')
+    for n in range(2):
+        assert smsgw("send", "+491701111111", f"m{n}", config=config).returncode == 0
+    over = smsgw("send", "+491701111111", "one too many", config=config)
+    assert over.returncode == 2 and over.stdout == ""
+    assert "daily cap of 2 messages for source 'cli' reached (2 accepted today); nothing queued" in over.stderr
+    assert [row["text"] for row in db_rows(config)] == ["m1", "m0"]
+    # a repeated --id queues nothing new: it is answered, not refused
+    with Store(config.parent / "smsgw.db") as store:
+        store.conn.execute("UPDATE message SET client_key = 'k' WHERE text = 'm0'")
+    again = smsgw("send", "--id", "k", "+491701111111", "m0", config=config)
+    assert again.returncode == 0 and "already queued" in again.stdout
+
+
+def test_send_with_a_zero_cap_creates_no_database(config):
+    _with_caps(config, '[sources.cli]\ndaily_cap = 0\n')
+    over = smsgw("send", "+491701111111", "never", config=config)
+    assert over.returncode == 2 and "daily cap of 0 messages for source 'cli' reached" in over.stderr
+    assert not (config.parent / "smsgw.db").exists()
+
+
+def test_send_with_a_bad_sources_table_is_a_usage_error(config):
+    _with_caps(config, '[sources.cli]\ndaily_cap = -1\n')
+    bad = smsgw("send", "+491701111111", "x", config=config)
+    assert bad.returncode == 2 and "sources.cli.daily_cap" in bad.stderr and "0 or more" in bad.stderr
+    assert not (config.parent / "smsgw.db").exists()
+
+
+def test_status_shows_caps_and_what_is_left_per_source(config):
+    _with_caps(config, '[sources.cli]\ndaily_cap = 5\n[sources.mqtt]\ndaily_cap = 10\n'
+                       '[sources."mqtt:boiler"]\ndaily_cap = 1\n[sources."alert:*"]\ndaily_cap = 3\n')
+    assert smsgw("send", "+491701111111", "a", config=config).returncode == 0
+    with Store(config.parent / "smsgw.db") as store:
+        from appliance.store import OutboundRequest
+
+        store.enqueue([OutboundRequest("+491701111111", "x", "mqtt:kitchen"),
+                       OutboundRequest("+491701111111", "y", "mqtt:kitchen"),
+                       OutboundRequest("+491701111111", "z", "mqtt"),
+                       OutboundRequest("+491701111111", "w", "alert:freezer")])
+    result = smsgw("status", "--json", config=config)
+    assert result.returncode == 0, result.stderr
+    sources = json.loads(result.stdout)["sources_today"]
+    assert sources == {
+        "alert:freezer": {"accepted": 1, "sent": 0, "cap": 3, "remaining": 2},
+        "cli": {"accepted": 1, "sent": 0, "cap": 5, "remaining": 4},
+        "mqtt": {"accepted": 1, "sent": 0, "cap": 10, "remaining": 7},
+        "mqtt:boiler": {"accepted": 0, "sent": 0, "cap": 1, "remaining": 1},
+        "mqtt:kitchen": {"accepted": 2, "sent": 0, "cap": 10, "remaining": 7, "cap_shared": "mqtt"},
+    }
+    human = smsgw("status", config=config)
+    assert human.returncode == 0, human.stderr
+    lines = {line.split()[0]: line.split() for line in human.stdout.splitlines() if line.startswith(("cli ", "mqtt"))}
+    assert lines["cli"] == ["cli", "1", "0", "5", "4"]
+    assert lines["mqtt:kitchen"] == ["mqtt:kitchen", "2", "0", "10", "(shared:", "mqtt)", "7"]
+    assert lines["mqtt:boiler"] == ["mqtt:boiler", "0", "0", "1", "1"]
+    assert "SOURCE" in human.stdout and "DAILY CAP" in human.stdout and "REMAINING" in human.stdout
+
+
+def test_status_still_answers_with_a_bad_sources_table(config):
+    assert smsgw("send", "+491701111111", "a", config=config).returncode == 0
+    _with_caps(config, '[sources.cli]\ndaily_cap = "many"\n')
+    result = smsgw("status", "--json", config=config)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["sources_today"]["cli"] == {"accepted": 1, "sent": 0, "cap": None, "remaining": None}
+    assert "sources.cli.daily_cap" in doc["caps_error"]

@@ -2,8 +2,9 @@
 
 The message is committed to the store (source ``cli``) and the command returns; the daemon sends it
 when it runs. It works while the daemon or the MQTT broker is down. The destination passes the
-``[numbers]`` policy, the text must not be empty nor longer than ``[limits].max_parts`` parts: anything
-else is refused with exit status 2 and nothing is written.
+``[numbers]`` policy, the text must not be empty nor longer than ``[limits].max_parts`` parts, and
+the source ``cli`` must be under its daily cap (``[sources.cli] daily_cap``): anything else is refused
+with exit status 2 and nothing is written.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ from appliance.commands.status import (
     open_store,
     print_json,
 )
+from appliance.config import ConfigError
 from appliance.numbers import NumberError, check_destination
+from appliance.rules import DailyCapExceeded, check_daily_cap, validate_rules
 from appliance.store import InvalidRequest, OutboundRequest
 from drivers.pdu import count_parts, split_text
 
 NAME = "send"
+SOURCE = "cli"
 HELP = "queue an SMS in the store (works while the daemon or the broker is down)"
 
 
@@ -71,17 +75,28 @@ def main(args: argparse.Namespace) -> int:
         return fail(NAME, f"--validity must be greater than 0, not {args.validity:g}", EXIT_USAGE)
     if args.client_key is not None and not args.client_key.strip():
         return fail(NAME, "--id must not be empty", EXIT_USAGE)
+    try:
+        rules = validate_rules(cfg)  # the [sources] daily caps
+    except ConfigError as exc:
+        return fail(NAME, str(exc), EXIT_USAGE)
     validity = args.validity if args.validity is not None else cfg.limits.validity
     now = time.time()
+    if rules.cap_for(SOURCE) == 0:  # refused before the store is even created
+        return fail(NAME, f"{DailyCapExceeded(SOURCE, 0, 0, 1)}; nothing queued", EXIT_USAGE)
     request = OutboundRequest(
-        to=to, text=text, source="cli", client_key=args.client_key, priority=args.priority,
+        to=to, text=text, source=SOURCE, client_key=args.client_key, priority=args.priority,
         valid_until=now + validity, report=args.report,
     )
     store = open_store(cfg, NAME, create=True)
     if isinstance(store, int):
         return store
     try:
+        if args.client_key is None or store.conn.execute(
+                "SELECT 1 FROM message WHERE client_key = ? AND recipient = ?", (args.client_key, to)).fetchone() is None:
+            check_daily_cap(rules, store, SOURCE, 1, now)  # a repeated --id queues nothing: not counted
         (result,) = store.enqueue([request], now=now)
+    except DailyCapExceeded as exc:
+        return fail(NAME, f"{exc}; nothing queued", EXIT_USAGE)
     except InvalidRequest as exc:
         return fail(NAME, str(exc), EXIT_USAGE)
     except Exception as exc:  # the disk, permissions, a locked database beyond the busy timeout

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import Config, ConfigError, default_config_path, load_config
+from appliance.rules import RulesConfig, validate_rules
 from appliance.store import STATES, Store
 
 NAME = "status"
@@ -186,6 +187,31 @@ def mqtt_state(store: Store, cfg: Config) -> dict[str, Any] | None:
     return state
 
 
+def sources_today(usage: dict[str, dict[str, int]], rules: RulesConfig | None) -> dict[str, dict[str, Any]]:
+    """Per source: accepted and sent today, its daily cap and what is left of it (None: no cap).
+
+    Every source named in ``[sources]`` with a cap is listed, used or not (patterns only when a
+    source matches them). ``mqtt:<name>`` without a cap of its own shares the ``mqtt`` cap: its
+    ``remaining`` is what is left for all of them and ``cap_shared`` says so.
+    """
+    names = set(usage)
+    if rules is not None:
+        names.update(key for key in rules.caps if not any(ch in key for ch in "*?["))
+    out: dict[str, dict[str, Any]] = {}
+    for source in sorted(names):
+        entry: dict[str, Any] = {"accepted": usage.get(source, {}).get("accepted", 0),
+                                 "sent": usage.get(source, {}).get("sent", 0), "cap": None, "remaining": None}
+        key = None if rules is None else rules.cap_key(source)
+        if rules is not None and key is not None:
+            cap = rules.caps[key]
+            entry["cap"] = cap
+            entry["remaining"] = max(cap - rules.cap_used(key, usage, source), 0)
+            if key != source and key == "mqtt":
+                entry["cap_shared"] = key
+        out[source] = entry
+    return out
+
+
 def collect(store: Store, cfg: Config) -> dict[str, Any]:
     stats = store.stats()
     errors = [
@@ -197,7 +223,13 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
         )
     ]
     modems = [iso_fields(m, ("at", "updated_at", "since")) for m in modem_states(store, cfg)]
-    return {
+    rules: RulesConfig | None = None
+    caps_error = None
+    try:
+        rules = validate_rules(cfg)
+    except ConfigError as exc:  # status still answers; the daemon refuses this config
+        caps_error = str(exc)
+    doc: dict[str, Any] = {
         "config": str(cfg.path),
         "store": str(cfg.store.path),
         "modems": modems,
@@ -209,9 +241,12 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
         },
         "events_pending": stats["events_pending"],
         "mqtt": mqtt_state(store, cfg),
-        "sources_today": stats["sources_today"],
+        "sources_today": sources_today(stats["sources_today"], rules),
         "last_errors": errors,
     }
+    if caps_error is not None:
+        doc["caps_error"] = caps_error
+    return doc
 
 
 def _modem_row(m: dict[str, Any]) -> list[object]:
@@ -256,10 +291,17 @@ def render(doc: dict[str, Any]) -> str:
         out.append(line + f"; {mqtt['rejected_requests']} bad request(s) rejected")
     out += ["", "Usage today per source"]
     if doc["sources_today"]:
-        out.append(table([[source or "-", u["accepted"], u["sent"]] for source, u in doc["sources_today"].items()],
-                         ["SOURCE", "ACCEPTED", "SENT"], right=(1, 2)))
+        rows = []
+        for source, u in doc["sources_today"].items():
+            cap = "-" if u["cap"] is None else str(u["cap"])
+            if u.get("cap_shared"):
+                cap += f" (shared: {u['cap_shared']})"
+            rows.append([source or "-", u["accepted"], u["sent"], cap, u["remaining"]])
+        out.append(table(rows, ["SOURCE", "ACCEPTED", "SENT", "DAILY CAP", "REMAINING"], right=(1, 2, 4)))
     else:
         out.append("(nothing accepted today)")
+    if doc.get("caps_error"):
+        out.append(f"daily caps unknown: {doc['caps_error']}")
     out += ["", "Last errors"]
     if doc["last_errors"]:
         out.append(table([[e["id"], e["to"], e["state"], e["at"], shorten(e["error"], 60)] for e in doc["last_errors"]],
