@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -36,4 +37,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"  store:  {cfg.store.path}")
     print(f"  modems: {modems}")
     print(f"  mqtt:   {mqtt}")
+    # A port that is not there now is not a configuration error (a USB modem may appear later, and
+    # the daemon waits for it), but an installer wants to know at once.
+    for index, modem in enumerate(cfg.modems):
+        if not modem.port.startswith(("socket://", "rfc2217://")) and not os.path.exists(modem.port):
+            print(f"  warning: modems[{index}].port: {modem.port} does not exist now "
+                  "(`smsgw detect` lists attached modems; the daemon waits for it to appear)")
     return 0
