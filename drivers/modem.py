@@ -628,8 +628,11 @@ class Modem:
         try:
             await self.command(f'AT+CPIN="{self.pin}"', priority=Priority.RESET)
         except AtError as exc:
-            self._remember_rejection(key, iccid, str(exc))
-            raise PinError(f"{self.modem_id}: the SIM rejected the PIN ({exc}); it will not be retried") from exc
+            reason = exc.final.strip() or "ERROR"  # str(exc) names the command, and so the PIN
+            if isinstance(exc, CmeError) and exc.text and exc.text not in reason:
+                reason += f" ({exc.text})"
+            self._remember_rejection(key, iccid, reason)
+            raise PinError(f"{self.modem_id}: the SIM rejected the PIN ({reason}); it will not be retried") from None
         await self._wait_sim_ready()
         await self._sim_seen_ready(iccid)
 
