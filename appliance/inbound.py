@@ -181,7 +181,8 @@ class Inbound:
                         sms.index, sms.error)
             self.request_sweep(modem.modem_id)
             return
-        part_id = self.store.add_incoming_part(modem.modem_id, sms.pdu, sms.deliver, sms.error, self.clock())
+        part_id = self.store.add_incoming_part(modem.modem_id, sms.pdu, sms.deliver, sms.error, self.clock(),
+                                               sms.index)
         self.received += 1
         LOG.info("received part %d on %s from %s%s", part_id, modem.modem_id,
                  sms.deliver.number if sms.deliver is not None else "?",
@@ -231,7 +232,8 @@ class Inbound:
                 self.reports += 1
             elif isinstance(message.message, SmsDeliver) or message.message is None:
                 error = message.error if message.message is None else None
-                self.store.add_incoming_part(modem_id, message.pdu, message.message, error, self.clock())
+                self.store.add_incoming_part(modem_id, message.pdu, message.message, error, self.clock(),
+                                             message.index)
                 self.received += 1
             else:
                 continue

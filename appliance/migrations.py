@@ -9,6 +9,10 @@ Version history
   2  reassembly timeout: ``inbox.partial`` / ``inbox.missing`` (a message delivered with parts missing),
      the index used to find open reassembly groups, and the index that matches delivery reports by
      (modem, message_reference, sent_at).
+  3  incoming duplicates per modem and SIM slot: ``inbox_part.slot`` (the SIM storage index the part
+     was read from, NULL for a part delivered directly by ``+CMT``); the unique index on the PDU is
+     replaced by a plain index on (modem, pdu), so identical SMS on two SIMs, or in two slots of one
+     SIM, are distinct parts. Indexes for retention (``Store.prune``) by age.
 """
 
 from __future__ import annotations
@@ -147,8 +151,17 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.table("part").create_index(["modem", "message_reference", "sent_at"], index_name="part_report")
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    db.table("inbox_part").add_column("slot", int)
+    db.execute("DROP INDEX inbox_part_pdu")
+    db.table("inbox_part").create_index(["modem", "pdu"], index_name="inbox_part_modem_pdu")
+    db.table("inbox").create_index(["received_at"], index_name="inbox_received")
+    db.table("audit").create_index(["at"], index_name="audit_at")
+    db.table("message").create_index(["state", "updated_at"], index_name="message_finished")
+
+
 #: MIGRATIONS[n - 1] takes the schema from version n - 1 to n.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -50,6 +50,14 @@ BUSY_TIMEOUT = 10.0
 REPORT_WINDOW = 3 * 24 * 3600.0
 #: Default seconds an incomplete multipart message waits for its missing parts (see flush_partial).
 REASSEMBLY_TIMEOUT = 24 * 3600.0
+#: Default days finished messages, handled received messages and published events are kept.
+RETENTION_DAYS = 30.0
+#: Default days audit rows are kept.
+AUDIT_RETENTION_DAYS = 365.0
+#: Rows deleted per transaction by ``prune`` (each batch holds the write lock only briefly).
+PRUNE_BATCH = 500
+#: Pages returned to the file system per ``PRAGMA incremental_vacuum`` step.
+VACUUM_PAGES = 2000
 
 PRIORITIES: dict[str, int] = {"high": 0, "normal": 1, "low": 2}
 PRIORITY_NAMES: dict[int, str] = {rank: name for name, rank in PRIORITIES.items()}
@@ -203,6 +211,8 @@ class Store:
             str(path), isolation_level=None, timeout=BUSY_TIMEOUT, check_same_thread=False
         )
         self.conn.row_factory = sqlite3.Row
+        # only takes effect on a new file (before its first table and before WAL); see prune()
+        self.conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA foreign_keys=ON")
@@ -212,6 +222,9 @@ class Store:
         self._tx_events = 0
         self._tx_enqueued = 0
         self._in_tx = False
+        #: False when nothing publishes events (no ``[mqtt]``): no event rows are written, and
+        #: ``prune`` deletes pending ones (written by another process) at once.
+        self.events_enabled = True
 
     @property
     def schema_version(self) -> int:
@@ -276,6 +289,8 @@ class Store:
 
     def _add_event(self, conn: sqlite3.Connection, topic: str, payload: dict[str, Any], now: float,
                    qos: int = 1, retain: bool = False) -> int:
+        if not self.events_enabled:
+            return 0
         cur = conn.execute(
             "INSERT INTO event (topic, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?)",
             (topic, json.dumps(payload, ensure_ascii=False), qos, int(retain), now),
@@ -284,6 +299,8 @@ class Store:
         return int(cur.lastrowid or 0)
 
     def _message_event(self, conn: sqlite3.Connection, message_id: int, now: float) -> None:
+        if not self.events_enabled:
+            return
         row = conn.execute(
             "SELECT m.id, m.recipient, m.text, m.state, m.modem, m.last_error, "
             "(SELECT COUNT(*) FROM part p WHERE p.message_id = m.id) AS parts "
@@ -635,19 +652,23 @@ class Store:
         deliver: SmsDeliver | None,
         error: str | None,
         received_at: float,
+        slot: int | None = None,
     ) -> int:
         """Commit one received PDU; returns its row id (the existing one for a duplicate).
 
-        Only after this returns may the caller delete the SIM slot. A duplicate (the same PDU, or the
-        same sender, SMSC timestamp and concatenation reference/total/sequence) is ignored. When the
-        part completes its message, the message is written to the inbox and a ``received`` event
-        is added in the same transaction. A PDU that did not decode is kept and published with its
-        error, never dropped.
+        Only after this returns may the caller delete the SIM slot. ``slot`` is the SIM storage index
+        the PDU was read from (None for ``+CMT``, delivered without a slot). A duplicate is the same
+        part read again from the same slot of the same modem (the sweep after a crash between this
+        commit and ``AT+CMGD``): same modem, slot and PDU, or same modem, slot, sender, SMSC
+        timestamp, concatenation reference/total/sequence and text. Identical SMS received by two
+        modems, or stored in two slots of one SIM, are distinct parts. When the part completes its
+        message, the message is written to the inbox and a ``received`` event is added in the same
+        transaction. A PDU that did not decode is kept and published with its error, never dropped.
         """
         pdu_key = pdu.strip().upper()
         sender = text = encoding = sent_at = None
         ref = total = seq = None
-        dedup_key = None
+        legacy_key = None
         if deliver is not None:
             sender = deliver.number
             text = deliver.text
@@ -655,23 +676,34 @@ class Store:
             sent_at = deliver.timestamp.isoformat() if deliver.timestamp is not None else None
             if deliver.concat is not None and deliver.concat.total > 1:
                 ref, total, seq = deliver.concat.reference, deliver.concat.total, deliver.concat.sequence
-            dedup_key = hashlib.sha1(
-                json.dumps([sender, sent_at, ref, total, seq, text]).encode()
-            ).hexdigest()
+            content: list[Any] = [sender, sent_at, ref, total, seq, text]
+            # the key of schema 1-2 (no modem, no slot): matches parts stored before the upgrade
+            legacy_key = hashlib.sha1(json.dumps(content).encode()).hexdigest()
+        else:
+            content = [pdu_key]
+        dedup_key = hashlib.sha1(json.dumps(["v3", modem_id, slot, *content]).encode()).hexdigest()
         with self._tx() as conn:
             existing = conn.execute(
-                "SELECT id FROM inbox_part WHERE pdu = ? OR (dedup_key IS NOT NULL AND dedup_key = ?)",
-                (pdu_key, dedup_key),
+                "SELECT id FROM inbox_part WHERE dedup_key = ? UNION ALL "
+                "SELECT id FROM inbox_part WHERE modem = ? AND pdu = ? AND slot IS NULL "
+                "AND dedup_key IS NULL LIMIT 1",
+                (dedup_key, modem_id, pdu_key),
             ).fetchone()
+            if existing is None and legacy_key is not None:
+                existing = conn.execute(
+                    "SELECT id FROM inbox_part WHERE dedup_key = ? AND modem = ? AND slot IS NULL",
+                    (legacy_key, modem_id),
+                ).fetchone()
             if existing is not None:
-                LOG.info("duplicate incoming part on %s ignored (part %d)", modem_id, existing["id"])
+                LOG.info("duplicate incoming part on %s slot %s ignored (part %d)", modem_id, slot,
+                         existing["id"])
                 return int(existing["id"])
             cur = conn.execute(
                 "INSERT INTO inbox_part (modem, pdu, sender, text, encoding, sent_at, concat_reference, "
-                "concat_total, concat_sequence, received_at, error, dedup_key) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "concat_total, concat_sequence, received_at, error, dedup_key, slot) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (modem_id, pdu_key, sender, text, encoding, sent_at, ref, total, seq, received_at,
-                 error if deliver is None else None, dedup_key),
+                 error if deliver is None else None, dedup_key, slot),
             )
             part_id = int(cur.lastrowid or 0)
             if deliver is None:
@@ -682,8 +714,8 @@ class Store:
             else:
                 group = conn.execute(
                     "SELECT id, concat_sequence FROM inbox_part WHERE inbox_id IS NULL AND sender = ? "
-                    "AND concat_reference = ? AND concat_total = ? ORDER BY concat_sequence, id",
-                    (sender, ref, total),
+                    "AND concat_reference = ? AND concat_total = ? AND modem = ? ORDER BY concat_sequence, id",
+                    (sender, ref, total, modem_id),
                 ).fetchall()
                 sequences = {row["concat_sequence"] for row in group}
                 if all(n in sequences for n in range(1, total + 1)):
@@ -741,9 +773,9 @@ class Store:
         """
         now = self._now(now)
         groups = self.conn.execute(
-            "SELECT sender, concat_reference, concat_total, MIN(received_at) AS first_at "
+            "SELECT modem, sender, concat_reference, concat_total, MIN(received_at) AS first_at "
             "FROM inbox_part WHERE inbox_id IS NULL AND concat_total IS NOT NULL "
-            "GROUP BY sender, concat_reference, concat_total HAVING MIN(received_at) <= ?",
+            "GROUP BY modem, sender, concat_reference, concat_total HAVING MIN(received_at) <= ?",
             (now - timeout,),
         ).fetchall()
         if not groups:
@@ -753,8 +785,8 @@ class Store:
             for group in groups:
                 rows = conn.execute(
                     "SELECT id, concat_sequence FROM inbox_part WHERE inbox_id IS NULL AND sender IS ? "
-                    "AND concat_reference = ? AND concat_total = ? ORDER BY concat_sequence, id",
-                    (group["sender"], group["concat_reference"], group["concat_total"]),
+                    "AND concat_reference = ? AND concat_total = ? AND modem = ? ORDER BY concat_sequence, id",
+                    (group["sender"], group["concat_reference"], group["concat_total"], group["modem"]),
                 ).fetchall()
                 first: dict[int, int] = {}
                 for row in rows:
@@ -828,6 +860,123 @@ class Store:
         with self._tx() as conn:
             conn.executemany("UPDATE event SET done_at = ? WHERE id = ? AND done_at IS NULL",
                              [(now, event_id) for event_id in event_ids])
+
+    # --- retention -------------------------------------------------------------------------
+
+    def prune_steps(
+        self,
+        now: float | None = None,
+        *,
+        retention_days: float = RETENTION_DAYS,
+        audit_retention_days: float = AUDIT_RETENTION_DAYS,
+        batch: int = PRUNE_BATCH,
+    ) -> Iterator[dict[str, int]]:
+        """Delete what is finished and old, one short transaction per batch; yields after each.
+
+        Deleted, when older than ``retention_days`` (0: kept forever): outbound messages in a final
+        state (delivered, failed, expired: by their last change) with their parts; received
+        messages that were handled and whose ``received`` event is published (by ``received_at``)
+        with their parts; events marked done (by ``done_at``). Audit rows older than
+        ``audit_retention_days`` (0: forever). Never deleted: queued, sending or sent messages, parts
+        waiting for reassembly, unhandled received messages, and pending events, except when
+        ``events_enabled`` is False (nothing will ever publish them): then pending events go at once.
+
+        Each yield carries the running totals per table; the caller (the daemon) gives the event
+        loop a turn in between, so the write lock is never held for more than one batch. At the end
+        freed pages are returned to the file system (``PRAGMA incremental_vacuum``, on a file created
+        with ``auto_vacuum=INCREMENTAL``) and the WAL is truncated.
+        """
+        now = self._now(now)
+        totals = dict.fromkeys(("messages", "parts", "inbox", "inbox_parts", "events", "audit", "pages"), 0)
+        steps: list[tuple[str, Callable[[sqlite3.Connection], dict[str, int]]]] = []
+        if not self.events_enabled:
+            steps.append(("events", lambda c: {"events": self._delete(
+                c, "event", "SELECT id FROM event WHERE done_at IS NULL LIMIT ?", (batch,))}))
+        if retention_days > 0:
+            cutoff = now - retention_days * 86400.0
+            steps.append(("messages", lambda c: self._prune_messages(c, cutoff, batch)))
+            steps.append(("inbox", lambda c: self._prune_inbox(c, cutoff, batch)))
+            steps.append(("events", lambda c: {"events": self._delete(
+                c, "event", "SELECT id FROM event WHERE done_at IS NOT NULL AND done_at < ? LIMIT ?",
+                (cutoff, batch))}))
+        if audit_retention_days > 0:
+            audit_cutoff = now - audit_retention_days * 86400.0
+            steps.append(("audit", lambda c: {"audit": self._delete(
+                c, "audit", "SELECT id FROM audit WHERE at < ? LIMIT ?", (audit_cutoff, batch))}))
+        for _name, step in steps:
+            while True:
+                with self._tx() as conn:
+                    counts = step(conn)
+                for key, value in counts.items():
+                    totals[key] += value
+                yield dict(totals)
+                if next(iter(counts.values())) < batch:  # the first count is the batch's own table
+                    break
+        deleted = sum(value for key, value in totals.items() if key != "pages")
+        if deleted and int(self.conn.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2:
+            while True:
+                free = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
+                if not free:
+                    break
+                self.conn.execute(f"PRAGMA incremental_vacuum({min(free, VACUUM_PAGES)})").fetchall()
+                after = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
+                totals["pages"] += free - after
+                yield dict(totals)
+                if after >= free:
+                    break
+        if deleted:
+            try:
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.OperationalError as exc:  # another process holds the file: next time
+                LOG.debug("WAL checkpoint after pruning skipped: %s", exc)
+            LOG.info("pruned %s", ", ".join(f"{n} {key}" for key, n in totals.items() if n))
+        yield totals
+
+    def prune(
+        self,
+        now: float | None = None,
+        *,
+        retention_days: float = RETENTION_DAYS,
+        audit_retention_days: float = AUDIT_RETENTION_DAYS,
+        batch: int = PRUNE_BATCH,
+    ) -> dict[str, int]:
+        """Run ``prune_steps`` to the end; the number of rows deleted per table (and pages freed)."""
+        totals: dict[str, int] = {}
+        for step in self.prune_steps(now, retention_days=retention_days,
+                                     audit_retention_days=audit_retention_days, batch=batch):
+            totals = step
+        return totals
+
+    @staticmethod
+    def _delete(conn: sqlite3.Connection, table: str, select: str, args: tuple[Any, ...]) -> int:
+        cur = conn.execute(f"DELETE FROM {table} WHERE id IN ({select})", args)
+        return cur.rowcount
+
+    @staticmethod
+    def _prune_messages(conn: sqlite3.Connection, cutoff: float, batch: int) -> dict[str, int]:
+        ids = [row[0] for row in conn.execute(
+            "SELECT id FROM message WHERE state IN (?, ?, ?) AND updated_at < ? ORDER BY id LIMIT ?",
+            (*FINAL_STATES, cutoff, batch)).fetchall()]
+        if not ids:
+            return {"messages": 0, "parts": 0}
+        marks = ", ".join("?" for _ in ids)
+        parts = conn.execute(f"DELETE FROM part WHERE message_id IN ({marks})", ids).rowcount
+        messages = conn.execute(f"DELETE FROM message WHERE id IN ({marks})", ids).rowcount
+        return {"messages": messages, "parts": parts}
+
+    @staticmethod
+    def _prune_inbox(conn: sqlite3.Connection, cutoff: float, batch: int) -> dict[str, int]:
+        ids = [row[0] for row in conn.execute(
+            "SELECT id FROM inbox WHERE handled_at IS NOT NULL AND received_at < ? AND id NOT IN ("
+            " SELECT json_extract(payload, '$.id') FROM event WHERE done_at IS NULL AND topic = 'received'"
+            " AND json_extract(payload, '$.id') IS NOT NULL) ORDER BY id LIMIT ?",
+            (cutoff, batch)).fetchall()]
+        if not ids:
+            return {"inbox": 0, "inbox_parts": 0}
+        marks = ", ".join("?" for _ in ids)
+        parts = conn.execute(f"DELETE FROM inbox_part WHERE inbox_id IN ({marks})", ids).rowcount
+        inbox = conn.execute(f"DELETE FROM inbox WHERE id IN ({marks})", ids).rowcount
+        return {"inbox": inbox, "inbox_parts": parts}
 
     # --- audit and rule state ---------------------------------------------------------------
 

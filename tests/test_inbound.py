@@ -17,7 +17,7 @@ from appliance.dispatcher import Dispatcher
 from appliance.inbound import Inbound
 from appliance.store import OutboundRequest, Store
 from drivers.modem import IncomingSms, Modem
-from drivers.pdu import encode_deliver, encode_submit
+from drivers.pdu import decode, encode_deliver, encode_submit
 from drivers.simulator import Simulator
 
 LONG_TEXT = "Station 7 reports low pressure in the main pump, please check the valves. " * 3
@@ -164,6 +164,19 @@ async def test_sweep_takes_stored_messages_and_keeps_undecodable_ones(
                                                if e.topic == "received"]
 
 
+async def test_a_part_committed_but_not_deleted_before_a_crash_is_stored_once(
+    sim: Simulator, store: Store, modem: Modem, inbound: Inbound
+) -> None:
+    storage = sim.modems[0].storage
+    (twin,) = encode_deliver("+4917055555555", "twice in one second", timestamp=sim.network.now())
+    first, second = storage.add(1, twin), storage.add(1, twin)  # the same SMS sent twice: two slots
+    assert first is not None and second is not None
+    # the previous process committed the first slot and died before its AT+CMGD
+    store.add_incoming_part("sim0", twin, decode(twin), None, store.clock(), first)  # type: ignore[arg-type]
+    assert await inbound.sweep(modem) == 2 and slots(sim) == {}
+    assert texts(store) == ["twice in one second"] * 2  # the re-read slot once, the twin once
+
+
 async def test_full_sim_of_stored_outgoing_messages_is_cleared_and_waiting_sms_arrive(
     sim: Simulator, store: Store, modem: Modem, inbound: Inbound
 ) -> None:
@@ -202,9 +215,12 @@ async def test_storage_full_urc_triggers_a_sweep_that_makes_room(
     inbound.add_modem(modem)  # the start sweep runs on an empty SIM; the next is an hour away
     await asyncio.sleep(0.1)
     sim.fault(0, "sim-full")  # filled with read messages, unseen by the modem's events
+    fillers = len(slots(sim))
+    assert fillers > 1
     sim.inject(0, "+4917088888888", "arrives once there is room")  # refused: the modem announces it is full
     await async_wait_until(lambda: "arrives once there is room" in texts(store), timeout=5,
                            what="the held SMS after the storage-full sweep")
     await async_wait_until(lambda: not slots(sim), timeout=5)
-    # the fillers were taken too (identical PDUs: one inbox message), and every slot was freed
-    assert texts(store) == ["arrives once there is room", "old message"]
+    # the fillers were taken too (identical PDUs in distinct slots: one inbox message each), and every
+    # slot was freed
+    assert texts(store) == ["arrives once there is room"] + ["old message"] * fillers

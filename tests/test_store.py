@@ -341,6 +341,42 @@ def test_duplicate_parts_are_ignored(store: Store) -> None:
     assert len(store.received_unhandled()) == 1  # a late repeat after completion is still a duplicate
 
 
+def test_the_same_sms_on_two_modems_is_two_messages(store: Store) -> None:
+    deliver = Deliver("+49170", "to both SIMs", SENT)
+    first = store.add_incoming_part("sim0", "07ad01", deliver, None, T0, 1)
+    second = store.add_incoming_part("sim1", "07ad01", deliver, None, T0, 1)
+    assert first != second
+    assert [(m.modem, m.text) for m in store.received_unhandled()] == [("sim0", "to both SIMs"),
+                                                                       ("sim1", "to both SIMs")]
+
+
+def test_identical_sms_in_two_slots_of_one_sim_are_distinct_and_a_reread_slot_is_not(store: Store) -> None:
+    deliver = Deliver("+49170", "same text, same second", SENT)
+    ids = [store.add_incoming_part("sim0", "07ae01", deliver, None, T0, slot) for slot in (1, 2, 3)]
+    assert len(set(ids)) == 3
+    # the sweep after a crash between the commit and AT+CMGD reads slot 2 again: the same part
+    assert store.add_incoming_part("sim0", "07ae01", deliver, None, T0 + 30, 2) == ids[1]
+    assert len(store.received_unhandled()) == 3
+
+
+def test_parts_of_one_multipart_sms_on_two_modems_are_reassembled_per_modem(store: Store) -> None:
+    for modem in ("sim0", "sim1"):
+        store.add_incoming_part(modem, "0f01", Deliver("+49170", "left ", SENT, Concat(7, 2, 1)), None, T0, 1)
+    assert store.received_unhandled() == []  # sim1's part 1 does not complete sim0's message
+    for modem in ("sim1", "sim0"):
+        store.add_incoming_part(modem, "0f02", Deliver("+49170", "right", SENT, Concat(7, 2, 2)), None, T0, 2)
+    assert sorted((m.modem, m.text) for m in store.received_unhandled()) == [("sim0", "left right"),
+                                                                             ("sim1", "left right")]
+
+
+def test_incomplete_groups_are_flushed_per_modem(store: Store) -> None:
+    store.add_incoming_part("sim0", "1001", Deliver("+49170", "a", SENT, Concat(8, 2, 1)), None, T0, 1)
+    store.add_incoming_part("sim1", "1002", Deliver("+49170", "b", SENT, Concat(8, 2, 2)), None, T0, 1)
+    assert len(store.flush_partial(now=T0 + 10, timeout=5)) == 2
+    assert sorted((m.modem, m.text, m.partial) for m in store.received_unhandled()) == [
+        ("sim0", "a", True), ("sim1", "b", True)]
+
+
 def test_reused_concat_reference_after_completion_starts_a_new_message(store: Store) -> None:
     later = SENT.replace(hour=22)
     for n, text in ((1, "a"), (2, "b")):
