@@ -207,3 +207,52 @@ def test_notify_templates_build_send_requests() -> None:
     assert request == {"to": ["+4917000000001", "+4917000000002"], "text": "Door open"}
     assert "command_template" not in MESSAGES["notify/n/sms_alice/config"]  # plain text to B/send/<number>
 
+
+
+# --- through the daemon: `smsgw simulate` + `smsgw run` + mosquitto ---------------------------
+
+
+async def test_daemon_announces_its_modems_and_their_state_renders(tmp_path: Path, mosquitto: Broker) -> None:
+    import contextlib
+
+    from daemon_helpers import DaemonProcess, write_config
+    from third_party_fixtures import run_simulator
+
+    extra = (f'\n[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\nclient_id = "gw-ha"\n'
+             "reconnect_min = 0.2\nreconnect_max = 1\n")
+    with contextlib.ExitStack() as stack:
+        sim = stack.enter_context(run_simulator(tmp_path / "sim"))
+        config = write_config(tmp_path / "gw", [sim.port(0)], extra=extra)
+        probe = Probe(mosquitto, "homeassistant/#", "smsgw/#")
+        stack.callback(probe.close)
+        daemon = DaemonProcess(config)
+        await daemon.start()
+        try:
+            signal_topic = "homeassistant/sensor/gw-ha/sim0_signal/config"
+            await async_wait_until(lambda: probe.payloads(signal_topic), timeout=20,
+                                   what=f"discovery from the daemon; log: {daemon.log_text()[-2000:]}")
+            await async_wait_until(
+                lambda: any(json.loads(p).get("state") == "online" for p in probe.payloads("smsgw/modem/sim0")),
+                timeout=20, what="modem online")
+            modem_state = json.loads(probe.payloads("smsgw/modem/sim0")[-1])
+            bridge_state = json.loads(probe.payloads("smsgw/bridge/state")[-1])
+            # the modem's model, known once it is open, is announced again
+            await async_wait_until(
+                lambda: json.loads(probe.payloads(signal_topic)[-1])["device"]["model"] == modem_state["model"],
+                timeout=10, what=f"the modem's model {modem_state.get('model')!r} announced")
+            signal = json.loads(probe.payloads(signal_topic)[-1])
+            assert signal["device"]["serial_number"] == modem_state["imei"]
+            bridge_availability, modem_availability = signal["availability"]
+            assert render(bridge_availability["value_template"], bridge_state) == "online"
+            assert render(modem_availability["value_template"], modem_state) == "online"
+            state = json.loads(probe.payloads("homeassistant/sensor/gw-ha/sim0_state/config")[-1])
+            assert render(state["value_template"], modem_state) == "online"
+            # a received SMS becomes a Home Assistant event with its sender and text
+            sim.inject("+4917000000005", "Hello HA")
+            await async_wait_until(lambda: probe.payloads("smsgw/received"), timeout=20, what="received SMS")
+            event = json.loads(probe.payloads("homeassistant/event/gw-ha/received/config")[-1])
+            fired = json.loads(render(event["value_template"], json.loads(probe.payloads("smsgw/received")[0])))
+            assert (fired["event_type"], fired["from"], fired["text"], fired["modem"]) == (
+                "received", "+4917000000005", "Hello HA", "sim0")
+        finally:
+            await daemon.stop()
