@@ -168,7 +168,7 @@ def test_the_generic_profile_on_a_modem_without_the_attempts_command_keeps_the_g
         assert "not trying it again" in doctor(config).stdout
         assert sim_status(sim.directory)["pin_entries"] == 1
         right = doctor(configure(tmp_path / "gw", str(sim.directory / "modem0"), "1234"))
-        assert right.returncode == 0 or "PIN" not in right.stdout, right.stdout
+        assert right.returncode == 0 and "registration: home" in right.stdout, right.stdout
         assert not sim_status(sim.directory)["pin_locked"]
         # the SIM was seen READY: its record is gone by itself
         assert json.loads((tmp_path / "gw" / PIN_REJECTIONS_FILE).read_text())["rejections"] == {}
@@ -225,3 +225,33 @@ def test_profile_pin_attempts_keys_are_checked(tmp_path: Path) -> None:
         path.write_text(text)
         with pytest.raises(ProfileError, match=reason):
             load_profile_file(path)
+
+
+# --- every profile's attempts-left command, in process --------------------------------------
+
+@pytest.mark.parametrize("profile_name", ["generic", "sim800", "sim7600", "ec25", "e3372"])
+async def test_each_profile_reads_the_attempts_left_and_refuses_below_two(tmp_path: Path, profile_name: str) -> None:
+    from modem_fixtures import TEST_TIMEOUTS
+
+    from drivers.modem import Modem, forget_pin_rejection
+    from drivers.simulator import Simulator
+
+    sim = Simulator(tmp_path / "sim", modems=1, profile=profile_name, pin="1234", control=False)
+    await sim.start()
+    state = tmp_path / "state"
+    state.mkdir()
+    port = sim.ports[0]
+    try:
+        for wrong in ("1111", "2222"):  # two different wrong PINs: each tried once
+            modem = Modem(port, profile=profile_name, pin=wrong, timeouts=TEST_TIMEOUTS, state_dir=state)
+            with pytest.raises(PinError, match="rejected the PIN"):
+                await modem.open()
+            forget_pin_rejection(port)  # as if in another process
+        modem = Modem(port, profile=profile_name, pin="1234", timeouts=TEST_TIMEOUTS, state_dir=state)
+        with pytest.raises(PinError, match=r"only 1 PIN attempt\(s\) left"):
+            await modem.open()
+        assert sim.modems[0].pin_entries == 2 and sim.modems[0].pin_locked
+        assert list(PinRejections(state).entries()) == [f"iccid:{sim.modems[0].iccid}"]
+    finally:
+        forget_pin_rejection(port)
+        await sim.stop()
