@@ -981,12 +981,18 @@ def format_status(status: Mapping[str, Any], stats: Mapping[str, Any] | None = N
         if not isinstance(modem, dict):
             parts.append(f"{modem_id} {modem}")
             continue
-        bits = [str(modem.get(k)) for k in ("state", "registration", "operator") if modem.get(k)]
+        bits = []
+        for key, inner in (("state", ()), ("registration", ("state",)), ("operator", ("name", "numeric"))):
+            value = modem.get(key)
+            if isinstance(value, dict):
+                value = next((value[k] for k in inner if value.get(k) is not None), None)
+            if value not in (None, ""):
+                bits.append(str(value))
         signal = modem.get("signal")
         if isinstance(signal, dict):
-            signal = signal.get("dbm", signal.get("rssi"))
-        if signal is not None:
-            bits.append(f"{signal} dBm")
+            signal = signal.get("dbm")
+        if isinstance(signal, int | float) and not isinstance(signal, bool):
+            bits.append(f"{signal:g} dBm")
         parts.append(f"{modem_id} " + (" ".join(bits) if bits else "?"))
     return "; ".join(parts)
 

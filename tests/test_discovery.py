@@ -247,6 +247,13 @@ async def test_daemon_announces_its_modems_and_their_state_renders(tmp_path: Pat
             assert render(modem_availability["value_template"], modem_state) == "online"
             state = json.loads(probe.payloads("homeassistant/sensor/gw-ha/sim0_state/config")[-1])
             assert render(state["value_template"], modem_state) == "online"
+            values = {}
+            for component, name in (("sensor", "signal"), ("sensor", "operator"),
+                                    ("binary_sensor", "registration")):
+                entity = json.loads(probe.payloads(f"homeassistant/{component}/gw-ha/sim0_{name}/config")[-1])
+                values[name] = render(entity["value_template"], modem_state)
+            assert values == {"signal": str(modem_state["signal"]["dbm"]),
+                              "operator": modem_state["operator"]["name"], "registration": "ON"}
             # a received SMS becomes a Home Assistant event with its sender and text
             sim.inject("+4917000000005", "Hello HA")
             await async_wait_until(lambda: probe.payloads("smsgw/received"), timeout=20, what="received SMS")

@@ -428,6 +428,13 @@ def test_status_text() -> None:
     assert format_status(status, stats) == (
         "smsgw online; queue 3, sending 1, failed 0; modem0 ready home Vodafone -71 dBm")
     assert format_status({}) == "smsgw running"
+    daemon_shape = {"modems": {"sim0": {"state": "online", "registration": {"state": "roaming", "lac": "1A2B"},
+                                        "operator": {"name": "Simnet", "numeric": "26299"},
+                                        "signal": {"rssi": 20, "dbm": -73, "percent": 65}},
+                               "sim1": {"state": "recovering", "signal": {"rssi": 99, "dbm": None},
+                                        "operator": {"name": None, "numeric": "26201"}}}}
+    assert format_status(daemon_shape) == (
+        "smsgw running; sim0 online roaming Simnet -73 dBm; sim1 recovering 26201")
 
 
 def test_fit_text_cuts_to_the_part_limit() -> None:
