@@ -227,9 +227,11 @@ class PinRejections:
     def _locked(self) -> Iterator[None]:
         lock_path = self.directory / (PIN_REJECTIONS_FILE + ".lock")
         try:
+            self.directory.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise PinError(f"cannot lock {lock_path}: {exc.strerror or exc}") from exc
+        self._give_to_directory_owner(lock_path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -265,6 +267,7 @@ class PinRejections:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            self._give_to_directory_owner(tmp)
             os.replace(tmp, self.path)
             dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
             try:
@@ -275,6 +278,18 @@ class PinRejections:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise PinError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+
+    def _give_to_directory_owner(self, path: Path) -> None:
+        """Run as root (``smsgw pin clear``, ``smsgw doctor``) in the service user's directory: the
+        files stay the service user's, or the daemon could no longer read them."""
+        if os.geteuid() != 0:
+            return
+        try:
+            owner = self.directory.stat()
+            if owner.st_uid != 0 and path.stat().st_uid == 0:
+                os.chown(path, owner.st_uid, owner.st_gid)
+        except OSError as exc:
+            LOG.warning("cannot give %s to the owner of %s: %s", path, self.directory, exc)
 
     @staticmethod
     def _hash(salt: str, pin: str) -> str:
@@ -631,7 +646,11 @@ class Modem:
             reason = exc.final.strip() or "ERROR"  # str(exc) names the command, and so the PIN
             if isinstance(exc, CmeError) and exc.text and exc.text not in reason:
                 reason += f" ({exc.text})"
-            self._remember_rejection(key, iccid, reason)
+            try:
+                self._remember_rejection(key, iccid, reason)
+            except PinError as failure:
+                raise PinError(f"{self.modem_id}: the SIM rejected the PIN ({reason}) and recording that "
+                               f"failed: {failure}. Do not restart before fixing the PIN.") from None
             raise PinError(f"{self.modem_id}: the SIM rejected the PIN ({reason}); it will not be retried") from None
         await self._wait_sim_ready()
         await self._sim_seen_ready(iccid)

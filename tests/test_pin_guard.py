@@ -8,6 +8,7 @@ where the rejection is recorded. Three wrong PINs would lock the simulated SIM b
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -255,3 +256,21 @@ async def test_each_profile_reads_the_attempts_left_and_refuses_below_two(tmp_pa
     finally:
         forget_pin_rejection(port)
         await sim.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another user")
+def test_run_as_root_the_files_stay_the_service_users(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 4321, 4321)
+    guard = PinRejections(state)
+    guard.remember("port:/dev/x", "1234", modem_id="m", port="/dev/x", iccid="", reason="ERROR")
+    assert {p.name: p.stat().st_uid for p in state.iterdir()} == {PIN_REJECTIONS_FILE: 4321,
+                                                                 PIN_REJECTIONS_FILE + ".lock": 4321}
+
+
+def test_a_missing_state_directory_is_created_on_the_first_rejection(tmp_path: Path) -> None:
+    guard = PinRejections(tmp_path / "new" / "dir")
+    assert guard.entries() == {} and guard.forget() == []
+    guard.remember("port:/dev/x", "1234", modem_id="m", port="/dev/x", iccid="", reason="ERROR")
+    assert guard.is_rejected("port:/dev/x", "1234")
