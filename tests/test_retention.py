@@ -1,0 +1,183 @@
+"""Retention: Store.prune deletes what is finished and old, in short batches, and never what is pending."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from store_helpers import SENT, T0, Clock, Concat, Deliver, request, submit_parts
+
+from appliance.store import Store
+
+pytest_plugins = ["store_fixtures"]
+
+DAY = 86400.0
+
+
+def deliver_one(store: Store, to: str, mr: int) -> int:
+    (result,) = store.enqueue([request(to, f"to {to}")])
+    claimed = store.claim("sim0", lease=60)
+    assert claimed is not None and claimed.id == result.id
+    store.set_parts(claimed.id, submit_parts(2, f"{mr:02X}"))
+    store.part_sent(claimed.id, 1, "sim0", mr)
+    store.part_sent(claimed.id, 2, "sim0", mr + 1)
+    return result.id
+
+
+def receive(store: Store, text: str, pdu: str, *, handled: bool = True, published: bool = True) -> int:
+    store.add_incoming_part("sim0", pdu, Deliver("+49170", text, SENT), None, store.clock(), 1)  # type: ignore[arg-type]
+    inbox_id = int(store.inbox(1)[0]["id"])
+    if handled:
+        store.received_handled(inbox_id)
+    if published:
+        store.events_done([e.id for e in store.events_pending(1000) if e.payload.get("id") == inbox_id
+                           and e.topic == "received"])
+    return inbox_id
+
+
+def count(store: Store, table: str) -> int:
+    return int(store.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def test_finished_messages_older_than_the_retention_go_with_their_parts(store: Store, clock: Clock) -> None:
+    delivered = deliver_one(store, "+491701111111", 10)
+    store.delivery_report("sim0", 10, "+491701111111", 0)
+    store.delivery_report("sim0", 11, "+491701111111", 0)
+    failed = store.enqueue([request("+491702222222")])[0].id
+    store.fail(failed, "rejected")
+    expired = store.enqueue([request("+491703333333", valid_until=T0 + 1)])[0].id
+    assert store.expire_due(T0 + 2) == [expired]
+    awaiting = deliver_one(store, "+491704444444", 20)  # sent, waiting for its reports
+    sending = store.enqueue([request("+491706666666")])[0].id
+    claimed = store.claim("sim1", lease=3600)
+    assert claimed is not None and claimed.id == sending
+    queued = store.enqueue([request("+491705555555")])[0].id
+    clock.advance(29 * DAY)
+    recent = store.enqueue([request("+491707777777")])[0].id
+    store.fail(recent, "rejected")  # finished, but only a day old at the prune below
+    assert store.prune(T0 + 30 * DAY - 1, audit_retention_days=0)["messages"] == 0  # within 30 days
+    totals = store.prune(T0 + 31 * DAY, audit_retention_days=0)
+    assert (totals["messages"], totals["parts"]) == (3, 2)
+    assert {m["id"] for m in store.outbox(100)} == {awaiting, queued, sending, recent}
+    assert store.message(delivered) is None and store.parts(delivered) == []
+    assert [p.message_reference for p in store.parts(awaiting)] == [20, 21]  # reports still match
+    match = store.delivery_report("sim0", 20, "+491704444444", 0, now=T0 + 31 * DAY, window=40 * DAY)
+    assert match is not None and match.message_id == awaiting
+    assert store.message(sending)["state"] == "sending"  # type: ignore[index]
+
+
+def test_received_messages_go_only_when_handled_and_published(store: Store, clock: Clock) -> None:
+    gone = receive(store, "handled and published", "0a01")
+    unhandled = receive(store, "not handled", "0a02", handled=False)
+    unpublished = receive(store, "not published", "0a03", published=False)
+    store.add_incoming_part("sim0", "0a04", Deliver("+49170", "half ", SENT, Concat(5, 2, 1)), None,  # type: ignore[arg-type]
+                            clock.now, 2)
+    clock.advance(31 * DAY)
+    totals = store.prune(retention_days=30)
+    assert (totals["inbox"], totals["inbox_parts"]) == (1, 1)
+    assert {m["id"] for m in store.inbox(10)} == {unhandled, unpublished}
+    assert gone not in {m["id"] for m in store.inbox(10)}
+    assert len(store.pending_parts()) == 1  # still waiting for its second half
+    # published later: the next prune takes it
+    store.events_done([e.id for e in store.events_pending(100) if e.payload.get("id") == unpublished])
+    assert store.prune(retention_days=30)["inbox"] == 1
+
+
+def test_done_events_and_audit_rows_have_their_own_limits(store: Store, clock: Clock) -> None:
+    store.add_event("modem/sim0", {"state": "ok"})
+    pending = store.add_event("modem/sim0", {"state": "still pending"})
+    store.events_done([e.id for e in store.events_pending() if e.id != pending])
+    store.audit("command.denied", {"from": "+49170"})
+    clock.advance(40 * DAY)
+    store.audit("command.denied", {"from": "+49171"})
+    totals = store.prune(retention_days=30, audit_retention_days=365)
+    assert totals["events"] == 1 and totals["audit"] == 0
+    assert [e.id for e in store.events_pending()] == [pending]
+    clock.advance(330 * DAY)  # the first audit row is 370 days old, the second 330
+    assert store.prune(retention_days=30, audit_retention_days=365)["audit"] == 1
+    assert [row["detail"]["from"] for row in store.audit_log()] == ["+49171"]
+
+
+def test_zero_keeps_forever(store: Store, clock: Clock) -> None:
+    failed = store.enqueue([request()])[0].id
+    store.fail(failed, "rejected")
+    store.audit("x", {})
+    store.events_done([e.id for e in store.events_pending()])
+    clock.advance(5000 * DAY)
+    totals = store.prune(retention_days=0, audit_retention_days=0)
+    assert not any(totals.values())
+    assert store.message(failed) is not None and store.audit_log() and count(store, "event") == 2
+
+
+def test_without_a_publisher_no_events_are_written_and_old_ones_are_dropped(db_path: Path, clock: Clock) -> None:
+    with Store(db_path, clock=clock) as before:  # a version that wrote events without MQTT
+        before.enqueue([request()])
+        before.add_event("modem/sim0", {"state": "ok"})
+    with Store(db_path, clock=clock) as store:
+        store.events_enabled = False
+        (queued,) = store.enqueue([request("+491709999999")])
+        receive(store, "hello", "0b01", published=False)
+        assert count(store, "event") == 2  # nothing new
+        assert store.stats()["events_pending"] == 2
+        totals = store.prune(retention_days=30)
+        assert totals["events"] == 2 and count(store, "event") == 0
+        assert store.message(queued.id)["state"] == "queued"  # type: ignore[index]
+        clock.advance(31 * DAY)
+        assert store.prune(retention_days=30)["inbox"] == 1  # handled; no event to wait for
+
+
+def test_each_batch_is_its_own_short_transaction(store: Store, db_path: Path, clock: Clock) -> None:
+    ids = [r.id for r in store.enqueue([request(f"+4917012{n:05d}") for n in range(45)])]
+    for message_id in ids:
+        store.fail(message_id, "rejected")
+    store.events_done([e.id for e in store.events_pending(1000)])
+    clock.advance(31 * DAY)
+    other = sqlite3.connect(db_path, timeout=0, isolation_level=None)  # would fail on a held write lock
+    steps = []
+    for totals in store.prune_steps(retention_days=30, batch=10):
+        steps.append(totals["messages"])
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO audit (at, kind, detail) VALUES (?, 'probe', '{}')", (clock.now,))
+        other.execute("COMMIT")
+    other.close()
+    assert steps[:5] == [10, 20, 30, 40, 45] and steps[-1] == 45
+    assert count(store, "message") == 0 and count(store, "event") == 0
+    assert len(store.audit_log(1000, kind="probe")) == len(steps)
+
+
+def test_a_new_file_shrinks_after_pruning(db_path: Path, clock: Clock) -> None:
+    with Store(db_path, clock=clock) as store:
+        assert store.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+        store.enqueue([request(f"+4917012{n:05d}", "x" * 1500) for n in range(1500)])
+        for message_id in range(1, 1501):
+            store.fail(message_id, "rejected")
+        store.events_done([e.id for e in store.events_pending(100000)])
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        before = db_path.stat().st_size
+        clock.advance(31 * DAY)
+        totals = store.prune(retention_days=30)
+        assert totals["messages"] == 1500 and totals["pages"] > 0
+        after = db_path.stat().st_size
+        wal = db_path.with_name(db_path.name + "-wal")
+        assert after < before / 4, (before, after)
+        assert not wal.exists() or wal.stat().st_size == 0  # truncated
+        assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_an_old_file_without_auto_vacuum_reuses_the_freed_pages(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")  # WAL before auto_vacuum: the setting never applies
+    conn.close()
+    with Store(path, clock=clock) as store:
+        assert store.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+        store.enqueue([request(f"+4917012{n:05d}", "y" * 1500) for n in range(500)])
+        for message_id in range(1, 501):
+            store.fail(message_id, "rejected")
+        store.events_done([e.id for e in store.events_pending(100000)])
+        pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+        clock.advance(31 * DAY)
+        assert store.prune(retention_days=30)["messages"] == 500
+        assert store.conn.execute("PRAGMA freelist_count").fetchone()[0] > 0
+        store.enqueue([request(f"+4917013{n:05d}", "z" * 1500) for n in range(400)])
+        assert store.conn.execute("PRAGMA page_count").fetchone()[0] <= pages  # did not grow
