@@ -91,6 +91,8 @@ class ModemConfig:
 class StoreConfig:
     path: Path
     reassembly_timeout: float = 86400.0
+    retention_days: float = 30.0  # finished messages, handled inbox, published events; 0: forever
+    audit_retention_days: float = 365.0  # audit rows; 0: forever
 
 
 @dataclass(frozen=True)
@@ -255,14 +257,18 @@ class _Section:
 
 
 def _store(file: Path, table: object) -> StoreConfig:
-    sec = _Section(file, "store", table, ("path", "reassembly_timeout"))
+    sec = _Section(file, "store", table, ("path", "reassembly_timeout", "retention_days", "audit_retention_days"))
     path = sec.path("path", required=True)
     assert path is not None
     if path.exists() and path.is_dir():
         raise sec.error("path", f"{path} is a directory; name the database file, e.g. {path / 'smsgw.db'}")
     timeout = sec.number("reassembly_timeout", 86400.0, positive=True)
     assert timeout is not None
-    return StoreConfig(path=path, reassembly_timeout=timeout)
+    retention = sec.number("retention_days", 30.0, minimum=0)
+    audit_retention = sec.number("audit_retention_days", 365.0, minimum=0)
+    assert retention is not None and audit_retention is not None
+    return StoreConfig(path=path, reassembly_timeout=timeout, retention_days=retention,
+                       audit_retention_days=audit_retention)
 
 
 def _tls(file: Path, value: object) -> TlsConfig | None:

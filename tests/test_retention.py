@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from store_helpers import SENT, T0, Clock, Concat, Deliver, request, submit_parts
 
 from appliance.store import Store
@@ -181,3 +182,16 @@ def test_an_old_file_without_auto_vacuum_reuses_the_freed_pages(tmp_path: Path, 
         assert store.conn.execute("PRAGMA freelist_count").fetchone()[0] > 0
         store.enqueue([request(f"+4917013{n:05d}", "z" * 1500) for n in range(400)])
         assert store.conn.execute("PRAGMA page_count").fetchone()[0] <= pages  # did not grow
+
+
+def test_store_retention_settings_are_read_and_checked(tmp_path: Path) -> None:
+    from appliance.config import ConfigError, parse_config
+
+    cfg = parse_config({"store": {"path": "s.db"}}, tmp_path / "smsgw.toml")
+    assert (cfg.store.retention_days, cfg.store.audit_retention_days) == (30.0, 365.0)
+    cfg = parse_config({"store": {"path": "s.db", "retention_days": 0, "audit_retention_days": 7.5}},
+                       tmp_path / "smsgw.toml")
+    assert (cfg.store.retention_days, cfg.store.audit_retention_days) == (0.0, 7.5)
+    for key, value, reason in (("retention_days", -1, "at least 0"), ("audit_retention_days", "1y", "a number")):
+        with pytest.raises(ConfigError, match=rf"store\.{key}.*{reason}"):
+            parse_config({"store": {"path": "s.db", key: value}}, tmp_path / "smsgw.toml")
