@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 LOG = logging.getLogger("appliance.daemon")
 
 TIMEOUT_KEYS = ("command", "send", "cmgl", "sync", "boot", "ussd")
+#: Seconds between two retention runs (Store.prune); the first runs at start.
+PRUNE_INTERVAL = 3600.0
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,7 @@ class Daemon:
             supervisor.start()
         self._tasks.append(asyncio.create_task(self._watch_store(), name="store-watch"))
         self._tasks.append(asyncio.create_task(self._flush_partial(), name="reassembly"))
+        self._tasks.append(asyncio.create_task(self._prune(), name="retention"))
         await self._start_mqtt()
         self._update_led()
         LOG.info("smsgw running with %d modem(s)%s", len(self.modems),
@@ -316,6 +319,24 @@ class Daemon:
                 continue
             if flushed:
                 LOG.info("delivered %d incomplete multipart message(s) after %.0fs", len(flushed), timeout)
+
+    async def _prune(self) -> None:
+        """Retention (``Store.prune``) at start and every ``PRUNE_INTERVAL``; a loop turn between batches.
+
+        Without ``[mqtt]`` nothing publishes events: each run deletes the pending ones.
+        """
+        assert self.store is not None
+        cfg = self.config.store
+        publisher = self.config.mqtt is not None
+        while True:
+            try:
+                for _totals in self.store.prune_steps(time.time(), retention_days=cfg.retention_days,
+                                                      audit_retention_days=cfg.audit_retention_days,
+                                                      publisher=publisher):
+                    await asyncio.sleep(0)
+            except Exception:
+                LOG.exception("pruning the store failed")
+            await asyncio.sleep(PRUNE_INTERVAL)
 
     def status(self) -> dict[str, Any]:
         """The daemon's view for MQTT status requests and ``smsgw status``."""

@@ -222,9 +222,6 @@ class Store:
         self._tx_events = 0
         self._tx_enqueued = 0
         self._in_tx = False
-        #: False when nothing publishes events (no ``[mqtt]``): no event rows are written, and
-        #: ``prune`` deletes pending ones (written by another process) at once.
-        self.events_enabled = True
 
     @property
     def schema_version(self) -> int:
@@ -289,8 +286,6 @@ class Store:
 
     def _add_event(self, conn: sqlite3.Connection, topic: str, payload: dict[str, Any], now: float,
                    qos: int = 1, retain: bool = False) -> int:
-        if not self.events_enabled:
-            return 0
         cur = conn.execute(
             "INSERT INTO event (topic, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?)",
             (topic, json.dumps(payload, ensure_ascii=False), qos, int(retain), now),
@@ -299,8 +294,6 @@ class Store:
         return int(cur.lastrowid or 0)
 
     def _message_event(self, conn: sqlite3.Connection, message_id: int, now: float) -> None:
-        if not self.events_enabled:
-            return
         row = conn.execute(
             "SELECT m.id, m.recipient, m.text, m.state, m.modem, m.last_error, "
             "(SELECT COUNT(*) FROM part p WHERE p.message_id = m.id) AS parts "
@@ -870,6 +863,7 @@ class Store:
         retention_days: float = RETENTION_DAYS,
         audit_retention_days: float = AUDIT_RETENTION_DAYS,
         batch: int = PRUNE_BATCH,
+        publisher: bool = True,
     ) -> Iterator[dict[str, int]]:
         """Delete what is finished and old, one short transaction per batch; yields after each.
 
@@ -878,8 +872,10 @@ class Store:
         messages that were handled and whose ``received`` event is published (by ``received_at``)
         with their parts; events marked done (by ``done_at``). Audit rows older than
         ``audit_retention_days`` (0: forever). Never deleted: queued, sending or sent messages, parts
-        waiting for reassembly, unhandled received messages, and pending events, except when
-        ``events_enabled`` is False (nothing will ever publish them): then pending events go at once.
+        waiting for reassembly, unhandled received messages, and pending events, except without a
+        ``publisher`` (no ``[mqtt]``: nothing will publish them): then pending events are deleted at
+        once, whatever their age, and do not hold back received messages, so that enabling MQTT
+        later does not publish a backlog.
 
         Each yield carries the running totals per table; the caller (the daemon) gives the event
         loop a turn in between, so the write lock is never held for more than one batch. At the end
@@ -889,7 +885,7 @@ class Store:
         now = self._now(now)
         totals = dict.fromkeys(("messages", "parts", "inbox", "inbox_parts", "events", "audit", "pages"), 0)
         steps: list[tuple[str, Callable[[sqlite3.Connection], dict[str, int]]]] = []
-        if not self.events_enabled:
+        if not publisher:
             steps.append(("events", lambda c: {"events": self._delete(
                 c, "event", "SELECT id FROM event WHERE done_at IS NULL LIMIT ?", (batch,))}))
         if retention_days > 0:
@@ -939,11 +935,13 @@ class Store:
         retention_days: float = RETENTION_DAYS,
         audit_retention_days: float = AUDIT_RETENTION_DAYS,
         batch: int = PRUNE_BATCH,
+        publisher: bool = True,
     ) -> dict[str, int]:
         """Run ``prune_steps`` to the end; the number of rows deleted per table (and pages freed)."""
         totals: dict[str, int] = {}
         for step in self.prune_steps(now, retention_days=retention_days,
-                                     audit_retention_days=audit_retention_days, batch=batch):
+                                     audit_retention_days=audit_retention_days, batch=batch,
+                                     publisher=publisher):
             totals = step
         return totals
 

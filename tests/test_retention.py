@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -110,21 +111,18 @@ def test_zero_keeps_forever(store: Store, clock: Clock) -> None:
     assert store.message(failed) is not None and store.audit_log() and count(store, "event") == 2
 
 
-def test_without_a_publisher_no_events_are_written_and_old_ones_are_dropped(db_path: Path, clock: Clock) -> None:
-    with Store(db_path, clock=clock) as before:  # a version that wrote events without MQTT
-        before.enqueue([request()])
-        before.add_event("modem/sim0", {"state": "ok"})
-    with Store(db_path, clock=clock) as store:
-        store.events_enabled = False
-        (queued,) = store.enqueue([request("+491709999999")])
-        receive(store, "hello", "0b01", published=False)
-        assert count(store, "event") == 2  # nothing new
-        assert store.stats()["events_pending"] == 2
-        totals = store.prune(retention_days=30)
-        assert totals["events"] == 2 and count(store, "event") == 0
-        assert store.message(queued.id)["state"] == "queued"  # type: ignore[index]
-        clock.advance(31 * DAY)
-        assert store.prune(retention_days=30)["inbox"] == 1  # handled; no event to wait for
+def test_without_a_publisher_pending_events_are_dropped_at_once(store: Store, clock: Clock) -> None:
+    (queued,) = store.enqueue([request("+491709999999")])
+    store.add_event("modem/sim0", {"state": "ok"})
+    receive(store, "hello", "0b01", published=False)
+    assert store.stats()["events_pending"] == 3
+    assert store.prune(retention_days=30)["events"] == 0  # with a publisher: kept until published
+    totals = store.prune(retention_days=30, publisher=False)
+    assert totals["events"] == 3 and count(store, "event") == 0
+    assert store.message(queued.id)["state"] == "queued"  # type: ignore[index]
+    assert store.prune(retention_days=0, publisher=False)["events"] == 0  # nothing new, nothing to do
+    clock.advance(31 * DAY)
+    assert store.prune(retention_days=30, publisher=False)["inbox"] == 1  # handled; nothing to publish
 
 
 def test_each_batch_is_its_own_short_transaction(store: Store, db_path: Path, clock: Clock) -> None:
@@ -195,3 +193,39 @@ def test_store_retention_settings_are_read_and_checked(tmp_path: Path) -> None:
     for key, value, reason in (("retention_days", -1, "at least 0"), ("audit_retention_days", "1y", "a number")):
         with pytest.raises(ConfigError, match=rf"store\.{key}.*{reason}"):
             parse_config({"store": {"path": "s.db", key: value}}, tmp_path / "smsgw.toml")
+
+
+async def test_the_daemon_prunes_at_start_and_drops_events_without_mqtt(tmp_path: Path) -> None:
+    from daemon_helpers import DaemonProcess, write_config
+    from waiting import async_wait_until
+
+    from drivers.simulator import Simulator
+
+    sim = Simulator(tmp_path / "sim", modems=1, profile="generic")
+    await sim.start()
+    config = write_config(tmp_path / "gw", sim.ports, extra="")
+    db = tmp_path / "gw" / "smsgw.db"
+    long_ago = time.time() - 40 * DAY
+    with Store(db, clock=Clock(long_ago)) as store:
+        old = store.enqueue([request("+491701230000")])[0].id
+        store.fail(old, "rejected")
+        store.audit("command.denied", {"from": "+49170"})
+        store.add_event("modem/sim0", {"state": "ok"})  # written while nothing published events
+        assert store.stats()["events_pending"] == 3
+    daemon = await DaemonProcess(config).start()
+    try:
+        await daemon.wait_running()
+
+        def pruned() -> bool:
+            with Store(db) as store:
+                return store.message(old) is None and not store.conn.execute(
+                    "SELECT COUNT(*) FROM event WHERE created_at < ?", (long_ago + 1,)).fetchone()[0]
+
+        await async_wait_until(pruned, timeout=10, what="the start-up prune")
+        with Store(db) as store:
+            assert len(store.audit_log()) >= 1  # 40 days: within the audit retention
+        assert await daemon.stop() == 0
+    finally:
+        if daemon.running:
+            await daemon.kill()
+        await sim.stop()
