@@ -280,8 +280,8 @@ def render(doc: dict[str, Any]) -> str:
     out += ["", f"Inbox: {inbox['messages']} messages, {inbox['unhandled']} not yet handled, "
                 f"{inbox['parts_pending']} parts awaiting reassembly",
             f"Events waiting for the MQTT broker: {doc['events_pending']}" if doc.get("mqtt") is not None
-            else "Events: none kept, MQTT is not configured"
-            + (f" ({doc['events_pending']} older ones, dropped by the daemon)" if doc["events_pending"] else "")]
+            else "Events: not published, MQTT is not configured"
+            + (f" ({doc['events_pending']} to drop at the next hourly prune)" if doc["events_pending"] else "")]
     mqtt = doc.get("mqtt")
     if mqtt is not None:
         connected = {True: "connected", False: "disconnected", None: "not started yet"}[mqtt.get("connected")]
