@@ -109,8 +109,14 @@ def test_gammu_getallsms_lists_injected_messages(gammu: Gammu, simulator: Simula
     assert output.count("Injected for getallsms") == 1
 
 
-def test_gammu_smsd_sends_outbox_and_receives_into_inbox(simulator: SimulatorProcess, tmp_path: Path) -> None:
+def test_gammu_smsd_sends_outbox_and_receives_into_inbox(tmp_path: Path) -> None:
+    """gammu-smsd with a SIM PIN in its configuration: it unlocks the SIM, sends, receives."""
     program = require("gammu-smsd")
+    with run_simulator(tmp_path / "sim", "--pin", "1234") as simulator:
+        gammu_smsd_exchange(program, simulator, tmp_path)
+
+
+def gammu_smsd_exchange(program: str, simulator: SimulatorProcess, tmp_path: Path) -> None:
     spool = tmp_path / "gammu-smsd"
     folders = {name: spool / name for name in ("inbox", "outbox", "sent", "error")}
     for folder in folders.values():
@@ -133,6 +139,7 @@ def test_gammu_smsd_sends_outbox_and_receives_into_inbox(simulator: SimulatorPro
         "LoopSleep = 1\n"
         "ReceiveFrequency = 1\n"
         "StatusFrequency = 0\n"
+        "PIN = 1234\n"
     )
     short_name = f"OUTC20260101_000000_00_{RECIPIENT}_sms0.txt"
     (folders["outbox"] / short_name).write_text("hello from gammu-smsd")
