@@ -19,6 +19,9 @@ again: after a crash only the part cut off between ``AT+CMGS`` and its commit ca
 Every state change writes an event row (topic ``message/<id>``) in the same transaction, and every
 reassembled incoming message a ``received`` event; the MQTT bridge marks them done with
 ``event_done`` once the broker acknowledged them.
+
+``prune`` deletes what is finished and older than the retention (docs/store.md, "Retention") in
+short batches; the daemon runs it at start and hourly.
 """
 
 from __future__ import annotations
@@ -914,7 +917,8 @@ class Store:
                 free = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
                 if not free:
                     break
-                self.conn.execute(f"PRAGMA incremental_vacuum({min(free, VACUUM_PAGES)})").fetchall()
+                # executescript steps the pragma to the end (execute frees one page per call)
+                self.conn.executescript(f"PRAGMA incremental_vacuum({min(free, VACUUM_PAGES)});")
                 after = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
                 totals["pages"] += free - after
                 yield dict(totals)
