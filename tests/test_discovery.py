@@ -231,10 +231,13 @@ async def test_daemon_announces_its_modems_and_their_state_renders(tmp_path: Pat
             signal_topic = "homeassistant/sensor/gw-ha/sim0_signal/config"
             await async_wait_until(lambda: probe.payloads(signal_topic), timeout=20,
                                    what=f"discovery from the daemon; log: {daemon.log_text()[-2000:]}")
-            await async_wait_until(
-                lambda: any(json.loads(p).get("state") == "online" for p in probe.payloads("smsgw/modem/sim0")),
-                timeout=20, what="modem online")
-            modem_state = json.loads(probe.payloads("smsgw/modem/sim0")[-1])
+
+            def reported() -> dict[str, Any]:
+                states = [json.loads(p) for p in probe.payloads("smsgw/modem/sim0")]
+                return next((m for m in reversed(states) if m.get("state") == "online" and m.get("signal")
+                             and m.get("operator") and m.get("registration")), {})
+
+            modem_state = await async_wait_until(reported, timeout=20, what="modem online with its radio state")
             bridge_state = json.loads(probe.payloads("smsgw/bridge/state")[-1])
             # the modem's model, known once it is open, is announced again
             await async_wait_until(
