@@ -676,11 +676,11 @@ class Modem:
         if guard is None:
             return
         forget_pin_rejection(self.port)
-        if not guard.path.exists():
-            return
-        if iccid is None:
-            iccid = await self._read_iccid()
         try:
+            if not guard.entries():
+                return
+            if iccid is None:
+                iccid = await self._read_iccid()
             dropped = guard.forget({sim_key(self.port, iccid), sim_key(self.port, "")})
         except PinError as exc:
             LOG.warning("%s: %s", self.modem_id, exc)

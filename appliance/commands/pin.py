@@ -76,10 +76,9 @@ def main(args: argparse.Namespace) -> int:
             dropped = guard.forget([k for k, e in entries.items() if _matches(e, k, args.modem_id, port)])
     except PinError as exc:
         return fail(command, str(exc))
-    which = args.modem_id or "all modems"
     if dropped:
-        print(f"cleared {len(dropped)} PIN rejection record(s) for {which}: the configured PIN is tried once "
-              "when the daemon next starts (systemctl restart smsgw) or `smsgw doctor` runs")
+        print(f"cleared {len(dropped)} PIN rejection record(s) ({args.modem_id or 'all modems'}): the configured "
+              "PIN is tried once when the daemon next starts (systemctl restart smsgw) or `smsgw doctor` runs")
     else:
-        print(f"no PIN rejections recorded for {which}")
+        print(f"no PIN rejections recorded for {args.modem_id or 'any modem'}")
     return EXIT_OK
