@@ -47,11 +47,11 @@ RULES: dict[str, Any] = {
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, broker: Broker) -> None:
+    def __init__(self, tmp_path: Path, broker: Broker, protocol: str = "5") -> None:
         data: dict[str, Any] = {
             "store": {"path": str(tmp_path / "smsgw.db")},
             "mqtt": {"host": broker.host, "port": broker.port, "client_id": "gw-rules", "reconnect_min": 1,
-                     "reconnect_max": 1},
+                     "reconnect_max": 1, "protocol": protocol},
             **RULES,
         }
         self.config = parse_config(data, tmp_path / "smsgw.toml")
@@ -78,9 +78,9 @@ class Rig:
         return [m for m in reversed(self.store.outbox(200)) if to is None or m["to"] == to]
 
 
-@pytest.fixture
-async def rig(tmp_path: Path, mosquitto: Broker) -> AsyncIterator[Rig]:
-    r = Rig(tmp_path, mosquitto)
+@pytest.fixture(params=["5", "3.1.1"])
+async def rig(tmp_path: Path, mosquitto: Broker, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    r = Rig(tmp_path, mosquitto, request.param)
     await r.start()
     try:
         yield r
