@@ -53,6 +53,8 @@ def open_client(simulator: SimulatorProcess, *, text_mode: bool = False, pin: st
     modem = gsmmodem.GsmModem(simulator.port(0), 115200, smsReceivedCallbackFunc=on_sms,
                               smsStatusReportCallback=on_report, **options)
     modem.smsTextMode = text_mode
+    # The serial read timeout (1 s by default) only decides how long close() waits for the read thread.
+    modem.timeout = 0.1
     modem.connect(pin=pin)
     try:
         yield Client(modem, received, reports)
