@@ -142,6 +142,26 @@ def filter_covers(wide: str, narrow: str) -> bool:
     return len(wide_levels) == len(narrow_levels)
 
 
+def filters_overlap(a: str, b: str) -> bool:
+    """Whether some topic matches both subscription filters."""
+    a_levels, b_levels = a.split("/"), b.split("/")
+    for index in range(max(len(a_levels), len(b_levels))):
+        x = a_levels[index] if index < len(a_levels) else None
+        y = b_levels[index] if index < len(b_levels) else None
+        if x == "#" or y == "#":
+            other = y if x == "#" else x
+            return not (index == 0 and other is not None and other.startswith("$"))
+        if x is None or y is None:
+            return False
+        if x == "+" or y == "+":
+            if index == 0 and (x if y == "+" else y).startswith("$"):
+                return False
+            continue
+        if x != y:
+            return False
+    return True
+
+
 def cover_filters(filters: Iterable[str]) -> list[str]:
     """The filters not covered by another one: subscribing to these receives every message once
     per client (overlapping subscriptions make a broker deliver one copy per subscription)."""
@@ -601,12 +621,27 @@ def validate_rules(config: Config) -> RulesConfig:
     def normalise_number(number: str) -> str:
         return check_destination(number, config.numbers)
 
-    return validate_rules_table(config.raw, str(config.path), normalise_number)
+    mqtt = getattr(config, "mqtt", None)
+    base_topic = str(getattr(mqtt, "base_topic", "smsgw") or "smsgw")
+    return validate_rules_table(config.raw, str(config.path), normalise_number, base_topic=base_topic)
 
 
 def validate_rules_table(raw: Mapping[str, Any], file: str = "config",
-                         normalise_number: Normaliser | None = None) -> RulesConfig:
+                         normalise_number: Normaliser | None = None, *,
+                         base_topic: str = "smsgw") -> RulesConfig:
     """:func:`validate_rules` on a TOML document (``normalise_number`` defaults to E.164 only)."""
+    request_filters = (f"{base_topic}/send", f"{base_topic}/send/+")
+
+    def overlap_error(topic_filter: str) -> str | None:
+        # A broker delivers one copy of a message per matching subscription of a client (MQTT 5):
+        # a rule filter that also matches the bridge's request topics would queue requests twice.
+        for request_filter in request_filters:
+            if filters_overlap(topic_filter, request_filter):
+                return (f"{topic_filter!r} also matches the gateway's request topic {request_filter!r}; "
+                        "the broker would deliver each request twice (once per subscription): "
+                        "narrow the filter")
+        return None
+
     if normalise_number is None:
         def normalise_number(number: str) -> str:
             return normalise(number)
@@ -650,7 +685,7 @@ def validate_rules_table(raw: Mapping[str, Any], file: str = "config",
             raise reader.error("name", f"{name!r} is used by another alert rule")
         names.add(name)
         topic = reader.get("topic", str, "a topic filter", required=True)
-        if (reason := topic_filter_error(topic)) is not None:
+        if (reason := topic_filter_error(topic) or overlap_error(topic)) is not None:
             raise reader.error("topic", reason)
         if "to" not in item:
             raise reader.error("to", "is required")
@@ -734,6 +769,9 @@ def validate_rules_table(raw: Mapping[str, Any], file: str = "config",
             or Template(""),
             help=reader.get("help", str, "a string", ""),
         ))
+        reply_filter = commands[-1].reply_filter()
+        if reply_filter is not None and (reason := overlap_error(reply_filter)) is not None:
+            raise reader.error("reply_topic", reason)
 
     caps: dict[str, int] = {}
     table = raw.get("sources", {})

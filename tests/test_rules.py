@@ -28,6 +28,7 @@ from appliance.rules import (
     check_daily_cap,
     cover_filters,
     filter_covers,
+    filters_overlap,
     fit_text,
     format_status,
     match_command,
@@ -92,6 +93,23 @@ def test_topic_filter_validation(topic_filter: str, problem: str | None) -> None
 ])
 def test_filter_covers(wide: str, narrow: str, covers: bool) -> None:
     assert filter_covers(wide, narrow) is covers
+
+
+@pytest.mark.parametrize(("a", "b", "overlap"), [
+    ("#", "smsgw/send", True),
+    ("+/send", "smsgw/send", True),
+    ("+/+/+", "smsgw/send/+", True),
+    ("smsgw/#", "smsgw/send/+", True),
+    ("sensors/#", "smsgw/send", False),
+    ("+/+", "smsgw/send/+", False),
+    ("smsgw/send/x/#", "smsgw/send/+", True),
+    ("+/bridge/#", "smsgw/send", False),
+    ("#", "$SYS/x", False),
+    ("a/b", "a/b", True),
+])
+def test_filters_overlap(a: str, b: str, overlap: bool) -> None:
+    assert filters_overlap(a, b) is overlap
+    assert filters_overlap(b, a) is overlap
 
 
 def test_cover_filters_keeps_only_the_widest() -> None:
@@ -252,6 +270,9 @@ def test_valid_config_resolves_recipients_and_senders() -> None:
 
 @pytest.mark.parametrize(("data", "key", "fragment"), [
     (_with("alerts", 0, topic="sensors/#/x"), "alerts[0].topic", "'#' must be a whole level"),
+    (_with("alerts", 0, topic="#"), "alerts[0].topic", "also matches the gateway's request topic 'smsgw/send'"),
+    (_with("alerts", 0, topic="+/send/+"), "alerts[0].topic", "request topic 'smsgw/send/+'"),
+    (_with("commands", 0, reply_topic="smsgw/send/{n}"), "commands[0].reply_topic", "would deliver each request twice"),
     (_with("alerts", 0, to=["nobody"]), "alerts[0].to[0]", "'nobody' is not a contact, a group or a number"),
     (_with("alerts", 0, to=[]), "alerts[0].to", "non-empty array"),
     (_with("alerts", 0, to=...), "alerts[0].to", "is required"),

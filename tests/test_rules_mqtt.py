@@ -30,7 +30,8 @@ RULES: dict[str, Any] = {
     "alerts": [
         {"name": "freezer", "topic": "sensors/+/temperature", "to": ["staff"], "cooldown": "10m",
          "label": "{topic[1]}", "text": "Freezer {topic[1]}: {temperature:.1f} °C", "priority": "high"},
-        {"name": "everything", "topic": "#", "to": [CAROL], "text": "any {topic}"},
+        {"name": "everything", "topic": "sensors/#", "to": [CAROL], "text": "any {topic}"},
+        {"name": "bridges", "topic": "+/bridge/#", "to": [CAROL], "text": "bridge {topic}"},
     ],
     "commands": [
         {"name": "pump", "pattern": r"PUMP (?P<n>\d+) (?P<state>ON|OFF)", "senders": ["staff"],
@@ -100,7 +101,7 @@ async def subscribed(rig: Rig, probe_topic: str) -> None:
 
 
 async def test_alert_becomes_queued_sms_with_rendered_text_and_coalesces(rig: Rig) -> None:
-    await subscribed(rig, "marker/ready")
+    await subscribed(rig, "sensors/marker/ready")
     sensor = Probe(rig.broker)
     try:
         sensor.publish("sensors/freezer-3/temperature", json.dumps({"temperature": -4.25}))
@@ -124,17 +125,30 @@ async def test_alert_becomes_queued_sms_with_rendered_text_and_coalesces(rig: Ri
 
 
 async def test_gateway_topics_never_trigger_alerts(rig: Rig) -> None:
-    await subscribed(rig, "marker/ready")
+    await subscribed(rig, "sensors/marker/ready")
     before = len(rig.outbox())
     probe = Probe(rig.broker)
     try:
         probe.publish("smsgw/bridge/anything", b"x")
-        probe.publish("marker/after", b"x")  # processed after the first one
-        await async_wait_until(lambda: any(m["text"] == "any marker/after" for m in rig.outbox()),
+        probe.publish("barn/bridge/door", b"x")  # processed after the first one
+        await async_wait_until(lambda: any(m["text"] == "bridge barn/bridge/door" for m in rig.outbox()),
+                               what="alert from another bridge topic")
+    finally:
+        probe.close()
+    assert [m["text"] for m in rig.outbox()[before:]] == ["bridge barn/bridge/door"]
+
+
+async def test_a_send_request_is_queued_once_beside_the_rule_subscriptions(rig: Rig) -> None:
+    await subscribed(rig, "sensors/marker/ready")
+    probe = Probe(rig.broker)
+    try:
+        probe.publish("smsgw/send", json.dumps({"to": "+4917000000009", "text": "once"}))
+        probe.publish("sensors/marker/after", b"{}")
+        await async_wait_until(lambda: any(m["text"] == "any sensors/marker/after" for m in rig.outbox()),
                                what="marker alert")
     finally:
         probe.close()
-    assert [m["text"] for m in rig.outbox()[before:]] == ["any marker/after"]
+    assert [m["text"] for m in rig.outbox() if m["to"] == "+4917000000009"] == ["once"]
 
 
 async def test_command_publishes_on_the_device_topic_and_replies_with_its_state(rig: Rig) -> None:
@@ -192,7 +206,7 @@ async def test_unlisted_sender_executes_nothing_but_is_still_on_received(rig: Ri
 async def test_stop_opts_out_of_non_critical_alerts(rig: Rig) -> None:
     rig.sms_in(BOB, "STOP")
     await async_wait_until(lambda: rig.outbox(BOB), what="STOP confirmation")
-    await subscribed(rig, "marker/ready")
+    await subscribed(rig, "sensors/marker/ready")
     sensor = Probe(rig.broker)
     try:
         sensor.publish("sensors/freezer-9/temperature", json.dumps({"temperature": 5}))
@@ -225,8 +239,6 @@ async def test_daemon_runs_alerts_and_commands_end_to_end(tmp_path: Path, mosqui
     ]
     for section in ("alerts", "commands"):
         for rule in RULES[section]:
-            if rule["name"] == "everything":
-                continue
             extra += ["", f"[[{section}]]", *(f"{key} = {toml_value(value)}" for key, value in rule.items())]
     with contextlib.ExitStack() as stack:
         sim = stack.enter_context(run_simulator(tmp_path / "sim"))
