@@ -367,3 +367,15 @@ def test_status_still_answers_with_a_bad_sources_table(config):
     doc = json.loads(result.stdout)
     assert doc["sources_today"]["cli"] == {"accepted": 1, "sent": 0, "cap": None, "remaining": None}
     assert "sources.cli.daily_cap" in doc["caps_error"]
+
+
+def test_config_check_validates_rules_and_health_too(tmp_path):
+    """`smsgw config check` refuses what `smsgw run` would refuse at start: the rules and [health] tables."""
+    path = tmp_path / "rules.toml"
+    path.write_text('[store]\npath = "smsgw.db"\n[[alerts]]\ntopic = "a/#"\nto = ["nobody"]\ntext = "x"\n')
+    result = smsgw("config", "check", str(path))
+    assert result.returncode == 2
+    assert f"{path}: alerts[0].to[0]: 'nobody' is not a contact, a group or a number" in result.stderr
+    path.write_text('[store]\npath = "smsgw.db"\n[health]\nping_interval = -1\n')
+    result = smsgw("config", "check", str(path))
+    assert result.returncode == 2 and "health.ping_interval" in result.stderr

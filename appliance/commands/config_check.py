@@ -28,6 +28,12 @@ def main(args: argparse.Namespace) -> int:
     path = args.file if args.file is not None else default_config_path()
     try:
         cfg = load_config(path)
+        # the tables other modules own, checked the way `smsgw run` checks them at start
+        from appliance.daemon import health_settings
+        from appliance.rules import validate_rules
+
+        health_settings(cfg)
+        validate_rules(cfg)
     except ConfigError as exc:
         print(f"smsgw config check: {exc}", file=sys.stderr)
         return 2
