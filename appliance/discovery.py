@@ -15,6 +15,10 @@ registration ``binary_sensor``, all read from the retained ``B/modem/<id>``.
 
 Availability: the gateway's entities follow ``B/bridge/state``; a modem's entities need both
 ``B/bridge/state`` online and the modem's own state ``online`` (``availability_mode: all``).
+
+In a fleet (``mqtt.share_group`` set) each member is its own gateway device: its state topics
+(``bridge/state``, ``bridge/info``, ``received``, ``modem/<id>``) are under ``B/node/<node>`` (the
+bridge's ``state_base``), while its notify entities still publish to the shared ``B/send``.
 """
 
 from __future__ import annotations
@@ -69,17 +73,21 @@ def discovery_messages(
     modems: Mapping[str, Mapping[str, Any]],
     contacts: Mapping[str, str] | None = None,
     groups: Mapping[str, tuple[str, ...]] | None = None,
+    state_base: str | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
     """Every discovery config message as ``(topic, payload)``; pure, for tests and ``announce``.
 
-    ``modems`` maps a modem id to what is known of it (``model``, ``imei``: optional).
+    ``modems`` maps a modem id to what is known of it (``model``, ``imei``: optional). ``state_base``
+    is where the gateway's own state is published (``B/node/<node>`` in a fleet; default ``B``);
+    commands always go to ``base_topic``.
     """
     b = base_topic
+    s = state_base or base_topic
     gateway_id = f"smsgw_{node}"
     origin = {"name": "smsgw", "sw_version": __version__}
     gateway_device = {"identifiers": [gateway_id], "name": f"SMS gateway {node}", "manufacturer": "smsgw",
                       "model": "SMS gateway", "sw_version": __version__}
-    bridge_availability = {"topic": f"{b}/bridge/state", "value_template": "{{ value_json.state }}",
+    bridge_availability = {"topic": f"{s}/bridge/state", "value_template": "{{ value_json.state }}",
                            "payload_available": "online", "payload_not_available": "offline"}
     out: list[tuple[str, dict[str, Any]]] = []
 
@@ -89,13 +97,13 @@ def discovery_messages(
 
     add("sensor", "queue", {
         "name": "Queue", "unique_id": f"{gateway_id}_queue", "object_id": f"{node}_queue",
-        "state_topic": f"{b}/bridge/info", "value_template": QUEUE_TEMPLATE,
+        "state_topic": f"{s}/bridge/info", "value_template": QUEUE_TEMPLATE,
         "unit_of_measurement": "messages", "state_class": "measurement", "icon": "mdi:tray-full",
         "availability": [bridge_availability], "device": gateway_device,
     })
     add("event", "received", {
         "name": "Received SMS", "unique_id": f"{gateway_id}_received", "object_id": f"{node}_received",
-        "state_topic": f"{b}/received", "event_types": ["received"], "value_template": EVENT_TEMPLATE,
+        "state_topic": f"{s}/received", "event_types": ["received"], "value_template": EVENT_TEMPLATE,
         "icon": "mdi:message-text", "availability": [bridge_availability], "device": gateway_device,
     })
     add("notify", "sms", {
@@ -129,7 +137,7 @@ def discovery_messages(
                                   "via_device": gateway_id}
         if info.get("imei"):
             device["serial_number"] = str(info["imei"])
-        state_topic = f"{b}/modem/{modem_id}"
+        state_topic = f"{s}/modem/{modem_id}"
         availability = [bridge_availability, {
             "topic": state_topic, "value_template": "{{ value_json.state }}",
             "payload_available": "online", "payload_not_available": "offline"}]
@@ -171,6 +179,8 @@ class Discovery:
         self.enabled = bool(getattr(mqtt, "discovery", True)) and mqtt is not None
         self.prefix = str(getattr(mqtt, "discovery_prefix", "homeassistant"))
         self.node = node_id(str(getattr(mqtt, "client_id", "smsgw") or "smsgw"))
+        #: where the bridge publishes its own state (``B/node/<node>`` in a fleet)
+        self.state_base = str(getattr(bridge, "state_base", None) or bridge.base_topic)
         self.announcements = 0
         self._remove: Callable[[], None] | None = None
         self._remove_subscribe: Callable[[], None] | None = None
@@ -203,7 +213,8 @@ class Discovery:
             modems.setdefault(modem_id, {}).update(info)
         self._announced = {modem_id: dict(info) for modem_id, info in modems.items()}
         return discovery_messages(prefix=self.prefix, base_topic=self.bridge.base_topic, node=self.node,
-                                  modems=modems, contacts=self._contacts, groups=self._groups)
+                                  modems=modems, contacts=self._contacts, groups=self._groups,
+                                  state_base=self.state_base)
 
     def announce(self) -> int:
         """Publish every config message (retained); how many."""
@@ -240,7 +251,7 @@ class Discovery:
 
         self._remove_subscribe = subscribe_when_connected(self.bridge, [
             (f"{self.prefix}/status", self._on_ha_status),
-            (f"{self.bridge.base_topic}/modem/+", self._on_modem_state),
+            (f"{self.state_base}/modem/+", self._on_modem_state),
         ])
         self._remove = self.bridge.add_connect_listener(self.announce)
 

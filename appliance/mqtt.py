@@ -43,6 +43,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from appliance import __version__, numbers
+from appliance.discovery import node_id
 from appliance.rules import CapTally, DailyCapExceeded, RulesConfig, validate_rules
 from appliance.store import PRIORITIES, EnqueueResult, OutboundRequest, Store
 from drivers.pdu import count_parts
@@ -238,7 +239,17 @@ class MqttBridge:
         self.client_id: str = str(_cfg(self.mqtt, "client_id", None) or "smsgw")
         self.protocol = str(_cfg(self.mqtt, "protocol", "5"))
         self.share_group: str | None = _cfg(self.mqtt, "share_group", None)
+        #: This member's node id in a fleet (the client id, sanitised as for discovery).
+        self.node_id: str = node_id(self.client_id)
+        #: Where this bridge publishes its own state: ``B`` alone, ``B/node/<node_id>`` in a fleet.
+        self.state_base: str = f"{self.base_topic}/node/{self.node_id}" if self.share_group else self.base_topic
         self.connected = False
+        # Subscriptions: _sub_lock orders subscribe() (asyncio thread) against paho's on_connect and
+        # on_disconnect (network thread), so each filter is sent exactly once per connection.
+        self._sub_lock = threading.Lock()
+        self._link_up = False  # paho's on_connect ran and on_disconnect has not (under _sub_lock)
+        self._sent_filters: set[str] = set()  # filters subscribed on the current connection
+        self._v5 = self.protocol in ("5", "5.0", "v5", "mqttv5")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: paho.Client | None = None
         self._subscriptions: list[_Subscription] = []
@@ -266,6 +277,11 @@ class MqttBridge:
     def topic(self, relative: str) -> str:
         return f"{self.base_topic}/{relative}"
 
+    def state_topic(self, relative: str) -> str:
+        """A topic of this bridge's own state (``bridge/state``, ``bridge/info``, events): under
+        ``B/node/<node_id>`` when ``share_group`` is set (each fleet member has its own), else under ``B``."""
+        return f"{self.state_base}/{relative}"
+
     @property
     def send_filters(self) -> list[str]:
         filters = [self.topic("send"), self.topic("send/+")]
@@ -281,9 +297,23 @@ class MqttBridge:
         The message is acknowledged after the handler returns (or raises).
         """
         sub = _Subscription(topic_filter, _match_filter(topic_filter), handler, qos)
-        self._subscriptions.append(sub)
+        with self._sub_lock:
+            self._subscriptions.append(sub)
+            # Send it now only if paho's on_connect already ran for this connection (it subscribes to
+            # everything in the list at that moment); otherwise the next on_connect sends it.
+            send = self._link_up and topic_filter not in self._sent_filters
+            if send:
+                self._sent_filters.add(topic_filter)
         client = self._client
-        if client is not None and self.connected:
+        if send and client is not None:
+            self._send_subscribe(client, topic_filter, qos, 1)
+
+    def _send_subscribe(self, client: paho.Client, topic_filter: str, qos: int, retain_handling: int) -> None:
+        """MQTT 5: retain handling 2 (never replay retained) for send requests, 1 (only when the
+        subscription is new) for the rest, so a persistent session's reconnect replays nothing."""
+        if self._v5:
+            client.subscribe(topic_filter, options=SubscribeOptions(qos=qos, retainHandling=retain_handling))
+        else:
             client.subscribe(topic_filter, qos=qos)
 
     def publish(self, topic: str, payload: bytes | str | dict[str, Any], *, qos: int = 0,
@@ -369,7 +399,8 @@ class MqttBridge:
         if client is None:
             return
         if self.connected:
-            info = client.publish(self.topic("bridge/state"), _encode({"state": "offline"}), qos=1, retain=True)
+            info = client.publish(self.state_topic("bridge/state"), _encode({"state": "offline"}), qos=1,
+                                  retain=True)
             deadline = time.monotonic() + 2.0
             while not info.is_published() and time.monotonic() < deadline and self.connected:
                 await asyncio.sleep(0.01)
@@ -392,8 +423,7 @@ class MqttBridge:
     # --- paho client ----------------------------------------------------------------------
 
     def _make_client(self) -> paho.Client:
-        v5 = self.protocol in ("5", "5.0", "v5", "mqttv5")
-        if v5:
+        if self._v5:
             client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5)
         else:
             client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv311,
@@ -415,7 +445,7 @@ class MqttBridge:
                            cert_reqs=ssl.CERT_NONE if insecure else ssl.CERT_REQUIRED)
             if insecure:
                 client.tls_insecure_set(True)
-        client.will_set(self.topic("bridge/state"), _encode({"state": "offline"}), qos=1, retain=True)
+        client.will_set(self.state_topic("bridge/state"), _encode({"state": "offline"}), qos=1, retain=True)
         client.reconnect_delay_set(
             min_delay=max(1, round(float(_cfg(self.mqtt, "reconnect_min", 1.0)))),
             max_delay=max(1, round(float(_cfg(self.mqtt, "reconnect_max", 60.0)))),
@@ -452,17 +482,17 @@ class MqttBridge:
             LOG.error("MQTT broker refused the connection: %s", reason_code)
             return
         self._generation += 1
-        v5 = client.protocol == paho.MQTTv5
-        # MQTT 5: retained send requests are never replayed to us (retain handling 2); other
-        # subscriptions get retained messages only when the subscription is new (retain handling 1),
-        # not again on every reconnect of the persistent session.
-        filters = [(f, 1, 2) for f in self.send_filters] + [(s.topic_filter, s.qos, 1) for s in self._subscriptions]
-        for topic_filter, qos, retain_handling in filters:
-            if v5:
-                client.subscribe(topic_filter, options=SubscribeOptions(qos=qos, retainHandling=retain_handling))
-            else:
-                client.subscribe(topic_filter, qos=qos)
-        client.publish(self.topic("bridge/state"), _encode({"state": "online"}), qos=1, retain=True)
+        # Every filter once (the highest QoS asked for); subscribe() from now on sends new ones itself.
+        filters: dict[str, tuple[int, int]] = {f: (1, 2) for f in self.send_filters}
+        with self._sub_lock:
+            self._link_up = True
+            for sub in self._subscriptions:
+                qos, retain_handling = filters.get(sub.topic_filter, (0, 1))
+                filters[sub.topic_filter] = (max(qos, sub.qos), retain_handling)
+            self._sent_filters = set(filters)
+        for topic_filter, (qos, retain_handling) in filters.items():
+            self._send_subscribe(client, topic_filter, qos, retain_handling)
+        client.publish(self.state_topic("bridge/state"), _encode({"state": "online"}), qos=1, retain=True)
         LOG.info("MQTT connected (session present: %s)", getattr(flags, "session_present", None))
         self._call(self._connected_main)
 
@@ -477,6 +507,9 @@ class MqttBridge:
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
+        with self._sub_lock:
+            self._link_up = False
+            self._sent_filters = set()
         if not self._stopping:
             self.last_error = f"disconnected: {reason_code}"
             LOG.warning("MQTT disconnected: %s; reconnecting", reason_code)
@@ -539,6 +572,7 @@ class MqttBridge:
             "base_topic": self.base_topic,
             "protocol": "5" if self.protocol in ("5", "5.0") else "3.1.1",
             "share_group": self.share_group,
+            "node_id": self.node_id if self.share_group else None,
             "tls": _cfg(self.mqtt, "tls") is not None,
             "config": self._config_summary(),
         }
@@ -554,7 +588,7 @@ class MqttBridge:
             except Exception:
                 LOG.exception("store stats failed")
         info["bridge"] = self.stats()
-        self.publish(self.topic("bridge/info"), info, qos=1, retain=True)
+        self.publish(self.state_topic("bridge/info"), info, qos=1, retain=True)
 
     def _config_summary(self) -> dict[str, Any]:
         numbers = _cfg(self.config, "numbers")
@@ -722,6 +756,8 @@ class MqttBridge:
         client.ack(msg.mid, msg.qos)
 
     def _respond(self, item: _Incoming, response: dict[str, Any]) -> None:
+        if self.share_group:
+            response["node"] = self.node_id  # in a fleet: which member answered (its topics: B/node/<node>/…)
         self.publish(self.topic("bridge/response/send"), response, qos=1)
         props = getattr(item.message, "properties", None)
         response_topic = getattr(props, "ResponseTopic", None)
@@ -830,7 +866,7 @@ class MqttBridge:
         for event in events:
             if event.id in self._handed:
                 continue
-            info = client.publish(self.topic(event.topic), _encode(event.payload), qos=event.qos,
+            info = client.publish(self.state_topic(event.topic), _encode(event.payload), qos=event.qos,
                                   retain=event.retain)
             if info.rc != paho.MQTT_ERR_SUCCESS and event.qos == 0:
                 break  # not connected: QoS 0 is not kept by paho; try again on reconnect

@@ -10,7 +10,7 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 from mosquitto import Broker, Probe
-from waiting import async_wait_until
+from waiting import async_wait_until, wait_until
 
 from appliance.config import Config, parse_config
 from appliance.mqtt import AUDIT_REJECTED, MqttBridge, RequestError
@@ -460,6 +460,61 @@ async def test_shared_subscription_splits_requests_between_two_bridges(rig: Rig)
     texts = [m["text"] for m in one.store.outbox(100)] + [m["text"] for m in two.store.outbox(100)]
     assert sorted(texts) == sorted(f"m{n}" for n in range(20))
     assert one.store.outbox(100) and two.store.outbox(100)
+
+
+async def test_fleet_members_publish_their_state_under_their_own_node(rig: Rig) -> None:
+    """With share_group, each member's state, info and events are under ``B/node/<node>``; nothing on
+    ``B/bridge/state``; ``B/send`` stays shared and every response names the member that answered."""
+    probe = rig.probe("smsgw/#")
+    probe.subscribed()
+    one = await rig.bridge(share_group="fleet", client_id="gw.1", db="one.db")
+    two = await rig.bridge(share_group="fleet", client_id="gw-2", db="two.db")
+    assert (one.node_id, one.state_base) == ("gw_1", "smsgw/node/gw_1")
+    await wait_json(probe, "smsgw/node/gw_1/bridge/state")
+    await wait_json(probe, "smsgw/node/gw-2/bridge/state")
+    await wait_json(probe, "smsgw/node/gw-2/bridge/info")
+    info = probe.json("smsgw/node/gw_1/bridge/info")[-1]
+    assert isinstance(info, dict) and info["node_id"] == "gw_1" and info["share_group"] == "fleet"
+    one.store.add_event("modem/modem0", {"state": "online"}, retain=True)
+    two.store.add_event("modem/modem0", {"state": "offline"}, retain=True)
+    await wait_json(probe, "smsgw/node/gw_1/modem/modem0")
+    await wait_json(probe, "smsgw/node/gw-2/modem/modem0")
+    for n in range(6):
+        probe.publish("smsgw/send", json.dumps({"to": NUMBER, "text": f"m{n}", "transaction": n}))
+    responses = await wait_json(probe, "smsgw/bridge/response/send", 6)
+    assert {r["node"] for r in responses} == {"gw_1", "gw-2"}  # type: ignore[index]
+    for response in responses:
+        assert isinstance(response, dict) and response["status"] == "ok"
+        await wait_json(probe, f"smsgw/node/{response['node']}/message/{response['data']['id']}")
+    assert [t for t, _, _ in probe.snapshot() if t in ("smsgw/bridge/state", "smsgw/bridge/info")
+            or t.startswith(("smsgw/modem/", "smsgw/message/"))] == []
+    # one member stops: only its own availability goes offline
+    await one.stop()
+    await async_wait_until(lambda: probe.json("smsgw/node/gw_1/bridge/state")[-1] == {"state": "offline"})
+    assert probe.json("smsgw/node/gw-2/bridge/state") == [{"state": "online"}]
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_a_subscription_made_while_connecting_takes_effect_once(rig: Rig, protocol: str) -> None:
+    """subscribe() after paho's on_connect ran but before the bridge counts as connected is still sent
+    to the broker, exactly once (a second SUBSCRIBE would replay the retained message with 3.1.1)."""
+    probe = rig.probe("smsgw/bridge/state")
+    probe.subscribed()
+    probe.publish("sensors/freezer/alarm", b"kept", retain=True)
+    bridge = await rig.bridge(start=False, protocol=protocol)
+    seen: list[tuple[str, bytes]] = []
+    await bridge.start()
+    # Hold the asyncio loop (a blocking wait, no await) until paho's on_connect has subscribed and
+    # published "online" from its network thread: the bridge's own connected step cannot run yet.
+    wait_until(lambda: probe.json("smsgw/bridge/state") == [{"state": "online"}], timeout=10,
+               what="paho's on_connect")
+    assert not bridge.connected
+    bridge.subscribe("sensors/+/alarm", lambda topic, payload: seen.append((topic, payload)))
+    await async_wait_until(lambda: seen, what="the retained message of the new subscription")
+    assert bridge.connected
+    probe.publish("sensors/freezer/alarm", b"live")
+    await async_wait_until(lambda: len(seen) >= 2, what="a live message")
+    assert seen == [("sensors/freezer/alarm", b"kept"), ("sensors/freezer/alarm", b"live")]
 
 
 async def test_events_committed_by_another_process_are_published(rig: Rig) -> None:
