@@ -482,7 +482,7 @@ async def test_fleet_members_publish_their_state_under_their_own_node(rig: Rig) 
     for n in range(6):
         probe.publish("smsgw/send", json.dumps({"to": NUMBER, "text": f"m{n}", "transaction": n}))
     responses = await wait_json(probe, "smsgw/bridge/response/send", 6)
-    assert {r["node"] for r in responses} == {"gw_1", "gw-2"}  # type: ignore[index]
+    assert {r["node"] for r in responses} == {"gw_1", "gw-2"}
     for response in responses:
         assert isinstance(response, dict) and response["status"] == "ok"
         await wait_json(probe, f"smsgw/node/{response['node']}/message/{response['data']['id']}")
