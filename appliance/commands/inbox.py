@@ -10,12 +10,10 @@ from appliance.commands.status import (
     EXIT_OK,
     add_config_argument,
     add_json_argument,
-    close_store,
     iso_fields,
-    load,
     local_time,
-    open_store,
     print_json,
+    read_store,
     shorten,
     table,
 )
@@ -47,16 +45,9 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = load(args, NAME)
-    if isinstance(cfg, int):
-        return cfg
-    store = open_store(cfg, NAME)
-    if isinstance(store, int):
-        return store
-    try:
-        rows = store.inbox(args.limit)
-    finally:
-        close_store(store)
+    rows = read_store(args, NAME, lambda store, _cfg: store.inbox(args.limit))
+    if isinstance(rows, int):
+        return rows
     if args.json:
         print_json({"messages": [iso_fields(r, TIME_FIELDS) for r in rows]})
     else:

@@ -12,14 +12,16 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from appliance.config import Config, ConfigError, default_config_path, load_config
 from appliance.rules import RulesConfig, validate_rules
 from appliance.store import STATES, Store
+
+T = TypeVar("T")
 
 NAME = "status"
 HELP = "show modems, queue depth per state, last errors and usage per source"
@@ -313,17 +315,24 @@ def render(doc: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def main(args: argparse.Namespace) -> int:
-    cfg = load(args, NAME)
+def read_store(args: argparse.Namespace, command: str, read: Callable[[Store, Config], T]) -> T | int:
+    """Load the config, open its store, ``read(store, config)``, close; an exit status on failure."""
+    cfg = load(args, command)
     if isinstance(cfg, int):
         return cfg
-    store = open_store(cfg, NAME)
+    store = open_store(cfg, command)
     if isinstance(store, int):
         return store
     try:
-        doc = collect(store, cfg)
+        return read(store, cfg)
     finally:
         close_store(store)
+
+
+def main(args: argparse.Namespace) -> int:
+    doc = read_store(args, NAME, collect)
+    if isinstance(doc, int):
+        return doc
     if args.json:
         print_json(doc)
     else:
