@@ -130,6 +130,54 @@ async def test_modem_model_from_its_retained_state_is_announced(gateway: Any) ->
     assert discovery.announcements == count + 1
 
 
+async def test_fleet_members_are_separate_devices_on_their_own_node_topics(tmp_path: Path,
+                                                                            mosquitto: Broker) -> None:
+    """With share_group, each member is its own gateway device: availability and state from
+    ``smsgw/node/<node>/…``, unique ids per member, commands to the shared ``smsgw/send``; a modem
+    state under the member's node topic brings its model into that member's announcement."""
+    probe = Probe(mosquitto, "homeassistant/#")
+    probe.subscribed()
+    members: list[tuple[MqttBridge, Discovery, Store]] = []
+    try:
+        for name in ("site.a", "site.b"):
+            config = make_config(tmp_path, mosquitto, client_id=name, share_group="fleet")
+            store = Store(tmp_path / f"{name}.db")
+            bridge = MqttBridge(config, store, status=lambda: STATUS)
+            discovery = Discovery(config, bridge, status=lambda: STATUS)
+            members.append((bridge, discovery, store))
+            await bridge.start()
+            await discovery.start()
+        expected = sum(len(d.messages()) for _, d, _ in members)
+        await async_wait_until(lambda: len(configs(probe)) == expected, what="both members' configs")
+        found = configs(probe)
+        unique = [c["unique_id"] for c in found.values()]
+        assert len(unique) == len(set(unique))
+        for node in ("site_a", "site_b"):
+            base = f"smsgw/node/{node}"
+            queue = found[f"homeassistant/sensor/{node}/queue/config"]
+            assert queue["state_topic"] == f"{base}/bridge/info"
+            assert queue["availability"][0]["topic"] == f"{base}/bridge/state"
+            signal = found[f"homeassistant/sensor/{node}/modem0_signal/config"]
+            assert signal["state_topic"] == f"{base}/modem/modem0"
+            assert [a["topic"] for a in signal["availability"]] == [f"{base}/bridge/state", f"{base}/modem/modem0"]
+            assert signal["device"]["identifiers"] == [f"smsgw_{node}_modem0"]
+            assert found[f"homeassistant/event/{node}/received/config"]["state_topic"] == f"{base}/received"
+            assert found[f"homeassistant/notify/{node}/sms/config"]["command_topic"] == "smsgw/send"
+        topic = "homeassistant/sensor/site_b/modem1_signal/config"
+        probe.publish("smsgw/node/site_b/modem/modem1", json.dumps({"state": "online", "model": "Quectel EC25"}),
+                      retain=True)
+        await async_wait_until(lambda: json.loads(probe.payloads(topic)[-1])["device"]["model"] == "Quectel EC25",
+                               what="site_b's modem1 announced with its model")
+        assert json.loads(probe.payloads("homeassistant/sensor/site_a/modem1_signal/config")[-1])[
+            "device"]["model"] == "GSM modem"
+    finally:
+        for bridge, discovery, store in members:
+            await discovery.stop()
+            await bridge.stop()
+            store.close()
+        probe.close()
+
+
 async def test_disabled_discovery_publishes_nothing(tmp_path: Path, mosquitto: Broker) -> None:
     config = make_config(tmp_path, mosquitto, discovery=False)
     store = Store(tmp_path / "smsgw.db")
