@@ -24,12 +24,8 @@ LONG_TEXT = "Station 7 reports low pressure in the main pump, please check the v
 
 @pytest.fixture
 async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    simulator = Simulator(tmp_path / "sim", modems=2, profile="generic")
-    await simulator.start()
-    try:
+    async with Simulator(tmp_path / "sim", modems=2, profile="generic") as simulator:
         yield simulator
-    finally:
-        await simulator.stop()
 
 
 @pytest.fixture

@@ -36,12 +36,8 @@ class Recorder:
 
 @pytest.fixture
 async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    simulator = Simulator(tmp_path / "sim", modems=1, profile="generic", control=False)
-    await simulator.start()
-    try:
+    async with Simulator(tmp_path / "sim", modems=1, profile="generic", control=False) as simulator:
         yield simulator
-    finally:
-        await simulator.stop()
 
 
 @pytest.fixture

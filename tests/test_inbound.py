@@ -25,12 +25,8 @@ LONG_TEXT = "Station 7 reports low pressure in the main pump, please check the v
 
 @pytest.fixture(params=["generic", "sim800"])
 async def sim(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Simulator]:
-    simulator = Simulator(tmp_path / "sim", modems=1, profile=request.param, sim_slots=10, control=False)
-    await simulator.start()
-    try:
+    async with Simulator(tmp_path / "sim", modems=1, profile=request.param, sim_slots=10, control=False) as simulator:
         yield simulator
-    finally:
-        await simulator.stop()
 
 
 @pytest.fixture

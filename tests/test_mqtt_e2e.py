@@ -94,12 +94,8 @@ class App:
 
 @pytest.fixture
 async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    simulator = Simulator(tmp_path / "sim", modems=1, profile="generic")
-    await simulator.start()
-    try:
+    async with Simulator(tmp_path / "sim", modems=1, profile="generic") as simulator:
         yield simulator
-    finally:
-        await simulator.stop()
 
 
 @pytest.fixture
