@@ -878,7 +878,8 @@ class Store:
         waiting for reassembly, unhandled received messages, and pending events, except without a
         ``publisher`` (no ``[mqtt]``: nothing will publish them): then pending events are deleted at
         once, whatever their age, and do not hold back received messages, so that enabling MQTT
-        later does not publish a backlog.
+        later does not publish a backlog; and received messages need not be handled (without MQTT
+        no rules engine runs to handle them), only older than the retention.
 
         Each yield carries the running totals per table; the caller (the daemon) gives the event
         loop a turn in between, so the write lock is never held for more than one batch. At the end
@@ -894,7 +895,8 @@ class Store:
         if retention_days > 0:
             cutoff = now - retention_days * 86400.0
             steps.append(("messages", lambda c: self._prune_messages(c, cutoff, batch)))
-            steps.append(("inbox", lambda c: self._prune_inbox(c, cutoff, batch)))
+            # without MQTT there is no rules engine either: nothing will ever mark a message handled
+            steps.append(("inbox", lambda c: self._prune_inbox(c, cutoff, batch, require_handled=publisher)))
             steps.append(("events", lambda c: {"events": self._delete(
                 c, "event", "SELECT id FROM event WHERE done_at IS NOT NULL AND done_at < ? LIMIT ?",
                 (cutoff, batch))}))
@@ -967,9 +969,11 @@ class Store:
         return {"messages": messages, "parts": parts}
 
     @staticmethod
-    def _prune_inbox(conn: sqlite3.Connection, cutoff: float, batch: int) -> dict[str, int]:
+    def _prune_inbox(conn: sqlite3.Connection, cutoff: float, batch: int, *,
+                     require_handled: bool = True) -> dict[str, int]:
+        handled = "handled_at IS NOT NULL AND " if require_handled else ""
         ids = [row[0] for row in conn.execute(
-            "SELECT id FROM inbox WHERE handled_at IS NOT NULL AND received_at < ? AND id NOT IN ("
+            f"SELECT id FROM inbox WHERE {handled}received_at < ? AND id NOT IN ("
             " SELECT json_extract(payload, '$.id') FROM event WHERE done_at IS NULL AND topic = 'received'"
             " AND json_extract(payload, '$.id') IS NOT NULL) ORDER BY id LIMIT ?",
             (cutoff, batch)).fetchall()]

@@ -125,6 +125,16 @@ def test_without_a_publisher_pending_events_are_dropped_at_once(store: Store, cl
     assert store.prune(retention_days=30, publisher=False)["inbox"] == 1  # handled; nothing to publish
 
 
+def test_without_mqtt_received_messages_need_not_be_handled(store: Store, clock: Clock) -> None:
+    """No [mqtt], no rules engine: nothing ever marks a message handled, so age alone decides."""
+    receive(store, "never handled", "0c01", handled=False, published=False)
+    clock.advance(29 * DAY)
+    assert store.prune(retention_days=30, publisher=False)["inbox"] == 0  # younger than the retention
+    clock.advance(2 * DAY)
+    assert store.prune(retention_days=30)["inbox"] == 0  # with MQTT (and rules) it waits to be handled
+    assert store.prune(retention_days=30, publisher=False)["inbox"] == 1
+
+
 def test_each_batch_is_its_own_short_transaction(store: Store, db_path: Path, clock: Clock) -> None:
     ids = [r.id for r in store.enqueue([request(f"+4917012{n:05d}") for n in range(45)])]
     for message_id in ids:
