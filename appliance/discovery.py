@@ -183,7 +183,6 @@ class Discovery:
         self.state_base = str(getattr(bridge, "state_base", None) or bridge.base_topic)
         self.announcements = 0
         self._remove: Callable[[], None] | None = None
-        self._remove_subscribe: Callable[[], None] | None = None
         self._seen: dict[str, dict[str, Any]] = {}  # modem id -> model/imei from its retained state
         self._announced: dict[str, dict[str, Any]] = {}
         self._contacts: dict[str, str] = {}
@@ -247,18 +246,12 @@ class Discovery:
     async def start(self) -> None:
         if not self.enabled:
             return
-        from appliance.rules import subscribe_when_connected
-
-        self._remove_subscribe = subscribe_when_connected(self.bridge, [
-            (f"{self.prefix}/status", self._on_ha_status),
-            (f"{self.state_base}/modem/+", self._on_modem_state),
-        ])
+        # the bridge sends a subscription made at any time, also while it is connecting
+        self.bridge.subscribe(f"{self.prefix}/status", self._on_ha_status)
+        self.bridge.subscribe(f"{self.state_base}/modem/+", self._on_modem_state)
         self._remove = self.bridge.add_connect_listener(self.announce)
 
     async def stop(self) -> None:
-        if self._remove_subscribe is not None:
-            self._remove_subscribe()
-            self._remove_subscribe = None
         if self._remove is not None:
             self._remove()
             self._remove = None

@@ -361,6 +361,9 @@ class MqttBridge:
         self._wake = asyncio.Event()
         self._stopping = False
         client = self._make_client()
+        with self._sub_lock:
+            self._link_up = False
+            self._sent_filters = set()
         self._client = client
         self._remove_listener = self.store.add_listener(self._wake_publisher)
         self._tasks = [
