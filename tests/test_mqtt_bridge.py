@@ -517,6 +517,19 @@ async def test_a_subscription_made_while_connecting_takes_effect_once(rig: Rig, 
     assert seen == [("sensors/freezer/alarm", b"kept"), ("sensors/freezer/alarm", b"live")]
 
 
+async def test_a_subscription_made_while_the_broker_is_down_is_sent_on_reconnect(rig: Rig, mosquitto: Broker) -> None:
+    bridge = await rig.bridge()
+    seen: list[bytes] = []
+    mosquitto.kill()
+    await async_wait_until(lambda: not bridge.connected, what="the bridge notices the broker is gone")
+    bridge.subscribe("sensors/+/alarm", lambda topic, payload: seen.append(payload))
+    mosquitto.start()
+    await async_wait_until(lambda: bridge.connected, timeout=15, what="reconnect")
+    probe = rig.probe()
+    probe.publish("sensors/pump/alarm", b"dry")
+    await async_wait_until(lambda: seen == [b"dry"], what="the alarm through the new subscription")
+
+
 async def test_events_committed_by_another_process_are_published(rig: Rig) -> None:
     bridge = await rig.bridge()
     probe = rig.probe("smsgw/received")
