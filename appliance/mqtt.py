@@ -8,6 +8,11 @@ committed to the store, or, for a bad request, after the refusal is audited and 
 (``message/<id>``, ``received``, ``modem/<id>``) are published in id order and marked done only when
 the broker acknowledged them (paho's ``on_publish`` for the message id).
 
+With ``share_group`` (a fleet of appliances sharing ``$share/<group>/B/send``) the bridge publishes its
+own state (``bridge/state`` with the last will, ``bridge/info``) and its events under its node topic
+``B/node/<node_id>`` (``state_topic``), so members never overwrite each other; responses stay on the
+shared ``B/bridge/response/send`` and carry ``"node"``.
+
 Public API used by the daemon, rules and discovery::
 
     bridge = MqttBridge(config, store, status=lambda: {...})
