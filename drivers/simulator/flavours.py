@@ -33,12 +33,27 @@ class Flavour:
     #: ``+CPIN: READY`` / ``+CPIN: SIM PIN`` URCs when the SIM state changes (SIMCom, Quectel do;
     #: an unasked line between two commands breaks gammu-smsd's PIN dialogue).
     cpin_urcs: bool = False
+    #: The +CMGR header in PDU mode, one of CMGR_HEADERS (``smsgw simulate fault … cmgr-header:NAME``
+    #: switches it at run time, to try the variants real modems send).
+    cmgr_header: str = "standard"
+    #: Huawei's +CREG/+CGREG/+CEREG: a space after each comma and LAC/CI without quotes
+    #: (``+CREG: 2, 1, 1A2B, 01C3D4E5``).
+    spaced_registration: bool = False
     #: Access technology in +COPS / +CREG (0 GSM, 2 UTRAN, 7 E-UTRAN).
     act: int = 7
     #: The command that tells the PIN attempts left (name as typed, upper case) and its reply line;
     #: {pin} is the PIN attempts left, {code} the +CPIN state. Answered with the SIM locked.
     pin_counter: tuple[str, str] = ("+CPINR", "+CPINR: SIM PIN,{pin},3")
 
+
+#: +CMGR headers in PDU mode as real modems send them: ``+CMGR: 0,,24``, ``+CMGR: ,,27`` (no <stat>),
+#: ``+CMGR: 0,23`` (no <alpha> field), ``+CMGR: 24`` (the length alone).
+CMGR_HEADERS: dict[str, str] = {
+    "standard": "{stat},{alpha},{length}",
+    "no-stat": ",{alpha},{length}",
+    "no-alpha": "{stat},{length}",
+    "length-only": "{length}",
+}
 
 FLAVOURS: dict[str, Flavour] = {
     "generic": Flavour(
@@ -86,6 +101,7 @@ FLAVOURS: dict[str, Flavour] = {
         full_urc='^SMMEMFULL: "SM"',
         iccid={"^ICCID?": "^ICCID: {iccid}"},
         chatter=("^RSSI: 23", "^MODE: 5,4", "^SRVST: 2", "^HCSQ: \"LTE\",55,40,120,30"),
+        spaced_registration=True,
         ussd_packed=True,
         pin_counter=("^CPIN", "^CPIN: {code},{pin},10,{pin},3,10"),
     ),

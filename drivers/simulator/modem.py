@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from drivers import gsm7
 from drivers.pdu import PduError, SmsStatusReport, SmsSubmit, decode, encode_deliver
-from drivers.simulator.flavours import Flavour
+from drivers.simulator.flavours import CMGR_HEADERS, Flavour
 from drivers.simulator.network import Submitted
 from drivers.simulator.pty import PtyPort
 
@@ -33,7 +33,7 @@ MAX_LINE = 4096
 STAT_NAMES = ("REC UNREAD", "REC READ", "STO UNSENT", "STO SENT")
 FAULTS = (
     "hang", "recover", "garbage", "unplug", "replug", "cms-error:CODE", "no-network", "network",
-    "sim-full", "pin-required",
+    "sim-full", "pin-required", "cmgr-header:NAME",
 )
 OPERATOR_NAME = "Simnet"
 OPERATOR_CODE = "26299"
@@ -215,6 +215,7 @@ class SimModem:
         self.registered = True
         self.radio_on = True
         self.hung = False
+        self.cmgr_header = CMGR_HEADERS[flavour.cmgr_header]
         self.cms_error: int | None = None
         self.smsc = network.smsc
         #: Deliver PDUs the network holds for this modem (storage full, no network, unplugged).
@@ -327,6 +328,11 @@ class SimModem:
             if not code.isdigit() or int(code) > 65535:
                 raise ValueError(f"cms-error needs a numeric code, as in cms-error:38, not {kind!r}")
             self.cms_error = int(code)
+        elif kind.startswith("cmgr-header:"):
+            name = kind.partition(":")[2]
+            if name not in CMGR_HEADERS:
+                raise ValueError(f"cmgr-header takes one of {', '.join(CMGR_HEADERS)}, not {name!r}")
+            self.cmgr_header = CMGR_HEADERS[name]
         elif kind == "no-network":
             self._set_registered(False)
         elif kind == "network":
@@ -608,11 +614,12 @@ class SimModem:
         stat = 1 if self._in_service() else 0
         fields = [] if urc else [str(n)]
         fields.append(str(stat))
+        spaced = self.flavour.spaced_registration
         if n == 2 and stat == 1:
-            fields += [f'"{LAC}"', f'"{CELL}"']
+            fields += [LAC, CELL] if spaced else [f'"{LAC}"', f'"{CELL}"']
             if act:
                 fields.append(str(self.flavour.act))
-        return ",".join(fields)
+        return (", " if spaced else ",").join(fields)
 
     async def _creg(self, kind: str, values: list[str | None]) -> list[str]:
         return self._registration("+CREG", "creg", kind, values)
@@ -896,7 +903,7 @@ class SimModem:
         if self.cmgf == 0:
             if command == "+CMGL":
                 return [f"+CMGL: {index},{sms.stat},{alpha},{length}", sms.pdu]
-            return [f"+CMGR: {sms.stat},{alpha},{length}", sms.pdu]
+            return [f"+CMGR: {self.cmgr_header.format(stat=sms.stat, alpha=alpha, length=length)}", sms.pdu]
         stat = f'"{STAT_NAMES[sms.stat]}"'
         try:
             message = decode(sms.pdu)
