@@ -91,6 +91,7 @@ def test_encode_with_smsc_puts_the_smsc_field_first(capsys):
         (["encode", "--to", "+49x", "hi"], "bad address"),
         (["encode", "--to", "+4917012345", "--reference", "300", "hi"], "message reference"),
         (["encode", "--to", "+4917012345", "--validity", "-1", "hi"], "validity"),
+        (["encode", "--to", "+4917012345", "--validity", "99999999999", "hi"], "63 weeks"),
     ],
 )
 def test_encode_bad_arguments_exit_2_with_a_message(capsys, argv, message):

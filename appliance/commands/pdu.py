@@ -87,7 +87,15 @@ def _decode(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+#: The longest relative validity period TP-VP can carry: 63 weeks.
+MAX_RELATIVE_VALIDITY = 63 * 7 * 86400
+
+
 def _encode(args: argparse.Namespace) -> int:
+    if args.validity is not None and not 0 < args.validity <= MAX_RELATIVE_VALIDITY:
+        print(f"smsgw pdu encode: --validity must be 1 to {MAX_RELATIVE_VALIDITY} seconds (63 weeks, the longest "
+              f"relative TP-VP), not {args.validity}", file=sys.stderr)
+        return 2
     try:
         parts = encode_submit(
             args.to,
