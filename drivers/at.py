@@ -424,6 +424,13 @@ class AtEngine:
             )
         self._write(payload.encode() + CTRL_Z, job.command)
 
+    def cancel_entry(self) -> None:
+        """Write ESC when no command is in flight: it ends a message entry that another program, or
+        a process that crashed, left open at ``> `` (in text mode the modem would otherwise take every
+        following ``AT`` as message text). Outside message entry modems discard ESC."""
+        if self._in_flight is None:
+            self._write(ESC, "ESC")
+
     def _write(self, data: bytes, cmd: str) -> None:
         transport = self._transport
         if transport is None or not transport.is_open:

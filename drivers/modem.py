@@ -535,6 +535,7 @@ class Modem:
     async def _sync(self) -> None:
         """Bare ``AT`` until the modem answers: it may be booting, or left at a ``> `` prompt."""
         last: Exception | None = None
+        self.engine.cancel_entry()
         for attempt in range(self.sync_attempts):
             try:
                 await self.command("AT", timeout=self.timeout("sync"), priority=Priority.RESET)
