@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from appliance.commands.outbox import positive_int
+from appliance.commands._types import positive_int
 from appliance.commands.status import (
     EXIT_OK,
     add_config_argument,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from appliance.commands._types import positive_int
 from appliance.commands.status import (
     EXIT_OK,
     add_config_argument,
@@ -21,16 +22,6 @@ NAME = "outbox"
 HELP = "list outbound messages (newest first) with their state"
 
 TIME_FIELDS = ("created_at", "valid_until", "next_attempt_at", "lease_until", "updated_at")
-
-
-def positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
-    return number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from appliance.commands._types import at_least
 from drivers.profiles import ProfileError, profile_names
 from drivers.simulator import FAULTS, Simulator
 from drivers.simulator.control import SOCKET_NAME, request
@@ -25,34 +26,9 @@ NAME = "simulate"
 HELP = "run simulated GSM modems on ptys (for tests and trying clients), or inject SMS and faults into them"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
-    return value
-
-
-def _index(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"modem index must be a whole number, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"modem index must be >= 0, not {value}")
-    return value
+_positive_int = at_least(int, 1, "number of modems")
+_seconds = at_least(float, 0.0, "seconds")
+_index = at_least(int, 0, "modem index")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
