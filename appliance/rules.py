@@ -1095,38 +1095,6 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
-def subscribe_when_connected(bridge: Any, subscriptions: Sequence[tuple[str, Callable[[str, bytes], Any]]]
-                             ) -> Callable[[], None] | None:
-    """Subscribe now if the bridge is connected, else from its first connect listener.
-
-    A subscription added while the bridge's client is connecting may miss both the client's own
-    subscribe-on-connect and the bridge's "connected" flag; subscribing from the connect listener
-    (which runs once the bridge counts as connected) cannot. The bridge keeps every subscription
-    across later reconnects. Returns a remover for a listener that has not fired yet.
-    """
-    if bool(getattr(bridge, "connected", False)) or not hasattr(bridge, "add_connect_listener"):
-        for topic_filter, handler in subscriptions:
-            bridge.subscribe(topic_filter, handler)
-        return None
-    done = False
-    remove: Callable[[], None] | None = None
-
-    def on_connect() -> None:
-        nonlocal done
-        if done:
-            return
-        done = True
-        for topic_filter, handler in subscriptions:
-            bridge.subscribe(topic_filter, handler)
-        if remove is not None:
-            remove()
-
-    remove = bridge.add_connect_listener(on_connect)
-    if done and remove is not None:  # the listener ran synchronously
-        remove()
-    return remove
-
-
 class RulesEngine:
     """Runs the alert and command rules against the MQTT bridge and the store.
 
@@ -1156,7 +1124,6 @@ class RulesEngine:
         self._incoming = asyncio.Event()
         self._reply_waiters: dict[str, list[asyncio.Future[bytes]]] = {}
         self._remove_listener: Callable[[], None] | None = None
-        self._remove_connect: Callable[[], None] | None = None
         self._running = False
         self._cooldowns = {rule.name: rule.cooldown for rule in self.rules.alerts}
         self._base = str(getattr(bridge, "base_topic", "") or "")
@@ -1174,8 +1141,8 @@ class RulesEngine:
             for topic_filter in cover_filters(rule.topic for rule in self.rules.alerts)]
         subscriptions += [(reply_filter, self._reply_handler) for reply_filter in dict.fromkeys(
             f for f in (c.reply_filter() for c in self.rules.commands) if f is not None)]
-        if subscriptions:
-            self._remove_connect = subscribe_when_connected(self.bridge, subscriptions)
+        for topic_filter, handler in subscriptions:  # the bridge sends them now or on (re)connect
+            self.bridge.subscribe(topic_filter, handler)
         self._remove_listener = self.store.add_listener(self._incoming.set)
         self._spawn(self._summaries())
         self._spawn(self._commands())
@@ -1183,9 +1150,6 @@ class RulesEngine:
 
     async def stop(self) -> None:
         self._running = False
-        if self._remove_connect is not None:
-            self._remove_connect()
-            self._remove_connect = None
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None
