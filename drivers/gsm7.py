@@ -203,3 +203,26 @@ def unpack(octets: bytes, count: int, fill_bits: int = 0) -> bytes:
         size = min(_CHUNK_SEPTETS, count - start)
         parts.append(_unpack_chunk((value >> (start * 7)) & ((1 << (size * 7)) - 1), size))
     return b"".join(parts)
+
+
+# --- USSD ------------------------------------------------------------------------------------------
+
+#: 23.038 6.1.2.3.1: in USSD, seven spare bits at the end of the last octet are filled with CR.
+_USSD_PAD = 0x0D
+
+
+def pack_ussd(text: str) -> str:
+    """Text -> GSM 7-bit packed septets as upper-case hex, USSD style (CR padding)."""
+    septets = encode(text)
+    if len(septets) % 8 == 7:
+        septets += bytes([_USSD_PAD])
+    return pack(septets).hex().upper()
+
+
+def unpack_ussd(hex_text: str) -> str:
+    """GSM 7-bit packed hex -> text; drops the CR that pads seven spare bits."""
+    octets = bytes.fromhex(hex_text)
+    septets = unpack(octets, len(octets) * 8 // 7)
+    if len(octets) % 7 == 0 and septets.endswith(bytes([_USSD_PAD])):
+        septets = septets[:-1]
+    return decode(septets)

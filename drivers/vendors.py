@@ -11,28 +11,8 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from drivers import gsm7
+from drivers.gsm7 import pack_ussd, unpack_ussd
 from drivers.modem import Modem, register_vendor
-
-#: 23.038 6.1.2.3.1: in USSD, seven spare bits at the end of the last octet are filled with CR.
-_USSD_PAD = 0x0D
-
-
-def pack_ussd(text: str) -> str:
-    """Text -> GSM 7-bit packed septets as upper-case hex, USSD style (CR padding)."""
-    septets = gsm7.encode(text)
-    if len(septets) % 8 == 7:
-        septets += bytes([_USSD_PAD])
-    return gsm7.pack(septets).hex().upper()
-
-
-def unpack_ussd(hex_text: str) -> str:
-    """GSM 7-bit packed hex -> text; drops the CR that pads seven spare bits."""
-    octets = bytes.fromhex(hex_text)
-    septets = gsm7.unpack(octets, len(octets) * 8 // 7)
-    if len(octets) % 7 == 0 and septets.endswith(bytes([_USSD_PAD])):
-        septets = septets[:-1]
-    return gsm7.decode(septets)
 
 
 def _is_gsm7_dcs(dcs: int | None) -> bool:

@@ -172,13 +172,6 @@ def split_commands(body: str) -> list[str]:
     return commands
 
 
-def pack_ussd(text: str) -> str:
-    septets = gsm7.encode(text)
-    if len(septets) % 8 == 7:
-        septets += b"\r"
-    return gsm7.pack(septets).hex().upper()
-
-
 class SimModem:
     """A simulated modem: identity, SIM storage, settings, the AT interpreter and its pty."""
 
@@ -697,7 +690,7 @@ class SimModem:
             dcs = _int(values, 2, 15, None)
             answer = USSD_ANSWER
             if self.flavour.ussd_packed:
-                answer = pack_ussd(answer)
+                answer = gsm7.pack_ussd(answer)
             elif self.cscs == "UCS2":
                 answer = answer.encode("utf-16-be").hex().upper()
                 dcs = 72
