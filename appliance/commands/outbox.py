@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from appliance.commands._types import positive_int
 from appliance.commands.status import (
     EXIT_OK,
-    add_config_argument,
-    add_json_argument,
+    add_list_arguments,
     iso_fields,
     local_time,
     print_json,
@@ -25,10 +23,7 @@ TIME_FIELDS = ("created_at", "valid_until", "next_attempt_at", "lease_until", "u
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_argument(parser)
-    add_json_argument(parser)
-    parser.add_argument("--limit", type=positive_int, default=20, metavar="N",
-                        help="show the newest N messages (default 20)")
+    add_list_arguments(parser)
 
 
 def render(rows: list[dict[str, Any]]) -> str:

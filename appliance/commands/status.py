@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from appliance.commands._types import positive_int
 from appliance.config import Config, ConfigError, default_config_path, load_config
 from appliance.rules import RulesConfig, validate_rules
 from appliance.store import STATES, Store
@@ -41,6 +42,14 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_json_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def add_list_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config``, ``--json`` and ``--limit N`` (newest N, default 20): the inbox and outbox listings."""
+    add_config_argument(parser)
+    add_json_argument(parser)
+    parser.add_argument("--limit", type=positive_int, default=20, metavar="N",
+                        help="show the newest N messages (default 20)")
 
 
 def fail(command: str, message: str, code: int = EXIT_ERROR) -> int:
