@@ -644,7 +644,10 @@ def test_alert_cooldown_coalescing_quiet_hours_and_optout(tmp_path: Path) -> Non
 def test_alert_daily_cap_is_enforced_and_audited(tmp_path: Path) -> None:
     store = Store(tmp_path / "db.sqlite")
     data = _with("alerts", 0, to=["alice"], cooldown=0)
-    engine = RulesEngine(_config(tmp_path, alerts=data["alerts"], sources=data["sources"]), store, None)
+    # Noon today in the quiet-hours time zone: outside quiet hours whenever the test runs.
+    noon = Clock(datetime.now(BERLIN).replace(hour=12, minute=0, second=0).timestamp())
+    engine = RulesEngine(_config(tmp_path, alerts=data["alerts"], sources=data["sources"]), store, None,
+                         clock=noon)
     rule = engine.rules.alerts[0]
     assert len(engine.fire(rule, "sensors/a/temperature", b"{}")) == 1
     assert len(engine.fire(rule, "sensors/b/temperature", b"{}")) == 1
