@@ -13,6 +13,10 @@ Every line from the modem goes through the same steps, in this order (ModemManag
    profile's ``final_without_ok``) ends it, anything else is a reply line. With no command in
    flight the line goes to ``on_unsolicited`` or is logged and dropped.
 
+A read or query command (``AT+CPIN?``, ``AT+CSQ``) whose expected information line has come but
+no final result within :data:`REPLY_GRACE` ends with that reply (Wavecom modems answer
+``AT+CPIN?`` with ``+CPIN: READY`` and no ``OK``), for every modem, not only named profiles.
+
 Nothing the modem sends raises out of the reader: bad bytes and unknown lines are logged with
 their ``repr`` and dropped; a URC handler that raises is logged.
 """
@@ -44,6 +48,9 @@ CANCEL_GRACE = 1.0
 """After ESC cancels PDU entry, seconds to wait for the modem's final result to that cancel."""
 STRAY_OK_GRACE = 0.2
 """After a reply that ends without OK (``final_without_ok``), seconds to wait for a stray OK."""
+REPLY_GRACE = 0.5
+"""After the information line a read/query command expects (``+CPIN: READY`` for ``AT+CPIN?``), seconds
+to wait for a final result before the reply counts as complete without one (and a late OK is dropped)."""
 LOCK_TIMEOUT = 600.0
 """Backstop: seconds a command may wait for its turn behind other commands."""
 
@@ -121,6 +128,8 @@ DEFAULT_IGNORED_URCS: tuple[str, ...] = (
 
 _PREFIX = re.compile(r"[+^*][A-Z0-9]+")
 _COMMAND_PREFIX = re.compile(r"AT([+^*][A-Z0-9]+)", re.IGNORECASE)
+# Commands that ask for one information reply: read (AT+CPIN?) and parameterless action (AT+CSQ).
+_QUERY_COMMAND = re.compile(r"AT[+^*][A-Z0-9]+\??", re.IGNORECASE)
 
 UrcHandler = Callable[[re.Match[str], list[str]], None]
 
@@ -150,6 +159,8 @@ class _InFlight:
     lines: list[str] = field(default_factory=list)
     echo_seen: bool = False
     prefix: str | None = None  # "+CFUN" for AT+CFUN?: lines with it are replies, never noise
+    query: bool = False  # a read/query command: may end after its information line (REPLY_GRACE)
+    grace: asyncio.TimerHandle | None = None
 
 
 class PriorityLock:
@@ -217,6 +228,7 @@ class AtEngine:
         cancel_grace: float = CANCEL_GRACE,
         stray_ok_grace: float = STRAY_OK_GRACE,
         lock_timeout: float = LOCK_TIMEOUT,
+        reply_grace: float = REPLY_GRACE,
     ) -> None:
         self.default_timeout = default_timeout
         self.name = name
@@ -224,6 +236,7 @@ class AtEngine:
         self.cancel_grace = cancel_grace
         self.stray_ok_grace = stray_ok_grace
         self.lock_timeout = lock_timeout
+        self.reply_grace = reply_grace
         self.ignored_urcs: list[re.Pattern[str]] = [
             re.compile(p) for p in (*DEFAULT_IGNORED_URCS, *ignore_urcs)
         ]
@@ -365,7 +378,8 @@ class AtEngine:
     async def _execute(self, cmd: str, payload: str | None, timeout: float | None) -> AtResponse:
         loop = asyncio.get_running_loop()
         timeout = self.default_timeout if timeout is None else timeout
-        job = _InFlight(command=cmd, done=loop.create_future(), prefix=_command_prefix(cmd))
+        job = _InFlight(command=cmd, done=loop.create_future(), prefix=_command_prefix(cmd),
+                        query=payload is None and _QUERY_COMMAND.fullmatch(cmd) is not None)
         if payload is not None:
             job.prompt = loop.create_future()
             job.payload_echo = payload
@@ -385,6 +399,8 @@ class AtEngine:
                 ) from None
         finally:
             self._in_flight = None
+            if job.grace is not None:
+                job.grace.cancel()
             if job.done.done() and not job.done.cancelled():
                 job.done.exception()  # mark retrieved
             else:
@@ -529,6 +545,25 @@ class AtEngine:
             self._finish(job, line, True)
             return
         job.lines.append(line)
+        self._arm_reply_grace(job, line)
+
+    def _arm_reply_grace(self, job: _InFlight, line: str) -> None:
+        """(Re)start the grace after a query's expected information line (and any line after it)."""
+        if not job.query or job.prefix is None or self.reply_grace <= 0:
+            return
+        if job.grace is None and not line.upper().startswith(job.prefix + ":"):
+            return
+        if job.grace is not None:
+            job.grace.cancel()
+        job.grace = asyncio.get_running_loop().call_later(self.reply_grace, self._reply_grace_expired, job)
+
+    def _reply_grace_expired(self, job: _InFlight) -> None:
+        if job is not self._in_flight or job.done.done() or not job.lines:
+            return
+        log.info("%s%s: no final result %ss after %r: the reply ends there", self._label(), job.command,
+                 self.reply_grace, job.lines[-1])
+        self._stray_ok = asyncio.get_running_loop().create_future()
+        self._finish(job, job.lines[-1], True)
 
     def _ends_without_ok(self, job: _InFlight, line: str) -> bool:
         if not any(p.match(line) for p in self.final_without_ok):
@@ -538,6 +573,9 @@ class AtEngine:
         return prefix is None or prefix.group(0).upper() == job.prefix
 
     def _finish(self, job: _InFlight, final: str, success: bool) -> None:
+        if job.grace is not None:
+            job.grace.cancel()
+            job.grace = None
         if success:
             job.done.set_result(AtResponse(job.command, list(job.lines), final))
         else:

@@ -292,6 +292,71 @@ async def test_wavecom_reply_without_ok_ends_command_and_stray_ok_is_dropped(res
         await engine.close()
 
 
+# python-gsmmodem test/fakemodems.py (faucamp/python-gsmmodem@834c68b1, class WavecomMultiband900E1800):
+# "+CPIN replies are not ended with OK" - 'AT+CPIN?\r': ['+CPIN: READY\r\n'] and ['+CPIN: SIM PIN\r\n'].
+@pytest.mark.parametrize("state", [b"READY", b"SIM PIN"])
+async def test_a_query_answered_without_a_final_result_ends_after_the_grace_with_no_profile_help(
+    responder: PtyResponder, state: bytes
+) -> None:
+    engine = AtEngine(default_timeout=3.0, reply_grace=0.2, stray_ok_grace=0.5)
+    await engine.open(responder.path)
+    try:
+        responder.on("AT+CPIN?", b"\r\n+CPIN: " + state + b"\r\n")
+        responder.on("AT+CSQ", b"\r\n+CSQ: 7,99\r\n\r\nOK\r\n")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        response = await engine.command("AT+CPIN?")
+        assert loop.time() - started < 2.0  # the grace, not the 3 s command timeout
+        assert response.lines == ["+CPIN: " + state.decode()]
+        assert (await engine.command("AT+CSQ")).lines == ["+CSQ: 7,99"]
+    finally:
+        await engine.close()
+
+
+async def test_a_late_ok_after_the_grace_is_dropped_and_not_taken_for_the_next_reply(
+    responder: PtyResponder,
+) -> None:
+    engine = AtEngine(default_timeout=3.0, reply_grace=0.2, stray_ok_grace=1.0)
+    await engine.open(responder.path)
+    try:
+        answered = asyncio.Event()
+
+        def cpin(_text: str) -> bytes:
+            asyncio.get_running_loop().call_later(0.5, lambda: (responder.push(b"\r\nOK\r\n"), answered.set()))
+            return b"\r\n+CPIN: READY\r\n"
+
+        responder.on("AT+CPIN?", cpin)
+        responder.on("AT+CSQ", b"\r\n+CSQ: 9,99\r\n\r\nOK\r\n")
+        assert (await engine.command("AT+CPIN?")).lines == ["+CPIN: READY"]
+        async with asyncio.timeout(3):
+            await answered.wait()
+        await responder.drained()
+        assert (await engine.command("AT+CSQ")).lines == ["+CSQ: 9,99"]
+    finally:
+        await engine.close()
+
+
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [
+        ("AT+CSQ", b"\r\n+CPIN: READY\r\n"),          # not the line this command asks for
+        ("AT+CMGL=4", b"\r\n+CMGL: 1,0,,23\r\n"),     # a listing may pause between entries
+        ("AT+CPIN?", b"\r\nSOMETHING ELSE\r\n"),      # no information line of its own yet
+    ],
+)
+async def test_the_grace_applies_only_after_a_query_s_own_information_line(
+    responder: PtyResponder, command: str, reply: bytes
+) -> None:
+    engine = AtEngine(default_timeout=1.0, reply_grace=0.1)
+    await engine.open(responder.path)
+    try:
+        responder.on(command, reply)
+        with pytest.raises(AtTimeout):
+            await engine.command(command)
+    finally:
+        await engine.close()
+
+
 async def test_unmatched_line_with_no_command_goes_to_on_unsolicited(
     responder: PtyResponder, engine: AtEngine
 ) -> None:
