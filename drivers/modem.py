@@ -373,16 +373,65 @@ def modem_class_for(profile: Profile) -> type[Modem]:
         ) from None
 
 
-def _info_value(lines: list[str], prefix: str) -> str:
-    """The answer of an information command (+CGMI, +CGSN...), with or without its prefix."""
+#: Each identity field: the 27.007 command, then the V.25ter one tried when the first answers an
+#: error (the order of ModemManager's src/mm-broadband-modem.c ``manufacturers``/``models``/
+#: ``revisions``/``imei`` command tables), and the labels a reply may carry before its value.
+IDENTITY_COMMANDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "manufacturer": (("AT+CGMI", "AT+GMI"), ("+CGMI", "+GMI", "Manufacturer")),
+    "model": (("AT+CGMM", "AT+GMM"), ("+CGMM", "+GMM", "Model")),
+    "revision": (("AT+CGMR", "AT+GMR"), ("+CGMR", "+GMR", "Revision")),
+    "imei": (("AT+CGSN", "AT+GSN"), ("+CGSN", "+GSN", "IMEI")),
+}
+
+
+def identity_value(lines: list[str], labels: Iterable[str]) -> str:
+    """The value in an identity reply: its first line without a ``+CGMR:``/``Revision:`` label or quotes."""
+    labels = tuple(labels)
     for line in lines:
         text = line.strip()
-        if not text:
-            continue
-        if text.upper().startswith(prefix.upper() + ":"):
-            text = text[len(prefix) + 1 :].strip()
-        return text.strip('"').strip()
+        changed = True
+        while text and changed:
+            changed = False
+            for label in labels:
+                if text.upper().startswith(label.upper() + ":"):
+                    text = text[len(label) + 1 :].strip()
+                    changed = True
+            if len(text) >= 2 and text[0] == text[-1] == '"':
+                text = text[1:-1].strip()
+                changed = True
+        if text:
+            return text
     return ""
+
+
+def imei_value(text: str) -> str:
+    """The IMEI in a +CGSN answer: 15 digits (14 to 17 accepted), without the serial number some
+    modems append (``356936001568843,NL2A62Z0N5``, ModemManager src/tests/test-modem-helpers.c
+    ``test_cdma_parse_gsn``); "" for an ESN or MEID (hex, CDMA modems)."""
+    match = re.match(r"(\d{14,17})(?![0-9A-Za-z])", text)
+    return match.group(1) if match else ""
+
+
+async def read_identity(run: Callable[[str], Awaitable[AtResponse]], label: str) -> Identity:
+    """Manufacturer, model, revision and IMEI, each optional: a field whose commands all answer an
+    error stays "" and is logged. ``run`` executes one command (raising AtError for an error)."""
+    values: dict[str, str] = {}
+    for name, (commands, labels) in IDENTITY_COMMANDS.items():
+        value = ""
+        for cmd in commands:
+            try:
+                value = identity_value((await run(cmd)).lines, labels)
+            except AtError as exc:
+                LOG.debug("%s: %s: %s", label, cmd, exc)
+                continue
+            if value:
+                break
+        values[name] = imei_value(value) if name == "imei" else value
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        LOG.warning("%s: the modem does not tell its %s (%s answered no value); opening with what it told",
+                    label, ", ".join(missing), "/".join(c for n in missing for c in IDENTITY_COMMANDS[n][0]))
+    return Identity(values["manufacturer"], values["model"], values["revision"], values["imei"])
 
 
 def _digits(text: str, low: int, high: int) -> str:
@@ -507,15 +556,13 @@ class Modem:
         await self._sync()
         await self.command("ATE1" if self.profile.echo else "ATE0", priority=Priority.RESET)
         await self._optional("AT+CMEE=1", priority=Priority.RESET)
-        manufacturer = _info_value((await self.command("AT+CGMI")).lines, "+CGMI")
-        model = _info_value((await self.command("AT+CGMM")).lines, "+CGMM")
+        identity = await read_identity(self.command, self.modem_id)
+        manufacturer, model, revision, imei = identity.manufacturer, identity.model, identity.revision, identity.imei
         if self._auto:
             await self._adopt_profile(match_identity(manufacturer, model))
-        revision = _info_value((await self._optional("AT+CGMR") or _EMPTY).lines, "+CGMR")
-        imei = _digits(_info_value((await self._optional("AT+CGSN") or _EMPTY).lines, "+CGSN"), 14, 17)
-        self.identity = Identity(manufacturer, model, revision, imei)
+        self.identity = identity
         await self._unlock_sim()
-        imsi = _digits(_info_value((await self._optional("AT+CIMI") or _EMPTY).lines, "+CIMI"), 6, 15)
+        imsi = _digits(identity_value((await self._optional("AT+CIMI") or _EMPTY).lines, ["+CIMI"]), 6, 15)
         iccid = await self._read_iccid()
         self.identity = Identity(manufacturer, model, revision, imei, imsi, iccid)
         await self.command("AT+CMGF=0")
@@ -1017,7 +1064,7 @@ _EMPTY = AtResponse(command="", lines=[], final="OK")
 
 
 async def probe_port(port: str, *, timeout: float = 1.0, baudrate: int = 115200) -> Identity:
-    """Ask whatever is on ``port`` who it is (AT, +CGMI, +CGMM, +CGSN), with short timeouts.
+    """Ask whatever is on ``port`` who it is (AT, +CGMI, +CGMM, +CGMR, +CGSN), with short timeouts.
 
     Raises AtTimeout when nothing answers and TransportError when the port cannot be opened.
     """
@@ -1036,15 +1083,9 @@ async def probe_port(port: str, *, timeout: float = 1.0, baudrate: int = 115200)
                     raise
         await engine.command("ATE0", timeout=timeout)
 
-        async def info(cmd: str, prefix: str) -> str:
-            try:
-                return _info_value((await engine.command(cmd, timeout=timeout)).lines, prefix)
-            except AtError:
-                return ""
+        async def run(cmd: str) -> AtResponse:
+            return await engine.command(cmd, timeout=timeout)
 
-        manufacturer = await info("AT+CGMI", "+CGMI")
-        model = await info("AT+CGMM", "+CGMM")
-        imei = _digits(await info("AT+CGSN", "+CGSN"), 14, 17)
-        return Identity(manufacturer=manufacturer, model=model, imei=imei)
+        return await read_identity(run, f"probe {port}")
     finally:
         await engine.close()

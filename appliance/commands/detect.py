@@ -48,6 +48,7 @@ class Found:
     profile: str | None = None
     manufacturer: str = ""
     model: str = ""
+    revision: str = ""
     imei: str = ""
     status: str = "ok"
 
@@ -123,6 +124,7 @@ async def probe(port: str, *, timeout: float = PROBE_TIMEOUT, deadline: float = 
         found.status = f"cannot open: {exc.strerror or exc}"
         return found
     found.manufacturer, found.model, found.imei = identity.manufacturer, identity.model, identity.imei
+    found.revision = identity.revision
     profile = usb_profile or match_identity(identity.manufacturer, identity.model)
     found.profile = profile.name
     return found
