@@ -18,11 +18,32 @@ from drivers.profiles import (
     profile_names,
 )
 
-SHIPPED = ["e3372", "ec25", "generic", "sim7600", "sim800"]
+CONTRACT = ["e3372", "ec25", "generic", "sim7600", "sim800"]
+SHIPPED = sorted([
+    *CONTRACT, "ec21", "eg91", "eg95", "bg96", "bg95", "sim7000", "sim7070", "a7670", "e173", "e1750", "e3131",
+    "ms2131", "zte_mf", "sierra_mc7xxx", "le910", "ublox", "fibocom_l8xx",
+])
 
 
-def test_the_five_contract_profiles_are_shipped() -> None:
+def test_the_contract_profiles_and_the_real_modem_profiles_are_shipped() -> None:
     assert profile_names() == SHIPPED
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n != "generic"])
+def test_every_vendor_profile_names_its_public_sources_and_can_be_detected(name: str) -> None:
+    profile = load_profile(name)
+    header = Path(profile.source).read_text().split("\ndescription", 1)[0]
+    assert "Sources:" in header or "Source:" in header
+    assert profile.model_patterns, "a profile must be reachable from +CGMM at least"
+
+
+def test_each_usb_function_belongs_to_one_profile_only() -> None:
+    owners: dict[tuple[int, int, int | None], str] = {}
+    for name in SHIPPED:
+        for usb in load_profile(name).usb_ids:
+            key = (usb.vid, usb.pid, usb.interface)
+            assert key not in owners, f"{usb} is in {owners[key]} and {name}"
+            owners[key] = name
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -53,8 +74,34 @@ def test_every_profile_loads_with_all_timeouts_and_store_first_cnmi(name: str) -
         ("Quectel", "EG25", "ec25"),
         ("huawei", "E3372", "e3372"),
         ("Huawei Technologies Co.,Ltd.", "E3372h-153", "e3372"),
-        ("Quectel", "BG96", "generic"),         # known vendor, unknown model
-        ("SIMCOM INCORPORATED", "SIM7000E", "generic"),
+        ("Quectel", "EC21", "ec21"),
+        ("Quectel", "EG25", "ec25"),
+        ("Quectel", "EG91", "eg91"),
+        ("Quectel", "EG95", "eg95"),
+        ("Quectel", "BG96", "bg96"),
+        ("Quectel", "BG95-M3", "bg95"),
+        ("Quectel", "EM05", "generic"),          # known vendor, unknown model
+        ("SIMCOM INCORPORATED", "SIMCOM_SIM7000E", "sim7000"),
+        ("SIMCOM INCORPORATED", "SIM7080G", "sim7070"),
+        ("SIMCOM INCORPORATED", "SIMCOM_SIM7070G", "sim7070"),
+        ("SIMCOM INCORPORATED", "A7670SA-FASE", "a7670"),   # TinyGSM#739
+        ("SIMCOM INCORPORATED", "A7670G-LLSE", "a7670"),    # LilyGo-Modem-Series#195
+        ("SIMCOM INCORPORATED", "SIMCOM_A7600E-H", "sim7600"),
+        ("SIMCOM INCORPORATED", "A7600E-H", "sim7600"),
+        ("huawei", "E173", "e173"),
+        ("huawei", "E1750", "e1750"),           # gammu#94
+        ("huawei", "E3131", "e3131"),
+        ("huawei", "MS2131", "ms2131"),
+        ("ZTE INCORPORATED", "MF626", "zte_mf"),
+        ("ZTE INCORPORATED", "MF110", "zte_mf"),
+        ("ZTE INCORPORATED", "MF190", "zte_mf"),
+        ("ZTE INCORPORATED", "MF627", "zte_mf"),  # ModemManager test-modem-helpers.c devids
+        ("Sierra Wireless, Incorporated", "MC7455", "sierra_mc7xxx"),
+        ("Sierra Wireless, Incorporated", "MC7304", "sierra_mc7xxx"),
+        ("Telit", "LE910C1-EUX", "le910"),
+        ("u-blox", "LARA-R211", "ublox"),
+        ("u-blox", "SARA-U201", "ublox"),
+        ("Fibocom", "L850 LTE Module", "fibocom_l8xx"),  # luci-app-modemdata#18
         ("WAVECOM MODEM", "MULTIBAND 900E 1800", "generic"),
         ("", "", "generic"),
     ],
@@ -73,6 +120,24 @@ def test_match_identity_picks_the_profile_from_cgmi_and_cgmm(manufacturer: str, 
         (0x2C7C, 0x0125, 1, None),      # the NMEA port
         (0x12D1, 0x1506, 0, "e3372"),
         (0x12D1, 0x1001, 2, "e3372"),
+        (0x2C7C, 0x0121, 2, "ec21"),
+        (0x2C7C, 0x0191, 2, "eg91"),
+        (0x2C7C, 0x0195, 2, "eg95"),
+        (0x2C7C, 0x0296, 2, "bg96"),
+        (0x2C7C, 0x0296, 0, None),      # BG96 QCDM
+        (0x1E0E, 0x9205, 2, "sim7070"),
+        (0x1E0E, 0x9206, 2, "sim7070"),
+        (0x19D2, 0x0031, 3, "zte_mf"),
+        (0x19D2, 0x0031, 1, None),      # the secondary AT port is not the one smsgw opens
+        (0x1199, 0x9071, 3, "sierra_mc7xxx"),
+        (0x1199, 0x9071, 0, None),      # Sierra QCDM
+        (0x1199, 0x68C0, 3, "sierra_mc7xxx"),
+        (0x1BC7, 0x1201, 4, "le910"),
+        (0x1BC7, 0x1031, 1, "le910"),
+        (0x1546, 0x110A, 0, "ublox"),
+        (0x1546, 0x1102, 0, "ublox"),
+        (0x2CB7, 0x0007, 2, "fibocom_l8xx"),
+        (0x2CB7, 0x0007, 4, None),      # Fibocom debug port
         (0x10C4, 0xEA60, 0, None),      # a CP210x bridge says nothing about the modem behind it
         (0x1A86, 0x7523, 0, None),      # CH340
     ],
@@ -154,7 +219,7 @@ def test_a_bad_profile_file_raises_an_error_naming_file_and_key(
 
 
 def test_load_profile_with_an_unknown_name_lists_the_known_ones() -> None:
-    with pytest.raises(ProfileError, match="known: e3372, ec25, generic, sim7600, sim800"):
+    with pytest.raises(ProfileError, match="known: a7670, bg95, .*, generic, .*, zte_mf"):
         load_profile("nokia3310")
 
 
