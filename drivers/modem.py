@@ -385,7 +385,8 @@ IDENTITY_COMMANDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 
 def identity_value(lines: list[str], labels: Iterable[str]) -> str:
-    """The value in an identity reply: its first line without a ``+CGMR:``/``Revision:`` label or quotes."""
+    """The value in an identity reply: its first line without a ``+CGMR:``/``Revision:`` label or quotes
+    (ModemManager's ``sanitize_info_reply`` in src/mm-broadband-modem.c strips the same)."""
     labels = tuple(labels)
     for line in lines:
         text = line.strip()
@@ -396,8 +397,9 @@ def identity_value(lines: list[str], labels: Iterable[str]) -> str:
                 if text.upper().startswith(label.upper() + ":"):
                     text = text[len(label) + 1 :].strip()
                     changed = True
-            if len(text) >= 2 and text[0] == text[-1] == '"':
-                text = text[1:-1].strip()
+            if text.startswith('"') and '"' in text[1:]:
+                # '"Fibocom"', or '"L850 LTE Module","L850"' (a list: its first item is the name)
+                text = text[1 : text.index('"', 1)].strip()
                 changed = True
         if text:
             return text

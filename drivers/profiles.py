@@ -104,10 +104,13 @@ class Profile:
         return dataclasses.replace(self, timeouts={**self.timeouts, **{k: float(v) for k, v in overrides.items()}})
 
     def matches_identity(self, manufacturer: str, model: str) -> bool:
-        """True when +CGMI matches one manufacturer pattern and +CGMM one model pattern."""
+        """True when +CGMI matches one manufacturer pattern and +CGMM one model pattern. A modem that
+        does not tell its manufacturer (+CGMI and +GMI answer ERROR) is matched by its model alone."""
         if not self.model_patterns:
             return False
-        if self.manufacturer_patterns and not any(re.search(p, manufacturer) for p in self.manufacturer_patterns):
+        if manufacturer and self.manufacturer_patterns and not any(
+            re.search(p, manufacturer) for p in self.manufacturer_patterns
+        ):
             return False
         return any(re.search(p, model) for p in self.model_patterns)
 

@@ -104,6 +104,8 @@ def test_every_profile_loads_with_all_timeouts_and_store_first_cnmi(name: str) -
         ("Fibocom", "L850 LTE Module", "fibocom_l8xx"),  # luci-app-modemdata#18
         ("WAVECOM MODEM", "MULTIBAND 900E 1800", "generic"),
         ("", "", "generic"),
+        ("", "E1750", "e1750"),                 # +CGMI answered nothing: the model alone decides (gammu#94)
+        ("ZTE INCORPORATED", "E1750", "generic"),  # a named manufacturer must still match
     ],
 )
 def test_match_identity_picks_the_profile_from_cgmi_and_cgmm(manufacturer: str, model: str, expected: str) -> None:
