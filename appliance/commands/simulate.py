@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="delay before each +CMGS answer (default 0)")
     parser.add_argument("--pin", metavar="PIN",
                         help="the SIMs want this PIN (AT+CPIN) before they work (default: no PIN)")
+    parser.add_argument("--replay", type=Path, metavar="TRANSCRIPT.json",
+                        help="one modem (DIR/modem0) answering from a recorded transcript (docs/modems.md)")
     sub = parser.add_subparsers(dest="simulate_action", metavar="ACTION")
     inject = sub.add_parser("inject", help="deliver an incoming SMS to a simulated modem",
                             description="deliver an incoming SMS to a simulated modem (long text: several parts)")
@@ -68,6 +70,10 @@ def main(args: argparse.Namespace) -> int:
     if action is None:
         if args.pin is not None and not (args.pin.isdigit() and 4 <= len(args.pin) <= 8):
             return _fail(f"--pin must be 4 to 8 digits, not {args.pin!r}")
+        if args.replay is not None:
+            from appliance.commands._replay import run_replay
+
+            return run_replay(directory, args.replay)
         return _run(directory, args.modems, args.profile, args.send_delay, args.pin)
     message: dict[str, Any]
     if action == "inject":
