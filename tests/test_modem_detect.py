@@ -13,6 +13,7 @@ from engine_fixtures import pty_responder
 
 from appliance.cli import main as cli_main
 from appliance.commands import detect
+from drivers.modem import IDENTITY_COMMANDS, identity_value, imei_value
 
 OK = b"\r\nOK\r\n"
 
@@ -88,4 +89,56 @@ def test_cli_detect_json_for_given_ports(tmp_path: Path, capsys: pytest.CaptureF
     assert status == 1  # nothing found
     [entry] = json.loads(capsys.readouterr().out)
     assert entry["port"] == str(tmp_path / "none")
-    assert set(entry) >= {"port", "usb", "profile", "manufacturer", "model", "imei", "status"}
+    assert set(entry) >= {"port", "usb", "profile", "manufacturer", "model", "revision", "imei", "status"}
+
+
+# Reply forms of real modems: ModemManager src/tests/test-modem-helpers.c (test_cdma_parse_gsn, devids,
+# commit 6b3682ed), vshymanskyy/TinyGSM#444 (SIM7x00), 4IceG/luci-app-modemdata#18 (Fibocom L850-GL),
+# EC25 "Revision: EC25EFAR06A06M4G" and SIM800 "Revision:1418B05SIM800L24" (the simulator's flavours).
+@pytest.mark.parametrize(("lines", "labels", "value"), [
+    (["356936001568843,NL2A62Z0N5"], IDENTITY_COMMANDS["imei"][1], "356936001568843,NL2A62Z0N5"),
+    (['+CGSN: "869777028421538"'], IDENTITY_COMMANDS["imei"][1], "869777028421538"),
+    (['+GSN: "869777028421538"'], IDENTITY_COMMANDS["imei"][1], "869777028421538"),
+    (['"626936926396996"'], IDENTITY_COMMANDS["imei"][1], "626936926396996"),
+    (["Revision: EC25EFAR06A06M4G"], IDENTITY_COMMANDS["revision"][1], "EC25EFAR06A06M4G"),
+    (["Revision:1418B05SIM800L24"], IDENTITY_COMMANDS["revision"][1], "1418B05SIM800L24"),
+    (['+CGMR: "18500.5001.00.05.27.16"'], IDENTITY_COMMANDS["revision"][1], "18500.5001.00.05.27.16"),
+    (["+CGMR: LE20B04SIM7600M22"], IDENTITY_COMMANDS["revision"][1], "LE20B04SIM7600M22"),
+    (['"R564_G_12.00.47P"'], IDENTITY_COMMANDS["revision"][1], "R564_G_12.00.47P"),
+    (['+CGMM: "L850 LTE Module","L850"'], IDENTITY_COMMANDS["model"][1], "L850 LTE Module"),
+    ([" WAVECOM MODEM"], IDENTITY_COMMANDS["manufacturer"][1], "WAVECOM MODEM"),
+    (["", "huawei"], IDENTITY_COMMANDS["manufacturer"][1], "huawei"),
+    ([], IDENTITY_COMMANDS["manufacturer"][1], ""),
+])
+def test_identity_values_lose_their_labels_and_quotes(lines: list[str], labels: tuple[str, ...], value: str) -> None:
+    assert identity_value(lines, labels) == value
+
+
+@pytest.mark.parametrize(("text", "imei"), [
+    ("356936001568843,NL2A62Z0N5", "356936001568843"),  # IMEI + serial number
+    ("354237065082227", "354237065082227"),
+    ("0x6744775", ""),           # an ESN (CDMA)
+    ("12de4fa6", ""),            # Huawei EC121's ESN
+    ("359324xxxxxx", ""),        # masked by the reporter
+    ("", ""),
+])
+def test_the_imei_is_the_leading_digits_without_a_serial_suffix(text: str, imei: str) -> None:
+    assert imei_value(text) == imei
+
+
+async def test_identity_falls_back_to_the_v25ter_commands_and_detect_reports_the_revision() -> None:
+    """+CGMI then +GMI, +CGMM then +GMM: the order of ModemManager's src/mm-broadband-modem.c tables; the
+    "+GMI: LG Electronics Inc." form is the LG LX265's in its test-modem-helpers.c devids."""
+    async with pty_responder() as responder:
+        responder.on("AT", OK)
+        responder.on("ATE0", OK)
+        responder.on("AT+CGMI", b"\r\nERROR\r\n")
+        responder.on("AT+GMI", b"\r\n+GMI: LG Electronics Inc.\r\n" + OK)
+        responder.on("AT+CGMM", b"\r\n+CME ERROR: 4\r\n")
+        responder.on("AT+GMM", b"\r\nERROR\r\n")
+        responder.on("AT+CGMR", b"\r\n+CGMR: 25.30.226\r\n" + OK)
+        responder.on("AT+CGSN", b'\r\n+CGSN: "356936001568843"\r\n' + OK)
+        [found] = await detect.detect([responder.path], timeout=0.5)
+    assert (found.manufacturer, found.model, found.revision, found.imei) == ("LG Electronics Inc.", "", "25.30.226",
+                                                                         "356936001568843")
+    assert found.status == "ok" and found.profile == "generic"
