@@ -274,3 +274,31 @@ async def test_smsgw_run_brings_a_replayed_real_modem_online(tmp_path: Path, nam
         code, err = replay.stop()
     assert code == 0, err
     wait_until(lambda: replay.proc.poll() is not None, timeout=5)
+
+
+async def test_signal_and_registration_replies_of_a_quectel_ec200a_are_read(tmp_path: Path) -> None:
+    """luci-app-3ginfo-lite#135: +CSQ: 17,99 and +CREG: 2,1,"00A8","5355E8D",7 from an EC200A."""
+    async with _replay(tmp_path, "quectel-ec200a") as replay:
+        modem = Modem(str(replay.link), timeouts=FAST)
+        try:
+            await modem.open()
+            signal = await modem.signal()
+            assert (signal.rssi, signal.ber) == (17, None)
+            registration = await modem.registration()
+            assert (registration.state, registration.lac, registration.cell_id, registration.act) == (
+                "home", "00A8", "5355E8D", 7)
+        finally:
+            await modem.close()
+
+
+async def test_registration_replies_of_a_quectel_ec25_are_read(tmp_path: Path) -> None:
+    """luci-app-modeminfo#45: +CREG: 0,1, +CEREG: 0,1, +CSQ: 30,99 from an EC25."""
+    async with _replay(tmp_path, "quectel-ec25-modeminfo-45") as replay:
+        modem = Modem(str(replay.link), timeouts=FAST)
+        try:
+            await modem.open()
+            assert (await modem.signal()).rssi == 30
+            registration = await modem.registration()
+            assert registration.registered and registration.state == "home"
+        finally:
+            await modem.close()
