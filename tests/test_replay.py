@@ -243,6 +243,15 @@ def test_cli_replay_of_a_bad_transcript_exits_2_naming_it(tmp_path: Path) -> Non
                            str(bad)], capture_output=True, text=True, env=daemon_env(), cwd=ROOT, timeout=30)
     assert done.returncode == 2
     assert str(bad) in done.stderr and "commands.CGMI" in done.stderr
+    good = CORPUS / "huawei-k3715.json"
+    mixed = subprocess.run([sys.executable, "-m", "appliance", "simulate", "--dir", str(tmp_path / "sim"), "--replay",
+                            str(good), "--modems", "2"], capture_output=True, text=True, env=daemon_env(), cwd=ROOT,
+                           timeout=30)
+    assert mixed.returncode == 2 and "--replay serves the one recorded modem" in mixed.stderr
+    missing = subprocess.run([sys.executable, "-m", "appliance", "simulate", "--dir", str(tmp_path / "sim"), "--replay",
+                              str(tmp_path / "none.json")], capture_output=True, text=True, env=daemon_env(), cwd=ROOT,
+                             timeout=30)
+    assert missing.returncode == 2 and "no such transcript file" in missing.stderr
 
 
 @pytest.mark.parametrize("name", ["wavecom-multiband-900e-1800", "huawei-e1752", "quectel-ec200a"])

@@ -73,6 +73,10 @@ def main(args: argparse.Namespace) -> int:
         if args.replay is not None:
             from appliance.commands._replay import run_replay
 
+            if args.modems != 1 or args.profile != "generic" or args.send_delay or args.pin is not None:
+                return _fail("--replay serves the one recorded modem: it takes no --modems, --profile, "
+                             "--send-delay or --pin")
+
             return run_replay(directory, args.replay)
         return _run(directory, args.modems, args.profile, args.send_delay, args.pin)
     message: dict[str, Any]
