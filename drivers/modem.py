@@ -49,6 +49,8 @@ SYNC_ATTEMPTS = 5
 SIM_READY_TIMEOUT = 15.0
 #: How often the SIM state is polled while waiting for READY (seconds).
 SIM_READY_POLL = 0.25
+#: +CME ERROR code "SIM busy" (TS 27.007 9.2.1): the SIM is starting or unlocking; ask again.
+SIM_BUSY = 14
 #: How often the port path is checked while a USB modem re-enumerates (seconds).
 PORT_POLL = 0.2
 #: After a reset, how long a re-enumerating USB modem's port may take to vanish (seconds).
@@ -414,9 +416,28 @@ def imei_value(text: str) -> str:
     return match.group(1) if match else ""
 
 
+#: Asked once when an identity field is still missing: V.25ter ``ATI`` (product identification),
+#: which many modems answer with labelled lines - ``Manufacturer: SIMCOM INCORPORATED``,
+#: ``Model: SIMCOM_SIM7600G-H``, ``Revision: ...``, ``IMEI: ...`` (ModemManager's devids table,
+#: Xinyuan-LilyGO/T-SIM7600X#135, vshymanskyy/TinyGSM#739).
+IDENTITY_FALLBACK = "ATI"
+_ATI_LABELS = {"manufacturer": "Manufacturer", "model": "Model", "revision": "Revision", "imei": "IMEI"}
+
+
+def ati_values(lines: list[str]) -> dict[str, str]:
+    """The labelled identity lines of an ``ATI`` answer (unlabelled answers give nothing)."""
+    values: dict[str, str] = {}
+    for name, label in _ATI_LABELS.items():
+        for line in lines:
+            if line.strip().upper().startswith(label.upper() + ":"):
+                values[name] = identity_value([line], (label, *IDENTITY_COMMANDS[name][1]))
+                break
+    return values
+
+
 async def read_identity(run: Callable[[str], Awaitable[AtResponse]], label: str) -> Identity:
     """Manufacturer, model, revision and IMEI, each optional: a field whose commands all answer an
-    error stays "" and is logged. ``run`` executes one command (raising AtError for an error)."""
+    error (then also ``ATI``) stays "" and is logged. ``run`` executes one command (AtError for an error)."""
     values: dict[str, str] = {}
     for name, (commands, labels) in IDENTITY_COMMANDS.items():
         value = ""
@@ -428,7 +449,15 @@ async def read_identity(run: Callable[[str], Awaitable[AtResponse]], label: str)
                 continue
             if value:
                 break
-        values[name] = imei_value(value) if name == "imei" else value
+        values[name] = value
+    if not all(values.values()):
+        try:
+            found = ati_values((await run(IDENTITY_FALLBACK)).lines)
+        except AtError as exc:
+            LOG.debug("%s: %s: %s", label, IDENTITY_FALLBACK, exc)
+            found = {}
+        values = {name: value or found.get(name, "") for name, value in values.items()}
+    values["imei"] = imei_value(values["imei"])
     missing = [name for name, value in values.items() if not value]
     if missing:
         LOG.warning("%s: the modem does not tell its %s (%s answered no value); opening with what it told",
@@ -664,7 +693,7 @@ class Modem:
         or another, enters the same PIN again. No PIN is entered either when the modem says fewer
         than ``MIN_PIN_ATTEMPTS`` attempts are left.
         """
-        state = await self.sim_state()
+        state = await self._sim_state_after_boot()
         if state == "READY":
             await self._sim_seen_ready()
             return
@@ -758,6 +787,20 @@ class Modem:
         LOG.info("%s: %s: no PIN attempts count in %r", self.modem_id, command, response.lines)
         return None
 
+    async def _sim_state_after_boot(self) -> str:
+        """The SIM state; ``+CME ERROR: SIM busy`` (14), which a modem answers while its SIM starts
+        (a SIM7600G-H in Xinyuan-LilyGO/T-SIM7600X#135), is asked again for up to ``sim_ready_timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.sim_ready_timeout
+        while True:
+            try:
+                return await self.sim_state()
+            except CmeError as exc:
+                if exc.code != SIM_BUSY or loop.time() > deadline:
+                    raise
+                LOG.info("%s: the SIM is busy (starting); asking again", self.modem_id)
+            await asyncio.sleep(SIM_READY_POLL)
+
     async def _wait_sim_ready(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.sim_ready_timeout
@@ -765,7 +808,7 @@ class Modem:
             try:
                 if await self.sim_state() == "READY":
                     return
-            except CmeError as exc:  # 14 "SIM busy" while it unlocks
+            except CmeError as exc:  # SIM_BUSY while it unlocks
                 LOG.debug("%s: SIM not ready yet: %s", self.modem_id, exc)
             if loop.time() > deadline:
                 raise PinError(f"{self.modem_id}: the SIM took the PIN but did not become ready")

@@ -13,7 +13,7 @@ from engine_fixtures import pty_responder
 
 from appliance.cli import main as cli_main
 from appliance.commands import detect
-from drivers.modem import IDENTITY_COMMANDS, identity_value, imei_value
+from drivers.modem import IDENTITY_COMMANDS, ati_values, identity_value, imei_value
 
 OK = b"\r\nOK\r\n"
 
@@ -142,3 +142,14 @@ async def test_identity_falls_back_to_the_v25ter_commands_and_detect_reports_the
     assert (found.manufacturer, found.model, found.revision, found.imei) == ("LG Electronics Inc.", "", "25.30.226",
                                                                          "356936001568843")
     assert found.status == "ok" and found.profile == "generic"
+
+
+def test_ati_labelled_lines_fill_the_identity() -> None:
+    """vshymanskyy/TinyGSM#739 (A7670SA) and ModemManager's devids (Huawei E1550) ATI answers."""
+    assert ati_values(["Manufacturer: INCORPORATED", "Model: A7670SA-FASE", "Revision: A7670M7_V1.11.1",
+                       "IMEI: 869731054051594", "+GCAP: +CGSM,+FCLASS,+DS"]) == {
+        "manufacturer": "INCORPORATED", "model": "A7670SA-FASE", "revision": "A7670M7_V1.11.1",
+        "imei": "869731054051594"}
+    assert ati_values(["Manufacturer: +GMI: LG Electronics Inc.", "Revision: +GMR: LX265V05, 50571"]) == {
+        "manufacturer": "LG Electronics Inc.", "revision": "LX265V05, 50571"}
+    assert ati_values(["SIMCOM_Ltd", "SIMCOM_SIM300C"]) == {}  # unlabelled: nothing is guessed

@@ -311,3 +311,18 @@ async def test_registration_replies_of_a_quectel_ec25_are_read(tmp_path: Path) -
             assert registration.registered and registration.state == "home"
         finally:
             await modem.close()
+
+
+async def test_a_sim_busy_at_start_is_asked_again_and_ati_names_the_model(tmp_path: Path) -> None:
+    """T-SIM7600X#135: AT+CPIN? answers +CME ERROR: SIM busy, then +CPIN: READY without OK; the
+    identity comes from the labelled ATI answer (Model: SIMCOM_SIM7600G-H)."""
+    async with _replay(tmp_path, "simcom-sim7600g-h-t-sim7600x-135") as replay:
+        modem = Modem(str(replay.link), timeouts=FAST)
+        try:
+            await modem.open()
+            assert replay.received.count("AT+CPIN?") >= 2
+            assert "ATI" in replay.received
+            assert modem.profile.name == "sim7600"
+            assert modem.identity.model == "SIMCOM_SIM7600G-H"
+        finally:
+            await modem.close()
