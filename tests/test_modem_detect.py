@@ -77,6 +77,7 @@ async def test_a_modem_is_identified_by_cgmi_cgmm_and_cgsn() -> None:
     assert found.status == "ok"
     table = detect.format_table([found])
     assert "ec25" in table and "867000000000001" in table and table.startswith("PORT")
+    assert "REVISION" in table.splitlines()[0]
 
 
 def test_a_missing_port_is_reported_as_unopenable(tmp_path: Path) -> None:

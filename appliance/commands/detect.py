@@ -16,7 +16,7 @@ from drivers.modem import probe_port
 from drivers.profiles import match_identity, match_usb
 
 NAME = "detect"
-HELP = "find attached modems: port, USB id, profile, manufacturer, model, IMEI"
+HELP = "find attached modems: port, USB id, profile, manufacturer, model, revision, IMEI"
 
 LOG = logging.getLogger(__name__)
 
@@ -135,9 +135,9 @@ async def detect(ports: list[str], *, timeout: float = PROBE_TIMEOUT, deadline: 
 
 
 def format_table(found: list[Found]) -> str:
-    headers = ("PORT", "USB", "PROFILE", "MANUFACTURER", "MODEL", "IMEI", "STATUS")
-    rows = [(f.port, f.usb or "-", f.profile or "-", f.manufacturer or "-", f.model or "-", f.imei or "-", f.status)
-            for f in found]
+    headers = ("PORT", "USB", "PROFILE", "MANUFACTURER", "MODEL", "REVISION", "IMEI", "STATUS")
+    rows = [(f.port, f.usb or "-", f.profile or "-", f.manufacturer or "-", f.model or "-", f.revision or "-",
+             f.imei or "-", f.status) for f in found]
     widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
     lines = ["  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [headers, *rows]]
     return "\n".join(lines)
