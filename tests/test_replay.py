@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from daemon_helpers import FAST_HEALTH, ROOT, DaemonProcess, daemon_env
-from waiting import async_wait_until, wait_until
+from waiting import async_wait_until
 
 from appliance.commands import detect
 from appliance.store import Store
@@ -254,35 +254,58 @@ def test_cli_replay_of_a_bad_transcript_exits_2_naming_it(tmp_path: Path) -> Non
     assert missing.returncode == 2 and "no such transcript file" in missing.stderr
 
 
-@pytest.mark.parametrize("name", ["wavecom-multiband-900e-1800", "huawei-e1752", "quectel-ec200a"])
-async def test_smsgw_run_brings_a_replayed_real_modem_online(tmp_path: Path, name: str) -> None:
-    transcript = CORPUS / f"{name}.json"
-    expect = load_transcript(transcript).expect
-    replay = ReplayProcess(tmp_path / "sim", transcript)
-    db = tmp_path / "gw" / "smsgw.db"
-    (tmp_path / "gw").mkdir()
-    config = tmp_path / "gw" / "smsgw.toml"
-    config.write_text(f'[store]\npath = "{db}"\n\n[[modems]]\nid = "m0"\nport = "{replay.port}"\nprofile = "auto"\n'
+def _run_config(directory: Path, port: str) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    db = directory / "smsgw.db"
+    config = directory / "smsgw.toml"
+    config.write_text(f'[store]\npath = "{db}"\n\n[[modems]]\nid = "m0"\nport = "{port}"\nprofile = "auto"\n'
                       + FAST_HEALTH.format(sweep_interval=30.0, retry_base=0.3))
-    daemon = await DaemonProcess(config).start()
-    try:
-        def state() -> dict[str, object]:
-            if not db.exists():
-                return {}
-            with Store(db) as store:
-                return dict(store.state_get("modem", "m0") or {})
+    return config, db
 
-        await async_wait_until(lambda: state().get("state") == "online", timeout=20, what="modem online")
+
+async def _run_until_online(config: Path, db: Path) -> dict[str, object]:
+    """`smsgw run` until modem m0 is online; its published state. The daemon is stopped (exit 0)."""
+    daemon = await DaemonProcess(config).start()
+
+    def state() -> dict[str, object]:
+        if not db.exists():
+            return {}
+        with Store(db) as store:
+            return dict(store.state_get("modem", "m0") or {})
+
+    try:
+        try:
+            await async_wait_until(lambda: state().get("state") == "online", timeout=20, what="modem online")
+        except AssertionError:
+            print(daemon.log_text()[-4000:])
+            raise
         status = state()
-        assert status["profile"] == expect["profile"]
-        assert status["imei"] == (expect["imei"] or None)
         assert await daemon.stop() == 0
+        return status
     finally:
         if daemon.running:
             await daemon.kill()
+
+
+@pytest.mark.parametrize("replay", TRANSCRIPTS, ids=[_ids(p) for p in TRANSCRIPTS], indirect=True)
+async def test_smsgw_run_brings_every_corpus_modem_online(replay: ReplayModem, tmp_path: Path) -> None:
+    expect = replay.transcript.expect
+    status = await _run_until_online(*_run_config(tmp_path / "gw", str(replay.link)))
+    assert status["profile"] == expect["profile"]
+    assert status["imei"] == (expect["imei"] or None)
+
+
+def test_smsgw_run_against_smsgw_simulate_replay(tmp_path: Path) -> None:
+    """Both sides as the commands a user runs: the Wavecom transcript (+CPIN: READY without OK)."""
+    transcript = CORPUS / "wavecom-multiband-900e-1800.json"
+    replay = ReplayProcess(tmp_path / "sim", transcript)
+    try:
+        status = asyncio.run(_run_until_online(*_run_config(tmp_path / "gw", replay.port)))
+        assert status["profile"] == "generic" and status["imei"] == "111111111111111"
+    finally:
         code, err = replay.stop()
     assert code == 0, err
-    wait_until(lambda: replay.proc.poll() is not None, timeout=5)
+    assert "answered with the default" in err  # the commands no source recorded are named
 
 
 async def test_signal_and_registration_replies_of_a_quectel_ec200a_are_read(tmp_path: Path) -> None:
