@@ -13,7 +13,7 @@ from engine_fixtures import pty_responder
 
 from appliance.cli import main as cli_main
 from appliance.commands import detect
-from drivers.modem import IDENTITY_COMMANDS, ati_values, identity_value, imei_value
+from drivers.identity import IDENTITY_COMMANDS, ati_values, identity_value, imei_value
 
 OK = b"\r\nOK\r\n"
 

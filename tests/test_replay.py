@@ -123,7 +123,7 @@ async def test_a_modem_whose_identity_commands_all_fail_still_opens(tmp_path: Pa
     async with _replay(tmp_path, "simcom-a7670g") as replay:
         modem = Modem(str(replay.link), timeouts=FAST)
         try:
-            with caplog.at_level("WARNING", logger="drivers.modem"):
+            with caplog.at_level("WARNING", logger="drivers.identity"):
                 await modem.open()
             assert modem.identity.imei == ""
             assert any("does not tell its" in r.getMessage() and "imei" in r.getMessage() for r in caplog.records)
