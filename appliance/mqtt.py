@@ -208,6 +208,15 @@ def parse_request(payload: dict[str, Any], *, numbers_policy: Any, max_parts: in
     return requests
 
 
+def _transaction_of(payload: bytes) -> Any:
+    """The ``transaction`` of a JSON request, if it has one (for the answer to a refused request)."""
+    try:
+        request = json.loads(payload)
+    except ValueError:
+        return None
+    return request.get("transaction") if isinstance(request, dict) else None
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -317,7 +326,10 @@ class MqttBridge:
         """MQTT 5: retain handling 2 (never replay retained) for send requests, 1 (only when the
         subscription is new) for the rest, so a persistent session's reconnect replays nothing."""
         if self._v5:
-            client.subscribe(topic_filter, options=SubscribeOptions(qos=qos, retainHandling=retain_handling))
+            # retain-as-published on the send topics: the broker keeps the publisher's retain flag on
+            # live deliveries (MQTT 5 §3.8.3.1), so a retained request is seen and refused
+            client.subscribe(topic_filter, options=SubscribeOptions(
+                qos=qos, retainHandling=retain_handling, retainAsPublished=topic_filter in self.send_filters))
         else:
             client.subscribe(topic_filter, qos=qos)
 
@@ -654,7 +666,18 @@ class MqttBridge:
                 self.counters["received"] += 1
                 item.counted = True
             transaction: Any = None
+            if not msg.payload and (msg.retain or not self._v5):
+                # A client clearing a retained request (an empty retained payload): nothing to answer.
+                # MQTT 3.1.1 clears the retain flag on delivery to a live subscription, so there every
+                # empty payload is taken for one.
+                self._ack(item)
+                continue
             try:
+                if msg.retain:
+                    # Sent again on every reconnect if kept: refused, and cleared from the broker.
+                    transaction = _transaction_of(msg.payload) if msg.topic == send_topic else None
+                    self.publish(msg.topic, b"", qos=1, retain=True)
+                    raise RequestError("retained send requests are refused (publish without retain)")
                 try:
                     text = msg.payload.decode("utf-8")
                 except UnicodeDecodeError as exc:
@@ -669,8 +692,6 @@ class MqttBridge:
                         transaction = payload.get("transaction")
                 else:
                     payload = {"to": msg.topic[len(send_prefix):], "text": text}
-                if msg.retain:
-                    raise RequestError("retained send requests are refused (publish without retain)")
                 entries.append((item, self._parse(payload, self._source(msg)), None, transaction))
             except RequestError as exc:
                 entries.append((item, [], exc.reason, transaction))
