@@ -208,7 +208,7 @@ def parse_request(payload: dict[str, Any], *, numbers_policy: Any, max_parts: in
     return requests
 
 
-def _transaction_of(payload: bytes) -> Any:
+def _transaction_of(payload: bytes | bytearray) -> Any:
     """The ``transaction`` of a JSON request, if it has one (for the answer to a refused request)."""
     try:
         request = json.loads(payload)

@@ -14,16 +14,33 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from mosquitto import Broker
-from test_mqtt_bridge import NUMBER, Rig, rig, wait_json  # noqa: F401  (rig is a fixture)
+from test_mqtt_bridge import NUMBER, Rig, wait_json
 from waiting import async_wait_until, wait_until
 
 pytest_plugins = ["mosquitto"]
 
 RESPONSES = "smsgw/bridge/response/send"
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, mosquitto: Broker) -> AsyncIterator[Rig]:
+    r = Rig(tmp_path, mosquitto)
+    try:
+        yield r
+    finally:
+        await r.close()
+
+
+def clear_retained(mosquitto: Broker, topic: str, protocol: str) -> None:
+    """``mosquitto_pub -r -n``: an empty retained payload, the way a client clears a retained message."""
+    subprocess.run(["mosquitto_pub", *mosquitto.client_args(), "-t", topic, "-q", "1", "-r", "-n", "-V", protocol],
+                   check=True, capture_output=True, timeout=10)
 
 
 def retained_on_broker(mosquitto: Broker, topic: str, rig: Rig) -> list[bytes]:
@@ -66,8 +83,7 @@ async def test_clearing_a_retained_request_gets_no_answer(rig: Rig, mosquitto: B
     probe.subscribed()
     for publisher in ("mqttv311", "mqttv5"):
         for topic in ("smsgw/send", "smsgw/send/004917612345678"):
-            subprocess.run(["mosquitto_pub", *mosquitto.client_args(), "-t", topic, "-q", "1", "-r", "-n",
-                            "-V", publisher], check=True, capture_output=True, timeout=10)
+            clear_retained(mosquitto, topic, publisher)
     probe.publish("smsgw/send", json.dumps({"to": NUMBER, "text": "after", "transaction": "after"}))
     [response] = await wait_json(probe, RESPONSES)
     assert response["transaction"] == "after" and response["status"] == "ok"
