@@ -5,13 +5,21 @@ node from the MQTT client id), on every connect of the bridge, again whenever Ho
 announces itself with ``online`` on ``<prefix>/status``, and when a modem's retained state
 (``B/modem/<id>``) brings a model or IMEI not announced yet.
 
-Gateway device: queue-depth sensor (from the retained ``B/bridge/info``), an ``event`` entity fed by
-``B/received`` (event type ``received``, attributes ``from``, ``text``, ``modem``), and ``notify``
-entities: one "SMS" entity whose title is the recipient (``B/send`` JSON) and one per contact and
-per group of the rules configuration (``B/send/<number>`` plain text, or JSON for a group).
+Gateway device: queue-depth sensor (from the retained ``B/bridge/info``), an ``event`` entity and a
+"last SMS received" timestamp sensor fed by ``B/received``, and ``notify`` entities that publish JSON
+to ``B/send``: one "SMS" entity whose message is ``<number>: <text>`` and one per contact and per
+group of the rules configuration. Home Assistant's MQTT notify entity renders ``command_template``
+with ``value`` (the message) and ``entity_id``, ``name``, ``this`` only (``MqttNotify`` in
+``homeassistant/components/mqtt/notify.py``, ``MqttCommandTemplate`` in ``models.py``): never a title
+or a target, so the recipient is part of the template.
 
-Modem devices (``via_device`` the gateway): signal (dBm), operator and state sensors and a
-registration ``binary_sensor``, all read from the retained ``B/modem/<id>``.
+Modem devices (``via_device`` the gateway; manufacturer, model, revision and IMEI from the modem):
+signal (dBm), operator, network technology, SIM and state sensors and a registration
+``binary_sensor``, all read from the retained ``B/modem/<id>``.
+
+Every config has ``default_entity_id`` (``object_id`` is deprecated since HA 2025.10). The topics
+announced are kept in the store; one that is no longer announced (a removed contact, group or modem)
+gets an empty retained payload, so no ghost entity stays behind.
 
 Availability: the gateway's entities follow ``B/bridge/state``; a modem's entities need both
 ``B/bridge/state`` online and the modem's own state ``online`` (``availability_mode: all``).
@@ -54,15 +62,46 @@ QUEUE_TEMPLATE = (
     "{% set o = s.get('outbox') or value_json.get('queue') or {} %}"
     "{{ o.get('queued', 0) + o.get('sending', 0) }}"
 )
+#: The generic notify entity: the message is ``<number>: <text>`` (the number before the first colon).
+GENERIC_NOTIFY_TEMPLATE = (
+    "{% set to, sep, text = value.partition(':') %}"
+    "{{ {'to': to | trim, 'text': text | trim} | tojson }}"
+)
+LAST_RECEIVED_ATTRIBUTES = (
+    "{{ {'from': value_json.get('from'), 'text': value_json.get('text'), 'modem': value_json.get('modem'), "
+    "'id': value_json.get('id')} | tojson }}"
+)
+STATE_ATTRIBUTES = (
+    "{{ {'error': value_json.get('error'), 'last_error': value_json.get('last_error'), "
+    "'last_error_at': value_json.get('last_error_at')} | tojson }}"
+)
 EVENT_TEMPLATE = (
     "{{ {'event_type': 'received', 'id': value_json.get('id'), 'from': value_json.get('from'), "
     "'text': value_json.get('text'), 'modem': value_json.get('modem')} | tojson }}"
 )
 
 
+#: What a modem's retained state tells of its device (announced again when one changes).
+IDENTITY_KEYS = ("manufacturer", "model", "revision", "imei")
+#: Store state (namespace, key): the config topics announced last, to clear those that are gone.
+ANNOUNCED_STATE = ("discovery", "announced")
+
+
 def node_id(client_id: str) -> str:
     """A discovery node id from the MQTT client id (only ``[a-zA-Z0-9_-]``)."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", client_id) or "smsgw"
+
+
+def _jinja_literal(value: Any) -> str:
+    """``value`` as a Jinja literal (JSON strings, lists and numbers are Jinja literals too)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _strip_manufacturer(model: str, manufacturer: str) -> str:
+    """``"SIMCOM SIM800"`` with manufacturer ``"SIMCOM"`` is the model ``"SIM800"``."""
+    if manufacturer and model.lower().startswith(manufacturer.lower() + " "):
+        return model[len(manufacturer) + 1:]
+    return model
 
 
 def discovery_messages(
@@ -77,9 +116,9 @@ def discovery_messages(
 ) -> list[tuple[str, dict[str, Any]]]:
     """Every discovery config message as ``(topic, payload)``; pure, for tests and ``announce``.
 
-    ``modems`` maps a modem id to what is known of it (``model``, ``imei``: optional). ``state_base``
-    is where the gateway's own state is published (``B/node/<node>`` in a fleet; default ``B``);
-    commands always go to ``base_topic``.
+    ``modems`` maps a modem id to what is known of it (``manufacturer``, ``model``, ``revision``,
+    ``imei``: optional). ``state_base`` is where the gateway's own state is published
+    (``B/node/<node>`` in a fleet; default ``B``); commands always go to ``base_topic``.
     """
     b = base_topic
     s = state_base or base_topic
@@ -93,48 +132,62 @@ def discovery_messages(
 
     def add(component: str, object_id: str, payload: dict[str, Any]) -> None:
         payload.setdefault("origin", origin)
+        # an entity id is a slug: lower-case letters, digits and "_" (HA 2025.10 replaced object_id by this)
+        payload["default_entity_id"] = f"{component}." + re.sub(r"[^a-z0-9_]", "_", f"{node}_{object_id}".lower())
         out.append((f"{prefix}/{component}/{node}/{object_id}/config", payload))
 
+    gateway = {"availability": [bridge_availability], "device": gateway_device}
     add("sensor", "queue", {
-        "name": "Queue", "unique_id": f"{gateway_id}_queue", "object_id": f"{node}_queue",
+        "name": "Queue", "unique_id": f"{gateway_id}_queue",
         "state_topic": f"{s}/bridge/info", "value_template": QUEUE_TEMPLATE,
-        "unit_of_measurement": "messages", "state_class": "measurement", "icon": "mdi:tray-full",
-        "availability": [bridge_availability], "device": gateway_device,
+        "unit_of_measurement": "messages", "state_class": "measurement", "icon": "mdi:tray-full", **gateway,
     })
     add("event", "received", {
-        "name": "Received SMS", "unique_id": f"{gateway_id}_received", "object_id": f"{node}_received",
+        "name": "Received SMS", "unique_id": f"{gateway_id}_received",
         "state_topic": f"{s}/received", "event_types": ["received"], "value_template": EVENT_TEMPLATE,
-        "icon": "mdi:message-text", "availability": [bridge_availability], "device": gateway_device,
+        "icon": "mdi:message-text", **gateway,
     })
+    add("sensor", "last_received", {
+        "name": "Last SMS received", "unique_id": f"{gateway_id}_last_received",
+        "state_topic": f"{s}/received", "value_template": "{{ value_json.received_at }}",
+        "device_class": "timestamp", "json_attributes_topic": f"{s}/received",
+        "json_attributes_template": LAST_RECEIVED_ATTRIBUTES, "icon": "mdi:message-text-clock", **gateway,
+    })
+    # Home Assistant renders a notify entity's command_template with ``value`` (the message) and
+    # entity_id, name, this only (see the module docstring): the recipient is in the template.
     add("notify", "sms", {
-        "name": "SMS", "unique_id": f"{gateway_id}_sms", "object_id": f"{node}_sms",
-        "command_topic": f"{b}/send",
-        "command_template": "{{ {'to': title, 'text': message} | tojson }}",
-        "icon": "mdi:message-arrow-right", "availability": [bridge_availability], "device": gateway_device,
+        "name": "SMS", "unique_id": f"{gateway_id}_sms", "command_topic": f"{b}/send",
+        "command_template": GENERIC_NOTIFY_TEMPLATE, "icon": "mdi:message-arrow-right", **gateway,
     })
     for name, number in sorted((contacts or {}).items()):
         slug = node_id(name).lower()
         add("notify", f"sms_{slug}", {
-            "name": f"SMS {name}", "unique_id": f"{gateway_id}_sms_{slug}", "object_id": f"{node}_sms_{slug}",
-            "command_topic": f"{b}/send/{number}", "icon": "mdi:message-arrow-right",
-            "availability": [bridge_availability], "device": gateway_device,
+            "name": f"SMS {name}", "unique_id": f"{gateway_id}_sms_{slug}", "command_topic": f"{b}/send",
+            "command_template": "{{ {'to': " + _jinja_literal(number) + ", 'text': value} | tojson }}",
+            "icon": "mdi:message-arrow-right", **gateway,
         })
     for name, members in sorted((groups or {}).items()):
         slug = node_id(name).lower()
         add("notify", f"sms_group_{slug}", {
             "name": f"SMS group {name}", "unique_id": f"{gateway_id}_sms_group_{slug}",
-            "object_id": f"{node}_sms_group_{slug}", "command_topic": f"{b}/send",
-            "command_template": "{{ {'to': " + json.dumps(list(members)).replace('"', "'")
-                                + ", 'text': message} | tojson }}",
-            "icon": "mdi:message-arrow-right", "availability": [bridge_availability], "device": gateway_device,
+            "command_topic": f"{b}/send",
+            "command_template": "{{ {'to': " + _jinja_literal(list(members)) + ", 'text': value} | tojson }}",
+            "icon": "mdi:message-arrow-right", **gateway,
         })
 
     for modem_id, info in sorted(modems.items()):
         slug = node_id(modem_id)
         device_id = f"{gateway_id}_{slug}"
-        device: dict[str, Any] = {"identifiers": [device_id], "name": f"SMS modem {modem_id}",
-                                  "manufacturer": "smsgw", "model": info.get("model") or "GSM modem",
+        manufacturer = str(info.get("manufacturer") or "")
+        model = _strip_manufacturer(str(info.get("model") or ""), manufacturer)
+        identifiers = [device_id]
+        if info.get("imei"):
+            identifiers.append(f"imei_{info['imei']}")
+        device: dict[str, Any] = {"identifiers": identifiers, "name": f"SMS modem {modem_id}",
+                                  "manufacturer": manufacturer or "unknown", "model": model or "GSM modem",
                                   "via_device": gateway_id}
+        if info.get("revision"):
+            device["sw_version"] = str(info["revision"])
         if info.get("imei"):
             device["serial_number"] = str(info["imei"])
         state_topic = f"{s}/modem/{modem_id}"
@@ -144,25 +197,36 @@ def discovery_messages(
         common = {"state_topic": state_topic, "availability": availability, "availability_mode": "all",
                   "device": device}
         add("sensor", f"{slug}_signal", {
-            "name": "Signal", "unique_id": f"{device_id}_signal", "object_id": f"{node}_{slug}_signal",
+            "name": "Signal", "unique_id": f"{device_id}_signal",
             "value_template": SIGNAL_TEMPLATE, "device_class": "signal_strength",
             "unit_of_measurement": "dBm", "state_class": "measurement", "entity_category": "diagnostic",
             **common,
         })
         add("sensor", f"{slug}_operator", {
-            "name": "Operator", "unique_id": f"{device_id}_operator", "object_id": f"{node}_{slug}_operator",
+            "name": "Operator", "unique_id": f"{device_id}_operator",
             "value_template": OPERATOR_TEMPLATE, "icon": "mdi:radio-tower", **common,
         })
+        add("sensor", f"{slug}_technology", {
+            "name": "Network technology", "unique_id": f"{device_id}_technology",
+            "value_template": "{{ value_json.get('technology') }}", "icon": "mdi:signal-variant",
+            "entity_category": "diagnostic", **common,
+        })
+        add("sensor", f"{slug}_sim", {
+            "name": "SIM", "unique_id": f"{device_id}_sim",
+            "value_template": "{{ value_json.get('sim') }}", "icon": "mdi:sim",
+            "entity_category": "diagnostic", **common,
+        })
         add("sensor", f"{slug}_state", {
-            "name": "State", "unique_id": f"{device_id}_state", "object_id": f"{node}_{slug}_state",
+            "name": "State", "unique_id": f"{device_id}_state",
             "value_template": "{{ value_json.state }}", "icon": "mdi:sim",
-            "entity_category": "diagnostic",
+            "entity_category": "diagnostic", "json_attributes_topic": state_topic,
+            "json_attributes_template": STATE_ATTRIBUTES,
             # the state sensor stays available while the modem is down: only the bridge matters
             **{**common, "availability": [bridge_availability], "availability_mode": "latest"},
         })
         add("binary_sensor", f"{slug}_registration", {
             "name": "Registered", "unique_id": f"{device_id}_registration",
-            "object_id": f"{node}_{slug}_registration", "value_template": REGISTRATION_TEMPLATE,
+            "value_template": REGISTRATION_TEMPLATE,
             "payload_on": "ON", "payload_off": "OFF", "device_class": "connectivity", **common,
         })
     return out
@@ -207,22 +271,43 @@ class Discovery:
         for modem_id, info in items:
             if isinstance(info, dict):
                 modems.setdefault(str(modem_id), {}).update(
-                    {k: info[k] for k in ("model", "imei") if info.get(k)})
+                    {k: info[k] for k in IDENTITY_KEYS if info.get(k)})
         for modem_id, info in self._seen.items():
-            modems.setdefault(modem_id, {}).update(info)
+            if modem_id in modems:  # a retained state of a modem no longer configured announces nothing
+                modems[modem_id].update(info)
         self._announced = {modem_id: dict(info) for modem_id, info in modems.items()}
         return discovery_messages(prefix=self.prefix, base_topic=self.bridge.base_topic, node=self.node,
                                   modems=modems, contacts=self._contacts, groups=self._groups,
                                   state_base=self.state_base)
 
     def announce(self) -> int:
-        """Publish every config message (retained); how many."""
+        """Publish every config message (retained); how many.
+
+        The topics announced are kept in the store; a topic announced before and not now (a contact,
+        group or modem removed from the configuration) gets an empty retained payload, which makes
+        Home Assistant remove the entity and the broker forget the config.
+        """
         messages = self.messages()
         for topic, payload in messages:
             self.bridge.publish(topic, json.dumps(payload, ensure_ascii=False).encode(), qos=1, retain=True)
+        self._clear_gone({topic for topic, _ in messages})
         self.announcements += 1
         LOG.info("Home Assistant discovery: announced %d entities under %s/", len(messages), self.prefix)
         return len(messages)
+
+    def _clear_gone(self, current: set[str]) -> None:
+        store = getattr(self.bridge, "store", None)
+        if store is None:
+            return
+        try:
+            before = store.state_get(*ANNOUNCED_STATE, None) or []
+            for topic in sorted(set(before) - current):
+                self.bridge.publish(topic, b"", qos=1, retain=True)
+                LOG.info("Home Assistant discovery: removed %s (no longer configured)", topic)
+            if set(before) != current:
+                store.state_set(*ANNOUNCED_STATE, sorted(current))
+        except Exception:
+            LOG.exception("clearing removed discovery configs failed")
 
     def _on_modem_state(self, topic: str, payload: bytes) -> None:
         """Announce again when a modem's model or IMEI becomes known (or a new modem appears)."""
@@ -233,7 +318,12 @@ class Discovery:
             return
         if not isinstance(state, dict):
             return
-        info = {k: state[k] for k in ("model", "imei") if state.get(k)}
+        configured = {m.id for m in getattr(self.config, "modems", ())}
+        if configured and modem_id not in configured and state:
+            # the retained state of a modem removed from the configuration: clear it
+            self.bridge.publish(topic, b"", qos=1, retain=True)
+            return
+        info = {k: state[k] for k in IDENTITY_KEYS if state.get(k)}
         self._seen[modem_id] = {**self._seen.get(modem_id, {}), **info}
         announced = self._announced.get(modem_id)
         if self.announcements and (announced is None or any(announced.get(k) != v for k, v in info.items())):

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from appliance.store import Store
+from drivers.parsers import access_technology
 
 if TYPE_CHECKING:
     from appliance.hardware import PowerControl
@@ -88,7 +89,10 @@ class ModemSupervisor:
         self.clock = clock
         self.state = "starting"
         self.healthy = False
+        #: the current error (None while the modem is healthy) and the last one seen, with its time
+        self.error: str | None = None
         self.last_error: str | None = None
+        self.last_error_at: float | None = None
         self.failures = 0
         self.recoveries = 0
         self.rounds = 0  # failed ladder rounds since the last success
@@ -119,7 +123,7 @@ class ModemSupervisor:
         if self._stopping:
             return
         if error:
-            self.last_error = error
+            self._note_error(error)
         self._wake.set()
 
     # --- status ------------------------------------------------------------------------------
@@ -133,8 +137,12 @@ class ModemSupervisor:
             "port": getattr(self.modem, "port", None),
             "profile": getattr(getattr(self.modem, "profile", None), "name", None),
             "model": " ".join(x for x in (identity.manufacturer, identity.model) if x) or None,
+            "manufacturer": identity.manufacturer or None,
+            "revision": identity.revision or None,
             "imei": identity.imei or None,
+            "error": self.error,
             "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
             "recoveries": self.recoveries,
             **self.radio,
             "at": self.clock(),
@@ -147,7 +155,7 @@ class ModemSupervisor:
         changed = state != self.state or (healthy is not None and healthy != self.healthy)
         self.state = state
         if error is not None:
-            self.last_error = error
+            self._note_error(error)
         if healthy is not None and healthy != self.healthy:
             self.healthy = healthy
             self.on_healthy(self.modem_id, healthy)
@@ -155,6 +163,10 @@ class ModemSupervisor:
             LOG.log(logging.INFO if state in QUIET_STATES else logging.WARNING, "modem %s %s%s", self.modem_id,
                     state, f" error={error}" if error else "")
             self.publish()
+
+    def _note_error(self, error: str) -> None:
+        self.error = self.last_error = error
+        self.last_error_at = self.clock()
 
     def publish(self) -> None:
         status = self.status()
@@ -195,7 +207,7 @@ class ModemSupervisor:
                     self.failures += 1
                     LOG.warning("modem %s ping failed (%d/%d): %s", self.modem_id, self.failures,
                                 self.failures_allowed, exc)
-                    self.last_error = str(exc) or type(exc).__name__
+                    self._note_error(str(exc) or type(exc).__name__)
                     if self.failures >= self.failures_allowed:
                         self._set("not answering", healthy=False)
                     else:
@@ -214,14 +226,14 @@ class ModemSupervisor:
         except Exception as exc:
             error = str(exc) or type(exc).__name__
             LOG.warning("modem %s: %s failed: %s", self.modem_id, state, error)
-            self.last_error = error
+            self._note_error(error)
             return False
         self.failures = 0
         self.rounds = 0
         if state != "opening":
             self.recoveries += 1
-        self._set(ONLINE, healthy=True, error=None)
-        self.last_error = None
+        self.error = None  # healthy again: the error is history (last_error, last_error_at)
+        self._set(ONLINE, healthy=True)
         if self.on_recovered is not None:
             self.on_recovered(self.modem)
         await self.read_radio()
@@ -243,6 +255,8 @@ class ModemSupervisor:
                                      "cell_id": registration.cell_id, "act": registration.act}
             operator = await modem.operator()
             radio["operator"] = {"name": operator.name, "numeric": operator.numeric}
+            radio["technology"] = access_technology(registration.act if registration.act is not None
+                                                    else operator.act)
             radio["sim"] = await modem.sim_state()
         except asyncio.CancelledError:
             raise

@@ -123,6 +123,20 @@ class CregState:
         return self.status in (1, 5)
 
 
+#: 3GPP TS 27.007 §7.2 (+CREG) / §7.3 (+COPS) <AcT> → the radio access technology's name.
+ACCESS_TECHNOLOGIES: dict[int, str] = {
+    0: "GSM", 1: "GSM Compact", 2: "UMTS", 3: "EDGE", 4: "HSDPA", 5: "HSUPA", 6: "HSPA",
+    7: "LTE", 8: "EC-GSM-IoT", 9: "NB-IoT", 10: "LTE (5GC)", 11: "5G NR", 12: "NG-RAN", 13: "EN-DC",
+}
+
+
+def access_technology(act: int | None) -> str | None:
+    """The name of a 27.007 <AcT> value (``None`` when the modem did not say; the number when unknown)."""
+    if act is None:
+        return None
+    return ACCESS_TECHNOLOGIES.get(act, f"AcT {act}")
+
+
 _REG_PREFIX = re.compile(r"^\+C(?:E|G)?REG:\s*(.*)$", re.IGNORECASE)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from home_assistant import render_command, render_value, validate
 from mosquitto import Broker, Probe
 from waiting import async_wait_until
 
@@ -34,6 +35,7 @@ def make_config(tmp_path: Path, broker: Broker, **mqtt: Any) -> Config:
 
 
 STATUS = {"modems": {"modem0": {"id": "modem0", "state": "online", "model": "SIMCOM SIM800",
+                                "manufacturer": "SIMCOM", "revision": "1418B05SIM800L24",
                                 "imei": "490154203237518"}}}
 
 
@@ -74,8 +76,11 @@ async def test_announces_gateway_and_modem_devices_retained(gateway: Any, mosqui
     signal = found[f"homeassistant/sensor/{node}/modem0_signal/config"]
     assert signal["state_topic"] == "smsgw/modem/modem0"
     assert signal["device"]["via_device"] == "smsgw_gw_test"
-    assert signal["device"]["model"] == "SIMCOM SIM800"
+    assert (signal["device"]["manufacturer"], signal["device"]["model"]) == ("SIMCOM", "SIM800")
+    assert signal["device"]["sw_version"] == "1418B05SIM800L24"
+    assert signal["device"]["identifiers"] == ["smsgw_gw_test_modem0", "imei_490154203237518"]
     assert signal["device"]["serial_number"] == "490154203237518"
+    assert signal["default_entity_id"] == "sensor.gw_test_modem0_signal" and "object_id" not in signal
     assert signal["availability_mode"] == "all"
     assert [a["topic"] for a in signal["availability"]] == ["smsgw/bridge/state", "smsgw/modem/modem0"]
     assert found[f"homeassistant/sensor/{node}/modem1_signal/config"]["device"]["model"] == "GSM modem"
@@ -84,7 +89,7 @@ async def test_announces_gateway_and_modem_devices_retained(gateway: Any, mosqui
     event = found[f"homeassistant/event/{node}/received/config"]
     assert (event["state_topic"], event["event_types"]) == ("smsgw/received", ["received"])
     assert found[f"homeassistant/notify/{node}/sms/config"]["command_topic"] == "smsgw/send"
-    assert found[f"homeassistant/notify/{node}/sms_alice/config"]["command_topic"] == "smsgw/send/+4917000000001"
+    assert found[f"homeassistant/notify/{node}/sms_alice/config"]["command_topic"] == "smsgw/send"
     assert f"homeassistant/notify/{node}/sms_group_oncall/config" in found
     unique = [c["unique_id"] for c in found.values()]
     assert len(unique) == len(set(unique))
@@ -160,7 +165,7 @@ async def test_fleet_members_are_separate_devices_on_their_own_node_topics(tmp_p
             signal = found[f"homeassistant/sensor/{node}/modem0_signal/config"]
             assert signal["state_topic"] == f"{base}/modem/modem0"
             assert [a["topic"] for a in signal["availability"]] == [f"{base}/bridge/state", f"{base}/modem/modem0"]
-            assert signal["device"]["identifiers"] == [f"smsgw_{node}_modem0"]
+            assert signal["device"]["identifiers"][0] == f"smsgw_{node}_modem0"
             assert found[f"homeassistant/event/{node}/received/config"]["state_topic"] == f"{base}/received"
             assert found[f"homeassistant/notify/{node}/sms/config"]["command_topic"] == "smsgw/send"
         topic = "homeassistant/sensor/site_b/modem1_signal/config"
@@ -196,10 +201,8 @@ async def test_disabled_discovery_publishes_nothing(tmp_path: Path, mosquitto: B
 
 # --- the templates, as Home Assistant would render them --------------------------------------
 
-def render(template: str, payload: dict[str, Any], **variables: Any) -> str:
-    jinja2 = pytest.importorskip("jinja2")
-    env = jinja2.Environment()
-    return str(env.from_string(template).render(value_json=payload, **variables)).strip()
+def render(template: str, payload: dict[str, Any]) -> str:
+    return render_value(template, payload)
 
 
 MESSAGES = {topic.split("/", 1)[1]: payload for topic, payload in discovery_messages(
@@ -246,15 +249,94 @@ def test_event_template_gives_event_type_and_attributes() -> None:
     assert rendered["event_type"] in event["event_types"]
 
 
-def test_notify_templates_build_send_requests() -> None:
+def test_notify_templates_render_with_home_assistants_variables() -> None:
+    """Rendered as HA's MqttCommandTemplate does (value, entity_id, name, this; see home_assistant.py)."""
     generic = MESSAGES["notify/n/sms/config"]
-    request = json.loads(render(generic["command_template"], {}, title="+4917000000009", message='Hi "you"'))
-    assert request == {"to": "+4917000000009", "text": 'Hi "you"'}
+    request = json.loads(render_command(generic["command_template"], '+4917000000009: Hi "you": 5 min',
+                                        entity_id="notify.n_sms", name="SMS"))
+    assert request == {"to": "+4917000000009", "text": 'Hi "you": 5 min'}
+    alice = MESSAGES["notify/n/sms_alice/config"]
+    request = json.loads(render_command(alice["command_template"], "Door open", entity_id="notify.n_sms_alice",
+                                        name="SMS alice"))
+    assert request == {"to": "+4917000000001", "text": "Door open"}
     group = MESSAGES["notify/n/sms_group_oncall/config"]
-    request = json.loads(render(group["command_template"], {}, message="Door open"))
+    request = json.loads(render_command(group["command_template"], "Door open",
+                                        entity_id="notify.n_sms_group_oncall", name="SMS group oncall"))
     assert request == {"to": ["+4917000000001", "+4917000000002"], "text": "Door open"}
-    assert "command_template" not in MESSAGES["notify/n/sms_alice/config"]  # plain text to B/send/<number>
+    for config in (generic, alice, group):
+        assert config["command_topic"] == "smsgw/send"
 
+
+def test_every_config_passes_home_assistants_discovery_schema() -> None:
+    """Keys, required fields, topics, default_entity_id and device info as HA's schemas read them."""
+    messages = discovery_messages(prefix="homeassistant", base_topic="smsgw", node="n",
+                                  modems={"modem0": {"manufacturer": "Quectel", "model": "Quectel EC25",
+                                                     "revision": "EC25EFAR06A03M4G", "imei": "867962040000001"},
+                                          "modem1": {}},
+                                  contacts={"alice": "+4917000000001"}, groups={"oncall": ("+4917000000001",)})
+    problems = {topic: validate(topic, payload) for topic, payload in messages}
+    assert {topic: p for topic, p in problems.items() if p} == {}
+    ids = [payload["default_entity_id"] for _, payload in messages]
+    assert len(ids) == len(set(ids))
+
+
+def test_modem_sensors_a_home_assistant_user_expects() -> None:
+    state = {"state": "online", "signal": {"rssi": 20, "dbm": -73, "percent": 64, "ber": 99},
+             "registration": {"state": "home", "act": 7}, "technology": "LTE", "sim": "READY",
+             "error": None, "last_error": "AT timeout", "last_error_at": 1767225600.0}
+    signal = MESSAGES["sensor/n/modem0_signal/config"]
+    assert (signal["device_class"], signal["state_class"], signal["unit_of_measurement"]) == (
+        "signal_strength", "measurement", "dBm")
+    assert render(signal["value_template"], state) == "-73"
+    assert render(MESSAGES["sensor/n/modem0_technology/config"]["value_template"], state) == "LTE"
+    assert render(MESSAGES["sensor/n/modem0_sim/config"]["value_template"], state) == "READY"
+    attributes = MESSAGES["sensor/n/modem0_state/config"]["json_attributes_template"]
+    assert json.loads(render(attributes, state)) == {"error": None, "last_error": "AT timeout",
+                                                     "last_error_at": 1767225600.0}
+    last = MESSAGES["sensor/n/last_received/config"]
+    received = {"id": 3, "from": "+4917000000005", "text": "hi", "modem": "modem0", "parts": 1,
+                "sent_at": "2026-01-01T00:00:00+01:00", "received_at": "2026-01-01T00:00:02.000Z"}
+    assert last["device_class"] == "timestamp"
+    assert render(last["value_template"], received) == "2026-01-01T00:00:02.000Z"
+    assert json.loads(render(last["json_attributes_template"], received))["from"] == "+4917000000005"
+
+
+async def test_removed_contacts_groups_and_modems_are_cleared(tmp_path: Path, mosquitto: Broker) -> None:
+    """A config announced before and gone now gets an empty retained payload (HA removes the entity,
+    the broker forgets it); what is still configured stays."""
+    store = Store(tmp_path / "smsgw.db")
+    probe = Probe(mosquitto, "homeassistant/#")
+    probe.subscribed()
+    try:
+        for contacts, groups, modems in (({"alice": "+4917000000001", "bob": "+4917000000003"},
+                                          {"oncall": ["alice"]}, ["modem0", "modem1"]),
+                                         ({"alice": "+4917000000001"}, {}, ["modem0"])):
+            data: dict[str, Any] = {
+                "store": {"path": str(tmp_path / "smsgw.db")},
+                "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "client_id": "gw", "reconnect_min": 1,
+                         "reconnect_max": 1},
+                "modems": [{"id": m, "port": "/dev/null"} for m in modems],
+                "contacts": contacts, "groups": groups,
+            }
+            config = parse_config(data, tmp_path / "smsgw.toml")
+            bridge = MqttBridge(config, store)
+            discovery = Discovery(config, bridge)
+            await bridge.start()
+            await discovery.start()
+            await async_wait_until(lambda d=discovery: d.announcements == 1, what="announced")  # type: ignore[misc]
+            await discovery.stop()
+            await bridge.stop()
+        late = Probe(mosquitto, "homeassistant/#")
+        try:
+            await async_wait_until(lambda: configs(late).keys() == {t for t, _ in discovery.messages()},
+                                   what=f"only what is configured: {sorted(configs(late))}")
+        finally:
+            late.close()
+        gone = [t for t, p, _ in probe.snapshot() if p == b""]
+        assert {t.split("/")[3] for t in gone} >= {"sms_bob", "sms_group_oncall", "modem1_signal"}
+    finally:
+        probe.close()
+        store.close()
 
 
 # --- through the daemon: `smsgw simulate` + `smsgw run` + mosquitto ---------------------------
@@ -289,10 +371,16 @@ async def test_daemon_announces_its_modems_and_their_state_renders(tmp_path: Pat
             bridge_state = json.loads(probe.payloads("smsgw/bridge/state")[-1])
             # the modem's model, known once it is open, is announced again
             await async_wait_until(
-                lambda: json.loads(probe.payloads(signal_topic)[-1])["device"]["model"] == modem_state["model"],
-                timeout=10, what=f"the modem's model {modem_state.get('model')!r} announced")
+                lambda: json.loads(probe.payloads(signal_topic)[-1])["device"].get("serial_number"),
+                timeout=10, what=f"the modem's identity {modem_state.get('model')!r} announced")
             signal = json.loads(probe.payloads(signal_topic)[-1])
-            assert signal["device"]["serial_number"] == modem_state["imei"]
+            identity = sim.identity()
+            assert signal["device"]["serial_number"] == modem_state["imei"] == identity["imei"]
+            assert f"imei_{identity['imei']}" in signal["device"]["identifiers"]
+            assert signal["device"]["manufacturer"] == modem_state["manufacturer"]
+            assert modem_state["model"] == f"{modem_state['manufacturer']} {signal['device']['model']}"
+            assert signal["device"]["sw_version"] == modem_state["revision"]
+            assert signal["device"]["via_device"] == "smsgw_gw-ha"
             bridge_availability, modem_availability = signal["availability"]
             assert render(bridge_availability["value_template"], bridge_state) == "online"
             assert render(modem_availability["value_template"], modem_state) == "online"

@@ -99,6 +99,26 @@ async def test_a_hung_modem_is_unhealthy_until_it_answers_again(supervise: Calla
     assert modem_state(store)["state"] == "online"
 
 
+async def test_the_error_clears_on_recovery_and_the_last_error_keeps_its_time(
+        supervise: Callable[..., Any], store: Store, sim: Simulator) -> None:
+    """``error`` is the modem's problem now (None when healthy); ``last_error`` and ``last_error_at``
+    keep the last one seen, also in the retained ``modem/<id>`` published after the recovery."""
+    supervisor, recorder = supervise()
+    await async_wait_until(lambda: supervisor.healthy, timeout=5)
+    assert modem_state(store)["error"] is None and modem_state(store)["last_error"] is None
+    sim.fault(0, "hang")
+    await async_wait_until(lambda: modem_state(store).get("error"), timeout=10, what="error published")
+    down = modem_state(store)
+    assert down["last_error"] == down["error"] and isinstance(down["last_error_at"], float)
+    sim.fault(0, "recover")
+    await async_wait_until(lambda: modem_state(store).get("state") == "online", timeout=10, what="back online")
+    up = modem_state(store)
+    assert up["error"] is None
+    assert up["last_error"] and up["last_error_at"] >= down["last_error_at"]
+    published = [e.payload for e in store.events_pending(1000) if e.topic == "modem/sim0"][-1]
+    assert published["state"] == "online" and published["error"] is None and published["last_error"]
+
+
 async def test_an_unplugged_modem_is_reopened_when_its_port_reappears(supervise: Callable[..., Any],
                                                                       store: Store, sim: Simulator) -> None:
     supervisor, recorder = supervise()
