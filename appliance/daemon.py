@@ -150,6 +150,9 @@ class Daemon:
     async def start(self) -> None:
         config = self.config
         self.store = store = Store(config.store.path)
+        from appliance.rules import text_filter
+
+        store.shown_text = text_filter(config)  # PINs withheld in B/received (and so in HA)
         if store.migrated_from is not None and store.migrated_from != store.schema_version:
             LOG.info("store %s migrated from schema %s", config.store.path, store.migrated_from)
         self._make_modems()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import hashlib
 import hmac
 import inspect
@@ -985,6 +986,34 @@ def match_command(rules: Sequence[CommandRule], text: str) -> CommandMatch | Non
         if match:
             return CommandMatch(rule, _groups(match), None)
     return None
+
+
+#: What a PIN given in a command SMS is shown as (``smsgw inbox``, ``B/received``, the HA event).
+PIN_WITHHELD = "****"
+
+
+def withhold_pin(commands: Sequence[CommandRule], text: str) -> str:
+    """``text`` as it may be shown or published: a command for a PIN rule (``4321 PUMP 7 ON``) with
+    the PIN given, right or wrong, replaced by ``****`` (``**** PUMP 7 ON``); other texts unchanged."""
+    pin_rules = [rule for rule in commands if rule.pin is not None]
+    if not pin_rules:
+        return text
+    found = match_command(pin_rules, text)
+    if found is None or found.pin_given is None:
+        return text
+    return f"{PIN_WITHHELD} {normalise_text(text).partition(' ')[2]}"
+
+
+def text_filter(config: Any) -> Callable[[str], str]:
+    """``Store.shown_text`` for ``config``: withholds PINs (``withhold_pin``); the identity when the
+    rules do not validate (the rules engine reports that)."""
+    try:
+        commands = validate_rules(config).commands
+    except Exception:
+        commands = ()
+    if not any(rule.pin is not None for rule in commands):
+        return lambda text: text
+    return functools.partial(withhold_pin, commands)
 
 
 def _groups(match: re.Match[str]) -> dict[str, str]:

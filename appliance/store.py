@@ -225,6 +225,10 @@ class Store:
         self._tx_events = 0
         self._tx_enqueued = 0
         self._in_tx = False
+        #: What a received text looks like wherever it is shown or published (the ``received`` event,
+        #: ``inbox()``): the daemon and ``smsgw inbox`` set it to withhold PINs (rules.withhold_pin).
+        #: The inbox row keeps the text as received, for the command rules.
+        self.shown_text: Callable[[str], str] = lambda text: text
 
     @property
     def schema_version(self) -> int:
@@ -745,7 +749,7 @@ class Store:
         payload: dict[str, Any] = {
             "id": inbox_id,
             "from": first["sender"],
-            "text": text,
+            "text": self.shown_text(text) if text is not None else None,
             "sent_at": sent_at,
             "received_at": _iso(received_at),
             "modem": first["modem"],
@@ -1066,6 +1070,8 @@ class Store:
         for row in rows:
             data = dict(row)
             data["from"] = data.pop("sender")
+            if data["text"] is not None:
+                data["text"] = self.shown_text(data["text"])
             data["partial"] = bool(data["partial"])
             data["missing"] = json.loads(data["missing"]) if data["missing"] else []
             result.append(data)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.commands.status import (
     EXIT_OK,
@@ -15,6 +15,10 @@ from appliance.commands.status import (
     shorten,
     table,
 )
+
+if TYPE_CHECKING:
+    from appliance.config import Config
+    from appliance.store import Store
 
 NAME = "inbox"
 HELP = "list received SMS (newest first)"
@@ -39,8 +43,15 @@ def render(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def _inbox(store: Store, config: Config, limit: int) -> list[dict[str, Any]]:
+    from appliance.rules import text_filter
+
+    store.shown_text = text_filter(config)  # a command's PIN is shown as ****
+    return store.inbox(limit)
+
+
 def main(args: argparse.Namespace) -> int:
-    rows = read_store(args, NAME, lambda store, _cfg: store.inbox(args.limit))
+    rows = read_store(args, NAME, lambda store, cfg: _inbox(store, cfg, args.limit))
     if isinstance(rows, int):
         return rows
     if args.json:
