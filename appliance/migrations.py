@@ -160,8 +160,17 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.table("message").create_index(["state", "updated_at"], index_name="message_finished")
 
 
+def _v4(db: sqlite_utils.Database) -> None:
+    # numbers that sent STOP (or were added with `smsgw optout add`): only critical messages go to them
+    db.execute("CREATE TABLE optout (number TEXT PRIMARY KEY, at REAL NOT NULL, source TEXT NOT NULL)")
+    # STOPs kept before as state ("optout", <last 9 digits>): the digits still match (store.same_number)
+    db.execute("INSERT OR IGNORE INTO optout (number, at, source) SELECT key, strftime('%s', 'now'), 'migrated' "
+               "FROM state WHERE namespace = 'optout'")
+    db.execute("DELETE FROM state WHERE namespace = 'optout'")
+
+
 #: MIGRATIONS[n - 1] takes the schema from version n - 1 to n.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -50,7 +50,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from appliance import __version__, numbers
 from appliance.discovery import node_id
 from appliance.rules import CapTally, DailyCapExceeded, RulesConfig, validate_rules
-from appliance.store import PRIORITIES, EnqueueResult, OutboundRequest, Store
+from appliance.store import PRIORITIES, EnqueueResult, OptedOut, OutboundRequest, Store
 from drivers.pdu import count_parts
 
 LOG = logging.getLogger(__name__)
@@ -355,7 +355,7 @@ class MqttBridge:
         One result per distinct recipient (``to`` may be a list), in order; ``duplicate`` is true when
         the ``id`` (idempotency key) was already queued for that recipient.
         """
-        requests = self._parse(payload, source)
+        requests = self._checked_optout(self._parse(payload, source))
         if self.rules.caps:
             try:
                 CapTally(self.rules, self.store, self.store.clock()).check(source, self._new_messages(requests))
@@ -635,6 +635,14 @@ class MqttBridge:
                              max_parts=_cfg(limits, "max_parts", None), source=source,
                              now=self.store.clock(), validity=_cfg(limits, "validity", None))
 
+    def _checked_optout(self, requests: list[OutboundRequest]) -> list[OutboundRequest]:
+        """``requests``, or RequestError naming the opted-out number (``Store.check_optout``)."""
+        try:
+            self.store.check_optout(requests)
+        except OptedOut as exc:
+            raise RequestError(str(exc)) from exc
+        return requests
+
     def _source(self, message: paho.MQTTMessage) -> str:
         props = getattr(message, "properties", None)
         for name, value in getattr(props, "UserProperty", None) or []:
@@ -692,7 +700,8 @@ class MqttBridge:
                         transaction = payload.get("transaction")
                 else:
                     payload = {"to": msg.topic[len(send_prefix):], "text": text}
-                entries.append((item, self._parse(payload, self._source(msg)), None, transaction))
+                entries.append((item, self._checked_optout(self._parse(payload, self._source(msg))), None,
+                                transaction))
             except RequestError as exc:
                 entries.append((item, [], exc.reason, transaction))
         if self.rules.caps:

@@ -40,7 +40,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from appliance.config import ConfigError
 from appliance.numbers import check_destination, normalise
-from appliance.store import PRIORITIES, OutboundRequest, local_midnight, same_number
+from appliance.store import CRITICAL, PRIORITIES, OptedOut, OutboundRequest, local_midnight, same_number
 from drivers.pdu import count_parts
 
 if TYPE_CHECKING:
@@ -63,7 +63,6 @@ DEFAULT_TIMEOUT_REPLY = "No answer on {reply_topic} within {timeout} s"
 DEFAULT_UNKNOWN_REPLY = "Unknown command. Send HELP for the list."
 BUILTINS = ("HELP", "STATUS", "STOP", "START")
 
-STATE_OPTOUT = "optout"
 STATE_PIN = "pin_failures"
 STATE_COOLDOWN = "cooldown"
 
@@ -1284,7 +1283,7 @@ class RulesEngine:
         valid_for = rule.valid_for or self.default_validity
         valid_until = now + valid_for if valid_for else None
         requests = [OutboundRequest(to=number, text=fit_text(text, self.max_parts), source=rule.source,
-                                    priority=rule.priority, valid_until=valid_until)
+                                    priority=CRITICAL if rule.critical else rule.priority, valid_until=valid_until)
                     for number in recipients]
         try:
             check_daily_cap(self.rules, self.store, rule.source, len(requests), now)
@@ -1330,10 +1329,14 @@ class RulesEngine:
     # --- opt-out ---
 
     def opted_out(self, number: str) -> bool:
-        return bool(self.store.state_get(STATE_OPTOUT, PinGuard._key(number)))
+        return self.store.opted_out(number)
 
     def set_opt_out(self, number: str, out: bool) -> None:
-        self.store.state_set(STATE_OPTOUT, PinGuard._key(number), True if out else None)
+        """STOP / START: the store's opt-out list, which every channel's messages are checked against."""
+        if out:
+            self.store.optout_add(number, "sms:STOP")
+        else:
+            self.store.optout_remove(number, "sms:START")
 
     # --- commands ---
 
@@ -1383,7 +1386,8 @@ class RulesEngine:
             self.store.received_handled(message.id)
             reply = self._builtin(word, sender, now)
             self.store.audit("builtin", {**base, "command": word}, now=now)
-            self._reply(sender, reply, "builtin", now)
+            # the confirmation of a STOP reaches the number that just opted out
+            self._reply(sender, reply, "builtin", now, priority=CRITICAL if word == "STOP" else "high")
             return word.lower()
         found = match_command(self.rules.commands, text)
         if found is None:
@@ -1466,10 +1470,10 @@ class RulesEngine:
     def _builtin(self, word: str, sender: str, now: float) -> str:
         if word == "STOP":
             self.set_opt_out(sender, True)
-            return "You will get only critical alerts now. Send START to get all alerts again."
+            return "You will get only critical messages now. Send START to get all messages again."
         if word == "START":
             self.set_opt_out(sender, False)
-            return "Alerts are on again. Send STOP to get only critical ones."
+            return "Messages are on again. Send STOP to get only critical ones."
         if word == "STATUS":
             try:
                 status = self.status() or {}
@@ -1479,7 +1483,7 @@ class RulesEngine:
         names = [c.help or c.name.upper() for c in self.rules.commands if sender_allowed(c, sender)]
         return "Commands: " + "; ".join(names + list(BUILTINS))
 
-    def _reply(self, sender: str, text: str, source: str, now: float) -> int | None:
+    def _reply(self, sender: str, text: str, source: str, now: float, *, priority: str = "high") -> int | None:
         try:
             to = check_destination(sender, self.config.numbers)
         except ValueError as exc:
@@ -1491,7 +1495,11 @@ class RulesEngine:
             self.store.audit("cap_exceeded", {"source": source, "error": str(exc)}, now=now)
             return None
         valid_until = now + self.default_validity if self.default_validity else None
-        result = self.store.enqueue([OutboundRequest(to=to, text=fit_text(text, self.max_parts),
-                                                     source=source, priority="high", valid_until=valid_until)],
-                                    now=now)
+        try:
+            result = self.store.enqueue([OutboundRequest(to=to, text=fit_text(text, self.max_parts),
+                                                         source=source, priority=priority, valid_until=valid_until)],
+                                        now=now)
+        except OptedOut as exc:
+            self.store.audit("reply_refused", {"to": to, "error": str(exc)}, now=now)
+            return None
         return result[0].id

@@ -62,7 +62,9 @@ PRUNE_BATCH = 500
 #: Pages returned to the file system per ``PRAGMA incremental_vacuum`` step.
 VACUUM_PAGES = 2000
 
-PRIORITIES: dict[str, int] = {"high": 0, "normal": 1, "low": 2}
+#: ``critical`` (safety alerts) goes first and is the only priority that reaches an opted-out number.
+PRIORITIES: dict[str, int] = {"critical": -1, "high": 0, "normal": 1, "low": 2}
+CRITICAL = "critical"
 PRIORITY_NAMES: dict[int, str] = {rank: name for name, rank in PRIORITIES.items()}
 
 QUEUED, SENDING, SENT, DELIVERED, FAILED, EXPIRED = "queued", "sending", "sent", "delivered", "failed", "expired"
@@ -78,6 +80,15 @@ class StoreError(Exception):
 
 class InvalidRequest(StoreError, ValueError):
     """An outbound request was refused; nothing of its batch was written."""
+
+
+class OptedOut(InvalidRequest):
+    """A non-critical message to a number on the opt-out list (it sent STOP)."""
+
+    def __init__(self, number: str) -> None:
+        super().__init__(f"{number} has opted out (sent STOP): only priority 'critical' messages go to it "
+                         "until it sends START")
+        self.number = number
 
 
 # --- value objects --------------------------------------------------------------------------
@@ -352,6 +363,7 @@ class Store:
         """
         for index, request in enumerate(requests):
             self._validate(index, request)
+        self.check_optout(requests)
         now = self._now(now)
         results: list[EnqueueResult] = []
         if not requests:
@@ -989,6 +1001,51 @@ class Store:
         return {"inbox": inbox, "inbox_parts": parts}
 
     # --- audit and rule state ---------------------------------------------------------------
+
+    # --- opt-outs (STOP / START) -------------------------------------------------------------
+
+    def check_optout(self, requests: Sequence[OutboundRequest]) -> None:
+        """Raise ``OptedOut`` for the first non-critical request to a number on the opt-out list.
+
+        The one opt-out check: ``enqueue`` calls it for every channel (CLI, rules, replies), and the
+        MQTT bridge calls it per request first, to answer that request alone with the error.
+        """
+        candidates = [r.to for r in requests if r.priority != CRITICAL]
+        if not candidates:
+            return
+        numbers = [row[0] for row in self.conn.execute("SELECT number FROM optout")]
+        for to in candidates:
+            if any(same_number(to, number) for number in numbers):
+                raise OptedOut(to)
+
+    def opted_out(self, number: str) -> bool:
+        return any(same_number(number, row[0]) for row in self.conn.execute("SELECT number FROM optout"))
+
+    def optout_add(self, number: str, source: str, now: float | None = None) -> bool:
+        """Put ``number`` on the opt-out list (audited ``optout_added``); False if it was already."""
+        now = self._now(now)
+        if self.opted_out(number):
+            return False
+        with self._tx() as conn:
+            conn.execute("INSERT INTO optout (number, at, source) VALUES (?, ?, ?)", (number, now, source))
+            conn.execute("INSERT INTO audit (at, kind, detail) VALUES (?, ?, ?)",
+                         (now, "optout_added", json.dumps({"number": number, "source": source})))
+        return True
+
+    def optout_remove(self, number: str, source: str, now: float | None = None) -> bool:
+        """Take ``number`` off the list (audited ``optout_removed``); False if it was not on it."""
+        now = self._now(now)
+        listed = [row[0] for row in self.conn.execute("SELECT number FROM optout") if same_number(number, row[0])]
+        if not listed:
+            return False
+        with self._tx() as conn:
+            conn.executemany("DELETE FROM optout WHERE number = ?", [(n,) for n in listed])
+            conn.execute("INSERT INTO audit (at, kind, detail) VALUES (?, ?, ?)",
+                         (now, "optout_removed", json.dumps({"number": number, "source": source})))
+        return True
+
+    def optouts(self) -> list[dict[str, Any]]:
+        return [dict(row) for row in self.conn.execute("SELECT number, at, source FROM optout ORDER BY at")]
 
     def audit(self, kind: str, detail: dict[str, Any], now: float | None = None) -> None:
         now = self._now(now)

@@ -563,8 +563,8 @@ def test_builtins_stop_start_help_status(tmp_path: Path) -> None:
     assert asyncio.run(engine.handle_message(_incoming(store, alice, "HELP"))) == "help"
     assert asyncio.run(engine.handle_message(_incoming(store, alice, "status"))) == "status"
     replies = [text for to, text in _outbox(store) if to == alice]
-    assert replies[0].startswith("You will get only critical alerts")
-    assert replies[1].startswith("Alerts are on again")
+    assert replies[0].startswith("You will get only critical messages")
+    assert replies[1].startswith("Messages are on again")
     assert replies[2] == "Commands: PUMP; HELP; STATUS; STOP; START"
     assert replies[3].startswith("smsgw online; queue 3")
 

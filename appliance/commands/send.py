@@ -39,8 +39,9 @@ HELP = "queue an SMS in the store (works while the daemon or the broker is down)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
-    parser.add_argument("--priority", choices=("high", "normal", "low"), default="normal",
-                        help="queue priority (default: normal)")
+    parser.add_argument("--priority", choices=("critical", "high", "normal", "low"), default="normal",
+                        help="queue priority (default: normal); only critical (safety alerts) reaches a number "
+                             "that opted out with STOP")
     parser.add_argument("--report", action="store_true", help="request a delivery report")
     parser.add_argument("--id", dest="client_key", metavar="KEY",
                         help="idempotency key: sending again with the same KEY and TO queues nothing new")
