@@ -33,7 +33,10 @@ is a setting Home Assistant never sees: ``validate`` treats it as an error.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 AVAILABILITY = {"availability", "availability_mode", "availability_template", "availability_topic",
@@ -143,3 +146,27 @@ def render_value(template: str, payload: Any) -> str:
     env = ImmutableSandboxedEnvironment()
     text = payload if isinstance(payload, str) else json.dumps(payload)
     return str(env.from_string(template).render(value=text, value_json=json.loads(text))).strip()
+
+
+@contextlib.asynccontextmanager
+async def simulated_gateway(tmp_path: Path, mosquitto: Any, client_id: str, *topics: str,
+                            extra: str = "") -> AsyncIterator[tuple[Any, Any, Any]]:
+    """`smsgw simulate` (one modem) + `smsgw run` with MQTT on ``mosquitto`` as ``client_id`` and a
+    Probe on ``topics``: yields (simulator, daemon, probe); stops and closes everything after."""
+    from daemon_helpers import DaemonProcess, write_config
+    from mosquitto import Probe
+    from third_party_fixtures import run_simulator
+
+    mqtt = (f'\n[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\nclient_id = "{client_id}"\n'
+            "reconnect_min = 0.2\nreconnect_max = 1\n")
+    with contextlib.ExitStack() as stack:
+        sim = stack.enter_context(run_simulator(tmp_path / "sim"))
+        config = write_config(tmp_path / "gw", [sim.port(0)], extra=mqtt + extra)
+        probe = Probe(mosquitto, *topics)
+        stack.callback(probe.close)
+        daemon = DaemonProcess(config)
+        await daemon.start()
+        try:
+            yield sim, daemon, probe
+        finally:
+            await daemon.stop()

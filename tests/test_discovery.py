@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from home_assistant import render_command, render_value, validate
+from home_assistant import render_command, render_value, simulated_gateway, validate
 from mosquitto import Broker, Probe
 from waiting import async_wait_until
 
@@ -343,62 +343,46 @@ async def test_removed_contacts_groups_and_modems_are_cleared(tmp_path: Path, mo
 
 
 async def test_daemon_announces_its_modems_and_their_state_renders(tmp_path: Path, mosquitto: Broker) -> None:
-    import contextlib
+    async with simulated_gateway(tmp_path, mosquitto, "gw-ha", "homeassistant/#", "smsgw/#") as (sim, daemon, probe):
+        signal_topic = "homeassistant/sensor/gw-ha/sim0_signal/config"
+        await async_wait_until(lambda: probe.payloads(signal_topic), timeout=20,
+                               what=f"discovery from the daemon; log: {daemon.log_text()[-2000:]}")
 
-    from daemon_helpers import DaemonProcess, write_config
-    from third_party_fixtures import run_simulator
+        def reported() -> dict[str, Any]:
+            states = [json.loads(p) for p in probe.payloads("smsgw/modem/sim0")]
+            return next((m for m in reversed(states) if m.get("state") == "online" and m.get("signal")
+                         and m.get("operator") and m.get("registration")), {})
 
-    extra = (f'\n[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\nclient_id = "gw-ha"\n'
-             "reconnect_min = 0.2\nreconnect_max = 1\n")
-    with contextlib.ExitStack() as stack:
-        sim = stack.enter_context(run_simulator(tmp_path / "sim"))
-        config = write_config(tmp_path / "gw", [sim.port(0)], extra=extra)
-        probe = Probe(mosquitto, "homeassistant/#", "smsgw/#")
-        stack.callback(probe.close)
-        daemon = DaemonProcess(config)
-        await daemon.start()
-        try:
-            signal_topic = "homeassistant/sensor/gw-ha/sim0_signal/config"
-            await async_wait_until(lambda: probe.payloads(signal_topic), timeout=20,
-                                   what=f"discovery from the daemon; log: {daemon.log_text()[-2000:]}")
-
-            def reported() -> dict[str, Any]:
-                states = [json.loads(p) for p in probe.payloads("smsgw/modem/sim0")]
-                return next((m for m in reversed(states) if m.get("state") == "online" and m.get("signal")
-                             and m.get("operator") and m.get("registration")), {})
-
-            modem_state = await async_wait_until(reported, timeout=20, what="modem online with its radio state")
-            bridge_state = json.loads(probe.payloads("smsgw/bridge/state")[-1])
-            # the modem's model, known once it is open, is announced again
-            await async_wait_until(
-                lambda: json.loads(probe.payloads(signal_topic)[-1])["device"].get("serial_number"),
-                timeout=10, what=f"the modem's identity {modem_state.get('model')!r} announced")
-            signal = json.loads(probe.payloads(signal_topic)[-1])
-            identity = sim.identity()
-            assert signal["device"]["serial_number"] == modem_state["imei"] == identity["imei"]
-            assert f"imei_{identity['imei']}" in signal["device"]["identifiers"]
-            assert signal["device"]["manufacturer"] == modem_state["manufacturer"]
-            assert modem_state["model"] == f"{modem_state['manufacturer']} {signal['device']['model']}"
-            assert signal["device"]["sw_version"] == modem_state["revision"]
-            assert signal["device"]["via_device"] == "smsgw_gw-ha"
-            bridge_availability, modem_availability = signal["availability"]
-            assert render(bridge_availability["value_template"], bridge_state) == "online"
-            assert render(modem_availability["value_template"], modem_state) == "online"
-            state = json.loads(probe.payloads("homeassistant/sensor/gw-ha/sim0_state/config")[-1])
-            assert render(state["value_template"], modem_state) == "online"
-            values = {}
-            for component, name in (("sensor", "signal"), ("sensor", "operator"),
-                                    ("binary_sensor", "registration")):
-                entity = json.loads(probe.payloads(f"homeassistant/{component}/gw-ha/sim0_{name}/config")[-1])
-                values[name] = render(entity["value_template"], modem_state)
-            assert values == {"signal": str(modem_state["signal"]["dbm"]),
-                              "operator": modem_state["operator"]["name"], "registration": "ON"}
-            # a received SMS becomes a Home Assistant event with its sender and text
-            sim.inject("+4917000000005", "Hello HA")
-            await async_wait_until(lambda: probe.payloads("smsgw/received"), timeout=20, what="received SMS")
-            event = json.loads(probe.payloads("homeassistant/event/gw-ha/received/config")[-1])
-            fired = json.loads(render(event["value_template"], json.loads(probe.payloads("smsgw/received")[0])))
-            assert (fired["event_type"], fired["from"], fired["text"], fired["modem"]) == (
-                "received", "+4917000000005", "Hello HA", "sim0")
-        finally:
-            await daemon.stop()
+        modem_state = await async_wait_until(reported, timeout=20, what="modem online with its radio state")
+        bridge_state = json.loads(probe.payloads("smsgw/bridge/state")[-1])
+        # the modem's model, known once it is open, is announced again
+        await async_wait_until(
+            lambda: json.loads(probe.payloads(signal_topic)[-1])["device"].get("serial_number"),
+            timeout=10, what=f"the modem's identity {modem_state.get('model')!r} announced")
+        signal = json.loads(probe.payloads(signal_topic)[-1])
+        identity = sim.identity()
+        assert signal["device"]["serial_number"] == modem_state["imei"] == identity["imei"]
+        assert f"imei_{identity['imei']}" in signal["device"]["identifiers"]
+        assert signal["device"]["manufacturer"] == modem_state["manufacturer"]
+        assert modem_state["model"] == f"{modem_state['manufacturer']} {signal['device']['model']}"
+        assert signal["device"]["sw_version"] == modem_state["revision"]
+        assert signal["device"]["via_device"] == "smsgw_gw-ha"
+        bridge_availability, modem_availability = signal["availability"]
+        assert render(bridge_availability["value_template"], bridge_state) == "online"
+        assert render(modem_availability["value_template"], modem_state) == "online"
+        state = json.loads(probe.payloads("homeassistant/sensor/gw-ha/sim0_state/config")[-1])
+        assert render(state["value_template"], modem_state) == "online"
+        values = {}
+        for component, name in (("sensor", "signal"), ("sensor", "operator"),
+                                ("binary_sensor", "registration")):
+            entity = json.loads(probe.payloads(f"homeassistant/{component}/gw-ha/sim0_{name}/config")[-1])
+            values[name] = render(entity["value_template"], modem_state)
+        assert values == {"signal": str(modem_state["signal"]["dbm"]),
+                          "operator": modem_state["operator"]["name"], "registration": "ON"}
+        # a received SMS becomes a Home Assistant event with its sender and text
+        sim.inject("+4917000000005", "Hello HA")
+        await async_wait_until(lambda: probe.payloads("smsgw/received"), timeout=20, what="received SMS")
+        event = json.loads(probe.payloads("homeassistant/event/gw-ha/received/config")[-1])
+        fired = json.loads(render(event["value_template"], json.loads(probe.payloads("smsgw/received")[0])))
+        assert (fired["event_type"], fired["from"], fired["text"], fired["modem"]) == (
+            "received", "+4917000000005", "Hello HA", "sim0")

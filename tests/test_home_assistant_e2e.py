@@ -9,16 +9,13 @@ every entity unavailable, as Home Assistant evaluates ``availability`` (``availa
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from daemon_helpers import DaemonProcess, write_config
-from home_assistant import render_command, render_value, validate
+from home_assistant import render_command, render_value, simulated_gateway, validate
 from mosquitto import Broker, Probe
-from third_party_fixtures import run_simulator
 from waiting import async_wait_until
 
 pytest_plugins = ["mosquitto"]
@@ -57,61 +54,51 @@ def available(config: dict[str, Any], retained: dict[str, bytes]) -> bool:
 
 
 async def test_every_notify_entity_sends_through_the_announced_topic(tmp_path: Path, mosquitto: Broker) -> None:
-    extra = (f'\n[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\nclient_id = "gw-ha"\n'
-             "reconnect_min = 0.2\nreconnect_max = 1\n"
-             f'\n[contacts]\nalice = "{ALICE}"\n\n[groups]\noncall = ["alice", "{BOB}"]\n')
-    with contextlib.ExitStack() as stack:
-        sim = stack.enter_context(run_simulator(tmp_path / "sim"))
-        config = write_config(tmp_path / "gw", [sim.port(0)], extra=extra)
-        probe = Probe(mosquitto, "homeassistant/#", "smsgw/#")
-        stack.callback(probe.close)
-        daemon = DaemonProcess(config)
-        await daemon.start()
-        try:
-            def modem_online() -> bool:
-                return any(json.loads(p).get("state") == "online" for p in probe.payloads("smsgw/modem/sim0"))
+    contacts = f'\n[contacts]\nalice = "{ALICE}"\n\n[groups]\noncall = ["alice", "{BOB}"]\n'
+    async with simulated_gateway(tmp_path, mosquitto, "gw-ha", "homeassistant/#", "smsgw/#",
+                                 extra=contacts) as (sim, daemon, probe):
+        def modem_online() -> bool:
+            return any(json.loads(p).get("state") == "online" for p in probe.payloads("smsgw/modem/sim0"))
 
-            await async_wait_until(modem_online, timeout=20, what=f"modem online; log {daemon.log_text()[-2000:]}")
-            notify = {}
+        await async_wait_until(modem_online, timeout=20, what=f"modem online; log {daemon.log_text()[-2000:]}")
+        notify = {}
 
-            def announced() -> bool:
-                notify.update({t: c for t, c in latest(probe).items() if "/notify/" in t})
-                return len(notify) == 3
+        def announced() -> bool:
+            notify.update({t: c for t, c in latest(probe).items() if "/notify/" in t})
+            return len(notify) == 3
 
-            await async_wait_until(announced, timeout=10, what="three notify entities")
-            for topic, entity in latest(probe).items():
-                assert validate(topic, entity) == [], (topic, entity)
-            sends = {
-                "homeassistant/notify/gw-ha/sms/config": (f"{ANYONE}: Feed delivered", [(ANYONE, "Feed delivered")]),
-                "homeassistant/notify/gw-ha/sms_alice/config": ("Barn door open", [(ALICE, "Barn door open")]),
-                "homeassistant/notify/gw-ha/sms_group_oncall/config": (
-                    "Pump 7 failed", [(ALICE, "Pump 7 failed"), (BOB, "Pump 7 failed")]),
-            }
-            for topic, (message, expected) in sends.items():
-                entity = notify[topic]
-                payload = render_command(entity["command_template"], message,
-                                         entity_id=entity["default_entity_id"], name=entity["name"])
-                mosquitto_pub(mosquitto, entity["command_topic"], payload)
-                for number, text in expected:
-                    sim.wait_sent(number, lambda r, text=text: r.get("text") == text)  # type: ignore[misc]
-            errors = [json.loads(p) for p in probe.payloads("smsgw/bridge/response/send")]
-            assert [e for e in errors if e.get("status") == "error"] == []
+        await async_wait_until(announced, timeout=10, what="three notify entities")
+        for topic, entity in latest(probe).items():
+            assert validate(topic, entity) == [], (topic, entity)
+        sends = {
+            "homeassistant/notify/gw-ha/sms/config": (f"{ANYONE}: Feed delivered", [(ANYONE, "Feed delivered")]),
+            "homeassistant/notify/gw-ha/sms_alice/config": ("Barn door open", [(ALICE, "Barn door open")]),
+            "homeassistant/notify/gw-ha/sms_group_oncall/config": (
+                "Pump 7 failed", [(ALICE, "Pump 7 failed"), (BOB, "Pump 7 failed")]),
+        }
+        for topic, (message, expected) in sends.items():
+            entity = notify[topic]
+            payload = render_command(entity["command_template"], message,
+                                     entity_id=entity["default_entity_id"], name=entity["name"])
+            mosquitto_pub(mosquitto, entity["command_topic"], payload)
+            for number, text in expected:
+                sim.wait_sent(number, lambda r, text=text: r.get("text") == text)  # type: ignore[misc]
+        errors = [json.loads(p) for p in probe.payloads("smsgw/bridge/response/send")]
+        assert [e for e in errors if e.get("status") == "error"] == []
 
-            # every entity is available now ...
-            def retained() -> dict[str, bytes]:
-                last: dict[str, bytes] = {}
-                for topic, payload, _ in probe.snapshot():
-                    last[topic] = payload
-                return last
+        # every entity is available now ...
+        def retained() -> dict[str, bytes]:
+            last: dict[str, bytes] = {}
+            for topic, payload, _ in probe.snapshot():
+                last[topic] = payload
+            return last
 
-            entities = latest(probe)
-            assert all(available(c, retained()) for c in entities.values()), \
-                [t for t, c in entities.items() if not available(c, retained())]
-            # ... and unavailable once the daemon is killed (the broker publishes its last will)
-            await daemon.kill()
-            await async_wait_until(
-                lambda: json.loads(retained()["smsgw/bridge/state"]) == {"state": "offline"}, timeout=30,
-                what="the last will on smsgw/bridge/state")
-            assert [t for t, c in entities.items() if available(c, retained())] == []
-        finally:
-            await daemon.stop()
+        entities = latest(probe)
+        assert all(available(c, retained()) for c in entities.values()), \
+            [t for t, c in entities.items() if not available(c, retained())]
+        # ... and unavailable once the daemon is killed (the broker publishes its last will)
+        await daemon.kill()
+        await async_wait_until(
+            lambda: json.loads(retained()["smsgw/bridge/state"]) == {"state": "offline"}, timeout=30,
+            what="the last will on smsgw/bridge/state")
+        assert [t for t, c in entities.items() if available(c, retained())] == []

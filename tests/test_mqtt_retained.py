@@ -14,27 +14,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from mosquitto import Broker
 from test_mqtt_bridge import NUMBER, Rig, wait_json
+from test_mqtt_bridge import rig as mqtt_rig  # noqa: F401  (its fixture, as "mqtt_rig"; F811 below)
 from waiting import async_wait_until, wait_until
 
 pytest_plugins = ["mosquitto"]
 
 RESPONSES = "smsgw/bridge/response/send"
-
-
-@pytest.fixture
-async def rig(tmp_path: Path, mosquitto: Broker) -> AsyncIterator[Rig]:
-    r = Rig(tmp_path, mosquitto)
-    try:
-        yield r
-    finally:
-        await r.close()
 
 
 def clear_retained(mosquitto: Broker, topic: str, protocol: str) -> None:
@@ -56,10 +46,10 @@ def retained_on_broker(mosquitto: Broker, topic: str, rig: Rig) -> list[bytes]:
     ("smsgw/send", json.dumps({"to": NUMBER, "text": "stale", "transaction": "r1"})),
     ("smsgw/send/004917612345678", "stale plain text"),
 ])
-async def test_live_retained_request_is_refused_and_cleared(rig: Rig, mosquitto: Broker, publisher: str,
+async def test_live_retained_request_is_refused_and_cleared(mqtt_rig: Rig, mosquitto: Broker, publisher: str,  # noqa: F811
                                                             topic: str, payload: str) -> None:
-    bridge = await rig.bridge()  # MQTT 5, the default
-    probe = rig.probe(RESPONSES)
+    bridge = await mqtt_rig.bridge()  # MQTT 5, the default
+    probe = mqtt_rig.probe(RESPONSES)
     probe.subscribed()
     mosquitto.pub(topic, payload, retain=True, extra=("-V", publisher))
     [response] = await wait_json(probe, RESPONSES)
@@ -69,7 +59,7 @@ async def test_live_retained_request_is_refused_and_cleared(rig: Rig, mosquitto:
         assert response["transaction"] == "r1"
     assert bridge.store.outbox() == []
     # cleared: a reconnecting client (or this bridge after a restart) never sees it again
-    await async_wait_until(lambda: retained_on_broker(mosquitto, topic, rig) == [], what="retained cleared")
+    await async_wait_until(lambda: retained_on_broker(mosquitto, topic, mqtt_rig) == [], what="retained cleared")
     # the empty retained payload that cleared it was delivered too, and got no answer
     probe.publish("smsgw/send", json.dumps({"to": NUMBER, "text": "marker", "transaction": "m"}))
     responses = await wait_json(probe, RESPONSES, 2)
@@ -77,9 +67,9 @@ async def test_live_retained_request_is_refused_and_cleared(rig: Rig, mosquitto:
     assert [m["text"] for m in bridge.store.outbox()] == ["marker"]
 
 
-async def test_clearing_a_retained_request_gets_no_answer(rig: Rig, mosquitto: Broker) -> None:
-    bridge = await rig.bridge()
-    probe = rig.probe(RESPONSES)
+async def test_clearing_a_retained_request_gets_no_answer(mqtt_rig: Rig, mosquitto: Broker) -> None:  # noqa: F811
+    bridge = await mqtt_rig.bridge()
+    probe = mqtt_rig.probe(RESPONSES)
     probe.subscribed()
     for publisher in ("mqttv311", "mqttv5"):
         for topic in ("smsgw/send", "smsgw/send/004917612345678"):
@@ -90,17 +80,17 @@ async def test_clearing_a_retained_request_gets_no_answer(rig: Rig, mosquitto: B
     assert bridge.stats()["rejected"] == 0
 
 
-async def test_mqtt311_bridge_refuses_the_replay_and_clears_it(rig: Rig, mosquitto: Broker) -> None:
+async def test_mqtt311_bridge_refuses_the_replay_and_clears_it(mqtt_rig: Rig, mosquitto: Broker) -> None:  # noqa: F811
     """With ``protocol = "3.1.1"`` a live retained request cannot be told from another one (the flag
     is cleared on delivery): it is sent once. The broker replays it marked retained on the next
     connect: refused, and cleared, so it is not sent again nor refused on every reconnect."""
     mosquitto.pub("smsgw/send", json.dumps({"to": NUMBER, "text": "stale", "transaction": "r"}), retain=True)
-    probe = rig.probe(RESPONSES)
+    probe = mqtt_rig.probe(RESPONSES)
     probe.subscribed()
-    old = await rig.bridge(protocol="3.1.1", client_id="gw-311", db="311.db")
+    old = await mqtt_rig.bridge(protocol="3.1.1", client_id="gw-311", db="311.db")
     [response] = await wait_json(probe, RESPONSES)
     assert response["status"] == "error" and "retained" in response["error"]
-    await async_wait_until(lambda: retained_on_broker(mosquitto, "smsgw/send", rig) == [],
+    await async_wait_until(lambda: retained_on_broker(mosquitto, "smsgw/send", mqtt_rig) == [],
                            what="retained request cleared")
     assert old.store.outbox() == []
     # the clearing (an empty payload, flag cleared on delivery with 3.1.1) is not answered either

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from mosquitto import Broker
 from test_mqtt_bridge import Rig, wait_json
+from test_mqtt_bridge import rig as mqtt_rig  # noqa: F401  (its fixture, as "mqtt_rig"; F811 below)
 from test_rules import Clock, _at, _config, _incoming, _outbox
 
 from appliance.migrations import migrate, user_version
@@ -85,10 +86,10 @@ def test_stop_and_start_by_sms_govern_alerts_and_replies(tmp_path: Path) -> None
     store.close()
 
 
-async def test_mqtt_requests_to_an_opted_out_number_are_refused(rig: Rig, mosquitto: Broker) -> None:
-    bridge = await rig.bridge()
+async def test_mqtt_requests_to_an_opted_out_number_are_refused(mqtt_rig: Rig, mosquitto: Broker) -> None:  # noqa: F811
+    bridge = await mqtt_rig.bridge()
     bridge.store.optout_add("+4917612345678", "cli")
-    probe = rig.probe("smsgw/bridge/response/send")
+    probe = mqtt_rig.probe("smsgw/bridge/response/send")
     probe.subscribed()
     probe.publish("smsgw/send", json.dumps({"to": "+4917612345678", "text": "hi", "transaction": "n"}))
     probe.publish("smsgw/send/004917612345678", "plain")
@@ -100,15 +101,6 @@ async def test_mqtt_requests_to_an_opted_out_number_are_refused(rig: Rig, mosqui
     assert [m["text"] for m in bridge.store.outbox()] == ["fire"]
     with pytest.raises(Exception, match="has opted out"):
         bridge.enqueue_request({"to": "+4917612345678", "text": "x"}, source="rule:x")
-
-
-@pytest.fixture
-async def rig(tmp_path: Path, mosquitto: Broker):  # type: ignore[no-untyped-def]
-    r = Rig(tmp_path, mosquitto)
-    try:
-        yield r
-    finally:
-        await r.close()
 
 
 def smsgw(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

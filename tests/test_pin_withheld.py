@@ -4,16 +4,14 @@ the audit log; the command itself still runs. `smsgw simulate` + `smsgw run` + m
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-from daemon_helpers import ROOT, DaemonProcess, daemon_env, write_config
-from home_assistant import render_value
-from mosquitto import Broker, Probe
-from third_party_fixtures import run_simulator
+from daemon_helpers import ROOT, daemon_env
+from home_assistant import render_value, simulated_gateway
+from mosquitto import Broker
 from waiting import async_wait_until
 
 from appliance.discovery import discovery_messages
@@ -36,27 +34,17 @@ def smsgw(config: Path, *args: str) -> str:
 
 
 async def test_pin_is_withheld_wherever_the_sms_is_shown(tmp_path: Path, mosquitto: Broker) -> None:
-    extra = (f'\n[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\nclient_id = "gw-pin"\n'
-             "reconnect_min = 0.2\nreconnect_max = 1\n" + COMMANDS)
-    with contextlib.ExitStack() as stack:
-        sim = stack.enter_context(run_simulator(tmp_path / "sim"))
-        config = write_config(tmp_path / "gw", [sim.port(0)], extra=extra)
-        probe = Probe(mosquitto, "smsgw/received", "farm/#")
-        stack.callback(probe.close)
-        daemon = DaemonProcess(config)
-        await daemon.start()
-        try:
-            await async_wait_until(lambda: "MQTT connected" in daemon.log_text(), timeout=20,
-                                   what=f"daemon connected; log {daemon.log_text()[-2000:]}")
-            sim.inject(ALICE, "4321 PUMP 7 ON")
-            sim.inject(ALICE, "1111 PUMP 8 OFF")  # a wrong PIN is withheld as well
-            await async_wait_until(lambda: len(probe.payloads("smsgw/received")) == 2, timeout=20,
-                                   what="both SMS on smsgw/received")
-            # the command still ran, with the right PIN only
-            await async_wait_until(lambda: probe.payloads("farm/pump/7/set"), timeout=10, what="pump 7 command")
-            assert probe.payloads("farm/pump/7/set") == [b"ON"] and probe.payloads("farm/pump/8/set") == []
-        finally:
-            await daemon.stop()
+    async with simulated_gateway(tmp_path, mosquitto, "gw-pin", "smsgw/received", "farm/#",
+                                 extra=COMMANDS) as (sim, daemon, probe):
+        await async_wait_until(lambda: "MQTT connected" in daemon.log_text(), timeout=20,
+                               what=f"daemon connected; log {daemon.log_text()[-2000:]}")
+        sim.inject(ALICE, "4321 PUMP 7 ON")
+        sim.inject(ALICE, "1111 PUMP 8 OFF")  # a wrong PIN is withheld as well
+        await async_wait_until(lambda: len(probe.payloads("smsgw/received")) == 2, timeout=20,
+                               what="both SMS on smsgw/received")
+        # the command still ran, with the right PIN only
+        await async_wait_until(lambda: probe.payloads("farm/pump/7/set"), timeout=10, what="pump 7 command")
+        assert probe.payloads("farm/pump/7/set") == [b"ON"] and probe.payloads("farm/pump/8/set") == []
         published = [json.loads(p) for p in probe.payloads("smsgw/received")]
         assert sorted(m["text"] for m in published) == ["**** PUMP 7 ON", "**** PUMP 8 OFF"]
         assert not any(pin in json.dumps(published) for pin in ("4321", "1111"))
@@ -65,6 +53,7 @@ async def test_pin_is_withheld_wherever_the_sms_is_shown(tmp_path: Path, mosquit
         for message in published:
             fired = json.loads(render_value(event["value_template"], message))
             assert fired["text"].startswith("**** ")
+        config = tmp_path / "gw" / "smsgw.toml"  # smsgw inbox reads the store beside the running daemon
         shown = smsgw(config, "inbox") + smsgw(config, "inbox", "--json")
         assert "PUMP 7 ON" in shown and "4321" not in shown and "1111" not in shown
         store = Store(tmp_path / "gw" / "smsgw.db")
