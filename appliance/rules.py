@@ -992,15 +992,15 @@ PIN_WITHHELD = "****"
 
 
 def withhold_pin(commands: Sequence[CommandRule], text: str) -> str:
-    """``text`` as it may be shown or published: a command for a PIN rule (``4321 PUMP 7 ON``) with
-    the PIN given, right or wrong, replaced by ``****`` (``**** PUMP 7 ON``); other texts unchanged."""
-    pin_rules = [rule for rule in commands if rule.pin is not None]
-    if not pin_rules:
+    """``text`` as it may be shown or published: when a rule wants a PIN, a message that starts with
+    4 to 8 digits and goes on (``4321 PUMP 7 ON``, also a mistyped ``4321 PUMP 7 ONN``) has that
+    first word, a PIN right or wrong, replaced by ``****`` (``**** PUMP 7 ON``); others unchanged."""
+    if not any(rule.pin is not None for rule in commands):
         return text
-    found = match_command(pin_rules, text)
-    if found is None or found.pin_given is None:
+    first, _, rest = normalise_text(text).partition(" ")
+    if not (rest and first.isdigit() and 4 <= len(first) <= 8):
         return text
-    return f"{PIN_WITHHELD} {normalise_text(text).partition(' ')[2]}"
+    return f"{PIN_WITHHELD} {rest}"
 
 
 def text_filter(config: Any) -> Callable[[str], str]:
@@ -1375,7 +1375,7 @@ class RulesEngine:
         now = self.clock()
         sender = message.sender or ""
         text = normalise_text(message.text)
-        base = {"message": message.id, "from": sender, "text": text}
+        base = {"message": message.id, "from": sender, "text": withhold_pin(self.rules.commands, text)}
         if message.error or not sender or not self.is_listed(sender):
             self.store.audit("unlisted_sender", base, now=now)
             self.store.received_handled(message.id)

@@ -40,13 +40,14 @@ async def test_pin_is_withheld_wherever_the_sms_is_shown(tmp_path: Path, mosquit
                                what=f"daemon connected; log {daemon.log_text()[-2000:]}")
         sim.inject(ALICE, "4321 PUMP 7 ON")
         sim.inject(ALICE, "1111 PUMP 8 OFF")  # a wrong PIN is withheld as well
-        await async_wait_until(lambda: len(probe.payloads("smsgw/received")) == 2, timeout=20,
-                               what="both SMS on smsgw/received")
+        sim.inject(ALICE, "4321 PUMP 9 ONN")  # and a mistyped command (audited command_unknown)
+        await async_wait_until(lambda: len(probe.payloads("smsgw/received")) == 3, timeout=20,
+                               what="the three SMS on smsgw/received")
         # the command still ran, with the right PIN only
         await async_wait_until(lambda: probe.payloads("farm/pump/7/set"), timeout=10, what="pump 7 command")
         assert probe.payloads("farm/pump/7/set") == [b"ON"] and probe.payloads("farm/pump/8/set") == []
         published = [json.loads(p) for p in probe.payloads("smsgw/received")]
-        assert sorted(m["text"] for m in published) == ["**** PUMP 7 ON", "**** PUMP 8 OFF"]
+        assert sorted(m["text"] for m in published) == ["**** PUMP 7 ON", "**** PUMP 8 OFF", "**** PUMP 9 ONN"]
         assert not any(pin in json.dumps(published) for pin in ("4321", "1111"))
         event = next(p for t, p in discovery_messages(prefix="homeassistant", base_topic="smsgw", node="gw-pin",
                                                       modems={}) if t.endswith("/event/gw-pin/received/config"))
@@ -62,12 +63,12 @@ async def test_pin_is_withheld_wherever_the_sms_is_shown(tmp_path: Path, mosquit
             assert "4321" not in audit and "1111" not in audit
             # the inbox row keeps the text as received: the command rules need it
             assert {r["text"] for r in store.conn.execute("SELECT text FROM inbox")} == {
-                "4321 PUMP 7 ON", "1111 PUMP 8 OFF"}
+                "4321 PUMP 7 ON", "1111 PUMP 8 OFF", "4321 PUMP 9 ONN"}
         finally:
             store.close()
 
 
-def test_withhold_pin_only_touches_commands_for_pin_rules() -> None:
+def test_withhold_pin_masks_a_leading_pin_only_when_a_rule_wants_one() -> None:
     from appliance.rules import validate_rules_table
 
     rules = validate_rules_table({
@@ -79,5 +80,8 @@ def test_withhold_pin_only_touches_commands_for_pin_rules() -> None:
     assert withhold_pin(rules.commands, "4321 PUMP 7 ON") == "**** PUMP 7 ON"
     assert withhold_pin(rules.commands, "  9999   PUMP 7   ON ") == "**** PUMP 7 ON"
     assert withhold_pin(rules.commands, "PUMP 7 ON") == "PUMP 7 ON"
-    assert withhold_pin(rules.commands, "1234 GATE 2") == "1234 GATE 2"  # not a PIN rule
+    assert withhold_pin(rules.commands, "4321 PUMP 7 ONN") == "**** PUMP 7 ONN"  # no rule matches: still a PIN
     assert withhold_pin(rules.commands, "Meet at 1200") == "Meet at 1200"
+    assert withhold_pin(rules.commands, "123 apples") == "123 apples"  # not 4 to 8 digits
+    assert withhold_pin(rules.commands, "4321") == "4321"  # nothing after it: not a command with a PIN
+    assert withhold_pin(rules.commands[1:], "4321 GATE 2") == "4321 GATE 2"  # no rule wants a PIN
