@@ -93,9 +93,17 @@ async def subscribed(rig: Rig, probe_topic: str) -> None:
     """Wait until the engine's subscriptions are active: a marker alert goes through."""
     probe = Probe(rig.broker)
     try:
+        # The SUBACK may still be on its way: a probe published before it is not delivered, so
+        # publish again (a new payload each time: the engine drops repeated identical payloads).
         n = len(rig.outbox())
-        probe.publish(probe_topic, b"{}")
-        await async_wait_until(lambda: len(rig.outbox()) > n, what="engine subscribed")
+        for attempt in range(40):
+            probe.publish(probe_topic, json.dumps({"probe": attempt}).encode())
+            try:
+                await async_wait_until(lambda: len(rig.outbox()) > n, timeout=0.5, what="engine subscribed")
+                return
+            except AssertionError:
+                continue
+        raise AssertionError("engine subscribed: no probe alert was queued in 20 s")
     finally:
         probe.close()
 
