@@ -27,11 +27,17 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 MQTT_PROTOCOLS = ("5", "3.1.1")
 
 # Top-level keys: the sections parsed here, plus the ones kept in ``raw`` for other modules.
-OWN_SECTIONS = ("store", "mqtt", "modems", "numbers", "limits", "hardware", "log_level")
+OWN_SECTIONS = ("store", "mqtt", "modems", "modems_auto", "numbers", "limits", "hardware", "log_level")
 RAW_SECTIONS = ("alerts", "commands", "contacts", "groups", "sources", "quiet_hours", "rules", "health")
 
 _MODEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _PIN = re.compile(r"^[0-9]{4,8}$")
+_IMEI = re.compile(r"^[0-9]{14,17}$")
+_ICCID = re.compile(r"^[0-9]{18,22}$")
+#: ``port = "auto"``: the daemon looks for the modem with the configured IMEI / ICCID on these.
+AUTO_PORT = "auto"
+DEFAULT_AUTO_GLOBS = ("/dev/gsm/*", "/dev/serial/by-id/*", "/dev/ttyUSB*", "/dev/ttyACM*", "/dev/ttyAMA0",
+                      "/dev/ttyS0")
 
 
 class ConfigError(Exception):
@@ -85,6 +91,19 @@ class ModemConfig:
     daily_cap: int | None = None
     report: bool = False
     power_gpio: int | None = None
+    imei: str | None = None   # the modem's IMEI: with port = "auto" it is looked for on every candidate port
+    iccid: str | None = None  # the SIM's ICCID: the modem is not used with another SIM
+
+    @property
+    def auto(self) -> bool:
+        return self.port == AUTO_PORT
+
+
+@dataclass(frozen=True)
+class ModemsAutoConfig:
+    """``[modems_auto]``: where ``port = "auto"`` looks for its modem."""
+
+    globs: tuple[str, ...] = DEFAULT_AUTO_GLOBS
 
 
 @dataclass(frozen=True)
@@ -128,6 +147,7 @@ class Config:
     hardware: HardwareConfig
     log_level: str = "info"
     raw: dict[str, Any] = field(default_factory=dict)
+    modems_auto: ModemsAutoConfig = field(default_factory=ModemsAutoConfig)
 
     def modem(self, modem_id: str) -> ModemConfig:
         for modem in self.modems:
@@ -355,6 +375,9 @@ def _check_port(sec: _Section, port: str) -> None:
             parsed = None
         if parsed is None or not parsed.hostname or tcp_port is None or tcp_port == 0:
             raise sec.error("port", f"{port!r}: expected socket://host:port")
+    elif port == AUTO_PORT:
+        if not sec.has("imei") and not sec.has("iccid"):
+            raise sec.error("port", '"auto" needs imei = "..." or iccid = "..." to know which modem to look for')
     elif "://" not in port and not port.startswith("/"):
         raise sec.error("port", f"{port!r} is not an absolute device path (did you mean '/dev/{port}'?)")
 
@@ -364,9 +387,11 @@ def _modems(file: Path, value: object) -> tuple[ModemConfig, ...]:
         raise ConfigError(file, "modems", "must be an array of tables: write [[modems]], not [modems]")
     if not isinstance(value, list):
         raise ConfigError(file, "modems", f"must be an array of tables ([[modems]]), not {_type_name(value)}")
-    known = ("id", "port", "profile", "pin", "baudrate", "rate_per_minute", "daily_cap", "report", "power_gpio")
+    known = ("id", "port", "profile", "pin", "baudrate", "rate_per_minute", "daily_cap", "report", "power_gpio",
+             "imei", "iccid")
     modems: list[ModemConfig] = []
     seen: dict[str, int] = {}
+    identities: dict[tuple[str, str], int] = {}
     profiles: list[str] | None = None
     for index, table in enumerate(value):
         sec = _Section(file, f"modems[{index}]", table, known)
@@ -401,6 +426,18 @@ def _modems(file: Path, value: object) -> tuple[ModemConfig, ...]:
             assert pin is not None
             if not _PIN.match(pin):
                 raise sec.error("pin", "must be 4-8 digits")
+        ids: dict[str, str | None] = {}
+        for name, pattern, what in (("imei", _IMEI, "14-17 digits (AT+CGSN; `smsgw detect` shows it)"),
+                                    ("iccid", _ICCID, "18-22 digits (printed on the SIM; `smsgw doctor` shows it)")):
+            ids[name] = sec.string(name)
+            value = ids[name]
+            if value is None:
+                continue
+            if not pattern.match(value):
+                raise sec.error(name, f"{value!r} must be {what}")
+            if (name, value) in identities:
+                raise sec.error(name, f"{value} is also modems[{identities[(name, value)]}].{name}")
+            identities[(name, value)] = index
         modems.append(ModemConfig(
             id=modem_id, port=port, profile=profile, pin=pin,
             baudrate=sec.integer("baudrate", 115200, minimum=1200, maximum=4_000_000) or 115200,
@@ -408,8 +445,22 @@ def _modems(file: Path, value: object) -> tuple[ModemConfig, ...]:
             daily_cap=sec.integer("daily_cap", None, minimum=1),
             report=sec.boolean("report", False),
             power_gpio=sec.integer("power_gpio", None, minimum=0, maximum=63),
+            imei=ids["imei"], iccid=ids["iccid"],
         ))
     return tuple(modems)
+
+
+def _modems_auto(file: Path, table: object) -> ModemsAutoConfig:
+    sec = _Section(file, "modems_auto", table, ("globs",))
+    if not sec.has("globs"):
+        return ModemsAutoConfig()
+    globs = sec.strings("globs")
+    if not globs:
+        raise sec.error("globs", "must name at least one pattern, e.g. [\"/dev/ttyUSB*\"]")
+    for index, pattern in enumerate(globs):
+        if not pattern.startswith("/"):
+            raise ConfigError(file, f"modems_auto.globs[{index}]", f"{pattern!r} is not an absolute path pattern")
+    return ModemsAutoConfig(globs=globs)
 
 
 def _numbers(file: Path, table: object) -> NumbersConfig:
@@ -491,6 +542,7 @@ def parse_config(data: dict[str, Any], path: str | Path) -> Config:
         hardware=_hardware(file, data.get("hardware", {})),
         log_level=level.lower(),
         raw=data,
+        modems_auto=_modems_auto(file, data.get("modems_auto", {})),
     )
 
 

@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -119,6 +121,7 @@ class Daemon:
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
         self._data_version: int | None = None
+        self._locate_lock = asyncio.Lock()
 
     # --- construction ------------------------------------------------------------------------
 
@@ -129,7 +132,34 @@ class Daemon:
         state_dir = self.config.store.path.parent  # pin-rejections.json, shared with `smsgw doctor`
         for mc in self.config.modems:
             self.modems[mc.id] = Modem(mc.port, profile=mc.profile, pin=mc.pin, modem_id=mc.id,
-                                       baudrate=mc.baudrate, timeouts=timeouts or None, state_dir=state_dir)
+                                       baudrate=mc.baudrate, timeouts=timeouts or None, state_dir=state_dir,
+                                       expect_imei=mc.imei, expect_iccid=mc.iccid)
+
+    def _locator(self, modem_id: str) -> Callable[[], Awaitable[str | None]]:
+        """For ``port = "auto"``: search the candidate ports for this modem's IMEI/ICCID.
+
+        One search at a time (two probes on one port garble each other); ports that another
+        configured modem names or has open are never probed.
+        """
+        from drivers.locate import find_port
+
+        mc = self.config.modem(modem_id)
+
+        def taken(port: str) -> bool:
+            real = os.path.realpath(port)
+            for other_id, other in self.modems.items():
+                if other_id == modem_id:
+                    continue
+                other_mc = self.config.modem(other_id)
+                if (not other_mc.auto or other.is_open) and os.path.realpath(other.port) == real:
+                    return True
+            return False
+
+        async def locate() -> str | None:
+            async with self._locate_lock:
+                return await find_port(self.config.modems_auto.globs, imei=mc.imei, iccid=mc.iccid, skip=taken)
+
+        return locate
 
     def _make_hardware(self) -> None:
         needs_gpio = self.config.hardware.status_led_gpio is not None or any(
@@ -179,6 +209,7 @@ class Daemon:
                 power=self.power.get(modem_id), ping_interval=s.ping_interval,
                 failures_allowed=s.failures_allowed, backoff_base=s.backoff_base, backoff_max=s.backoff_max,
                 port_wait=s.port_wait, radio_interval=s.radio_interval, extra_status=self._modem_extra,
+                locate=self._locator(modem_id) if config.modem(modem_id).auto else None,
             )
             self.supervisors[modem_id] = supervisor
             supervisor.start()

@@ -9,6 +9,12 @@ dispatcher (its work moves to other modems) and climbs the recovery ladder:
 2. close and reopen: wait for the port path to reappear (USB re-enumeration), then ``open()``,
 3. power cycle through the power key GPIO (only when ``power_gpio`` is configured).
 
+A modem configured with ``port = "auto"`` is given a ``locate`` function: before every open the
+supervisor asks it for the port whose modem has the configured IMEI/ICCID, and while waiting for a
+vanished port it looks again, so a modem that comes back under another name (hot-plug, USB
+re-enumeration) is found there. A modem or SIM that is not the configured one (``IdentityError``)
+is kept out of rotation in the state "wrong modem" / "wrong sim", and tried again with backoff.
+
 When a rung brings the modem back, it is healthy again, the dispatcher gets it back and the
 inbound side sweeps its storage (SMS may have arrived while it was away). When the whole
 ladder fails, the supervisor waits (exponential backoff, ``backoff_base`` doubling up to
@@ -27,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from appliance.store import Store
+from drivers.errors import IdentityError
 from drivers.parsers import access_technology
 
 if TYPE_CHECKING:
@@ -44,6 +51,8 @@ BACKOFF_MAX = 300.0
 #: Seconds to wait for a vanished port path to come back before giving up on this rung.
 PORT_WAIT = 30.0
 PORT_POLL = 0.1
+#: Seconds between two searches for a ``port = "auto"`` modem while it is away (each probes ports).
+LOCATE_POLL = 0.5
 
 ONLINE = "online"
 #: States logged at info level; the others (trouble and recovery) at warning level.
@@ -71,8 +80,11 @@ class ModemSupervisor:
         radio_interval: float = RADIO_INTERVAL,
         extra_status: Callable[[str], dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.time,
+        locate: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
         self.modem = modem
+        self.locate = locate
+        self._identity_state: str | None = None  # "wrong sim" / "wrong modem" after an IdentityError
         self.store = store
         self.on_healthy = on_healthy
         self.on_recovered = on_recovered
@@ -227,7 +239,13 @@ class ModemSupervisor:
             error = str(exc) or type(exc).__name__
             LOG.warning("modem %s: %s failed: %s", self.modem_id, state, error)
             self._note_error(error)
+            if isinstance(exc, IdentityError):
+                self._identity_state = exc.state
+                self._set(exc.state, healthy=False, error=error)
+            else:
+                self._identity_state = None
             return False
+        self._identity_state = None
         self.failures = 0
         self.rounds = 0
         if state != "opening":
@@ -267,7 +285,29 @@ class ModemSupervisor:
             self.publish()
 
     async def _open(self) -> None:
+        if self.locate is not None:
+            await self._find_port(wait=0.0)
         await self.modem.open()
+
+    async def _find_port(self, wait: float) -> None:
+        """Point the modem at the port where its IMEI/ICCID is found, looking for up to ``wait`` seconds."""
+        assert self.locate is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            port = await self.locate()
+            if port is not None:
+                if port != self.modem.port:
+                    LOG.info("modem %s found on %s", self.modem_id, port)
+                self.modem.port = port
+                return
+            if loop.time() >= deadline:
+                imei = self.modem.expect_imei
+                wanted = f"IMEI {imei}" if imei else f"ICCID {self.modem.expect_iccid}"
+                raise ConnectionError(f"no port has the modem with {wanted}")
+            if self.state != "waiting for port":
+                self._set("waiting for port")
+            await asyncio.sleep(LOCATE_POLL)
 
     async def _reopen(self) -> None:
         with contextlib.suppress(Exception):
@@ -276,7 +316,11 @@ class ModemSupervisor:
         await self.modem.open()
 
     async def _wait_port(self) -> None:
-        """A USB modem that re-enumerates: wait for its port path to reappear."""
+        """A USB modem that re-enumerates: wait for its port path to reappear (or, for "auto", any port
+        with its identity)."""
+        if self.locate is not None:
+            await self._find_port(wait=self.port_wait)
+            return
         port = str(getattr(self.modem, "port", ""))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.port_wait
@@ -309,6 +353,6 @@ class ModemSupervisor:
             return
         delay = min(self.backoff_max, self.backoff_base * 2.0 ** self.rounds)
         self.rounds += 1
-        self._set("offline")
+        self._set(self._identity_state or "offline")
         LOG.warning("modem %s offline; next recovery attempt in %.1fs", self.modem_id, delay)
         await self._sleep(delay)

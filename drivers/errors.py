@@ -206,6 +206,17 @@ class PinError(ModemError):
     """The SIM wants a PIN or PUK that smsgw may not, or must not, enter."""
 
 
+class IdentityError(ModemError):
+    """The modem or SIM on the port is not the one configured (``imei`` / ``iccid``).
+
+    ``state`` is the modem state to publish: "wrong modem" or "wrong sim".
+    """
+
+    def __init__(self, message: str, state: str = "wrong modem") -> None:
+        super().__init__(message)
+        self.state = state
+
+
 _CODED = re.compile(r"^\+(CME|CMS) ERROR:\s*(.*?)\s*$", re.IGNORECASE)
 
 

@@ -22,14 +22,14 @@ import os
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from drivers import parsers
 from drivers.at import AtEngine, AtResponse, Priority
-from drivers.errors import AtError, AtTimeout, CmeError, ModemError, PinError, TransportError
+from drivers.errors import AtError, AtTimeout, CmeError, IdentityError, ModemError, PinError, TransportError
 from drivers.identity import Identity, identity_value, read_identity
 from drivers.pdu import (
     PduError,
@@ -63,6 +63,19 @@ M = TypeVar("M", bound="Modem")
 
 
 # --- results and events ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SimStatus:
+    state: str                 # the +CPIN state: "READY", "SIM PIN", "SIM PUK", ...
+    pin_attempts: int | None   # PIN attempts left, None when the modem does not tell
+
+    def __str__(self) -> str:
+        text = {"READY": "ready", "SIM PIN": "PIN required", "SIM PUK": "PUK required (locked)"}.get(
+            self.state, self.state)
+        if self.pin_attempts is not None:
+            text += f", {self.pin_attempts} attempt{'s' if self.pin_attempts != 1 else ''} left"
+        return text
 
 
 @dataclass(frozen=True)
@@ -396,8 +409,13 @@ class Modem:
         sync_attempts: int = SYNC_ATTEMPTS,
         sim_ready_timeout: float = SIM_READY_TIMEOUT,
         state_dir: os.PathLike[str] | str | None = None,
+        expect_imei: str | None = None,
+        expect_iccid: str | None = None,
     ) -> None:
         self.port = port
+        #: The configured identity (``[[modems]] imei`` / ``iccid``): ``open`` refuses another one.
+        self.expect_imei = expect_imei
+        self.expect_iccid = expect_iccid
         #: Rejected PINs shared across processes (None: remembered in this process only).
         self.pin_rejections = PinRejections(state_dir) if state_dir is not None else None
         self.modem_id = modem_id
@@ -493,9 +511,19 @@ class Modem:
         if self._auto:
             await self._adopt_profile(match_identity(manufacturer, model))
         self.identity = identity
+        if self.expect_imei is not None and imei != self.expect_imei:
+            raise IdentityError(f"{self.modem_id}: the modem on {self.port} has IMEI {imei or '(none read)'}, "
+                                f"not the configured {self.expect_imei}", "wrong modem")
+        if self.expect_iccid is not None:
+            # before any PIN: the configured PIN must never be spent on another SIM
+            early = await self._read_iccid()
+            if early and early != self.expect_iccid:
+                raise self._wrong_sim(early)
         await self._unlock_sim()
         imsi = _digits(identity_value((await self._optional("AT+CIMI") or _EMPTY).lines, ["+CIMI"]), 6, 15)
         iccid = await self._read_iccid()
+        if self.expect_iccid is not None and iccid != self.expect_iccid:
+            raise self._wrong_sim(iccid)
         self.identity = Identity(manufacturer, model, revision, imei, imsi, iccid)
         await self.command("AT+CMGF=0")
         for cmd in self.profile.init_commands:
@@ -541,6 +569,11 @@ class Modem:
             await self._close_engine()
             await self._open_engine()
             await self._sync()
+
+    def _wrong_sim(self, iccid: str) -> IdentityError:
+        return IdentityError(f"{self.modem_id}: wrong SIM in {self.port}: ICCID {iccid or '(none read)'}, not the "
+                             f"configured {self.expect_iccid}; not using it (put the right SIM in, or change "
+                             "[[modems]].iccid)", "wrong sim")
 
     async def _read_iccid(self) -> str:
         for cmd in self.profile.iccid_commands:
@@ -670,23 +703,11 @@ class Modem:
 
     async def _pin_attempts_left(self) -> int | None:
         """The SIM PIN attempts left, when the profile knows how to ask and the modem answers."""
-        command, pattern = self.profile.pin_attempts_command, self.profile.pin_attempts_pattern
-        if not command or not pattern:
-            return None
-        try:
-            response = await self.command(command, priority=Priority.RESET)
-        except (AtError, AtTimeout) as exc:
-            LOG.info("%s: %s: no PIN attempts count (%s)", self.modem_id, command, exc)
-            return None
-        for line in response.lines:
-            match = re.search(pattern, line)
-            if match:
-                try:
-                    return int(match.group(1))
-                except (ValueError, IndexError, TypeError):
-                    break
-        LOG.info("%s: %s: no PIN attempts count in %r", self.modem_id, command, response.lines)
-        return None
+        return await pin_attempts_left(self.engine, self.profile, name=self.modem_id)
+
+    async def sim_status(self) -> SimStatus:
+        """The SIM's +CPIN state and the PIN attempts left (None when the modem does not say)."""
+        return SimStatus(await self.sim_state(), await self._pin_attempts_left())
 
     async def _sim_state_after_boot(self) -> str:
         """The SIM state; ``+CME ERROR: SIM busy`` (14), which a modem answers while its SIM starts
@@ -1009,10 +1030,49 @@ class Modem:
 _EMPTY = AtResponse(command="", lines=[], final="OK")
 
 
+async def pin_attempts_left(engine: AtEngine, profile: Profile, *, name: str) -> int | None:
+    """The SIM PIN attempts left by the profile's command, or None (no command, no answer, no count)."""
+    command, pattern = profile.pin_attempts_command, profile.pin_attempts_pattern
+    if not command or not pattern:
+        return None
+    try:
+        response = await engine.command(command, priority=Priority.RESET)
+    except (AtError, AtTimeout) as exc:
+        LOG.info("%s: %s: no PIN attempts count (%s)", name, command, exc)
+        return None
+    for line in response.lines:
+        match = re.search(pattern, line)
+        if match:
+            try:
+                return int(match.group(1))
+            except (ValueError, IndexError, TypeError):
+                break
+    LOG.info("%s: %s: no PIN attempts count in %r", name, command, response.lines)
+    return None
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What ``inspect_port`` read: who the modem is and, when asked, the SIM's state."""
+
+    identity: Identity
+    profile: str
+    sim: SimStatus | None = None
+
+
 async def probe_port(port: str, *, timeout: float = 1.0, baudrate: int = 115200) -> Identity:
     """Ask whatever is on ``port`` who it is (AT, +CGMI, +CGMM, +CGMR, +CGSN), with short timeouts.
 
     Raises AtTimeout when nothing answers and TransportError when the port cannot be opened.
+    """
+    return (await inspect_port(port, timeout=timeout, baudrate=baudrate, sim=False)).identity
+
+
+async def inspect_port(port: str, *, timeout: float = 1.0, baudrate: int = 115200, sim: bool = True) -> Inspection:
+    """``probe_port``, and with ``sim`` the ICCID, the +CPIN state and the PIN attempts left.
+
+    Reads only: never enters a PIN, changes no setting but echo (``ATE0``). The SIM commands are
+    the detected profile's (``iccid_commands``, ``pin_attempts_command``).
     """
     engine = AtEngine(default_timeout=timeout, name=f"probe {port}")
     await asyncio.wait_for(engine.open(port, baudrate=baudrate), timeout)
@@ -1032,6 +1092,23 @@ async def probe_port(port: str, *, timeout: float = 1.0, baudrate: int = 115200)
         async def run(cmd: str) -> AtResponse:
             return await engine.command(cmd, timeout=timeout)
 
-        return await read_identity(run, f"probe {port}")
+        identity = await read_identity(run, f"probe {port}")
+        profile = match_identity(identity.manufacturer, identity.model)
+        if not sim:
+            return Inspection(identity, profile.name)
+        iccid = ""
+        for cmd in profile.iccid_commands:
+            try:
+                iccid = _digits(" ".join((await run(cmd)).lines), 18, 22)
+            except AtError:
+                iccid = ""
+            if iccid:
+                break
+        try:
+            state = parsers.parse_cpin((await run("AT+CPIN?")).lines)
+        except AtError as exc:
+            state = f"unknown ({exc})"
+        attempts = await pin_attempts_left(engine, profile, name=f"probe {port}")
+        return Inspection(replace(identity, iccid=iccid), profile.name, SimStatus(state, attempts))
     finally:
         await engine.close()

@@ -1,0 +1,166 @@
+"""``[[modems]] imei`` / ``iccid`` with ``port = "auto"``: the daemon finds its modem by identity.
+
+Two simulated modems (distinct IMEIs and ICCIDs, as ``drivers/simulator/modem.py`` numbers them)
+sit behind ``dev/ttyUSB*`` symlinks the test owns; ``[modems_auto] globs`` points the daemon there.
+Swapping the symlinks between two runs, and a hot-plug that brings a modem back under a new name,
+must not change which configured modem is which.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemon_helpers import FAST_HEALTH, DaemonProcess
+from waiting import async_wait_until
+
+from appliance.config import ConfigError, load_config
+from appliance.store import OutboundRequest, Store
+from drivers.simulator import Simulator
+
+OUTSIDE = "+4915112345678"
+
+
+@pytest.fixture
+async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
+    async with Simulator(tmp_path / "sim", modems=2, profile="generic") as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def daemons() -> AsyncIterator[list[DaemonProcess]]:
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        if daemon.running:
+            await daemon.kill()
+
+
+def link(dev: Path, name: str, target: str) -> None:
+    dev.mkdir(exist_ok=True)
+    path = dev / name
+    if path.is_symlink():
+        path.unlink()
+    path.symlink_to(target)
+
+
+def config(tmp_path: Path, modems: str, globs: list[str]) -> Path:
+    path = tmp_path / "smsgw.toml"
+    quoted = ", ".join(f'"{g}"' for g in globs)
+    path.write_text(f'[store]\npath = "{tmp_path / "smsgw.db"}"\n\n[modems_auto]\nglobs = [{quoted}]\n\n{modems}\n'
+                    + FAST_HEALTH.format(sweep_interval=30.0, retry_base=0.3))
+    return path
+
+
+def modem_state(db: Path, modem_id: str) -> dict[str, Any]:
+    if not db.exists():
+        return {}
+    with Store(db) as store:
+        return store.state_get("modem", modem_id) or {}
+
+
+async def wait_modem(db: Path, modem_id: str, daemon: DaemonProcess, **expected: Any) -> dict[str, Any]:
+    def ok() -> dict[str, Any] | None:
+        state = modem_state(db, modem_id)
+        return state if all(state.get(k) == v for k, v in expected.items()) else None
+
+    try:
+        return await async_wait_until(ok, timeout=20, interval=0.05, what=f"{modem_id} {expected}")
+    except AssertionError:
+        print(modem_state(db, modem_id), daemon.log_text()[-3000:])
+        raise
+
+
+async def test_auto_ports_follow_the_imei_across_swaps_and_hot_plug(tmp_path: Path, sim: Simulator,
+                                                                     daemons: list[DaemonProcess]) -> None:
+    dev = tmp_path / "dev"
+    first, second = sim.modems
+    link(dev, "ttyUSB0", sim.ports[0])
+    link(dev, "ttyUSB1", sim.ports[1])
+    path = config(tmp_path, f'[[modems]]\nid = "north"\nport = "auto"\nimei = "{second.imei}"\n\n'
+                            f'[[modems]]\nid = "south"\nport = "auto"\nimei = "{first.imei}"\n',
+                  [str(dev / "ttyUSB*"), str(dev / "ttyACM*")])
+    db = tmp_path / "smsgw.db"
+
+    daemon = await DaemonProcess(path).start()
+    daemons.append(daemon)
+    await wait_modem(db, "north", daemon, state="online", port=str(dev / "ttyUSB1"), imei=second.imei)
+    await wait_modem(db, "south", daemon, state="online", port=str(dev / "ttyUSB0"), imei=first.imei)
+    assert await daemon.stop() == 0
+
+    # the next boot enumerates the two sticks the other way round
+    link(dev, "ttyUSB0", sim.ports[1])
+    link(dev, "ttyUSB1", sim.ports[0])
+    daemon = await DaemonProcess(path).start()
+    daemons.append(daemon)
+    await wait_modem(db, "north", daemon, state="online", port=str(dev / "ttyUSB0"), imei=second.imei)
+    await wait_modem(db, "south", daemon, state="online", port=str(dev / "ttyUSB1"), imei=first.imei)
+
+    # hot-plug: "north" vanishes and comes back as another device name
+    sim.fault(1, "unplug")
+    (dev / "ttyUSB0").unlink()
+    await wait_modem(db, "north", daemon, healthy=False)
+    sim.fault(1, "replug")
+    link(dev, "ttyACM3", sim.ports[1])
+    await wait_modem(db, "north", daemon, state="online", port=str(dev / "ttyACM3"), imei=second.imei)
+
+    # and it sends from there: the SMS leaves with the second modem's number
+    with Store(db) as store:
+        store.enqueue([OutboundRequest(to=OUTSIDE, text="after the replug", source="test")])
+    sim.fault(0, "no-network")  # only north can send now
+    await async_wait_until(lambda: any(r["text"] == "after the replug" for r in sim.network.sent), timeout=20,
+                           what="the SMS on the network")
+    (record,) = [r for r in sim.network.sent if r["text"] == "after the replug"]
+    assert record["from"] == second.number
+    assert await daemon.stop() == 0
+
+
+async def test_wrong_sim_is_refused_before_any_pin(tmp_path: Path, daemons: list[DaemonProcess]) -> None:
+    async with Simulator(tmp_path / "sim", modems=1, profile="generic", pin="4321") as sim:
+        path = config(tmp_path, f'[[modems]]\nid = "gate"\nport = "{sim.ports[0]}"\npin = "4321"\n'
+                                f'iccid = "89490200000000099999"\n', [str(tmp_path / "none*")])
+        daemon = await DaemonProcess(path).start()
+        daemons.append(daemon)
+        db = tmp_path / "smsgw.db"
+        state = await wait_modem(db, "gate", daemon, state="wrong sim")
+        assert state["healthy"] is False
+        assert f"ICCID {sim.modems[0].iccid}, not the configured 89490200000000099999" in state["last_error"]
+        assert sim.modems[0].pin_entries == 0  # the configured PIN was not spent on another SIM
+        with Store(db) as store:  # published retained on modem/gate (queued for MQTT)
+            published = [e.payload for e in store.events_pending(1000) if e.topic == "modem/gate"]
+        assert any(p["state"] == "wrong sim" and not p["healthy"] for p in published)
+        assert await daemon.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("modem", "message"),
+    [
+        ('port = "auto"', 'modems[0].port: "auto" needs imei'),
+        ('port = "auto"\nimei = "12ab"', "modems[0].imei: '12ab' must be 14-17 digits"),
+        ('port = "/dev/ttyUSB0"\niccid = "123"', "modems[0].iccid: '123' must be 18-22 digits"),
+    ],
+)
+def test_identity_keys_are_validated(tmp_path: Path, modem: str, message: str) -> None:
+    path = tmp_path / "smsgw.toml"
+    path.write_text(f'[store]\npath = "x.db"\n[[modems]]\nid = "a"\n{modem}\n')
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value) == f"{path}: {message}" or str(error.value).startswith(f"{path}: {message}")
+
+
+def test_duplicate_imei_and_relative_glob_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "smsgw.toml"
+    imei = "354861000000017"
+    path.write_text(f'[store]\npath = "x.db"\n[[modems]]\nid = "a"\nport = "auto"\nimei = "{imei}"\n'
+                    f'[[modems]]\nid = "b"\nport = "auto"\nimei = "{imei}"\n')
+    with pytest.raises(ConfigError, match=r"modems\[1\]\.imei: 354861000000017 is also modems\[0\]\.imei"):
+        load_config(path)
+    path.write_text('[store]\npath = "x.db"\n[modems_auto]\nglobs = ["ttyUSB*"]\n')
+    with pytest.raises(ConfigError, match=r"modems_auto\.globs\[0\]: 'ttyUSB\*' is not an absolute"):
+        load_config(path)
+    path.write_text('[store]\npath = "x.db"\n')
+    assert "/dev/serial/by-id/*" in load_config(path).modems_auto.globs
+    assert os.path.isabs(load_config(path).modems_auto.globs[0])
