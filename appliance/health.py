@@ -258,7 +258,8 @@ class ModemSupervisor:
         return True
 
     async def read_radio(self) -> None:
-        """Read signal, registration, operator and SIM state; publish the modem's state if they changed.
+        """Read signal, registration, operator, SIM state and PIN attempts left; publish the modem's state
+        if they changed.
 
         A query the modem does not answer leaves the last reading in place: ping decides health.
         """
@@ -275,7 +276,8 @@ class ModemSupervisor:
             radio["operator"] = {"name": operator.name, "numeric": operator.numeric}
             radio["technology"] = access_technology(registration.act if registration.act is not None
                                                     else operator.act)
-            radio["sim"] = await modem.sim_state()
+            sim = await modem.sim_status()
+            radio["sim"], radio["pin_attempts"] = sim.state, sim.pin_attempts
         except asyncio.CancelledError:
             raise
         except Exception as exc:

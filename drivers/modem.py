@@ -308,6 +308,24 @@ class PinRejections:
         with self._locked():
             return dict(self._load()["rejections"])
 
+    def was_rejected(self, pin: str, *, modem_id: str, port: str) -> bool:
+        """Whether ``pin`` is recorded as rejected for this modem id or port's device.
+
+        For readers that must change nothing (``smsgw doctor``): no lock file, no directory is
+        made; the file is only ever replaced whole, so an unlocked read sees one version of it.
+        """
+        try:
+            data = self._load() if self.path.exists() else None
+        except PinError:
+            return False
+        if data is None:
+            return False
+        digest = self._hash(data["salt"], pin)
+        real = _port_key(port)
+        return any(digest in entry["hashes"] and (
+            entry.get("modem_id") == modem_id or (isinstance(entry.get("port"), str) and _port_key(entry["port"]) == real))
+            for entry in data["rejections"].values())
+
     def is_rejected(self, key: str, pin: str) -> bool:
         if not self.path.exists():
             return False

@@ -104,3 +104,109 @@ def test_config_error_is_named(tmp_path: Path) -> None:
     status, report = doctor(config)
     assert status == 2
     assert "profile" in messages(report, "fail")[0] and str(config) in messages(report, "fail")[0]
+
+
+# --- doctor tells the truth and touches nothing ------------------------------------------------
+
+
+@pytest.fixture
+def pin_simulator(tmp_path: Path) -> Iterator[Running]:
+    sim = Running(tmp_path / "sim", "--modems", "1", "--profile", "sim7600", "--pin", "1234")
+    try:
+        wait_until(lambda: sim.lines or sim.process.poll() is not None, 20, what="the ready line")
+        assert sim.lines
+        yield sim
+    finally:
+        sim.stop()
+
+
+def sim_status(sim: Running) -> dict[str, Any]:
+    from drivers.simulator.control import request
+
+    modems: list[dict[str, Any]] = request(sim.directory, {"action": "status"})["modems"]
+    return modems[0]
+
+
+def files_under(directory: Path) -> set[Path]:
+    return {p for p in directory.rglob("*") if "sim" not in p.relative_to(directory).parts[:1]}
+
+
+def test_doctor_enters_no_pin_reports_attempts_and_creates_no_file(tmp_path: Path, pin_simulator: Running) -> None:
+    port = str(pin_simulator.directory / "modem0")
+    config = tmp_path / "smsgw.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "state" / "smsgw.db"}"\n\n[[modems]]\nid = "sim0"\n'
+                      f'port = "{port}"\npin = "0000"\n')  # a wrong PIN: entering it would cost an attempt
+    before = files_under(tmp_path)
+    status, report = doctor(config)
+    assert status == 1  # the store directory is missing
+    sim = [f for f in report["findings"] if f["message"].startswith("SIM:")]
+    assert [f["message"] for f in sim] == [
+        "SIM: PIN required, 3 attempts left; the daemon enters the configured PIN when it starts (doctor does not)"]
+    assert sim[0]["status"] == "warn" and sim[0]["data"] == {"state": "SIM PIN", "pin_attempts": 3}
+    assert "SIMCOM" in "\n".join(messages(report)) and "ICCID 8949" in "\n".join(messages(report))
+    # the simulator's counter: no AT+CPIN="..." reached the SIM, all three attempts are left
+    assert (sim_status(pin_simulator)["pin_entries"], sim_status(pin_simulator)["pin_attempts"]) == (0, 3)
+    assert files_under(tmp_path) == before  # no state directory, no pin-rejections.json
+
+    # `smsgw pin list` shows the same, and enters nothing either
+    result = subprocess.run([sys.executable, "-m", "appliance", "pin", "list", "--config", str(config)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"sim0: {port}: SIM: PIN required, 3 attempts left (asked the modem)" in result.stdout
+    assert sim_status(pin_simulator)["pin_entries"] == 0
+
+
+def test_doctor_without_a_pin_for_a_locked_sim_fails_with_the_fix(tmp_path: Path, pin_simulator: Running) -> None:
+    status, report = doctor(write(tmp_path, str(pin_simulator.directory / "modem0")))
+    assert status == 1
+    (finding,) = [f for f in report["findings"] if f["message"].startswith("SIM:")]
+    assert finding["status"] == "fail" and "[[modems]].pin" in finding["hint"]
+    assert sim_status(pin_simulator)["pin_entries"] == 0
+
+
+def test_port_held_by_modem_manager_is_a_failure_with_the_fix(tmp_path: Path, simulator: Running) -> None:
+    port = str(simulator.directory / "modem0")
+    # a process whose name (comm, argv[0]) is ModemManager, holding the modem's port as ModemManager does
+    fake = tmp_path / "ModemManager"
+    fake.symlink_to(sys.executable)
+    holder = subprocess.Popen([str(fake), "-c", "import os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY);"
+                               " print('open', flush=True); sys.stdin.read()", port],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        assert Path(f"/proc/{holder.pid}/comm").read_text().strip() == "ModemManager"
+        status, report = doctor(write(tmp_path, port))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert status == 1
+    (finding,) = [f for f in report["findings"] if "ModemManager" in f["message"]]
+    assert finding["status"] == "fail"
+    assert f"held by ModemManager (pid {holder.pid})" in finding["message"]
+    assert "ID_MM_DEVICE_IGNORE" in finding["hint"] and "systemctl disable --now ModemManager" in finding["hint"]
+    assert "IMEI" not in "\n".join(messages(report))  # not probed
+
+
+async def test_port_held_by_our_daemon_is_ok(tmp_path: Path, simulator: Running) -> None:
+    from daemon_helpers import DaemonProcess
+
+    port = str(simulator.directory / "modem0")
+    config = write(tmp_path, port)
+    daemon = await DaemonProcess(config).start()
+    try:
+        await daemon.wait_running()
+        from appliance.store import Store
+
+        def online() -> bool:
+            with Store(tmp_path / "smsgw.db") as store:
+                return (store.state_get("modem", "sim0") or {}).get("state") == "online"
+
+        wait_until(online, 20, what="the daemon's modem online")
+        assert daemon.proc is not None
+        status, report = doctor(config)
+    finally:
+        await daemon.stop()
+    assert status == 0, report
+    text = "\n".join(messages(report, "ok"))
+    assert f"port {port}: ok, in use by smsgw (pid {daemon.proc.pid})" in text
+    assert "last state recorded by the daemon: online, SIM: ready" in text

@@ -8,8 +8,13 @@ registration, operator, SMSC, SMS storage); the MQTT broker (TCP reachable, CONN
 the configured credentials and TLS).
 
 A port held by a running ``smsgw run`` is not opened (two programs on one AT port garble each
-other's replies); the daemon's last recorded modem state is shown instead. ``--force`` opens it
-anyway. Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 when the
+other's replies): "ok, in use by smsgw", and the daemon's last recorded modem state is shown
+instead. ``--force`` opens it anyway. A port held by ModemManager is a failure, with the fix.
+A ``port = "auto"`` modem is looked for by its IMEI/ICCID, as the daemon does.
+
+Doctor tells and touches nothing: it never enters a PIN (it reports the SIM's state and the PIN
+attempts left, read with ``drivers.modem.inspect_port``; the daemon enters the configured PIN),
+and it creates no file (the PIN rejection file is read without its lock). Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 when the
 configuration cannot be loaded.
 """
 
@@ -25,11 +30,15 @@ import sqlite3
 import ssl
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.config import Config, ConfigError, ModemConfig, MqttConfig, default_config_path, load_config
+from appliance.port_holders import MODEM_MANAGER, MODEM_MANAGER_FIX, SIMULATOR, SMSGW, holders
+
+if TYPE_CHECKING:
+    from drivers.modem import SimStatus
 
 NAME = "doctor"
 HELP = "check an installation: configuration, store, modem ports and modems, MQTT broker"
@@ -105,39 +114,33 @@ def check_store(config: Config) -> list[Finding]:
 # --- modems ------------------------------------------------------------------------------------
 
 
-def holders(device: str) -> list[int]:
-    """PIDs of other processes that have ``device`` open (from /proc; only those we may inspect)."""
-    try:
-        target = os.path.realpath(device)
-    except OSError:
-        return []
-    found: list[int] = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            for fd in os.scandir(f"/proc/{entry.name}/fd"):
-                try:
-                    if os.readlink(fd.path) == target:
-                        found.append(int(entry.name))
-                        break
-                except OSError:
-                    continue
-        except OSError:
-            continue
-    return found
+def locate_port(modem: ModemConfig, config: Config) -> tuple[list[Finding], str | None]:
+    """``port = "auto"``: the port whose modem has the configured IMEI/ICCID, as the daemon finds it.
+
+    A port held by another process is not probed; one held by ``smsgw run`` is named from the
+    daemon's last recorded state.
+    """
+    from drivers.locate import candidate_ports, find_port
+
+    area = f"modem {modem.id}"
+    wanted = f"IMEI {modem.imei}" if modem.imei else f"ICCID {modem.iccid}"
+    globs = config.modems_auto.globs
+    ports = candidate_ports(globs)
+    held = {port for port in ports if holders(port)}
+    port = asyncio.run(find_port(globs, imei=modem.imei, iccid=modem.iccid, skip=held.__contains__))
+    if port is not None:
+        return [Finding(area, OK, f"port auto: the modem with {wanted} is on {port}")], port
+    hint = f"looked at {', '.join(ports) or 'nothing'} ({', '.join(globs)}); `smsgw detect` lists attached modems"
+    if held:
+        hint += f"; not probed, held by another process: {', '.join(sorted(held))}"
+    return [Finding(area, WARN if held else FAIL, f"port auto: no free port has the modem with {wanted}", hint)], None
 
 
-def _command_line(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return "?"
-
-
-def check_port(modem: ModemConfig) -> tuple[list[Finding], bool]:
+def check_port(modem: ModemConfig, port: str | None = None) -> tuple[list[Finding], bool]:
     """Findings about the port itself, and whether it may be opened now."""
     area = f"modem {modem.id}"
+    if port is not None and port != modem.port:
+        modem = replace(modem, port=port)
     if modem.port.startswith("socket://"):
         hostport = modem.port[len("socket://"):]
         host, _, port = hostport.rpartition(":")
@@ -159,38 +162,93 @@ def check_port(modem: ModemConfig) -> tuple[list[Finding], bool]:
             hint = "check the device's mode and owner (ls -l " + modem.port + ")"
         return [Finding(area, FAIL, f"port {modem.port} is not readable and writable by this user", hint)], False
     # The simulator keeps its own pty slave ends open (clients reopen ports); it is the modem, not a user.
-    pids = [pid for pid in holders(modem.port) if " simulate " not in f" {_command_line(pid)} "]
-    if pids:
-        who = ", ".join(f"{pid} ({_command_line(pid)[:60]})" for pid in pids)
+    found = [h for h in holders(modem.port) if h.kind != SIMULATOR]
+    data = {"pids": [h.pid for h in found], "holders": [asdict(h) for h in found]}
+    manager = [h for h in found if h.kind == MODEM_MANAGER]
+    if manager:
+        return [Finding(area, FAIL, f"port {modem.port} is held by ModemManager (pid "
+                        f"{', '.join(str(h.pid) for h in manager)}): smsgw cannot use the modem",
+                        MODEM_MANAGER_FIX, data=data)], False
+    others = [h for h in found if h.kind != SMSGW]
+    if others:
+        who = ", ".join(str(h) for h in others)
         return [Finding(area, OK, f"port {modem.port} is in use by process {who}",
                         "not opened: two programs on one AT port garble each other's replies (--force opens it)",
-                        data={"pids": pids})], False
+                        data=data)], False
+    if found:
+        return [Finding(area, OK, f"port {modem.port}: ok, in use by smsgw (pid "
+                        f"{', '.join(str(h.pid) for h in found)})",
+                        "not opened: the daemon's last recorded state follows", data=data)], False
     return [Finding(area, OK, f"port {modem.port} is present and free")], True
 
 
-async def probe_modem(modem: ModemConfig, timeout: float, state_dir: os.PathLike[str] | None = None) -> list[Finding]:
-    """Open the modem as the daemon would; ``state_dir`` (the store's directory) holds the PIN
-    rejections the daemon recorded, so that doctor never enters a PIN the SIM rejected."""
-    from drivers.errors import ModemError
-    from drivers.modem import Modem
+def judge_sim(modem: ModemConfig, sim: SimStatus, state_dir: Path) -> Finding:
+    """The SIM's state as the daemon will meet it; doctor itself never enters a PIN."""
+    from drivers.modem import MIN_PIN_ATTEMPTS
 
     area = f"modem {modem.id}"
+    data = {"state": sim.state, "pin_attempts": sim.pin_attempts}
+    text = f"SIM: {sim}"
+    if sim.state == "READY":
+        return Finding(area, OK, text, data=data)
+    if sim.state == "SIM PUK":
+        return Finding(area, FAIL, text, "smsgw never enters a PUK: unlock the SIM in a phone", data)
+    if sim.state != "SIM PIN":
+        return Finding(area, FAIL, text, "smsgw enters only a SIM PIN: unlock the SIM in a phone", data)
+    if modem.pin is None:
+        return Finding(area, FAIL, text, "set [[modems]].pin (smsgw setup asks for it and checks it once)", data)
+    if sim.pin_attempts is not None and sim.pin_attempts < MIN_PIN_ATTEMPTS:
+        return Finding(area, FAIL, text, f"the daemon enters a PIN only with at least {MIN_PIN_ATTEMPTS} attempts "
+                       "left: unlock the SIM in a phone", data)
+    if _pin_rejected_before(modem, state_dir):
+        return Finding(area, FAIL, text + "; the configured PIN was rejected before and is not entered again",
+                       f"fix [[modems]].pin, then `smsgw pin clear {modem.id}`", data)
+    return Finding(area, WARN, text + "; the daemon enters the configured PIN when it starts (doctor does not)",
+                   "`smsgw setup` checks a PIN once; a wrong one costs one of the attempts", data)
+
+
+def _pin_rejected_before(modem: ModemConfig, state_dir: Path) -> bool:
+    from drivers.modem import PinRejections
+
+    assert modem.pin is not None
+    return PinRejections(state_dir).was_rejected(modem.pin, modem_id=modem.id, port=modem.port)
+
+
+async def probe_modem(modem: ModemConfig, timeout: float, state_dir: Path) -> list[Finding]:
+    """Ask the modem who it is and how its SIM is, read-only; when the SIM is ready, open it as the
+    daemon would (with no PIN to enter) and read signal, registration, operator, SMSC and storage.
+
+    Doctor enters no PIN, ever, and writes nothing: not even the PIN rejection file."""
+    from drivers.errors import ModemError
+    from drivers.modem import Modem, inspect_port
+
+    area = f"modem {modem.id}"
+    try:
+        inspection = await asyncio.wait_for(inspect_port(modem.port, timeout=timeout, baudrate=modem.baudrate),
+                                            timeout * 8)
+    except (ModemError, TimeoutError, OSError) as exc:
+        return [Finding(area, FAIL, f"{modem.port}: {exc or 'no answer'}",
+                        "is it a modem's AT port? (`smsgw detect`; Huawei and Quectel sticks expose several ports)")]
+    ident = inspection.identity
+    findings = [Finding(area, OK, f"{ident.manufacturer} {ident.model} (profile {inspection.profile}), IMEI "
+                        f"{ident.imei or '?'}, ICCID {ident.iccid or '?'}", data=asdict(ident))]
+    for key, value, found in (("imei", modem.imei, ident.imei), ("iccid", modem.iccid, ident.iccid)):
+        if value is not None and found != value:
+            findings.append(Finding(area, FAIL, f"{key} {found or '(none read)'} is not the configured {value}",
+                                    "the daemon does not use this modem: another modem or SIM is on this port"))
+    assert inspection.sim is not None
+    findings.append(judge_sim(modem, inspection.sim, state_dir))
+    if inspection.sim.state != "READY":
+        findings.append(Finding(area, WARN, "signal, registration and SMS checks skipped: the SIM is locked"))
+        return findings
     timeouts = {"command": timeout, "send": timeout, "cmgl": timeout, "sync": min(timeout, 1.0), "boot": timeout}
-    device = Modem(modem.port, profile=modem.profile, pin=modem.pin, modem_id=modem.id, baudrate=modem.baudrate,
-                   timeouts=timeouts, state_dir=state_dir)
-    findings: list[Finding] = []
+    device = Modem(modem.port, profile=modem.profile, pin=None, modem_id=modem.id, baudrate=modem.baudrate,
+                   timeouts=timeouts)
     try:
         await asyncio.wait_for(device.open(), timeout * 6)
     except (ModemError, TimeoutError, OSError) as exc:
-        hint = "is it a modem's AT port? (`smsgw detect`; Huawei and Quectel sticks expose several ports)"
-        if "PIN" in str(exc) or "PUK" in str(exc):
-            hint = ("set [[modems]].pin, or unlock the SIM in a phone; smsgw never retries a rejected PIN "
-                    "(`smsgw pin clear` once the PIN is fixed)")
-        return [Finding(area, FAIL, f"{modem.port}: {exc}", hint)]
+        return [*findings, Finding(area, FAIL, f"{modem.port}: {exc}", "`smsgw at PORT` to look at the modem")]
     try:
-        ident = device.identity
-        findings.append(Finding(area, OK, f"{ident.manufacturer} {ident.model} (profile {device.profile.name}), "
-                                f"IMEI {ident.imei or '?'}", data=asdict(ident)))
         checks: list[tuple[str, Any]] = [
             ("signal", device.signal), ("registration", device.registration), ("operator", device.operator),
             ("smsc", device.smsc), ("storage", device.storage_status),
@@ -205,6 +263,14 @@ async def probe_modem(modem: ModemConfig, timeout: float, state_dir: os.PathLike
     finally:
         await device.close()
     return findings
+
+
+def _recorded_sim(state: dict[str, Any]) -> str:
+    if not state.get("sim"):
+        return ""
+    from drivers.modem import SimStatus
+
+    return f", SIM: {SimStatus(str(state['sim']), state.get('pin_attempts'))}"
 
 
 def _judge(area: str, name: str, value: Any) -> Finding:
@@ -307,15 +373,25 @@ def run_checks(config: Config, args: argparse.Namespace) -> list[Finding]:
         except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
             findings.append(Finding("store", WARN, f"reading modem state failed: {exc}"))
     for modem in config.modems:
-        port_findings, free = check_port(modem)
-        findings += port_findings
-        if not free and modem.id in last_state and last_state[modem.id]:
-            state = last_state[modem.id]
-            findings.append(Finding(f"modem {modem.id}", OK, f"last state recorded by the daemon: "
-                                    f"{state.get('state', '?')}", data=state))
-        if args.no_modems or not (free or (args.force and os.path.exists(modem.port))):
+        port: str | None = modem.port
+        recorded = last_state.get(modem.id) or {}
+        if modem.auto:
+            port = recorded.get("port") if recorded.get("port") not in (None, "auto") else None
+            if port is None or not holders(port):
+                if args.no_modems:
+                    continue
+                auto_findings, port = locate_port(modem, config)
+                findings += auto_findings
+        if port is None:
             continue
-        findings += asyncio.run(probe_modem(modem, args.timeout, config.store.path.parent))
+        port_findings, free = check_port(modem, port)
+        findings += port_findings
+        if not free and recorded:
+            findings.append(Finding(f"modem {modem.id}", OK, f"last state recorded by the daemon: "
+                                    f"{recorded.get('state', '?')}{_recorded_sim(recorded)}", data=recorded))
+        if args.no_modems or not (free or (args.force and os.path.exists(port))):
+            continue
+        findings += asyncio.run(probe_modem(replace(modem, port=port), args.timeout, config.store.path.parent))
     if config.mqtt is not None:
         findings += check_mqtt(config.mqtt, args.timeout)
     return findings

@@ -6,19 +6,27 @@ cannot be read with the SIM locked), and never enters that PIN again: three wron
 behind its PUK. After fixing ``[[modems]].pin``, ``smsgw pin clear MODEM_ID`` lets the daemon try
 once more (a different PIN is tried once even without clearing). A SIM seen READY, e.g. after
 being unlocked in a phone, clears its record by itself.
+
+``smsgw pin list`` also shows each configured modem's SIM state and PIN attempts left: asked of
+the modem (read-only, no PIN entered) when its port is free, else the state the daemon recorded.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.commands.status import EXIT_OK, EXIT_USAGE, add_config_argument, add_json_argument, fail, load
 
+if TYPE_CHECKING:
+    from appliance.config import Config
+
 NAME = "pin"
-HELP = "list or clear the SIM PINs a modem rejected (smsgw never enters a rejected PIN again)"
+HELP = ("list the SIMs' state and PIN attempts left and the PINs a modem rejected, or clear those "
+        "(smsgw never enters a rejected PIN again)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +49,52 @@ def _matches(entry: dict[str, Any], key: str, modem_id: str, port: str) -> bool:
     return key == f"port:{real}" or (isinstance(entry.get("port"), str) and os.path.realpath(entry["port"]) == real)
 
 
+def sim_states(config: Config) -> dict[str, dict[str, Any]]:
+    """Modem id -> {"port", "sim", "pin_attempts", "source"} (or "error"), without entering a PIN."""
+    import asyncio
+
+    from appliance.port_holders import SIMULATOR, holders
+    from drivers.errors import ModemError
+    from drivers.modem import inspect_port
+
+    recorded: dict[str, Any] = {}
+    if config.store.path.exists():
+        from appliance.store import Store
+
+        with contextlib.suppress(Exception), Store(config.store.path) as store:
+            recorded = {m.id: store.state_get("modem", m.id) or {} for m in config.modems}
+    states: dict[str, dict[str, Any]] = {}
+    for modem in config.modems:
+        last = recorded.get(modem.id) or {}
+        port = last.get("port") if modem.auto else modem.port
+        if not port or port == "auto" or "://" in port or not os.path.exists(port):
+            states[modem.id] = {"port": port or modem.port, "error": "port not found"}
+            continue
+        if [h for h in holders(port) if h.kind != SIMULATOR]:
+            states[modem.id] = {"port": port, "sim": last.get("sim"), "pin_attempts": last.get("pin_attempts"),
+                                "source": "recorded by the daemon (port in use)"}
+            continue
+        try:
+            found = asyncio.run(asyncio.wait_for(inspect_port(port, baudrate=modem.baudrate), 10))
+        except (ModemError, OSError, TimeoutError) as exc:
+            states[modem.id] = {"port": port, "error": str(exc) or "no answer"}
+            continue
+        assert found.sim is not None
+        states[modem.id] = {"port": port, "sim": found.sim.state, "pin_attempts": found.sim.pin_attempts,
+                            "iccid": found.identity.iccid, "source": "asked the modem"}
+    return states
+
+
+def _describe(state: dict[str, Any]) -> str:
+    from drivers.modem import SimStatus
+
+    if "error" in state:
+        return f"SIM state unknown: {state['error']}"
+    if not state.get("sim"):
+        return f"SIM state unknown ({state['source']})"
+    return f"SIM: {SimStatus(state['sim'], state.get('pin_attempts'))} ({state['source']})"
+
+
 def main(args: argparse.Namespace) -> int:
     from drivers.errors import PinError
     from drivers.modem import PinRejections
@@ -53,11 +107,15 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
             entries = guard.entries()
+            sims = sim_states(config)
             if args.json:
                 shown = {key: {k: v for k, v in entry.items() if k != "hashes"} | {"pins": len(entry["hashes"])}
                          for key, entry in entries.items()}
-                print(json.dumps({"file": str(guard.path), "rejections": shown}, indent=2))
-            elif not entries:
+                print(json.dumps({"file": str(guard.path), "rejections": shown, "sims": sims}, indent=2))
+                return EXIT_OK
+            for modem_id, state in sims.items():
+                print(f"{modem_id}: {state['port']}: {_describe(state)}")
+            if not entries:
                 print(f"no PIN rejections recorded ({guard.path})")
             else:
                 for key, entry in sorted(entries.items()):
