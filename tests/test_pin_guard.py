@@ -1,8 +1,9 @@
-"""A wrong SIM PIN is entered once, ever: not again by a restarted daemon nor by `smsgw doctor`.
+"""A wrong SIM PIN is entered once, ever: not again by a restarted daemon, nor by another process.
 
 The simulator runs as its own process (`smsgw simulate`) and counts every AT+CPIN="..." it receives;
-the daemon (`smsgw run`) and `smsgw doctor` are separate processes sharing the store's directory,
-where the rejection is recorded. Three wrong PINs would lock the simulated SIM behind its PUK.
+the daemon (`smsgw run`) and other processes opening the modem as it does (``unlock`` below) share
+the store's directory, where the rejection is recorded. `smsgw doctor` enters no PIN at all.
+Three wrong PINs would lock the simulated SIM behind its PUK.
 """
 
 from __future__ import annotations
@@ -58,6 +59,37 @@ def doctor(config: Path) -> subprocess.CompletedProcess[str]:
     return smsgw("doctor", "--config", str(config), "--timeout", "2")
 
 
+UNLOCK = """
+import asyncio, sys
+from appliance.config import load_config
+from drivers.errors import ModemError
+from drivers.modem import Modem
+
+config = load_config(sys.argv[1])
+mc = config.modems[0]
+
+async def main():
+    modem = Modem(mc.port, profile=mc.profile, pin=mc.pin, modem_id=mc.id, state_dir=config.store.path.parent,
+                  timeouts={"command": 2, "sync": 0.5})
+    try:
+        await modem.open()
+    except ModemError as exc:
+        print(exc)
+        return 1
+    await modem.close()
+    print("SIM ready")
+    return 0
+
+sys.exit(asyncio.run(main()))
+"""
+
+
+def unlock(config: Path) -> subprocess.CompletedProcess[str]:
+    """Open the configured modem in a new process, as the daemon does: the PIN guard decides."""
+    return subprocess.run([sys.executable, "-c", UNLOCK, str(config)], cwd=ROOT, env=daemon_env(),
+                          capture_output=True, text=True, timeout=60)
+
+
 @pytest.fixture
 def simulator(tmp_path: Path) -> Iterator[Running]:
     sim = start_simulator(tmp_path / "sim")
@@ -105,7 +137,7 @@ async def test_a_wrong_pin_is_sent_once_across_daemon_restarts_and_doctor(tmp_pa
     # nor does `smsgw doctor`
     checked = doctor(config)
     assert checked.returncode == 1, checked.stdout + checked.stderr
-    assert "not trying it again" in checked.stdout and "smsgw pin clear" in checked.stdout
+    assert "rejected before and is not entered again" in checked.stdout and "smsgw pin clear" in checked.stdout
     status = sim_status(sim_dir)
     assert status["pin_entries"] == 1 and status["pin_attempts"] == 2 and status["pin_locked"]
 
@@ -134,19 +166,19 @@ def test_a_different_pin_is_tried_once_and_none_with_fewer_than_two_attempts_lef
     try:
         port = str(sim.directory / "modem0")
         gw = tmp_path / "gw"
-        first = doctor(configure(gw, port, "1111", profile="auto"))
+        first = unlock(configure(gw, port, "1111", profile="auto"))
         assert first.returncode == 1 and "rejected the PIN" in first.stdout, first.stdout
         assert sim_status(sim.directory)["pin_entries"] == 1
         # the same PIN: refused without asking the SIM
-        again = doctor(configure(gw, port, "1111", profile="auto"))
+        again = unlock(configure(gw, port, "1111", profile="auto"))
         assert "not trying it again" in again.stdout
         assert sim_status(sim.directory)["pin_entries"] == 1
         # a different PIN is tried once (2 attempts were left) and rejected too
-        other = doctor(configure(gw, port, "2222", profile="auto"))
+        other = unlock(configure(gw, port, "2222", profile="auto"))
         assert "rejected the PIN" in other.stdout
         assert sim_status(sim.directory)["pin_attempts"] == 1
         # now only one attempt is left: even the right PIN is not entered
-        right = doctor(configure(gw, port, "1234", profile="auto"))
+        right = unlock(configure(gw, port, "1234", profile="auto"))
         assert right.returncode == 1 and "only 1 PIN attempt(s) left" in right.stdout, right.stdout
         status = sim_status(sim.directory)
         assert status["pin_entries"] == 2 and status["pin_attempts"] == 1 and status["pin_locked"]
@@ -154,7 +186,7 @@ def test_a_different_pin_is_tried_once_and_none_with_fewer_than_two_attempts_lef
         # clearing every record does not change that: the SIM's own counter decides
         cleared = smsgw("pin", "clear", "--config", str(gw / "smsgw.toml"))
         assert cleared.returncode == 0 and "cleared 1" in cleared.stdout
-        assert "only 1 PIN attempt(s) left" in doctor(gw / "smsgw.toml").stdout
+        assert "only 1 PIN attempt(s) left" in unlock(gw / "smsgw.toml").stdout
         assert sim_status(sim.directory)["pin_entries"] == 2
     finally:
         sim.stop()
@@ -165,11 +197,11 @@ def test_the_generic_profile_on_a_modem_without_the_attempts_command_keeps_the_g
     sim = start_simulator(tmp_path / "sim", "--profile", "sim800", "--pin", "1234")
     try:
         config = configure(tmp_path / "gw", str(sim.directory / "modem0"), "9999")
-        assert "rejected the PIN" in doctor(config).stdout
-        assert "not trying it again" in doctor(config).stdout
+        assert "rejected the PIN" in unlock(config).stdout
+        assert "not trying it again" in unlock(config).stdout
         assert sim_status(sim.directory)["pin_entries"] == 1
-        right = doctor(configure(tmp_path / "gw", str(sim.directory / "modem0"), "1234"))
-        assert right.returncode == 0 and "registration: home" in right.stdout, right.stdout
+        right = unlock(configure(tmp_path / "gw", str(sim.directory / "modem0"), "1234"))
+        assert right.returncode == 0 and "SIM ready" in right.stdout, right.stdout
         assert not sim_status(sim.directory)["pin_locked"]
         # the SIM was seen READY: its record is gone by itself
         assert json.loads((tmp_path / "gw" / PIN_REJECTIONS_FILE).read_text())["rejections"] == {}
