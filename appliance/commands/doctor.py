@@ -27,8 +27,6 @@ import json
 import os
 import socket
 import sqlite3
-import ssl
-import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -302,55 +300,10 @@ def _judge(area: str, name: str, value: Any) -> Finding:
 
 
 def check_mqtt(mqtt: MqttConfig, timeout: float) -> list[Finding]:
-    try:
-        with socket.create_connection((mqtt.host, mqtt.port), timeout=timeout):
-            pass
-    except OSError as exc:
-        return [Finding("mqtt", FAIL, f"broker {mqtt.host}:{mqtt.port} is not reachable: {exc}",
-                        "is mosquitto running? (systemctl status mosquitto)")]
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
+    from appliance.broker_check import check_broker
 
-    protocol = paho.MQTTv5 if mqtt.protocol == "5" else paho.MQTTv311
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"smsgw-doctor-{os.getpid()}", protocol=protocol)
-    if mqtt.username is not None:
-        client.username_pw_set(mqtt.username, mqtt.password)
-    if mqtt.tls is not None:
-        try:
-            client.tls_set(ca_certs=str(mqtt.tls.ca) if mqtt.tls.ca else None,
-                           certfile=str(mqtt.tls.cert) if mqtt.tls.cert else None,
-                           keyfile=str(mqtt.tls.key) if mqtt.tls.key else None,
-                           cert_reqs=ssl.CERT_NONE if mqtt.tls.insecure else ssl.CERT_REQUIRED)
-            client.tls_insecure_set(mqtt.tls.insecure)
-        except (OSError, ValueError, ssl.SSLError) as exc:
-            return [Finding("mqtt", FAIL, f"TLS files: {exc}", "check [mqtt.tls] ca, cert and key")]
-    answered = threading.Event()
-    result: dict[str, str] = {}
-
-    def on_connect(_client: Any, _userdata: Any, _flags: Any, reason_code: Any, _properties: Any) -> None:
-        result["reason"] = str(reason_code)
-        result["failure"] = "1" if getattr(reason_code, "is_failure", False) else ""
-        answered.set()
-
-    client.on_connect = on_connect
-    try:
-        client.connect(mqtt.host, mqtt.port, keepalive=10)
-        client.loop_start()
-        got = answered.wait(timeout)
-    except (OSError, ssl.SSLError) as exc:
-        return [Finding("mqtt", FAIL, f"connecting to {mqtt.host}:{mqtt.port} failed: {exc}",
-                        "TLS port and certificates must match the broker's listener")]
-    finally:
-        client.loop_stop()
-        client.disconnect()
-    if not got:
-        return [Finding("mqtt", FAIL, f"{mqtt.host}:{mqtt.port} did not answer CONNECT within {timeout:g}s",
-                        "is that port an MQTT listener (TLS vs plain)?")]
-    if result.get("failure"):
-        return [Finding("mqtt", FAIL, f"{mqtt.host}:{mqtt.port} refused the connection: {result['reason']}",
-                        "check [mqtt] username/password and the broker's ACL")]
-    return [Finding("mqtt", OK, f"broker {mqtt.host}:{mqtt.port} accepted MQTT {mqtt.protocol}"
-                    f"{' over TLS' if mqtt.tls else ''}")]
+    result = check_broker(mqtt, timeout, client_id=f"smsgw-doctor-{os.getpid()}")
+    return [Finding("mqtt", OK if result.ok else FAIL, result.message, result.hint)]
 
 
 # --- main --------------------------------------------------------------------------------------
