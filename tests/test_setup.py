@@ -1,8 +1,8 @@
-"""`smsgw setup` (interactive and --non-interactive) and the Raspberry Pi deploy files."""
+"""`smsgw setup --no-checks` (the file from the flags, for image building), the service step, and the
+Raspberry Pi deploy files. The wizard's checks against a modem and a broker: tests/test_setup_wizard.py."""
 
 from __future__ import annotations
 
-import argparse
 import configparser
 import os
 import shutil
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from appliance.commands import setup as setup_command
 from appliance.config import load_config
 from appliance.udev_rules import render
 
@@ -28,15 +27,9 @@ def smsgw(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[s
                           text=True, cwd=ROOT, env=env, timeout=30)
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="smsgw setup")
-    setup_command.add_arguments(parser)
-    return parser.parse_args(argv)
-
-
 def test_non_interactive_writes_a_config_that_loads(tmp_path):
     path = tmp_path / "etc" / "smsgw.toml"
-    result = smsgw("setup", "--non-interactive", "--config", str(path), "--port", "/dev/gsm/sim800-0",
+    result = smsgw("setup", "--non-interactive", "--no-checks", "--config", str(path), "--port", "/dev/gsm/sim800-0",
                    "--pin", "0042", "--mqtt-host", "broker.lan", "--mqtt-port", "8883", "--mqtt-user", "gw",
                    "--mqtt-password", 'p"w\\d', "--country", "at", "--store", "data/smsgw.db",
                    "--modem-id", "north", "--profile", "sim800", "--base-topic", "farm/sms")
@@ -56,7 +49,7 @@ def test_non_interactive_writes_a_config_that_loads(tmp_path):
 
 def test_non_interactive_defaults(tmp_path):
     path = tmp_path / "smsgw.toml"
-    assert smsgw("setup", "--non-interactive", "--config", str(path), "--port", "socket://127.0.0.1:7000",
+    assert smsgw("setup", "--non-interactive", "--no-checks", "--config", str(path), "--port", "socket://127.0.0.1:7000",
                  "--mqtt-host", "none").returncode == 0
     cfg = load_config(path)
     assert cfg.mqtt is None and cfg.store.path == Path("/var/lib/smsgw/smsgw.db")
@@ -66,10 +59,10 @@ def test_non_interactive_defaults(tmp_path):
 def test_does_not_overwrite_without_force(tmp_path):
     path = tmp_path / "smsgw.toml"
     path.write_text("# mine\n")
-    result = smsgw("setup", "--non-interactive", "--config", str(path), "--port", "/dev/ttyUSB0")
-    assert result.returncode == 1 and "exists" in result.stderr and path.read_text() == "# mine\n"
-    assert smsgw("setup", "--non-interactive", "--force", "--config", str(path),
-                 "--port", "/dev/ttyUSB0").returncode == 0
+    result = smsgw("setup", "--non-interactive", "--no-checks", "--config", str(path), "--port", "/dev/ttyUSB0")
+    assert result.returncode == 2 and "exists" in result.stderr and path.read_text() == "# mine\n"
+    assert smsgw("setup", "--non-interactive", "--no-checks", "--force", "--config", str(path),
+                 "--port", "/dev/ttyUSB0", "--no-start").returncode == 0
     assert load_config(path).modems[0].port == "/dev/ttyUSB0"
 
 
@@ -78,65 +71,71 @@ def test_does_not_overwrite_without_force(tmp_path):
     [
         (["--pin", "12"], "modems[0].pin: must be 4-8 digits"),
         (["--profile", "nokia"], "modems[0].profile: unknown profile 'nokia'"),
-        (["--country", "Atlantis"], "numbers.default_country: unknown country"),
         (["--modem-id", "my modem"], "modems[0].id"),
         (["--mqtt-port", "0"], "mqtt.port: must be at least 1"),
     ],
 )
 def test_bad_flags_are_refused_and_nothing_is_written(tmp_path, flags, message):
     path = tmp_path / "smsgw.toml"
-    result = smsgw("setup", "--non-interactive", "--config", str(path), "--port", "/dev/ttyUSB0", *flags)
+    result = smsgw("setup", "--non-interactive", "--no-checks", "--config", str(path), "--port", "/dev/ttyUSB0", *flags)
     assert result.returncode == 2
     assert f"{path}: {message}" in result.stderr
     assert not path.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_interactive_over_stdin(tmp_path):
-    path = tmp_path / "smsgw.toml"
-    # port, PIN (a wrong one first, asked again), MQTT host, MQTT port, country (wrong, then right)
-    answers = "/dev/ttyACM0\n12\n1234\nmqtt.local\n\nXX\nch\n"
-    result = smsgw("setup", "--config", str(path), stdin=answers)
-    assert result.returncode == 0, result.stderr
-    assert "the PIN is 4-8 digits" in result.stderr and "unknown country" in result.stderr
-    cfg = load_config(path)
-    assert cfg.modems[0].port == "/dev/ttyACM0" and cfg.modems[0].pin == "1234"
-    assert cfg.mqtt is not None and cfg.mqtt.host == "mqtt.local" and cfg.mqtt.port == 1883
-    assert cfg.numbers.default_country == "CH"
+def test_candidate_ports_one_per_device_stable_names_first(tmp_path):
+    from drivers.locate import candidate_ports
 
-
-def test_interactive_end_of_input_is_a_clear_error(tmp_path):
-    result = smsgw("setup", "--config", str(tmp_path / "smsgw.toml"), "--port", "/dev/ttyUSB0", stdin="")
-    assert result.returncode != 0 and "--non-interactive" in result.stderr
-
-
-def test_interactive_offers_the_ports_found(tmp_path, monkeypatch):
     dev = tmp_path / "dev"
     (dev / "serial" / "by-id").mkdir(parents=True)
     for name in ("ttyUSB10", "ttyUSB2", "ttyACM0", "ttyS0"):
         (dev / name).touch()
     (dev / "serial" / "by-id" / "usb-SimTech_SIM7600-if02-port0").symlink_to(dev / "ttyUSB2")
-    ports = setup_command.candidate_ports(dev)
-    assert ports == [str(dev / "serial/by-id/usb-SimTech_SIM7600-if02-port0"), str(dev / "ttyUSB2"),
-                     str(dev / "ttyUSB10"), str(dev / "ttyACM0")]
-    monkeypatch.setattr(setup_command, "candidate_ports", lambda: ports)
-    answers = iter(["3", "", "none", ""])
-    prompts: list[str] = []
-
-    def ask(prompt: str) -> str:
-        prompts.append(prompt)
-        return next(answers)
-
-    path = tmp_path / "smsgw.toml"
-    assert setup_command.main(parse(["--config", str(path)]), ask=ask) == 0
-    cfg = load_config(path)
-    assert cfg.modems[0].port == str(dev / "ttyUSB10") and cfg.mqtt is None and cfg.modems[0].pin is None
-    assert prompts[0].startswith("Modem port (number or path) [1]")
+    globs = [str(dev / "serial/by-id/*"), str(dev / "ttyUSB*"), str(dev / "ttyACM*")]
+    assert candidate_ports(globs) == [str(dev / "serial/by-id/usb-SimTech_SIM7600-if02-port0"),
+                                      str(dev / "ttyUSB10"), str(dev / "ttyACM0")]
 
 
-def test_non_interactive_without_port_and_none_found(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(setup_command, "candidate_ports", lambda: [])
-    assert setup_command.main(parse(["--non-interactive", "--config", str(tmp_path / "c.toml")])) == 2
-    assert "--port" in capsys.readouterr().err
+def test_unknown_country_names_the_flag(tmp_path):
+    result = smsgw("setup", "--non-interactive", "--no-checks", "--config", str(tmp_path / "c.toml"),
+                   "--port", "/dev/ttyUSB0", "--country", "Atlantis")
+    assert result.returncode == 2
+    assert "smsgw setup: check failed: contacts: --country: unknown country 'Atlantis'" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_checks_needs_a_port(tmp_path):
+    result = smsgw("setup", "--non-interactive", "--no-checks", "--config", str(tmp_path / "c.toml"))
+    assert result.returncode == 2 and "check failed: modem: --no-checks needs --port" in result.stderr
+
+
+def test_service_step_without_systemd_says_what_to_run(tmp_path, monkeypatch):
+    from appliance.wizard import service
+
+    monkeypatch.setattr(service, "SYSTEMD_RUNTIME", tmp_path / "no-systemd")
+    ok, message = service.start(Path("/etc/smsgw/smsgw.toml"))
+    assert ok and "smsgw run --config /etc/smsgw/smsgw.toml" in message and "systemctl enable --now" in message
+
+
+def test_service_step_enables_and_restarts_the_unit(tmp_path, monkeypatch):
+    from appliance.wizard import service
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    fake = bin_dir / "systemctl"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n[ "$1" != restart ] || [ -z "$FAIL" ] || {{ echo "Job failed" >&2; exit 1; }}\n')
+    fake.chmod(0o755)
+    (tmp_path / "run").mkdir()
+    monkeypatch.setattr(service, "SYSTEMD_RUNTIME", tmp_path / "run")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    ok, message = service.start(Path("/etc/smsgw/smsgw.toml"))
+    assert ok and "enabled and started" in message
+    assert calls.read_text().splitlines() == ["enable smsgw.service", "restart smsgw.service"]
+    monkeypatch.setenv("FAIL", "1")
+    ok, message = service.start(Path("/etc/smsgw/smsgw.toml"))
+    assert not ok and "`restart smsgw.service` failed: Job failed" in message and "journalctl -u smsgw" in message
 
 
 # --- deploy/raspberrypi ---------------------------------------------------------------------------

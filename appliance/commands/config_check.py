@@ -46,6 +46,10 @@ def main(args: argparse.Namespace) -> int:
     # A port that is not there now is not a configuration error (a USB modem may appear later, and
     # the daemon waits for it), but an installer wants to know at once.
     for index, modem in enumerate(cfg.modems):
+        if modem.auto:
+            wanted = f"IMEI {modem.imei}" if modem.imei else f"ICCID {modem.iccid}"
+            print(f"  modems[{index}].port: auto: the daemon looks for {wanted} on {' '.join(cfg.modems_auto.globs)}")
+            continue
         if not modem.port.startswith(("socket://", "rfc2217://")) and not os.path.exists(modem.port):
             print(f"  warning: modems[{index}].port: {modem.port} does not exist now "
                   "(`smsgw detect` lists attached modems; the daemon waits for it to appear)")

@@ -114,7 +114,10 @@ install -d -m 0755 "$CONF_DIR"
 install -d -m 0750 "$STATE_DIR"
 if [[ ! -e "$CONF" ]]; then
     log "writing $CONF with smsgw setup"
-    "${SMSGW[@]}" setup --config "$CONF" --store /var/lib/smsgw/smsgw.db "${SETUP_ARGS[@]}"
+    # the service starts below, once its unit is installed; a staged tree has no modem to check
+    WIZARD=(--no-start)
+    [[ -z "$ROOT" ]] || WIZARD+=(--no-checks)
+    "${SMSGW[@]}" setup --config "$CONF" --store /var/lib/smsgw/smsgw.db "${WIZARD[@]}" "${SETUP_ARGS[@]}"
 else
     log "keeping $CONF"
 fi
