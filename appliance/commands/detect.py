@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import glob
 import json
 import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from appliance.config import DEFAULT_AUTO_GLOBS
+from drivers import locate
 from drivers.errors import AtTimeout, ModemError, TransportError
 from drivers.modem import probe_port
 from drivers.profiles import match_identity, match_usb
@@ -25,7 +26,8 @@ PROBE_TIMEOUT = 1.0
 #: Seconds a whole probe of one port may take, whatever happens.
 PORT_DEADLINE = 8.0
 
-CANDIDATE_GLOBS = ("/dev/serial/by-id/*", "/dev/ttyUSB*", "/dev/ttyACM*", "/dev/ttyAMA0", "/dev/serial0")
+#: The same candidate ports as ``port = "auto"`` and ``smsgw setup`` (appliance.config.DEFAULT_AUTO_GLOBS).
+CANDIDATE_GLOBS = DEFAULT_AUTO_GLOBS
 SYSFS_TTY = Path("/sys/class/tty")
 
 
@@ -88,12 +90,11 @@ def candidate_ports(extra: list[str], *, scan: bool = True) -> list[str]:
             seen.add(real)
             ports.append(port)
     if scan:
-        for pattern in CANDIDATE_GLOBS:
-            for port in sorted(glob.glob(pattern)):
-                real = os.path.realpath(port)
-                if real not in seen and os.path.exists(real):
-                    seen.add(real)
-                    ports.append(port)
+        for port in locate.candidate_ports(CANDIDATE_GLOBS):
+            real = os.path.realpath(port)
+            if real not in seen:
+                seen.add(real)
+                ports.append(port)
     return ports
 
 
