@@ -139,8 +139,10 @@ class Daemon:
         """For ``port = "auto"``: search the candidate ports for this modem's IMEI/ICCID.
 
         One search at a time (two probes on one port garble each other); ports that another
-        configured modem names or has open are never probed.
+        configured modem names or has open, or another program holds (a serial console's getty,
+        ModemManager), are never probed.
         """
+        from appliance.port_holders import SIMULATOR, holders
         from drivers.locate import find_port
 
         mc = self.config.modem(modem_id)
@@ -153,7 +155,7 @@ class Daemon:
                 other_mc = self.config.modem(other_id)
                 if (not other_mc.auto or other.is_open) and os.path.realpath(other.port) == real:
                     return True
-            return False
+            return any(h.kind != SIMULATOR for h in holders(port))
 
         async def locate() -> str | None:
             async with self._locate_lock:

@@ -1,33 +1,59 @@
 """``[[modems]] imei`` / ``iccid`` with ``port = "auto"``: the daemon finds its modem by identity.
 
-Two simulated modems (distinct IMEIs and ICCIDs, as ``drivers/simulator/modem.py`` numbers them)
-sit behind ``dev/ttyUSB*`` symlinks the test owns; ``[modems_auto] globs`` points the daemon there.
+Two simulated modems (``smsgw simulate``; distinct IMEIs and ICCIDs, as ``drivers/simulator/modem.py``
+numbers them) sit behind ``dev/ttyUSB*`` symlinks the test owns; ``[modems_auto] globs`` points the daemon there.
 Swapping the symlinks between two runs, and a hot-plug that brings a modem back under a new name,
 must not change which configured modem is which.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from daemon_helpers import FAST_HEALTH, DaemonProcess
-from waiting import async_wait_until
+from test_simulate_cli import Running
+from waiting import async_wait_until, wait_until
 
 from appliance.config import ConfigError, load_config
 from appliance.store import OutboundRequest, Store
 from drivers.simulator import Simulator
+from drivers.simulator.control import request
 
 OUTSIDE = "+4915112345678"
 
 
+class Sim:
+    """``smsgw simulate`` in its own process, as on a real machine (the daemon never probes a port
+    another program holds, and tells the simulator from other programs by its command line)."""
+
+    def __init__(self, running: Running) -> None:
+        self.running = running
+        self.directory = running.directory
+        self.ports = [str(self.directory / "modem0"), str(self.directory / "modem1")]
+        self.modems = request(self.directory, {"action": "status"})["modems"]
+
+    def fault(self, modem: int, kind: str) -> None:
+        assert request(self.directory, {"action": "fault", "modem": modem, "kind": kind})["ok"]
+
+    def sent(self) -> list[dict[str, Any]]:
+        log = self.directory / "network.jsonl"
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
 @pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    async with Simulator(tmp_path / "sim", modems=2, profile="generic") as simulator:
-        yield simulator
+def sim(tmp_path: Path) -> Iterator[Sim]:
+    running = Running(tmp_path / "sim", "--modems", "2", "--profile", "generic")
+    try:
+        wait_until(lambda: running.lines or running.process.poll() is not None, 20, what="the simulator")
+        assert running.lines
+        yield Sim(running)
+    finally:
+        running.stop()
 
 
 @pytest.fixture
@@ -74,21 +100,22 @@ async def wait_modem(db: Path, modem_id: str, daemon: DaemonProcess, **expected:
         raise
 
 
-async def test_auto_ports_follow_the_imei_across_swaps_and_hot_plug(tmp_path: Path, sim: Simulator,
+async def test_auto_ports_follow_the_imei_across_swaps_and_hot_plug(tmp_path: Path, sim: Sim,
                                                                      daemons: list[DaemonProcess]) -> None:
     dev = tmp_path / "dev"
     first, second = sim.modems
+    first_imei, second_imei = first["imei"], second["imei"]
     link(dev, "ttyUSB0", sim.ports[0])
     link(dev, "ttyUSB1", sim.ports[1])
-    path = config(tmp_path, f'[[modems]]\nid = "north"\nport = "auto"\nimei = "{second.imei}"\n\n'
-                            f'[[modems]]\nid = "south"\nport = "auto"\nimei = "{first.imei}"\n',
+    path = config(tmp_path, f'[[modems]]\nid = "north"\nport = "auto"\nimei = "{second_imei}"\n\n'
+                            f'[[modems]]\nid = "south"\nport = "auto"\nimei = "{first_imei}"\n',
                   [str(dev / "ttyUSB*"), str(dev / "ttyACM*")])
     db = tmp_path / "smsgw.db"
 
     daemon = await DaemonProcess(path).start()
     daemons.append(daemon)
-    await wait_modem(db, "north", daemon, state="online", port=str(dev / "ttyUSB1"), imei=second.imei)
-    await wait_modem(db, "south", daemon, state="online", port=str(dev / "ttyUSB0"), imei=first.imei)
+    await wait_modem(db, "north", daemon, state="online", port=str(dev / "ttyUSB1"), imei=second_imei)
+    await wait_modem(db, "south", daemon, state="online", port=str(dev / "ttyUSB0"), imei=first_imei)
     assert await daemon.stop() == 0
 
     # the next boot enumerates the two sticks the other way round
@@ -96,8 +123,8 @@ async def test_auto_ports_follow_the_imei_across_swaps_and_hot_plug(tmp_path: Pa
     link(dev, "ttyUSB1", sim.ports[0])
     daemon = await DaemonProcess(path).start()
     daemons.append(daemon)
-    await wait_modem(db, "north", daemon, state="online", port=str(dev / "ttyUSB0"), imei=second.imei)
-    await wait_modem(db, "south", daemon, state="online", port=str(dev / "ttyUSB1"), imei=first.imei)
+    await wait_modem(db, "north", daemon, state="online", port=str(dev / "ttyUSB0"), imei=second_imei)
+    await wait_modem(db, "south", daemon, state="online", port=str(dev / "ttyUSB1"), imei=first_imei)
 
     # hot-plug: "north" vanishes and comes back as another device name
     sim.fault(1, "unplug")
@@ -105,16 +132,16 @@ async def test_auto_ports_follow_the_imei_across_swaps_and_hot_plug(tmp_path: Pa
     await wait_modem(db, "north", daemon, healthy=False)
     sim.fault(1, "replug")
     link(dev, "ttyACM3", sim.ports[1])
-    await wait_modem(db, "north", daemon, state="online", port=str(dev / "ttyACM3"), imei=second.imei)
+    await wait_modem(db, "north", daemon, state="online", port=str(dev / "ttyACM3"), imei=second_imei)
 
     # and it sends from there: the SMS leaves with the second modem's number
     with Store(db) as store:
         store.enqueue([OutboundRequest(to=OUTSIDE, text="after the replug", source="test")])
     sim.fault(0, "no-network")  # only north can send now
-    await async_wait_until(lambda: any(r["text"] == "after the replug" for r in sim.network.sent), timeout=20,
+    await async_wait_until(lambda: any(r["text"] == "after the replug" for r in sim.sent()), timeout=20,
                            what="the SMS on the network")
-    (record,) = [r for r in sim.network.sent if r["text"] == "after the replug"]
-    assert record["from"] == second.number
+    (record,) = [r for r in sim.sent() if r["text"] == "after the replug"]
+    assert record["from"] == second["number"]
     assert await daemon.stop() == 0
 
 
@@ -164,3 +191,31 @@ def test_duplicate_imei_and_relative_glob_are_refused(tmp_path: Path) -> None:
     path.write_text('[store]\npath = "x.db"\n')
     assert "/dev/serial/by-id/*" in load_config(path).modems_auto.globs
     assert os.path.isabs(load_config(path).modems_auto.globs[0])
+
+
+async def test_a_port_another_program_holds_is_not_probed(tmp_path: Path, sim: Sim,
+                                                          daemons: list[DaemonProcess]) -> None:
+    import asyncio
+    import sys
+
+    dev = tmp_path / "dev"
+    link(dev, "ttyS0", sim.ports[0])  # a serial console's getty, or ModemManager, has it open
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import os, sys; os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY);"
+        " print('open', flush=True); sys.stdin.read()", str(dev / "ttyS0"),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and await holder.stdout.readline() == b"open\n"
+        path = config(tmp_path, f'[[modems]]\nid = "a"\nport = "auto"\nimei = "{sim.modems[0]["imei"]}"\n',
+                      [str(dev / "ttyS*")])
+        daemon = await DaemonProcess(path).start()
+        daemons.append(daemon)
+        db = tmp_path / "smsgw.db"
+        state = await wait_modem(db, "a", daemon, healthy=False, state="waiting for port")
+        assert state["last_error"] == f"no port has the modem with IMEI {sim.modems[0]['imei']}"
+        # if the daemon had probed the held port it would have found the modem there: it did not
+    finally:
+        holder.kill()
+        await holder.wait()
+    await wait_modem(db, "a", daemon, state="online", port=str(dev / "ttyS0"))
+    assert await daemon.stop() == 0
