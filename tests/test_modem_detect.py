@@ -154,3 +154,25 @@ def test_ati_labelled_lines_fill_the_identity() -> None:
     assert ati_values(["Manufacturer: +GMI: LG Electronics Inc.", "Revision: +GMR: LX265V05, 50571"]) == {
         "manufacturer": "LG Electronics Inc.", "revision": "LX265V05, 50571"}
     assert ati_values(["SIMCOM_Ltd", "SIMCOM_SIM300C"]) == {}  # unlabelled: nothing is guessed
+
+
+@pytest.mark.parametrize("profile_name", ["generic", "sim800", "sim7600", "ec25", "e3372"])
+async def test_inspect_port_reads_sim_state_attempts_and_iccid_without_entering_a_pin(
+        tmp_path: Path, profile_name: str) -> None:
+    from drivers.modem import inspect_port
+    from drivers.simulator import Simulator
+
+    async with Simulator(tmp_path / "sim", profile=profile_name, pin="1234", control=False) as sim:
+        found = await inspect_port(sim.ports[0], timeout=1.0)
+        modem = sim.modems[0]
+        assert found.sim is not None
+        assert (found.sim.state, found.sim.pin_attempts) == ("SIM PIN", 3)
+        assert str(found.sim) == "PIN required, 3 attempts left"
+        assert (found.identity.imei, found.identity.iccid) == (modem.imei, modem.iccid)
+        expected_profile = "generic" if profile_name == "generic" else profile_name
+        assert found.profile == expected_profile
+        assert modem.pin_entries == 0 and modem.pin_attempts == 3
+        modem.fault("pin-required")  # still locked; now a wrong PIN elsewhere costs one
+        modem.pin_attempts = 2
+        again = await inspect_port(sim.ports[0], timeout=1.0)
+        assert again.sim is not None and again.sim.pin_attempts == 2 and modem.pin_entries == 0

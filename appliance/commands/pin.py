@@ -136,7 +136,7 @@ def main(args: argparse.Namespace) -> int:
         return fail(command, str(exc))
     if dropped:
         print(f"cleared {len(dropped)} PIN rejection record(s) ({args.modem_id or 'all modems'}): the configured "
-              "PIN is tried once when the daemon next starts (systemctl restart smsgw) or `smsgw doctor` runs")
+              "PIN is tried once when the daemon next starts (systemctl restart smsgw)")
     else:
         print(f"no PIN rejections recorded for {args.modem_id or 'any modem'}")
     return EXIT_OK
