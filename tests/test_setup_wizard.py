@@ -273,3 +273,51 @@ def test_an_existing_config_is_kept_exit_2(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "exists; not overwriting it (use --force)" in result.stderr
     assert path.read_text() == "# mine\n"
+
+
+def test_a_port_held_by_modem_manager_is_named_not_probed(tmp_path: Path, sim: Running) -> None:
+    port = str(sim.directory / "modem0")
+    fake = tmp_path / "ModemManager"  # a process named ModemManager (comm and argv[0]) holding the port
+    fake.symlink_to(sys.executable)
+    holder = subprocess.Popen([str(fake), "-c", "import os, sys; os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY);"
+                               " print('open', flush=True); sys.stdin.read()", port],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        result = setup(tmp_path, sim, "--pin", "2580")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2
+    assert f"probing {port} … held by ModemManager (pid {holder.pid}): " in result.stdout
+    assert "ID_MM_DEVICE_IGNORE" in result.stdout and "systemctl disable --now ModemManager" in result.stdout
+    assert "smsgw setup: check failed: detect: no modem answered" in result.stderr
+    assert sim_modem(sim)["pin_entries"] == 0
+
+
+def test_the_modem_plugged_in_while_the_wizard_waits(tmp_path: Path, sim: Running) -> None:
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    child = pexpect.spawn(sys.executable, ["-m", "appliance", "setup", "--config", str(tmp_path / "c.toml"),
+                                           "--store", str(tmp_path / "smsgw.db"), "--scan", str(dev / "ttyUSB*"),
+                                           "--mqtt-host", "none", "--no-start"],
+                          cwd=str(ROOT), env=daemon_env(), encoding="utf-8", timeout=20)
+    try:
+        child.expect_exact("no serial ports found")
+        child.expect_exact("Look again (plug the modem in, wait for it)? (Y/n): ")
+        (dev / "ttyUSB2").symlink_to(sim.directory / "modem0")  # the stick is plugged in
+        child.sendline("")
+        child.expect_exact(f"probing {dev}/ttyUSB2 … SIMCOM INCORPORATED SIMCOM_SIM7600E-H")
+        child.expect_exact("SIM PIN (PIN required, 3 attempts left; not shown): ")
+        child.sendline("2580")
+        child.expect_exact("accepted, SIM ready")
+        child.expect_exact("Default country")
+        child.sendline("")
+        child.expect_exact("Your mobile number, for a test SMS (blank: skip): ")
+        child.sendline("")
+        child.expect_exact(f"wrote {tmp_path / 'c.toml'}")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    assert load_config(tmp_path / "c.toml").modems_auto.globs == (str(dev / "ttyUSB*"),)

@@ -130,15 +130,19 @@ class Wizard:
 
         args = self.args
         globs = tuple(args.scan) if args.scan else DEFAULT_AUTO_GLOBS
-        ports = [args.port] if args.port else candidate_ports(globs)
-        if not ports:
-            raise CheckFailed("detect", f"no serial ports found (looked at {' '.join(globs)}): is the modem "
-                                        "plugged in and powered? (`dmesg | tail` shows a new USB device)")
-        self.say("Looking for modems:\n")
-        found = [c for c in asyncio.run(probe_ports(ports, self.say)) if c.found is not None]
-        if not found:
-            raise CheckFailed("detect", f"no modem answered on {', '.join(ports)} (`smsgw doctor` names a port "
-                                        "another program holds, such as ModemManager)")
+        while True:
+            ports = [args.port] if args.port else candidate_ports(globs)
+            if ports:
+                self.say("Looking for modems:\n")
+                found = [c for c in asyncio.run(probe_ports(ports, self.say)) if c.found is not None]
+                if found:
+                    break
+                problem = f"no modem answered on {', '.join(ports)}"
+            else:
+                problem = (f"no serial ports found (looked at {' '.join(globs)}): is the modem plugged in and "
+                           "powered? (`dmesg | tail` shows a new USB device)")
+            if not self.interactive or not self.yes(f"{problem}. Look again (plug the modem in, wait for it)?"):
+                raise CheckFailed("detect", problem)
         chosen = found[0]
         if self.interactive and len(found) > 1:
             for number, candidate in enumerate(found, 1):
