@@ -6,8 +6,10 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,3 +112,15 @@ class DaemonProcess:
                 return log.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
+
+
+@pytest.fixture
+async def daemons() -> AsyncIterator[list[DaemonProcess]]:
+    """Daemons a test starts (append them); any still running at the end are killed.
+
+    Load with ``pytest_plugins = ["daemon_helpers"]``."""
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        if daemon.running:
+            await daemon.kill()

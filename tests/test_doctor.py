@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_simulate_cli import Running
+from test_simulate_cli import Running, held_by, modem_status, running_simulator
 from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,13 +32,8 @@ def messages(report: dict[str, Any], status: str | None = None) -> list[str]:
 
 @pytest.fixture
 def simulator(tmp_path: Path) -> Iterator[Running]:
-    sim = Running(tmp_path / "sim", "--modems", "1", "--profile", "sim800")
-    try:
-        wait_until(lambda: sim.lines or sim.process.poll() is not None, 20, what="the ready line")
-        assert sim.lines
+    with running_simulator(tmp_path / "sim", "--modems", "1", "--profile", "sim800") as sim:
         yield sim
-    finally:
-        sim.stop()
 
 
 def write(tmp_path: Path, port: str, mqtt: str = "") -> Path:
@@ -111,20 +106,12 @@ def test_config_error_is_named(tmp_path: Path) -> None:
 
 @pytest.fixture
 def pin_simulator(tmp_path: Path) -> Iterator[Running]:
-    sim = Running(tmp_path / "sim", "--modems", "1", "--profile", "sim7600", "--pin", "1234")
-    try:
-        wait_until(lambda: sim.lines or sim.process.poll() is not None, 20, what="the ready line")
-        assert sim.lines
+    with running_simulator(tmp_path / "sim", "--modems", "1", "--profile", "sim7600", "--pin", "1234") as sim:
         yield sim
-    finally:
-        sim.stop()
 
 
 def sim_status(sim: Running) -> dict[str, Any]:
-    from drivers.simulator.control import request
-
-    modems: list[dict[str, Any]] = request(sim.directory, {"action": "status"})["modems"]
-    return modems[0]
+    return modem_status(sim.directory)
 
 
 def files_under(directory: Path) -> set[Path]:
@@ -166,19 +153,8 @@ def test_doctor_without_a_pin_for_a_locked_sim_fails_with_the_fix(tmp_path: Path
 
 def test_port_held_by_modem_manager_is_a_failure_with_the_fix(tmp_path: Path, simulator: Running) -> None:
     port = str(simulator.directory / "modem0")
-    # a process whose name (comm, argv[0]) is ModemManager, holding the modem's port as ModemManager does
-    fake = tmp_path / "ModemManager"
-    fake.symlink_to(sys.executable)
-    holder = subprocess.Popen([str(fake), "-c", "import os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY);"
-                               " print('open', flush=True); sys.stdin.read()", port],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
-        assert Path(f"/proc/{holder.pid}/comm").read_text().strip() == "ModemManager"
+    with held_by(port, "ModemManager", tmp_path) as holder:
         status, report = doctor(write(tmp_path, port))
-    finally:
-        holder.kill()
-        holder.wait()
     assert status == 1
     (finding,) = [f for f in report["findings"] if "ModemManager" in f["message"]]
     assert finding["status"] == "fail"

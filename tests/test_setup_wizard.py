@@ -21,12 +21,11 @@ from typing import Any
 import pexpect
 import pytest
 from daemon_helpers import ROOT, DaemonProcess, daemon_env
-from test_simulate_cli import Running
+from test_simulate_cli import Running, held_by, modem_status, running_simulator
 from waiting import async_wait_until, wait_until
 
 from appliance.config import load_config
 from appliance.store import Store
-from drivers.simulator.control import request
 
 pytest_plugins = ["mosquitto"]
 
@@ -35,18 +34,12 @@ PHONE = "+4915112345678"  # the installer's phone: outside the simulation, its S
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[Running]:
-    running = Running(tmp_path / "sim", "--profile", "sim7600", "--pin", "2580")
-    try:
-        wait_until(lambda: running.lines or running.process.poll() is not None, 20, what="the simulator")
-        assert running.lines
+    with running_simulator(tmp_path / "sim", "--profile", "sim7600", "--pin", "2580") as running:
         yield running
-    finally:
-        running.stop()
 
 
 def sim_modem(sim: Running) -> dict[str, Any]:
-    modems: list[dict[str, Any]] = request(sim.directory, {"action": "status"})["modems"]
-    return modems[0]
+    return modem_status(sim.directory)
 
 
 def sent(sim: Running) -> list[dict[str, Any]]:
@@ -277,17 +270,8 @@ def test_an_existing_config_is_kept_exit_2(tmp_path: Path) -> None:
 
 def test_a_port_held_by_modem_manager_is_named_not_probed(tmp_path: Path, sim: Running) -> None:
     port = str(sim.directory / "modem0")
-    fake = tmp_path / "ModemManager"  # a process named ModemManager (comm and argv[0]) holding the port
-    fake.symlink_to(sys.executable)
-    holder = subprocess.Popen([str(fake), "-c", "import os, sys; os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY);"
-                               " print('open', flush=True); sys.stdin.read()", port],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+    with held_by(port, "ModemManager", tmp_path) as holder:
         result = setup(tmp_path, sim, "--pin", "2580")
-    finally:
-        holder.kill()
-        holder.wait()
     assert result.returncode == 2
     assert f"probing {port} … held by ModemManager (pid {holder.pid}): " in result.stdout
     assert "ID_MM_DEVICE_IGNORE" in result.stdout and "systemctl disable --now ModemManager" in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from waiting import wait_until
@@ -41,15 +43,50 @@ class Running:
         return self.process.wait(timeout=10)
 
 
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[Running]:
-    sim = Running(tmp_path / "sim", "--modems", "2", "--profile", "sim800")
+@contextlib.contextmanager
+def running_simulator(directory: Path, *args: str) -> Iterator[Running]:
+    """``smsgw simulate --dir DIR ARGS`` until its ready line; stopped (SIGTERM) on exit."""
+    sim = Running(directory, *args)
     try:
-        wait_until(lambda: sim.lines or sim.process.poll() is not None, 20, what="the ready line")
+        wait_until(lambda: sim.lines or sim.process.poll() is not None, 20, what="the simulator's ready line")
         assert sim.lines, sim.process.stderr.read() if sim.process.stderr else ""
         yield sim
     finally:
         sim.stop()
+
+
+def modem_status(directory: Path, index: int = 0) -> dict[str, Any]:
+    """The running simulator's view of one modem (PIN entries and attempts, IMEI, ICCID ...)."""
+    from drivers.simulator.control import request
+
+    reply = request(directory, {"action": "status"})
+    assert reply["ok"], reply
+    modem: dict[str, Any] = reply["modems"][index]
+    return modem
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[Running]:
+    with running_simulator(tmp_path / "sim", "--modems", "2", "--profile", "sim800") as sim:
+        yield sim
+
+
+@contextlib.contextmanager
+def held_by(port: str, name: str, directory: Path) -> Iterator[subprocess.Popen[str]]:
+    """A process named ``name`` (its comm and argv[0], as ps shows it: a symlink to Python by that
+    name) holding ``port`` open, as ModemManager or a getty does, until the block ends."""
+    program = directory / name
+    program.symlink_to(sys.executable)
+    holder = subprocess.Popen([str(program), "-c", "import os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY);"
+                               " print('open', flush=True); sys.stdin.read()", port],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        assert Path(f"/proc/{holder.pid}/comm").read_text().strip() == name[:15]
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def read_port(port: str, marker: bytes, timeout: float = 5.0) -> bytes:

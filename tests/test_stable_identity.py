@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from daemon_helpers import FAST_HEALTH, DaemonProcess
-from test_simulate_cli import Running
-from waiting import async_wait_until, wait_until
+from test_simulate_cli import Running, modem_status, running_simulator
+from waiting import async_wait_until
 
 from appliance.config import ConfigError, load_config
 from appliance.store import OutboundRequest, Store
 from drivers.simulator import Simulator
 from drivers.simulator.control import request
+
+pytest_plugins = ["daemon_helpers"]  # the `daemons` fixture
 
 OUTSIDE = "+4915112345678"
 
@@ -35,7 +37,7 @@ class Sim:
         self.running = running
         self.directory = running.directory
         self.ports = [str(self.directory / "modem0"), str(self.directory / "modem1")]
-        self.modems = request(self.directory, {"action": "status"})["modems"]
+        self.modems = [modem_status(self.directory, index) for index in range(2)]
 
     def fault(self, modem: int, kind: str) -> None:
         assert request(self.directory, {"action": "fault", "modem": modem, "kind": kind})["ok"]
@@ -47,22 +49,8 @@ class Sim:
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[Sim]:
-    running = Running(tmp_path / "sim", "--modems", "2", "--profile", "generic")
-    try:
-        wait_until(lambda: running.lines or running.process.poll() is not None, 20, what="the simulator")
-        assert running.lines
+    with running_simulator(tmp_path / "sim", "--modems", "2", "--profile", "generic") as running:
         yield Sim(running)
-    finally:
-        running.stop()
-
-
-@pytest.fixture
-async def daemons() -> AsyncIterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        if daemon.running:
-            await daemon.kill()
 
 
 def link(dev: Path, name: str, target: str) -> None:
