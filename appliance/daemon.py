@@ -142,7 +142,7 @@ class Daemon:
         configured modem names or has open, or another program holds (a serial console's getty,
         ModemManager), are never probed.
         """
-        from appliance.port_holders import SIMULATOR, holders
+        from appliance.port_holders import users
         from drivers.locate import find_port
 
         mc = self.config.modem(modem_id)
@@ -155,7 +155,7 @@ class Daemon:
                 other_mc = self.config.modem(other_id)
                 if (not other_mc.auto or other.is_open) and os.path.realpath(other.port) == real:
                     return True
-            return any(h.kind != SIMULATOR for h in holders(port))
+            return bool(users(port))
 
         async def locate() -> str | None:
             async with self._locate_lock:

@@ -71,3 +71,8 @@ def holders(device: str) -> list[Holder]:
             found.append(Holder(int(entry.name), name, " ".join(argv), classify(name, argv)))
             break
     return found
+
+
+def users(device: str) -> list[Holder]:
+    """The holders that use ``device`` as a client: every one but the simulator (which is the modem)."""
+    return [holder for holder in holders(device) if holder.kind != SIMULATOR]

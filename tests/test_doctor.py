@@ -186,3 +186,24 @@ async def test_port_held_by_our_daemon_is_ok(tmp_path: Path, simulator: Running)
     text = "\n".join(messages(report, "ok"))
     assert f"port {port}: ok, in use by smsgw (pid {daemon.proc.pid})" in text
     assert "last state recorded by the daemon: online, SIM: ready" in text
+
+
+def test_auto_port_is_found_by_imei_and_checked(tmp_path: Path, pin_simulator: Running) -> None:
+    imei = sim_status(pin_simulator)["imei"]
+    config = tmp_path / "smsgw.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "smsgw.db"}"\n\n[modems_auto]\nglobs = ["{pin_simulator.directory}/modem*"]\n\n'
+                      f'[[modems]]\nid = "sim0"\nport = "auto"\nimei = "{imei}"\niccid = "89490200000000099999"\npin = "1234"\n')
+    status, report = doctor(config)
+    assert status == 1
+    text = "\n".join(messages(report))
+    assert f"port auto: the modem with IMEI {imei} is on {pin_simulator.directory}/modem0" in text
+    assert "iccid 8949020000000000000" in "\n".join(messages(report, "fail"))  # another SIM than configured
+    result = subprocess.run([sys.executable, "-m", "appliance", "pin", "list", "--config", str(config)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert f"sim0: {pin_simulator.directory}/modem0: SIM: PIN required, 3 attempts left" in result.stdout
+    assert sim_status(pin_simulator)["pin_entries"] == 0
+
+    config.write_text(config.read_text().replace(imei, "354861000000999"))
+    status, report = doctor(config)
+    assert status == 1
+    assert "port auto: no free port has the modem with IMEI 354861000000999" in messages(report, "fail")

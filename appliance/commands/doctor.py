@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.config import Config, ConfigError, ModemConfig, MqttConfig, default_config_path, load_config
-from appliance.port_holders import MODEM_MANAGER, MODEM_MANAGER_FIX, SIMULATOR, SMSGW, holders
+from appliance.port_holders import MODEM_MANAGER, MODEM_MANAGER_FIX, SMSGW, users
 
 if TYPE_CHECKING:
     from drivers.modem import SimStatus
@@ -124,7 +124,7 @@ def locate_port(modem: ModemConfig, config: Config) -> tuple[list[Finding], str 
     wanted = f"IMEI {modem.imei}" if modem.imei else f"ICCID {modem.iccid}"
     globs = config.modems_auto.globs
     ports = candidate_ports(globs)
-    held = {port for port in ports if holders(port)}
+    held = {port for port in ports if users(port)}
     port = asyncio.run(find_port(globs, imei=modem.imei, iccid=modem.iccid, skip=held.__contains__))
     if port is not None:
         return [Finding(area, OK, f"port auto: the modem with {wanted} is on {port}")], port
@@ -160,7 +160,7 @@ def check_port(modem: ModemConfig, port: str | None = None) -> tuple[list[Findin
             hint = "check the device's mode and owner (ls -l " + modem.port + ")"
         return [Finding(area, FAIL, f"port {modem.port} is not readable and writable by this user", hint)], False
     # The simulator keeps its own pty slave ends open (clients reopen ports); it is the modem, not a user.
-    found = [h for h in holders(modem.port) if h.kind != SIMULATOR]
+    found = users(modem.port)
     data = {"pids": [h.pid for h in found], "holders": [asdict(h) for h in found]}
     manager = [h for h in found if h.kind == MODEM_MANAGER]
     if manager:
@@ -330,7 +330,7 @@ def run_checks(config: Config, args: argparse.Namespace) -> list[Finding]:
         recorded = last_state.get(modem.id) or {}
         if modem.auto:
             port = recorded.get("port") if recorded.get("port") not in (None, "auto") else None
-            if port is None or not holders(port):
+            if port is None or not users(port):
                 if args.no_modems:
                     continue
                 auto_findings, port = locate_port(modem, config)

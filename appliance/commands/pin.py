@@ -53,7 +53,7 @@ def sim_states(config: Config) -> dict[str, dict[str, Any]]:
     """Modem id -> {"port", "sim", "pin_attempts", "source"} (or "error"), without entering a PIN."""
     import asyncio
 
-    from appliance.port_holders import SIMULATOR, holders
+    from appliance.port_holders import users
     from drivers.errors import ModemError
     from drivers.modem import inspect_port
 
@@ -67,10 +67,15 @@ def sim_states(config: Config) -> dict[str, dict[str, Any]]:
     for modem in config.modems:
         last = recorded.get(modem.id) or {}
         port = last.get("port") if modem.auto else modem.port
+        if modem.auto and (not port or port == "auto" or not users(port)):
+            from drivers.locate import find_port
+
+            port = asyncio.run(find_port(config.modems_auto.globs, imei=modem.imei, iccid=modem.iccid,
+                                         skip=lambda p: bool(users(p))))
         if not port or port == "auto" or "://" in port or not os.path.exists(port):
             states[modem.id] = {"port": port or modem.port, "error": "port not found"}
             continue
-        if [h for h in holders(port) if h.kind != SIMULATOR]:
+        if users(port):
             states[modem.id] = {"port": port, "sim": last.get("sim"), "pin_attempts": last.get("pin_attempts"),
                                 "source": "recorded by the daemon (port in use)"}
             continue

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.port_holders import MODEM_MANAGER, MODEM_MANAGER_FIX, SIMULATOR, SMSGW, holders
+from appliance.port_holders import MODEM_MANAGER, MODEM_MANAGER_FIX, SMSGW, users
 from drivers.errors import ModemError, TransportError
 from drivers.modem import IncomingSms, Inspection, Modem, inspect_port
 
@@ -76,7 +76,7 @@ def _not_probed(port: str) -> str:
         return ""
     if not os.path.exists(port):
         return "cannot open: it does not exist"
-    held = [h for h in holders(port) if h.kind != SIMULATOR]
+    held = users(port)
     if not held:
         return ""
     who = held[0]
