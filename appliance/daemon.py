@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from appliance import systemd
-from appliance.config import Config, ConfigError
+from appliance.config import AUTO_PORT, Config, ConfigError
 from appliance.dispatcher import Dispatcher, ModemLimits
 from appliance.health import ModemSupervisor
 from appliance.inbound import Inbound
@@ -146,6 +146,7 @@ class Daemon:
         from drivers.locate import find_port
 
         mc = self.config.modem(modem_id)
+        previous = self._last_port(modem_id)  # read before the supervisor records its first state
 
         def taken(port: str) -> bool:
             real = os.path.realpath(port)
@@ -158,10 +159,23 @@ class Daemon:
             return bool(users(port))
 
         async def locate() -> str | None:
+            modem = self.modems[modem_id]
+            last = modem.port if modem.port != AUTO_PORT else previous
             async with self._locate_lock:
-                return await find_port(self.config.modems_auto.globs, imei=mc.imei, iccid=mc.iccid, skip=taken)
+                return await find_port(self.config.modems_auto.globs, imei=mc.imei, iccid=mc.iccid, skip=taken,
+                                       prefer=last)
 
         return locate
+
+    def _last_port(self, modem_id: str) -> str | None:
+        """The port a ``port = "auto"`` modem was found on in the previous run (its recorded state)."""
+        if self.store is None:
+            return None
+        try:
+            port = (self.store.state_get("modem", modem_id) or {}).get("port")
+        except Exception:  # noqa: BLE001 - only a hint where to look first
+            return None
+        return port if isinstance(port, str) and port != AUTO_PORT else None
 
     def _make_hardware(self) -> None:
         needs_gpio = self.config.hardware.status_led_gpio is not None or any(

@@ -52,12 +52,19 @@ async def find_port(
     iccid: str | None,
     skip: Callable[[str], bool] = lambda port: False,
     timeout: float = PROBE_TIMEOUT,
+    prefer: str | None = None,
 ) -> str | None:
     """The first candidate port whose modem has ``imei`` (or, without one, whose SIM has ``iccid``).
 
-    ``skip(port)`` leaves out ports that must not be probed (those other modems use).
+    ``skip(port)`` leaves out ports that must not be probed (those other modems use). ``prefer``
+    (where the modem was last seen) is tried first, when it is a candidate: a silent port costs
+    a few ``timeout`` seconds, so the usual case asks one port only.
     """
-    for port in candidate_ports(patterns):
+    ports = candidate_ports(patterns)
+    if prefer in ports:
+        ports.remove(prefer)
+        ports.insert(0, prefer)
+    for port in ports:
         if skip(port):
             continue
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,13 @@ def modem_state(db: Path, modem_id: str) -> dict[str, Any]:
         return store.state_get("modem", modem_id) or {}
 
 
-async def wait_modem(db: Path, modem_id: str, daemon: DaemonProcess, **expected: Any) -> dict[str, Any]:
+async def wait_modem(db: Path, modem_id: str, daemon: DaemonProcess, after: float = 0.0,
+                     **expected: Any) -> dict[str, Any]:
+    """Until the modem's recorded state has ``expected`` (and was recorded after ``after``)."""
     def ok() -> dict[str, Any] | None:
         state = modem_state(db, modem_id)
-        return state if all(state.get(k) == v for k, v in expected.items()) else None
+        fresh = state.get("at", 0) > after
+        return state if fresh and all(state.get(k) == v for k, v in expected.items()) else None
 
     try:
         return await async_wait_until(ok, timeout=20, interval=0.05, what=f"{modem_id} {expected}")
@@ -207,3 +211,39 @@ async def test_a_port_another_program_holds_is_not_probed(tmp_path: Path, sim: S
         await holder.wait()
     await wait_modem(db, "a", daemon, state="online", port=str(dev / "ttyS0"))
     assert await daemon.stop() == 0
+
+
+async def test_the_port_of_the_last_run_is_asked_first(tmp_path: Path, sim: Sim, daemons: list[DaemonProcess]) -> None:
+    """A silent candidate (a serial port with nothing behind it) costs seconds per probe: after the
+    first run the daemon asks the port it found the modem on before any other."""
+    dev = tmp_path / "dev"
+    master, slave = os.openpty()
+    try:
+        link(dev, "tty0", os.ttyname(slave))  # sorts first, never answers
+        os.close(slave)
+        os.set_blocking(master, False)
+        link(dev, "tty1", sim.ports[0])
+        path = config(tmp_path, f'[[modems]]\nid = "a"\nport = "auto"\nimei = "{sim.modems[0]["imei"]}"\n',
+                      [str(dev / "tty*")])
+        db = tmp_path / "smsgw.db"
+
+        def written() -> bytes:
+            try:
+                return os.read(master, 4096)
+            except (BlockingIOError, OSError):
+                return b""
+
+        daemon = await DaemonProcess(path).start()
+        daemons.append(daemon)
+        await wait_modem(db, "a", daemon, state="online", port=str(dev / "tty1"))
+        assert await daemon.stop() == 0
+        assert b"AT" in written()  # the first run had to ask the silent port too
+
+        second_run = time.time()
+        daemon = await DaemonProcess(path).start()
+        daemons.append(daemon)
+        await wait_modem(db, "a", daemon, after=second_run, state="online", port=str(dev / "tty1"))
+        assert await daemon.stop() == 0
+        assert written() == b""  # the second went to tty1 at once
+    finally:
+        os.close(master)
