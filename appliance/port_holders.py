@@ -3,7 +3,8 @@
 ``smsgw doctor`` and ``smsgw pin list`` must not open a port another program holds (two programs
 on one AT port garble each other's replies), and must say who it is: ``smsgw run`` is us;
 ModemManager probes and grabs every modem it sees (it is the usual reason a Pi's modem "does not
-answer"); the simulator keeps its own pty ends open and is the modem, not a user.
+answer"; its process is /usr/sbin/ModemManager, so its name in /proc/<pid>/comm is "ModemManager");
+the simulator keeps its own pty ends open and is the modem, not a user.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from pathlib import Path
 SMSGW, MODEM_MANAGER, SIMULATOR, OTHER = "smsgw", "modemmanager", "simulator", "other"
 
 #: What to do about ModemManager holding the modem (its udev property, or stop it).
-MODEM_MANAGER_FIX = ("tell ModemManager to leave the modem alone: ENV{ID_MM_DEVICE_IGNORE}=\"1\" in the modem's "
-                     "udev rule (deploy/raspberrypi/99-smsgw-gsm.rules sets it), or stop it: "
-                     "systemctl disable --now ModemManager")
+MODEM_MANAGER_FIX = ("tell ModemManager to leave the modem alone: ENV{ID_MM_DEVICE_IGNORE}=\"1\" on the modem's USB "
+                     "device in a udev rule (/etc/udev/rules.d/99-smsgw-gsm.rules has lines for the usual modems), "
+                     "then `udevadm control --reload && udevadm trigger` and `systemctl restart ModemManager`; "
+                     "or, with no other modem to manage: systemctl disable --now ModemManager")
 
 
 @dataclass(frozen=True)
