@@ -69,10 +69,14 @@ M = TypeVar("M", bound="Modem")
 class SimStatus:
     state: str                 # the +CPIN state: "READY", "SIM PIN", "SIM PUK", ...
     pin_attempts: int | None   # PIN attempts left, None when the modem does not tell
+    #: Whether the SIM asks for its PIN at power-up (``AT+CLCK="SC",2``), read when READY; None: unknown.
+    pin_lock: bool | None = None
 
     def __str__(self) -> str:
         text = {"READY": "ready", "SIM PIN": "PIN required", "SIM PUK": "PUK required (locked)"}.get(
             self.state, self.state)
+        if self.state == "READY" and self.pin_lock:
+            text += " (unlocked since power-up; PIN lock on)"
         if self.pin_attempts is not None:
             text += f", {self.pin_attempts} attempt{'s' if self.pin_attempts != 1 else ''} left"
         return text
@@ -1069,6 +1073,20 @@ async def pin_attempts_left(engine: AtEngine, profile: Profile, *, name: str) ->
     return None
 
 
+async def pin_lock(engine: AtEngine, *, timeout: float) -> bool | None:
+    """Whether the SIM's PIN lock is on: ``AT+CLCK="SC",2`` answers ``+CLCK: 1`` (3GPP TS 27.007 7.4,
+    mode 2 = query status); None when the modem does not answer it."""
+    try:
+        response = await engine.command('AT+CLCK="SC",2', timeout=timeout)
+    except (AtError, AtTimeout):
+        return None
+    for line in response.lines:
+        match = re.match(r"\s*\+CLCK:\s*([01])\b", line)
+        if match:
+            return match.group(1) == "1"
+    return None
+
+
 @dataclass(frozen=True)
 class Inspection:
     """What ``inspect_port`` read: who the modem is and, when asked, the SIM's state."""
@@ -1127,6 +1145,7 @@ async def inspect_port(port: str, *, timeout: float = 1.0, baudrate: int = 11520
         except AtError as exc:
             state = f"unknown ({exc})"
         attempts = await pin_attempts_left(engine, profile, name=f"probe {port}")
-        return Inspection(replace(identity, iccid=iccid), profile.name, SimStatus(state, attempts))
+        lock = await pin_lock(engine, timeout=timeout) if state == "READY" else None
+        return Inspection(replace(identity, iccid=iccid), profile.name, SimStatus(state, attempts, lock))
     finally:
         await engine.close()

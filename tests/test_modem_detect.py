@@ -176,3 +176,7 @@ async def test_inspect_port_reads_sim_state_attempts_and_iccid_without_entering_
         modem.pin_attempts = 2
         again = await inspect_port(sim.ports[0], timeout=1.0)
         assert again.sim is not None and again.sim.pin_attempts == 2 and modem.pin_entries == 0
+        assert again.sim.pin_lock is None  # asked only of a READY SIM
+        modem.pin_locked = False  # unlocked (by a PIN entered elsewhere): its PIN lock stays on
+        unlocked = await inspect_port(sim.ports[0], timeout=1.0)
+        assert unlocked.sim is not None and (unlocked.sim.state, unlocked.sim.pin_lock) == ("READY", True)

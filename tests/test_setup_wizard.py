@@ -305,3 +305,19 @@ def test_the_modem_plugged_in_while_the_wizard_waits(tmp_path: Path, sim: Runnin
         child.close()
     assert child.exitstatus == 0
     assert load_config(tmp_path / "c.toml").modems_auto.globs == (str(dev / "ttyUSB*"),)
+
+
+def test_a_sim_unlocked_by_an_earlier_run_still_gets_its_pin_written(tmp_path: Path, sim: Running) -> None:
+    # the first run enters the PIN, then fails at the broker: the SIM stays unlocked until the modem restarts
+    first = setup(tmp_path, sim, "--pin", "2580", "--mqtt-port", "9")
+    assert first.returncode == 2 and "accepted, SIM ready" in first.stdout
+    # AT+CLCK="SC",2 (27.007 7.4) says the PIN lock is on: without --pin the file would not survive a restart
+    again = setup(tmp_path, sim, "--mqtt-host", "none")
+    assert again.returncode == 2
+    assert "SIM: ready (unlocked since power-up; PIN lock on)" in again.stdout
+    assert "check failed: pin: the SIM's PIN lock is on: give --pin" in again.stderr
+    written = setup(tmp_path, sim, "--mqtt-host", "none", "--pin", "2580")
+    assert written.returncode == 0, written.stderr
+    assert "written unchecked" in written.stdout
+    assert load_config(tmp_path / "etc" / "smsgw.toml").modems[0].pin == "2580"
+    assert sim_modem(sim)["pin_entries"] == 1

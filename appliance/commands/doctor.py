@@ -188,6 +188,9 @@ def judge_sim(modem: ModemConfig, sim: SimStatus, state_dir: Path) -> Finding:
     data = {"state": sim.state, "pin_attempts": sim.pin_attempts}
     text = f"SIM: {sim}"
     if sim.state == "READY":
+        if sim.pin_lock and modem.pin is None:
+            return Finding(area, WARN, text + "; no [[modems]].pin: after a modem restart nobody can unlock it",
+                           "set [[modems]].pin", data | {"pin_lock": True})
         return Finding(area, OK, text, data=data)
     if sim.state == "SIM PUK":
         return Finding(area, FAIL, text, "smsgw never enters a PUK: unlock the SIM in a phone", data)

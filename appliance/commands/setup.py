@@ -170,10 +170,7 @@ class Wizard:
         assert sim is not None
         port = self.chosen.port
         if sim.state == "READY":
-            print("SIM: ready, no PIN needed")
-            if self.args.pin:
-                print("  (--pin is written but cannot be checked now: the SIM is already unlocked)")
-                self.answers.pin = self.args.pin
+            self._ready_sim(sim.pin_lock)
             return
         if sim.state != "SIM PIN":
             raise CheckFailed("pin", f"the SIM wants {sim.state}: smsgw enters only a SIM PIN, never a PUK; "
@@ -206,6 +203,27 @@ class Wizard:
             print("accepted, SIM ready")
             self.answers.pin = pin
             return
+
+    def _ready_sim(self, pin_lock: bool | None) -> None:
+        """A READY SIM needs no PIN now; one whose PIN lock is on wants it again after a restart."""
+        pin = self.args.pin
+        if not pin_lock:
+            print("SIM: ready, no PIN needed" + (" (PIN lock off)" if pin_lock is False else ""))
+            if pin:
+                print("  (--pin is written but cannot be checked now: the SIM is already unlocked)")
+                self.answers.pin = pin
+            return
+        print("SIM: ready, but its PIN lock is on (it was unlocked since the modem powered up): it asks for "
+              "the PIN again after a restart")
+        if pin is None:
+            if not self.interactive:
+                raise CheckFailed("pin", "the SIM's PIN lock is on: give --pin, or the daemon cannot unlock it after "
+                                         "the modem restarts")
+            pin = self.ask("SIM PIN, for the daemon after a restart (not shown)", None, _check_pin, secret=True)
+        elif _check_pin(pin) is not None:
+            raise CheckFailed("pin", f"--pin: {_check_pin(pin)}")
+        print("  written unchecked (the SIM is unlocked now): the daemon enters it once, when the SIM asks")
+        self.answers.pin = pin
 
     def _state_dir(self) -> Path | None:
         """The store's directory, where the daemon looks for rejected PINs (made if missing)."""

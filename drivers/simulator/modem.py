@@ -597,6 +597,16 @@ class SimModem:
         self._later(0.05, self._drain_waiting)
         return []
 
+    async def _clck(self, kind: str, values: list[str | None]) -> list[str]:
+        """Facility lock (27.007 7.4): only the query of the SIM's PIN lock, ``AT+CLCK="SC",2``."""
+        if kind == "test":
+            return ['+CLCK: ("SC")']
+        if kind != "set" or len(values) < 2 or (values[0] or "").upper() != "SC":
+            raise CmeError(4)
+        if values[1] != "2":
+            raise CmeError(3)  # locking and unlocking (with the PIN) are not simulated
+        return [f"+CLCK: {1 if self.pin is not None else 0}"]
+
     async def _csq(self, kind: str, values: list[str | None]) -> list[str]:
         return ["+CSQ: 20,99" if self._in_service() else "+CSQ: 99,99"]
 
@@ -1069,6 +1079,7 @@ _HANDLERS: dict[str, _Handler] = {}
 def _register() -> None:
     table: dict[str, _Handler] = {
         "+CMEE": SimModem._cmee, "+CIMI": SimModem._cimi, "+CPIN": SimModem._cpin, "+CSQ": SimModem._csq,
+        "+CLCK": SimModem._clck,
         "+CREG": SimModem._creg, "+CGREG": SimModem._cgreg, "+CEREG": SimModem._cereg,
         "+CGATT": SimModem._cgatt, "+COPS": SimModem._cops, "+CFUN": SimModem._cfun,
         "+CUSD": SimModem._cusd, "+CNUM": SimModem._cnum,
