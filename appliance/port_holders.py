@@ -17,7 +17,8 @@ SMSGW, MODEM_MANAGER, SIMULATOR, OTHER = "smsgw", "modemmanager", "simulator", "
 
 #: What to do about ModemManager holding the modem (its udev property, or stop it).
 MODEM_MANAGER_FIX = ("tell ModemManager to leave the modem alone: ENV{ID_MM_DEVICE_IGNORE}=\"1\" on the modem's USB "
-                     "device in a udev rule (/etc/udev/rules.d/99-smsgw-gsm.rules has lines for the usual modems), "
+                     "device in a udev rule (`smsgw udev-rules` writes one for every profile's USB ids into "
+                     "/etc/udev/rules.d/99-smsgw-gsm.rules), "
                      "then `udevadm control --reload && udevadm trigger` and `systemctl restart ModemManager`; "
                      "or, with no other modem to manage: systemctl disable --now ModemManager")
 
