@@ -29,7 +29,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -206,6 +208,30 @@ def same_number(a: str | None, b: str | None) -> bool:
     return len(da) >= 9 and len(db) >= 9 and da[-9:] == db[-9:]
 
 
+def share_with_group(path: Path) -> None:
+    """In a directory its group may write (``/var/lib/smsgw``, 0770: the daemon and the operators),
+    give the database files this process owns that group and group read/write, whoever made them.
+    SQLite creates -wal and -shm with the database file's mode, so they follow."""
+    try:
+        directory = path.parent.stat()
+    except OSError:
+        return
+    if not directory.st_mode & stat.S_IWGRP:
+        return
+    for name in (path.name, path.name + "-wal", path.name + "-shm"):
+        file = path.parent / name
+        try:
+            info = file.stat()
+            if info.st_uid != os.geteuid():
+                continue
+            if info.st_gid != directory.st_gid:
+                os.chown(file, -1, directory.st_gid)
+            if info.st_mode & 0o060 != 0o060:
+                os.chmod(file, stat.S_IMODE(info.st_mode) | 0o060)
+        except OSError:
+            continue
+
+
 def local_midnight(now: float) -> float:
     """The start of the local calendar day containing ``now`` (daily caps and usage reset then)."""
     lt = time.localtime(now)
@@ -231,6 +257,8 @@ class Store:
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.migrated_from = migrate(self.conn)
+        if str(path) != ":memory:":
+            share_with_group(self.path)
         self._listeners: list[Callable[[], None]] = []
         self._enqueue_listeners: list[Callable[[], None]] = []
         self._tx_events = 0

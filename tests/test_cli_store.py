@@ -134,8 +134,8 @@ def test_config_from_environment(config):
 def test_read_commands_without_a_database(config):
     for command in ("status", "inbox", "outbox"):
         result = smsgw(command, config=config)
-        assert result.returncode == 1
-        assert "no database at" in result.stderr
+        assert result.returncode == 2  # bad input: the config names a store that is not there
+        assert f"smsgw {command}: no database at" in result.stderr
     assert not (config.parent / "smsgw.db").exists()
 
 

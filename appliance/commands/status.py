@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from appliance.commands import _access
 from appliance.commands._types import positive_int
 from appliance.config import Config, ConfigError, default_config_path, load_config
 from appliance.rules import RulesConfig, validate_rules
@@ -60,6 +61,8 @@ def fail(command: str, message: str, code: int = EXIT_ERROR) -> int:
 def load(args: argparse.Namespace, command: str) -> Config | int:
     """The config named by ``--config`` (or the default), or an exit status after printing why."""
     path = args.config if args.config is not None else default_config_path()
+    if _access.blocked_directory(path) is not None or (path.is_file() and not os.access(path, os.R_OK)):
+        return fail(command, _access.denied(path), EXIT_USAGE)
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -95,13 +98,16 @@ def close_store(store: Store) -> None:
 def open_store(cfg: Config, command: str, *, create: bool = False) -> Store | int:
     """Open the configured store; without ``create``, a missing database is an error."""
     path = cfg.store.path
+    problem = _access.store_access_problem(path, create=create)
+    if problem is not None:
+        return fail(command, problem, EXIT_USAGE)
     if not create and not path.exists():
-        return fail(command, f"no database at {path} (it is created by 'smsgw run' or 'smsgw send')")
+        return fail(command, f"no database at {path} (it is created by 'smsgw run' or 'smsgw send')", EXIT_USAGE)
     if not path.parent.is_dir():
-        return fail(command, f"{path.parent} does not exist (store.path in {cfg.path})")
+        return fail(command, f"{path.parent} does not exist (store.path in {cfg.path})", EXIT_USAGE)
     try:
         store = Store(path)
-    except Exception as exc:  # sqlite3 errors, a newer schema, permissions
+    except Exception as exc:  # sqlite3 errors, a newer schema
         give_to_store_owner(path)
         return fail(command, f"cannot open the store {path}: {exc}")
     give_to_store_owner(path)
