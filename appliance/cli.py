@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 
 from appliance import __version__, commands
@@ -51,6 +53,9 @@ def _fast_parser(argv: Sequence[str]) -> argparse.ArgumentParser | None:
     return parser if modules and modules[0].NAME == name else None
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a program killed by it
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = _fast_parser(arguments) or build_parser()
@@ -59,6 +64,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args._main(args) or 0)
+        status = int(args._main(args) or 0)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return status
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `smsgw doctor | head`: the reader went away; no traceback, and none at exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except PermissionError as exc:
+        from appliance.commands import _access
+
+        where = Path(exc.filename) if exc.filename else Path(os.getcwd())
+        print(f"smsgw {args.command}: {_access.denied(where)}", file=sys.stderr)
+        return 2

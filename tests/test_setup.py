@@ -60,7 +60,7 @@ def test_does_not_overwrite_without_force(tmp_path):
     path = tmp_path / "smsgw.toml"
     path.write_text("# mine\n")
     result = smsgw("setup", "--non-interactive", "--no-checks", "--config", str(path), "--port", "/dev/ttyUSB0")
-    assert result.returncode == 2 and "exists" in result.stderr and path.read_text() == "# mine\n"
+    assert result.returncode == 2 and "smsgw setup: " in result.stderr and "exists" in result.stderr and path.read_text() == "# mine\n"
     assert smsgw("setup", "--non-interactive", "--no-checks", "--force", "--config", str(path),
                  "--port", "/dev/ttyUSB0", "--no-start").returncode == 0
     assert load_config(path).modems[0].port == "/dev/ttyUSB0"

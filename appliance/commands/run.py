@@ -109,13 +109,13 @@ def main(args: argparse.Namespace) -> int:
 
             validate_rules(config)
     except ConfigError as exc:
-        print(f"smsgw: {exc}", file=sys.stderr)
+        print(f"smsgw run: {exc}", file=sys.stderr)
         return 2
     if early:  # stopped before anything started
         return 0
     lock = single_instance_lock(config.store.path)
     if isinstance(lock, str):
-        print(f"smsgw: {lock}", file=sys.stderr)
+        print(f"smsgw run: {lock}", file=sys.stderr)
         return 1
     setup_logging(args.log_level or config.log_level)
     log = logging.getLogger("appliance.run")
@@ -147,5 +147,5 @@ def main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     except Exception as exc:  # e.g. the store file cannot be opened
-        log.critical("smsgw run failed: %s", exc, exc_info=logging.getLogger().isEnabledFor(logging.DEBUG))
+        log.critical("smsgw run: %s", exc, exc_info=logging.getLogger().isEnabledFor(logging.DEBUG))
         return 1
