@@ -342,7 +342,10 @@ def test_log_lines_are_level_component_message_and_journald_gets_priorities() ->
 
     record = logging.LogRecord("appliance.dispatcher", logging.WARNING, __file__, 1, "message %d failed", (7,), None)
     record.fields = {"modem": "sim0", "attempt": 2}
-    assert LogFormatter(journal=False).format(record) == "warning dispatcher: message 7 failed modem=sim0 attempt=2"
+    record.created, record.msecs = time.mktime((2026, 12, 1, 21, 5, 3, 0, 0, -1)) + 0.482, 482.0
+    # not under journald: the local time first (a log file or a terminal has no other)
+    assert LogFormatter(journal=False).format(record) == (
+        "2026-12-01 21:05:03.482 warning dispatcher: message 7 failed modem=sim0 attempt=2")
     assert LogFormatter(journal=True).format(record) == "<4>dispatcher: message 7 failed modem=sim0 attempt=2"
     info = logging.LogRecord("drivers.at", logging.INFO, __file__, 1, "open", (), None)
     assert LogFormatter(journal=True).format(info) == "<6>at: open"

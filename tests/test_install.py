@@ -92,6 +92,7 @@ set -u
 R=$1
 mount --bind -o ro /usr "$R/usr"
 mount --bind "$R/.usr-local" "$R/usr/local"
+mount --bind "$R/.completions" "$R/usr/share/bash-completion/completions"  # the rest of /usr stays read-only
 mount --bind /dev "$R/dev"
 mount -t proc proc "$R/proc"
 run() {  # NAME COMMAND...: run in the image, keep rc, stdout, stderr
@@ -127,6 +128,8 @@ def needs_root_and_mounts() -> None:
 
 def test_root_tree_works_after_moving_it(tmp_path, wheelhouse):
     needs_root_and_mounts()
+    if not Path("/usr/share/bash-completion/completions").is_dir():
+        pytest.skip("the chroot borrows /usr from this machine, which has no bash-completion directory")
     staged = tmp_path / "staging" / "rootfs"
     (staged / "etc" / "smsgw").mkdir(parents=True)
     shutil.copy(DEPLOY / "smsgw.toml", staged / "etc" / "smsgw" / "smsgw.toml")  # the image's config
@@ -137,6 +140,8 @@ def test_root_tree_works_after_moving_it(tmp_path, wheelhouse):
     for unit in ("smsgw.service", "smsgw-install.service"):  # enabled, as links for the image's own /
         assert (units / "multi-user.target.wants" / unit).readlink() == Path("/etc/systemd/system", unit)
         assert (units / unit).is_file()
+    completion = (staged / "usr/share/bash-completion/completions/smsgw").read_text()
+    assert "complete -o filenames -o bashdefault -F _smsgw smsgw" in completion
     for file in staged.rglob("*"):  # nothing in the tree may point into the staging directory
         if file.is_symlink():
             assert str(staged) not in str(file.readlink()), file
@@ -145,7 +150,7 @@ def test_root_tree_works_after_moving_it(tmp_path, wheelhouse):
 
     image = tmp_path / "elsewhere"  # moved: what `dd` to an SD card and booting amounts to
     staged.rename(image)
-    for directory in ("dev", "proc", "tmp", "results", "var/lib", ".usr-local"):
+    for directory in ("dev", "proc", "tmp", "results", "var/lib", ".usr-local", ".completions"):
         (image / directory).mkdir(parents=True, exist_ok=True)
     if (image / "usr/local").exists():
         shutil.copytree(image / "usr/local", image / ".usr-local", dirs_exist_ok=True, symlinks=True)

@@ -2,7 +2,9 @@
 
 With commands: sends each (``AT`` is prefixed when missing), prints the reply lines and the final
 result, exits 1 if any failed. Without: reads commands from stdin, one per line, and prints replies
-and unsolicited lines as they come, until EOF.
+and unsolicited lines as they come, until EOF. On a terminal it is a console: a banner, a prompt,
+line editing and history (readline; kept in ``~/.smsgw_at_history``), and ``PDU>`` after
+``AT+CMGS=n``.
 
 ``AT+CMGS=n`` / ``AT+CMGW=n`` take the PDU as the next command argument (or the next input line):
 the console waits for the ``> `` prompt, then sends it with Ctrl-Z.
@@ -13,10 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import queue
 import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from drivers.at import DEFAULT_TIMEOUT, AtEngine, AtResponse
 from drivers.errors import AtError, AtTimeout, ModemError, TransportError
@@ -27,6 +32,10 @@ HELP = "AT console: send commands to a modem port and print the replies (interac
 log = logging.getLogger(__name__)
 
 _WANTS_PAYLOAD = re.compile(r"AT\+CMG[SW]=", re.IGNORECASE)
+PROMPT = "AT> "
+PDU_PROMPT = "PDU> "
+HISTORY_FILE = Path("~/.smsgw_at_history")
+HISTORY_LENGTH = 1000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +63,9 @@ def normalise(command: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    if "://" not in args.port and not os.path.exists(args.port):
+        print(f"smsgw at: {args.port}: no such port (`smsgw detect` lists the modems attached)", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(_console(args))
     except TransportError as exc:
@@ -69,7 +81,7 @@ async def _console(args: argparse.Namespace) -> int:
     try:
         if args.commands:
             return await _run_all(engine, iter(args.commands), args.timeout)
-        return await _interactive(engine, args.timeout, closed)
+        return await _interactive(engine, args.timeout, closed, args.port)
     finally:
         engine.on_closed = None
         await engine.close()
@@ -127,11 +139,69 @@ def _read_stdin(loop: asyncio.AbstractEventLoop, deliver: Callable[[str | None],
         loop.call_soon_threadsafe(deliver, None)
 
 
-async def _interactive(engine: AtEngine, timeout: float, closed: asyncio.Event) -> int:
+class Terminal:
+    """The console on a terminal: readline editing and history, a prompt shown only when the
+    previous command has its answer (the loop asks for each line through ``prompts``)."""
+
+    def __init__(self) -> None:
+        import readline  # line editing and history for input()
+        import termios
+
+        self.readline = readline
+        self.termios = termios
+        self.mode = termios.tcgetattr(sys.stdin.fileno())  # restored even when Ctrl-C ends a read
+        self.history = HISTORY_FILE.expanduser()
+        try:
+            readline.read_history_file(self.history)
+        except OSError:
+            pass
+        readline.set_history_length(HISTORY_LENGTH)
+        self.prompts: queue.Queue[str] = queue.Queue()
+
+    def read(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[str | None], None]) -> None:
+        """Thread body: one input() per prompt the loop asks for; None at EOF (Ctrl-D)."""
+        try:
+            while True:
+                prompt = self.prompts.get()
+                try:
+                    line = input(prompt)
+                except EOFError:
+                    print(flush=True)
+                    return
+                loop.call_soon_threadsafe(deliver, line)
+        finally:
+            loop.call_soon_threadsafe(deliver, None)
+
+    def save(self) -> None:
+        try:
+            self.readline.write_history_file(self.history)
+        except OSError:
+            pass
+        try:
+            self.termios.tcsetattr(sys.stdin.fileno(), self.termios.TCSADRAIN, self.mode)
+        except (OSError, self.termios.error):
+            pass
+
+
+async def _interactive(engine: AtEngine, timeout: float, closed: asyncio.Event, port: str = "") -> int:
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     engine.on_unsolicited = lambda line: print(line, flush=True)
-    threading.Thread(target=_read_stdin, args=(loop, lines.put_nowait), daemon=True, name="stdin").start()
+    terminal = Terminal() if sys.stdin.isatty() and sys.stdout.isatty() else None
+    if terminal is None:
+        threading.Thread(target=_read_stdin, args=(loop, lines.put_nowait), daemon=True, name="stdin").start()
+    else:
+        from appliance import __version__
+
+        print(f"smsgw {__version__} AT console on {port}. Type AT commands ('AT' may be left out);\n"
+              f"AT+CMGS=n asks for the PDU. Up/Down: history. Ctrl-D quits.", flush=True)
+        terminal.prompts.put(PROMPT)
+        threading.Thread(target=terminal.read, args=(loop, lines.put_nowait), daemon=True, name="stdin").start()
+
+    def ask(prompt: str) -> None:
+        if terminal is not None:
+            terminal.prompts.put(prompt)
+
     failed = False
     closed_wait = asyncio.ensure_future(closed.wait())
     try:
@@ -146,10 +216,12 @@ async def _interactive(engine: AtEngine, timeout: float, closed: asyncio.Event) 
             if raw is None:
                 return 1 if failed else 0
             if not raw.strip():
+                ask(PROMPT)
                 continue
             command = normalise(raw)
             payload = None
             if _WANTS_PAYLOAD.match(command):
+                ask(PDU_PROMPT)
                 payload = await lines.get()
                 if payload is None:
                     return 1
@@ -158,5 +230,8 @@ async def _interactive(engine: AtEngine, timeout: float, closed: asyncio.Event) 
             if not engine.is_open:
                 print("smsgw at: port closed", file=sys.stderr, flush=True)
                 return 1
+            ask(PROMPT)
     finally:
         closed_wait.cancel()
+        if terminal is not None:
+            terminal.save()

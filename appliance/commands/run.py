@@ -1,9 +1,10 @@
 """`smsgw run --config FILE`: the daemon.
 
 The config is validated before anything starts: an error prints ``smsgw: FILE: KEY: REASON`` and
-exits 2. Logs go to stderr, one line per record, ``<level> <component>: <message> key=value``;
-under systemd (``$JOURNAL_STREAM`` set) each line starts with the syslog priority prefix
-(``<6>``), which journald turns into the record's priority. SIGTERM and SIGINT let the AT
+exits 2. Logs go to stderr, one line per record, ``<local time> <level> <component>: <message>
+key=value``; under systemd (``$JOURNAL_STREAM`` set) each line starts with the syslog priority
+prefix (``<6>``) instead, which journald turns into the record's priority, and no time (journald
+stamps every line itself). SIGTERM and SIGINT let the AT
 exchange in progress finish, commit, close and exit 0.
 
 Imports are lazy: the daemon starts in a fraction of a second.
@@ -15,6 +16,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 
 NAME = "run"
 HELP = "run the SMS gateway daemon"
@@ -24,7 +26,7 @@ _PREFIXES = ("appliance.", "drivers.")
 
 
 class LogFormatter(logging.Formatter):
-    """``info dispatcher: message key=value`` (``<6>dispatcher: ...`` for journald)."""
+    """``2026-12-01 21:05:03.482 info dispatcher: message key=value`` (``<6>dispatcher: ...`` for journald)."""
 
     def __init__(self, journal: bool) -> None:
         super().__init__()
@@ -43,7 +45,8 @@ class LogFormatter(logging.Formatter):
             message += "\n" + self.formatException(record.exc_info)
         if self.journal:
             return f"<{_PRIORITY.get(record.levelname, 6)}>{name}: {message}"
-        return f"{record.levelname.lower()} {name}: {message}"
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+        return f"{stamp}.{int(record.msecs):03d} {record.levelname.lower()} {name}: {message}"
 
 
 def setup_logging(level: str) -> None:

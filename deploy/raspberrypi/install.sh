@@ -65,6 +65,7 @@ STATE_DIR="$ROOT/var/lib/smsgw"
 UNIT_DIR="$ROOT/etc/systemd/system"
 UDEV_DIR="$ROOT/etc/udev/rules.d"
 BIN_DIR="$ROOT/usr/local/bin"
+COMPLETION_DIR="$ROOT/usr/share/bash-completion/completions"
 SVC_USER=smsgw
 GROUP=smsgw   # the service user's group; operators join it
 if [[ $FIRSTBOOT -eq 1 && -z "$WHEELS" ]]; then WHEELS=/opt/smsgw/wheels; fi
@@ -87,6 +88,7 @@ else
     PREFIX="$ROOT/opt/smsgw"; CONF_DIR="$ROOT/etc/smsgw"; CONF="$CONF_DIR/smsgw.toml"
     STATE_DIR="$ROOT/var/lib/smsgw"; UNIT_DIR="$ROOT/etc/systemd/system"
     UDEV_DIR="$ROOT/etc/udev/rules.d"; BIN_DIR="$ROOT/usr/local/bin"
+    COMPLETION_DIR="$ROOT/usr/share/bash-completion/completions"
 fi
 
 # 1. packages
@@ -217,6 +219,10 @@ fi
 "${SMSGW[@]}" udev-rules --output "$RULES" || die "cannot write $RULES"
 log "installed $RULES (generated from the modem profiles)"
 install -m 0644 "$HERE/smsgw.service" "$UNIT_DIR/smsgw.service"
+# bash completion (TAB after smsgw), made from the installed command line
+install -d -m 0755 "$COMPLETION_DIR"
+"${SMSGW[@]}" completion bash >"$COMPLETION_DIR/smsgw"
+chmod 0644 "$COMPLETION_DIR/smsgw"
 
 if [[ -z "$ROOT" ]]; then
     if command -v udevadm >/dev/null; then
