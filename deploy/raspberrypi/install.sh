@@ -48,7 +48,7 @@ while [[ $# -gt 0 ]]; do
         --wheels) WHEELS="${2:?--wheels needs a directory}"; shift ;;
         --operator) OPERATORS+=("${2:?--operator needs a user name}"); shift ;;
         --firstboot) FIRSTBOOT=1; APT=0; START=0 ;;
-        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) SETUP_ARGS+=("$1") ;;
     esac
     shift
