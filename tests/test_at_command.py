@@ -98,7 +98,7 @@ async def test_interactive_prints_replies_and_urcs_until_eof() -> None:
     assert responder.received == ["AT+CSQ", "ATi"]
 
 
-async def test_missing_port_is_named_and_exits_one() -> None:
+async def test_missing_port_is_named_and_exits_two() -> None:
     code, _, err = await run_at("/dev/ttyNOPE7", "AT")
-    assert code == 1
+    assert code == 2  # bad input, as the README's exit statuses say
     assert "/dev/ttyNOPE7" in err
