@@ -180,7 +180,7 @@ def test_bash_completion_offers_commands_options_and_values(tmp_path):
     assert set(complete(["smsgw", "s"], str(script))) == {"send", "setup", "simulate", "status"}
     assert complete(["smsgw", "pdu", ""], str(script)) == ["decode", "encode"]
     assert "--no-smsc" in complete(["smsgw", "pdu", "decode", "--"], str(script))
-    assert set(complete(["smsgw", "send", "--priority", ""], str(script))) == {"high", "normal", "low"}
+    assert set(complete(["smsgw", "send", "--priority", ""], str(script))) == {"critical", "high", "normal", "low"}
     assert complete(["smsgw", "status", "--config", "x.toml", "--j"], str(script)) == ["--json"]
     (tmp_path / "smsgw.toml").write_text("")
     assert complete(["smsgw", "status", "--config", str(tmp_path / "smsgw.t")], str(script)) == \
