@@ -226,3 +226,90 @@ def unpack_ussd(hex_text: str) -> str:
     if len(octets) % 7 == 0 and septets.endswith(bytes([_USSD_PAD])):
         septets = septets[:-1]
     return decode(septets)
+
+
+# --- national language shift tables (23.038 6.2.1.2, 6.2.2) -----------------------------------------
+
+_TABLE_CACHE: dict[tuple[int, int], tuple[tuple[str, ...], dict[int, str], dict[str, bytes]]] = {}
+
+
+def _tables(locking: int, single: int) -> tuple[tuple[str, ...], dict[int, str], dict[str, bytes]]:
+    """(septet -> character, ESC code -> character, character -> septets) for a table pair.
+
+    An identifier without a table of that kind (Spanish has no locking shift table, an unknown or
+    reserved identifier) means the default table, as 23.038 6.2.1.2.4 asks of a receiver."""
+    from drivers import gsm7_national as national
+
+    key = (locking, single)
+    cached = _TABLE_CACHE.get(key)
+    if cached is not None:
+        return cached
+    base: tuple[str | None, ...] = national.LOCKING.get(locking) or tuple(DEFAULT_ALPHABET)
+    alphabet = tuple((" " if char is None else char) if code != ESC else "" for code, char in enumerate(base))
+    shift = national.SINGLE.get(single, EXTENSION) if single else EXTENSION
+    to_septets: dict[str, bytes] = {}
+    for code, char in shift.items():
+        to_septets.setdefault(char, bytes([ESC, code]))
+    for code, glyph in enumerate(base):
+        if code != ESC and glyph is not None:
+            to_septets[glyph] = bytes([code])  # a character in both tables costs one septet
+    cached = (alphabet, dict(shift), to_septets)
+    _TABLE_CACHE[key] = cached
+    return cached
+
+
+def decode_national(septets: bytes, locking: int = 0, single: int = 0) -> str:
+    """Septet string -> text, with the locking shift table ``locking`` and the single shift table
+    ``single`` (national language identifiers; 0 is the default alphabet / extension table).
+
+    As in ``decode``: an ESC code the single shift table does not define reads as the locking
+    table's character, ESC ESC and a trailing ESC as a space; an undefined position as a space."""
+    if not locking and not single:
+        return decode(septets)
+    alphabet, shift, _ = _tables(locking, single)
+    out: list[str] = []
+    escaped = False
+    for septet in septets:
+        if escaped:
+            escaped = False
+            if septet == ESC:
+                out.append(" ")
+            else:
+                out.append(shift.get(septet) or alphabet[septet])
+        elif septet == ESC:
+            escaped = True
+        else:
+            out.append(alphabet[septet])
+    if escaped:
+        out.append(" ")
+    return "".join(out)
+
+
+def encode_national(text: str, locking: int = 0, single: int = 0) -> bytes:
+    """Text -> septet string with the given tables. Raises Gsm7EncodeError for other characters."""
+    if not locking and not single:
+        return encode(text)
+    to_septets = _tables(locking, single)[2]
+    try:
+        return b"".join([to_septets[char] for char in text])
+    except KeyError as exc:
+        raise Gsm7EncodeError(f"character {exc.args[0]!r} is not in the chosen GSM 7-bit tables") from None
+
+
+def undefined_escapes(septets: bytes, single: int, language: int) -> bool:
+    """True when ``septets`` hold ESC codes that single shift table ``single`` does not define but
+    the single shift table of ``language`` does (used to spot a mislabelled shift header)."""
+    from drivers import gsm7_national as national
+
+    active = national.SINGLE.get(single, EXTENSION) if single else EXTENSION
+    other = national.SINGLE.get(language, {})
+    found = False
+    pos = septets.find(ESC)
+    while pos != -1 and pos + 1 < len(septets):
+        code = septets[pos + 1]
+        if code not in active:
+            if code not in other:
+                return False
+            found = True
+        pos = septets.find(ESC, pos + 2)
+    return found

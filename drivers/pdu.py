@@ -31,6 +31,7 @@ __all__ = [
     "encode_deliver",
     "encode_status_report",
     "encode_submit",
+    "language_id",
     "relative_validity",
     "split_text",
     "to_json",
@@ -50,6 +51,8 @@ IEI_CONCAT_8 = 0x00
 IEI_PORT_8 = 0x04
 IEI_PORT_16 = 0x05
 IEI_CONCAT_16 = 0x08
+IEI_SINGLE_SHIFT = 0x24  # 23.040 9.2.3.24.15 National Language Single Shift
+IEI_LOCKING_SHIFT = 0x25  # 23.040 9.2.3.24.16 National Language Locking Shift
 
 # Type of number (bits 6..4 of the type-of-address octet)
 TON_UNKNOWN = 0
@@ -97,10 +100,20 @@ class SmsDeliver:
     dcs: int
     data: bytes
     message_class: int | None = None
+    #: What did not follow 23.040 but was read anyway (a bad time-zone octet, a length mismatch...).
+    anomalies: tuple[str, ...] = ()
+    #: The user data is shorter than TP-UDL says: ``text`` is what was there.
+    truncated: bool = False
+    #: National language tables used (locking shift, single shift); 0 is the default alphabet.
+    language_tables: tuple[int, int] = (0, 0)
 
     @property
     def type(self) -> str:
         return "deliver"
+
+    @property
+    def malformed(self) -> bool:
+        return bool(self.anomalies)
 
 
 @dataclass(slots=True)
@@ -119,10 +132,17 @@ class SmsSubmit:
     dcs: int
     data: bytes
     message_class: int | None = None
+    anomalies: tuple[str, ...] = ()
+    truncated: bool = False
+    language_tables: tuple[int, int] = (0, 0)
 
     @property
     def type(self) -> str:
         return "submit"
+
+    @property
+    def malformed(self) -> bool:
+        return bool(self.anomalies)
 
 
 @dataclass(slots=True)
@@ -134,10 +154,15 @@ class SmsStatusReport:
     timestamp: datetime
     discharge_time: datetime
     status: int
+    anomalies: tuple[str, ...] = ()
 
     @property
     def type(self) -> str:
         return "status-report"
+
+    @property
+    def malformed(self) -> bool:
+        return bool(self.anomalies)
 
 
 @dataclass(slots=True)
@@ -325,8 +350,12 @@ def _read_smsc(data: bytes) -> tuple[str | None, int]:
     return ("+" + digits if (data[1] >> 4) & 0x07 == TON_INTERNATIONAL else digits), end
 
 
-def _read_timestamp(data: bytes, pos: int, what: str) -> datetime:
-    """Seven semi-octet pairs: year, month, day, hour, minute, second, zone (caller checked length)."""
+def _read_timestamp(data: bytes, pos: int, what: str, anomalies: list[str]) -> datetime:
+    """Seven semi-octet pairs: year, month, day, hour, minute, second, zone (caller checked length).
+
+    A zone octet whose units digit is not BCD (0xC2, 0xE1, 0xA0 from real networks) is read as
+    Android's SmsMessage and gammu read it: the sign from bit 3, the valid digit, the bad one as 0;
+    the wall time is kept and the oddity is added to ``anomalies``."""
     table = _SWAPPED_DECIMAL
     year = table[data[pos]]
     month = table[data[pos + 1]]
@@ -335,11 +364,18 @@ def _read_timestamp(data: bytes, pos: int, what: str) -> datetime:
     minute = table[data[pos + 4]]
     second = table[data[pos + 5]]
     zone = data[pos + 6]
-    if min(year, month, day, hour, minute, second) < 0 or (zone >> 4) > 9:
+    if min(year, month, day, hour, minute, second) < 0:
         raise PduError(f"bad {what}: non-decimal digit in {data[pos : pos + 7].hex().upper()}")
-    quarters = (zone & 0x07) * 10 + (zone >> 4)
+    units = zone >> 4
+    quarters = (zone & 0x07) * 10 + (units if units <= 9 else 0)
     if zone & 0x08:
         quarters = -quarters
+    if units > 9:
+        sign = "-" if quarters < 0 else "+"
+        anomalies.append(
+            f"{what}: time zone octet {zone:02X} is not BCD; read as {sign}{abs(quarters) * 15 // 60:02d}:"
+            f"{abs(quarters) * 15 % 60:02d}"
+        )
     tz = _TIMEZONES.get(quarters) or _timezone(quarters)
     try:
         return datetime(2000 + year, month, day, hour, minute, second, tzinfo=tz)
@@ -347,7 +383,9 @@ def _read_timestamp(data: bytes, pos: int, what: str) -> datetime:
         raise PduError(f"bad {what}: {exc} ({data[pos : pos + 7].hex().upper()})") from None
 
 
-def _read_validity(data: bytes, pos: int, vpf: int) -> tuple[int | datetime | None, int]:
+def _read_validity(
+    data: bytes, pos: int, vpf: int, anomalies: list[str]
+) -> tuple[int | datetime | None, int]:
     size = len(data)
     if vpf == 0:
         return None, pos
@@ -358,7 +396,7 @@ def _read_validity(data: bytes, pos: int, vpf: int) -> tuple[int | datetime | No
     if pos + 7 > size:
         raise _truncated("validity period", pos, 7, size)
     if vpf == 3:
-        return _read_timestamp(data, pos, "validity period"), pos + 7
+        return _read_timestamp(data, pos, "validity period", anomalies), pos + 7
     # enhanced format (23.040 9.2.3.12.3): 7 octets, the first says how the rest reads
     octets = data[pos : pos + 7]
     kind = octets[0] & 0x07
@@ -376,20 +414,35 @@ def _read_validity(data: bytes, pos: int, vpf: int) -> tuple[int | datetime | No
     raise PduError(f"bad enhanced validity period: reserved format {kind}")
 
 
-def _parse_udh(header: bytes) -> tuple[Concat | None, int | None]:
-    """Information elements -> (concatenation, destination port); unknown elements are skipped."""
+@dataclass(slots=True)
+class _UserData:
+    text: str
+    payload: bytes
     concat: Concat | None = None
     port: int | None = None
+    tables: tuple[int, int] = (0, 0)
+    truncated: bool = False
+
+
+def _parse_udh(header: bytes, anomalies: list[str]) -> tuple[Concat | None, int | None, tuple[int, int]]:
+    """Information elements -> (concatenation, destination port, (locking, single) shift tables).
+
+    Unknown elements are skipped; a truncated element ends the header (noted in ``anomalies``)."""
+    concat: Concat | None = None
+    port: int | None = None
+    locking = single = 0
     pos = 0
     size = len(header)
     while pos < size:
         if pos + 2 > size:
-            raise PduError(f"truncated user data header: element at octet {pos} has no length")
+            anomalies.append(f"truncated user data header: element at octet {pos} has no length")
+            break
         iei = header[pos]
         length = header[pos + 1]
         body = header[pos + 2 : pos + 2 + length]
         if len(body) < length:
-            raise PduError(f"truncated user data header: element {iei:02X} needs {length} octets")
+            anomalies.append(f"truncated user data header: element {iei:02X} needs {length} octets")
+            break
         pos += 2 + length
         if iei == IEI_CONCAT_8 and length == 3:
             if body[1] and 0 < body[2] <= body[1]:  # 23.040: a zero or out-of-range part is ignored
@@ -401,63 +454,105 @@ def _parse_udh(header: bytes) -> tuple[Concat | None, int | None]:
             port = body[0]
         elif iei == IEI_PORT_16 and length == 4:
             port = (body[0] << 8) | body[1]
-    return concat, port
+        elif iei == IEI_SINGLE_SHIFT and length == 1:
+            single = body[0]
+        elif iei == IEI_LOCKING_SHIFT and length == 1:
+            locking = body[0]
+    return concat, port, (locking, single)
 
 
-def _read_user_data(
-    data: bytes, pos: int, has_udh: bool, encoding: str
-) -> tuple[str, bytes, Concat | None, int | None]:
-    """TP-UDL at ``pos`` and the TP-UD after it, to the end of the PDU ->
-    (text, data without the header, concatenation, port)."""
+def _looks_ucs2(payload: bytes) -> bool:
+    """Whether octets sent under a GSM 7-bit DCS are really UTF-16 text (a sender's mistake seen in
+    the field): an even count, every code unit a printable BMP character, and many zero octets."""
+    if len(payload) < 2 or len(payload) % 2:
+        return False
+    try:
+        text = payload.decode("utf-16-be")
+    except UnicodeDecodeError:
+        return False
+    return payload.count(0) * 4 >= len(payload) and all(c.isprintable() or c in "\r\n" for c in text)
+
+
+def _read_user_data(data: bytes, pos: int, has_udh: bool, encoding: str, anomalies: list[str]) -> _UserData:
+    """TP-UDL at ``pos`` and the TP-UD after it, to the end of the PDU.
+
+    Lenient where real senders are wrong, as gammu and phones are: a TP-UDL larger than the data
+    present (the text is what is there, ``truncated``), data beyond TP-UDL (ignored), a header flag
+    with empty user data, UCS-2 octets under a GSM 7-bit DCS. Each is noted in ``anomalies``."""
     size = len(data)
     if pos >= size:
         raise _truncated("user data length", pos, 1, size)
     length = data[pos]
     pos += 1
+    present = size - pos
     if encoding == "gsm7":
         if length > MAX_USER_DATA_SEPTETS:
-            raise PduError(f"user data length {length} exceeds {MAX_USER_DATA_SEPTETS} septets")
+            anomalies.append(f"user data length {length} exceeds {MAX_USER_DATA_SEPTETS} septets")
         octet_count = (length * 7 + 7) // 8
     else:
         if length > MAX_USER_DATA_OCTETS:
-            raise PduError(f"user data length {length} exceeds {MAX_USER_DATA_OCTETS} octets")
+            anomalies.append(f"user data length {length} exceeds {MAX_USER_DATA_OCTETS} octets")
         octet_count = length
-    present = size - pos
-    if present != octet_count:
-        if present < octet_count:
-            raise PduError(
-                f"truncated: user data length {length} needs {octet_count} octets, {present} present"
-            )
-        raise PduError(
+    truncated = False
+    if present < octet_count:
+        truncated = True
+        anomalies.append(f"truncated: user data length {length} needs {octet_count} octets, {present} present")
+        octet_count = present
+        if encoding == "gsm7":
+            length = present * 8 // 7
+        else:
+            length = present
+    elif present > octet_count:
+        if encoding == "gsm7" and not has_udh and _looks_ucs2(data[pos:]):
+            anomalies.append(f"UCS-2 content under a GSM 7-bit DCS (user data length {length}, {present} octets)")
+            payload = data[pos:]
+            return _UserData(payload.decode("utf-16-be"), payload)
+        anomalies.append(
             f"length mismatch: {present - octet_count} octets after the user data (user data length {length})"
         )
-    concat: Concat | None = None
-    port: int | None = None
+    body = data[pos : pos + octet_count]
+    result = _UserData("", b"", truncated=truncated)
     header_octets = 0
     if has_udh:
         if not octet_count:
-            raise PduError("truncated: user data header indicated but user data is empty")
-        header_octets = data[pos] + 1
+            anomalies.append("user data header indicated but the user data is empty")
+            return result
+        header_octets = body[0] + 1
         if header_octets > octet_count:
-            raise PduError(
+            anomalies.append(
                 f"user data header length {header_octets - 1} exceeds the user data ({octet_count} octets)"
             )
-        concat, port = _parse_udh(data[pos + 1 : pos + header_octets])
+            result.truncated = True
+            header_octets = octet_count
+        result.concat, result.port, result.tables = _parse_udh(body[1:header_octets], anomalies)
     if encoding == "gsm7":
-        if not header_octets:
-            septets = gsm7.unpack(data[pos:], length)
-            return gsm7.decode(septets), septets, None, None
         header_bits = header_octets * 8
-        fill_bits = (7 - header_bits % 7) % 7
+        fill_bits = (7 - header_bits % 7) % 7 if header_octets else 0
         header_septets = (header_bits + fill_bits) // 7
-        if header_septets > length:
-            raise PduError("user data header is longer than the user data length")
-        septets = gsm7.unpack(data[pos + header_octets :], length - header_septets, fill_bits)
-        return gsm7.decode(septets), septets, concat, port
-    payload = data[pos + header_octets :]
+        available = max(0, ((octet_count - header_octets) * 8 - fill_bits) // 7)
+        count = max(0, min(length - header_septets, available))
+        septets = gsm7.unpack(body[header_octets:], count, fill_bits)
+        result.payload = septets
+        locking, single = result.tables
+        if locking and not single and gsm7.undefined_escapes(septets, 0, locking):
+            # ESC codes only the language's single shift table defines: the sender labelled its single
+            # shift (IE 0x24) as a locking shift (IE 0x25). Read it as it was meant, and say so.
+            anomalies.append(
+                f"locking shift table {locking} announced, but the text uses that language's single shift "
+                "codes; read with its single shift table"
+            )
+            result.tables = (0, locking)
+        result.text = gsm7.decode_national(septets, *result.tables)
+        return result
+    payload = body[header_octets:]
+    result.payload = payload
     if encoding == "ucs2":
-        return payload.decode("utf-16-be", "replace"), payload, concat, port
-    return payload.decode("latin-1"), payload, concat, port  # 8-bit: one character per octet
+        if len(payload) % 2:
+            anomalies.append("UCS-2 user data has an odd number of octets")
+        result.text = payload.decode("utf-16-be", "replace")
+    else:
+        result.text = payload.decode("latin-1")  # 8-bit: one character per octet
+    return result
 
 
 def decode(pdu: str | bytes, *, with_smsc: bool = True) -> Message:
@@ -468,6 +563,7 @@ def decode(pdu: str | bytes, *, with_smsc: bool = True) -> Message:
     """
     data = _to_octets(pdu)
     size = len(data)
+    anomalies: list[str] = []
     smsc, pos = _read_smsc(data) if with_smsc else (None, 0)
     if pos >= size:
         raise _truncated("first octet", pos, 1, size)
@@ -482,11 +578,11 @@ def decode(pdu: str | bytes, *, with_smsc: bool = True) -> Message:
         encoding, message_class = _DCS_TABLE[dcs]
         if encoding is None:
             raise PduError(f"compressed user data (DCS {dcs:02X}) is not supported")
-        timestamp = _read_timestamp(data, pos + 2, "service centre time stamp")
-        text, payload, concat, port = _read_user_data(data, pos + 9, bool(first & 0x40), encoding)
+        timestamp = _read_timestamp(data, pos + 2, "service centre time stamp", anomalies)
+        ud = _read_user_data(data, pos + 9, bool(first & 0x40), encoding, anomalies)
         return SmsDeliver(
-            smsc, number, number_type, text, encoding, timestamp, concat, port, protocol_id, dcs,
-            payload, message_class,
+            smsc, number, number_type, ud.text, encoding, timestamp, ud.concat, ud.port, protocol_id, dcs,
+            ud.payload, message_class, tuple(anomalies), ud.truncated, ud.tables,
         )  # fmt: skip
     if mti == 1:
         if pos + 2 > size:
@@ -500,11 +596,12 @@ def decode(pdu: str | bytes, *, with_smsc: bool = True) -> Message:
         encoding, message_class = _DCS_TABLE[dcs]
         if encoding is None:
             raise PduError(f"compressed user data (DCS {dcs:02X}) is not supported")
-        validity, pos = _read_validity(data, pos + 2, (first >> 3) & 0x03)
-        text, payload, concat, port = _read_user_data(data, pos, bool(first & 0x40), encoding)
+        validity, pos = _read_validity(data, pos + 2, (first >> 3) & 0x03, anomalies)
+        ud = _read_user_data(data, pos, bool(first & 0x40), encoding, anomalies)
         return SmsSubmit(
-            smsc, number, number_type, text, encoding, reference, validity, bool(first & 0x20),
-            concat, port, protocol_id, dcs, payload, message_class,
+            smsc, number, number_type, ud.text, encoding, reference, validity, bool(first & 0x20),
+            ud.concat, ud.port, protocol_id, dcs, ud.payload, message_class, tuple(anomalies), ud.truncated,
+            ud.tables,
         )  # fmt: skip
     if mti == 2:
         if pos + 2 > size:
@@ -513,11 +610,13 @@ def decode(pdu: str | bytes, *, with_smsc: bool = True) -> Message:
         number, number_type, pos = _read_address(data, pos + 2, "recipient address")
         if pos + 15 > size:
             raise _truncated("time stamps and status", pos, 15, size)
-        timestamp = _read_timestamp(data, pos, "service centre time stamp")
-        discharge = _read_timestamp(data, pos + 7, "discharge time")
+        timestamp = _read_timestamp(data, pos, "service centre time stamp", anomalies)
+        discharge = _read_timestamp(data, pos + 7, "discharge time", anomalies)
         status = data[pos + 14]
         # TP-PI, TP-PID, TP-DCS and TP-UD may follow (23.040 9.2.2.3); they carry nothing we use.
-        return SmsStatusReport(smsc, number, number_type, reference, timestamp, discharge, status)
+        return SmsStatusReport(
+            smsc, number, number_type, reference, timestamp, discharge, status, tuple(anomalies)
+        )
     raise PduError(f"reserved message type indicator 11 (first octet {first:02X})")
 
 
@@ -655,40 +754,103 @@ def _cut(encoding: str, payload: bytes, size: int) -> list[bytes]:
     return pieces
 
 
-def _plan(
-    text: str | bytes, *, concat_16bit: bool = False, port: int | None = None
-) -> tuple[str, list[bytes], int]:
-    """(encoding, payload of each part, UDH octets of a single part without concatenation)."""
-    encoding, payload = _payload(text)
-    base = 0 if port is None else len(_port_ie(port))
-    single_header = base + 1 if base else 0
+@dataclass(slots=True)
+class _Plan:
+    """How a text goes out: encoding, payload of each part, the header elements every part carries
+    besides concatenation (port, national language shifts), and the shift tables used."""
+
+    encoding: str
+    pieces: list[bytes]
+    extra_ies: bytes = b""
+    tables: tuple[int, int] = (0, 0)
+
+
+def language_id(language: str | None) -> int:
+    """ISO 639-1 code of a national language of 23.038 6.2.1.2.4 -> its identifier; None -> 0."""
+    from drivers.gsm7_national import LANGUAGE_IDS
+
+    if language is None or language == "":
+        return 0
+    ident = LANGUAGE_IDS.get(language.lower()) if isinstance(language, str) else None
+    if ident is None:
+        known = ", ".join(sorted(LANGUAGE_IDS))
+        raise PduError(f"unknown national language {language!r}; known: {known}")
+    return ident
+
+
+def _language_ies(tables: tuple[int, int]) -> bytes:
+    locking, single = tables
+    ies = b""
+    if single:
+        ies += bytes([IEI_SINGLE_SHIFT, 1, single])
+    if locking:
+        ies += bytes([IEI_LOCKING_SHIFT, 1, locking])
+    return ies
+
+
+def _split(encoding: str, payload: bytes, extra_ies: bytes, concat_16bit: bool) -> list[bytes]:
+    single_header = len(extra_ies) + 1 if extra_ies else 0
     if len(payload) <= _capacity(encoding, single_header):
-        return encoding, [payload], single_header
-    header = base + (7 if concat_16bit else 6)
-    pieces = _cut(encoding, payload, _capacity(encoding, header))
-    if len(pieces) > 255:
-        raise PduError(f"text needs {len(pieces)} parts; at most 255 fit a concatenated message")
-    return encoding, pieces, single_header
+        return [payload]
+    header = len(extra_ies) + (7 if concat_16bit else 6)
+    return _cut(encoding, payload, _capacity(encoding, header))
 
 
-def _piece_text(encoding: str, piece: bytes) -> str:
-    if encoding == "gsm7":
-        return gsm7.decode(piece)
-    if encoding == "ucs2":
+def _candidates(text: str | bytes, language: int) -> list[tuple[str, bytes, tuple[int, int]]]:
+    """Every way the text can be written, most preferred first: the default alphabet; with a
+    national language, its single shift, locking shift, and both (23.038 6.2.1.2); UCS-2 last."""
+    from drivers.gsm7_national import LOCKING
+
+    encoding, payload = _payload(text)
+    if encoding != "ucs2" or not language or not isinstance(text, str):
+        return [(encoding, payload, (0, 0))]
+    options: list[tuple[str, bytes, tuple[int, int]]] = []
+    pairs = [(0, language)] + ([(language, 0), (language, language)] if language in LOCKING else [])
+    for tables in pairs:
+        try:
+            options.append(("gsm7", gsm7.encode_national(text, *tables), tables))
+        except gsm7.Gsm7EncodeError:
+            continue
+    options.append((encoding, payload, (0, 0)))
+    return options
+
+
+def _plan(
+    text: str | bytes, *, concat_16bit: bool = False, port: int | None = None, language: int = 0
+) -> _Plan:
+    """The fewest parts among the candidate encodings (the earlier candidate on a tie)."""
+    port_ie = b"" if port is None else _port_ie(port)
+    best: _Plan | None = None
+    for encoding, payload, tables in _candidates(text, language):
+        extra = port_ie + _language_ies(tables)
+        pieces = _split(encoding, payload, extra, concat_16bit)
+        if best is None or len(pieces) < len(best.pieces):
+            best = _Plan(encoding, pieces, extra, tables)
+    assert best is not None
+    if len(best.pieces) > 255:
+        raise PduError(f"text needs {len(best.pieces)} parts; at most 255 fit a concatenated message")
+    return best
+
+
+def _piece_text(plan: _Plan, piece: bytes) -> str:
+    if plan.encoding == "gsm7":
+        return gsm7.decode_national(piece, *plan.tables)
+    if plan.encoding == "ucs2":
         return piece.decode("utf-16-be")
     return piece.decode("latin-1")
 
 
-def split_text(text: str, *, concat_16bit: bool = False) -> tuple[str, list[str]]:
+def split_text(text: str, *, concat_16bit: bool = False, language: str | None = None) -> tuple[str, list[str]]:
     """(encoding, part texts) exactly as ``encode_submit`` splits them: fewest parts, 160/153 septets
-    (152 with 16-bit references) or 70/67 (66) UTF-16 code units."""
-    encoding, pieces, _ = _plan(text, concat_16bit=concat_16bit)
-    return encoding, [_piece_text(encoding, piece) for piece in pieces]
+    (152 with 16-bit references) or 70/67 (66) UTF-16 code units; fewer with national language
+    shift headers (``language``: ISO 639-1 code, e.g. "tr")."""
+    plan = _plan(text, concat_16bit=concat_16bit, language=language_id(language))
+    return plan.encoding, [_piece_text(plan, piece) for piece in plan.pieces]
 
 
-def count_parts(text: str, *, concat_16bit: bool = False) -> int:
+def count_parts(text: str, *, concat_16bit: bool = False, language: str | None = None) -> int:
     """How many SMS the text takes."""
-    return len(_plan(text, concat_16bit=concat_16bit)[1])
+    return len(_plan(text, concat_16bit=concat_16bit, language=language_id(language)).pieces)
 
 
 def _user_data(encoding: str, piece: bytes, header: bytes) -> bytes:
@@ -716,13 +878,12 @@ def _concat_reference(value: int | None, bits16: bool) -> int:
     return _check_byte(value, "concatenation reference", limit)
 
 
-def _headers(total: int, reference: int, bits16: bool, port: int | None, single_header: int) -> list[bytes]:
-    port_ie = b"" if port is None else _port_ie(port)
+def _headers(total: int, reference: int, bits16: bool, extra_ies: bytes) -> list[bytes]:
     if total == 1:
-        return [bytes([len(port_ie)]) + port_ie if single_header else b""]
+        return [bytes([len(extra_ies)]) + extra_ies if extra_ies else b""]
     headers = []
     for sequence in range(1, total + 1):
-        body = _concat_ie(reference, total, sequence, bits16) + port_ie
+        body = _concat_ie(reference, total, sequence, bits16) + extra_ies
         headers.append(bytes([len(body)]) + body)
     return headers
 
@@ -738,12 +899,15 @@ def encode_submit(
     concat_reference: int | None = None,
     concat_16bit: bool = False,
     port: int | None = None,
+    language: str | None = None,
 ) -> list[SubmitPart]:
     """SMS-SUBMIT PDUs for ``text`` (``bytes`` are sent as 8-bit data) to ``number``.
 
     ``validity``: seconds or a timedelta (relative: the smallest TP-VP period that is at least as
     long, at most 63 weeks), or a datetime (absolute). ``concat_reference``: the reference shared by
     the parts of a long message (random when None). ``port``: destination port (adds a UDH).
+    ``language``: a national language (ISO 639-1, e.g. "tr") whose shift tables may be used when the
+    text does not fit the default alphabet: the combination that needs the fewest parts, else UCS-2.
     """
     if port is not None:
         _check_byte(port, "port", 0xFFFF)
@@ -764,12 +928,12 @@ def encode_submit(
             raise PduError(f"bad validity {validity!r}: expected seconds >= 0, a timedelta or a datetime")
         first |= 0x10
         vp = bytes([relative_validity(int(seconds))])
-    encoding, pieces, single_header = _plan(text, concat_16bit=concat_16bit, port=port)
+    plan = _plan(text, concat_16bit=concat_16bit, port=port, language=language_id(language))
+    encoding, pieces = plan.encoding, plan.pieces
     total = len(pieces)
     headers = _headers(
-        total, _concat_reference(concat_reference, concat_16bit) if total > 1 else 0,
-        concat_16bit, port, single_header,
-    )  # fmt: skip
+        total, _concat_reference(concat_reference, concat_16bit) if total > 1 else 0, concat_16bit, plan.extra_ies
+    )
     dcs = _DCS_BY_ENCODING[encoding]
     parts = []
     for sequence, (piece, header) in enumerate(zip(pieces, headers, strict=True), start=1):
@@ -793,6 +957,7 @@ def encode_deliver(
     concat_reference: int | None = None,
     concat_16bit: bool = False,
     port: int | None = None,
+    language: str | None = None,
 ) -> list[str]:
     """SMS-DELIVER PDUs (hex with the SMSC field), as a network hands them to a modem."""
     if port is not None:
@@ -800,12 +965,12 @@ def encode_deliver(
     address = _encode_address(originator, "originator")
     smsc_field = _encode_smsc(smsc)
     scts = _encode_timestamp(timestamp, "timestamp")
-    encoding, pieces, single_header = _plan(text, concat_16bit=concat_16bit, port=port)
+    plan = _plan(text, concat_16bit=concat_16bit, port=port, language=language_id(language))
+    encoding, pieces = plan.encoding, plan.pieces
     total = len(pieces)
     headers = _headers(
-        total, _concat_reference(concat_reference, concat_16bit) if total > 1 else 0,
-        concat_16bit, port, single_header,
-    )  # fmt: skip
+        total, _concat_reference(concat_reference, concat_16bit) if total > 1 else 0, concat_16bit, plan.extra_ies
+    )
     dcs = _DCS_BY_ENCODING[encoding]
     pdus = []
     for piece, header in zip(pieces, headers, strict=True):
@@ -844,6 +1009,17 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
+def _language_json(tables: tuple[int, int]) -> dict[str, str | int | None] | None:
+    from drivers.gsm7_national import LANGUAGE_IDS
+
+    if tables == (0, 0):
+        return None
+    names = {ident: code for code, ident in LANGUAGE_IDS.items()}
+    locking, single = tables
+    return {"locking": names.get(locking, locking) if locking else None,
+            "single": names.get(single, single) if single else None}
+
+
 def to_json(message: Message) -> dict[str, Any]:
     """The object ``smsgw pdu decode`` prints for one message."""
     if isinstance(message, SmsStatusReport):
@@ -862,6 +1038,8 @@ def to_json(message: Message) -> dict[str, Any]:
             "port": None,
             "protocol_id": None,
             "dcs": None,
+            "malformed": message.malformed,
+            "anomalies": list(message.anomalies),
         }
     concat = message.concat
     result: dict[str, Any] = {
@@ -883,6 +1061,10 @@ def to_json(message: Message) -> dict[str, Any]:
         "dcs": message.dcs,
         "message_class": message.message_class,
         "data": message.data.hex().upper(),
+        "national_language": _language_json(message.language_tables),
+        "truncated": message.truncated,
+        "malformed": message.malformed,
+        "anomalies": list(message.anomalies),
     }
     if isinstance(message, SmsSubmit):
         validity = message.validity

@@ -267,6 +267,8 @@ def test_to_json_of_a_status_report_has_discharge_time_and_status():
         "port": None,
         "protocol_id": None,
         "dcs": None,
+        "malformed": False,
+        "anomalies": [],
     }
 
 
@@ -557,23 +559,42 @@ def test_eight_bit_data_is_sent_and_read_as_bytes():
         ("0", "bad hex"),
         ("07911326040000F0040B9113466100", "truncated"),
         ("zz", "bad hex"),
-        ("07911326040000F0040B911346610089F60000208062917314480CC8F71D14969741F977FD", "truncated"),
-        ("07911326040000F0040B911346610089F60000208062917314480CC8F71D14969741F977FD0700", "length mismatch"),
-        ("0041010C910661345542F60008A0050003000301306F3044", "exceeds 140"),
-        ("0041010C910661345542F600088C050003000301306F3044", "truncated"),
         ("0003", "reserved message type"),
         ("0C91", "bad SMSC"),
         ("00001F91", "bad address"),
         ("00040B911346610089F60000209962917314480141", "bad service centre time stamp"),
         ("00040B911346610089F6000020806291A314480141", "non-decimal"),
-        ("00040B911346610089F6000020806291731448A100", "exceeds 160 septets"),
-        ("00440B911346610089F600002080629173144801FF", "user data header"),
-        ("00440B911346610089F6000420806291731448040300030C", "truncated user data header"),
     ],
 )
 def test_malformed_pdus_raise_pdu_error_with_a_reason(pdu, reason):
     with pytest.raises(PduError, match=reason):
         decode(pdu)
+
+
+@pytest.mark.parametrize(
+    ("pdu", "text", "truncated", "anomaly"),
+    [
+        # the user data cut short: what is there is read, the message is flagged truncated
+        ("07911326040000F0040B911346610089F60000208062917314480CC8F71D14969741F977FD", "How are you", True,
+         "truncated"),
+        # two octets more than TP-UDL: read per TP-UDL, the rest noted
+        ("07911326040000F0040B911346610089F60000208062917314480CC8F71D14969741F977FD0700", "How are you?", False,
+         "length mismatch"),
+        # TP-UDL 140 octets of UCS-2 with 4 present
+        ("0041010C910661345542F600088C050003000301306F3044", "\u306f\u3044", True, "truncated"),
+        # TP-UDL 161 septets, nothing present
+        ("00040B911346610089F6000020806291731448A100", "@", True, "exceeds 160 septets"),
+        # header length 255 in a one-octet user data
+        ("00440B911346610089F600002080629173144801FF", "", True, "user data header length 255"),
+        # a concatenation element cut short inside the header
+        ("00440B911346610089F6000420806291731448040300030C", "", False, "truncated user data header"),
+    ],
+)
+def test_length_mismatches_decode_what_is_there_and_are_flagged(pdu, text, truncated, anomaly):
+    message = decode(pdu)
+    assert isinstance(message, SmsDeliver | SmsSubmit)
+    assert message.text == text and message.truncated is truncated and message.malformed
+    assert any(anomaly in reason for reason in message.anomalies)
 
 
 def test_pdu_error_is_a_value_error():

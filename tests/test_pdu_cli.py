@@ -35,11 +35,11 @@ def test_decode_prints_one_json_object_per_pdu(capsys):
 
 
 def test_malformed_pdu_prints_an_error_line_and_exits_1(capsys):
-    assert run(["decode", DELIVER, "0791ZZ", DELIVER[:-4]]) == 1
+    assert run(["decode", DELIVER, "0791ZZ", DELIVER[:30]]) == 1
     good, bad_hex, truncated = lines(capsys)
     assert good["text"] == "How are you?"
     assert bad_hex == {"error": "bad hex: character 'Z'", "input": "0791ZZ"}
-    assert truncated["error"].startswith("truncated") and truncated["input"] == DELIVER[:-4]
+    assert truncated["error"].startswith("truncated") and truncated["input"] == DELIVER[:30]
 
 
 def test_decode_reads_one_pdu_per_line_from_stdin(capsys, monkeypatch):
