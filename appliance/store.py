@@ -75,6 +75,9 @@ FINAL_STATES = (DELIVERED, FAILED, EXPIRED)
 
 PART_PENDING, PART_SENT, PART_DELIVERED, PART_FAILED = "pending", "sent", "delivered", "failed"
 
+#: States of a received message: read and decoded, or kept raw because it could not be decoded.
+RECEIVED, UNDECODABLE = "received", "undecodable"
+
 
 class StoreError(Exception):
     """Base class of store errors."""
@@ -742,8 +745,8 @@ class Store:
                 "INSERT INTO inbox_part (modem, pdu, sender, text, encoding, sent_at, concat_reference, "
                 "concat_total, concat_sequence, received_at, error, dedup_key, slot) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (modem_id, pdu_key, sender, text, encoding, sent_at, ref, total, seq, received_at,
-                 error if deliver is None else None, dedup_key, slot),
+                (modem_id, pdu_key if deliver is not None else pdu.strip(), sender, text, encoding, sent_at,
+                 ref, total, seq, received_at, error if deliver is None else None, dedup_key, slot),
             )
             part_id = int(cur.lastrowid or 0)
             if deliver is None:
@@ -799,8 +802,9 @@ class Store:
             payload["partial"] = True
             payload["missing"] = missing
         if error:
+            payload["state"] = UNDECODABLE
             payload["error"] = error
-            payload["pdu"] = first["pdu"]
+            payload["pdu"] = first["pdu"]  # the raw reply as the modem sent it
         self._add_event(conn, "received", payload, now)
         return inbox_id
 
@@ -1159,5 +1163,10 @@ class Store:
                 data["text"] = self.shown_text(data["text"])
             data["partial"] = bool(data["partial"])
             data["missing"] = json.loads(data["missing"]) if data["missing"] else []
+            data["state"] = UNDECODABLE if data["error"] else RECEIVED
+            if data["error"]:
+                raw = self.conn.execute("SELECT pdu FROM inbox_part WHERE inbox_id = ? ORDER BY id LIMIT 1",
+                                        (data["id"],)).fetchone()
+                data["raw"] = raw["pdu"] if raw is not None else None
             result.append(data)
         return result

@@ -792,19 +792,31 @@ class Modem:
             LOG.exception("decoding PDU %s failed", pdu)
             return None, f"undecodable PDU: {type(exc).__name__}: {exc}"
 
+    @classmethod
+    def _decode_entry(
+        cls, entry: parsers.CmglEntry | parsers.CmgrEntry
+    ) -> tuple[SmsDeliver | SmsStatusReport | SmsSubmit | None, str | None]:
+        """A listed/read entry -> (message, error): a text-mode entry as an SmsDeliver; an entry whose
+        PDU could not be read keeps its raw lines in ``entry.pdu`` and its reason."""
+        if entry.error is not None:
+            return None, f"undecodable reply: {entry.error}"
+        if entry.text_mode is not None:
+            return parsers.text_mode_deliver(entry.text_mode), None
+        return cls._decode(entry.pdu)
+
     async def list_messages(self, stat: int = 4) -> list[StoredMessage]:
         """Every stored message (``stat`` 4 = all) via AT+CMGL in PDU mode."""
         response = await self.command(f"AT+CMGL={stat}", timeout=self.timeout("cmgl"))
         messages = []
         for entry in parsers.parse_cmgl(response.lines):
-            message, error = self._decode(entry.pdu)
+            message, error = self._decode_entry(entry)
             messages.append(StoredMessage(entry.index, entry.stat, entry.pdu, message, error))
         return messages
 
     async def read_message(self, index: int, *, priority: Priority = Priority.POLL) -> StoredMessage:
         response = await self.command(f"AT+CMGR={index}", priority=priority)
         entry = parsers.parse_cmgr(response.lines)
-        message, error = self._decode(entry.pdu)
+        message, error = self._decode_entry(entry)
         return StoredMessage(index, entry.stat, entry.pdu, message, error)
 
     async def delete_message(self, index: int) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 
 from drivers.errors import AtError
+from drivers.pdu import SmsDeliver
 
 __all__ = [
     "CmglEntry",
@@ -21,6 +23,7 @@ __all__ = [
     "CregState",
     "ParseError",
     "Storage",
+    "TextModeMessage",
     "decode_ussd_text",
     "parse_cmgl",
     "parse_cmgr",
@@ -35,6 +38,7 @@ __all__ = [
     "parse_csq",
     "parse_cusd",
     "split_fields",
+    "text_mode_deliver",
 ]
 
 
@@ -288,13 +292,64 @@ def _stat(field: str, line: str) -> int | None:
     return _int(value, line, "stat")
 
 
-def _pdu_line(lines: list[str], position: int, header: str) -> str:
-    if position >= len(lines):
-        raise ParseError(f"no PDU after {header!r}", header)
-    pdu = lines[position].strip()
-    if not pdu or not _HEX.match(pdu) or len(pdu) % 2:
-        raise ParseError(f"the line after {header!r} is not a hex PDU: {pdu[:80]!r}", header)
-    return pdu
+_TEXT_MODE_STAMP = re.compile(r"^(\d{2,4})/(\d{1,2})/(\d{1,2}),(\d{1,2}):(\d{2}):(\d{2})([+-]\d{1,2})?$")
+
+
+@dataclass(frozen=True, slots=True)
+class TextModeMessage:
+    """A message as a modem in text mode (AT+CMGF=1) lists it: sender, SMSC time stamp as sent
+    (``yy/MM/dd,hh:mm:ss±zz``, zone in quarter hours), and the text lines."""
+
+    sender: str | None
+    timestamp: str | None
+    text: str
+
+
+def _clean_pdu(text: str) -> str:
+    """A PDU as real modems print it: stray quotes around it (``0791…"``) and spaces dropped."""
+    return text.strip().strip('"').strip()
+
+
+def _is_pdu(text: str) -> bool:
+    return bool(text) and bool(_HEX.match(text)) and len(text) % 2 == 0
+
+
+def _text_mode(fields: list[str]) -> TextModeMessage | None:
+    """The text-mode form of a +CMGR/+CMGL header (after the index for +CMGL): <stat>,<oa>,[<alpha>],<scts>...
+    (27.005 3.4.2/3.4.3; Motorola's <stat>,<oa>,<scts>); None when the header is a PDU-mode one."""
+    if len(fields) < 2 or fields[0].upper() not in STAT_NAMES:
+        return None
+    stamp = next((field for field in fields[2:4] if _TEXT_MODE_STAMP.match(field)), None)
+    sender = fields[1] or None
+    if stamp is None and (sender is None or not re.fullmatch(r"\+?[0-9*#]+|.*[A-Za-z].*", sender)):
+        return None
+    return TextModeMessage(sender, stamp, "")
+
+
+def _entry(header: str, fields: list[str], body: list[str], position: int, command: str
+           ) -> tuple[str, str | None, TextModeMessage | None, int]:
+    """(pdu or raw text, error, text-mode message, next position) for the entry whose header is
+    ``header``; ``body`` are the reply's non-empty lines, ``position`` the line after the header."""
+    # the PDU on the header line after the length, separated by a space: "+CMGR: 1,,147 0791..."
+    last = fields[-1].split(None, 1) if fields else []
+    if len(last) == 2 and _is_pdu(_clean_pdu(last[1])):
+        return _clean_pdu(last[1]), None, None, position
+    following = []
+    while position < len(body) and not body[position].strip().upper().startswith(command):
+        following.append(body[position].strip())
+        position += 1
+    text_mode = _text_mode(fields)
+    if text_mode is not None and not (len(following) == 1 and _is_pdu(_clean_pdu(following[0]))):
+        return "\n".join([header, *following]), None, TextModeMessage(
+            text_mode.sender, text_mode.timestamp, "\n".join(following)), position
+    if following:
+        pdu = _clean_pdu(following[0])
+        if _is_pdu(pdu) and len(following) == 1:
+            return pdu, None, None, position
+        # the raw lines after the header (the header itself changes when the modem marks the slot read)
+        raw = "\n".join(following)
+        return raw, f"the line after {header!r} is not a hex PDU: {following[0][:80]!r}", None, position
+    return header, f"no PDU after {header!r}", None, position
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,14 +357,31 @@ class CmglEntry:
     index: int
     stat: int | None
     length: int | None
-    pdu: str
+    pdu: str  # the PDU in hex; the raw lines when ``error`` (after the header; the header if none) or ``text_mode``
+    error: str | None = None
+    text_mode: TextModeMessage | None = None
+
+
+def _lenient_stat(field: str, line: str) -> int | None:
+    try:
+        return _stat(field, line)
+    except ParseError:
+        return None
+
+
+def _lenient_length(field: str) -> int | None:
+    value = field.split(None, 1)[0] if field.strip() else ""
+    return int(value) if re.fullmatch(r"\d{1,9}", value) else None
 
 
 def parse_cmgl(lines: list[str]) -> list[CmglEntry]:
-    """Every ``+CMGL: <index>,<stat>,[<alpha>],<length>`` header and the PDU line after it.
+    """Every ``+CMGL: <index>,<stat>,[<alpha>],<length>`` header and the PDU after it.
 
-    An entry whose PDU line is missing or not hex is skipped (the caller reads it again by
-    index if it matters); empty lines between entries are ignored.
+    Forms real modems send: the PDU on the next line, with a stray ``"`` around it, or on the header
+    line after the length (``+CMGL: 1,0,,147 0791…``); text-mode headers with the text after them.
+    An entry whose PDU cannot be read is returned with ``error`` set and its raw lines as ``pdu``,
+    never skipped: the caller commits it as undecodable and frees the slot. Only a header without a
+    readable index is skipped (there is no slot to free).
     """
     entries: list[CmglEntry] = []
     body = [line for line in lines if line.strip()]
@@ -322,13 +394,12 @@ def parse_cmgl(lines: list[str]) -> list[CmglEntry]:
         fields = split_fields(line[6:])
         try:
             index = _int(fields[0], line, "index")
-            stat = _stat(fields[1], line) if len(fields) > 1 else None
-            length = _opt_int(fields[-1], line, "length") if len(fields) > 2 else None
-            pdu = _pdu_line(body, position, line)
         except ParseError:
             continue
-        position += 1
-        entries.append(CmglEntry(index, stat, length, pdu))
+        stat = _lenient_stat(fields[1], line) if len(fields) > 1 else None
+        length = _lenient_length(fields[-1]) if len(fields) > 2 else None
+        pdu, error, text_mode, position = _entry(line, fields[1:], body, position, "+CMGL:")
+        entries.append(CmglEntry(index, stat, length, pdu, error, text_mode))
     return entries
 
 
@@ -336,14 +407,17 @@ def parse_cmgl(lines: list[str]) -> list[CmglEntry]:
 class CmgrEntry:
     stat: int | None
     length: int | None
-    pdu: str
+    pdu: str  # the PDU in hex; the raw lines when ``error`` (after the header; the header if none) or ``text_mode``
+    error: str | None = None
+    text_mode: TextModeMessage | None = None
 
 
 def parse_cmgr(lines: list[str]) -> CmgrEntry:
-    """``+CMGR: 0,,24`` / ``+CMGR: ,,27`` / ``+CMGR: 0,23`` / ``+CMGR: 24`` and the PDU line after it.
+    """``+CMGR: 0,,24`` / ``+CMGR: ,,27`` / ``+CMGR: 0,23`` / ``+CMGR: 24`` and the PDU after it.
 
-    One field is the length alone; two are <stat>,<length>; three are <stat>,<alpha>,<length>.
-    An empty slot (a reply with no +CMGR line) raises ParseError.
+    One field is the length alone; two are <stat>,<length>; three are <stat>,<alpha>,<length>. The
+    PDU forms and the text-mode header are those of ``parse_cmgl``; a PDU that cannot be read comes
+    back with ``error`` and the raw lines. An empty slot (a reply with no +CMGR line) raises ParseError.
     """
     body = [line for line in lines if line.strip()]
     for position, raw in enumerate(body):
@@ -352,10 +426,11 @@ def parse_cmgr(lines: list[str]) -> CmgrEntry:
             continue
         fields = split_fields(line[6:])
         if len(fields) == 1:
-            stat, length = None, _opt_int(fields[0], line, "length")
+            stat, length = None, _lenient_length(fields[0])
         else:
-            stat, length = _stat(fields[0], line), _opt_int(fields[-1], line, "length")
-        return CmgrEntry(stat, length, _pdu_line(body, position + 1, line))
+            stat, length = _lenient_stat(fields[0], line), _lenient_length(fields[-1])
+        pdu, error, text_mode, _ = _entry(line, fields, body, position + 1, "+CMGR:")
+        return CmgrEntry(stat, length, pdu, error, text_mode)
     raise ParseError(f"no +CMGR line in reply {lines!r} (empty slot?)")
 
 
@@ -412,3 +487,27 @@ def decode_ussd_text(text: str, dcs: int | None) -> str:
             return text
         return decoded[1:] if dcs == 0x11 and decoded else decoded
     return text
+
+
+def text_mode_deliver(message: TextModeMessage) -> SmsDeliver:
+    """A text-mode message as an SmsDeliver (encoding "text"), so it is committed like any other.
+
+    The time stamp's zone is in quarter hours (27.005 3.3.1); without a readable stamp the epoch
+    is used and the oddity noted."""
+    anomalies = ["read from a text-mode (AT+CMGF=1) reply"]
+    moment = datetime(1970, 1, 1, tzinfo=UTC)
+    match = _TEXT_MODE_STAMP.match(message.timestamp or "")
+    if match is not None:
+        year, month, day, hour, minute, second = (int(value) for value in match.groups()[:6])
+        quarters = int(match.group(7) or 0)
+        try:
+            moment = datetime(year if year > 99 else 2000 + year, month, day, hour, minute, second,
+                              tzinfo=timezone(timedelta(minutes=15 * quarters)))
+        except ValueError:
+            anomalies.append(f"unreadable time stamp {message.timestamp!r}")
+    else:
+        anomalies.append(f"unreadable time stamp {message.timestamp!r}")
+    sender = message.sender or ""
+    number_type = "international" if sender.startswith("+") else "unknown"
+    return SmsDeliver(None, sender, number_type, message.text, "text", moment, None, None, 0, 0,
+                      message.text.encode(), None, tuple(anomalies))

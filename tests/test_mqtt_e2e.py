@@ -361,3 +361,29 @@ async def test_daemon_announces_home_assistant_discovery(tmp_path: Path, sim: Si
     probe.publish("homeassistant/status", "online", qos=0)
     await async_wait_until(lambda: all(counts()[topic] > seen for topic, seen in before.items()), timeout=15,
                            what="every config announced again after Home Assistant's birth message")
+
+
+async def test_an_undecodable_reply_is_committed_published_deleted_and_listed(
+    tmp_path: Path, sim: Simulator, mosquitto: Broker, apps: list[App], probes: list[Probe]
+) -> None:
+    # gammu tests/at-sms-failing/17.dump: a real +CMGR reply whose PDU line is not hex at all
+    garbled = "0BD0p2608>381p=*70p2616p16000AD0D770BB5D0700F1FF04F4F29C0E9CFFFFFFFF"
+    probe = Probe(mosquitto, "smsgw/#")
+    probes.append(probe)
+    apps.append(await App(make_config(tmp_path, sim, mosquitto)).start())
+    await async_wait_until(state_is(probe, "online"), timeout=15, what="online")
+    modem = sim.modems[0]
+    index = modem.storage.add(0, garbled)
+    modem.urc(f'+CMTI: "SM",{index}')
+    await async_wait_until(lambda: probe.json("smsgw/received"), timeout=15, what="undecodable SMS published")
+    [received] = probe.json("smsgw/received")
+    assert received["state"] == "undecodable" and "not a hex PDU" in received["error"]
+    assert garbled in received["pdu"] and received["modem"] == "sim0"
+    await async_wait_until(lambda: not list(modem.storage), timeout=15, what="slot freed")
+    [row] = inbox(tmp_path / "app" / "smsgw.db")
+    assert row["state"] == "undecodable" and garbled in row["raw"]
+    listing = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "appliance", "inbox", "--config", str(tmp_path / "app" / "smsgw.toml"),
+        stdout=asyncio.subprocess.PIPE, env=daemon_env(), cwd=ROOT)
+    out, _ = await asyncio.wait_for(listing.communicate(), timeout=30)
+    assert listing.returncode == 0 and "undecodable" in out.decode()

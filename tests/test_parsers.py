@@ -139,19 +139,54 @@ def test_cmgr(lines: list[str], expected: CmgrEntry) -> None:
     assert parsers.parse_cmgr(lines) == expected
 
 
+def test_cmgr_of_an_empty_slot_raises() -> None:
+    with pytest.raises(ParseError):
+        parsers.parse_cmgr([])  # an empty slot answers just OK
+
+
 @pytest.mark.parametrize(
-    "lines",
+    ("lines", "error"),
     [
-        [],  # an empty slot answers just OK
-        ["+CMGR: 0,,24"],  # truncated: no PDU line
-        ["+CMGR: 0,,24", "NOT HEX"],
-        ["+CMGR: 0,,24", "ABC"],  # odd length
-        ["+CMGR: x,,24", PDU],
+        (["+CMGR: 0,,24"], "no PDU"),  # truncated: no PDU line
+        (["+CMGR: 0,,24", "NOT HEX"], "not a hex PDU"),
+        (["+CMGR: 0,,24", "ABC"], "not a hex PDU"),  # odd length
+        # gammu tests/at-sms-failing/13.dump: a garbled PDU line from a real modem
+        (["+CMGR: 2,,164", "0BD04259303784=96p331p71160016D02B5AEC86BBDD6E37D80DFF00F19C0AC8F7BA3E87BFD7F539FF"],
+         "not a hex PDU"),
     ],
 )
-def test_cmgr_malformed(lines: list[str]) -> None:
-    with pytest.raises(ParseError):
-        parsers.parse_cmgr(lines)
+def test_cmgr_with_an_unreadable_pdu_returns_the_raw_reply_and_the_reason(lines: list[str], error: str) -> None:
+    entry = parsers.parse_cmgr(lines)
+    assert entry.error is not None and error in entry.error
+    assert entry.pdu == (lines[1] if len(lines) > 1 else lines[0])
+
+
+def test_cmgr_pdu_forms_real_modems_send() -> None:
+    # the PDU on the header line after a space, and a PDU line ending in a stray quote
+    assert parsers.parse_cmgr([f"+CMGR: 1,,24 {PDU}"]) == CmgrEntry(1, 24, PDU)
+    assert parsers.parse_cmgr(["+CMGR: 1,,24", PDU + '"']) == CmgrEntry(1, 24, PDU)
+    assert parsers.parse_cmgr(["+CMGR: x,,24", PDU]) == CmgrEntry(None, 24, PDU)
+
+
+@pytest.mark.parametrize(
+    ("lines", "sender", "stamp", "text"),
+    [
+        # gammu tests/at-sms-txt/timezone.dump
+        (['+CMGR: "REC READ","+31625044454",,"07/07/05,09:56:03+08"', "Test message 2"],
+         "+31625044454", "07/07/05,09:56:03+08", "Test message 2"),
+        # gammu tests/at-sms-txt-detail/sample2.dump
+        (['+CMGR: "REC READ","+85291234567",,"07/02/18,00:05:10+32",145,4,0,0,"+85290000000",145,49',
+          "It is easy to read text messages via AT commands."],
+         "+85291234567", "07/02/18,00:05:10+32", "It is easy to read text messages via AT commands."),
+        # gammu tests/at-sms-txt/motorola-l7.dump (Motorola: no <alpha>, four-digit year)
+        (['+CMGR: "REC READ", "+4123456789132", "2009/8/18,19:11:45"', "Hoewfliepl jookfotu"],
+         "+4123456789132", "2009/8/18,19:11:45", "Hoewfliepl jookfotu"),
+    ],
+)
+def test_cmgr_text_mode_headers(lines: list[str], sender: str, stamp: str, text: str) -> None:
+    entry = parsers.parse_cmgr(lines)
+    assert entry.error is None and entry.text_mode == parsers.TextModeMessage(sender, stamp, text)
+    assert entry.stat == 1
 
 
 def test_cmgl_entries_and_garbage() -> None:
@@ -160,12 +195,16 @@ def test_cmgl_entries_and_garbage() -> None:
         PDU,
         "",
         "+CMGL: 2,1,,27",
-        "ZZZZ",  # a garbled entry is skipped, the next one is still read
+        "ZZZZ",  # a garbled entry comes back with its raw lines and the reason; the next is still read
         '+CMGL: 5,"REC UNREAD",,24',
         PDU,
         "+CMGL: 7,3,,24",  # truncated at the end
     ]
-    assert parsers.parse_cmgl(lines) == [CmglEntry(1, 0, 24, PDU), CmglEntry(5, 0, 24, PDU)]
+    entries = parsers.parse_cmgl(lines)
+    assert [e.index for e in entries] == [1, 2, 5, 7]
+    assert entries[0] == CmglEntry(1, 0, 24, PDU) and entries[2] == CmglEntry(5, 0, 24, PDU)
+    assert entries[1].pdu == "ZZZZ" and "not a hex PDU" in (entries[1].error or "")
+    assert entries[3].pdu == "+CMGL: 7,3,,24" and "no PDU" in (entries[3].error or "")
     assert parsers.parse_cmgl([]) == []
 
 

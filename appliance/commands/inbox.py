@@ -35,8 +35,8 @@ def render(rows: list[dict[str, Any]]) -> str:
         return "(the inbox is empty)"
     return table(
         [[r["id"], local_time(r["received_at"]), r.get("from"), r.get("modem"), r.get("parts"),
-          "partial" if r.get("partial") else ("error" if r.get("error") else ""),
-          shorten(r.get("text") if r.get("text") is not None else r.get("error"), 60)]
+          "partial" if r.get("partial") else ("undecodable" if r.get("state") == "undecodable" else ""),
+          shorten(r.get("text") if not r.get("error") else f"{r.get('error')}: {r.get('raw')!r}", 60)]
          for r in rows],
         ["ID", "RECEIVED", "FROM", "MODEM", "PARTS", "FLAGS", "TEXT"],
         right=(0, 4),

@@ -901,8 +901,11 @@ class SimModem:
 
     def _entry_lines(self, index: int, sms: StoredSms, command: str) -> list[str]:
         alpha = '""' if self.flavour.alpha_quoted else ""
-        raw = bytes.fromhex(sms.pdu)
-        length = len(raw) - 1 - raw[0]
+        try:  # a test may store a raw, undecodable reply in a slot: it is listed as it is
+            raw = bytes.fromhex(sms.pdu)
+            length = len(raw) - 1 - raw[0]
+        except (ValueError, IndexError):
+            length = len(sms.pdu) // 2
         if self.cmgf == 0:
             if command == "+CMGL":
                 return [f"+CMGL: {index},{sms.stat},{alpha},{length}", sms.pdu]
