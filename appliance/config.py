@@ -27,7 +27,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 MQTT_PROTOCOLS = ("5", "3.1.1")
 
 # Top-level keys: the sections parsed here, plus the ones kept in ``raw`` for other modules.
-OWN_SECTIONS = ("store", "mqtt", "modems", "modems_auto", "numbers", "limits", "hardware", "log_level")
+OWN_SECTIONS = ("store", "mqtt", "modems", "modems_auto", "numbers", "limits", "hardware", "sms", "log_level")
 RAW_SECTIONS = ("alerts", "commands", "contacts", "groups", "sources", "quiet_hours", "rules", "health")
 
 _MODEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -132,6 +132,13 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class SmsConfig:
+    #: ISO 639-1 code of a national language of 3GPP TS 23.038 6.2.1.2 ("tr", "es", "pt", "hi"...):
+    #: texts that do not fit the default alphabet may use its shift tables instead of UCS-2.
+    national_language: str | None = None
+
+
+@dataclass(frozen=True)
 class HardwareConfig:
     status_led_gpio: int | None = None
 
@@ -145,6 +152,7 @@ class Config:
     numbers: NumbersConfig
     limits: LimitsConfig
     hardware: HardwareConfig
+    sms: SmsConfig = field(default_factory=SmsConfig)
     log_level: str = "info"
     raw: dict[str, Any] = field(default_factory=dict)
     modems_auto: ModemsAutoConfig = field(default_factory=ModemsAutoConfig)
@@ -463,6 +471,18 @@ def _modems_auto(file: Path, table: object) -> ModemsAutoConfig:
     return ModemsAutoConfig(globs=globs)
 
 
+def _sms(file: Path, table: object) -> SmsConfig:
+    from drivers.gsm7_national import LANGUAGE_IDS
+
+    sec = _Section(file, "sms", table, ("national_language",))
+    language = sec.string("national_language")
+    if language is not None and language.lower() not in LANGUAGE_IDS:
+        known = sorted(LANGUAGE_IDS)
+        raise sec.error("national_language", f"unknown national language {language!r}: one of "
+                        f"{', '.join(known)}{_hint(language.lower(), known)}")
+    return SmsConfig(national_language=language.lower() if language else None)
+
+
 def _numbers(file: Path, table: object) -> NumbersConfig:
     from appliance import numbers
 
@@ -540,6 +560,7 @@ def parse_config(data: dict[str, Any], path: str | Path) -> Config:
         numbers=_numbers(file, data.get("numbers", {})),
         limits=_limits(file, data.get("limits", {})),
         hardware=_hardware(file, data.get("hardware", {})),
+        sms=_sms(file, data.get("sms", {})),
         log_level=level.lower(),
         raw=data,
         modems_auto=_modems_auto(file, data.get("modems_auto", {})),

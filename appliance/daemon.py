@@ -210,6 +210,7 @@ class Daemon:
             max_attempts=config.limits.max_attempts, poll_interval=s.poll_interval,
             backoff_base=s.retry_base, backoff_max=s.retry_max,
             reports={mc.id for mc in config.modems if mc.report},
+            national_language=config.sms.national_language,
         )
         for modem_id in self.modems:
             dispatcher.set_modem_healthy(modem_id, False)  # healthy once its supervisor opened it

@@ -150,6 +150,7 @@ class Dispatcher:
         poll_interval: float = POLL_INTERVAL,
         modem_error_pause: float = MODEM_ERROR_PAUSE,
         clock: Callable[[], float] = time.time,
+        national_language: str | None = None,
         rng: random.Random | None = None,
         reports: Iterable[str] = (),
     ) -> None:
@@ -169,6 +170,7 @@ class Dispatcher:
         self.poll_interval = poll_interval
         self.modem_error_pause = modem_error_pause
         self.clock = clock
+        self.national_language = national_language  # [sms] national_language: shift tables for encoding
         self.rng = rng or random.Random()
         self.reports = frozenset(reports)  # modem ids that request a status report for every message
         self._slots: dict[str, _Slot] = {}
@@ -440,7 +442,7 @@ class Dispatcher:
         parts = encode_submit(
             claimed.recipient, claimed.text, report=claimed.report or modem_id in self.reports,
             validity=validity,
-            concat_reference=claimed.id % 256,
+            concat_reference=claimed.id % 256, language=self.national_language,
         )
         return self.store.set_parts(claimed.id, parts)
 

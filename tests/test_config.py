@@ -303,3 +303,13 @@ def test_shipped_example_config_loads():
         pytest.skip("no example config")
     cfg = load_config(example)
     assert cfg.modems and cfg.mqtt is not None
+
+
+def test_sms_national_language_is_read_and_checked(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, MINIMAL + '\n[sms]\nnational_language = "TR"\n'))
+    assert cfg.sms.national_language == "tr"
+    assert load_config(write(tmp_path, MINIMAL)).sms.national_language is None
+    err = error_of(tmp_path, MINIMAL + '\n[sms]\nnational_language = "tu"\n')
+    assert err.key == "sms.national_language" and "unknown national language 'tu'" in err.reason
+    err = error_of(tmp_path, MINIMAL + '\n[sms]\nnational_langauge = "tr"\n')
+    assert "national_language" in str(err)

@@ -106,3 +106,16 @@ def test_encode_without_to_is_a_usage_error(capsys):
         run(["encode", "hi"])
     assert exc.value.code == 2
     assert "--to" in capsys.readouterr().err
+
+
+def test_encode_with_a_national_language_uses_its_shift_table(capsys):
+    # 23.038 A.2.1: the Turkish single shift table carries ş, ğ and İ
+    assert run(["encode", "--to", "+905321234567", "--language", "tr", "Lütfen İstanbul şubemize uğrayınız"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["encoding"] == "gsm7" and obj["national_language"] == {"locking": None, "single": "tr"}
+    assert len(obj["parts"]) == 1
+
+
+def test_encode_with_an_unknown_language_exits_2(capsys):
+    assert run(["encode", "--to", "+905321234567", "--language", "xx", "ğ"]) == 2
+    assert "unknown national language 'xx'" in capsys.readouterr().err

@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="reference shared by the parts of a long message (default: random)",
     )
     enc.add_argument("--concat-16bit", action="store_true", help="16-bit concatenation reference")
+    enc.add_argument("--language", metavar="CODE",
+                     help="national language (ISO 639-1: tr, es, pt, bn, gu, hi, kn, ml, or, pa, ta, te, ur) whose "
+                          "3GPP TS 23.038 shift tables may be used: the fewest parts, else UCS-2")
 
 
 def _inputs(pdus: list[str]) -> Iterator[str]:
@@ -106,15 +109,18 @@ def _encode(args: argparse.Namespace) -> int:
             validity=args.validity,
             concat_reference=args.concat_reference,
             concat_16bit=args.concat_16bit,
+            language=args.language,
         )
     except PduError as exc:
         print(f"smsgw pdu encode: {exc}", file=sys.stderr)
         return 2
-    encoding = decode(parts[0].pdu).encoding  # type: ignore[union-attr]
+    first = decode(parts[0].pdu)
+    encoding = first.encoding  # type: ignore[union-attr]
     print(
         json.dumps(
             {
                 "encoding": encoding,
+                "national_language": to_json(first).get("national_language"),
                 "parts": [{"pdu": part.pdu, "tpdu_length": part.tpdu_length} for part in parts],
             },
             ensure_ascii=False,
