@@ -13,6 +13,9 @@ Version history
      was read from, NULL for a part delivered directly by ``+CMT``); the unique index on the PDU is
      replaced by a plain index on (modem, pdu), so identical SMS on two SIMs, or in two slots of one
      SIM, are distinct parts. Indexes for retention (``Store.prune``) by age.
+  4  opt-outs: the ``optout`` table (numbers moved from rule state).
+  5  send path at any backlog: ``message_due`` (state, next_attempt_at) and ``message_expiry``
+     (state, valid_until), so ``Store.next_due_at`` and ``Store.expire_due`` search instead of scanning.
 """
 
 from __future__ import annotations
@@ -169,8 +172,13 @@ def _v4(db: sqlite_utils.Database) -> None:
     db.execute("DELETE FROM state WHERE namespace = 'optout'")
 
 
+def _v5(db: sqlite_utils.Database) -> None:
+    db.table("message").create_index(["state", "next_attempt_at"], index_name="message_due")
+    db.table("message").create_index(["state", "valid_until"], index_name="message_expiry")
+
+
 #: MIGRATIONS[n - 1] takes the schema from version n - 1 to n.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

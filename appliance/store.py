@@ -429,7 +429,7 @@ class Store:
         """Move queued messages whose validity has passed to ``expired``; their ids."""
         now = self._now(now)
         rows = self.conn.execute(
-            "SELECT id FROM message WHERE state = ? AND valid_until IS NOT NULL AND valid_until <= ?",
+            "SELECT id FROM message WHERE state = ? AND valid_until <= ?",  # index message_expiry
             (QUEUED, now),
         ).fetchall()
         if not rows:
@@ -476,15 +476,17 @@ class Store:
         placeholders = ", ".join("?" for _ in exclude)
         not_in = f"AND recipient NOT IN ({placeholders})" if exclude else ""
         with self._tx() as conn:
-            row = conn.execute(
-                "SELECT * FROM message WHERE "
-                f"((state = ? AND (next_attempt_at IS NULL OR next_attempt_at <= ?)) "
-                f" OR (state = ? AND lease_until < ?)) {not_in} "
-                "ORDER BY priority, id LIMIT 1",
-                (QUEUED, now, SENDING, now, *exclude),
-            ).fetchone()
-            if row is None:
+            # one query per state, each walking the index message_queue (state, priority, id) in claim
+            # order and stopping at the first due row: an OR of both would scan and sort every due row
+            candidates = [conn.execute(
+                f"SELECT * FROM message WHERE state = ? AND {due} {not_in} ORDER BY priority, id LIMIT 1",
+                (state, now, *exclude),
+            ).fetchone() for state, due in (
+                (QUEUED, "(next_attempt_at IS NULL OR next_attempt_at <= ?)"), (SENDING, "lease_until < ?"))]
+            found = [c for c in candidates if c is not None]
+            if not found:
                 return None
+            row = min(found, key=lambda c: (c["priority"], c["id"]))
             lease_until = now + lease
             self._set_state(conn, row["id"], SENDING, now, modem=modem_id, lease_until=lease_until,
                             attempts=row["attempts"] + 1)
@@ -499,13 +501,16 @@ class Store:
         """The earliest time a queued message becomes due, or a lease runs out (None: nothing)."""
         exclude = list(exclude_recipients)
         not_in = f"AND recipient NOT IN ({', '.join('?' for _ in exclude)})" if exclude else ""
-        row = self.conn.execute(
-            "SELECT MIN(t) FROM ("
-            f" SELECT MIN(COALESCE(next_attempt_at, 0)) AS t FROM message WHERE state = ? {not_in}"
-            " UNION ALL SELECT MIN(lease_until) FROM message WHERE state = ?)",
-            (QUEUED, *exclude, SENDING),
+        # the first row of index message_due (state, next_attempt_at); NULL sorts first and means "now"
+        queued = self.conn.execute(
+            f"SELECT COALESCE(next_attempt_at, 0) FROM message WHERE state = ? {not_in} "
+            "ORDER BY next_attempt_at LIMIT 1",
+            (QUEUED, *exclude),
         ).fetchone()
-        return None if row[0] is None else float(row[0])
+        lease = self.conn.execute(
+            "SELECT MIN(lease_until) FROM message WHERE state = ?", (SENDING,)).fetchone()
+        times = [float(t) for t in (queued[0] if queued else None, lease[0]) if t is not None]
+        return min(times) if times else None
 
     @staticmethod
     def _parts(conn: sqlite3.Connection, message_id: int) -> list[Part]:

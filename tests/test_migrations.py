@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from store_helpers import SENT, T0, Clock, Concat, Deliver, request
 
-from appliance.migrations import SCHEMA_VERSION, SchemaError, user_version
+from appliance.migrations import SCHEMA_VERSION, SchemaError, migrate, user_version
 from appliance.store import Store
 
 DATABASES = Path(__file__).parent / "databases"
@@ -128,3 +128,19 @@ def test_failed_migration_leaves_the_old_version(tmp_path: Path) -> None:
     assert user_version(conn) == 1
     assert "part_report" not in indexes(conn)
     conn.close()
+
+
+def test_v4_queue_gets_the_send_path_indexes_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v4.db"
+    conn = sqlite3.connect(path)
+    migrate(conn, target=4)
+    conn.execute("INSERT INTO message (id, recipient, text, priority, created_at, state, source, valid_until, "
+                 "next_attempt_at) VALUES (7, '+491701234567', 'hi', 1, ?, 'queued', 'test', ?, ?)",
+                 (T0, T0 + 60, T0))
+    conn.commit()
+    assert not {"message_due", "message_expiry"} & indexes(conn)
+    conn.close()
+    with Store(path, clock=Clock(T0 + 1)) as store:
+        assert store.migrated_from == 4 and {"message_due", "message_expiry"} <= indexes(store.conn)
+        assert store.next_due_at() == T0
+        assert store.expire_due(now=T0 + 61) == [7]

@@ -1,0 +1,130 @@
+"""The send path's queries use indexes: EXPLAIN QUERY PLAN of every statement that claim, set_parts,
+part_sent, expire_due and next_due_at run has no SCAN of message or part and no TEMP B-TREE, so
+their cost does not grow with the backlog (bench/backlog.py measures it)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from store_helpers import T0, Clock, request, submit_parts
+
+from appliance.store import Store
+
+
+@contextmanager
+def traced(conn: sqlite3.Connection) -> Iterator[list[str]]:
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)  # the SQL with its parameters bound (expanded)
+    try:
+        yield statements
+    finally:
+        conn.set_trace_callback(None)
+
+
+def plan(conn: sqlite3.Connection, sql: str) -> list[str]:
+    return [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+
+
+def bad_steps(conn: sqlite3.Connection, statements: list[str]) -> list[tuple[str, str]]:
+    bad = []
+    for sql in statements:
+        if not sql.lstrip().upper().startswith(("SELECT", "UPDATE", "INSERT", "DELETE", "WITH")):
+            continue  # BEGIN, COMMIT, PRAGMA
+        for step in plan(conn, sql):
+            if step.startswith(("SCAN message", "SCAN part", "SCAN m ", "SCAN p ")) or "TEMP B-TREE" in step:
+                bad.append((sql, step))
+    return bad
+
+
+@pytest.fixture
+def backlog(tmp_path: Path) -> Iterator[tuple[Store, Clock]]:
+    clock = Clock(T0)
+    with Store(tmp_path / "smsgw.db", clock=clock) as store:
+        # history, a queue with every priority, deferred retries and expiring messages, a leased one
+        for n in range(60):
+            store.enqueue([request(to=f"+4917000{n:04d}", priority=("high", "normal", "low")[n % 3],
+                                   valid_until=T0 + 30 if n % 4 == 0 else None)])
+        for _ in range(10):
+            claimed = store.claim("sim0", lease=60)
+            assert claimed is not None
+            store.set_parts(claimed.id, submit_parts(1))
+            store.part_sent(claimed.id, 1, "sim0", 1)
+        claimed = store.claim("sim0", lease=60)
+        assert claimed is not None
+        store.requeue(claimed.id, "busy", T0 + 600)
+        assert store.claim("sim1", lease=5) is not None
+        store.conn.execute("ANALYZE")  # plans as after the statistics a long-running store could have
+        yield store, clock
+
+
+SEND_PATH: dict[str, Callable[[Store], object]] = {
+    "claim": lambda s: s.claim("sim0", lease=60),
+    "claim excluding recipients": lambda s: s.claim("sim0", lease=60, exclude_recipients=["+491700000012"]),
+    "next_due_at": lambda s: s.next_due_at(),
+    "next_due_at excluding recipients": lambda s: s.next_due_at(["+491700000012", "+491700000013"]),
+    "expire_due": lambda s: s.expire_due(),
+}
+
+
+@pytest.mark.parametrize("step", list(SEND_PATH))
+def test_send_path_query_plans_use_indexes(backlog: tuple[Store, Clock], step: str) -> None:
+    store, clock = backlog
+    clock.advance(60)  # the lease of sim1 has run out, the short validity too
+    with traced(store.conn) as statements:
+        SEND_PATH[step](store)
+    assert any(sql.lstrip().upper().startswith("SELECT") for sql in statements)
+    assert bad_steps(store.conn, statements) == []
+
+
+def test_a_whole_send_uses_indexes(backlog: tuple[Store, Clock]) -> None:
+    store, _ = backlog
+    with traced(store.conn) as statements:
+        claimed = store.claim("sim0", lease=60)
+        assert claimed is not None
+        store.set_parts(claimed.id, submit_parts(2))
+        store.part_sent(claimed.id, 1, "sim0", 2)
+        assert store.part_sent(claimed.id, 2, "sim0", 3) == "sent"
+    assert len(statements) > 5
+    assert bad_steps(store.conn, statements) == []
+
+
+def test_the_check_sees_a_scan() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE message (id INTEGER PRIMARY KEY, state TEXT, priority INT)")
+    assert bad_steps(conn, ["SELECT * FROM message WHERE state = 'queued' ORDER BY priority"]) != []
+
+
+def vm_steps(store: Store, step: Callable[[Store], object]) -> int:
+    """SQLite virtual-machine instructions the step runs (a count of work, not a time)."""
+    count = 0
+
+    def tick() -> int:
+        nonlocal count
+        count += 1
+        return 0
+
+    store.conn.set_progress_handler(tick, 1)
+    try:
+        step(store)
+    finally:
+        store.conn.set_progress_handler(None, 1)
+    return count
+
+
+def queued_store(path: Path, queued: int) -> Store:
+    store = Store(path, clock=Clock(T0))
+    store.enqueue([request(to=f"+49170{n:07d}", valid_until=T0 + 3600 + n) for n in range(queued)])
+    return store
+
+
+@pytest.mark.parametrize("step", list(SEND_PATH))
+def test_send_path_work_does_not_grow_with_the_backlog(tmp_path: Path, step: str) -> None:
+    steps = []
+    for queued in (200, 4000):
+        with queued_store(tmp_path / f"{queued}.db", queued) as store:
+            steps.append(vm_steps(store, SEND_PATH[step]))
+    assert steps[1] < steps[0] * 1.5, steps  # a scan of the queue would be 20 times the work
