@@ -53,6 +53,8 @@ REPLY_GRACE = 0.5
 to wait for a final result before the reply counts as complete without one (and a late OK is dropped)."""
 LOCK_TIMEOUT = 600.0
 """Backstop: seconds a command may wait for its turn behind other commands."""
+MAX_URC_LINES = 40
+"""The most lines a URC of variable length (``add_urc(more=...)``) may take after its first."""
 
 CTRL_Z = b"\x1a"
 ESC = b"\x1b"
@@ -139,6 +141,9 @@ class _Urc:
     pattern: re.Pattern[str]
     handler: UrcHandler
     extra_lines: int
+    #: For a URC of variable length (a quoted string with line breaks, as in +CUSD): whether it needs
+    #: another line, given its first line and the lines so far.
+    more: Callable[[str, list[str]], bool] | None = None
 
 
 @dataclass(eq=False)
@@ -301,14 +306,17 @@ class AtEngine:
             transport.close()
             await transport.wait_closed()
 
-    def add_urc(self, pattern: str, handler: UrcHandler, *, extra_lines: int = 0) -> Callable[[], None]:
+    def add_urc(self, pattern: str, handler: UrcHandler, *, extra_lines: int = 0,
+                more: Callable[[str, list[str]], bool] | None = None) -> Callable[[], None]:
         """Route lines matching ``pattern`` (from the start of the line) to ``handler``.
 
         ``handler(match, extra)`` runs in the reader, synchronously; ``extra`` holds the
-        ``extra_lines`` lines that follow (the PDU of ``+CMT``/``+CDS``). It must not await modem
-        commands (schedule a task). Returns a function that removes the registration.
+        ``extra_lines`` lines that follow (the PDU of ``+CMT``/``+CDS``), or, with ``more``, the lines
+        that follow while ``more(first_line, extra)`` says the URC is not complete (at most
+        ``MAX_URC_LINES``). It must not await modem commands (schedule a task). Returns a function
+        that removes the registration.
         """
-        urc = _Urc(re.compile(pattern), handler, extra_lines)
+        urc = _Urc(re.compile(pattern), handler, extra_lines, more)
         self._urcs.append(urc)
 
         def remove() -> None:
@@ -502,7 +510,12 @@ class AtEngine:
             self._pending_urc = pending = None
         if pending is not None:
             pending.extra.append(line)
-            if len(pending.extra) >= pending.urc.extra_lines:
+            more = pending.urc.more
+            if more is not None:
+                if len(pending.extra) >= MAX_URC_LINES or not more(pending.match.string, pending.extra):
+                    self._pending_urc = None
+                    self._call_urc(pending.urc, pending.match, pending.extra)
+            elif len(pending.extra) >= pending.urc.extra_lines:
                 self._pending_urc = None
                 self._call_urc(pending.urc, pending.match, pending.extra)
             return
@@ -521,7 +534,7 @@ class AtEngine:
             match = urc.pattern.match(line)
             if match is None:
                 continue
-            if urc.extra_lines > 0:
+            if urc.extra_lines > 0 or (urc.more is not None and urc.more(line, [])):
                 self._pending_urc = _PendingUrc(urc, match)
             else:
                 self._call_urc(urc, match, [])

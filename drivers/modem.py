@@ -65,6 +65,11 @@ M = TypeVar("M", bound="Modem")
 # --- results and events ----------------------------------------------------------------------
 
 
+def _cusd_continues(first: str, extra: list[str]) -> bool:
+    """Whether a +CUSD URC goes on: its quoted string is still open (an odd number of quotes)."""
+    return (first.count('"') + sum(line.count('"') for line in extra)) % 2 == 1
+
+
 @dataclass(frozen=True)
 class SimStatus:
     state: str                 # the +CPIN state: "READY", "SIM PIN", "SIM PUK", ...
@@ -136,6 +141,28 @@ class UssdReply:
     status: int              # 0 no further action, 1 further action required, 2 terminated, ...
     text: str
     dcs: int | None = None
+
+    @property
+    def session_open(self) -> bool:
+        """27.007 7.15 <m> = 1: the network asks a follow-up; answer with ``Modem.ussd(reply)``."""
+        return self.status == 1
+
+
+#: 27.007 7.15 +CUSD <m> values that end a USSD request without an answer.
+USSD_FAILURES: dict[int, str] = {
+    2: "USSD session terminated by the network",
+    3: "another local client has responded",
+    4: "operation not supported by the network",
+    5: "network time out",
+}
+
+
+class UssdError(ModemError):
+    """The network ended a USSD request without an answer (+CUSD: 2, 4, 5); ``status`` is <m>."""
+
+    def __init__(self, message: str, status: int, *, command: str | None = None) -> None:
+        super().__init__(message, command=command)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -885,9 +912,16 @@ class Modem:
 
     # --- USSD -------------------------------------------------------------------------------------
 
-    def ussd_encode(self, code: str) -> str:
-        """The string put inside AT+CUSD=1,"...",15 (vendor subclasses may pack it)."""
-        if not re.fullmatch(r"[0-9*#+]{1,160}", code):
+    def ussd_encode(self, code: str, *, reply: bool = False) -> str:
+        """The string put inside AT+CUSD=1,"...",15 (vendor subclasses may pack it).
+
+        A request is digits, ``*``, ``#`` and ``+``; a ``reply`` to a network's follow-up question
+        (a menu choice, or text such as a search word) may be any printable text without ``"``.
+        """
+        if reply:
+            if not re.fullmatch(r'[^"\x00-\x1f\x7f]{1,160}', code):
+                raise ValueError(f"USSD reply must be 1-160 printable characters without '\"', not {code!r}")
+        elif not re.fullmatch(r"[0-9*#+]{1,160}", code):
             raise ValueError(f"USSD code must be digits, * and #, not {code!r}")
         return code
 
@@ -895,24 +929,41 @@ class Modem:
         """The text of a +CUSD answer (vendor subclasses may unpack it)."""
         return parsers.decode_ussd_text(text, dcs)
 
-    async def ussd(self, code: str, *, timeout: float | None = None) -> UssdReply:
-        """Send a USSD code (e.g. "*100#") and wait for the network's +CUSD answer."""
+    async def ussd(self, code: str, *, timeout: float | None = None, reply: bool = False,
+                   priority: Priority = Priority.POLL) -> UssdReply:
+        """Send a USSD code (e.g. "*100#") and wait for the network's +CUSD answer.
+
+        With ``reply`` the text answers the question of an open session (``UssdReply.session_open``).
+        Raises ``UssdError`` when the network ends the request without an answer (+CUSD: 2 without
+        text, 4, 5), ``AtTimeout`` when no +CUSD comes within the ``ussd`` timeout.
+        """
         if self._ussd_waiter is not None and not self._ussd_waiter.done():
             raise ModemError(f"{self.modem_id}: a USSD session is already waiting for its answer")
+        encoded = self.ussd_encode(code, reply=reply)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[UssdReply] = loop.create_future()
         self._ussd_waiter = waiter
         wait = timeout if timeout is not None else self.timeout("ussd")
+        command = f'AT+CUSD=1,"{encoded}",15'
         try:
-            await self.command(f'AT+CUSD=1,"{self.ussd_encode(code)}",15', timeout=wait)
+            await self.command(command, timeout=wait, priority=priority)
             try:
-                return await asyncio.wait_for(asyncio.shield(waiter), wait)
+                answer = await asyncio.wait_for(asyncio.shield(waiter), wait)
             except TimeoutError:
-                raise AtTimeout(f"{self.modem_id}: no +CUSD answer to {code} within {wait}s") from None
+                raise AtTimeout(f"{self.modem_id}: no +CUSD answer to {code} within {wait}s",
+                                command=command) from None
         finally:
             self._ussd_waiter = None
             if not waiter.done():
                 waiter.cancel()
+        if answer.status in USSD_FAILURES and not (answer.status == 2 and answer.text):
+            raise UssdError(f"{self.modem_id}: {code}: {USSD_FAILURES[answer.status]} (+CUSD: {answer.status})",
+                            answer.status, command=command)
+        return answer
+
+    async def ussd_cancel(self, *, priority: Priority = Priority.POLL) -> None:
+        """End an open USSD session (AT+CUSD=2)."""
+        await self.command("AT+CUSD=2", priority=priority)
 
     # --- reset --------------------------------------------------------------------------------
 
@@ -961,7 +1012,7 @@ class Modem:
             add(r"^\+CDSI:\s*\"?(\w*)\"?\s*,\s*(\d+)", self._on_cdsi),
             add(r"^\+CMT:", self._on_cmt, extra_lines=1),
             add(r"^\+CDS:", self._on_cds, extra_lines=1),
-            add(r"^\+CUSD:", self._on_cusd),
+            add(r"^\+CUSD:", self._on_cusd, more=_cusd_continues),
             # only the unsolicited forms: "+CREG: <stat>[,<lac>,<ci>[,<act>]]", never the
             # "+CREG: <n>,<stat>..." answer to AT+CREG?
             add(r'^\+C(?:G|E)?REG:\s*(\d+)\s*(?:,\s*"([0-9A-Fa-f]*)"\s*,\s*"([0-9A-Fa-f]*)"\s*(?:,\s*(\d+))?)?\s*$',
@@ -1038,8 +1089,8 @@ class Modem:
             return alternative, None
         return None, error or f"+CDS carried a {type(message).__name__}, not a status report"
 
-    def _on_cusd(self, match: re.Match[str], _lines: list[str]) -> None:
-        line = match.string
+    def _on_cusd(self, match: re.Match[str], lines: list[str]) -> None:
+        line = "\n".join([match.string, *lines])  # a GSM-text answer may span lines inside its quotes
         try:
             status, text, dcs = parsers.parse_cusd(line)
             reply = UssdReply(status, self.ussd_decode(text, dcs) if text else "", dcs)

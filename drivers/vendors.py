@@ -43,8 +43,8 @@ class HuaweiModem(Modem):
 
     vendor: ClassVar[str] = "huawei"
 
-    def ussd_encode(self, code: str) -> str:
-        return pack_ussd(super().ussd_encode(code))
+    def ussd_encode(self, code: str, *, reply: bool = False) -> str:
+        return pack_ussd(super().ussd_encode(code, reply=reply))
 
     def ussd_decode(self, text: str, dcs: int | None) -> str:
         if _is_gsm7_dcs(dcs) and re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", text):

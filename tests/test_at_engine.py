@@ -106,6 +106,21 @@ async def test_two_line_urc_gets_its_pdu_line_even_mid_command(responder: PtyRes
     assert got == [("23", ["07911326040000F0040B911346610089F60000208062917314080CC8F71D14969741F977FD07"])]
 
 
+async def test_a_urc_whose_quoted_text_spans_lines_is_collected_whole(
+    responder: PtyResponder, engine: AtEngine
+) -> None:
+    # python-gsmmodem test/test_modem.py (faucamp, ff36825, test_sendUssd): a real +CUSD answer
+    # whose quoted text holds line breaks; here it arrives in the middle of another command's reply.
+    got: list[list[str]] = []
+    engine.add_urc(r"\+CUSD:", lambda m, extra: got.append([m.string, *extra]),
+                   more=lambda first, extra: (first.count('"') + sum(x.count('"') for x in extra)) % 2 == 1)
+    responder.on("AT+CSQ", b'\r\n+CUSD: 2,"You have the following remaining balances:\n0 free minutes\n'
+                           b'20 MORE Weekend minutes ",15\r\n+CSQ: 20,99\r\n\r\nOK\r\n')
+    assert (await engine.command("AT+CSQ")).lines == ["+CSQ: 20,99"]
+    assert got == [['+CUSD: 2,"You have the following remaining balances:', "0 free minutes",
+                    '20 MORE Weekend minutes ",15']]
+
+
 async def test_removed_urc_no_longer_matches(responder: PtyResponder, engine: AtEngine) -> None:
     got: list[str] = []
     remove = engine.add_urc(r"\+CUSD: ", lambda m, extra: got.append(m.string))

@@ -354,7 +354,7 @@ async def test_ussd_and_reset(clients: list[PtyClient]) -> None:
     await client.command("ATE0")
     await client.command('AT+CUSD=1,"*100#",15')
     assert await client.expect(b"\r\n", timeout=TIMEOUT) + await client.expect(b'",15\r\n') == \
-        b'\r\n+CUSD: 0,"Balance 10.00",15\r\n'
+        b'\r\n+CUSD: 0,"Balance 10.00 EUR. Valid until 31.12.2026",15\r\n'
     await client.command("AT+CFUN=1,1")
     assert await client.command("AT") == "AT\r\r\nOK\r\n"  # settings back to defaults: echo on
 

@@ -21,6 +21,7 @@ from drivers.pdu import PduError, SmsStatusReport, SmsSubmit, decode, encode_del
 from drivers.simulator.flavours import CMGR_HEADERS, Flavour
 from drivers.simulator.network import Submitted
 from drivers.simulator.pty import PtyPort
+from drivers.simulator.ussd import UssdAnswer, UssdService
 
 if TYPE_CHECKING:
     from drivers.simulator.network import Network
@@ -33,13 +34,12 @@ MAX_LINE = 4096
 STAT_NAMES = ("REC UNREAD", "REC READ", "STO UNSENT", "STO SENT")
 FAULTS = (
     "hang", "recover", "garbage", "unplug", "replug", "cms-error:CODE", "no-network", "network",
-    "sim-full", "pin-required", "cmgr-header:NAME",
+    "sim-full", "pin-required", "cmgr-header:NAME", "balance:AMOUNT",
 )
 OPERATOR_NAME = "Simnet"
 OPERATOR_CODE = "26299"
 LAC, CELL = "1A2B", "01C3D4E5"
 DEFAULT_PIN = "1234"
-USSD_ANSWER = "Balance 10.00"
 
 CME_TEXT = {
     3: "operation not allowed", 4: "operation not supported", 10: "SIM not inserted",
@@ -208,6 +208,7 @@ class SimModem:
         self.registered = True
         self.radio_on = True
         self.hung = False
+        self.ussd = UssdService()
         self.cmgr_header = CMGR_HEADERS[flavour.cmgr_header]
         self.cms_error: int | None = None
         self.smsc = network.smsc
@@ -326,6 +327,8 @@ class SimModem:
             if name not in CMGR_HEADERS:
                 raise ValueError(f"cmgr-header takes one of {', '.join(CMGR_HEADERS)}, not {name!r}")
             self.cmgr_header = CMGR_HEADERS[name]
+        elif kind.startswith("balance:"):
+            self.ussd.set_balance(kind.partition(":")[2])
         elif kind == "no-network":
             self._set_registered(False)
         elif kind == "network":
@@ -690,7 +693,8 @@ class SimModem:
         if kind != "set":
             return []
         n = _int(values, 0, 0, (0, 1, 2))
-        if n == 2:
+        if n == 2:  # 27.007 7.15: cancel the session
+            self.ussd.cancel()
             return []
         self.cusd = n
         if len(values) > 1 and values[1] is not None:
@@ -698,14 +702,29 @@ class SimModem:
             if not self._in_service():
                 raise CmeError(30)
             dcs = _int(values, 2, 15, None)
-            answer = USSD_ANSWER
+            code = values[1]
             if self.flavour.ussd_packed:
-                answer = gsm7.pack_ussd(answer)
-            elif self.cscs == "UCS2":
-                answer = answer.encode("utf-16-be").hex().upper()
-                dcs = 72
-            self._later(0.02, lambda: self.urc(f'+CUSD: 0,"{answer}",{dcs}'))
+                try:
+                    code = gsm7.unpack_ussd(code)
+                except ValueError:
+                    raise CmeError(50) from None
+            answer = self.ussd.request(code)
+            if answer is not None:
+                line = self._cusd_line(answer, dcs)
+                self._later(0.02, lambda: self.urc(line))
         return []
+
+    def _cusd_line(self, answer: UssdAnswer, dcs: int) -> str:
+        """+CUSD as the modem shows it: UCS-2 hex (DCS 72) for text the network sent as UCS-2 or when
+        AT+CSCS="UCS2"; packed GSM 7-bit hex on Huawei; the text itself otherwise."""
+        if answer.text is None:
+            return f"+CUSD: {answer.status}"
+        text = answer.text
+        if answer.ucs2 or (self.cscs == "UCS2" and not self.flavour.ussd_packed):
+            text, dcs = text.encode("utf-16-be").hex().upper(), 72
+        elif self.flavour.ussd_packed:
+            text = gsm7.pack_ussd(text)
+        return f'+CUSD: {answer.status},"{text}",{dcs}'
 
     async def _ok(self, kind: str, values: list[str | None]) -> list[str]:
         return []
