@@ -81,6 +81,16 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class BalanceConfig:
+    """``[[modems]] balance = { code, every, pattern, low, unit }``: a scheduled balance check."""
+    code: str
+    every: float                      # seconds between two checks
+    pattern: re.Pattern[str]          # finds the amount in the network's answer (group "balance")
+    low: float | None = None          # below this an alert event is raised
+    unit: str | None = None           # shown beside the amount ("EUR")
+
+
+@dataclass(frozen=True)
 class ModemConfig:
     id: str
     port: str
@@ -93,6 +103,7 @@ class ModemConfig:
     power_gpio: int | None = None
     imei: str | None = None   # the modem's IMEI: with port = "auto" it is looked for on every candidate port
     iccid: str | None = None  # the SIM's ICCID: the modem is not used with another SIM
+    balance: BalanceConfig | None = None
 
     @property
     def auto(self) -> bool:
@@ -396,7 +407,7 @@ def _modems(file: Path, value: object) -> tuple[ModemConfig, ...]:
     if not isinstance(value, list):
         raise ConfigError(file, "modems", f"must be an array of tables ([[modems]]), not {_type_name(value)}")
     known = ("id", "port", "profile", "pin", "baudrate", "rate_per_minute", "daily_cap", "report", "power_gpio",
-             "imei", "iccid")
+             "imei", "iccid", "balance")
     modems: list[ModemConfig] = []
     seen: dict[str, int] = {}
     identities: dict[tuple[str, str], int] = {}
@@ -454,6 +465,7 @@ def _modems(file: Path, value: object) -> tuple[ModemConfig, ...]:
             report=sec.boolean("report", False),
             power_gpio=sec.integer("power_gpio", None, minimum=0, maximum=63),
             imei=ids["imei"], iccid=ids["iccid"],
+            balance=_balance(file, f"modems[{index}].balance", sec.table["balance"]) if sec.has("balance") else None,
         ))
     return tuple(modems)
 
@@ -481,6 +493,39 @@ def _sms(file: Path, table: object) -> SmsConfig:
         raise sec.error("national_language", f"unknown national language {language!r}: one of "
                         f"{', '.join(known)}{_hint(language.lower(), known)}")
     return SmsConfig(national_language=language.lower() if language else None)
+
+
+#: The shortest interval between two scheduled balance checks (each one is a USSD request).
+BALANCE_MIN_EVERY = 60.0
+DEFAULT_BALANCE_PATTERN = r"(?P<balance>[0-9]+(?:[.,][0-9]+)*)"
+
+
+def _balance(file: Path, prefix: str, table: object) -> BalanceConfig:
+    from appliance.rules import parse_duration
+
+    sec = _Section(file, prefix, table, ("code", "every", "pattern", "low", "unit"))
+    code = sec.string("code", required=True)
+    assert code is not None
+    if not re.fullmatch(r"[0-9*#+]{1,160}", code):
+        raise sec.error("code", f"must be a USSD code of digits, * and # (such as \"*100#\"), not {code!r}")
+    every_raw = sec.table.get("every", "1d")
+    try:
+        every = parse_duration(every_raw)
+    except ValueError as exc:
+        raise sec.error("every", str(exc)) from None
+    if every < BALANCE_MIN_EVERY:
+        raise sec.error("every", f"must be at least {BALANCE_MIN_EVERY:g} s (each check is a USSD request), "
+                        f"not {every_raw!r}")
+    pattern_text = sec.string("pattern", DEFAULT_BALANCE_PATTERN)
+    assert pattern_text is not None
+    try:
+        pattern = re.compile(pattern_text)
+    except re.error as exc:
+        raise sec.error("pattern", f"is not a regular expression: {exc}") from None
+    if "balance" not in pattern.groupindex and pattern.groups == 0:
+        raise sec.error("pattern", "needs a group that captures the amount: (?P<balance>[0-9.,]+)")
+    return BalanceConfig(code=code, every=every, pattern=pattern, low=sec.number("low", None),
+                         unit=sec.string("unit", None))
 
 
 def _numbers(file: Path, table: object) -> NumbersConfig:

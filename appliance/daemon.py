@@ -46,6 +46,8 @@ LOG = logging.getLogger("appliance.daemon")
 TIMEOUT_KEYS = ("command", "send", "cmgl", "sync", "boot", "ussd")
 #: Seconds between two retention runs (Store.prune); the first runs at start.
 PRUNE_INTERVAL = 3600.0
+#: Seconds a clean stop waits for the broker to take the modems' offline states.
+STOP_PUBLISH_TIMEOUT = 3.0
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,11 @@ class Daemon:
         self.bridge: Any = None
         self.rules: Any = None
         self.discovery: Any = None
+        self.ussd: Any = None
+        self.control: Any = None
+        self.balance: Any = None
+        self.heartbeat: Any = None
+        self._mqtt_ussd: Any = None
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
         self._data_version: int | None = None
@@ -230,10 +237,13 @@ class Daemon:
             )
             self.supervisors[modem_id] = supervisor
             supervisor.start()
+        await self._start_control()
         self._tasks.append(asyncio.create_task(self._watch_store(), name="store-watch"))
         self._tasks.append(asyncio.create_task(self._flush_partial(), name="reassembly"))
         self._tasks.append(asyncio.create_task(self._prune(), name="retention"))
         await self._start_mqtt()
+        if self.balance is not None:
+            self.balance.start()  # after MQTT: a low balance reaches the alert rules
         self._update_led()
         LOG.info("smsgw running with %d modem(s)%s", len(self.modems),
                  " and MQTT" if self.bridge is not None else "")
@@ -257,11 +267,46 @@ class Daemon:
 
         self.discovery = Discovery(self.config, self.bridge, status=self.status)
         await self.discovery.start()  # a no-op when [mqtt] discovery = false
+        from appliance.ussd import UssdMqtt
+
+        self._mqtt_ussd = UssdMqtt(self.ussd, self.bridge)
+        await self._mqtt_ussd.start()
+        if self.balance is not None:
+            self.balance.attach(self.bridge, self.rules)
+
+    def modem_ready(self, modem_id: str) -> bool:
+        supervisor = self.supervisors.get(modem_id)
+        return supervisor is not None and supervisor.healthy
+
+    async def _start_control(self) -> None:
+        """USSD for every channel, the control socket beside the store, the balance checks."""
+        from appliance.balance import BalanceChecker
+        from appliance.control import ControlServer, socket_path
+        from appliance.liveness import Heartbeat
+        from appliance.ussd import UssdService
+
+        assert self.store is not None
+        self.ussd = UssdService(self.modems, self.modem_ready)
+        self.control = ControlServer(socket_path(self.config.store.path), self.modems, self.modem_ready, self.ussd)
+        try:
+            await self.control.start()
+        except OSError as exc:  # the daemon still runs; the CLI tools say the socket is missing
+            LOG.error("control socket %s: %s", self.control.path, exc)
+            self.control = None
+        self.heartbeat = Heartbeat(self.store, self.started_at)
+        self.heartbeat.start()
+        checks = {mc.id: mc.balance for mc in self.config.modems if mc.balance is not None}
+        if checks:
+            self.balance = BalanceChecker(self.store, self.ussd, checks, self.modem_ready)
 
     async def stop(self) -> None:
         """Finish the AT exchange in progress, commit, close everything."""
         LOG.info("stopping")
         systemd.notify("STOPPING=1", "STATUS=stopping: finishing the AT exchange in progress")
+        for component in (self.control, self.balance, self._mqtt_ussd):
+            if component is not None:
+                with contextlib.suppress(Exception):
+                    await component.stop()
         for supervisor in self.supervisors.values():
             await supervisor.stop()
         if self.dispatcher is not None:
@@ -274,6 +319,15 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        # the retained B/modem/<id> states say offline before the bridge goes (its last will covers
+        # only B/bridge/state)
+        for supervisor in self.supervisors.values():
+            supervisor.healthy = False
+            supervisor.state = "offline"
+            supervisor.publish()
+        if self.bridge is not None:
+            with contextlib.suppress(Exception):
+                await self.bridge.drain_events(STOP_PUBLISH_TIMEOUT)
         for component in (self.discovery, self.rules, self.bridge):
             if component is not None:
                 try:
@@ -283,15 +337,13 @@ class Daemon:
         for modem in self.modems.values():
             with contextlib.suppress(Exception):
                 await modem.close()
-        for supervisor in self.supervisors.values():
-            supervisor.healthy = False
-            supervisor.state = "stopped"
-            supervisor.publish()
         for power in self.power.values():
             power.close()
         if self.led is not None:
             self.led.close()
         if self.store is not None:
+            if self.heartbeat is not None:
+                self.heartbeat.stopped()
             self.store.close()
         LOG.info("stopped")
 

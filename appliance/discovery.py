@@ -38,6 +38,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from appliance import __version__
+from appliance.discovery_balance import balance_entities
 
 LOG = logging.getLogger(__name__)
 
@@ -113,12 +114,15 @@ def discovery_messages(
     contacts: Mapping[str, str] | None = None,
     groups: Mapping[str, tuple[str, ...]] | None = None,
     state_base: str | None = None,
+    balance: Mapping[str, str | None] | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
     """Every discovery config message as ``(topic, payload)``; pure, for tests and ``announce``.
 
     ``modems`` maps a modem id to what is known of it (``manufacturer``, ``model``, ``revision``,
     ``imei``: optional). ``state_base`` is where the gateway's own state is published
     (``B/node/<node>`` in a fleet; default ``B``); commands always go to ``base_topic``.
+
+    ``balance`` maps the modems with a balance check to the amount's unit (``discovery_balance``).
     """
     b = base_topic
     s = state_base or base_topic
@@ -229,6 +233,11 @@ def discovery_messages(
             "value_template": REGISTRATION_TEMPLATE,
             "payload_on": "ON", "payload_off": "OFF", "device_class": "connectivity", **common,
         })
+        if modem_id in (balance or {}):
+            for component, object_id, payload in balance_entities(
+                    base_topic=b, state_base=s, node=node, modem_id=modem_id, slug=slug, device=device,
+                    device_id=device_id, availability=[bridge_availability], unit=(balance or {})[modem_id]):
+                add(component, object_id, payload)
     return out
 
 
@@ -278,7 +287,9 @@ class Discovery:
         self._announced = {modem_id: dict(info) for modem_id, info in modems.items()}
         return discovery_messages(prefix=self.prefix, base_topic=self.bridge.base_topic, node=self.node,
                                   modems=modems, contacts=self._contacts, groups=self._groups,
-                                  state_base=self.state_base)
+                                  state_base=self.state_base,
+                                  balance={m.id: m.balance.unit for m in getattr(self.config, "modems", ())
+                                           if getattr(m, "balance", None) is not None})
 
     def announce(self) -> int:
         """Publish every config message (retained); how many.

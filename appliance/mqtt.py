@@ -440,6 +440,17 @@ class MqttBridge:
             self._flush_done()  # PUBACKs already received: mark those events done before the store closes
         self._record_connection()
 
+    async def drain_events(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until the broker took every pending store event; used
+        by a clean stop so the modems' offline states reach it. False if some are still pending."""
+        deadline = time.monotonic() + timeout
+        while self.connected and time.monotonic() < deadline:
+            if not self._handed and not self._done and not self.store.events_pending(limit=1):
+                return True
+            self._wake.set()
+            await asyncio.sleep(0.02)
+        return False
+
     # --- paho client ----------------------------------------------------------------------
 
     def _make_client(self) -> paho.Client:

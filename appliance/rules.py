@@ -1245,6 +1245,18 @@ class RulesEngine:
                 except Exception:
                     LOG.exception("alert rule %s failed on %s", rule.name, topic)
 
+    def gateway_event(self, topic: str, payload: Mapping[str, Any]) -> None:
+        """An event of the gateway itself (``B/modem/<id>/balance/low``): the alert rules whose
+        filter matches ``topic`` run on it, as for a message from the broker (which ignores the
+        gateway's own topics, so the copy the broker sends back does not alert twice)."""
+        body = json.dumps(dict(payload), ensure_ascii=False).encode()
+        for rule in self.rules.alerts:
+            if topic_matches(rule.topic, topic):
+                try:
+                    self.fire(rule, topic, body)
+                except Exception:
+                    LOG.exception("alert rule %s failed on %s", rule.name, topic)
+
     def fire(self, rule: AlertRule, topic: str, payload: bytes | str) -> list[int]:
         """Apply one alert rule to one message; the ids of the queued SMS."""
         now = self.clock()

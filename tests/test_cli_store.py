@@ -163,7 +163,10 @@ def test_status_json(config):
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     modems = {m["id"]: m for m in doc["modems"]}
-    assert modems["sim0"]["state"] == "online" and modems["sim0"]["healthy"] is True
+    # no daemon holds the store: the recorded "online" is not shown as the modem's state now
+    assert doc["daemon"]["running"] is False and doc["daemon"]["verdict"] == "never ran"
+    assert modems["sim0"]["state"] == "no daemon" and modems["sim0"]["recorded_state"] == "online"
+    assert modems["sim0"]["healthy"] is None
     assert modems["sim0"]["configured"] is True and modems["sim0"]["at"].endswith("Z")
     assert modems["sim1"]["state"] == "unknown" and modems["sim1"]["configured"] is True
     assert modems["old"]["configured"] is False and modems["old"]["last_error"] == "port vanished"
@@ -183,7 +186,7 @@ def test_status_human(config):
     lines = out.splitlines()
     header = next(line for line in lines if line.startswith("ID ") and "HEALTHY" in line)
     sim0 = next(line for line in lines if line.startswith("sim0 "))
-    assert sim0.index("online") == header.index("STATE")  # aligned columns
+    assert sim0.index("no daemon") == header.index("STATE")  # aligned columns; no daemon runs
     assert "SIMCOM SIM800" in sim0
     assert any(line.startswith("old (not configured)") for line in lines)
     assert any(line.split() == ["failed", "1"] for line in lines)

@@ -8,6 +8,11 @@ line editing and history (readline; kept in ``~/.smsgw_at_history``), and ``PDU>
 
 ``AT+CMGS=n`` / ``AT+CMGW=n`` take the PDU as the next command argument (or the next input line):
 the console waits for the ``> `` prompt, then sends it with Ctrl-Z.
+
+While ``smsgw run`` holds the modem (``--modem ID``, or a PORT that is a configured modem's port),
+the commands go through the daemon's control socket and queue on its AT engine (at the lowest
+priority, between the daemon's own commands); unsolicited lines stay with the daemon. With no
+daemon running, ``--modem ID`` opens that modem's configured port directly.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ HISTORY_LENGTH = 1000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("port", metavar="PORT", help="device path (/dev/ttyUSB2) or socket://host:port")
+    parser.add_argument("port", metavar="PORT", nargs="?", default=None,
+                        help="device path (/dev/ttyUSB2) or socket://host:port (not with --modem)")
     parser.add_argument(
         "commands",
         metavar="COMMAND",
@@ -54,6 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_TIMEOUT,
         help=f"seconds each command may take (default {DEFAULT_TIMEOUT:g})",
     )
+    parser.add_argument("--modem", metavar="ID", default=None,
+                        help="a configured modem: through the daemon while it runs, else its port")
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="configuration file for --modem and the daemon's socket (default: $SMSGW_CONFIG "
+                             "or /etc/smsgw/smsgw.toml)")
 
 
 def normalise(command: str) -> str:
@@ -63,6 +74,15 @@ def normalise(command: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.modem is not None and args.port is not None:
+        args.commands = [args.port, *args.commands]  # with --modem every word is a command
+        args.port = None
+    from appliance.commands._at_daemon import route
+
+    routed = route(args)
+    if isinstance(routed, int):
+        return routed
+    args.port = routed
     if "://" not in args.port and not os.path.exists(args.port):
         print(f"smsgw at: {args.port}: no such port (`smsgw detect` lists the modems attached)", file=sys.stderr)
         return 2

@@ -109,6 +109,33 @@ def check_store(config: Config) -> list[Finding]:
     return findings
 
 
+# --- daemon ------------------------------------------------------------------------------------
+
+
+def judge_daemon(view: dict[str, Any]) -> Finding:
+    """Whether ``smsgw run`` holds the store now (its lock), and when it last wrote its state."""
+    from appliance.commands.status import iso
+    from appliance.liveness import HEARTBEAT_INTERVAL
+
+    age = view.get("heartbeat_age")
+    wrote = f"last wrote its state {age:.0f} s ago ({iso(view.get('last_heartbeat'))})" if age is not None else \
+        "has written no state"
+    if view["running"]:
+        if age is not None and age > 3 * HEARTBEAT_INTERVAL:
+            return Finding("daemon", WARN, f"smsgw run (pid {view.get('pid')}) holds the store but {wrote}",
+                           "is it stuck? journalctl -u smsgw; systemd's watchdog restarts a wedged daemon", view)
+        return Finding("daemon", OK, f"smsgw run (pid {view.get('pid')}) holds the store; {wrote}", data=view)
+    if view["verdict"] == "never ran":
+        return Finding("daemon", WARN, "no daemon holds the store (none has run yet)",
+                       "start it: systemctl start smsgw", view)
+    if view["verdict"] == "stopped cleanly":
+        return Finding("daemon", WARN, f"no daemon holds the store; the last one stopped cleanly at "
+                       f"{iso(view.get('stopped_at'))}", "start it: systemctl start smsgw", view)
+    return Finding("daemon", FAIL, f"no daemon holds the store: the last one (pid {view.get('last_pid')}) died "
+                   f"without stopping; it {wrote}. Its modem and MQTT states are stale",
+                   "see why: journalctl -u smsgw; then systemctl restart smsgw", view)
+
+
 # --- modems ------------------------------------------------------------------------------------
 
 
@@ -319,11 +346,13 @@ def run_checks(config: Config, args: argparse.Namespace) -> list[Finding]:
     last_state: dict[str, Any] = {}
     if config.store.path.exists():
         try:
+            from appliance.liveness import daemon_view
             from appliance.store import Store
 
             store = Store(config.store.path)
             try:
                 last_state = {m.id: store.state_get("modem", m.id) for m in config.modems}
+                findings.append(judge_daemon(daemon_view(store, config.store.path)))
             finally:
                 store.close()
         except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes

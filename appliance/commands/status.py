@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from appliance.commands import _access
 from appliance.commands._types import positive_int
 from appliance.config import Config, ConfigError, default_config_path, load_config
+from appliance.liveness import daemon_view
 from appliance.rules import RulesConfig, validate_rules
 from appliance.store import STATES, Store
 
@@ -190,8 +191,9 @@ def modem_states(store: Store, cfg: Config) -> list[dict[str, Any]]:
     return result
 
 
-def mqtt_state(store: Store, cfg: Config) -> dict[str, Any] | None:
-    """The bridge's connection as the daemon last recorded it, and the count of rejected requests."""
+def mqtt_state(store: Store, cfg: Config, daemon_running: bool = True) -> dict[str, Any] | None:
+    """The bridge's connection as the daemon last recorded it, and the count of rejected requests;
+    with no daemon running nothing is connected (``recorded_connected`` keeps what it last said)."""
     if cfg.mqtt is None:
         return None
     connection = store.state_get("mqtt", "connection", None)
@@ -201,6 +203,9 @@ def mqtt_state(store: Store, cfg: Config) -> dict[str, Any] | None:
         if isinstance(state.get("since"), int | float):
             state["since"] = iso(state["since"])
     state["rejected_requests"] = int(store.state_get("mqtt", "rejected", 0) or 0)
+    if not daemon_running and state.get("connected"):
+        state["recorded_connected"], state["connected"] = state["connected"], False
+        state["no_daemon"] = True
     return state
 
 
@@ -239,7 +244,15 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
             "WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 5"
         )
     ]
+    daemon = daemon_view(store, cfg.store.path)
     modems = [iso_fields(m, ("at", "updated_at", "since")) for m in modem_states(store, cfg)]
+    for modem in modems:
+        balance = store.state_get("balance", modem["id"], None)
+        if isinstance(balance, dict):
+            modem["balance"] = iso_fields(balance, ("at", "checked_at"))
+        if not daemon["running"] and modem.get("state") not in (None, "unknown"):
+            # what the daemon last recorded; no process watches the modem now
+            modem["recorded_state"], modem["state"], modem["healthy"] = modem["state"], "no daemon", None
     rules: RulesConfig | None = None
     caps_error = None
     try:
@@ -257,7 +270,8 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
             "parts_pending": stats["inbox_parts_pending"],
         },
         "events_pending": stats["events_pending"],
-        "mqtt": mqtt_state(store, cfg),
+        "daemon": iso_fields(daemon, ("started_at", "last_heartbeat", "stopped_at")),
+        "mqtt": mqtt_state(store, cfg, daemon["running"]),
         "sources_today": sources_today(stats["sources_today"], rules),
         "last_errors": errors,
     }
@@ -284,13 +298,38 @@ def _modem_row(m: dict[str, Any]) -> list[object]:
     ]
 
 
+def render_daemon(daemon: dict[str, Any]) -> str:
+    """``daemon: running (pid 123) ...`` / ``daemon: NOT RUNNING - died ...``."""
+    beat = daemon.get("last_heartbeat")
+    wrote = f"; last wrote its state at {beat}" if beat else ""
+    if daemon.get("running"):
+        return f"daemon: running (pid {daemon.get('pid') or '?'}) since {daemon.get('started_at') or '?'}{wrote}"
+    if daemon.get("verdict") == "never ran":
+        return "daemon: not running (no daemon has used this store yet)"
+    line = f"daemon: NOT RUNNING - {daemon.get('verdict')}"
+    if daemon.get("stopped_at"):
+        line += f" at {daemon['stopped_at']}"
+    return line + f"{wrote}; the modem and MQTT states below are what it last recorded"
+
+
 def render(doc: dict[str, Any]) -> str:
-    out = [f"store: {doc['store']}", "", "Modems"]
+    out = [f"store: {doc['store']}", render_daemon(doc["daemon"]), "", "Modems"]
     if doc["modems"]:
         out.append(table([_modem_row(m) for m in doc["modems"]],
                          ["ID", "STATE", "HEALTHY", "SIGNAL", "OPERATOR", "MODEL", "PORT", "LAST ERROR", "SINCE"]))
     else:
         out.append("(none configured)")
+    for m in doc["modems"]:
+        balance = m.get("balance")
+        if isinstance(balance, dict):
+            amount = "-" if balance.get("balance") is None else f"{balance['balance']:g}"
+            line = f"balance {m['id']}: {amount}{' ' + balance['unit'] if balance.get('unit') else ''}"
+            if balance.get("below_low"):
+                line += f" (below {balance.get('low'):g})"
+            line += f", checked {balance.get('checked_at') or '?'}"
+            if balance.get("error"):
+                line += f"; last check failed: {balance['error']}"
+            out.append(line)
     out += ["", "Outbox"]
     out.append(table([[state, count] for state, count in doc["outbox"].items()], ["STATE", "MESSAGES"], right=(1,)))
     inbox = doc["inbox"]
@@ -302,6 +341,9 @@ def render(doc: dict[str, Any]) -> str:
     mqtt = doc.get("mqtt")
     if mqtt is not None:
         connected = {True: "connected", False: "disconnected", None: "not started yet"}[mqtt.get("connected")]
+        if mqtt.get("no_daemon"):
+            connected = "not connected: no daemon runs (it last recorded " + (
+                "connected" if mqtt.get("recorded_connected") else "disconnected") + ")"
         line = f"MQTT {mqtt['broker']}: {connected}"
         if mqtt.get("since"):
             line += f" since {mqtt['since']}"
