@@ -168,8 +168,7 @@ async def test_ussd_over_mqtt_errors_are_answered_and_harm_no_other_request(rig:
 
 
 async def test_cli_ussd_and_at_go_through_the_running_daemon(rig: Rig) -> None:
-    sock = Path(f"{rig.config.parent / 'smsgw.db'}.sock")
-    mode = sock.stat().st_mode
+    mode = os.stat(f"{rig.config.parent / 'smsgw.db'}.sock").st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o660
     code, out, err = await cli("ussd", "*100#", config=rig.config)
     assert (code, out.strip()) == (0, BALANCE), err
