@@ -341,3 +341,14 @@ async def test_status_and_doctor_tell_a_killed_daemon_from_a_running_and_a_stopp
         assert state is not None and state[-1]["state"] == "offline"  # type: ignore[index]
     finally:
         late.close()
+
+
+async def test_a_clean_stop_leaves_the_retained_modem_state_offline(rig: Rig) -> None:
+    assert rig.daemon is not None
+    assert await rig.daemon.stop() == 0  # SIGTERM
+    late = Probe(rig.broker, "smsgw/modem/sim0")  # subscribes after the stop: gets what is retained
+    try:
+        state = await async_wait_until(lambda: late.json("smsgw/modem/sim0"), timeout=10, what="retained state")
+        assert state is not None and state[-1]["state"] == "offline"  # type: ignore[index]
+    finally:
+        late.close()
