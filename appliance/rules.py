@@ -1238,22 +1238,19 @@ class RulesEngine:
             return  # never turn the gateway's own events into alerts (a loop)
         if self._duplicate(topic, payload):
             return
-        for rule in self.rules.alerts:
-            if topic_matches(rule.topic, topic):
-                try:
-                    self.fire(rule, topic, payload)
-                except Exception:
-                    LOG.exception("alert rule %s failed on %s", rule.name, topic)
+        self._fire_matching(topic, payload)
 
     def gateway_event(self, topic: str, payload: Mapping[str, Any]) -> None:
         """An event of the gateway itself (``B/modem/<id>/balance/low``): the alert rules whose
         filter matches ``topic`` run on it, as for a message from the broker (which ignores the
         gateway's own topics, so the copy the broker sends back does not alert twice)."""
-        body = json.dumps(dict(payload), ensure_ascii=False).encode()
+        self._fire_matching(topic, json.dumps(dict(payload), ensure_ascii=False).encode())
+
+    def _fire_matching(self, topic: str, payload: bytes) -> None:
         for rule in self.rules.alerts:
             if topic_matches(rule.topic, topic):
                 try:
-                    self.fire(rule, topic, body)
+                    self.fire(rule, topic, payload)
                 except Exception:
                     LOG.exception("alert rule %s failed on %s", rule.name, topic)
 
