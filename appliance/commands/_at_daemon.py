@@ -53,6 +53,10 @@ def route(args: argparse.Namespace) -> int | str:
     try:
         client = ControlClient(socket_path(cfg.store.path))
     except NoDaemon:
+        if modem.auto:
+            print(f"smsgw at: modem {modem.id} has port = \"auto\" and no daemon runs to find it: give its PORT "
+                  "(`smsgw detect` lists the modems attached)", file=sys.stderr)
+            return 2
         return modem.port
     except PermissionError as exc:
         print(f"smsgw at: {exc}", file=sys.stderr)

@@ -111,6 +111,9 @@ async def _direct(cfg: Any, args: argparse.Namespace) -> int:
     if args.modem is not None and args.modem not in modems:
         raise _Failed("unknown_modem", f"unknown modem {args.modem!r}; known: {', '.join(modems)}")
     mc = modems[args.modem] if args.modem is not None else next(iter(modems.values()))
+    if mc.auto:
+        raise _Failed("unknown_modem", f"modem {mc.id} has port = \"auto\" and no daemon runs to find it; "
+                      "start the daemon, or set its port")
     modem = Modem(mc.port, profile=mc.profile, pin=mc.pin, modem_id=mc.id, baudrate=mc.baudrate,
                   state_dir=cfg.store.path.parent)
     try:
