@@ -39,6 +39,7 @@ from typing import Any
 
 from appliance import __version__
 from appliance.discovery_balance import balance_entities
+from appliance.payload import PayloadError, load_json
 
 LOG = logging.getLogger(__name__)
 
@@ -324,8 +325,8 @@ class Discovery:
         """Announce again when a modem's model or IMEI becomes known (or a new modem appears)."""
         modem_id = topic.rsplit("/", 1)[-1]
         try:
-            state = json.loads(payload)
-        except ValueError:
+            state = load_json(payload)
+        except PayloadError:
             return
         if not isinstance(state, dict):
             return

@@ -30,10 +30,10 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import json
 import logging
 import math
 import socket
+import sqlite3
 import ssl
 import threading
 import time
@@ -49,9 +49,10 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from appliance import __version__, numbers
 from appliance.discovery import node_id
+from appliance.payload import PayloadError, decode_text, dump_json, excerpt, load_json
 from appliance.rules import CapTally, DailyCapExceeded, RulesConfig, validate_rules
-from appliance.store import PRIORITIES, EnqueueResult, OptedOut, OutboundRequest, Store
-from drivers.pdu import count_parts
+from appliance.store import PRIORITIES, EnqueueResult, InvalidRequest, OptedOut, OutboundRequest, Store
+from drivers.pdu import PduError, count_parts
 
 LOG = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ STOP_TIMEOUT = 5.0
 AUDIT_REJECTED = "mqtt_request_rejected"
 #: Audit kind of a request refused by its source's daily cap (also audited as AUDIT_REJECTED).
 AUDIT_CAPPED = "cap_exceeded"
+#: Audit kind of a message on another subscribed topic (rules, Home Assistant) whose handler failed.
+AUDIT_HANDLER_FAILED = "mqtt_handler_failed"
 
 
 class RequestError(ValueError):
@@ -104,6 +107,30 @@ class _Incoming:
     generation: int
     message: paho.MQTTMessage
     counted: bool = False
+    acked: bool = False  # its PUBACK went out (never twice: the packet id may be reused)
+    retrying: bool = False  # kept for another commit attempt (the store failed)
+
+
+class _Refused(Exception):
+    """A send request refused while reading it, with the ``transaction`` it carried (if any)."""
+
+    def __init__(self, reason: str, transaction: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.transaction = transaction
+
+
+def _unexpected(exc: BaseException) -> str:
+    """The error response for a request that raised something no check foresaw."""
+    return f"the request could not be handled ({type(exc).__name__}: {str(exc)[:200]})"
+
+
+def _store_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is the store failing (disk full, locked, I/O), not the request: such a request
+    is kept and committed later; any other error refuses only the request that caused it."""
+    if isinstance(exc, sqlite3.OperationalError | OSError):
+        return True
+    return type(exc) is sqlite3.DatabaseError  # e.g. "database disk image is malformed"
 
 
 @dataclass(frozen=True)
@@ -177,6 +204,7 @@ def parse_request(payload: dict[str, Any], *, numbers_policy: Any, max_parts: in
         key = str(key)
         if not key:
             raise RequestError("'id' is empty")
+        _check_text(key, "'id'")
     priority = payload.get("priority", "normal")
     if not isinstance(priority, str) or priority not in PRIORITIES:
         raise RequestError(f"unknown priority {priority!r} (one of {', '.join(PRIORITIES)})")
@@ -190,7 +218,11 @@ def parse_request(payload: dict[str, Any], *, numbers_policy: Any, max_parts: in
                 or valid_for <= 0:
             raise RequestError(f"'valid_for' must be a positive number of seconds, got {valid_for!r}")
         valid_until = now + float(valid_for)
-    parts = count_parts(text)
+    _check_text(text, "'text'")
+    try:
+        parts = count_parts(text)
+    except PduError as exc:  # more than 255 parts: no concatenated SMS can carry it
+        raise RequestError(f"text too long: {len(text)} characters ({exc})") from exc
     if max_parts is not None and parts > max_parts:
         raise RequestError(
             f"text too long: {len(text)} characters need {parts} SMS parts, the limit is {max_parts} "
@@ -211,10 +243,19 @@ def parse_request(payload: dict[str, Any], *, numbers_policy: Any, max_parts: in
 def _transaction_of(payload: bytes | bytearray) -> Any:
     """The ``transaction`` of a JSON request, if it has one (for the answer to a refused request)."""
     try:
-        request = json.loads(payload)
-    except ValueError:
+        request = load_json(payload, text_only=False)
+    except PayloadError:
         return None
     return request.get("transaction") if isinstance(request, dict) else None
+
+
+def _check_text(value: str, name: str) -> None:
+    """RequestError unless ``value`` is real text (a lone surrogate from a ``\\ud800`` escape is not:
+    it cannot be encoded, stored or sent)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(f"{name} has a lone surrogate at character {exc.start} (not text)") from exc
 
 
 def _json_type(value: Any) -> str:
@@ -237,8 +278,8 @@ def _encode(payload: bytes | str | dict[str, Any] | list[Any]) -> bytes:
     if isinstance(payload, bytes):
         return payload
     if isinstance(payload, str):
-        return payload.encode()
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        return payload.encode("utf-8", "backslashreplace")
+    return dump_json(payload).encode()
 
 
 class MqttBridge:
@@ -668,80 +709,150 @@ class MqttBridge:
             self._drain_scheduled = False
         if not batch or self._client is None:
             return  # stopped: unacknowledged, the broker delivers them again
-        self._process(batch)
+        try:
+            self._process(batch)
+        except Exception:
+            # _process handles each message on its own; should it fail all the same, no message of the
+            # batch may be left unanswered (the broker would redeliver it into the same failure).
+            LOG.exception("handling %d MQTT message(s) failed", len(batch))
+            for item in batch:
+                if not item.acked and not item.retrying:
+                    self._fail_safe(item, "the request could not be handled (internal error)")
+
+    def _read_request(self, item: _Incoming, send_topic: str, send_prefix: str
+                      ) -> tuple[list[OutboundRequest], Any]:
+        """The requests one ``B/send`` message asks for, and its ``transaction``; RequestError."""
+        msg = item.message
+        transaction: Any = None
+        try:
+            if msg.retain:
+                # Sent again on every reconnect if kept: refused, and cleared from the broker.
+                transaction = _transaction_of(msg.payload) if msg.topic == send_topic else None
+                self.publish(msg.topic, b"", qos=1, retain=True)
+                raise RequestError("retained send requests are refused (publish without retain)")
+            text = decode_text(msg.payload)
+            if msg.topic == send_topic:
+                payload = load_json(text, text_only=False)  # parse_request checks each string
+                if isinstance(payload, dict):
+                    transaction = payload.get("transaction")
+            else:
+                payload = {"to": msg.topic[len(send_prefix):], "text": text}
+            return self._checked_optout(self._parse(payload, self._source(msg))), transaction
+        except PayloadError as exc:
+            raise _Refused(exc.reason, transaction) from exc
+        except RequestError as exc:
+            raise _Refused(exc.reason, transaction) from exc
+        except Exception as exc:
+            if _store_failure(exc):  # the opt-out lookup: the store failed, not the request
+                raise
+            LOG.exception("reading the MQTT request on %s failed", msg.topic)
+            raise _Refused(_unexpected(exc), transaction) from exc
 
     def _process(self, batch: list[_Incoming]) -> None:
-        """Validate, commit the good requests in one transaction, then ack and answer in arrival order."""
+        """Validate, commit the good requests in one transaction, then ack and answer in arrival order.
+
+        Each message is handled on its own: whatever one request raises, it is refused (audit, PUBACK,
+        error response) and the others of the batch go on.
+        """
         send_topic = self.topic("send")
         send_prefix = send_topic + "/"
         # (item, requests or None, error or None, transaction); requests is None for other topics
         entries: list[tuple[_Incoming, list[OutboundRequest] | None, str | None, Any]] = []
         for item in batch:
-            msg = item.message
-            if msg.topic != send_topic and not msg.topic.startswith(send_prefix):
-                entries.append((item, None, None, None))
-                continue
-            if not item.counted:
-                self.counters["received"] += 1
-                item.counted = True
-            transaction: Any = None
-            if not msg.payload and (msg.retain or not self._v5):
-                # A client clearing a retained request (an empty retained payload): nothing to answer.
-                # MQTT 3.1.1 clears the retain flag on delivery to a live subscription, so there every
-                # empty payload is taken for one.
-                self._ack(item)
-                continue
+            item.retrying = False
             try:
-                if msg.retain:
-                    # Sent again on every reconnect if kept: refused, and cleared from the broker.
-                    transaction = _transaction_of(msg.payload) if msg.topic == send_topic else None
-                    self.publish(msg.topic, b"", qos=1, retain=True)
-                    raise RequestError("retained send requests are refused (publish without retain)")
-                try:
-                    text = msg.payload.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise RequestError(f"payload is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-                if msg.topic == send_topic:
-                    try:
-                        payload = json.loads(text)
-                    except json.JSONDecodeError as exc:
-                        raise RequestError(f"payload is not JSON: {exc.msg} at line {exc.lineno} "
-                                           f"column {exc.colno}") from exc
-                    if isinstance(payload, dict):
-                        transaction = payload.get("transaction")
-                else:
-                    payload = {"to": msg.topic[len(send_prefix):], "text": text}
-                entries.append((item, self._checked_optout(self._parse(payload, self._source(msg))), None,
-                                transaction))
-            except RequestError as exc:
-                entries.append((item, [], exc.reason, transaction))
+                topic = item.message.topic
+                if topic != send_topic and not topic.startswith(send_prefix):
+                    entries.append((item, None, None, None))
+                    continue
+                if not item.counted:
+                    self.counters["received"] += 1
+                    item.counted = True
+                msg = item.message
+                if not msg.payload and (msg.retain or not self._v5):
+                    # A client clearing a retained request (an empty retained payload): nothing to answer.
+                    # MQTT 3.1.1 clears the retain flag on delivery to a live subscription, so there every
+                    # empty payload is taken for one.
+                    self._ack(item)
+                    continue
+                requests, transaction = self._read_request(item, send_topic, send_prefix)
+                entries.append((item, requests, None, transaction))
+            except _Refused as exc:
+                entries.append((item, [], exc.reason, exc.transaction))
+            except Exception as exc:  # e.g. a topic that is not UTF-8
+                if _store_failure(exc):
+                    self._store_failed(exc, [item])  # kept without PUBACK, read again later
+                    continue
+                LOG.exception("reading an MQTT message failed")
+                entries.append((item, [], _unexpected(exc), None))
         if self.rules.caps:
             entries = self._apply_caps(entries)
-        requests = [request for _, reqs, error, _ in entries if reqs and error is None for request in reqs]
-        results: list[EnqueueResult] = []
-        committed = True
-        if requests:
+        committed = self._commit(entries)
+        for index, (item, reqs, error, transaction) in enumerate(entries):
             try:
-                results = self.store.enqueue(requests)
+                if reqs is None:
+                    self._dispatch_other(item)
+                elif error is not None:
+                    self._reject(item, error, transaction)
+                elif index in committed:
+                    results = committed[index]
+                    self._ack(item)
+                    for result in results:
+                        self.counters["duplicates" if result.duplicate else "accepted"] += 1
+                    self._respond_ok(item, reqs, results, transaction)
+            except Exception:
+                LOG.exception("answering the MQTT message on %s failed", item.message.topic)
+                if not item.retrying:
+                    self._ack(item)
+
+    def _commit(self, entries: list[tuple[_Incoming, list[OutboundRequest] | None, str | None, Any]]
+                ) -> dict[int, list[EnqueueResult]]:
+        """Commit the good requests of ``entries``, in one transaction if it can be; the results by
+        entry index. A request the store refuses on its own becomes an error entry; when the store
+        itself fails (disk full, locked, I/O), nothing is committed and the requests are kept (no
+        PUBACK) and tried again."""
+        good = [index for index, (_, reqs, error, _) in enumerate(entries) if reqs and error is None]
+        committed: dict[int, list[EnqueueResult]] = {}
+        if not good:
+            return committed
+        try:
+            results = self.store.enqueue([r for index in good for r in entries[index][1] or []])
+        except Exception as exc:
+            if _store_failure(exc):
+                self._store_failed(exc, [entries[index][0] for index in good])
+                return committed
+            LOG.warning("committing %d MQTT request(s) together failed (%s); committing them one by one",
+                        len(good), exc)
+        else:
+            at = 0
+            for index in good:
+                count = len(entries[index][1] or [])
+                committed[index] = results[at:at + count]
+                at += count
+            return committed
+        kept: list[_Incoming] = []
+        for index in good:
+            item, reqs, _, transaction = entries[index]
+            try:
+                committed[index] = self.store.enqueue(reqs or [])
             except Exception as exc:
-                # Nothing was committed: keep these requests (no PUBACK) and try again.
-                committed = False
-                self.last_error = f"store commit failed: {exc}"
-                LOG.exception("committing %d MQTT request(s) failed; retrying", len(requests))
-                self._retry([item for item, reqs, error, _ in entries if reqs and error is None])
-        index = 0
-        for item, reqs, error, transaction in entries:
-            if reqs is None:
-                self._dispatch_other(item)
-            elif error is not None:
-                self._reject(item, error, transaction)
-            elif committed:
-                mine = results[index:index + len(reqs)]
-                index += len(reqs)
-                self._ack(item)
-                for result in mine:
-                    self.counters["duplicates" if result.duplicate else "accepted"] += 1
-                self._respond_ok(item, reqs, mine, transaction)
+                if _store_failure(exc):
+                    kept.append(item)
+                else:
+                    reason = str(exc) if isinstance(exc, InvalidRequest) else _unexpected(exc)
+                    entries[index] = (item, [], reason, transaction)
+        if kept:
+            self._store_failed(None, kept)
+        return committed
+
+    def _store_failed(self, exc: BaseException | None, items: list[_Incoming]) -> None:
+        """Nothing of ``items`` was committed: keep them (no PUBACK) and try again."""
+        if exc is not None:
+            self.last_error = f"store commit failed: {exc}"
+            LOG.error("committing %d MQTT request(s) failed (%s); retrying", len(items), exc)
+        for item in items:
+            item.retrying = True
+        self._retry(items)
 
     def _new_messages(self, requests: Sequence[OutboundRequest], seen: set[tuple[str, str]] | None = None) -> int:
         """How many of ``requests`` would be new messages (not duplicates of an ``id`` already queued,
@@ -780,6 +891,9 @@ class MqttBridge:
                         self.store.audit(AUDIT_CAPPED, {"source": source, "error": error, "topic": item.message.topic})
                     except Exception:
                         LOG.exception("auditing a capped request failed")
+                except Exception as exc:
+                    LOG.exception("checking the daily cap of %s failed", source)
+                    error = _unexpected(exc)
             out.append((item, reqs, error, transaction))
         return out
 
@@ -796,8 +910,9 @@ class MqttBridge:
     def _ack(self, item: _Incoming) -> None:
         client = self._client
         msg = item.message
-        if client is None or msg.qos == 0:
+        if client is None or msg.qos == 0 or item.acked:
             return
+        item.acked = True
         if item.generation != self._generation:
             # The connection this message came on is gone: the broker redelivers it (persistent
             # session) and an ack now could hit an unrelated message with the same packet id.
@@ -835,7 +950,7 @@ class MqttBridge:
         msg = item.message
         self.counters["rejected"] += 1
         LOG.warning("refused MQTT request on %s: %s", msg.topic, reason)
-        payload_text = bytes(msg.payload[:200]).decode("utf-8", "replace")
+        payload_text = excerpt(msg.payload)
         try:
             self.store.audit(AUDIT_REJECTED, {"topic": msg.topic, "error": reason, "payload": payload_text,
                                               "transaction": transaction})
@@ -847,6 +962,24 @@ class MqttBridge:
         if transaction is not None:
             response["transaction"] = transaction
         self._respond(item, response)
+
+    def _fail_safe(self, item: _Incoming, reason: str) -> None:
+        """Last resort for a message whose handling failed: audit and acknowledge it."""
+        try:
+            self._reject(item, reason, None)
+        except Exception:
+            LOG.exception("refusing the MQTT message on %s failed", item.message.topic)
+            self._ack(item)
+
+    def _handler_failed(self, msg: paho.MQTTMessage, exc: BaseException) -> None:
+        """A handler of another subscribed topic raised: logged and audited; the message is still
+        acknowledged (redelivering it would only fail again)."""
+        LOG.error("MQTT handler for %s failed: %s", msg.topic, _unexpected(exc), exc_info=exc)
+        try:
+            self.store.audit(AUDIT_HANDLER_FAILED, {"topic": msg.topic, "error": _unexpected(exc),
+                                                    "payload": excerpt(msg.payload)})
+        except Exception:
+            LOG.exception("auditing a failed MQTT handler failed")
 
     def _dispatch_other(self, item: _Incoming) -> None:
         msg = item.message
@@ -860,8 +993,8 @@ class MqttBridge:
                 result = handler(msg.topic, bytes(msg.payload))
                 if inspect.isawaitable(result):
                     awaitables.append(result)
-            except Exception:
-                LOG.exception("MQTT handler for %s failed", msg.topic)
+            except Exception as exc:
+                self._handler_failed(msg, exc)
         if not awaitables:
             self._ack(item)
             return
@@ -870,8 +1003,8 @@ class MqttBridge:
             for awaitable in awaitables:
                 try:
                     await awaitable
-                except Exception:
-                    LOG.exception("MQTT handler for %s failed", msg.topic)
+                except Exception as exc:
+                    self._handler_failed(msg, exc)
             self._ack(item)
 
         asyncio.ensure_future(finish())

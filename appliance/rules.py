@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from appliance.config import ConfigError
 from appliance.numbers import check_destination, normalise
+from appliance.payload import PayloadError, load_json
 from appliance.store import CRITICAL, PRIORITIES, OptedOut, OutboundRequest, local_midnight, same_number
 from drivers.pdu import count_parts
 
@@ -219,8 +220,8 @@ class Payload:
     def __init__(self, raw: bytes | str) -> None:
         self.text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         try:
-            self.data: Any = json.loads(self.text)
-        except ValueError:
+            self.data: Any = load_json(self.text)
+        except PayloadError:
             self.data = None
 
     def fields(self) -> dict[str, Any]:
@@ -1251,8 +1252,13 @@ class RulesEngine:
             if topic_matches(rule.topic, topic):
                 try:
                     self.fire(rule, topic, payload)
-                except Exception:
+                except Exception as exc:
                     LOG.exception("alert rule %s failed on %s", rule.name, topic)
+                    try:
+                        self.store.audit("alert_failed", {"rule": rule.name, "topic": topic,
+                                                          "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+                    except Exception:
+                        LOG.exception("auditing a failed alert failed")
 
     def fire(self, rule: AlertRule, topic: str, payload: bytes | str) -> list[int]:
         """Apply one alert rule to one message; the ids of the queued SMS."""

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.migrations import SCHEMA_VERSION, migrate
+from appliance.payload import dump_json
 from drivers.pdu import count_parts
 
 if TYPE_CHECKING:
@@ -337,7 +338,7 @@ class Store:
                    qos: int = 1, retain: bool = False) -> int:
         cur = conn.execute(
             "INSERT INTO event (topic, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?)",
-            (topic, json.dumps(payload, ensure_ascii=False), qos, int(retain), now),
+            (topic, dump_json(payload, compact=False), qos, int(retain), now),
         )
         self._tx_events += 1
         return int(cur.lastrowid or 0)
@@ -1088,7 +1089,7 @@ class Store:
         now = self._now(now)
         with self._tx() as conn:
             conn.execute("INSERT INTO audit (at, kind, detail) VALUES (?, ?, ?)",
-                         (now, kind, json.dumps(detail, ensure_ascii=False)))
+                         (now, kind, dump_json(detail, compact=False)))
 
     def audit_log(self, limit: int = 100, kind: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM audit" + (" WHERE kind = ?" if kind else "") + " ORDER BY id DESC LIMIT ?"
@@ -1113,7 +1114,7 @@ class Store:
                 conn.execute(
                     "INSERT INTO state (namespace, key, value) VALUES (?, ?, ?) "
                     "ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value",
-                    (namespace, key, json.dumps(value, ensure_ascii=False)),
+                    (namespace, key, dump_json(value, compact=False)),
                 )
 
     # --- listings and statistics ------------------------------------------------------------
