@@ -174,6 +174,21 @@ def _is_publish_topic(topic: str) -> bool:
     return bool(topic) and not any(ch in topic for ch in "+#\0")
 
 
+#: Characters a placeholder value that lands in an MQTT topic may not hold: a level separator or a
+#: wildcard would let the sender of an SMS choose the topic (``SET ../../smsgw/send 1``).
+TOPIC_VALUE_FORBIDDEN = "/+#\0"
+
+
+def bad_topic_value(value: str) -> str | None:
+    """Why ``value`` may not fill a placeholder in a topic (None if it may)."""
+    if value in ("", ".", ".."):
+        return "is empty" if value == "" else f"is {value!r}"
+    for char in TOPIC_VALUE_FORBIDDEN:
+        if char in value:
+            return "contains NUL" if char == "\0" else f"contains {char!r}"
+    return None
+
+
 # --- templates ------------------------------------------------------------------------------
 
 
@@ -284,6 +299,22 @@ class Template:
 
     def render(self, context: Mapping[str, Any]) -> str:
         return self.render_checked(context)[0]
+
+    def check_topic_values(self, context: Mapping[str, Any]) -> str | None:
+        """For a topic template: what is wrong with the first placeholder whose value may not fill a
+        topic level (see :func:`bad_topic_value`), e.g. ``"{device} contains '/'"``; None if all may."""
+        for piece in self.pieces:
+            if isinstance(piece, _Field):
+                found, value = _resolve(context, piece)
+                if not found:
+                    continue
+                text = _format(value, piece.spec)
+                if piece.filter:
+                    text = _FILTERS[piece.filter](text)
+                problem = bad_topic_value(text)
+                if problem is not None:
+                    return f"{{{piece.source}}} {problem}"
+        return None
 
     def render_checked(self, context: Mapping[str, Any]) -> tuple[str, list[str]]:
         """The text and the placeholders that had no value (rendered as ``?``)."""
@@ -1442,6 +1473,14 @@ class RulesEngine:
             self.pins.success(sender)
         context: dict[str, Any] = dict(found.groups)
         context.update(sender=sender, sender_name=self.rules.contact_name(sender) or sender, rule=rule.name)
+        problem = rule.topic.check_topic_values(context) or (
+            rule.reply_topic.check_topic_values(context) if rule.reply_topic is not None else None)
+        if problem is not None:
+            LOG.warning("command %s from %s refused: %s", rule.name, sender, problem)
+            self.store.audit("command_bad_topic", {**base, "error": problem}, now=now)
+            self.store.received_handled(message.id)
+            self._reply(sender, f"{rule.name}: refused, {problem}", rule.source, now)
+            return "bad_topic"
         topic = rule.topic.render(context)
         payload = rule.payload.render(context)
         if not _is_publish_topic(topic):

@@ -5,6 +5,7 @@ paths that publish nothing (unlisted senders, built-ins, PIN failures), on a rea
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import datetime
 from datetime import time as dtime
 from pathlib import Path
@@ -685,3 +686,26 @@ def test_the_examples_in_docs_rules_md_are_valid(tmp_path: Path) -> None:
     assert [a.name for a in rules.alerts] == ["freezer"]
     assert rules.commands[0].reply_filter() == "farm/pump/+/state"
     assert rules.cap_for("alert:freezer") == 50
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("../../smsgw/send", "{device} contains '/'"),
+    ("..", "{device} is '..'"),
+    ("pump+", "{device} contains '+'"),
+    ("#", "{device} contains '#'"),
+    ("a\0b", "{device} contains NUL"),
+])
+def test_command_placeholder_may_not_add_topic_levels(tmp_path: Path, value: str, problem: str) -> None:
+    """``SET ../../smsgw/send 1`` from a listed sender must not publish on ``farm/../../smsgw/send/set``."""
+    store = Store(tmp_path / "db.sqlite")
+    commands = [{"name": "set", "pattern": r"SET (?P<device>\S+) (?P<value>\S+)", "senders": ["staff"],
+                 "topic": "farm/{device}/set", "payload": "{value}"}]
+    engine = RulesEngine(_config(tmp_path, commands=commands), store, None)  # nothing may be published
+    alice = "+4917000000001"
+    message = _incoming(store, alice, "SET x 1")
+    message = dataclasses.replace(message, text=f"SET {value} 1")  # NUL: a UCS-2 SMS can carry U+0000
+    assert asyncio.run(engine.handle_message(message)) == "bad_topic"
+    assert _outbox(store) == [(alice, f"set: refused, {problem}")]
+    [entry] = store.audit_log(kind="command_bad_topic")
+    assert entry["detail"]["error"] == problem
+    assert store.received_unhandled() == []
