@@ -36,6 +36,7 @@ from typing import Any
 
 from drivers.errors import AtError, AtTimeout, TransportError, error_from_final
 from drivers.framing import AtFramer, Item, Line, Prompt
+from drivers.secrets import mask_secrets
 from drivers.transport import Transport, open_transport
 
 log = logging.getLogger(__name__)
@@ -459,7 +460,7 @@ class AtEngine:
         transport = self._transport
         if transport is None or not transport.is_open:
             raise self._closed_error(cmd)
-        log.debug("%s-> %r", self._label(), data)
+        log.debug("%s-> %s", self._label(), mask_secrets(repr(data)))
         transport.write(data)
 
     def _check_open(self, cmd: str) -> None:
@@ -477,7 +478,7 @@ class AtEngine:
     # -- the reader -------------------------------------------------------------------------------
 
     def _data_received(self, data: bytes) -> None:
-        log.debug("%s<- %r", self._label(), data)
+        log.debug("%s<- %s", self._label(), mask_secrets(repr(data)))
         try:
             items = self._framer.feed(data)
         except Exception:  # the framer is total; this is a last line of defence

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 
+from drivers.secrets import mask_secrets
+
 #: +CME ERROR codes (TS 27.007 9.2.1/9.2.2): code -> (text, transient).
 CME_ERRORS: dict[int, tuple[str, bool]] = {
     0: ("phone failure", True),
@@ -143,7 +145,7 @@ class ModemError(Exception):
     """Base of every modem-layer failure."""
 
     def __init__(self, message: str, *, command: str | None = None, reply: list[str] | None = None) -> None:
-        super().__init__(message)
+        super().__init__(mask_secrets(message))  # a PIN in the command never reaches a log or the store
         self.command = command
         self.reply: list[str] = list(reply or [])
 

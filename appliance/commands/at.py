@@ -30,6 +30,7 @@ from pathlib import Path
 
 from drivers.at import DEFAULT_TIMEOUT, AtEngine, AtResponse
 from drivers.errors import AtError, AtTimeout, ModemError, TransportError
+from drivers.secrets import mask_secrets
 
 NAME = "at"
 HELP = "AT console: send commands to a modem port and print the replies (interactive without commands)"
@@ -130,22 +131,23 @@ async def _run_one(engine: AtEngine, command: str, payload: str | None, timeout:
             response = await engine.command(command, timeout=timeout)
     except AtError as exc:
         for line in exc.reply:
-            print(line, flush=True)
+            print(mask_secrets(line), flush=True)
         print(exc.final, flush=True)
         return False
     except AtTimeout as exc:
         for line in exc.reply:
-            print(line, flush=True)
-        print(f"smsgw at: {command}: no final result within {timeout:g}s", file=sys.stderr, flush=True)
+            print(mask_secrets(line), flush=True)
+        print(f"smsgw at: {mask_secrets(command)}: no final result within {timeout:g}s", file=sys.stderr,
+              flush=True)
         return False
     except ValueError as exc:
-        print(f"smsgw at: {exc}", file=sys.stderr, flush=True)
+        print(f"smsgw at: {mask_secrets(str(exc))}", file=sys.stderr, flush=True)
         return False
     except ModemError as exc:
-        print(f"smsgw at: {exc}", file=sys.stderr, flush=True)
+        print(f"smsgw at: {mask_secrets(str(exc))}", file=sys.stderr, flush=True)
         return False
     for line in response.lines:
-        print(line, flush=True)
+        print(mask_secrets(line), flush=True)
     print(response.final, flush=True)
     return True
 
@@ -193,6 +195,11 @@ class Terminal:
             loop.call_soon_threadsafe(deliver, None)
 
     def save(self) -> None:
+        # the history file is a transcript too: a PIN typed at the console is kept as AT+CPIN="****"
+        for index in range(self.readline.get_current_history_length()):
+            line = self.readline.get_history_item(index + 1)
+            if line and mask_secrets(line) != line:
+                self.readline.replace_history_item(index, mask_secrets(line))
         try:
             self.readline.write_history_file(self.history)
         except OSError:
@@ -206,7 +213,7 @@ class Terminal:
 async def _interactive(engine: AtEngine, timeout: float, closed: asyncio.Event, port: str = "") -> int:
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str | None] = asyncio.Queue()
-    engine.on_unsolicited = lambda line: print(line, flush=True)
+    engine.on_unsolicited = lambda line: print(mask_secrets(line), flush=True)
     terminal = Terminal() if sys.stdin.isatty() and sys.stdout.isatty() else None
     if terminal is None:
         threading.Thread(target=_read_stdin, args=(loop, lines.put_nowait), daemon=True, name="stdin").start()

@@ -18,6 +18,8 @@ import os
 import sys
 import time
 
+from drivers.secrets import mask_secrets
+
 NAME = "run"
 HELP = "run the SMS gateway daemon"
 
@@ -43,6 +45,7 @@ class LogFormatter(logging.Formatter):
             message += " " + " ".join(f"{k}={v}" for k, v in fields.items())
         if record.exc_info:
             message += "\n" + self.formatException(record.exc_info)
+        message = mask_secrets(message)  # every line, at every level, whatever logged it
         if self.journal:
             return f"<{_PRIORITY.get(record.levelname, 6)}>{name}: {message}"
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
