@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from appliance.migrations import SCHEMA_VERSION, migrate
 from appliance.payload import dump_json
 from drivers.pdu import count_parts
+from drivers.private_files import create_private, restrict
 
 if TYPE_CHECKING:
     from drivers.pdu import SmsDeliver, SmsStatusReport, SubmitPart
@@ -251,6 +252,7 @@ class Store:
         self.clock = clock
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(self.path)  # 0600 (0640 in a setgid directory) whatever the umask
         self.conn = sqlite3.connect(
             str(path), isolation_level=None, timeout=BUSY_TIMEOUT, check_same_thread=False
         )
@@ -260,6 +262,9 @@ class Store:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA foreign_keys=ON")
+        if str(path) != ":memory:":
+            for suffix in ("-wal", "-shm"):  # SQLite gives them the database's mode; older ones may be wider
+                restrict(f"{self.path}{suffix}")
         self.migrated_from = migrate(self.conn)
         if str(path) != ":memory:":
             share_with_group(self.path)

@@ -40,6 +40,7 @@ from drivers.pdu import (
     decode,
     encode_submit,
 )
+from drivers.private_files import open_private
 from drivers.profiles import GENERIC, Profile, load_profile, match_identity
 
 LOG = logging.getLogger(__name__)
@@ -265,7 +266,7 @@ class PinRejections:
         lock_path = self.directory / (PIN_REJECTIONS_FILE + ".lock")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = open_private(lock_path)
         except OSError as exc:
             raise PinError(f"cannot lock {lock_path}: {exc.strerror or exc}") from exc
         self._give_to_directory_owner(lock_path)
@@ -298,8 +299,9 @@ class PinRejections:
         text = json.dumps(data, indent=2, sort_keys=True) + "\n"
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = open_private(tmp, os.O_WRONLY)
             try:
+                os.ftruncate(fd, 0)
                 os.write(fd, text.encode())
                 os.fsync(fd)
             finally:

@@ -80,7 +80,9 @@ def single_instance_lock(store_path: os.PathLike[str] | str) -> int | str | None
     path = f"{os.fspath(store_path)}.lock"
     if not os.path.isdir(os.path.dirname(path) or "."):
         return None
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    from drivers.private_files import open_private
+
+    fd = open_private(path)  # 0600 (0640 in a setgid directory) whatever the umask
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

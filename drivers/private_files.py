@@ -1,0 +1,73 @@
+"""Files that hold the appliance's data (the store, its -wal/-shm, lock files, the PIN rejection
+file) are private to the service whatever the process's umask.
+
+The mode is ``0600`` (owner only). When the file's directory has the set-group-ID bit, its files
+inherit the directory's group, which is then a service group chosen by the administrator (for
+example ``install -d -m 2750 -g smsgw /var/lib/smsgw``): its members may read, so the mode is
+``0640``. Nothing is ever readable by others. Under systemd the unit's ``UMask=0027`` alone would
+already give ``0640``; these rules make ``smsgw send`` from a shell with umask ``022`` or a daemon
+started by hand just as safe.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+#: The mode of a data file in an ordinary directory.
+PRIVATE_MODE = 0o600
+#: The mode of a data file in a set-group-ID directory (a service group may read).
+GROUP_MODE = 0o640
+
+
+def data_file_mode(directory: os.PathLike[str] | str) -> int:
+    """The mode for a data file created in ``directory``."""
+    try:
+        setgid = bool(os.stat(directory).st_mode & stat.S_ISGID)
+    except OSError:
+        setgid = False
+    return GROUP_MODE if setgid else PRIVATE_MODE
+
+
+def open_private(path: os.PathLike[str] | str, flags: int = os.O_RDWR) -> int:
+    """Open (creating if needed) a data file with :func:`data_file_mode`; the fd.
+
+    A file this call creates gets exactly that mode (``fchmod``: the umask cannot widen or narrow
+    it); an existing file loses any permission the policy does not allow (see :func:`restrict`).
+    """
+    mode = data_file_mode(Path(path).parent)
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    except FileExistsError:
+        fd = os.open(path, flags | os.O_CLOEXEC)
+        restrict_fd(fd, mode)
+        return fd
+    os.fchmod(fd, mode)
+    return fd
+
+
+def create_private(path: os.PathLike[str] | str) -> None:
+    """Make sure ``path`` exists with the data file mode (for files another library opens, such as
+    the SQLite database, whose -wal and -shm then get the same mode from SQLite)."""
+    os.close(open_private(path))
+
+
+def restrict_fd(fd: int, mode: int) -> None:
+    """Drop the permission bits of an open file that ``mode`` does not allow (only if we own it)."""
+    st = os.fstat(fd)
+    allowed = st.st_mode & 0o7777 & (mode | 0o7000)
+    if allowed != st.st_mode & 0o7777 and os.geteuid() in (0, st.st_uid):
+        os.fchmod(fd, allowed)
+
+
+def restrict(path: os.PathLike[str] | str) -> None:
+    """:func:`restrict_fd` for a path, if it exists."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        restrict_fd(fd, data_file_mode(Path(path).parent))
+    finally:
+        os.close(fd)
