@@ -141,6 +141,22 @@ class _Subscription:
     qos: int
 
 
+class _Client(paho.Client):
+    """paho's client, remembering why its last connection attempt failed (paho's ``on_connect_fail``
+    gets no exception: a TLS failure or a refused TCP connection would be lost)."""
+
+    connect_error: BaseException | None = None
+
+    def reconnect(self) -> Any:
+        try:
+            result = super().reconnect()
+        except (OSError, ValueError) as exc:
+            self.connect_error = exc
+            raise
+        self.connect_error = None
+        return result
+
+
 def _match_filter(topic_filter: str) -> str:
     if topic_filter.startswith("$share/"):
         parts = topic_filter.split("/", 2)
@@ -323,7 +339,11 @@ class MqttBridge:
         self._stopping = False
         self.counters = {"received": 0, "accepted": 0, "duplicates": 0, "rejected": 0,
                          "events_published": 0, "connects": 0}
+        #: The bridge's current problem (a broker refusal, a connection failure...); None once connected.
         self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        #: The most recent error with its time, kept after a successful connect: {"error", "at"}.
+        self.last_failure: dict[str, Any] | None = None
         # [sources] daily caps; validated again (and reported) by the rules engine
         self.rules: RulesConfig = validate_rules(config) if _cfg(config, "raw") is not None else RulesConfig()
 
@@ -410,6 +430,8 @@ class MqttBridge:
         data["rejected_total"] = self.store.state_get("mqtt", "rejected", 0)
         data["events_inflight"] = len(self._inflight)
         data["last_error"] = self.last_error
+        data["last_error_at"] = self.last_error_at
+        data["last_failure"] = self.last_failure
         return data
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -494,12 +516,21 @@ class MqttBridge:
 
     # --- paho client ----------------------------------------------------------------------
 
+    def _set_error(self, error: str, *, record: bool = True) -> None:
+        """Remember ``error`` with its time (any thread) and record it where ``smsgw status`` reads it
+        (not with ``record=False``: when the store itself is failing)."""
+        now = time.time()
+        self.last_error, self.last_error_at = error, now
+        self.last_failure = {"error": error, "at": now}
+        if record:
+            self._call(self._record_connection)
+
     def _make_client(self) -> paho.Client:
         if self._v5:
-            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5)
+            client = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5)
         else:
-            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv311,
-                                 clean_session=False)
+            client = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv311,
+                             clean_session=False)
         client.manual_ack_set(True)
         client.enable_logger(PAHO_LOG)
         client.max_inflight_messages_set(100)
@@ -550,9 +581,12 @@ class MqttBridge:
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
                     properties: Any) -> None:
         if reason_code.is_failure:
-            self.last_error = f"connection refused: {reason_code}"
-            LOG.error("MQTT broker refused the connection: %s", reason_code)
+            error = f"connection refused by the broker: {reason_code}"
+            if error != self.last_error:
+                LOG.error("MQTT broker refused the connection: %s", reason_code)
+            self._set_error(error)
             return
+        self.last_error = self.last_error_at = None  # last_failure keeps what went wrong before
         self._generation += 1
         # Every filter once (the highest QoS asked for); subscribe() from now on sends new ones itself.
         filters: dict[str, tuple[int, int]] = {f: (1, 2) for f in self.send_filters}
@@ -571,19 +605,25 @@ class MqttBridge:
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         host = _cfg(self.mqtt, "host", "127.0.0.1")
         port = _cfg(self.mqtt, "port", 1883)
-        tls = " or the TLS handshake failed" if _cfg(self.mqtt, "tls") is not None else ""
-        error = f"cannot connect to the broker at {host}:{port} (refused, unreachable{tls}); retrying"
+        cause = getattr(client, "connect_error", None)
+        if cause is not None:
+            reason = f"{type(cause).__name__}: {cause}" if isinstance(cause, ssl.SSLError) else str(cause)
+        else:
+            tls = " or the TLS handshake failed" if _cfg(self.mqtt, "tls") is not None else ""
+            reason = f"refused, unreachable{tls}"
+        error = f"cannot connect to the broker at {host}:{port} ({reason}); retrying"
         if error != self.last_error:
             LOG.warning("MQTT %s", error)
-        self.last_error = error
+        self._set_error(error)
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
         with self._sub_lock:
+            was_up = self._link_up
             self._link_up = False
             self._sent_filters = set()
-        if not self._stopping:
-            self.last_error = f"disconnected: {reason_code}"
+        if not self._stopping and was_up:  # after a refused CONNECT, the refusal says more
+            self._set_error(f"disconnected: {reason_code}")
             LOG.warning("MQTT disconnected: %s; reconnecting", reason_code)
         self._call(self._disconnected_main)
 
@@ -631,7 +671,8 @@ class MqttBridge:
         try:
             self.store.state_set("mqtt", "connection", {
                 "connected": self.connected, "since": time.time(), "broker": f"{host}:{port}",
-                "client_id": self.client_id, "last_error": self.last_error,
+                "client_id": self.client_id, "last_error": self.last_error, "last_error_at": self.last_error_at,
+                "last_failure": self.last_failure,
             })
         except Exception:
             LOG.exception("recording the MQTT connection state failed")
@@ -848,7 +889,7 @@ class MqttBridge:
     def _store_failed(self, exc: BaseException | None, items: list[_Incoming]) -> None:
         """Nothing of ``items`` was committed: keep them (no PUBACK) and try again."""
         if exc is not None:
-            self.last_error = f"store commit failed: {exc}"
+            self._set_error(f"store commit failed: {exc}", record=False)
             LOG.error("committing %d MQTT request(s) failed (%s); retrying", len(items), exc)
         for item in items:
             item.retrying = True
@@ -1032,7 +1073,7 @@ class MqttBridge:
             try:
                 self._pump()
             except Exception as exc:
-                self.last_error = f"publishing events failed: {exc}"
+                self._set_error(f"publishing events failed: {exc}", record=False)
                 LOG.exception("publishing store events failed")
                 await asyncio.sleep(1.0)
                 self._wake.set()
@@ -1066,7 +1107,7 @@ class MqttBridge:
             # The broker refused it (e.g. ACL with MQTT 5): it stays pending; log once per event.
             # Marked done all the same, so one refused topic cannot block every later event.
             LOG.error("broker refused event %d: %s", event_id, reason_code)
-            self.last_error = f"broker refused event {event_id}: {reason_code}"
+            self._set_error(f"broker refused event {event_id}: {reason_code}")
             try:
                 self.store.audit("mqtt_event_refused", {"event": event_id, "reason": str(reason_code)})
             except Exception:

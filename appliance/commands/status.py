@@ -202,6 +202,12 @@ def mqtt_state(store: Store, cfg: Config, daemon_running: bool = True) -> dict[s
         state.update({k: v for k, v in connection.items() if k in ("connected", "since", "broker", "last_error")})
         if isinstance(state.get("since"), int | float):
             state["since"] = iso(state["since"])
+        if isinstance(connection.get("last_error_at"), int | float):
+            state["last_error_at"] = iso(connection["last_error_at"])
+        failure = connection.get("last_failure")
+        if isinstance(failure, dict) and failure.get("error"):
+            at = failure.get("at")
+            state["last_failure"] = {"error": failure["error"], "at": iso(at) if isinstance(at, int | float) else None}
     state["rejected_requests"] = int(store.state_get("mqtt", "rejected", 0) or 0)
     if not daemon_running and state.get("connected"):
         state["recorded_connected"], state["connected"] = state["connected"], False
@@ -348,8 +354,11 @@ def render(doc: dict[str, Any]) -> str:
         if mqtt.get("since"):
             line += f" since {mqtt['since']}"
         if mqtt.get("last_error") and not mqtt.get("connected"):
-            line += f" ({mqtt['last_error']})"
+            line += f" ({mqtt['last_error']}" + (f" at {mqtt['last_error_at']}" if mqtt.get("last_error_at") else "") + ")"
         out.append(line + f"; {mqtt['rejected_requests']} bad request(s) rejected")
+        failure = mqtt.get("last_failure")
+        if mqtt.get("connected") and failure:
+            out.append(f"MQTT last error: {failure['error']} (at {failure['at']})")
     out += ["", "Usage today per source"]
     if doc["sources_today"]:
         rows = []
