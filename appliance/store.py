@@ -85,6 +85,43 @@ class StoreError(Exception):
     """Base class of store errors."""
 
 
+class StoreFull(StoreError, OSError):
+    """A write failed because the file system holding the store is full (SQLITE_FULL); nothing of
+    that transaction was committed. The message names the file system's free space."""
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+
+
+#: Below this many free bytes a failed open or write is put down to a full disk.
+NEARLY_FULL = 256 * 1024
+
+
+def _nearly_full(path: Path) -> bool:
+    import shutil
+
+    try:
+        return shutil.disk_usage(path if path.is_dir() else path.parent).free < NEARLY_FULL
+    except OSError:
+        return False
+
+
+def free_space(path: Path) -> str:
+    """The free space of the file system holding ``path`` (a directory or a file), for messages."""
+    import shutil
+
+    try:
+        free: float = shutil.disk_usage(path if path.is_dir() else path.parent).free
+    except OSError as exc:
+        return f"free space unknown: {exc.strerror or exc}"
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if free < 1024 or unit == "GiB":
+            return f"{free:.0f} {unit} free" if unit == "bytes" else f"{free:.1f} {unit} free"
+        free /= 1024
+    return f"{free} bytes free"  # pragma: no cover
+
+
 class InvalidRequest(StoreError, ValueError):
     """An outbound request was refused; nothing of its batch was written."""
 
@@ -247,27 +284,13 @@ def local_midnight(now: float) -> float:
 
 
 class Store:
-    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time, read_only: bool = False) -> None:
+        """Open (creating and migrating) the store at ``path``; with ``read_only``, open an existing
+        file with SQLite's ``mode=ro``: no migration, no PRAGMA that writes, nothing created, so it
+        works on a full disk (``smsgw status``, ``inbox``, ``outbox``)."""
         self.path = Path(path)
         self.clock = clock
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            create_private(self.path)  # 0600 (0640 in a setgid directory) whatever the umask
-        self.conn = sqlite3.connect(
-            str(path), isolation_level=None, timeout=BUSY_TIMEOUT, check_same_thread=False
-        )
-        self.conn.row_factory = sqlite3.Row
-        # only takes effect on a new file (before its first table and before WAL); see prune()
-        self.conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        if str(path) != ":memory:":
-            for suffix in ("-wal", "-shm"):  # SQLite gives them the database's mode; older ones may be wider
-                restrict(f"{self.path}{suffix}")
-        self.migrated_from = migrate(self.conn)
-        if str(path) != ":memory:":
-            share_with_group(self.path)
+        self.read_only = read_only
         self._listeners: list[Callable[[], None]] = []
         self._enqueue_listeners: list[Callable[[], None]] = []
         self._tx_events = 0
@@ -277,6 +300,64 @@ class Store:
         #: ``inbox()``): the daemon and ``smsgw inbox`` set it to withhold PINs (rules.withhold_pin).
         #: The inbox row keeps the text as received, for the command rules.
         self.shown_text: Callable[[str], str] = lambda text: text
+        if read_only:
+            self.conn = self._connect_read_only()
+            version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+            if version != SCHEMA_VERSION:
+                self.conn.close()
+                newer = "a newer smsgw" if version > SCHEMA_VERSION else "an older smsgw; 'smsgw run' migrates it"
+                raise StoreError(f"{self.path} has schema version {version}, this smsgw reads {SCHEMA_VERSION} "
+                                 f"(the file is from {newer})")
+            self.migrated_from: int | None = None
+            return
+        try:
+            self._open_writable(str(path))
+        except (sqlite3.OperationalError, OSError) as exc:
+            # on a full disk SQLite fails to create or grow the -shm/-wal ("disk I/O error")
+            if str(path) != ":memory:" and _nearly_full(self.path):
+                raise StoreFull(f"the disk holding {self.path} is full ({free_space(self.path)}): {exc}") from exc
+            raise
+
+    def _open_writable(self, path: str) -> None:
+        if path != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(self.path)  # 0600 (0640 in a setgid directory) whatever the umask
+        self.conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        # only takes effect on a new file (before its first table and before WAL); see prune()
+        self.conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        if path != ":memory:":
+            for suffix in ("-wal", "-shm"):  # SQLite gives them the database's mode; older ones may be wider
+                restrict(f"{self.path}{suffix}")
+        self.migrated_from = migrate(self.conn)
+        if path != ":memory:":
+            share_with_group(self.path)
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """``mode=ro``. A WAL reader needs the -shm file; when the -shm cannot be created (a full disk,
+        a read-only directory) and the -wal is missing or empty (no committed frame outside the
+        database file), the file is read as ``immutable``: no writer can commit there either, since
+        it would have to grow the -wal."""
+        uri = self.path.resolve().as_uri()
+        if not self.path.exists():
+            raise StoreError(f"no database at {self.path}")
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=BUSY_TIMEOUT,
+                               check_same_thread=False)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            wal = Path(f"{self.path}-wal")
+            if wal.exists() and wal.stat().st_size > 0:  # committed frames only the WAL holds
+                raise
+            LOG.info("reading %s as immutable (%s)", self.path, exc)
+            conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None,
+                                   check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        return conn
 
     @property
     def schema_version(self) -> int:
@@ -316,10 +397,15 @@ class Store:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn
+                self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                self._rollback()
                 raise
-            self.conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if _is_full(exc):
+                raise StoreFull(f"the disk holding {self.path} is full ({free_space(self.path)}): {exc}; "
+                                "nothing of this change was committed") from exc
+            raise
         finally:
             self._in_tx = False
         events, enqueued = self._tx_events, self._tx_enqueued
@@ -327,6 +413,15 @@ class Store:
             self._notify(self._listeners)
         if enqueued:
             self._notify(self._enqueue_listeners)
+
+    def _rollback(self) -> None:
+        """Roll back what is left of a failed transaction (SQLite may have rolled it back already,
+        e.g. after SQLITE_FULL at COMMIT)."""
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                LOG.exception("rolling back a failed transaction failed")
 
     @staticmethod
     def _notify(callbacks: list[Callable[[], None]]) -> None:

@@ -4,7 +4,9 @@ file) are private to the service whatever the process's umask.
 The mode is ``0600`` (owner only). When the file's directory has the set-group-ID bit, its files
 inherit the directory's group, which is then a service group chosen by the administrator (for
 example ``install -d -m 2750 -g smsgw /var/lib/smsgw``): its members may read, so the mode is
-``0640``. Nothing is ever readable by others. Under systemd the unit's ``UMask=0027`` alone would
+``0640``. When the directory is group-writable (``/var/lib/smsgw`` 0770 for the daemon and its
+operators, as deploy/raspberrypi/install.sh makes it), the group shares the files read-write:
+``0660``. Nothing is ever readable by others. Under systemd the unit's ``UMask=0027`` alone would
 already give ``0640``; these rules make ``smsgw send`` from a shell with umask ``022`` or a daemon
 started by hand just as safe.
 """
@@ -19,15 +21,19 @@ from pathlib import Path
 PRIVATE_MODE = 0o600
 #: The mode of a data file in a set-group-ID directory (a service group may read).
 GROUP_MODE = 0o640
+#: The mode of a data file in a group-writable directory (the daemon and its operators).
+SHARED_MODE = 0o660
 
 
 def data_file_mode(directory: os.PathLike[str] | str) -> int:
     """The mode for a data file created in ``directory``."""
     try:
-        setgid = bool(os.stat(directory).st_mode & stat.S_ISGID)
+        mode = os.stat(directory).st_mode
     except OSError:
-        setgid = False
-    return GROUP_MODE if setgid else PRIVATE_MODE
+        return PRIVATE_MODE
+    if mode & stat.S_IWGRP:
+        return SHARED_MODE
+    return GROUP_MODE if mode & stat.S_ISGID else PRIVATE_MODE
 
 
 def open_private(path: os.PathLike[str] | str, flags: int = os.O_RDWR) -> int:

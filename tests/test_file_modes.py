@@ -87,3 +87,11 @@ def test_pin_rejection_file_and_its_lock_are_private(tmp_path: Path, umask_022: 
     rejections.remember("sim-key", "1234", modem_id="sim0", port="/dev/null", iccid="89", reason="test")
     assert mode(tmp_path / PIN_REJECTIONS_FILE) == 0o600
     assert mode(tmp_path / (PIN_REJECTIONS_FILE + ".lock")) == 0o600
+
+
+def test_a_group_writable_directory_shares_the_store_with_its_group(tmp_path: Path, umask_022: None) -> None:
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    directory.chmod(0o770)
+    with Store(directory / "smsgw.db"):
+        assert mode(directory / "smsgw.db") == 0o660 and mode(directory / "smsgw.db-wal") == 0o660

@@ -100,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
         return fail(NAME, f"{exc}; nothing queued", EXIT_USAGE)
     except InvalidRequest as exc:
         return fail(NAME, str(exc), EXIT_USAGE)
-    except Exception as exc:  # the disk, permissions, a locked database beyond the busy timeout
+    except Exception as exc:  # a full disk (StoreFull names the free space), permissions, a locked database
         return fail(NAME, f"could not queue the message: {exc}", EXIT_ERROR)
     finally:
         close_store(store)

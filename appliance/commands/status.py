@@ -22,7 +22,7 @@ from appliance.commands._types import positive_int
 from appliance.config import Config, ConfigError, default_config_path, load_config
 from appliance.liveness import daemon_view
 from appliance.rules import RulesConfig, validate_rules
-from appliance.store import STATES, Store
+from appliance.store import STATES, Store, free_space
 
 T = TypeVar("T")
 
@@ -96,8 +96,9 @@ def close_store(store: Store) -> None:
     give_to_store_owner(store.path)
 
 
-def open_store(cfg: Config, command: str, *, create: bool = False) -> Store | int:
-    """Open the configured store; without ``create``, a missing database is an error."""
+def open_store(cfg: Config, command: str, *, create: bool = False, read_only: bool = False) -> Store | int:
+    """Open the configured store; without ``create``, a missing database is an error; ``read_only``
+    opens it with SQLite's ``mode=ro`` (no migration, no writes: works on a full disk)."""
     path = cfg.store.path
     problem = _access.store_access_problem(path, create=create)
     if problem is not None:
@@ -107,10 +108,13 @@ def open_store(cfg: Config, command: str, *, create: bool = False) -> Store | in
     if not path.parent.is_dir():
         return fail(command, f"{path.parent} does not exist (store.path in {cfg.path})", EXIT_USAGE)
     try:
-        store = Store(path)
-    except Exception as exc:  # sqlite3 errors, a newer schema
+        store = Store(path, read_only=read_only)
+    except Exception as exc:  # sqlite3 errors, a newer schema, a full disk
         give_to_store_owner(path)
-        return fail(command, f"cannot open the store {path}: {exc}")
+        reason = str(exc)
+        if "full" in reason and "free" not in reason:
+            reason += f" ({free_space(path)})"
+        return fail(command, f"cannot open the store {path}: {reason}")
     give_to_store_owner(path)
     return store
 
@@ -386,7 +390,7 @@ def read_store(args: argparse.Namespace, command: str, read: Callable[[Store, Co
     cfg = load(args, command)
     if isinstance(cfg, int):
         return cfg
-    store = open_store(cfg, command)
+    store = open_store(cfg, command, read_only=True)
     if isinstance(store, int):
         return store
     try:
