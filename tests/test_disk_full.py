@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from daemon_helpers import ROOT, daemon_env, write_config
 from mosquitto import Broker, Probe
-from test_mqtt_e2e import App, mqtt_section, state_is
+from test_mqtt_e2e import App, mqtt_section
+from test_mqtt_poison import start_online
 from waiting import async_wait_until
 
 from appliance.store import OutboundRequest, Store
@@ -98,8 +99,7 @@ async def test_the_daemon_keeps_a_request_unacknowledged_while_the_disk_is_full(
         probe = Probe(mosquitto, "smsgw/bridge/#")
         app = App(config)
         try:
-            await app.start()
-            await async_wait_until(state_is(probe, "online"), timeout=15, what="online")
+            await start_online(app, probe)
             filler = fill(small_disk)
             offset = len(app.log_text())
             for n in range(20):  # enough to need new pages in the WAL

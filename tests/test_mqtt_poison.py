@@ -62,6 +62,23 @@ def errors(probe: Probe) -> list[dict[str, Any]]:
     return [r for r in probe.json(RESPONSES) if isinstance(r, dict) and r.get("status") == "error"]
 
 
+async def start_online(app: App, probe: Probe) -> None:
+    """Start the daemon and wait for its ``online`` state."""
+    await app.start()
+    await async_wait_until(state_is(probe, "online"), timeout=15, what="online")
+
+
+async def restart_answers_only(app: App, probe: Probe, transaction: str) -> None:
+    """Restart the daemon and send one request: it is the only one answered (the broker redelivered
+    nothing, so every earlier message had been acknowledged)."""
+    await app.stop()
+    answered = len(probe.json(RESPONSES))
+    await app.start()
+    probe.publish("smsgw/send", json.dumps({"to": OUTSIDE, "text": transaction, "transaction": transaction}))
+    got = await responses(probe, answered + 1, timeout=20)
+    assert [r.get("transaction") for r in got[answered:]] == [transaction]
+
+
 @pytest.fixture
 async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
     async with Simulator(tmp_path / "sim", modems=2, profile="generic") as simulator:
@@ -75,8 +92,7 @@ async def test_poison_payloads_among_good_requests_live_and_after_restart(
     probe = Probe(mosquitto, "smsgw/#")
     app = App(config)
     try:
-        await app.start()
-        await async_wait_until(state_is(probe, "online"), timeout=15, what="online")
+        await start_online(app, probe)
 
         # 1. live: 100 good requests with 4 poison payloads in the middle
         for topic, payload in batch(0, 100):
@@ -104,12 +120,7 @@ async def test_poison_payloads_among_good_requests_live_and_after_restart(
         await async_wait_until(lambda: len(sim.network.sent) >= 150, timeout=40, what="150 SMS sent")
 
         # 3. another restart: nothing is redelivered (a sentinel request is answered, and nothing before it)
-        await app.stop()
-        answered = len(probe.json(RESPONSES))
-        await app.start()
-        probe.publish("smsgw/send", json.dumps({"to": OUTSIDE, "text": "sentinel", "transaction": "sentinel"}))
-        got = await responses(probe, answered + 1, timeout=20)
-        assert [r.get("transaction") for r in got[answered:]] == ["sentinel"]
+        await restart_answers_only(app, probe, "sentinel")
         await async_wait_until(lambda: "sentinel" in sent_texts(sim), timeout=20, what="sentinel sent")
 
         assert sorted(sent_texts(sim)) == sorted([f"good {n}" for n in range(150)] + ["sentinel"])
@@ -136,8 +147,7 @@ async def test_poison_on_other_subscribed_topics_is_audited_and_acknowledged(
     probe = Probe(mosquitto, "smsgw/bridge/#")
     app = App(config)
     try:
-        await app.start()
-        await async_wait_until(state_is(probe, "online"), timeout=15, what="online")
+        await start_online(app, probe)
         for _, payload in POISON:
             probe.publish("farm/f1/alarm", payload)
             probe.publish("homeassistant/status", payload)
@@ -145,13 +155,7 @@ async def test_poison_on_other_subscribed_topics_is_audited_and_acknowledged(
         probe.publish("smsgw/send", json.dumps({"to": OUTSIDE, "text": "after", "transaction": "after"}))
         await async_wait_until(lambda: {"alarm high", "after"} <= set(sent_texts(sim)), timeout=20,
                                what="the good alert and request sent")
-        await app.stop()
-        # nothing of the poison is left at the broker: a restart answers only a new request
-        answered = len(probe.json(RESPONSES))
-        await app.start()
-        probe.publish("smsgw/send", json.dumps({"to": OUTSIDE, "text": "again", "transaction": "again"}))
-        got = await responses(probe, answered + 1, timeout=20)
-        assert [r.get("transaction") for r in got[answered:]] == ["again"]
+        await restart_answers_only(app, probe, "again")  # nothing of the poison is left at the broker
         assert "Exception in callback" not in app.log_text()
     finally:
         await app.stop()
