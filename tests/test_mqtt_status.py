@@ -79,3 +79,21 @@ async def test_a_closed_port_shows_the_connection_error(tmp_path: Path) -> None:
         assert "Connection refused" in failed["last_error"], failed
     finally:
         await daemon.stop()
+
+
+async def test_a_tls_failure_shows_the_certificate_error(tmp_path: Path,
+                                                         broker_factory: Callable[..., Broker]) -> None:
+    """The broker's certificate is signed by the tests' own CA, which the appliance is not given: the
+    handshake fails with CERTIFICATE_VERIFY_FAILED, and status says so (not just "cannot connect")."""
+    broker = broker_factory(users={"gateway": "right"}, tls=True)
+    assert broker.tls_port is not None
+    extra = mqtt_config(broker.tls_port, "right", "5") + "\n[mqtt.tls]\ninsecure = false\n"
+    config = write_config(tmp_path / "gw", ["/dev/null"], extra=extra)
+    daemon = await DaemonProcess(config).start()
+    try:
+        await daemon.wait_running(timeout=20)
+        failed = await async_wait_until(lambda: (s := status(config)).get("last_error") and s, timeout=20,
+                                        what="the TLS failure in smsgw status")
+        assert "CERTIFICATE_VERIFY_FAILED" in failed["last_error"], failed
+    finally:
+        await daemon.stop()
