@@ -595,3 +595,40 @@ def test_request_validity_defaults_to_the_configured_limit() -> None:
     explicit, = parse_request({"to": "+4917612345678", "text": "hi", "valid_for": 60}, numbers_policy=policy,
                               max_parts=10, source="mqtt", now=1000.0, validity=3600.0)
     assert explicit.valid_until == 1060.0
+
+
+async def test_a_handler_that_raises_is_audited_and_its_message_acknowledged(rig: Rig) -> None:
+    """Any subscribed topic (rules, discovery): a handler raising on a poison payload costs that
+    message only. It is audited (``mqtt_handler_failed``) and acknowledged, so a restarted bridge with
+    the same persistent session gets nothing again, and the messages after it are handled."""
+    seen: list[bytes] = []
+
+    def sync_handler(topic: str, payload: bytes) -> None:
+        json.loads(payload)  # RecursionError on 100,000 brackets
+        seen.append(payload)
+
+    async def async_handler(topic: str, payload: bytes) -> None:
+        if payload.startswith(b"["):
+            raise ValueError("poison")
+
+    bridge = await rig.bridge()
+    bridge.subscribe("sensors/+/alarm", sync_handler)
+    bridge.subscribe("plant/#", async_handler)
+    probe = rig.probe("smsgw/bridge/#")
+    probe.subscribed()
+    poison = b"[" * 100_000 + b"]" * 100_000
+    probe.publish("sensors/a/alarm", poison)
+    probe.publish("plant/pump", poison)
+    probe.publish("sensors/a/alarm", b'{"level": 1}')
+    await async_wait_until(lambda: seen == [b'{"level": 1}'], what="the good message after the poison")
+    await async_wait_until(lambda: len(bridge.store.audit_log(kind="mqtt_handler_failed")) == 2)
+    errors = sorted(entry["detail"]["error"] for entry in bridge.store.audit_log(kind="mqtt_handler_failed"))
+    assert errors[0].startswith("the request could not be handled (RecursionError")
+    assert errors[1] == "the request could not be handled (ValueError: poison)"
+    await bridge.stop()
+
+    again = await rig.bridge()  # same client id, persistent session: unacknowledged messages would come back
+    again.subscribe("sensors/+/alarm", sync_handler)
+    probe.publish("sensors/a/alarm", b'{"level": 2}')
+    await async_wait_until(lambda: len(seen) == 2, what="the next message")
+    assert seen == [b'{"level": 1}', b'{"level": 2}']
