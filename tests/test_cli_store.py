@@ -382,3 +382,14 @@ def test_config_check_validates_rules_and_health_too(tmp_path):
     path.write_text('[store]\npath = "smsgw.db"\n[health]\nping_interval = -1\n')
     result = smsgw("config", "check", str(path))
     assert result.returncode == 2 and "health.ping_interval" in result.stderr
+
+
+def test_send_refuses_a_text_that_is_not_text_with_status_2(config):
+    """Bytes that are not UTF-8 in argv reach Python as lone surrogates (PEP 383)."""
+    done = subprocess.run([sys.executable, "-m", "appliance", "send", "--config", str(config), "+4915112345678",
+                           b"caf\xe9"], capture_output=True, cwd=ROOT, timeout=30,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2, done.stderr
+    assert b"the text cannot be sent: text contains a lone surrogate" in done.stderr
+    assert b"Traceback" not in done.stderr
+    assert db_rows(config) == []

@@ -30,7 +30,7 @@ from appliance.config import ConfigError
 from appliance.numbers import NumberError, check_destination
 from appliance.rules import DailyCapExceeded, check_daily_cap, validate_rules
 from appliance.store import InvalidRequest, OutboundRequest
-from drivers.pdu import count_parts, split_text
+from drivers.pdu import PduError, count_parts, split_text
 
 NAME = "send"
 SOURCE = "cli"
@@ -63,7 +63,10 @@ def main(args: argparse.Namespace) -> int:
         return fail(NAME, f"invalid destination {exc}", EXIT_USAGE)
     if not text.strip():
         return fail(NAME, "the text is empty", EXIT_USAGE)
-    parts = count_parts(text)
+    try:
+        parts = count_parts(text)
+    except PduError as exc:  # a lone surrogate (bytes that are not UTF-8 in argv/stdin), > 255 parts
+        return fail(NAME, f"the text cannot be sent: {exc}", EXIT_USAGE)
     if parts > cfg.limits.max_parts:
         encoding, _ = split_text(text)
         return fail(
