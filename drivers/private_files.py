@@ -55,25 +55,45 @@ def open_private(path: os.PathLike[str] | str, flags: int = os.O_RDWR) -> int:
 
 def create_private(path: os.PathLike[str] | str) -> None:
     """Make sure ``path`` exists with the data file mode (for files another library opens, such as
-    the SQLite database, whose -wal and -shm then get the same mode from SQLite)."""
-    os.close(open_private(path))
+    the SQLite database, whose -wal and -shm then get the same mode from SQLite).
+
+    An existing file is never opened here, only ``chmod``-ed by name: closing any descriptor of a
+    file drops every POSIX lock the process holds on it, which would break the locking of an SQLite
+    connection this process already has on that file.
+    """
+    mode = data_file_mode(Path(path).parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    except FileExistsError:
+        restrict(path)
+        return
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)  # a new file: no connection of this process has locks on it yet
+
+
+def _narrowed(st: os.stat_result, mode: int) -> int | None:
+    """The permission bits without those ``mode`` does not allow; None if nothing changes or the file
+    is not ours to change."""
+    allowed = st.st_mode & 0o7777 & (mode | 0o7000)
+    if allowed != st.st_mode & 0o7777 and os.geteuid() in (0, st.st_uid):
+        return allowed
+    return None
 
 
 def restrict_fd(fd: int, mode: int) -> None:
     """Drop the permission bits of an open file that ``mode`` does not allow (only if we own it)."""
-    st = os.fstat(fd)
-    allowed = st.st_mode & 0o7777 & (mode | 0o7000)
-    if allowed != st.st_mode & 0o7777 and os.geteuid() in (0, st.st_uid):
-        os.fchmod(fd, allowed)
+    narrowed = _narrowed(os.fstat(fd), mode)
+    if narrowed is not None:
+        os.fchmod(fd, narrowed)
 
 
 def restrict(path: os.PathLike[str] | str) -> None:
-    """:func:`restrict_fd` for a path, if it exists."""
+    """:func:`restrict_fd` by name, if ``path`` exists (without opening it: see :func:`create_private`)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+        narrowed = _narrowed(os.stat(path), data_file_mode(Path(path).parent))
+        if narrowed is not None:
+            os.chmod(path, narrowed)
+    except FileNotFoundError:
         return
-    try:
-        restrict_fd(fd, data_file_mode(Path(path).parent))
-    finally:
-        os.close(fd)
