@@ -90,3 +90,32 @@ async def test_smsgw_at_transcript_never_shows_the_pin() -> None:
     assert "+CME ERROR: 16" in out
     assert PIN not in out and PIN not in err, (out, err)
     assert 'AT+CLCK="SC",1,"****"' in err
+
+
+def test_the_at_console_history_file_keeps_no_pin(tmp_path: Path) -> None:
+    """The console's readline history (~/.smsgw_at_history) is a saved transcript too."""
+    import os
+
+    from test_cli_console import SMSGW, Pty
+    from third_party_fixtures import run_simulator
+
+    with run_simulator(tmp_path / "sim", profile="sim800") as sim:
+        env = {**os.environ, "HOME": str(tmp_path), "TERM": "xterm", "PYTHONPATH": str(Path(__file__).parent.parent)}
+        console = Pty([*SMSGW, "at", sim.port(0)], env)
+        try:
+            console.expect("AT> ")
+            console.type(f'AT+CPIN="{PIN}"\r')
+            console.expect("AT> ")
+            console.type("ATI\r")
+            console.expect("AT> ")
+            console.type("\x04")  # Ctrl-D saves the history
+            _, status = os.waitpid(console.pid, 0)
+            console.pid = 0
+        finally:
+            if console.pid:
+                console.close()
+            else:
+                os.close(console.fd)
+    history = (tmp_path / ".smsgw_at_history").read_text()
+    assert 'AT+CPIN="****"' in history and "ATI" in history
+    assert PIN not in history
