@@ -53,7 +53,7 @@ def test_every_public_parser_is_fuzzed() -> None:
     names = {function.__name__ for function in _public_parsers()}
     assert names == {"split_fields", "parse_csq", "parse_creg", "parse_creg_urc", "parse_cops", "parse_cpin",
                      "parse_csca", "parse_cpms", "parse_cmgl", "parse_cmgr", "parse_cmgs", "parse_cmti",
-                     "parse_cusd", "decode_ussd_text"}, "a new parser: add it to the fuzz tests below"
+                     "parse_cusd", "decode_ussd_text", "access_technology"}, "a new parser: add it to the fuzz tests below"
 
 
 @SETTINGS
@@ -75,6 +75,7 @@ def test_every_parser_returns_data_or_raises_parse_error(lines: list[str], dcs: 
         lambda: parsers.parse_cmti(line),
         lambda: parsers.parse_cusd(line),
         lambda: parsers.decode_ussd_text(line, dcs),
+        lambda: parsers.access_technology(dcs),
     ]
     for call in calls:
         try:

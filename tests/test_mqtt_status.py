@@ -71,12 +71,17 @@ async def test_a_login_refusal_shows_in_status_and_is_kept_after_a_good_login(
 
 async def test_a_closed_port_shows_the_connection_error(tmp_path: Path) -> None:
     config = write_config(tmp_path / "gw", ["/dev/null"], extra=mqtt_config(free_port(), "x", "5"))
+    assert "Connection refused" in await first_error(config)
+
+
+async def first_error(config: Path) -> str:
+    """Run the daemon until `smsgw status` shows an MQTT error; that error."""
     daemon = await DaemonProcess(config).start()
     try:
         await daemon.wait_running(timeout=20)
         failed = await async_wait_until(lambda: (s := status(config)).get("last_error") and s, timeout=20,
-                                        what="the connection failure in smsgw status")
-        assert "Connection refused" in failed["last_error"], failed
+                                        what="the MQTT error in smsgw status")
+        return str(failed["last_error"])
     finally:
         await daemon.stop()
 
@@ -89,11 +94,4 @@ async def test_a_tls_failure_shows_the_certificate_error(tmp_path: Path,
     assert broker.tls_port is not None
     extra = mqtt_config(broker.tls_port, "right", "5") + "\n[mqtt.tls]\ninsecure = false\n"
     config = write_config(tmp_path / "gw", ["/dev/null"], extra=extra)
-    daemon = await DaemonProcess(config).start()
-    try:
-        await daemon.wait_running(timeout=20)
-        failed = await async_wait_until(lambda: (s := status(config)).get("last_error") and s, timeout=20,
-                                        what="the TLS failure in smsgw status")
-        assert "CERTIFICATE_VERIFY_FAILED" in failed["last_error"], failed
-    finally:
-        await daemon.stop()
+    assert "CERTIFICATE_VERIFY_FAILED" in await first_error(config)
