@@ -53,13 +53,14 @@ def test_every_public_parser_is_fuzzed() -> None:
     names = {function.__name__ for function in _public_parsers()}
     assert names == {"split_fields", "parse_csq", "parse_creg", "parse_creg_urc", "parse_cops", "parse_cpin",
                      "parse_csca", "parse_cpms", "parse_cmgl", "parse_cmgr", "parse_cmgs", "parse_cmti",
-                     "parse_cusd", "decode_ussd_text", "access_technology"}, "a new parser: add it to the fuzz tests below"
+                     "parse_cusd", "decode_ussd_text", "access_technology", "text_mode_deliver"}, "a new parser: add it to the fuzz tests below"
 
 
 @SETTINGS
 @given(lines=_LINES, dcs=st.none() | st.integers(-1, 300))
 def test_every_parser_returns_data_or_raises_parse_error(lines: list[str], dcs: int | None) -> None:
     line = lines[0] if lines else ""
+    framed = line.encode("utf-8", "replace").decode("utf-8")
     calls = [
         lambda: parsers.split_fields(line),
         lambda: parsers.parse_csq(lines),
@@ -76,6 +77,8 @@ def test_every_parser_returns_data_or_raises_parse_error(lines: list[str], dcs: 
         lambda: parsers.parse_cusd(line),
         lambda: parsers.decode_ussd_text(line, dcs),
         lambda: parsers.access_technology(dcs),
+        # lines as the framing delivers them (decoded with replacement: never a lone surrogate)
+        lambda: parsers.text_mode_deliver(parsers.TextModeMessage(framed or None, framed, framed)),
     ]
     for call in calls:
         try:
