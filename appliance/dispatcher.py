@@ -442,7 +442,7 @@ class Dispatcher:
         parts = encode_submit(
             claimed.recipient, claimed.text, report=claimed.report or modem_id in self.reports,
             validity=validity,
-            concat_reference=claimed.id % 256, language=self.national_language,
+            concat_reference=claimed.id % 256, language=claimed.language or self.national_language,
         )
         return self.store.set_parts(claimed.id, parts)
 

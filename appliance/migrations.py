@@ -16,6 +16,8 @@ Version history
   4  opt-outs: the ``optout`` table (numbers moved from rule state).
   5  send path at any backlog: ``message_due`` (state, next_attempt_at) and ``message_expiry``
      (state, valid_until), so ``Store.next_due_at`` and ``Store.expire_due`` search instead of scanning.
+  6  per-message national language: ``message.language`` (ISO 639-1 code of 3GPP TS 23.038 6.2.1.2
+     whose shift tables the message may be encoded with; NULL: ``[sms] national_language``).
 """
 
 from __future__ import annotations
@@ -177,8 +179,12 @@ def _v5(db: sqlite_utils.Database) -> None:
     db.table("message").create_index(["state", "valid_until"], index_name="message_expiry")
 
 
+def _v6(db: sqlite_utils.Database) -> None:
+    db.table("message").add_column("language", str)  # NULL for old rows: the configured language
+
+
 #: MIGRATIONS[n - 1] takes the schema from version n - 1 to n.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

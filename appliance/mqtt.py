@@ -52,6 +52,7 @@ from appliance.discovery import node_id
 from appliance.payload import PayloadError, decode_text, dump_json, excerpt, load_json
 from appliance.rules import CapTally, DailyCapExceeded, RulesConfig, validate_rules
 from appliance.store import PRIORITIES, EnqueueResult, InvalidRequest, OptedOut, OutboundRequest, Store
+from drivers.gsm7_national import LANGUAGE_IDS
 from drivers.pdu import PduError, count_parts
 
 LOG = logging.getLogger(__name__)
@@ -188,10 +189,12 @@ def check_destination(number: str, policy: Any) -> str:
 
 
 def parse_request(payload: dict[str, Any], *, numbers_policy: Any, max_parts: int | None,
-                  source: str, now: float, validity: float | None = None) -> list[OutboundRequest]:
+                  source: str, now: float, validity: float | None = None,
+                  national_language: str | None = None) -> list[OutboundRequest]:
     """Validate one ``B/send`` JSON object; the OutboundRequests it asks for, or RequestError.
 
-    ``validity`` (``[limits].validity``) is the default lifetime when the request has no ``valid_for``.
+    ``validity`` (``[limits].validity``) is the default lifetime when the request has no ``valid_for``;
+    ``national_language`` (``[sms].national_language``) the shift tables when it has no ``language``.
     """
     if not isinstance(payload, dict):
         raise RequestError(f"request must be a JSON object, got {_json_type(payload)}")
@@ -235,8 +238,12 @@ def parse_request(payload: dict[str, Any], *, numbers_policy: Any, max_parts: in
             raise RequestError(f"'valid_for' must be a positive number of seconds, got {valid_for!r}")
         valid_until = now + float(valid_for)
     _check_text(text, "'text'")
+    language = payload.get("language")
+    if language is not None and (not isinstance(language, str) or language.lower() not in LANGUAGE_IDS):
+        raise RequestError(f"unknown 'language' {language!r} (one of {', '.join(sorted(LANGUAGE_IDS))})")
+    language = language.lower() if language else None
     try:
-        parts = count_parts(text)
+        parts = count_parts(text, language=language or national_language)  # as the dispatcher will encode it
     except PduError as exc:  # more than 255 parts: no concatenated SMS can carry it
         raise RequestError(f"text too long: {len(text)} characters ({exc})") from exc
     if max_parts is not None and parts > max_parts:
@@ -252,7 +259,8 @@ def parse_request(payload: dict[str, Any], *, numbers_policy: Any, max_parts: in
             continue
         seen.add(number)
         requests.append(OutboundRequest(to=number, text=text, source=source, client_key=key,
-                                        priority=priority, valid_until=valid_until, report=report))
+                                        priority=priority, valid_until=valid_until, report=report,
+                                        language=language))
     return requests
 
 
@@ -726,7 +734,8 @@ class MqttBridge:
         limits = _cfg(self.config, "limits")
         return parse_request(payload, numbers_policy=_cfg(self.config, "numbers"),
                              max_parts=_cfg(limits, "max_parts", None), source=source,
-                             now=self.store.clock(), validity=_cfg(limits, "validity", None))
+                             now=self.store.clock(), validity=_cfg(limits, "validity", None),
+                             national_language=_cfg(_cfg(self.config, "sms"), "national_language", None))
 
     def _checked_optout(self, requests: list[OutboundRequest]) -> list[OutboundRequest]:
         """``requests``, or RequestError naming the opted-out number (``Store.check_optout``)."""

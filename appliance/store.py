@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.migrations import SCHEMA_VERSION, migrate
 from appliance.payload import dump_json
+from drivers.gsm7_national import LANGUAGE_IDS
 from drivers.pdu import count_parts
 from drivers.private_files import create_private, restrict
 
@@ -147,6 +148,9 @@ class OutboundRequest:
     priority: str = "normal"
     valid_until: float | None = None
     report: bool = False
+    #: ISO 639-1 code of a national language (drivers.gsm7_national.LANGUAGE_IDS) whose shift tables
+    #: this message may use; None: the configured ``[sms] national_language``.
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,7 @@ class ClaimedMessage:
     modem: str
     lease_until: float
     parts: list[Part] = field(default_factory=list)
+    language: str | None = None  # the request's national language; None: the configured one
 
     @property
     def unsent_parts(self) -> list[Part]:
@@ -445,7 +450,7 @@ class Store:
 
     def _message_event(self, conn: sqlite3.Connection, message_id: int, now: float) -> None:
         row = conn.execute(
-            "SELECT m.id, m.recipient, m.text, m.state, m.modem, m.last_error, "
+            "SELECT m.id, m.recipient, m.text, m.state, m.modem, m.last_error, m.language, "
             "(SELECT COUNT(*) FROM part p WHERE p.message_id = m.id) AS parts "
             "FROM message m WHERE m.id = ?",
             (message_id,),
@@ -454,7 +459,7 @@ class Store:
             "id": row["id"],
             "to": row["recipient"],
             "state": row["state"],
-            "parts": row["parts"] or count_parts(row["text"]),
+            "parts": row["parts"] or count_parts(row["text"], language=row["language"]),
             "modem": row["modem"],
         }
         if row["last_error"] and row["state"] in (QUEUED, FAILED, EXPIRED):
@@ -485,6 +490,10 @@ class Store:
             )
         if request.valid_until is not None and not isinstance(request.valid_until, int | float):
             raise InvalidRequest(f"{where}: valid_until must be a number of seconds since the epoch")
+        if request.language is not None and (not isinstance(request.language, str)
+                                             or request.language not in LANGUAGE_IDS):
+            raise InvalidRequest(f"{where}: language {request.language!r} is not one of "
+                                 f"{', '.join(sorted(LANGUAGE_IDS))}")
 
     def enqueue(self, requests: Sequence[OutboundRequest], now: float | None = None) -> list[EnqueueResult]:
         """Queue every request in one transaction (one fsync for the batch).
@@ -512,12 +521,12 @@ class Store:
                         continue
                 cur = conn.execute(
                     "INSERT INTO message (client_key, source, recipient, text, priority, created_at, "
-                    "valid_until, report, state, attempts, next_attempt_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                    "valid_until, report, state, attempts, next_attempt_at, updated_at, language) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
                     (
                         request.client_key, request.source or "", request.to, request.text,
                         PRIORITIES[request.priority], now, request.valid_until, int(request.report),
-                        QUEUED, now, now,
+                        QUEUED, now, now, request.language,
                     ),
                 )
                 message_id = int(cur.lastrowid or 0)
@@ -595,7 +604,7 @@ class Store:
         return ClaimedMessage(
             id=row["id"], recipient=row["recipient"], text=row["text"], priority=row["priority"],
             report=bool(row["report"]), valid_until=row["valid_until"], attempts=row["attempts"] + 1,
-            modem=modem_id, lease_until=lease_until, parts=parts,
+            modem=modem_id, lease_until=lease_until, parts=parts, language=row["language"],
         )
 
     def next_due_at(self, exclude_recipients: Sequence[str] = ()) -> float | None:

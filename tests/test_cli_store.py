@@ -106,6 +106,29 @@ def test_send_refuses_bad_input_with_exit_2_and_touches_nothing(config, to, text
     assert db_rows(config) == before
 
 
+# 200 characters with ı, ş, ğ: 3 UCS-2 parts, 2 GSM-7 parts with the Turkish shift tables (23.038 6.2.1.2.4)
+TURKISH = ("Dondurucu 3 ısındı: şu an 12 derece, eşik 4 derece. Lütfen kapıyı kontrol edin; soğuk oda ağır "
+           "yüklü. " * 2)[:200]
+
+
+def test_send_language_counts_and_queues_with_the_turkish_shift_tables(config):
+    refused = smsgw("send", "+491701234567", TURKISH, config=config)
+    assert refused.returncode == 2 and "3 ucs2 parts, more than limits.max_parts = 2" in refused.stderr
+    result = smsgw("send", "--json", "--language", "tr", "+491701234567", TURKISH, config=config)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["parts"] == 2
+    (row,) = db_rows(config)
+    assert row["language"] == "tr" and row["text"] == TURKISH
+
+
+@pytest.mark.parametrize("language", ["klingon", "en", ""])
+def test_send_refuses_an_unknown_language_with_exit_2(config, language):
+    result = smsgw("send", "--language", language, "+491701234567", "hi", config=config)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("smsgw send: --language") and "one of bn, es, gu" in result.stderr
+    assert not (config.parent / "smsgw.db").exists()
+
+
 def test_send_at_the_part_limit_is_accepted(config):
     assert smsgw("send", "+491701234567", "x" * 306, config=config).returncode == 0  # 2 × 153
 

@@ -9,7 +9,7 @@ import pytest
 from store_helpers import SENT, T0, Clock, Concat, Deliver, request
 
 from appliance.migrations import SCHEMA_VERSION, SchemaError, migrate, user_version
-from appliance.store import Store
+from appliance.store import OutboundRequest, Store
 
 DATABASES = Path(__file__).parent / "databases"
 
@@ -144,3 +144,21 @@ def test_v4_queue_gets_the_send_path_indexes_and_keeps_its_rows(tmp_path: Path) 
         assert store.migrated_from == 4 and {"message_due", "message_expiry"} <= indexes(store.conn)
         assert store.next_due_at() == T0
         assert store.expire_due(now=T0 + 61) == [7]
+
+
+def test_v5_queue_gets_the_language_column_and_its_rows_keep_the_configured_language(tmp_path: Path) -> None:
+    path = tmp_path / "v5.db"
+    conn = sqlite3.connect(path)
+    migrate(conn, target=5)
+    conn.execute("INSERT INTO message (id, recipient, text, priority, created_at, state, source, valid_until, "
+                 "next_attempt_at) VALUES (7, '+491701234567', 'şu an', 1, ?, 'queued', 'test', ?, ?)",
+                 (T0, T0 + 60, T0))
+    conn.commit()
+    assert "language" not in columns(conn)["message"]
+    conn.close()
+    with Store(path, clock=Clock(T0 + 1)) as store:
+        assert store.migrated_from == 5 and "language" in columns(store.conn)["message"]
+        store.enqueue([OutboundRequest(to="+491701234568", text="şu an", source="test", language="tr")])
+        old, new = store.claim("sim0", lease=60), store.claim("sim0", lease=60)
+        assert old is not None and old.id == 7 and old.language is None  # the dispatcher's [sms] language
+        assert new is not None and new.language == "tr"

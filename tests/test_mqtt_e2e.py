@@ -25,6 +25,7 @@ from mosquitto import Broker, Probe
 from waiting import async_wait_until
 
 from appliance.store import Store
+from drivers.pdu import decode
 from drivers.simulator import Simulator
 
 pytest_plugins = ["mosquitto"]
@@ -204,6 +205,8 @@ BAD = [
     (b'{"to": "+4916012345678", "text": "x", "transaction": 6}', "blocked by numbers.blocked"),
     (b'{"to": "+49900123456", "text": "x", "transaction": 7}', "premium-rate"),
     (b'{"to": "+4915112345678", "text": "x", "priority": "asap", "transaction": 8}', "unknown priority"),
+    (b'{"to": "+4915112345678", "text": "x", "language": "klingon", "transaction": 9}', "unknown 'language'"),
+    (b'{"to": "+4915112345678", "text": "x", "language": 1, "transaction": 10}', "unknown 'language'"),
 ]
 
 
@@ -387,3 +390,38 @@ async def test_an_undecodable_reply_is_committed_published_deleted_and_listed(
         stdout=asyncio.subprocess.PIPE, env=daemon_env(), cwd=ROOT)
     out, _ = await asyncio.wait_for(listing.communicate(), timeout=30)
     assert listing.returncode == 0 and "undecodable" in out.decode()
+
+
+# 101 characters with ı, ş, ğ: UCS-2 without the Turkish shift tables (2 parts of 67), one GSM-7 part with them
+TURKISH = "Dondurucu 3 ısındı: şu an 12 derece, eşik 4 derece. Lütfen kapıyı kontrol edin; soğuk oda ağır yüklü."
+
+
+async def test_per_send_language_sends_turkish_as_one_gsm7_part(
+        tmp_path: Path, sim: Simulator, mosquitto: Broker, apps: list[App], probes: list[Probe]) -> None:
+    db = tmp_path / "app" / "smsgw.db"
+    probe = Probe(mosquitto, "smsgw/#")
+    probes.append(probe)
+    apps.append(await App(make_config(tmp_path, sim, mosquitto)).start())  # no [sms] national_language
+    await async_wait_until(state_is(probe, "online"), timeout=15)
+    long_text = (TURKISH + " ") * 2 + TURKISH[:10]  # 214 characters: 4 UCS-2 parts, 2 Turkish GSM-7 parts
+    for request in ({"to": OUTSIDE, "text": TURKISH, "language": "tr", "id": "tr"},
+                    {"to": OUTSIDE, "text": TURKISH, "id": "plain"},
+                    {"to": OUTSIDE, "text": long_text, "id": "long"},  # over max_parts = 3 as UCS-2
+                    {"to": OUTSIDE, "text": long_text, "language": "TR", "id": "long-tr"}):
+        probe.publish("smsgw/send", json.dumps({**request, "transaction": request["id"]}))
+    got = {r["transaction"]: r for r in await responses(probe, 4)}
+    assert got["tr"]["status"] == got["plain"]["status"] == got["long-tr"]["status"] == "ok"
+    assert got["long"]["status"] == "error" and "4 SMS parts, the limit is 3" in got["long"]["error"]
+    await async_wait_until(lambda: sent(sim, TURKISH) == 2 and sent(sim, long_text) == 1, timeout=20)
+    # the simulated network reassembles what it received: the same text, in 1 part with "tr", 2 without
+    assert sorted(r["parts"] for r in sim.network.sent if r["text"] == TURKISH) == [1, 2]
+    assert [r["parts"] for r in sim.network.sent if r["text"] == long_text] == [2]
+    with Store(db) as store:
+        by_id = {row["client_key"]: row for row in store.outbox(10)}
+        assert by_id["tr"]["language"] == "tr" and by_id["plain"]["language"] is None
+        [turkish] = [decode(part.pdu) for part in store.parts(by_id["tr"]["id"])]
+        plain = [decode(part.pdu) for part in store.parts(by_id["plain"]["id"])]
+    # 23.038 4: DCS 0x00 is the GSM 7-bit alphabet, 0x08 UCS-2; 23.040 9.2.3.24.15/16: the shift IEs
+    assert turkish.encoding == "gsm7" and turkish.dcs & 0x0C == 0 and 1 in turkish.language_tables
+    assert turkish.text == TURKISH and turkish.concat is None
+    assert [p.encoding for p in plain] == ["ucs2", "ucs2"] and plain[0].language_tables == (0, 0)

@@ -1,9 +1,11 @@
-"""`smsgw send [--config FILE] [--priority P] [--report] [--id KEY] TO TEXT`: queue one SMS.
+"""`smsgw send [--config FILE] [--priority P] [--report] [--id KEY] [--language CODE] TO TEXT`: queue one SMS.
 
 The message is committed to the store (source ``cli``) and the command returns; the daemon sends it
 when it runs. It works while the daemon or the MQTT broker is down. The destination passes the
 ``[numbers]`` policy, the text must not be empty nor longer than ``[limits].max_parts`` parts, and
-the source ``cli`` must be under its daily cap (``[sources.cli] daily_cap``): anything else is refused
+``--language`` must be a national language of 3GPP TS 23.038 6.2.1.2 (the parts are counted with its
+shift tables, or ``[sms] national_language``'s, as the daemon will encode them), the source ``cli``
+must be under its daily cap (``[sources.cli] daily_cap``): anything else is refused
 with exit status 2 and nothing is written.
 """
 
@@ -30,6 +32,7 @@ from appliance.config import ConfigError
 from appliance.numbers import NumberError, check_destination
 from appliance.rules import DailyCapExceeded, check_daily_cap, validate_rules
 from appliance.store import InvalidRequest, OutboundRequest
+from drivers.gsm7_national import LANGUAGE_IDS
 from drivers.pdu import PduError, count_parts, split_text
 
 NAME = "send"
@@ -47,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="idempotency key: sending again with the same KEY and TO queues nothing new")
     parser.add_argument("--validity", type=float, metavar="SECONDS",
                         help="give up if not sent within SECONDS (default: [limits].validity)")
+    parser.add_argument("--language", metavar="CODE",
+                        help="national language whose shift tables this SMS may use (ISO 639-1: "
+                             f"{', '.join(sorted(LANGUAGE_IDS))}; default: [sms] national_language)")
     add_json_argument(parser)
     parser.add_argument("to", metavar="TO", help="destination: +491701234567, or national with [numbers].default_country")
     parser.add_argument("text", metavar="TEXT", help="message text; '-' reads it from stdin")
@@ -63,12 +69,17 @@ def main(args: argparse.Namespace) -> int:
         return fail(NAME, f"invalid destination {exc}", EXIT_USAGE)
     if not text.strip():
         return fail(NAME, "the text is empty", EXIT_USAGE)
+    language = args.language.lower() if args.language else None
+    if args.language is not None and language not in LANGUAGE_IDS:
+        return fail(NAME, f"--language {args.language!r} is not a national language; one of "
+                          f"{', '.join(sorted(LANGUAGE_IDS))}", EXIT_USAGE)
+    encode_language = language or cfg.sms.national_language  # what the dispatcher will encode with
     try:
-        parts = count_parts(text)
+        parts = count_parts(text, language=encode_language)
     except PduError as exc:  # a lone surrogate (bytes that are not UTF-8 in argv/stdin), > 255 parts
         return fail(NAME, f"the text cannot be sent: {exc}", EXIT_USAGE)
     if parts > cfg.limits.max_parts:
-        encoding, _ = split_text(text)
+        encoding, _ = split_text(text, language=encode_language)
         return fail(
             NAME,
             f"the text is too long: {len(text)} characters make {parts} {encoding} parts, "
@@ -89,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
         return fail(NAME, f"{DailyCapExceeded(SOURCE, 0, 0, 1)}; nothing queued", EXIT_USAGE)
     request = OutboundRequest(
         to=to, text=text, source=SOURCE, client_key=args.client_key, priority=args.priority,
-        valid_until=now + validity, report=args.report,
+        valid_until=now + validity, report=args.report, language=language,
     )
     store = open_store(cfg, NAME, create=True)
     if isinstance(store, int):
