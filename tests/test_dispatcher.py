@@ -128,6 +128,20 @@ async def test_multipart_message_uses_a_concat_reference_from_its_id_and_request
     assert [p.message_reference for p in store.parts(queued.id)] == [1, 2, 3]
 
 
+async def test_a_message_language_overrides_the_configured_national_language(store: Store, make_dispatcher) -> None:
+    modem = RecordingModem("sim0")
+    text = "Dondurucu 3 ısındı: şu an 12 derece, eşik 4 derece."  # ı ş: Turkish tables, not Spanish ones
+    own, configured = store.enqueue([request("+491701234567", text, language="tr"),
+                                     request("+491701234568", text)])
+    await make_dispatcher(modem, national_language="es").start()
+    await wait_state(store, own.id, "sent")
+    await wait_state(store, configured.id, "sent")
+    by_number = {m.number: m for m in (decode(part.pdu) for part in modem.sent)}  # type: ignore[union-attr]
+    turkish, spanish = by_number["+491701234567"], by_number["+491701234568"]
+    assert turkish.encoding == "gsm7" and 1 in turkish.language_tables and turkish.text == text  # type: ignore[union-attr]
+    assert spanish.encoding == "ucs2" and spanish.text == text  # type: ignore[union-attr]
+
+
 async def test_high_before_normal_before_low_and_fifo_within_a_priority(store: Store, make_dispatcher) -> None:
     store.enqueue([
         request("+491700000001", priority="low"),

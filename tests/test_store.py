@@ -58,6 +58,7 @@ def test_duplicate_reports_the_current_state_of_the_existing_message(store: Stor
         ({"text": ""}, "text is empty"),
         ({"to": " "}, "recipient is empty"),
         ({"priority": "urgent"}, "priority 'urgent' is not one of critical, high, normal, low"),
+        ({"language": "klingon"}, "language 'klingon' is not one of bn, es, gu"),
     ],
 )
 def test_one_invalid_request_refuses_the_whole_batch_and_writes_nothing(
