@@ -130,14 +130,20 @@ def test_failed_migration_leaves_the_old_version(tmp_path: Path) -> None:
     conn.close()
 
 
-def test_v4_queue_gets_the_send_path_indexes_and_keeps_its_rows(tmp_path: Path) -> None:
-    path = tmp_path / "v4.db"
+def queued_at_version(path: Path, version: int) -> sqlite3.Connection:
+    """A file at schema ``version`` with message 7 queued (due at T0, valid until T0 + 60)."""
     conn = sqlite3.connect(path)
-    migrate(conn, target=4)
+    migrate(conn, target=version)
     conn.execute("INSERT INTO message (id, recipient, text, priority, created_at, state, source, valid_until, "
-                 "next_attempt_at) VALUES (7, '+491701234567', 'hi', 1, ?, 'queued', 'test', ?, ?)",
+                 "next_attempt_at) VALUES (7, '+491701234567', 'şu an', 1, ?, 'queued', 'test', ?, ?)",
                  (T0, T0 + 60, T0))
     conn.commit()
+    return conn
+
+
+def test_v4_queue_gets_the_send_path_indexes_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v4.db"
+    conn = queued_at_version(path, 4)
     assert not {"message_due", "message_expiry"} & indexes(conn)
     conn.close()
     with Store(path, clock=Clock(T0 + 1)) as store:
@@ -148,12 +154,7 @@ def test_v4_queue_gets_the_send_path_indexes_and_keeps_its_rows(tmp_path: Path) 
 
 def test_v5_queue_gets_the_language_column_and_its_rows_keep_the_configured_language(tmp_path: Path) -> None:
     path = tmp_path / "v5.db"
-    conn = sqlite3.connect(path)
-    migrate(conn, target=5)
-    conn.execute("INSERT INTO message (id, recipient, text, priority, created_at, state, source, valid_until, "
-                 "next_attempt_at) VALUES (7, '+491701234567', 'şu an', 1, ?, 'queued', 'test', ?, ?)",
-                 (T0, T0 + 60, T0))
-    conn.commit()
+    conn = queued_at_version(path, 5)
     assert "language" not in columns(conn)["message"]
     conn.close()
     with Store(path, clock=Clock(T0 + 1)) as store:
