@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -119,7 +120,7 @@ class _Slot:
     healthy: bool = True
     paused_until: float = 0.0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    sent_times: deque[float] = field(default_factory=deque)
+    sent_times: deque[float] = field(default_factory=deque)  # the rate window only: see note_sent
     day_start: float = -1.0
     day_count: int = 0
     task: asyncio.Task[None] | None = None
@@ -131,6 +132,32 @@ class _Slot:
     @property
     def modem_id(self) -> str:
         return self.modem.modem_id
+
+    def _rate(self) -> float | None:
+        rate = self.limits.rate_per_minute
+        return rate if rate is not None and rate > 0 else None
+
+    def reset_window(self, times: Iterable[float]) -> None:
+        """Start the rate window from ``times`` (ascending); with no rate limit nothing is kept."""
+        rate = self._rate()
+        self.sent_times = deque(times if rate is not None else (), maxlen=math.ceil(rate) if rate else 0)
+
+    def in_window(self, now: float) -> int:
+        """Parts sent within the last RATE_WINDOW (0 when no rate limit is set: nothing is kept)."""
+        while self.sent_times and self.sent_times[0] <= now - RATE_WINDOW:
+            self.sent_times.popleft()
+        return len(self.sent_times)
+
+    def note_sent(self, now: float) -> None:
+        """Count a part sent at ``now`` in the rate window.
+
+        The window holds at most ``ceil(rate_per_minute)`` times, the newest (the oldest of them is
+        the one a full window waits on), and none without a rate limit, so it does not grow with the
+        number of messages sent; the daily cap counts from the store.
+        """
+        if self._rate() is not None:
+            self.in_window(now)
+            self.sent_times.append(now)
 
 
 class Dispatcher:
@@ -192,6 +219,7 @@ class Dispatcher:
         if slot is not None:
             slot.modem = modem
             slot.limits = self.limits.get(modem.modem_id, ModemLimits())
+            slot.reset_window(slot.sent_times)
             slot.wake.set()
             return
         slot = _Slot(modem, self.limits.get(modem.modem_id, ModemLimits()))
@@ -252,7 +280,8 @@ class Dispatcher:
 
     def _start_slot(self, slot: _Slot) -> None:
         now = self.clock()
-        slot.sent_times = deque(self.store.modem_sent_times(slot.modem_id, now - RATE_WINDOW))
+        slot.reset_window(
+            self.store.modem_sent_times(slot.modem_id, now - RATE_WINDOW) if slot.limits.rate_per_minute else ())
         slot.day_start = -1.0
         slot.task = asyncio.create_task(self._worker(slot), name=f"dispatcher-{slot.modem_id}")
 
@@ -314,15 +343,12 @@ class Dispatcher:
         if cap is not None and slot.day_count >= cap:
             return max(local_midnight(now + 86400 + 3600) - now, 1.0)
         rate = slot.limits.rate_per_minute
-        if rate is not None and rate > 0:
-            while slot.sent_times and slot.sent_times[0] <= now - RATE_WINDOW:
-                slot.sent_times.popleft()
-            if len(slot.sent_times) >= rate:
-                return slot.sent_times[0] + RATE_WINDOW - now
+        if rate is not None and rate > 0 and slot.in_window(now) >= rate:
+            return slot.sent_times[0] + RATE_WINDOW - now
         return 0.0
 
     def _record_send(self, slot: _Slot, recipient: str, now: float) -> None:
-        slot.sent_times.append(now)
+        slot.note_sent(now)
         slot.sent += 1
         self._refresh_day(slot, now)
         slot.day_count += 1
@@ -410,7 +436,7 @@ class Dispatcher:
         if cap is not None and slot.day_count + 1 >= cap:
             return False
         rate = slot.limits.rate_per_minute
-        return not (rate is not None and len(slot.sent_times) + 1 >= rate)
+        return not (rate is not None and slot.in_window(now) + 1 >= rate)
 
     def _prefetch(self, slot: _Slot) -> None:
         """While the last part of a message is in AT+CMGS, claim and encode the next message.

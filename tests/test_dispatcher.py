@@ -8,6 +8,7 @@ test with the real Modem over the simulator is in ``test_dispatcher_modem.py``.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -465,3 +466,28 @@ async def test_no_message_is_claimed_ahead_when_the_rate_limit_would_hold_it(sto
     await wait_state(store, first.id, "sent")
     row = store.message(second.id)
     assert row is not None and (row["state"], row["attempts"]) == ("queued", 0)
+
+
+@pytest.mark.parametrize("rate", [None, 6.0, 2.5])
+async def test_rate_window_does_not_grow_with_the_number_of_parts_sent(store: Store, clock: Clock,
+                                                                       rate: float | None) -> None:
+    """The per-modem accounting keeps the rate window only (nothing without a rate limit)."""
+    dispatcher = Dispatcher(store, [RecordingModem("sim0")], clock=clock,  # type: ignore[list-item]
+                            limits={"sim0": ModemLimits(rate_per_minute=rate)})
+    slot = dispatcher._slots["sim0"]
+    sent_in_last_minute: deque[float] = deque()
+    for _ in range(5000):
+        wait = dispatcher._capacity_wait(slot, clock())
+        if wait > 0:
+            clock.advance(wait)
+        now = clock()
+        dispatcher._record_send(slot, "+491701234567", now)
+        sent_in_last_minute.append(now)
+        while sent_in_last_minute[0] <= now - 60.0:
+            sent_in_last_minute.popleft()
+        if rate is not None:  # the limit still holds: a fractional rate admits ceil(rate) parts a minute
+            assert len(sent_in_last_minute) <= math.ceil(rate)
+        clock.advance(1.0)
+    assert slot.sent == 5000
+    assert len(slot.sent_times) == (0 if rate is None else math.ceil(rate))
+    assert dispatcher.modem_status()["sim0"]["sent"] == 5000
