@@ -43,6 +43,8 @@ def _fast_parser(argv: Sequence[str]) -> argparse.ArgumentParser | None:
     Importing every command (paho, sqlite-utils, the simulator...) costs about 150 ms; the daemon,
     restarted by systemd after a crash, and scripts calling ``smsgw send`` should not pay it.
     """
+    if list(argv) == ["--version"]:
+        return build_parser(only="")  # no command module is imported to print the version
     if not argv or argv[0].startswith("-"):
         return None
     name = argv[0]

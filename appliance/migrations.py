@@ -25,8 +25,10 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import sqlite_utils
+if TYPE_CHECKING:  # imported in migrate(), only when a migration runs: the CLI starts without it
+    import sqlite_utils
 
 LOG = logging.getLogger(__name__)
 
@@ -196,6 +198,10 @@ def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
             f"database schema version {start} is newer than this smsgw supports ({SCHEMA_VERSION}); "
             "upgrade smsgw or restore a backup"
         )
+    if start >= target:
+        return start
+    import sqlite_utils
+
     db = sqlite_utils.Database(conn)
     for version in range(start + 1, target + 1):
         LOG.info("migrating store schema to version %d", version)

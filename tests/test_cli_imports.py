@@ -1,0 +1,74 @@
+"""`smsgw --version`, `send` and `status` start without the heavy modules they do not need.
+
+Each command runs in its own interpreter against a store created beforehand (at the current schema,
+so no migration runs); a wrapper runs ``appliance.cli.main`` and prints the modules imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WRAPPER = (
+    "import json, sys\n"
+    "from appliance.cli import main\n"
+    "try:\n"
+    "    status = main(sys.argv[1:])\n"
+    "except SystemExit as exc:\n"
+    "    status = exc.code\n"
+    "sys.stdout.flush()\n"
+    "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
+    "sys.exit(status)\n"
+)
+
+
+def modules_after(*args: str) -> tuple[int, set[str]]:
+    env = {k: v for k, v in os.environ.items() if k != "SMSGW_CONFIG"}
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run([sys.executable, "-c", WRAPPER, *args], capture_output=True, text=True,
+                            cwd=ROOT, env=env, timeout=30)
+    return result.returncode, set(json.loads(result.stderr.strip().splitlines()[-1]))
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "smsgw.toml"
+    path.write_text('[store]\npath = "smsgw.db"\n[[modems]]\nid = "sim0"\nport = "/dev/ttyUSB2"\n')
+    Store(tmp_path / "smsgw.db").close()  # created and migrated here, not by the command under test
+    return path
+
+
+@pytest.mark.parametrize("command", [
+    ["--version"],
+    ["status", "--config", "{config}", "--json"],
+    ["send", "--config", "{config}", "+491701234567", "hello"],
+])
+def test_cli_command_does_not_import_sqlite_utils_or_paho(config: Path, command: list[str]) -> None:
+    status, modules = modules_after(*(arg.format(config=config) for arg in command))
+    assert status == 0
+    assert "appliance.cli" in modules  # the wrapper really ran the CLI
+    assert not {m for m in modules if m == "sqlite_utils" or m.startswith(("sqlite_utils.", "paho"))}
+
+
+def test_version_imports_no_command_module(config: Path) -> None:
+    _, modules = modules_after("--version")
+    assert not {m for m in modules if m.startswith("appliance.commands.")}
+
+
+def test_a_store_that_needs_a_migration_still_gets_it(tmp_path: Path) -> None:
+    """sqlite_utils is imported when a migration actually runs (here: a new store file)."""
+    (tmp_path / "smsgw.toml").write_text('[store]\npath = "smsgw.db"\n')
+    status, modules = modules_after("send", "--config", str(tmp_path / "smsgw.toml"), "+491701234567", "hi")
+    assert status == 0
+    assert "sqlite_utils" in modules
+    with Store(tmp_path / "smsgw.db") as store:
+        assert [row["to"] for row in store.outbox(10)] == ["+491701234567"]
