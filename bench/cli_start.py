@@ -32,6 +32,7 @@ WRAPPER = (
     "    status = exc.code\n"
     "sys.stdout.flush()\n"
     "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
+    "sys.exit(status)\n"
 )
 COMMANDS = {
     "--version": ["--version"],
