@@ -216,7 +216,7 @@ class Daemon:
             store, self.modems.values(), limits=limits, recipient_interval=config.limits.recipient_interval,
             max_attempts=config.limits.max_attempts, poll_interval=s.poll_interval,
             backoff_base=s.retry_base, backoff_max=s.retry_max,
-            reports={mc.id for mc in config.modems if mc.report},
+            reports={mc.id for mc in config.modems if mc.report}, on_sim_error=self._sim_error,
             national_language=config.sms.national_language,
         )
         for modem_id in self.modems:
@@ -358,6 +358,11 @@ class Daemon:
         if self.inbound is not None:
             self.inbound.add_modem(modem)
             self.inbound.request_sweep(modem.modem_id)
+
+    def _sim_error(self, modem_id: str, error: str) -> None:
+        supervisor = self.supervisors.get(modem_id)
+        if supervisor is not None:
+            supervisor.sim_suspect(error)
 
     def _port_closed(self, modem_id: str, error: str | None) -> None:
         supervisor = self.supervisors.get(modem_id)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from appliance.store import ClaimedMessage, Part, Store, local_midnight
-from drivers.errors import AtError, AtTimeout, TransportError
+from drivers.errors import AtError, AtTimeout, TransportError, is_sim_state_error
 from drivers.pdu import PduError, SubmitPart, encode_submit
 
 LOG = logging.getLogger(__name__)
@@ -82,8 +82,12 @@ class ModemLimits:
 
 
 def is_modem_failure(exc: BaseException) -> bool:
-    """The modem itself failed (not the network's answer): another modem should take the work."""
-    return isinstance(exc, AtTimeout | TransportError | TimeoutError | ConnectionError)
+    """The modem itself failed (not the network's answer): another modem should take the work.
+
+    A SIM-state error (CMS 310-318, CME 10-18: the SIM asks for its PIN again, is busy or gone)
+    is a modem failure too: the message is fine, the modem cannot send until its SIM is ready.
+    """
+    return isinstance(exc, AtTimeout | TransportError | TimeoutError | ConnectionError) or is_sim_state_error(exc)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -180,6 +184,7 @@ class Dispatcher:
         national_language: str | None = None,
         rng: random.Random | None = None,
         reports: Iterable[str] = (),
+        on_sim_error: Callable[[str, str], None] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -200,6 +205,8 @@ class Dispatcher:
         self.national_language = national_language  # [sms] national_language: shift tables for encoding
         self.rng = rng or random.Random()
         self.reports = frozenset(reports)  # modem ids that request a status report for every message
+        #: Called with (modem id, reason) when a send met a SIM-state error (the health check looks at once).
+        self.on_sim_error = on_sim_error
         self._slots: dict[str, _Slot] = {}
         self._in_flight: dict[str, int] = {}  # recipient -> sends in progress
         self._last_sent: dict[str, float] = {}  # recipient -> time of the last part sent
@@ -543,6 +550,15 @@ class Dispatcher:
         reason = describe(exc)
         slot.last_error = reason
         where = f"message {claimed.id} part {part.sequence}/{part.total} via {slot.modem_id}"
+        if is_sim_state_error(exc):
+            # the SIM, not the message: no attempt counted; another modem (or this one once its SIM is
+            # ready again) takes it
+            slot.paused_until = now + self.modem_error_pause
+            LOG.warning("%s: the modem's SIM is not ready (%s); the message goes back to the queue", where, reason)
+            self.store.release(claimed.id, now, error=reason)
+            if self.on_sim_error is not None:
+                self.on_sim_error(slot.modem_id, reason)
+            return
         if not is_transient(exc):
             LOG.warning("%s failed permanently: %s", where, reason)
             self.store.fail(claimed.id, reason, now)

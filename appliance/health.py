@@ -15,6 +15,15 @@ vanished port it looks again, so a modem that comes back under another name (hot
 re-enumeration) is found there. A modem or SIM that is not the configured one (``IdentityError``)
 is kept out of rotation in the state "wrong modem" / "wrong sim", and tried again with backoff.
 
+A SIM that is not READY (it asks for its PIN again after a brown-out, or is busy or gone) is
+noticed by the ``AT+CPIN?`` that follows every ping, by the ``+CPIN:`` URCs modems send on a SIM
+state change (``sim_changed``) and by a send refused with a SIM-state error (``sim_suspect``, from
+the dispatcher). The modem leaves rotation at once and the PIN is entered again through the
+Modem's PIN guard (``Modem.unlock_sim``: never a PIN the SIM rejected, never with fewer than
+``MIN_PIN_ATTEMPTS`` attempts left). When the guard refuses, the modem stays out ("SIM locked")
+and the state is looked at again with backoff (the SIM may be unlocked in a phone); the ladder
+below is not climbed for a SIM that answers.
+
 When a rung brings the modem back, it is healthy again, the dispatcher gets it back and the
 inbound side sweeps its storage (SMS may have arrived while it was away). When the whole
 ladder fails, the supervisor waits (exponential backoff, ``backoff_base`` doubling up to
@@ -33,7 +42,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from appliance.store import Store
-from drivers.errors import IdentityError
+from drivers.at import Priority
+from drivers.errors import AtError, IdentityError, PinError, is_sim_state_error
 from drivers.parsers import access_technology
 
 if TYPE_CHECKING:
@@ -55,6 +65,8 @@ PORT_POLL = 0.1
 LOCATE_POLL = 0.5
 
 ONLINE = "online"
+SIM_NOT_READY = "SIM not ready"
+SIM_LOCKED = "SIM locked"
 #: States logged at info level; the others (trouble and recovery) at warning level.
 QUIET_STATES = (ONLINE, "starting", "opening", "stopped")
 
@@ -111,6 +123,9 @@ class ModemSupervisor:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.sim_trouble = False  # the SIM is not READY: recovery enters the PIN, not the ladder
+        self._last_failure: BaseException | None = None
+        modem.on_sim_state = self.sim_changed
 
     @property
     def modem_id(self) -> str:
@@ -136,6 +151,19 @@ class ModemSupervisor:
             return
         if error:
             self._note_error(error)
+        self._wake.set()
+
+    def sim_changed(self, state: str) -> None:
+        """An unsolicited ``+CPIN: <state>``: check the SIM now (READY after trouble: recover now)."""
+        if self._stopping:
+            return
+        self._wake.set()
+
+    def sim_suspect(self, error: str) -> None:
+        """A send failed with a SIM-state error (CMS 310-318, CME 10-18): check the SIM now."""
+        if self._stopping:
+            return
+        self._note_error(error)
         self._wake.set()
 
     # --- status ------------------------------------------------------------------------------
@@ -211,6 +239,11 @@ class ModemSupervisor:
                 try:
                     await self.modem.ping()
                     self.failures = 0
+                    sim = await self._sim_state()
+                    if sim != "READY":
+                        self.sim_trouble = True
+                        self._set(SIM_NOT_READY, healthy=False, error=f"the SIM says {sim}")
+                        continue
                     if asyncio.get_running_loop().time() >= self._radio_due:
                         await self.read_radio()
                 except asyncio.CancelledError:
@@ -229,8 +262,21 @@ class ModemSupervisor:
         except Exception:
             LOG.exception("supervisor of %s failed", self.modem_id)
 
+    async def _sim_state(self) -> str:
+        """``AT+CPIN?`` after the ping: "READY", "SIM PIN", ... A SIM-state error (``+CME ERROR: 10``
+        SIM not inserted, 14 SIM busy) is a state too; a modem that answers AT+CPIN? with another
+        error counts as READY (the ping decides its health)."""
+        try:
+            return await self.modem.sim_state(priority=Priority.HEALTH)
+        except AtError as exc:
+            if is_sim_state_error(exc):
+                return getattr(exc, "text", None) or str(exc)
+            LOG.debug("modem %s: AT+CPIN? not answered: %s", self.modem_id, exc)
+            return "READY"
+
     async def _attempt(self, state: str, action: Callable[[], Awaitable[None]]) -> bool:
         self._set(state)
+        self._last_failure = None
         try:
             await action()
         except asyncio.CancelledError:
@@ -239,6 +285,9 @@ class ModemSupervisor:
             error = str(exc) or type(exc).__name__
             LOG.warning("modem %s: %s failed: %s", self.modem_id, state, error)
             self._note_error(error)
+            self._last_failure = exc
+            if isinstance(exc, PinError):
+                self.sim_trouble = True  # open() met a locked SIM: the PIN path, not the ladder
             if isinstance(exc, IdentityError):
                 self._identity_state = exc.state
                 self._set(exc.state, healthy=False, error=error)
@@ -248,6 +297,7 @@ class ModemSupervisor:
         self._identity_state = None
         self.failures = 0
         self.rounds = 0
+        self.sim_trouble = False
         if state != "opening":
             self.recoveries += 1
         self.error = None  # healthy again: the error is history (last_error, last_error_at)
@@ -344,17 +394,33 @@ class ModemSupervisor:
         await self._wait_port()
         await self.modem.open()
 
+    async def _backoff(self, state: str) -> None:
+        delay = min(self.backoff_max, self.backoff_base * 2.0 ** self.rounds)
+        self.rounds += 1
+        self._set(state)
+        LOG.warning("modem %s %s; next recovery attempt in %.1fs", self.modem_id, state, delay)
+        await self._sleep(delay)
+
+    async def _recover_sim(self) -> bool:
+        """The SIM is not READY on an open modem: enter the PIN through the guard. False: the
+        modem itself failed (climb the ladder)."""
+        if await self._attempt("entering PIN", self.modem.unlock_sim):
+            return True
+        if isinstance(self._last_failure, PinError):
+            await self._backoff(SIM_LOCKED)  # the guard refused; nothing else can help: look again later
+            return True
+        return False
+
     async def _recover(self) -> None:
         """One round of the ladder; on failure, back off before the next round."""
+        if self.sim_trouble and self.modem.is_open and await self._recover_sim():
+            return
         if self.modem.is_open and self.rounds == 0:
             if await self._attempt("soft reset", self.modem.soft_reset):
                 return
         if await self._attempt("reopening", self._reopen):
             return
-        if self.power is not None and await self._attempt("power cycle", self._power_cycle):
+        locked = isinstance(self._last_failure, PinError)  # a power cycle does not unlock a SIM
+        if self.power is not None and not locked and await self._attempt("power cycle", self._power_cycle):
             return
-        delay = min(self.backoff_max, self.backoff_base * 2.0 ** self.rounds)
-        self.rounds += 1
-        self._set(self._identity_state or "offline")
-        LOG.warning("modem %s offline; next recovery attempt in %.1fs", self.modem_id, delay)
-        await self._sleep(delay)
+        await self._backoff(SIM_LOCKED if isinstance(self._last_failure, PinError) else self._identity_state or "offline")

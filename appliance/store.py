@@ -687,12 +687,14 @@ class Store:
             self._set_state(conn, message_id, QUEUED, now, last_error=error, next_attempt_at=next_attempt_at,
                             lease_until=None)
 
-    def release(self, message_id: int, now: float | None = None) -> None:
-        """Give a claimed message back without counting the attempt (dispatcher stopping)."""
+    def release(self, message_id: int, now: float | None = None, *, error: str | None = None) -> None:
+        """Give a claimed message back without counting the attempt (dispatcher stopping, or the
+        modem's SIM not ready: not the message's fault); ``error`` is kept as its last error."""
         now = self._now(now)
+        extra = {} if error is None else {"last_error": error}
         with self._tx() as conn:
             conn.execute("UPDATE message SET attempts = MAX(attempts - 1, 0) WHERE id = ?", (message_id,))
-            self._set_state(conn, message_id, QUEUED, now, next_attempt_at=now, lease_until=None)
+            self._set_state(conn, message_id, QUEUED, now, next_attempt_at=now, lease_until=None, **extra)
 
     def fail(self, message_id: int, error: str, now: float | None = None) -> None:
         """A permanent failure: ``failed`` with the reason."""

@@ -145,6 +145,7 @@ class _Urc:
     #: For a URC of variable length (a quoted string with line breaks, as in +CUSD): whether it needs
     #: another line, given its first line and the lines so far.
     more: Callable[[str, list[str]], bool] | None = None
+    unless_asked: bool = False
 
 
 @dataclass(eq=False)
@@ -308,16 +309,18 @@ class AtEngine:
             await transport.wait_closed()
 
     def add_urc(self, pattern: str, handler: UrcHandler, *, extra_lines: int = 0,
-                more: Callable[[str, list[str]], bool] | None = None) -> Callable[[], None]:
+                more: Callable[[str, list[str]], bool] | None = None,
+                unless_asked: bool = False) -> Callable[[], None]:
         """Route lines matching ``pattern`` (from the start of the line) to ``handler``.
 
         ``handler(match, extra)`` runs in the reader, synchronously; ``extra`` holds the
         ``extra_lines`` lines that follow (the PDU of ``+CMT``/``+CDS``), or, with ``more``, the lines
         that follow while ``more(first_line, extra)`` says the URC is not complete (at most
-        ``MAX_URC_LINES``). It must not await modem commands (schedule a task). Returns a function
-        that removes the registration.
+        ``MAX_URC_LINES``). It must not await modem commands (schedule a task). ``unless_asked``: a
+        URC whose form is also a reply (``+CPIN: SIM PIN``) is left to the command in flight when that
+        command asked for its prefix (``AT+CPIN?``). Returns a function that removes the registration.
         """
-        urc = _Urc(re.compile(pattern), handler, extra_lines, more)
+        urc = _Urc(re.compile(pattern), handler, extra_lines, more, unless_asked)
         self._urcs.append(urc)
 
         def remove() -> None:
@@ -531,9 +534,10 @@ class AtEngine:
                     job.payload_echo = None
                     return
         # 3. registered URCs
+        asked_for = job is not None and job.prefix is not None and line.upper().startswith(job.prefix)
         for urc in list(self._urcs):
             match = urc.pattern.match(line)
-            if match is None:
+            if match is None or (urc.unless_asked and asked_for and job is not None and not job.done.done()):
                 continue
             if urc.extra_lines > 0 or (urc.more is not None and urc.more(line, [])):
                 self._pending_urc = _PendingUrc(urc, match)
@@ -541,7 +545,6 @@ class AtEngine:
                 self._call_urc(urc, match, [])
             return
         # 4. vendor noise
-        asked_for = job is not None and job.prefix is not None and line.upper().startswith(job.prefix)
         if not asked_for and any(p.match(line) for p in self.ignored_urcs):
             log.debug("%signored unsolicited %r", self._label(), line)
             return

@@ -219,6 +219,21 @@ class IdentityError(ModemError):
         self.state = state
 
 
+#: +CME ERROR codes that say the SIM is not usable (TS 27.007 9.2.1: 10 SIM not inserted ... 18 SIM PUK2
+#: required) and the +CMS ERROR codes of the same states (TS 27.005 3.2.5: 310 ... 318).
+SIM_STATE_CME_CODES = range(10, 19)
+SIM_STATE_CMS_CODES = range(310, 319)
+
+
+def is_sim_state_error(exc: BaseException) -> bool:
+    """The modem refused because of its SIM's state (locked, busy, absent): the modem, not the message."""
+    if isinstance(exc, CmeError):
+        return exc.code in SIM_STATE_CME_CODES
+    if isinstance(exc, CmsError):
+        return exc.code in SIM_STATE_CMS_CODES
+    return False
+
+
 _CODED = re.compile(r"^\+(CME|CMS) ERROR:\s*(.*?)\s*$", re.IGNORECASE)
 
 

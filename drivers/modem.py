@@ -488,6 +488,10 @@ class Modem:
         self._ussd_waiter: asyncio.Future[UssdReply] | None = None
         self._concat_reference = int.from_bytes(os.urandom(1), "big")
         self._closing = False
+        #: The state of the last unsolicited ``+CPIN:`` line (None: none seen).
+        self.sim_urc_state: str | None = None
+        #: Called with the state of every unsolicited ``+CPIN:`` line (the health supervisor listens).
+        self.on_sim_state: Callable[[str], None] | None = None
 
     # --- profile and timeouts -----------------------------------------------------------
 
@@ -576,6 +580,13 @@ class Modem:
         if self.expect_iccid is not None and iccid != self.expect_iccid:
             raise self._wrong_sim(iccid)
         self.identity = Identity(manufacturer, model, revision, imei, imsi, iccid)
+        await self._message_settings()
+        LOG.info(
+            "%s: open on %s: %s %s (profile %s, IMEI %s)",
+            self.modem_id, self.port, manufacturer, model, self.profile.name, imei or "?",
+        )
+
+    async def _message_settings(self) -> None:
         await self.command("AT+CMGF=0")
         for cmd in self.profile.init_commands:
             await self._optional(cmd)
@@ -585,10 +596,6 @@ class Modem:
         await self._optional("AT+CREG=2")
         await self._optional("AT+CGREG=2")
         await self._optional("AT+CEREG=2")
-        LOG.info(
-            "%s: open on %s: %s %s (profile %s, IMEI %s)",
-            self.modem_id, self.port, manufacturer, model, self.profile.name, imei or "?",
-        )
 
     async def _sync(self) -> None:
         """Bare ``AT`` until the modem answers: it may be booting, or left at a ``> `` prompt."""
@@ -664,10 +671,27 @@ class Modem:
 
     # --- SIM --------------------------------------------------------------------------------
 
-    async def sim_state(self) -> str:
+    async def sim_state(self, *, priority: Priority = Priority.POLL) -> str:
         """The +CPIN state: "READY", "SIM PIN", "SIM PUK", ..."""
-        response = await self.command("AT+CPIN?")
+        response = await self.command("AT+CPIN?", priority=priority)
         return parsers.parse_cpin(response.lines)
+
+    async def unlock_sim(self) -> None:
+        """A SIM that asks for its PIN again while open (a brown-out reset it): unlock it through the
+        PIN guard of ``open`` (never a rejected PIN, never below ``MIN_PIN_ATTEMPTS``), then set the
+        message settings again (a SIM reset loses the storage selection on some modems).
+        Raises ``PinError`` when the guard does not enter the PIN."""
+        await self._unlock_sim()
+        await self._message_settings()
+
+    def _on_cpin(self, match: re.Match[str], _extra: list[str]) -> None:
+        """``+CPIN: <state>`` sent unasked (SIMCom, Quectel) when the SIM's state changes."""
+        state = match.group(1).strip().strip('"').upper()
+        LOG.log(logging.INFO if state == "READY" else logging.WARNING, "%s: SIM state %s (unsolicited)",
+                self.modem_id, state)
+        self.sim_urc_state = state
+        if self.on_sim_state is not None:
+            self.on_sim_state(state)
 
     async def _unlock_sim(self) -> None:
         """Enter the PIN only when the SIM asks for "SIM PIN", once, and never after a rejection.
@@ -1015,6 +1039,8 @@ class Modem:
             add(r"^\+CMT:", self._on_cmt, extra_lines=1),
             add(r"^\+CDS:", self._on_cds, extra_lines=1),
             add(r"^\+CUSD:", self._on_cusd, more=_cusd_continues),
+            # "+CPIN: NOT READY" / "+CPIN: SIM PIN" / "+CPIN: READY" as URCs, never the answer to AT+CPIN?
+            add(r"^\+CPIN:\s*(\S.*?)\s*$", self._on_cpin, unless_asked=True),
             # only the unsolicited forms: "+CREG: <stat>[,<lac>,<ci>[,<act>]]", never the
             # "+CREG: <n>,<stat>..." answer to AT+CREG?
             add(r'^\+C(?:G|E)?REG:\s*(\d+)\s*(?:,\s*"([0-9A-Fa-f]*)"\s*,\s*"([0-9A-Fa-f]*)"\s*(?:,\s*(\d+))?)?\s*$',

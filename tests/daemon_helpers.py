@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Short intervals and timeouts: the simulator answers at once, so only faults wait this long.
 FAST_HEALTH = """
 [health]
-ping_interval = 0.3
+ping_interval = {ping_interval}
 failures_allowed = 1
 backoff_base = 0.2
 backoff_max = 1.0
@@ -39,6 +39,8 @@ def write_config(
     sweep_interval: float = 30.0,
     retry_base: float = 0.3,
     extra: str = "",
+    pins: Sequence[str | None] = (),
+    ping_interval: float = 0.3,
 ) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     lines = ["[store]", f'path = "{directory / "smsgw.db"}"']
@@ -48,7 +50,10 @@ def write_config(
         lines += ["", "[[modems]]", f'id = "sim{index}"', f'port = "{port}"', 'profile = "generic"']
         if report:
             lines.append("report = true")
-    text = "\n".join(lines) + "\n" + FAST_HEALTH.format(sweep_interval=sweep_interval, retry_base=retry_base)
+        if index < len(pins) and pins[index] is not None:
+            lines.append(f'pin = "{pins[index]}"')
+    text = "\n".join(lines) + "\n" + FAST_HEALTH.format(sweep_interval=sweep_interval, retry_base=retry_base,
+                                                       ping_interval=ping_interval)
     path = directory / "smsgw.toml"
     path.write_text(text + extra)
     return path

@@ -1,8 +1,8 @@
 """`smsgw simulate`: simulated modems on ptys, and the inject/fault forms that steer them.
 
-``smsgw simulate --dir DIR [--modems N] [--profile NAME] [--send-delay SECONDS] [--pin PIN]`` runs in the
-foreground until SIGINT/SIGTERM and prints one line when ready. While it runs,
-``smsgw simulate inject --dir DIR --modem K --from NUMBER --text TEXT`` and
+``smsgw simulate --dir DIR [--modems N] [--profile NAME] [--send-delay SECONDS] [--pin PIN]
+[--report-status TP-ST]`` runs in the foreground until SIGINT/SIGTERM and prints one line when ready.
+While it runs, ``smsgw simulate inject --dir DIR --modem K --from NUMBER --text TEXT [--parts 3,1]`` and
 ``smsgw simulate fault --dir DIR --modem K KIND`` talk to it over ``DIR/control.sock`` and print its
 JSON reply.
 """
@@ -31,6 +31,23 @@ _seconds = at_least(float, 0.0, "seconds")
 _index = at_least(int, 0, "modem index")
 
 
+def _part_list(text: str) -> list[int]:
+    """``3,1``: the parts to deliver, in this order."""
+    try:
+        parts = [int(piece) for piece in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--parts takes part numbers separated by commas, as in 3,1, not {text!r}") from None
+    if not parts or any(n < 1 for n in parts):
+        raise argparse.ArgumentTypeError(f"part numbers start at 1, not {text!r}")
+    return parts
+
+
+def _tp_status(text: str) -> int:
+    if not text.isdigit() or int(text) > 255:
+        raise argparse.ArgumentTypeError(f"--report-status takes a TP-Status 0-255 (65: failed), not {text!r}")
+    return int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", type=Path, metavar="DIR",
                         help="directory for the modem symlinks, network.jsonl and control.sock")
@@ -43,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the SIMs want this PIN (AT+CPIN) before they work (default: no PIN)")
     parser.add_argument("--replay", type=Path, metavar="TRANSCRIPT.json",
                         help="one modem (DIR/modem0) answering from a recorded transcript (docs/modems.md)")
+    parser.add_argument("--report-status", type=_tp_status, default=0, metavar="TP-ST",
+                        help="TP-Status of every status report (3GPP TS 23.040 9.2.3.15; default 0 delivered, "
+                             "65 a permanent failure)")
     sub = parser.add_subparsers(dest="simulate_action", metavar="ACTION")
     inject = sub.add_parser("inject", help="deliver an incoming SMS to a simulated modem",
                             description="deliver an incoming SMS to a simulated modem (long text: several parts)")
@@ -54,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action.add_argument("--modem", type=_index, required=True, metavar="K", help="modem index (0 ...)")
     inject.add_argument("--from", dest="sender", required=True, metavar="NUMBER", help="originator")
     inject.add_argument("--text", required=True, metavar="TEXT", help="message text")
+    inject.add_argument("--parts", type=_part_list, metavar="N,N",
+                        help="deliver only these parts of a multipart message, in this order (3,1: part 3, "
+                             "then part 1; part 2 is lost)")
     fault.add_argument("kind", metavar="KIND", help=", ".join(FAULTS))
 
 
@@ -78,10 +101,12 @@ def main(args: argparse.Namespace) -> int:
                              "--send-delay or --pin")
 
             return run_replay(directory, args.replay)
-        return _run(directory, args.modems, args.profile, args.send_delay, args.pin)
+        return _run(directory, args.modems, args.profile, args.send_delay, args.pin, args.report_status)
     message: dict[str, Any]
     if action == "inject":
         message = {"action": "inject", "modem": args.modem, "from": args.sender, "text": args.text}
+        if args.parts is not None:
+            message["parts"] = args.parts
     else:
         message = {"action": "fault", "modem": args.modem, "kind": args.kind}
     try:
@@ -96,7 +121,8 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(directory: Path, modems: int, profile: str, send_delay: float, pin: str | None) -> int:
+def _run(directory: Path, modems: int, profile: str, send_delay: float, pin: str | None,
+         report_status: int = 0) -> int:
     if profile not in profile_names():
         return _fail(f"unknown profile {profile!r}; known: {', '.join(profile_names())}")
     try:
@@ -106,17 +132,19 @@ def _run(directory: Path, modems: int, profile: str, send_delay: float, pin: str
     else:
         return _fail(f"a simulator is already running in {directory}")
     try:
-        return asyncio.run(_serve(directory, modems, profile, send_delay, pin))
+        return asyncio.run(_serve(directory, modems, profile, send_delay, pin, report_status))
     except (ProfileError, OSError) as exc:
         return _fail(str(exc))
 
 
-async def _serve(directory: Path, modems: int, profile: str, send_delay: float, pin: str | None) -> int:
+async def _serve(directory: Path, modems: int, profile: str, send_delay: float, pin: str | None,
+                 report_status: int) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    simulator = Simulator(directory, modems=modems, profile=profile, send_delay=send_delay, pin=pin)
+    simulator = Simulator(directory, modems=modems, profile=profile, send_delay=send_delay, pin=pin,
+                          report_status=report_status)
     await simulator.start()
     try:
         print(simulator.ready_line(), flush=True)

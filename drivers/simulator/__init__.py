@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,6 +35,7 @@ class Simulator:
         pin: str | None = None,
         report_delay: float = REPORT_DELAY,
         control: bool = True,
+        report_status: int = 0,
     ) -> None:
         if modems < 1:
             raise ValueError(f"modems must be at least 1, not {modems}")
@@ -49,6 +51,8 @@ class Simulator:
             for i in range(modems)
         ]
         self.network.modems = self.modems
+        for modem in self.modems:
+            modem.report_status = report_status
         self._control = ControlServer(self, self.directory / SOCKET_NAME) if control else None
         self._started = False
 
@@ -90,9 +94,12 @@ class Simulator:
             raise IndexError(f"no modem {index!r}: the simulator has modems 0..{len(self.modems) - 1}")
         return self.modems[index]
 
-    def inject(self, modem: int, sender: str, text: str) -> int:
-        """An SMS from ``sender`` arrives at ``modem`` (long texts as several parts); the part count."""
-        return self.network.inject(self._modem(modem), sender, text)
+    def inject(self, modem: int, sender: str, text: str, parts: Sequence[int] | None = None) -> int:
+        """An SMS from ``sender`` arrives at ``modem`` (long texts as several parts); the parts delivered.
+
+        ``parts``: only these parts (1-based), in this order (``[3, 1]``).
+        """
+        return self.network.inject(self._modem(modem), sender, text, parts)
 
     def fault(self, modem: int, kind: str) -> None:
         """Inject a fault: one of ``FAULTS`` (``cms-error:CODE`` with a number)."""
@@ -105,6 +112,7 @@ class Simulator:
                 "iccid": m.iccid, "plugged": m.plugged, "hung": m.hung, "registered": m.registered,
                 "stored": m.storage.used, "waiting": len(m.waiting),
                 "pin_entries": m.pin_entries, "pin_attempts": m.pin_attempts, "pin_locked": m.pin_locked,
+                "report_status": m.report_status,
             }
             for m in self.modems
         ]

@@ -1,6 +1,6 @@
 """The control socket ``DIR/control.sock``: one JSON request and one JSON reply per line.
 
-Requests: ``{"action": "inject", "modem": K, "from": NUMBER, "text": TEXT}``,
+Requests: ``{"action": "inject", "modem": K, "from": NUMBER, "text": TEXT, "parts"?: [3, 1]}``,
 ``{"action": "fault", "modem": K, "kind": KIND}``, ``{"action": "status"}``.
 Replies: ``{"ok": true, ...}`` or ``{"ok": false, "error": REASON}``.
 """
@@ -89,10 +89,12 @@ class ControlServer:
             if not isinstance(modem, int) or isinstance(modem, bool):
                 return {"ok": False, "error": "'modem' must be an integer index"}
             if action == "inject":
-                sender, text = request.get("from"), request.get("text")
+                sender, text, chosen = request.get("from"), request.get("text"), request.get("parts")
                 if not isinstance(sender, str) or not isinstance(text, str):
                     return {"ok": False, "error": "inject needs 'from' and 'text' strings"}
-                parts = sim.inject(modem, sender, text)
+                if chosen is not None and not isinstance(chosen, list):
+                    return {"ok": False, "error": "'parts' must be a list of part numbers, as in [3, 1]"}
+                parts = sim.inject(modem, sender, text, chosen)
                 return {"ok": True, "modem": modem, "parts": parts}
             kind = request.get("kind")
             if not isinstance(kind, str):

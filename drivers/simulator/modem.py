@@ -34,7 +34,7 @@ MAX_LINE = 4096
 STAT_NAMES = ("REC UNREAD", "REC READ", "STO UNSENT", "STO SENT")
 FAULTS = (
     "hang", "recover", "garbage", "unplug", "replug", "cms-error:CODE", "no-network", "network",
-    "sim-full", "pin-required", "cmgr-header:NAME", "balance:AMOUNT",
+    "sim-full", "pin-required", "pin-attempts:N", "report-status:CODE", "cmgr-header:NAME", "balance:AMOUNT",
 )
 OPERATOR_NAME = "Simnet"
 OPERATOR_CODE = "26299"
@@ -211,6 +211,9 @@ class SimModem:
         self.ussd = UssdService()
         self.cmgr_header = CMGR_HEADERS[flavour.cmgr_header]
         self.cms_error: int | None = None
+        #: TP-Status of the status reports for this modem's sends (TS 23.040 9.2.3.15; 0: delivered,
+        #: 65 = 0x41: permanent error, incompatible destination).
+        self.report_status = 0
         self.smsc = network.smsc
         #: Deliver PDUs the network holds for this modem (storage full, no network, unplugged).
         self.waiting: list[str] = []
@@ -341,10 +344,23 @@ class SimModem:
             while storage.add(1, filler) is not None:
                 pass
         elif kind == "pin-required":
+            # a brown-out: the SIM restarts and wants its PIN again; SIMCom and Quectel say so unasked,
+            # "+CPIN: NOT READY" while the SIM restarts, then "+CPIN: SIM PIN" (docs/simulator.md)
             self.pin = self.pin or DEFAULT_PIN
             self.pin_locked = True
             if self.flavour.cpin_urcs:
-                self.urc("+CPIN: SIM PIN")
+                self.urc("+CPIN: NOT READY")
+                self._later(0.02, lambda: self.urc("+CPIN: SIM PIN"))
+        elif kind.startswith("pin-attempts:"):
+            count = kind.partition(":")[2]
+            if not count.isdigit() or int(count) > 10:
+                raise ValueError(f"pin-attempts needs the PIN attempts left (0-10), as in pin-attempts:1, not {kind!r}")
+            self.pin_attempts = int(count)
+        elif kind.startswith("report-status:"):
+            code = kind.partition(":")[2]
+            if not code.isdigit() or int(code) > 255:
+                raise ValueError(f"report-status needs a TP-Status 0-255, as in report-status:65, not {kind!r}")
+            self.report_status = int(code)
         else:
             raise ValueError(f"unknown fault {kind!r}; known: {', '.join(FAULTS)}")
 

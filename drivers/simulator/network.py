@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,6 +99,9 @@ class Network:
         self.sent: list[dict[str, Any]] = []
         #: SMS between simulated modems (reassembled, for tests and logs).
         self.delivered: list[dict[str, Any]] = []
+        #: Every submitted part as it reached the network, in order: which modem sent it, its TP-MR
+        #: and concatenation header (a multipart split over two SIMs shows here).
+        self.parts: list[dict[str, Any]] = []
         self._parts: dict[tuple[int, str, int, int], dict[int, str]] = {}
         self._concat_reference = 0
 
@@ -115,6 +119,12 @@ class Network:
         """Route one submitted part (called after the modem answered +CMGS)."""
         moment = self.now()
         recipient = self.find(part.to)
+        concat = part.concat
+        self.parts.append({
+            "modem": sender.index, "to": part.to, "text": part.text, "message_reference": part.reference,
+            "concat_reference": concat.reference if concat else None,
+            "sequence": concat.sequence if concat else 1, "total": concat.total if concat else 1,
+        })
         if recipient is not None:
             if part.tpdu is not None:
                 pdus = [deliver_from_submit(part.tpdu, sender.number, moment, self.smsc)]
@@ -133,7 +143,8 @@ class Network:
                     journal.write(json.dumps(record, ensure_ascii=False) + "\n")
         if part.report:
             report = encode_status_report(
-                part.to, part.reference, 0, timestamp=moment, discharge_time=self.now(), smsc=self.smsc
+                part.to, part.reference, sender.report_status, timestamp=moment, discharge_time=self.now(),
+                smsc=self.smsc,
             )
             if self.report_delay > 0:
                 asyncio.get_running_loop().call_later(self.report_delay, sender.status_report, report)
@@ -157,10 +168,20 @@ class Network:
         self._concat_reference = (self._concat_reference + 1) % 256
         return self._concat_reference
 
-    def inject(self, modem: SimModem, sender: str, text: str) -> int:
-        """An SMS from ``sender`` (any number or name) to ``modem``; returns the part count."""
+    def inject(self, modem: SimModem, sender: str, text: str, parts: Sequence[int] | None = None) -> int:
+        """An SMS from ``sender`` (any number or name) to ``modem``; returns the part count.
+
+        ``parts``: deliver only these parts (1-based), in this order (``[3, 1]``: part 3, then part 1,
+        part 2 never), as a network that reorders or loses parts does.
+        """
         pdus = encode_deliver(sender, text, timestamp=self.now(), smsc=self.smsc,
                               concat_reference=self.next_concat_reference())
+        if parts is not None:
+            wrong = [n for n in parts if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(pdus)]
+            if wrong or not parts:
+                raise ValueError(f"parts must be part numbers 1..{len(pdus)} of this {len(pdus)}-part "
+                                 f"message, not {list(parts)!r}")
+            pdus = [pdus[n - 1] for n in parts]
         for pdu in pdus:
             modem.receive(pdu)
         return len(pdus)
