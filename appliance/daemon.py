@@ -15,7 +15,8 @@ Tuning (all optional) in the ``[health]`` table of the config file:
 ``sweep_interval``, ``poll_interval`` (dispatcher safety-net poll), ``watch_interval`` (how often
 the daemon looks for commits by other processes, e.g. ``smsgw send``), ``flush_interval``
 (reassembly timeout check), ``retry_base`` / ``retry_max`` (the dispatcher's backoff after a
-transient send error) and ``timeouts`` (modem timeouts in seconds, e.g.
+transient send error), ``multipart_wait`` (how long the rest of a multipart SMS waits for the modem
+that sent its first parts before another modem sends it all again; default 600) and ``timeouts`` (modem timeouts in seconds, e.g.
 ``{ command = 5, send = 60 }``).
 """
 
@@ -35,7 +36,7 @@ from appliance.config import AUTO_PORT, Config, ConfigError
 from appliance.dispatcher import Dispatcher, ModemLimits
 from appliance.health import ModemSupervisor
 from appliance.inbound import Inbound
-from appliance.store import Store
+from appliance.store import MULTIPART_WAIT, Store
 
 if TYPE_CHECKING:
     from appliance.hardware import PowerControl, StatusLed
@@ -64,6 +65,7 @@ class HealthSettings:
     retry_base: float = 10.0
     retry_max: float = 1800.0
     flush_interval: float | None = None  # default: from the reassembly timeout
+    multipart_wait: float = MULTIPART_WAIT
     timeouts: tuple[tuple[str, float], ...] = ()
 
 
@@ -76,7 +78,7 @@ def health_settings(config: Config) -> HealthSettings:
     defaults = HealthSettings()
     values: dict[str, Any] = {}
     numbers = ("ping_interval", "radio_interval", "backoff_base", "backoff_max", "port_wait", "sweep_interval",
-               "poll_interval", "watch_interval", "flush_interval", "retry_base", "retry_max")
+               "poll_interval", "watch_interval", "flush_interval", "retry_base", "retry_max", "multipart_wait")
     for key, value in table.items():
         if key in numbers:
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -218,6 +220,7 @@ class Daemon:
             backoff_base=s.retry_base, backoff_max=s.retry_max,
             reports={mc.id for mc in config.modems if mc.report}, on_sim_error=self._sim_error,
             national_language=config.sms.national_language,
+            multipart_wait=s.multipart_wait,
         )
         for modem_id in self.modems:
             dispatcher.set_modem_healthy(modem_id, False)  # healthy once its supervisor opened it

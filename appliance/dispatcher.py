@@ -15,7 +15,10 @@ midnight, counted from the store so a restart does not reset it); per recipient 
 between sends. Errors: transient ones (CMS 38/42/332/500…, timeouts, a vanished port) requeue the
 message with exponential backoff and jitter until ``max_attempts``; permanent ones (invalid number,
 rejected) fail it at once with the reason. A modem-level failure (timeout, port gone) also pauses
-that modem and lets another modem take the message at once: the unsent parts go out there.
+that modem and lets another modem take the message at once, unless some of its parts already left:
+all parts of a multipart SMS leave through one modem (a handset joins parts by sender), so the rest
+waits for that modem up to ``multipart_wait``; after that another modem sends the whole message again
+from part 1 with a new concatenation reference (the recipient may see an orphaned first part).
 
 Workers sleep on an event: ``wake()`` (called on every enqueue through the store's enqueue
 listener), ``set_modem_healthy`` and ``stop()`` set it; ``poll_interval`` is only a safety net
@@ -36,9 +39,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from appliance.store import ClaimedMessage, Part, Store, local_midnight
+from appliance.store import MULTIPART_WAIT, ClaimedMessage, Part, Store, local_midnight
 from drivers.errors import AtError, AtTimeout, TransportError, is_sim_state_error
-from drivers.pdu import PduError, SubmitPart, encode_submit
+from drivers.pdu import PduError, SubmitPart, decode, encode_submit
 
 LOG = logging.getLogger(__name__)
 
@@ -108,6 +111,15 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, AtError):
         return True
     return True
+
+
+def decode_concat_reference(pdu: str) -> int | None:
+    """The concatenation reference in a stored SMS-SUBMIT part (None: a single part or undecodable)."""
+    try:
+        concat = getattr(decode(pdu), "concat", None)
+    except PduError:
+        return None
+    return concat.reference if concat is not None else None
 
 
 def describe(exc: BaseException) -> str:
@@ -185,6 +197,7 @@ class Dispatcher:
         rng: random.Random | None = None,
         reports: Iterable[str] = (),
         on_sim_error: Callable[[str, str], None] | None = None,
+        multipart_wait: float = MULTIPART_WAIT,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -207,6 +220,8 @@ class Dispatcher:
         self.reports = frozenset(reports)  # modem ids that request a status report for every message
         #: Called with (modem id, reason) when a send met a SIM-state error (the health check looks at once).
         self.on_sim_error = on_sim_error
+        #: Seconds the rest of a multipart message waits for the modem that sent its first parts.
+        self.multipart_wait = multipart_wait
         self._slots: dict[str, _Slot] = {}
         self._in_flight: dict[str, int] = {}  # recipient -> sends in progress
         self._last_sent: dict[str, float] = {}  # recipient -> time of the last part sent
@@ -374,9 +389,9 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(slot.wake.wait(), timeout)
 
-    def _idle_wait(self, now: float, busy: list[str]) -> float:
+    def _idle_wait(self, slot: _Slot, now: float, busy: list[str]) -> float:
         wait = self.poll_interval
-        due = self.store.next_due_at(busy)
+        due = self.store.next_due_at(busy, slot.modem_id, self.multipart_wait)
         if due is not None:
             wait = min(wait, max(due - now, 0.0))
         if self.recipient_interval > 0 and self._last_sent:
@@ -396,13 +411,14 @@ class Dispatcher:
                     claimed, slot.next = slot.next, None
                     if claimed is None:
                         busy = self._busy_recipients(now)
-                        claimed = self.store.claim(slot.modem_id, lease=self.lease, now=now, exclude_recipients=busy)
+                        claimed = self.store.claim(slot.modem_id, lease=self.lease, now=now, exclude_recipients=busy,
+                                                   multipart_wait=self.multipart_wait)
                         if claimed is not None:
                             self._hold(claimed.recipient)
                     if claimed is not None:
                         await self._send(slot, claimed)
                         continue
-                    wait = self._idle_wait(now, busy)
+                    wait = self._idle_wait(slot, now, busy)
                 else:
                     self._drop_next(slot, now)
             except asyncio.CancelledError:
@@ -455,7 +471,7 @@ class Dispatcher:
         if not self._can_prefetch(slot, now):
             return
         claimed = self.store.claim(slot.modem_id, lease=self.lease, now=now,
-                                   exclude_recipients=self._busy_recipients(now))
+                                   exclude_recipients=self._busy_recipients(now), multipart_wait=self.multipart_wait)
         if claimed is None:
             return
         if not claimed.parts:
@@ -468,16 +484,32 @@ class Dispatcher:
         self._hold(claimed.recipient)
         slot.next = claimed
 
-    def _encode(self, claimed: ClaimedMessage, now: float, modem_id: str) -> list[Part]:
+    def _submit_parts(self, claimed: ClaimedMessage, now: float, modem_id: str, concat_reference: int) -> list[SubmitPart]:
         validity: int | None = None
         if claimed.valid_until is not None:
             validity = max(int(claimed.valid_until - now), 300)  # TP-VP has a 5-minute minimum
-        parts = encode_submit(
+        return encode_submit(
             claimed.recipient, claimed.text, report=claimed.report or modem_id in self.reports,
             validity=validity,
-            concat_reference=claimed.id % 256, language=claimed.language or self.national_language,
+            concat_reference=concat_reference, language=claimed.language or self.national_language,
         )
-        return self.store.set_parts(claimed.id, parts)
+
+    def _encode(self, claimed: ClaimedMessage, now: float, modem_id: str) -> list[Part]:
+        return self.store.set_parts(claimed.id, self._submit_parts(claimed, now, modem_id, claimed.id % 256))
+
+    def _restart(self, claimed: ClaimedMessage, now: float, modem_id: str) -> list[Part]:
+        """Parts of ``claimed`` left through another modem that stayed unusable past ``multipart_wait``:
+        send the whole message again from part 1 with a new concatenation reference (the recipient
+        may see the earlier parts as an orphaned fragment; a split message would never be joined)."""
+        before = {part.modem for part in claimed.parts if part.message_reference is not None}
+        old = decode_concat_reference(claimed.parts[0].pdu)
+        reference = self.rng.choice([r for r in range(256) if r != old])
+        reason = (f"parts sent through {', '.join(sorted(m for m in before if m))} which stayed unusable for "
+                  f"{self.multipart_wait:.0f}s")
+        LOG.warning("message %d: %s; sending it again from part 1 through %s (new concatenation reference %d)",
+                    claimed.id, reason, modem_id, reference)
+        return self.store.restart_parts(claimed.id, self._submit_parts(claimed, now, modem_id, reference),
+                                        modem_id, reason, now)
 
     async def _send(self, slot: _Slot, claimed: ClaimedMessage) -> None:
         """Send the unsent parts of ``claimed`` (its recipient is held by whoever claimed it)."""
@@ -493,6 +525,8 @@ class Dispatcher:
         now = self.clock()
         try:
             parts = claimed.parts or self._encode(claimed, now, slot.modem_id)
+            if any(part.message_reference is not None and part.modem != slot.modem_id for part in parts):
+                parts = self._restart(replace(claimed, parts=parts), now, slot.modem_id)
         except (PduError, ValueError) as exc:
             LOG.warning("message %d cannot be encoded: %s", claimed.id, exc)
             self.store.fail(claimed.id, f"cannot encode: {exc}", now)
@@ -507,14 +541,14 @@ class Dispatcher:
                     return
                 now = self.clock()
                 if not slot.healthy or slot.paused_until > now:
-                    # the modem was declared unhealthy mid-message: another modem takes the rest
+                    # the modem was declared unhealthy mid-message: the rest waits for it (up to multipart_wait)
                     self.store.requeue(claimed.id, f"modem {slot.modem_id} became unavailable", now, now)
                     return
                 wait = self._capacity_wait(slot, now)
                 if wait == 0.0:
                     break
                 if wait == float("inf") or wait > self.lease / 2:
-                    # daily cap reached mid-message: let another modem (or tomorrow) finish it
+                    # daily cap reached mid-message: the rest waits for this modem (up to multipart_wait)
                     self.store.requeue(claimed.id, f"modem {slot.modem_id} reached its limit", now, now)
                     return
                 lease_until = self.store.renew_lease(claimed.id, self.lease, now)

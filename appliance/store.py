@@ -58,6 +58,10 @@ BUSY_TIMEOUT = 10.0
 REPORT_WINDOW = 3 * 24 * 3600.0
 #: Default seconds an incomplete multipart message waits for its missing parts (see flush_partial).
 REASSEMBLY_TIMEOUT = 24 * 3600.0
+#: Seconds the remaining parts of a multipart message wait for the modem that sent its first parts
+#: (unhealthy, capped, or the daemon restarted); after that another modem sends the whole message
+#: again from part 1 with a new concatenation reference. ``[health] multipart_wait`` overrides it.
+MULTIPART_WAIT = 600.0
 #: Default days finished messages, handled received messages and published events are kept.
 RETENTION_DAYS = 30.0
 #: Default days audit rows are kept.
@@ -68,6 +72,14 @@ PRUNE_BATCH = 500
 VACUUM_PAGES = 2000
 
 #: ``critical`` (safety alerts) goes first and is the only priority that reaches an opted-out number.
+#: SQL: the message (table ``message``) has parts sent through a modem other than the parameter.
+_PINNED_ELSEWHERE = ("EXISTS (SELECT 1 FROM part p WHERE p.message_id = message.id "
+                     "AND p.message_reference IS NOT NULL AND p.modem != ?)")
+#: SQL: the message may be claimed by the modem of the first parameter: not pinned elsewhere, or its
+#: last sent part is older than the second parameter (now - multipart_wait).
+_NOT_PINNED_ELSEWHERE = (f"(NOT {_PINNED_ELSEWHERE} OR (SELECT MAX(p.sent_at) FROM part p "
+                         "WHERE p.message_id = message.id AND p.message_reference IS NOT NULL) <= ?)")
+
 PRIORITIES: dict[str, int] = {"critical": -1, "high": 0, "normal": 1, "low": 2}
 CRITICAL = "critical"
 PRIORITY_NAMES: dict[int, str] = {rank: name for name, rank in PRIORITIES.items()}
@@ -575,10 +587,15 @@ class Store:
         lease: float,
         now: float | None = None,
         exclude_recipients: Sequence[str] = (),
+        multipart_wait: float = MULTIPART_WAIT,
     ) -> ClaimedMessage | None:
         """Take the next due message (high before normal before low, FIFO within a priority).
 
         Due means ``queued`` with ``next_attempt_at <= now``, or ``sending`` with its lease run out.
+        A message with parts already sent through another modem is due for ``modem_id`` only
+        ``multipart_wait`` seconds after its last sent part: all parts of a multipart SMS leave
+        through one modem (a handset joins parts by sender), and the claimer must then send the
+        whole message again (``restart_parts``).
         The claim sets ``sending``, the modem, ``lease_until = now + lease`` and counts an attempt.
         """
         now = self._now(now)
@@ -587,10 +604,13 @@ class Store:
         not_in = f"AND recipient NOT IN ({placeholders})" if exclude else ""
         with self._tx() as conn:
             # one query per state, each walking the index message_queue (state, priority, id) in claim
-            # order and stopping at the first due row: an OR of both would scan and sort every due row
+            # order and stopping at the first due row: an OR of both would scan and sort every due row.
+            # Parts already sent through another modem: the rest waits for that modem, up to
+            # multipart_wait after its last part (then the whole message goes again from here).
             candidates = [conn.execute(
-                f"SELECT * FROM message WHERE state = ? AND {due} {not_in} ORDER BY priority, id LIMIT 1",
-                (state, now, *exclude),
+                f"SELECT * FROM message WHERE state = ? AND {due} {not_in} AND {_NOT_PINNED_ELSEWHERE} "
+                "ORDER BY priority, id LIMIT 1",
+                (state, now, *exclude, modem_id, now - multipart_wait),
             ).fetchone() for state, due in (
                 (QUEUED, "(next_attempt_at IS NULL OR next_attempt_at <= ?)"), (SENDING, "lease_until < ?"))]
             found = [c for c in candidates if c is not None]
@@ -607,19 +627,29 @@ class Store:
             modem=modem_id, lease_until=lease_until, parts=parts, language=row["language"],
         )
 
-    def next_due_at(self, exclude_recipients: Sequence[str] = ()) -> float | None:
-        """The earliest time a queued message becomes due, or a lease runs out (None: nothing)."""
+    def next_due_at(self, exclude_recipients: Sequence[str] = (), modem_id: str | None = None,
+                    multipart_wait: float = MULTIPART_WAIT) -> float | None:
+        """The earliest time a queued message becomes due (for ``modem_id``: a message with parts
+        sent through another modem is due ``multipart_wait`` after its last part), or a lease runs
+        out (None: nothing)."""
         exclude = list(exclude_recipients)
         not_in = f"AND recipient NOT IN ({', '.join('?' for _ in exclude)})" if exclude else ""
         # the first row of index message_due (state, next_attempt_at); NULL sorts first and means "now"
         queued = self.conn.execute(
             f"SELECT COALESCE(next_attempt_at, 0) FROM message WHERE state = ? {not_in} "
-            "ORDER BY next_attempt_at LIMIT 1",
-            (QUEUED, *exclude),
+            f"AND NOT {_PINNED_ELSEWHERE} ORDER BY next_attempt_at LIMIT 1",
+            (QUEUED, *exclude, modem_id or ""),
+        ).fetchone()
+        # messages whose first parts left through another modem: due for this one after multipart_wait
+        pinned = self.conn.execute(
+            "SELECT MIN(MAX(COALESCE(next_attempt_at, 0), (SELECT MAX(p.sent_at) FROM part p "
+            f"WHERE p.message_id = message.id AND p.message_reference IS NOT NULL) + ?)) FROM message "
+            f"WHERE state = ? {not_in} AND {_PINNED_ELSEWHERE}",
+            (multipart_wait, QUEUED, *exclude, modem_id or ""),
         ).fetchone()
         lease = self.conn.execute(
             "SELECT MIN(lease_until) FROM message WHERE state = ?", (SENDING,)).fetchone()
-        times = [float(t) for t in (queued[0] if queued else None, lease[0]) if t is not None]
+        times = [float(t) for t in (queued[0] if queued else None, pinned[0], lease[0]) if t is not None]
         return min(times) if times else None
 
     @staticmethod
@@ -647,6 +677,26 @@ class Store:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (message_id, part.sequence, part.total, part.pdu, part.tpdu_length, PART_PENDING),
                 )
+            return self._parts(conn, message_id)
+
+    def restart_parts(self, message_id: int, parts: Sequence[SubmitPart], modem_id: str, reason: str,
+                      now: float | None = None) -> list[Part]:
+        """Replace the parts of a message whose first parts left through a modem that stayed unusable:
+        the whole message goes again, from part 1, with the new encoding (a new concatenation reference).
+        An audit row ``multipart_restart`` records it."""
+        now = self._now(now)
+        with self._tx() as conn:
+            old = self._parts(conn, message_id)
+            conn.execute("DELETE FROM part WHERE message_id = ?", (message_id,))
+            for part in parts:
+                conn.execute(
+                    "INSERT INTO part (message_id, sequence, total, pdu, tpdu_length, state) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (message_id, part.sequence, part.total, part.pdu, part.tpdu_length, PART_PENDING),
+                )
+            sent = [(p.sequence, p.modem, p.message_reference) for p in old if p.message_reference is not None]
+            conn.execute("INSERT INTO audit (at, kind, detail) VALUES (?, ?, ?)", (now, "multipart_restart", json.dumps(
+                {"message": message_id, "modem": modem_id, "reason": reason, "sent_before": sent})))
             return self._parts(conn, message_id)
 
     def renew_lease(self, message_id: int, lease: float, now: float | None = None) -> float:

@@ -321,22 +321,51 @@ async def test_modems_send_in_parallel_with_one_send_in_flight_each(store: Store
     assert [m.max_in_flight for m in modems] == [1, 1]
 
 
-async def test_modem_failure_mid_message_moves_unsent_parts_to_another_modem(
-    store: Store, make_dispatcher
+async def test_modem_failure_mid_message_waits_then_resends_whole_message_on_another_modem(
+    store: Store, make_dispatcher, clock: Clock
 ) -> None:
     failing = RecordingModem("sim0", errors=[None, TransportError("sim0: port vanished")], hold_after=1)
     failing.gate = asyncio.Event()
     spare = RecordingModem("sim1")
     (queued,) = store.enqueue([request("+491701234567", LONG_TEXT)])
-    dispatcher = make_dispatcher(failing, spare, modem_error_pause=3600.0)
+    dispatcher = make_dispatcher(failing, spare, modem_error_pause=3600.0, multipart_wait=60.0)
     dispatcher.set_modem_healthy("sim1", False)  # sim0 takes the message
     await dispatcher.start()
     await async_wait_until(failing.waiting.is_set, timeout=5)  # part 1 went out, part 2 is in AT+CMGS
     dispatcher.set_modem_healthy("sim1", True)
     failing.gate.set()  # ... and the port vanishes
+    await async_wait_until(lambda: state(store, queued.id) == "queued", timeout=5)
+    assert spare.sent == []
+    clock.advance(61.0)  # sim0 stays unusable past multipart_wait
+    dispatcher.wake()
     await wait_state(store, queued.id, "sent")
-    assert [p.modem for p in store.parts(queued.id)] == ["sim0", "sim1", "sim1"]
-    assert [p.sequence for p in spare.sent] == [2, 3]
+    assert [p.sequence for p in spare.sent] == [1, 2, 3]  # never parts 2, 3 alone: the whole message, from part 1
+    assert [p.modem for p in store.parts(queued.id)] == ["sim1", "sim1", "sim1"]
+    old = decode(failing.sent[0].pdu).concat  # type: ignore[union-attr]
+    new = decode(spare.sent[0].pdu).concat  # type: ignore[union-attr]
+    assert old is not None and new is not None and new.reference != old.reference
+    assert store.audit_log(5, "multipart_restart")
+
+
+async def test_rest_of_a_multipart_message_waits_for_its_modem_and_goes_out_there(
+    store: Store, make_dispatcher
+) -> None:
+    first = RecordingModem("sim0", hold_after=1)
+    first.gate = asyncio.Event()
+    other = RecordingModem("sim1")
+    (queued,) = store.enqueue([request("+491701234567", LONG_TEXT)])
+    dispatcher = make_dispatcher(first, other, multipart_wait=60.0)
+    dispatcher.set_modem_healthy("sim1", False)
+    await dispatcher.start()
+    await async_wait_until(first.waiting.is_set, timeout=5)  # part 1 sent, part 2 in AT+CMGS
+    dispatcher.set_modem_healthy("sim1", True)
+    dispatcher.set_modem_healthy("sim0", False)  # sim0 leaves rotation mid-message
+    first.gate.set()
+    await async_wait_until(lambda: state(store, queued.id) == "queued", timeout=5)
+    dispatcher.set_modem_healthy("sim0", True)  # ... and comes back within the limit
+    await wait_state(store, queued.id, "sent")
+    assert other.sent == []
+    assert [p.modem for p in store.parts(queued.id)] == ["sim0", "sim0", "sim0"]
 
 
 async def test_modem_declared_unhealthy_hands_its_queue_to_the_healthy_one(store: Store, make_dispatcher) -> None:

@@ -125,7 +125,9 @@ def test_parts_are_created_once_and_reused_on_retry(store: Store, clock: Clock) 
     assert [p.sequence for p in parts] == [1, 2]
     store.part_sent(claimed.id, 1, "sim0", 17)
     store.requeue(claimed.id, "CMS ERROR 38", next_attempt_at=clock.now)
-    again = store.claim("sim1", lease=60)
+    assert store.claim("sim1", lease=60) is None  # part 1 left through sim0: the rest waits for sim0
+    assert store.next_due_at(modem_id="sim1", multipart_wait=600) == clock.now + 600
+    again = store.claim("sim0", lease=60)
     assert again is not None and again.attempts == 2
     kept = store.set_parts(again.id, submit_parts(2, "BB"))  # a second encoding is ignored
     assert [p.pdu for p in kept] == [p.pdu for p in parts]
