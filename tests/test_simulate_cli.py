@@ -116,6 +116,16 @@ def test_ready_line_inject_fault_and_sigterm(running: Running) -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"ok": True, "modem": 1, "parts": 2}
     assert b'+CMTI: "SM",2' in read_port(str(directory / "modem1"), b'+CMTI: "SM",2')
+    result = smsgw("simulate", "inject", "--dir", str(directory), "--modem", "1", "--from", "+4917012345",
+                   "--text", "y" * 400, "--parts", "3,1")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"ok": True, "modem": 1, "parts": 2}
+    result = smsgw("simulate", "inject", "--dir", str(directory), "--modem", "1", "--from", "+4917012345",
+                   "--text", "y", "--parts", "2")
+    assert result.returncode == 2 and "part numbers 1..1" in result.stderr
+    result = smsgw("simulate", "inject", "--dir", str(directory), "--modem", "1", "--from", "1",
+                   "--text", "y", "--parts", "x")
+    assert result.returncode == 2 and "--parts takes part numbers" in result.stderr
 
     result = smsgw("simulate", "fault", "--dir", str(directory), "--modem", "0", "unplug")
     assert result.returncode == 0, result.stderr

@@ -273,6 +273,35 @@ async def test_inject_long_text_arrives_in_parts(sim: Simulator, clients: list[P
     assert "".join(p.text for p in sorted(parts, key=lambda p: p.concat.sequence)) == text  # type: ignore
 
 
+async def test_inject_chosen_parts_in_a_chosen_order(sim: Simulator, clients: list[PtyClient]) -> None:
+    receiver = clients[1]
+    await receiver.command("ATE0")
+    text = " ".join(f"word{i}" for i in range(50))  # 3 parts
+    assert sim.inject(1, "+4917000000001", text, parts=[3, 1]) == 2  # part 3 first, part 2 lost
+    await receiver.expect(b'+CMTI: "SM",2\r\n')
+    listing = (await receiver.command("AT+CMGL=4")).strip().splitlines()
+    parts = [decode(line) for line in listing[1:4:2]]
+    assert [p.concat.sequence for p in parts] == [3, 1]  # type: ignore[union-attr]
+    assert all(p.concat.total == 3 for p in parts)  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="part numbers 1..3"):
+        sim.inject(1, "+4917000000001", text, parts=[4])
+
+
+async def test_report_status_fault_sends_a_failed_status_report(sim: Simulator, clients: list[PtyClient]) -> None:
+    # TP-Status 65 = 0x41: "permanent error, incompatible destination" (3GPP TS 23.040 9.2.3.15)
+    client = clients[0]
+    await client.command("ATE0;+CNMI=2,1,0,1,0")
+    sim.fault(0, "report-status:65")
+    [reply] = await send_pdu(client, OUTSIDE, "report me", report=True)
+    reference = int(reply.split("+CMGS: ")[1].split("\r")[0])
+    await client.expect(b"+CDS: ")
+    pdu = (await client.expect(b"\r\n", timeout=TIMEOUT)) + await client.expect(b"\r\n")
+    report = decode(pdu.decode().split("\r\n")[1])
+    assert isinstance(report, SmsStatusReport)
+    assert (report.reference, report.status) == (reference, 65)
+    assert sim.network.parts[-1]["modem"] == 0 and sim.network.parts[-1]["message_reference"] == reference
+
+
 @pytest.mark.parametrize("ds", [1, 2])
 async def test_status_report_by_cds_or_cdsi(sim: Simulator, clients: list[PtyClient], ds: int) -> None:
     client = clients[0]
