@@ -124,6 +124,7 @@ class ModemSupervisor:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.sim_trouble = False  # the SIM is not READY: recovery enters the PIN, not the ladder
+        self._check_sim = False  # a +CPIN: URC or a SIM-state send error: the next sleep is skipped
         self._last_failure: BaseException | None = None
         modem.on_sim_state = self.sim_changed
 
@@ -157,6 +158,7 @@ class ModemSupervisor:
         """An unsolicited ``+CPIN: <state>``: check the SIM now (READY after trouble: recover now)."""
         if self._stopping:
             return
+        self._check_sim = True
         self._wake.set()
 
     def sim_suspect(self, error: str) -> None:
@@ -164,6 +166,7 @@ class ModemSupervisor:
         if self._stopping:
             return
         self._note_error(error)
+        self._check_sim = True
         self._wake.set()
 
     # --- status ------------------------------------------------------------------------------
@@ -219,6 +222,9 @@ class ModemSupervisor:
     # --- the loop ----------------------------------------------------------------------------
 
     async def _sleep(self, seconds: float) -> None:
+        if self._check_sim:  # a +CPIN: URC or a SIM-state send error came while busy: look now
+            self._check_sim = False
+            return
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), max(seconds, 0.0))
