@@ -3,7 +3,9 @@
 Two simulated modems, a real mosquitto (tests/mosquitto.py). Requests come over MQTT with and
 without ids, on ``B/send/<number>``, and from this process as ``smsgw send`` commits them; SMS
 (single, multipart, emoji) arrive while the broker is down. Counted at the end: every accepted
-request reached the simulated network exactly once (nobody was killed, so no duplicate window),
+request reached the simulated network exactly once (nobody was killed, so no ``AT+CMGS`` window),
+except that a request without an id whose PUBACK was lost with the broker may be redelivered and
+queued again (docs/mqtt.md, "Exactly once needs id");
 every received SMS is stored once and published on ``B/received`` once the broker is back, and
 nothing is left on the SIMs.
 """
@@ -49,6 +51,7 @@ async def test_broker_stopped_and_restarted_mid_load_loses_nothing(tmp_path: Pat
     probe = Probe(mosquitto, "smsgw/#", client_id="outage-probe", clean=False)
     daemon = await DaemonProcess(config).start()
     expected: list[str] = []
+    without_id: set[str] = set()  # may be queued twice: committed, then the PUBACK lost with the broker
     injected: list[str] = []
     try:
         await daemon.wait_running()
@@ -57,10 +60,13 @@ async def test_broker_stopped_and_restarted_mid_load_loses_nothing(tmp_path: Pat
             text = f"mqtt {n}" + (LONG if n % 7 == 0 else "")
             if n % 3 == 2:
                 probe.publish(f"smsgw/send/004915112345{n % 10}", text)
+                without_id.add(text)
             else:
                 request = {"to": f"{OUTSIDE}{n % 10}", "text": text, "transaction": f"t{n}"}
                 if n % 2:
                     request["id"] = f"key-{n}"
+                else:
+                    without_id.add(text)
                 probe.publish("smsgw/send", json.dumps(request))
             expected.append(text)
         await async_wait_until(lambda: len(probe.payloads("smsgw/bridge/response/send")) >= 20, timeout=15,
@@ -88,14 +94,18 @@ async def test_broker_stopped_and_restarted_mid_load_loses_nothing(tmp_path: Pat
         probe.close()
     assert status == 0
     sent = Counter(str(r["text"]) for r in sim.network.sent)
-    assert all(sent[t] == 1 for t in expected), {t: sent[t] for t in expected if sent[t] != 1}
+    # exactly once, except a request without an id whose PUBACK went down with the broker: redelivered,
+    # it is a new message (docs/mqtt.md, "Exactly once needs id"); with an id it is recognised
+    wrong = {t: sent[t] for t in expected if not (sent[t] == 1 or (t in without_id and sent[t] == 2))}
+    assert not wrong, wrong
     stored = Counter(inbox_texts(db))
     assert all(stored[t] == 1 for t in injected)
     published = Counter(str(m["text"]) for m in probe.json("smsgw/received"))
     assert all(published[t] >= 1 for t in injected)  # QoS 1: at least once
     assert all(sm.storage.used == 0 and not sm.waiting for sm in sim.modems)
     print(f"\naccepted {len(expected)}, delivered {sum(1 for t in expected if sent[t])}, lost "
-          f"{sum(1 for t in expected if not sent[t])}, duplicated {sum(n - 1 for n in sent.values())}, "
+          f"{sum(1 for t in expected if not sent[t])}, duplicated {sum(n - 1 for n in sent.values())} "
+          "(requests without an id redelivered by the broker), "
           f"received {len(injected)}, stored {sum(stored[t] for t in injected)}, published "
           f"{sum(1 for t in injected if published[t])}, left on the SIM 0")
 
