@@ -18,6 +18,8 @@ from waiting import async_wait_until
 from appliance.store import OutboundRequest, Store
 from drivers.simulator import Simulator
 
+pytest_plugins = ["daemon_helpers"]
+
 OUTSIDE = "+4915112345678"  # a number outside the simulation: its SMS go to network.jsonl
 LONG_TEXT = "Station 7 reports low pressure in the main pump, please check the valves. " * 3
 
@@ -26,15 +28,6 @@ LONG_TEXT = "Station 7 reports low pressure in the main pump, please check the v
 async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
     async with Simulator(tmp_path / "sim", modems=2, profile="generic") as simulator:
         yield simulator
-
-
-@pytest.fixture
-async def daemons() -> AsyncIterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        if daemon.running:
-            await daemon.kill()
 
 
 async def start_daemon(daemons: list[DaemonProcess], config: Path) -> DaemonProcess:

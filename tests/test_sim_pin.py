@@ -15,7 +15,6 @@ PIN or fewer than two attempts left, the modem stays out of rotation and no PIN 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,17 +24,10 @@ from waiting import async_wait_until
 from appliance.store import OutboundRequest, Store
 from drivers.simulator import Simulator
 
+pytest_plugins = ["daemon_helpers"]
+
 OUTSIDE = "+49151123456"
 PIN = "1234"  # the simulator's SIM PIN after the pin-required fault
-
-
-@pytest.fixture
-async def daemons() -> AsyncIterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        if daemon.running:
-            await daemon.kill()
 
 
 def enqueue(db: Path, texts: list[str]) -> list[int]:
