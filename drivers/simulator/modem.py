@@ -321,10 +321,7 @@ class SimModem:
             if not self.plugged:
                 self.plug()
         elif kind.startswith("cms-error:"):
-            code = kind.partition(":")[2]
-            if not code.isdigit() or int(code) > 65535:
-                raise ValueError(f"cms-error needs a numeric code, as in cms-error:38, not {kind!r}")
-            self.cms_error = int(code)
+            self.cms_error = _fault_number(kind, 65535, "a numeric code, as in cms-error:38")
         elif kind.startswith("cmgr-header:"):
             name = kind.partition(":")[2]
             if name not in CMGR_HEADERS:
@@ -352,15 +349,9 @@ class SimModem:
                 self.urc("+CPIN: NOT READY")
                 self._later(0.02, lambda: self.urc("+CPIN: SIM PIN"))
         elif kind.startswith("pin-attempts:"):
-            count = kind.partition(":")[2]
-            if not count.isdigit() or int(count) > 10:
-                raise ValueError(f"pin-attempts needs the PIN attempts left (0-10), as in pin-attempts:1, not {kind!r}")
-            self.pin_attempts = int(count)
+            self.pin_attempts = _fault_number(kind, 10, "the PIN attempts left (0-10), as in pin-attempts:1")
         elif kind.startswith("report-status:"):
-            code = kind.partition(":")[2]
-            if not code.isdigit() or int(code) > 255:
-                raise ValueError(f"report-status needs a TP-Status 0-255, as in report-status:65, not {kind!r}")
-            self.report_status = int(code)
+            self.report_status = _fault_number(kind, 255, "a TP-Status 0-255, as in report-status:65")
         else:
             raise ValueError(f"unknown fault {kind!r}; known: {', '.join(FAULTS)}")
 
@@ -1093,6 +1084,14 @@ class SimModem:
             number = number.encode("utf-16-be").hex().upper()
         stamps = [f'"{t.strftime("%y/%m/%d,%H:%M:%S+00")}"' for t in (report.timestamp, report.discharge_time)]
         return ",".join(["6", str(report.reference), f'"{number}"', str(tora), *stamps, str(report.status)])
+
+
+def _fault_number(kind: str, maximum: int, wanted: str) -> int:
+    """The number after the colon of a fault kind such as ``cms-error:38``."""
+    name, _, value = kind.partition(":")
+    if not value.isdigit() or int(value) > maximum:
+        raise ValueError(f"{name} needs {wanted}, not {kind!r}")
+    return int(value)
 
 
 def _int(values: list[str | None], position: int, default: int, allowed: tuple[int, ...] | None,
