@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Short intervals and timeouts: the simulator answers at once, so only faults wait this long.
 FAST_HEALTH = """
 [health]
-ping_interval = {ping_interval}
+ping_interval = 0.3
 failures_allowed = 1
 backoff_base = 0.2
 backoff_max = 1.0
@@ -52,8 +52,8 @@ def write_config(
             lines.append("report = true")
         if index < len(pins) and pins[index] is not None:
             lines.append(f'pin = "{pins[index]}"')
-    text = "\n".join(lines) + "\n" + FAST_HEALTH.format(sweep_interval=sweep_interval, retry_base=retry_base,
-                                                       ping_interval=ping_interval)
+    health = FAST_HEALTH.format(sweep_interval=sweep_interval, retry_base=retry_base)
+    text = "\n".join(lines) + "\n" + health.replace("ping_interval = 0.3", f"ping_interval = {ping_interval}")
     path = directory / "smsgw.toml"
     path.write_text(text + extra)
     return path
