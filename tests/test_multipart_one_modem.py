@@ -43,6 +43,12 @@ async def test_parts_of_one_message_never_leave_through_two_modems(tmp_path: Pat
             other = 1 - first[0]["modem"]
             await async_wait_until(lambda: [r for r in sim.network.sent if r["text"] == TEXT], timeout=30,
                                    what="the whole message received by the handset")
+            def message_state() -> str:
+                with Store(db) as store:
+                    return str((store.message(result.id) or {}).get("state"))
+
+            # the last part's TP-MR is committed just after the network took it
+            await async_wait_until(lambda: message_state() == "sent", timeout=10, what="the message sent")
             with Store(db) as store:
                 row = store.message(result.id)
                 restarts = store.audit_log(10, "multipart_restart")
