@@ -18,7 +18,8 @@ from appliance.store import OutboundRequest, Store
 from drivers.simulator import FAULTS, Simulator
 
 VALUES = {"cms-error:CODE": "cms-error:38", "pin-attempts:N": "pin-attempts:1",
-          "report-status:CODE": "report-status:65", "cmgr-header:NAME": "cmgr-header:length-only"}
+          "report-status:CODE": "report-status:65", "cmgr-header:NAME": "cmgr-header:length-only",
+          "balance:AMOUNT": "balance:3.50"}
 KINDS = [VALUES.get(kind, kind) for kind in FAULTS]
 
 
