@@ -185,8 +185,14 @@ def _v6(db: sqlite_utils.Database) -> None:
     db.table("message").add_column("language", str)  # NULL for old rows: the configured language
 
 
+def _v7(db: sqlite_utils.Database) -> None:
+    # parts not yet sent: only messages claimed and not finished have them, so next_due_at finds the
+    # messages held for the modem that sent their first parts without reading the whole queue
+    db.execute("CREATE INDEX part_unsent ON part (message_id) WHERE message_reference IS NULL")
+
+
 #: MIGRATIONS[n - 1] takes the schema from version n - 1 to n.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -643,7 +643,12 @@ class Store:
         # messages whose first parts left through another modem: due for this one after multipart_wait
         pinned = self.conn.execute(
             "SELECT MIN(MAX(COALESCE(next_attempt_at, 0), (SELECT MAX(p.sent_at) FROM part p "
-            f"WHERE p.message_id = message.id AND p.message_reference IS NOT NULL) + ?)) FROM message "
+            f"WHERE p.message_id = message.id AND p.message_reference IS NOT NULL) + ?)) "
+            # only a message with unsent parts can be held: walk those (partial index part_unsent),
+            # never the whole queue (CROSS JOIN keeps them the outer loop)
+            "FROM (SELECT DISTINCT message_id FROM part INDEXED BY part_unsent WHERE message_reference IS NULL) "
+            "AS unsent "
+            "CROSS JOIN message ON message.id = unsent.message_id "
             f"WHERE state = ? {not_in} AND {_PINNED_ELSEWHERE}",
             (multipart_wait, QUEUED, *exclude, modem_id or ""),
         ).fetchone()

@@ -29,12 +29,19 @@ def plan(conn: sqlite3.Connection, sql: str) -> list[str]:
     return [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
 
 
+# A scan of the partial index part_unsent reads only the unsent parts of messages claimed and not
+# finished (those held for the modem that sent their first parts), never the queue or the history.
+BOUNDED_SCANS = ("SCAN part USING INDEX part_unsent", "SCAN part USING COVERING INDEX part_unsent")
+
+
 def bad_steps(conn: sqlite3.Connection, statements: list[str]) -> list[tuple[str, str]]:
     bad = []
     for sql in statements:
         if not sql.lstrip().upper().startswith(("SELECT", "UPDATE", "INSERT", "DELETE", "WITH")):
             continue  # BEGIN, COMMIT, PRAGMA
         for step in plan(conn, sql):
+            if step.startswith(BOUNDED_SCANS):
+                continue
             if step.startswith(("SCAN message", "SCAN part", "SCAN m ", "SCAN p ")) or "TEMP B-TREE" in step:
                 bad.append((sql, step))
     return bad
