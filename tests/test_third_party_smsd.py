@@ -87,7 +87,11 @@ def exchange(program: str, simulator: SimulatorProcess, tmp_path: Path, profile:
         def received() -> list[Path]:
             daemon.check_running()
             files = [path for path in folders["incoming"].iterdir() if path.name.startswith("GSM1.")]
-            return files if len(files) >= 2 else []
+            try:  # smsd keeps the parts of a multipart SMS as files of their own until it combines them
+                texts = {parse_smsd_file(path)[1].rstrip("\n") for path in files}
+            except FileNotFoundError:
+                return []
+            return files if {"Incoming for smstools", LONG_UNICODE} <= texts else []
 
         try:
             files = wait_until(received, timeout=25, what="smsd to write two incoming files")
