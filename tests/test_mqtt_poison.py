@@ -126,6 +126,9 @@ async def test_poison_payloads_among_good_requests_live_and_after_restart(
         assert sorted(sent_texts(sim)) == sorted([f"good {n}" for n in range(150)] + ["sentinel"])
         assert len(errors(probe)) == 8
         with Store(db) as store:
+            # the network has the sentinel before the daemon commits its +CMGS reference: wait for that
+            await async_wait_until(lambda: {r["state"] for r in store.outbox(1000)} == {"sent"}, timeout=10,
+                                   what="every message committed as sent")
             rows = store.outbox(1000)
             assert len(rows) == 151 and {r["state"] for r in rows} == {"sent"}
             audited = store.audit_log(100, kind="mqtt_request_rejected")
