@@ -52,7 +52,7 @@ from appliance.discovery import node_id
 from appliance.payload import PayloadError, decode_text, dump_json, excerpt, load_json
 from appliance.rules import CapTally, DailyCapExceeded, RulesConfig, validate_rules
 from appliance.store import PRIORITIES, EnqueueResult, InvalidRequest, OptedOut, OutboundRequest, Store
-from drivers.gsm7_national import LANGUAGE_IDS
+from drivers.gsm7_national import KNOWN_LANGUAGES, LANGUAGE_IDS
 from drivers.pdu import PduError, count_parts
 
 LOG = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def parse_request(payload: dict[str, Any], *, numbers_policy: Any, max_parts: in
     _check_text(text, "'text'")
     language = payload.get("language")
     if language is not None and (not isinstance(language, str) or language.lower() not in LANGUAGE_IDS):
-        raise RequestError(f"unknown 'language' {language!r} (one of {', '.join(sorted(LANGUAGE_IDS))})")
+        raise RequestError(f"unknown 'language' {language!r} (one of {KNOWN_LANGUAGES})")
     language = language.lower() if language else None
     try:
         parts = count_parts(text, language=language or national_language)  # as the dispatcher will encode it

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.migrations import SCHEMA_VERSION, migrate
 from appliance.payload import dump_json
-from drivers.gsm7_national import LANGUAGE_IDS
+from drivers.gsm7_national import KNOWN_LANGUAGES, LANGUAGE_IDS
 from drivers.pdu import count_parts
 from drivers.private_files import create_private, restrict
 
@@ -505,7 +505,7 @@ class Store:
         if request.language is not None and (not isinstance(request.language, str)
                                              or request.language not in LANGUAGE_IDS):
             raise InvalidRequest(f"{where}: language {request.language!r} is not one of "
-                                 f"{', '.join(sorted(LANGUAGE_IDS))}")
+                                 f"{KNOWN_LANGUAGES}")
 
     def enqueue(self, requests: Sequence[OutboundRequest], now: float | None = None) -> list[EnqueueResult]:
         """Queue every request in one transaction (one fsync for the batch).

@@ -29,6 +29,9 @@ LANGUAGE_IDS: dict[str, int] = {
     "ur": 13,  # Urdu
 }
 
+#: The known codes as error messages list them: "bn, es, gu, …".
+KNOWN_LANGUAGES = ", ".join(sorted(LANGUAGE_IDS))
+
 #: National language identifier -> locking shift table (128 septets).
 LOCKING: dict[int, tuple[str | None, ...]] = {
     1: (  # Turkish

@@ -767,14 +767,13 @@ class _Plan:
 
 def language_id(language: str | None) -> int:
     """ISO 639-1 code of a national language of 23.038 6.2.1.2.4 -> its identifier; None -> 0."""
-    from drivers.gsm7_national import LANGUAGE_IDS
+    from drivers.gsm7_national import KNOWN_LANGUAGES, LANGUAGE_IDS
 
     if language is None or language == "":
         return 0
     ident = LANGUAGE_IDS.get(language.lower()) if isinstance(language, str) else None
     if ident is None:
-        known = ", ".join(sorted(LANGUAGE_IDS))
-        raise PduError(f"unknown national language {language!r}; known: {known}")
+        raise PduError(f"unknown national language {language!r}; known: {KNOWN_LANGUAGES}")
     return ident
 
 

@@ -31,8 +31,8 @@ from appliance.commands.status import (
 from appliance.config import ConfigError
 from appliance.numbers import NumberError, check_destination
 from appliance.rules import DailyCapExceeded, check_daily_cap, validate_rules
-from appliance.store import InvalidRequest, OutboundRequest
-from drivers.gsm7_national import LANGUAGE_IDS
+from appliance.store import PRIORITIES, InvalidRequest, OutboundRequest
+from drivers.gsm7_national import KNOWN_LANGUAGES, LANGUAGE_IDS
 from drivers.pdu import PduError, count_parts, split_text
 
 NAME = "send"
@@ -42,7 +42,7 @@ HELP = "queue an SMS in the store (works while the daemon or the broker is down)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
-    parser.add_argument("--priority", choices=("critical", "high", "normal", "low"), default="normal",
+    parser.add_argument("--priority", choices=tuple(PRIORITIES), default="normal",
                         help="queue priority (default: normal); only critical (safety alerts) reaches a number "
                              "that opted out with STOP")
     parser.add_argument("--report", action="store_true", help="request a delivery report")
@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="give up if not sent within SECONDS (default: [limits].validity)")
     parser.add_argument("--language", metavar="CODE",
                         help="national language whose shift tables this SMS may use (ISO 639-1: "
-                             f"{', '.join(sorted(LANGUAGE_IDS))}; default: [sms] national_language)")
+                             f"{KNOWN_LANGUAGES}; default: [sms] national_language)")
     add_json_argument(parser)
     parser.add_argument("to", metavar="TO", help="destination: +491701234567, or national with [numbers].default_country")
     parser.add_argument("text", metavar="TEXT", help="message text; '-' reads it from stdin")
@@ -72,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
     language = args.language.lower() if args.language else None
     if args.language is not None and language not in LANGUAGE_IDS:
         return fail(NAME, f"--language {args.language!r} is not a national language; one of "
-                          f"{', '.join(sorted(LANGUAGE_IDS))}", EXIT_USAGE)
+                          f"{KNOWN_LANGUAGES}", EXIT_USAGE)
     encode_language = language or cfg.sms.national_language  # what the dispatcher will encode with
     try:
         parts = count_parts(text, language=encode_language)
