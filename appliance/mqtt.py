@@ -3,7 +3,8 @@
 paho runs its network loop in its own thread (``loop_start``); every callback hands its work to the
 asyncio loop with ``loop.call_soon_threadsafe``. The store is only touched from the asyncio thread.
 
-Requests on ``B/send`` / ``B/send/<number>`` are acknowledged (manual PUBACK) only after they are
+Requests on ``B/send`` / ``B/send/<number>`` are checked and committed by the send intake
+(``appliance.intake``), a batch of them in one transaction, and acknowledged (manual PUBACK) only after they are
 committed to the store, or, for a bad request, after the refusal is audited and counted. Store events
 (``message/<id>``, ``received``, ``modem/<id>``) are published in id order and marked done only when
 the broker acknowledged them (paho's ``on_publish`` for the message id).
@@ -21,19 +22,15 @@ Public API used by the daemon, rules and discovery::
     bridge.subscribe("sensors/+/alarm", handler)        # handler(topic, payload) sync or async
     bridge.publish("smsgw/x", {"a": 1}, qos=1, retain=True)
     bridge.add_connect_listener(callback)               # on every (re)connect, in the asyncio loop
-    bridge.enqueue_request({"to": ..., "text": ...}, source="rule:x") -> list[EnqueueResult]
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import inspect
 import logging
-import math
 import socket
-import sqlite3
 import ssl
 import threading
 import time
@@ -47,13 +44,21 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from appliance import __version__, numbers
+from appliance import __version__
 from appliance.discovery import node_id
+from appliance.intake import (
+    Accepted,
+    Intake,
+    IntakeError,
+    IntakePolicy,
+    OverDailyCap,
+    Prepared,
+    SendRequest,
+    StoreUnavailable,
+    request_from_json,
+)
 from appliance.payload import PayloadError, decode_text, dump_json, excerpt, load_json
-from appliance.rules import CapTally, DailyCapExceeded, RulesConfig, validate_rules
-from appliance.store import PRIORITIES, EnqueueResult, InvalidRequest, OptedOut, OutboundRequest, Store
-from drivers.gsm7_national import KNOWN_LANGUAGES, LANGUAGE_IDS
-from drivers.pdu import PduError, count_parts
+from appliance.store import Store
 
 LOG = logging.getLogger(__name__)
 
@@ -95,14 +100,6 @@ AUDIT_CAPPED = "cap_exceeded"
 AUDIT_HANDLER_FAILED = "mqtt_handler_failed"
 
 
-class RequestError(ValueError):
-    """A send request was refused; ``str(e)`` (``.reason``) names the problem."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 @dataclass
 class _Incoming:
     generation: int
@@ -110,6 +107,19 @@ class _Incoming:
     counted: bool = False
     acked: bool = False  # its PUBACK went out (never twice: the packet id may be reused)
     retrying: bool = False  # kept for another commit attempt (the store failed)
+
+
+@dataclass
+class _Entry:
+    """One message of a batch on its way: another topic's, or a send request with its checked
+    request, its refusal or its accepted messages."""
+
+    item: _Incoming
+    other: bool = False  # not a send request: for the subscribed handlers
+    prepared: Prepared | None = None
+    error: str | None = None
+    transaction: Any = None
+    accepted: list[Accepted] | None = None
 
 
 class _Refused(Exception):
@@ -124,14 +134,6 @@ class _Refused(Exception):
 def _unexpected(exc: BaseException) -> str:
     """The error response for a request that raised something no check foresaw."""
     return f"the request could not be handled ({type(exc).__name__}: {str(exc)[:200]})"
-
-
-def _store_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` is the store failing (disk full, locked, I/O), not the request: such a request
-    is kept and committed later; any other error refuses only the request that caused it."""
-    if isinstance(exc, sqlite3.OperationalError | OSError):
-        return True
-    return type(exc) is sqlite3.DatabaseError  # e.g. "database disk image is malformed"
 
 
 @dataclass(frozen=True)
@@ -169,101 +171,6 @@ def _cfg(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default) if obj is not None else default
 
 
-@functools.lru_cache(maxsize=4096)
-def _checked(number: str, policy: Any) -> str:
-    return numbers.check_destination(number, policy)
-
-
-def check_destination(number: str, policy: Any) -> str:
-    """Normalise and police one destination (``appliance.numbers``); raises RequestError.
-
-    Results for a (number, frozen policy) pair are cached: sensors send to the same few numbers.
-    """
-    try:
-        try:
-            return _checked(number, policy)
-        except TypeError:  # an unhashable policy object
-            return numbers.check_destination(number, policy)
-    except numbers.NumberError as exc:
-        raise RequestError(f"destination {exc}") from exc
-
-
-def parse_request(payload: dict[str, Any], *, numbers_policy: Any, max_parts: int | None,
-                  source: str, now: float, validity: float | None = None,
-                  national_language: str | None = None) -> list[OutboundRequest]:
-    """Validate one ``B/send`` JSON object; the OutboundRequests it asks for, or RequestError.
-
-    ``validity`` (``[limits].validity``) is the default lifetime when the request has no ``valid_for``;
-    ``national_language`` (``[sms].national_language``) the shift tables when it has no ``language``.
-    """
-    if not isinstance(payload, dict):
-        raise RequestError(f"request must be a JSON object, got {_json_type(payload)}")
-    if "to" not in payload:
-        raise RequestError("missing 'to' (a phone number or a list of numbers)")
-    if "text" not in payload:
-        raise RequestError("missing 'text'")
-    to = payload["to"]
-    if isinstance(to, str):
-        recipients = [to]
-    elif isinstance(to, list) and all(isinstance(item, str) for item in to):
-        recipients = list(to)
-        if not recipients:
-            raise RequestError("'to' is an empty list")
-    else:
-        raise RequestError(f"'to' must be a phone number string or a list of them, got {_json_type(to)}")
-    text = payload["text"]
-    if not isinstance(text, str):
-        raise RequestError(f"'text' must be a string, got {_json_type(text)}")
-    if text == "":
-        raise RequestError("'text' is empty")
-    key = payload.get("id")
-    if key is not None:
-        if isinstance(key, bool) or not isinstance(key, str | int):
-            raise RequestError(f"'id' must be a string, got {_json_type(key)}")
-        key = str(key)
-        if not key:
-            raise RequestError("'id' is empty")
-        _check_text(key, "'id'")
-    priority = payload.get("priority", "normal")
-    if not isinstance(priority, str) or priority not in PRIORITIES:
-        raise RequestError(f"unknown priority {priority!r} (one of {', '.join(PRIORITIES)})")
-    report = payload.get("report", False)
-    if not isinstance(report, bool):
-        raise RequestError(f"'report' must be true or false, got {_json_type(report)}")
-    valid_until = now + validity if validity else None
-    valid_for = payload.get("valid_for")
-    if valid_for is not None:
-        if isinstance(valid_for, bool) or not isinstance(valid_for, int | float) or not math.isfinite(valid_for) \
-                or valid_for <= 0:
-            raise RequestError(f"'valid_for' must be a positive number of seconds, got {valid_for!r}")
-        valid_until = now + float(valid_for)
-    _check_text(text, "'text'")
-    language = payload.get("language")
-    if language is not None and (not isinstance(language, str) or language.lower() not in LANGUAGE_IDS):
-        raise RequestError(f"unknown 'language' {language!r} (one of {KNOWN_LANGUAGES})")
-    language = language.lower() if language else None
-    try:
-        parts = count_parts(text, language=language or national_language)  # as the dispatcher will encode it
-    except PduError as exc:  # more than 255 parts: no concatenated SMS can carry it
-        raise RequestError(f"text too long: {len(text)} characters ({exc})") from exc
-    if max_parts is not None and parts > max_parts:
-        raise RequestError(
-            f"text too long: {len(text)} characters need {parts} SMS parts, the limit is {max_parts} "
-            "(limits.max_parts)"
-        )
-    requests = []
-    seen: set[str] = set()
-    for recipient in recipients:
-        number = check_destination(recipient, numbers_policy)
-        if number in seen:
-            continue
-        seen.add(number)
-        requests.append(OutboundRequest(to=number, text=text, source=source, client_key=key,
-                                        priority=priority, valid_until=valid_until, report=report,
-                                        language=language))
-    return requests
-
-
 def _transaction_of(payload: bytes | bytearray) -> Any:
     """The ``transaction`` of a JSON request, if it has one (for the answer to a refused request)."""
     try:
@@ -271,31 +178,6 @@ def _transaction_of(payload: bytes | bytearray) -> Any:
     except PayloadError:
         return None
     return request.get("transaction") if isinstance(request, dict) else None
-
-
-def _check_text(value: str, name: str) -> None:
-    """RequestError unless ``value`` is real text (a lone surrogate from a ``\\ud800`` escape is not:
-    it cannot be encoded, stored or sent)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise RequestError(f"{name} has a lone surrogate at character {exc.start} (not text)") from exc
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def _encode(payload: bytes | str | dict[str, Any] | list[Any]) -> bytes:
@@ -352,8 +234,8 @@ class MqttBridge:
         self.last_error_at: float | None = None
         #: The most recent error with its time, kept after a successful connect: {"error", "at"}.
         self.last_failure: dict[str, Any] | None = None
-        # [sources] daily caps; validated again (and reported) by the rules engine
-        self.rules: RulesConfig = validate_rules(config) if _cfg(config, "raw") is not None else RulesConfig()
+        # number policy, limits and the [sources] daily caps (validated again, and reported, by the rules)
+        self.intake = Intake(IntakePolicy.from_config(config), store)
 
     # --- topics ---------------------------------------------------------------------------
 
@@ -417,20 +299,6 @@ class MqttBridge:
         if self.connected and self._loop is not None:
             self._loop.call_soon(self._run_listener, callback)
         return lambda: self._connect_listeners.remove(callback) if callback in self._connect_listeners else None
-
-    def enqueue_request(self, payload: dict[str, Any], *, source: str) -> list[EnqueueResult]:
-        """Validate and queue one ``B/send``-style request; RequestError names what is wrong.
-
-        One result per distinct recipient (``to`` may be a list), in order; ``duplicate`` is true when
-        the ``id`` (idempotency key) was already queued for that recipient.
-        """
-        requests = self._checked_optout(self._parse(payload, source))
-        if self.rules.caps:
-            try:
-                CapTally(self.rules, self.store, self.store.clock()).check(source, self._new_messages(requests))
-            except DailyCapExceeded as exc:
-                raise RequestError(str(exc)) from exc
-        return self.store.enqueue(requests)
 
     def stats(self) -> dict[str, Any]:
         data: dict[str, Any] = dict(self.counters)
@@ -730,21 +598,6 @@ class MqttBridge:
 
     # --- asyncio thread: requests -------------------------------------------------------------
 
-    def _parse(self, payload: Any, source: str) -> list[OutboundRequest]:
-        limits = _cfg(self.config, "limits")
-        return parse_request(payload, numbers_policy=_cfg(self.config, "numbers"),
-                             max_parts=_cfg(limits, "max_parts", None), source=source,
-                             now=self.store.clock(), validity=_cfg(limits, "validity", None),
-                             national_language=_cfg(_cfg(self.config, "sms"), "national_language", None))
-
-    def _checked_optout(self, requests: list[OutboundRequest]) -> list[OutboundRequest]:
-        """``requests``, or RequestError naming the opted-out number (``Store.check_optout``)."""
-        try:
-            self.store.check_optout(requests)
-        except OptedOut as exc:
-            raise RequestError(str(exc)) from exc
-        return requests
-
     def _source(self, message: paho.MQTTMessage) -> str:
         props = getattr(message, "properties", None)
         for name, value in getattr(props, "UserProperty", None) or []:
@@ -769,9 +622,8 @@ class MqttBridge:
                 if not item.acked and not item.retrying:
                     self._fail_safe(item, "the request could not be handled (internal error)")
 
-    def _read_request(self, item: _Incoming, send_topic: str, send_prefix: str
-                      ) -> tuple[list[OutboundRequest], Any]:
-        """The requests one ``B/send`` message asks for, and its ``transaction``; RequestError."""
+    def _read_request(self, item: _Incoming, send_topic: str, send_prefix: str) -> tuple[Prepared, Any]:
+        """The request one ``B/send`` message asks for, checked, and its ``transaction``; _Refused."""
         msg = item.message
         transaction: Any = None
         try:
@@ -779,41 +631,41 @@ class MqttBridge:
                 # Sent again on every reconnect if kept: refused, and cleared from the broker.
                 transaction = _transaction_of(msg.payload) if msg.topic == send_topic else None
                 self.publish(msg.topic, b"", qos=1, retain=True)
-                raise RequestError("retained send requests are refused (publish without retain)")
+                raise _Refused("retained send requests are refused (publish without retain)", transaction)
             text = decode_text(msg.payload)
             if msg.topic == send_topic:
-                payload = load_json(text, text_only=False)  # parse_request checks each string
+                payload = load_json(text, text_only=False)  # the intake checks each string
                 if isinstance(payload, dict):
                     transaction = payload.get("transaction")
+                request = request_from_json(payload, source=self._source(msg))
             else:
-                payload = {"to": msg.topic[len(send_prefix):], "text": text}
-            return self._checked_optout(self._parse(payload, self._source(msg))), transaction
+                request = SendRequest(to=(msg.topic[len(send_prefix):],), text=text, source=self._source(msg))
+            return self.intake.prepare(request), transaction
         except PayloadError as exc:
             raise _Refused(exc.reason, transaction) from exc
-        except RequestError as exc:
-            raise _Refused(exc.reason, transaction) from exc
+        except IntakeError as exc:
+            raise _Refused(str(exc), transaction) from exc
+        except _Refused:
+            raise
         except Exception as exc:
-            if _store_failure(exc):  # the opt-out lookup: the store failed, not the request
-                raise
             LOG.exception("reading the MQTT request on %s failed", msg.topic)
             raise _Refused(_unexpected(exc), transaction) from exc
 
     def _process(self, batch: list[_Incoming]) -> None:
-        """Validate, commit the good requests in one transaction, then ack and answer in arrival order.
+        """Check, commit the good requests in one transaction, then ack and answer in arrival order.
 
         Each message is handled on its own: whatever one request raises, it is refused (audit, PUBACK,
         error response) and the others of the batch go on.
         """
         send_topic = self.topic("send")
         send_prefix = send_topic + "/"
-        # (item, requests or None, error or None, transaction); requests is None for other topics
-        entries: list[tuple[_Incoming, list[OutboundRequest] | None, str | None, Any]] = []
+        entries: list[_Entry] = []
         for item in batch:
             item.retrying = False
             try:
                 topic = item.message.topic
                 if topic != send_topic and not topic.startswith(send_prefix):
-                    entries.append((item, None, None, None))
+                    entries.append(_Entry(item, other=True))
                     continue
                 if not item.counted:
                     self.counters["received"] += 1
@@ -825,127 +677,69 @@ class MqttBridge:
                     # empty payload is taken for one.
                     self._ack(item)
                     continue
-                requests, transaction = self._read_request(item, send_topic, send_prefix)
-                entries.append((item, requests, None, transaction))
+                prepared, transaction = self._read_request(item, send_topic, send_prefix)
+                entries.append(_Entry(item, prepared=prepared, transaction=transaction))
             except _Refused as exc:
-                entries.append((item, [], exc.reason, exc.transaction))
+                entries.append(_Entry(item, error=exc.reason, transaction=exc.transaction))
             except Exception as exc:  # e.g. a topic that is not UTF-8
-                if _store_failure(exc):
-                    self._store_failed(exc, [item])  # kept without PUBACK, read again later
-                    continue
                 LOG.exception("reading an MQTT message failed")
-                entries.append((item, [], _unexpected(exc), None))
-        if self.rules.caps:
-            entries = self._apply_caps(entries)
-        committed = self._commit(entries)
-        for index, (item, reqs, error, transaction) in enumerate(entries):
+                entries.append(_Entry(item, error=_unexpected(exc)))
+        self._submit(entries)
+        for entry in entries:
+            item = entry.item
             try:
-                if reqs is None:
+                if entry.other:
                     self._dispatch_other(item)
-                elif error is not None:
-                    self._reject(item, error, transaction)
-                elif index in committed:
-                    results = committed[index]
+                elif entry.error is not None:
+                    self._reject(item, entry.error, entry.transaction)
+                elif entry.accepted is not None:
                     self._ack(item)
-                    for result in results:
-                        self.counters["duplicates" if result.duplicate else "accepted"] += 1
-                    self._respond_ok(item, reqs, results, transaction)
+                    for accepted in entry.accepted:
+                        self.counters["duplicates" if accepted.duplicate else "accepted"] += 1
+                    self._respond_ok(item, entry.accepted, entry.transaction)
             except Exception:
                 LOG.exception("answering the MQTT message on %s failed", item.message.topic)
                 if not item.retrying:
                     self._ack(item)
 
-    def _commit(self, entries: list[tuple[_Incoming, list[OutboundRequest] | None, str | None, Any]]
-                ) -> dict[int, list[EnqueueResult]]:
-        """Commit the good requests of ``entries``, in one transaction if it can be; the results by
-        entry index. A request the store refuses on its own becomes an error entry; when the store
-        itself fails (disk full, locked, I/O), nothing is committed and the requests are kept (no
-        PUBACK) and tried again."""
-        good = [index for index, (_, reqs, error, _) in enumerate(entries) if reqs and error is None]
-        committed: dict[int, list[EnqueueResult]] = {}
-        if not good:
-            return committed
-        try:
-            results = self.store.enqueue([r for index in good for r in entries[index][1] or []])
-        except Exception as exc:
-            if _store_failure(exc):
-                self._store_failed(exc, [entries[index][0] for index in good])
-                return committed
-            LOG.warning("committing %d MQTT request(s) together failed (%s); committing them one by one",
-                        len(good), exc)
-        else:
-            at = 0
-            for index in good:
-                count = len(entries[index][1] or [])
-                committed[index] = results[at:at + count]
-                at += count
-            return committed
+    def _submit(self, entries: list[_Entry]) -> None:
+        """Hand the checked requests of ``entries`` to the intake (one transaction if it can be) and
+        note each outcome. A request the store could not take (disk full, locked, I/O) is kept (no
+        PUBACK) and tried again; one over its source's daily cap is audited and refused."""
+        pending = [entry for entry in entries if entry.prepared is not None]
+        if not pending:
+            return
+        outcomes = self.intake.submit_many([entry.prepared for entry in pending if entry.prepared is not None])
         kept: list[_Incoming] = []
-        for index in good:
-            item, reqs, _, transaction = entries[index]
-            try:
-                committed[index] = self.store.enqueue(reqs or [])
-            except Exception as exc:
-                if _store_failure(exc):
-                    kept.append(item)
-                else:
-                    reason = str(exc) if isinstance(exc, InvalidRequest) else _unexpected(exc)
-                    entries[index] = (item, [], reason, transaction)
+        failure: StoreUnavailable | None = None
+        for entry, outcome in zip(pending, outcomes, strict=True):
+            if isinstance(outcome, StoreUnavailable):
+                kept.append(entry.item)
+                failure = failure or outcome
+            elif isinstance(outcome, IntakeError):
+                entry.error = str(outcome)
+                if isinstance(outcome, OverDailyCap):
+                    self._audit_capped(entry, outcome)
+            else:
+                entry.accepted = outcome
         if kept:
-            self._store_failed(None, kept)
-        return committed
+            assert failure is not None
+            self._store_failed(failure.cause, kept)
 
-    def _store_failed(self, exc: BaseException | None, items: list[_Incoming]) -> None:
+    def _audit_capped(self, entry: _Entry, refusal: OverDailyCap) -> None:
+        try:
+            self.store.audit(AUDIT_CAPPED, {"source": refusal.cause.source, "error": str(refusal),
+                                            "topic": entry.item.message.topic})
+        except Exception:
+            LOG.exception("auditing a capped request failed")
+
+    def _store_failed(self, exc: BaseException, items: list[_Incoming]) -> None:
         """Nothing of ``items`` was committed: keep them (no PUBACK) and try again."""
-        if exc is not None:
-            self._set_error(f"store commit failed: {exc}", record=False)
-            LOG.error("committing %d MQTT request(s) failed (%s); retrying", len(items), exc)
+        self._set_error(f"store commit failed: {exc}", record=False)
+        LOG.error("committing %d MQTT request(s) failed (%s); retrying", len(items), exc)
         for item in items:
             item.retrying = True
         self._retry(items)
-
-    def _new_messages(self, requests: Sequence[OutboundRequest], seen: set[tuple[str, str]] | None = None) -> int:
-        """How many of ``requests`` would be new messages (not duplicates of an ``id`` already queued,
-        nor of one in ``seen``, the keys taken earlier in the same batch, which this adds to)."""
-        count = 0
-        for request in requests:
-            key = request.client_key
-            if key is not None:
-                if seen is not None:
-                    if (key, request.to) in seen:
-                        continue
-                    seen.add((key, request.to))
-                if self.store.conn.execute("SELECT 1 FROM message WHERE client_key = ? AND recipient = ?",
-                                           (key, request.to)).fetchone() is not None:
-                    continue
-            count += 1
-        return count
-
-    def _apply_caps(self, entries: list[tuple[_Incoming, list[OutboundRequest] | None, str | None, Any]]
-                    ) -> list[tuple[_Incoming, list[OutboundRequest] | None, str | None, Any]]:
-        """Refuse, in arrival order, the requests that would pass their source's daily cap; the
-        requests of one batch are committed together, so they are counted together."""
-        tally = CapTally(self.rules, self.store, self.store.clock())
-        seen: set[tuple[str, str]] = set()
-        out: list[tuple[_Incoming, list[OutboundRequest] | None, str | None, Any]] = []
-        for item, reqs, error, transaction in entries:
-            if reqs and error is None:
-                source = reqs[0].source or "mqtt"
-                taken = set(seen)
-                try:
-                    tally.charge(source, self._new_messages(reqs, taken))
-                    seen = taken
-                except DailyCapExceeded as exc:
-                    error = str(exc)
-                    try:
-                        self.store.audit(AUDIT_CAPPED, {"source": source, "error": error, "topic": item.message.topic})
-                    except Exception:
-                        LOG.exception("auditing a capped request failed")
-                except Exception as exc:
-                    LOG.exception("checking the daily cap of %s failed", source)
-                    error = _unexpected(exc)
-            out.append((item, reqs, error, transaction))
-        return out
 
     def _retry(self, items: list[_Incoming]) -> None:
         assert self._loop is not None
@@ -984,12 +778,10 @@ class MqttBridge:
             if client is not None:
                 client.publish(response_topic, _encode(response), qos=1, properties=out)
 
-    def _respond_ok(self, item: _Incoming, requests: Sequence[OutboundRequest], results: Sequence[EnqueueResult],
-                    transaction: Any) -> None:
+    def _respond_ok(self, item: _Incoming, accepted: Sequence[Accepted], transaction: Any) -> None:
         if transaction is None and not getattr(getattr(item.message, "properties", None), "ResponseTopic", None):
             return
-        messages = [{"id": r.id, "to": q.to, "state": r.state, "duplicate": r.duplicate}
-                    for q, r in zip(requests, results, strict=True)]
+        messages = [{"id": a.id, "to": a.to, "state": a.state, "duplicate": a.duplicate} for a in accepted]
         data: dict[str, Any] = dict(messages[0]) if len(messages) == 1 else {"messages": messages}
         response: dict[str, Any] = {"status": "ok", "data": data}
         if transaction is not None:

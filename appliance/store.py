@@ -524,12 +524,9 @@ class Store:
         with self._tx() as conn:
             for request in requests:
                 if request.client_key is not None:
-                    row = conn.execute(
-                        "SELECT id, state FROM message WHERE client_key = ? AND recipient = ?",
-                        (request.client_key, request.to),
-                    ).fetchone()
-                    if row is not None:
-                        results.append(EnqueueResult(row["id"], row["state"], True))
+                    existing = self._queued_with_key(conn, request.client_key, request.to)
+                    if existing is not None:
+                        results.append(existing)
                         continue
                 cur = conn.execute(
                     "INSERT INTO message (client_key, source, recipient, text, priority, created_at, "
@@ -546,6 +543,17 @@ class Store:
                 self._tx_enqueued += 1
                 results.append(EnqueueResult(message_id, QUEUED, False))
         return results
+
+    @staticmethod
+    def _queued_with_key(conn: sqlite3.Connection, client_key: str, recipient: str) -> EnqueueResult | None:
+        row = conn.execute("SELECT id, state FROM message WHERE client_key = ? AND recipient = ?",
+                           (client_key, recipient)).fetchone()
+        return None if row is None else EnqueueResult(row["id"], row["state"], True)
+
+    def queued_with_key(self, client_key: str, recipient: str) -> EnqueueResult | None:
+        """The message already queued for ``recipient`` with idempotency key ``client_key`` (as
+        ``enqueue`` would answer it: ``duplicate=True``), or None."""
+        return self._queued_with_key(self.conn, client_key, recipient)
 
     def expire_due(self, now: float | None = None) -> list[int]:
         """Move queued messages whose validity has passed to ``expired``; their ids."""

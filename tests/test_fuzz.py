@@ -1,7 +1,7 @@
 """Property-based fuzzing (hypothesis) of what reads untrusted input: every reply parser in
 drivers/parsers.py, the final-result classifier, and the MQTT request reader (payload bytes ->
-text -> JSON -> OutboundRequests). Each may only return data or raise its documented error type
-(ParseError; PayloadError or RequestError), never IndexError, RecursionError, UnicodeError...
+text -> JSON -> the send intake's OutboundRequests). Each may only return data or raise its documented error type
+(ParseError; PayloadError or IntakeError), never IndexError, RecursionError, UnicodeError...
 
 The PDU decoder and the AT framing are fuzzed in tests/test_pdu_properties.py and
 tests/test_framing.py. CI-sized: a few hundred examples each; bench-sized runs raise the counts.
@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance.config import parse_config
-from appliance.mqtt import RequestError, parse_request
+from appliance.intake import IntakeError, IntakePolicy, prepare, request_from_json
 from appliance.payload import MAX_DEPTH, PayloadError, decode_text, dump_json, load_json
 from drivers import parsers
 from drivers.errors import AtError, error_from_final
@@ -113,9 +113,9 @@ _REQUEST = st.fixed_dictionaries({}, optional={
 def read_request(raw: bytes) -> None:
     """What the bridge does with a ``B/send`` payload, up to the store."""
     payload = load_json(decode_text(raw), text_only=False)
-    requests = parse_request(payload, numbers_policy=_CONFIG.numbers, max_parts=_CONFIG.limits.max_parts,
-                             source="mqtt", now=1_700_000_000.0, validity=None)
-    for request in requests:  # what reaches SQLite and the SMS codec is real text
+    request = request_from_json(payload, source="mqtt")
+    prepared = prepare(request, IntakePolicy(_CONFIG.numbers, max_parts=_CONFIG.limits.max_parts), 1_700_000_000.0)
+    for request in prepared.requests:  # what reaches SQLite and the SMS codec is real text
         request.text.encode("utf-8")
         request.to.encode("utf-8")
         if request.client_key is not None:
@@ -132,7 +132,7 @@ def _json_bytes(value: Any) -> bytes:
 def test_request_reader_raises_only_payload_or_request_errors(raw: bytes) -> None:
     try:
         read_request(raw)
-    except (PayloadError, RequestError):
+    except (PayloadError, IntakeError):
         pass
 
 

@@ -13,7 +13,7 @@ from mosquitto import Broker, Probe
 from waiting import async_wait_until, wait_until
 
 from appliance.config import Config, parse_config
-from appliance.mqtt import AUDIT_REJECTED, MqttBridge, RequestError
+from appliance.mqtt import AUDIT_REJECTED, MqttBridge
 from appliance.store import Store
 
 pytest_plugins = ["mosquitto"]
@@ -194,15 +194,6 @@ async def test_each_bad_request_is_answered_counted_audited_and_acked(rig: Rig, 
     assert again.stats()["rejected"] == 0 and again.stats()["received"] == 1
 
 
-async def test_enqueue_request_api_for_rules(rig: Rig) -> None:
-    bridge = await rig.bridge(start=False)
-    [result] = bridge.enqueue_request({"to": "0176 1234 5678", "text": "rule fired", "id": "r1"},
-                                      source="rule:freezer")
-    assert not result.duplicate and bridge.store.message(result.id)["source"] == "rule:freezer"  # type: ignore[index]
-    with pytest.raises(RequestError, match="premium-rate"):
-        bridge.enqueue_request({"to": "+49900123456", "text": "x"}, source="rule:x")
-
-
 # --- daily caps per source ----------------------------------------------------------------------
 
 
@@ -283,15 +274,6 @@ async def test_mqtt_cap_is_shared_by_clients_without_their_own_cap(rig: Rig) -> 
     assert bridge.store.source_usage(0) == {"mqtt": {"accepted": 1, "sent": 0},
                                             "mqtt:boiler": {"accepted": 1, "sent": 0},
                                             "mqtt:kitchen": {"accepted": 1, "sent": 0}}
-
-
-async def test_enqueue_request_api_honours_the_cap(rig: Rig) -> None:
-    bridge = await rig.bridge(start=False, sources={"rule:*": {"daily_cap": 1}})
-    bridge.enqueue_request({"to": NUMBER, "text": "first"}, source="rule:freezer")
-    with pytest.raises(RequestError, match=r"daily cap of 1 messages for source 'rule:freezer' reached"):
-        bridge.enqueue_request({"to": NUMBER, "text": "second"}, source="rule:freezer")
-    bridge.enqueue_request({"to": NUMBER, "text": "other rule"}, source="rule:boiler")
-    assert len(bridge.store.outbox()) == 2
 
 
 async def test_mqtt5_response_topic_and_correlation_data(rig: Rig) -> None:
@@ -581,20 +563,6 @@ async def test_tls_insecure_skips_certificate_checks(tmp_path: Path, broker_fact
         assert not other.connected
     finally:
         await rig.close()
-
-
-def test_request_validity_defaults_to_the_configured_limit() -> None:
-    """Without ``valid_for`` a request expires after ``[limits].validity``, as `smsgw send` does."""
-    from appliance.config import NumbersConfig
-    from appliance.mqtt import parse_request
-
-    policy = NumbersConfig()
-    plain, = parse_request({"to": "+4917612345678", "text": "hi"}, numbers_policy=policy, max_parts=10,
-                           source="mqtt", now=1000.0, validity=3600.0)
-    assert plain.valid_until == 4600.0
-    explicit, = parse_request({"to": "+4917612345678", "text": "hi", "valid_for": 60}, numbers_policy=policy,
-                              max_parts=10, source="mqtt", now=1000.0, validity=3600.0)
-    assert explicit.valid_until == 1060.0
 
 
 async def test_a_handler_that_raises_is_audited_and_its_message_acknowledged(rig: Rig) -> None:

@@ -19,6 +19,7 @@ from test_mqtt_bridge import Rig, wait_json
 from test_mqtt_bridge import rig as mqtt_rig  # noqa: F401  (its fixture, as "mqtt_rig"; F811 below)
 from test_rules import Clock, _at, _config, _incoming, _outbox
 
+from appliance.intake import RecipientOptedOut, SendRequest
 from appliance.migrations import migrate, user_version
 from appliance.rules import RulesEngine
 from appliance.store import OptedOut, OutboundRequest, Store
@@ -99,8 +100,8 @@ async def test_mqtt_requests_to_an_opted_out_number_are_refused(mqtt_rig: Rig, m
     assert [r["status"] for r in responses] == ["error", "error", "ok"]
     assert all("+4917612345678 has opted out (sent STOP)" in r["error"] for r in responses[:2])
     assert [m["text"] for m in bridge.store.outbox()] == ["fire"]
-    with pytest.raises(Exception, match="has opted out"):
-        bridge.enqueue_request({"to": "+4917612345678", "text": "x"}, source="rule:x")
+    with pytest.raises(RecipientOptedOut, match="has opted out"):  # the intake the rules send through
+        bridge.intake.submit(SendRequest(to=("+4917612345678",), text="x", source="rule:x"))
 
 
 def smsgw(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

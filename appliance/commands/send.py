@@ -6,7 +6,8 @@ when it runs. It works while the daemon or the MQTT broker is down. The destinat
 ``--language`` must be a national language of 3GPP TS 23.038 6.2.1.2 (the parts are counted with its
 shift tables, or ``[sms] national_language``'s, as the daemon will encode them), the source ``cli``
 must be under its daily cap (``[sources.cli] daily_cap``): anything else is refused
-with exit status 2 and nothing is written.
+with exit status 2 and nothing is written. The checks and the commit are the send intake's
+(``appliance.intake``), the same as for ``B/send``; this module only says them in its options' words.
 """
 
 from __future__ import annotations
@@ -29,11 +30,21 @@ from appliance.commands.status import (
     print_json,
 )
 from appliance.config import ConfigError
-from appliance.numbers import NumberError, check_destination
-from appliance.rules import DailyCapExceeded, check_daily_cap, validate_rules
-from appliance.store import PRIORITIES, InvalidRequest, OutboundRequest
-from drivers.gsm7_national import KNOWN_LANGUAGES, LANGUAGE_IDS
-from drivers.pdu import PduError, count_parts, split_text
+from appliance.intake import (
+    BadDestination,
+    Intake,
+    IntakeError,
+    IntakePolicy,
+    InternalError,
+    InvalidField,
+    OverDailyCap,
+    SendRequest,
+    StoreUnavailable,
+    TextTooLong,
+    prepare,
+)
+from appliance.store import PRIORITIES
+from drivers.gsm7_national import KNOWN_LANGUAGES
 
 NAME = "send"
 SOURCE = "cli"
@@ -58,69 +69,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", metavar="TEXT", help="message text; '-' reads it from stdin")
 
 
+def _message(exc: IntakeError, args: argparse.Namespace) -> tuple[str, int]:
+    """What ``smsgw send`` says for a refusal of the intake (naming its options), and the exit status."""
+    if isinstance(exc, BadDestination):
+        return f"invalid {exc}", EXIT_USAGE
+    if isinstance(exc, TextTooLong):
+        if exc.limit is None:
+            return f"the text cannot be sent: {exc.cause}", EXIT_USAGE
+        return (f"the text is too long: {exc.characters} characters make {exc.parts} {exc.encoding} parts, "
+                f"more than limits.max_parts = {exc.limit}"), EXIT_USAGE
+    if isinstance(exc, InvalidField):
+        if exc.field == "text":  # bytes that are not UTF-8 in argv or stdin (PEP 383)
+            return "the text cannot be sent: text contains a lone surrogate, which UTF-16 cannot carry", EXIT_USAGE
+        if exc.field == "language":
+            return (f"--language {args.language!r} is not a national language; one of {KNOWN_LANGUAGES}",
+                    EXIT_USAGE)
+        if exc.field == "valid_for":
+            return f"--validity must be greater than 0, not {args.validity:g}", EXIT_USAGE
+    if isinstance(exc, OverDailyCap):
+        return f"{exc}; nothing queued", EXIT_USAGE
+    if isinstance(exc, StoreUnavailable | InternalError):  # a full disk (StoreFull names the free space)
+        return f"could not queue the message: {exc}", EXIT_ERROR
+    return str(exc), EXIT_USAGE
+
+
 def main(args: argparse.Namespace) -> int:
     cfg = load(args, NAME)
     if isinstance(cfg, int):
         return cfg
     text: str = sys.stdin.read().rstrip("\n") if args.text == "-" else args.text
-    try:
-        to = check_destination(args.to, cfg.numbers)
-    except NumberError as exc:
-        return fail(NAME, f"invalid destination {exc}", EXIT_USAGE)
     if not text.strip():
         return fail(NAME, "the text is empty", EXIT_USAGE)
-    language = args.language.lower() if args.language else None
-    if args.language is not None and language not in LANGUAGE_IDS:
-        return fail(NAME, f"--language {args.language!r} is not a national language; one of "
-                          f"{KNOWN_LANGUAGES}", EXIT_USAGE)
-    encode_language = language or cfg.sms.national_language  # what the dispatcher will encode with
-    try:
-        parts = count_parts(text, language=encode_language)
-    except PduError as exc:  # a lone surrogate (bytes that are not UTF-8 in argv/stdin), > 255 parts
-        return fail(NAME, f"the text cannot be sent: {exc}", EXIT_USAGE)
-    if parts > cfg.limits.max_parts:
-        encoding, _ = split_text(text, language=encode_language)
-        return fail(
-            NAME,
-            f"the text is too long: {len(text)} characters make {parts} {encoding} parts, "
-            f"more than limits.max_parts = {cfg.limits.max_parts}",
-            EXIT_USAGE,
-        )
-    if args.validity is not None and args.validity <= 0:
-        return fail(NAME, f"--validity must be greater than 0, not {args.validity:g}", EXIT_USAGE)
     if args.client_key is not None and not args.client_key.strip():
         return fail(NAME, "--id must not be empty", EXIT_USAGE)
     try:
-        rules = validate_rules(cfg)  # the [sources] daily caps
+        policy = IntakePolicy.from_config(cfg)  # with the [sources] daily caps
     except ConfigError as exc:
         return fail(NAME, str(exc), EXIT_USAGE)
-    validity = args.validity if args.validity is not None else cfg.limits.validity
+    request = SendRequest(to=(args.to,), text=text, source=SOURCE, client_key=args.client_key,
+                          priority=args.priority, report=args.report, valid_for=args.validity,
+                          language=args.language)
     now = time.time()
-    if rules.cap_for(SOURCE) == 0:  # refused before the store is even created
-        return fail(NAME, f"{DailyCapExceeded(SOURCE, 0, 0, 1)}; nothing queued", EXIT_USAGE)
-    request = OutboundRequest(
-        to=to, text=text, source=SOURCE, client_key=args.client_key, priority=args.priority,
-        valid_until=now + validity, report=args.report, language=language,
-    )
+    try:
+        prepared = prepare(request, policy, now)  # every check that needs no store
+        policy.check_cap_open(SOURCE)  # a cap of 0: refused before the store is even created
+    except IntakeError as exc:
+        return fail(NAME, *_message(exc, args))
     store = open_store(cfg, NAME, create=True)
     if isinstance(store, int):
         return store
     try:
-        if args.client_key is None or store.conn.execute(
-                "SELECT 1 FROM message WHERE client_key = ? AND recipient = ?", (args.client_key, to)).fetchone() is None:
-            check_daily_cap(rules, store, SOURCE, 1, now)  # a repeated --id queues nothing: not counted
-        (result,) = store.enqueue([request], now=now)
-    except DailyCapExceeded as exc:
-        return fail(NAME, f"{exc}; nothing queued", EXIT_USAGE)
-    except InvalidRequest as exc:
-        return fail(NAME, str(exc), EXIT_USAGE)
-    except Exception as exc:  # a full disk (StoreFull names the free space), permissions, a locked database
-        return fail(NAME, f"could not queue the message: {exc}", EXIT_ERROR)
+        (result,) = Intake(policy, store).submit(prepared, now)
+    except IntakeError as exc:
+        return fail(NAME, *_message(exc, args))
     finally:
         close_store(store)
     if args.json:
-        print_json({"id": result.id, "state": result.state, "duplicate": result.duplicate, "to": to,
-                    "parts": parts, "priority": args.priority, "valid_until": iso(now + validity)})
+        (queued,) = prepared.requests
+        print_json({"id": result.id, "state": result.state, "duplicate": result.duplicate, "to": result.to,
+                    "parts": prepared.parts, "priority": args.priority, "valid_until": iso(queued.valid_until)})
     elif result.duplicate:
         print(f"{result.id} (already queued with id {args.client_key!r}: {result.state})")
     else:
