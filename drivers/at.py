@@ -6,8 +6,8 @@ Every line from the modem goes through the same steps, in this order (ModemManag
 1. lines owed to a two-line URC (``+CMT: ,23`` then the PDU) go to that URC;
 2. the echo of the command in flight (echo on) and of the PDU after the prompt are skipped;
 3. registered URCs (regex -> handler) are cut out, whether or not a command is in flight;
-4. vendor noise (``^RSSI``, ``RDY``, ``+CFUN: 1`` ...) from :data:`DEFAULT_IGNORED_URCS` and the
-   profile's ``ignore_urcs`` is dropped - unless the command in flight asked for that very
+4. vendor noise (``^RSSI``, ``RDY``, ``+CFUN: 1`` ...) from ``drivers.parsers.BASE_NOISE_URCS`` and
+   the profile's ``ignore_urcs`` is dropped - unless the command in flight asked for that very
    prefix (``AT+CFUN?`` wants its ``+CFUN: 1``);
 5. what is left belongs to the command in flight: a final result (:data:`FINAL_RESULTS`, plus the
    profile's ``final_without_ok``) ends it, anything else is a reply line. With no command in
@@ -36,6 +36,7 @@ from typing import Any
 
 from drivers.errors import AtError, AtTimeout, TransportError, error_from_final
 from drivers.framing import AtFramer, Item, Line, Prompt
+from drivers.parsers import BASE_NOISE_URCS
 from drivers.secrets import mask_secrets
 from drivers.transport import Transport, open_transport
 
@@ -92,41 +93,6 @@ FINAL_RESULTS: tuple[tuple[re.Pattern[str], bool], ...] = (
     (re.compile(r"NO DIALTONE"), False),
     (re.compile(r"COMMAND NOT SUPPORT"), False),  # Huawei
     (re.compile(r"TOO MANY PARAMETERS"), False),  # Huawei
-)
-
-# Unsolicited vendor noise that is never a reply to anything we ask (patterns match from the start
-# of the line). Profiles add their own through ``ignore_urcs``.
-DEFAULT_IGNORED_URCS: tuple[str, ...] = (
-    r"\^SRVST:",
-    r"\^MODE:",
-    r"\^RSSI:",
-    r"\^BOOT:",
-    r"\^DSFLOWRPT:",
-    r"\^HCSQ:",
-    r"\^SIMST:",
-    r"\^SYSSTART",
-    r"\^CEND:",
-    r"\^STIN:",
-    r"\^NDISSTAT:",
-    r"\+ZDONR:",
-    r"\+ZPASR:",
-    r"\+ZUSIMR:",
-    r"\+ZEND",
-    r"RDY$",
-    r"SMS Ready$",
-    r"Call Ready$",
-    r"PB DONE$",
-    r"\+CPIN: (NOT )?READY$",
-    r"UNDER-VOLTAGE (WARNNING|WARNING|POWER DOWN)",
-    r"OVER-VOLTAGE (WARNNING|WARNING|POWER DOWN)",
-    r"\+CFUN: 1$",
-    r"\+PACSP\d",
-    r"\+QIND:",
-    r"\+CGEV:",
-    r"\+CIEV:",
-    r"\+CTZV:",
-    r"\*PSUTTZ:",
-    r"DST:",
 )
 
 _PREFIX = re.compile(r"[+^*][A-Z0-9]+")
@@ -245,7 +211,7 @@ class AtEngine:
         self.lock_timeout = lock_timeout
         self.reply_grace = reply_grace
         self.ignored_urcs: list[re.Pattern[str]] = [
-            re.compile(p) for p in (*DEFAULT_IGNORED_URCS, *ignore_urcs)
+            re.compile(p) for p in (*BASE_NOISE_URCS, *ignore_urcs)
         ]
         self.final_without_ok: list[re.Pattern[str]] = [re.compile(p) for p in final_without_ok]
         self.on_closed: Callable[[BaseException | None], None] | None = None

@@ -66,11 +66,6 @@ M = TypeVar("M", bound="Modem")
 # --- results and events ----------------------------------------------------------------------
 
 
-def _cusd_continues(first: str, extra: list[str]) -> bool:
-    """Whether a +CUSD URC goes on: its quoted string is still open (an odd number of quotes)."""
-    return (first.count('"') + sum(line.count('"') for line in extra)) % 2 == 1
-
-
 @dataclass(frozen=True)
 class SimStatus:
     state: str                 # the +CPIN state: "READY", "SIM PIN", "SIM PUK", ...
@@ -686,7 +681,7 @@ class Modem:
 
     def _on_cpin(self, match: re.Match[str], _extra: list[str]) -> None:
         """``+CPIN: <state>`` sent unasked (SIMCom, Quectel) when the SIM's state changes."""
-        state = match.group(1).strip().strip('"').upper()
+        state = parsers.parse_cpin_urc(match.string)
         LOG.log(logging.INFO if state == "READY" else logging.WARNING, "%s: SIM state %s (unsolicited)",
                 self.modem_id, state)
         self.sim_urc_state = state
@@ -1034,17 +1029,13 @@ class Modem:
         assert engine is not None
         add = engine.add_urc
         self._urc_removers += [
-            add(r"^\+CMTI:\s*\"?(\w*)\"?\s*,\s*(\d+)", self._on_cmti),
-            add(r"^\+CDSI:\s*\"?(\w*)\"?\s*,\s*(\d+)", self._on_cdsi),
-            add(r"^\+CMT:", self._on_cmt, extra_lines=1),
-            add(r"^\+CDS:", self._on_cds, extra_lines=1),
-            add(r"^\+CUSD:", self._on_cusd, more=_cusd_continues),
-            # "+CPIN: NOT READY" / "+CPIN: SIM PIN" / "+CPIN: READY" as URCs, never the answer to AT+CPIN?
-            add(r"^\+CPIN:\s*(\S.*?)\s*$", self._on_cpin, unless_asked=True),
-            # only the unsolicited forms: "+CREG: <stat>[,<lac>,<ci>[,<act>]]", never the
-            # "+CREG: <n>,<stat>..." answer to AT+CREG?
-            add(r'^\+C(?:G|E)?REG:\s*(\d+)\s*(?:,\s*"([0-9A-Fa-f]*)"\s*,\s*"([0-9A-Fa-f]*)"\s*(?:,\s*(\d+))?)?\s*$',
-                self._on_creg),
+            add(parsers.CMTI_URC, self._on_cmti),
+            add(parsers.CDSI_URC, self._on_cdsi),
+            add(parsers.CMT_URC, self._on_cmt, extra_lines=1),
+            add(parsers.CDS_URC, self._on_cds, extra_lines=1),
+            add(parsers.CUSD_URC, self._on_cusd, more=parsers.cusd_continues),
+            add(parsers.CPIN_URC, self._on_cpin, unless_asked=True),
+            add(parsers.CREG_URC, self._on_creg),
         ]
 
     def _spawn(self, coroutine: Awaitable[None], what: str) -> None:
@@ -1061,11 +1052,11 @@ class Modem:
         task.add_done_callback(self._tasks.discard)
 
     def _on_cmti(self, match: re.Match[str], _lines: list[str]) -> None:
-        storage, index = match.group(1) or None, int(match.group(2))
+        storage, index = parsers.parse_cmti(match.string)
         self._spawn(self._read_announced(storage, index, report=False), f"reading SMS {index}")
 
     def _on_cdsi(self, match: re.Match[str], _lines: list[str]) -> None:
-        storage, index = match.group(1) or None, int(match.group(2))
+        storage, index = parsers.parse_cmti(match.string)
         self._spawn(self._read_announced(storage, index, report=True), f"reading status report {index}")
 
     async def _read_announced(self, storage: str | None, index: int, *, report: bool) -> None:
@@ -1132,10 +1123,9 @@ class Modem:
             LOG.info("%s: unsolicited USSD: %s", self.modem_id, reply.text)
 
     def _on_creg(self, match: re.Match[str], _lines: list[str]) -> None:
-        act = match.group(4)
+        state = parsers.parse_creg_urc(match.string)
         self.registration_state = Registration(
-            int(match.group(1)), match.group(2) or None, match.group(3) or None, int(act) if act else None,
-            match.string.split(":", 1)[0].lstrip("+"),
+            state.status, state.lac, state.cell_id, state.act, match.string.split(":", 1)[0].strip().lstrip("+"),
         )
         LOG.info("%s: registration %s", self.modem_id, self.registration_state.state)
 

@@ -1,7 +1,10 @@
 """Pure parsers of AT replies and unsolicited result codes.
 
 Each parser takes the information lines of a reply (``AtResponse.lines``: no echo, no final
-result) or one URC line, and returns plain data. Real modems differ in spacing, quoting and which
+result) or one URC line, and returns plain data. The pattern by which the AT engine recognises a
+URC (``CMTI_URC``, ``CREG_URC`` ...) is defined beside the parser of its line, as ModemManager keeps
+``mm_3gpp_cmti_regex_get`` beside its parsers in ``src/mm-modem-helpers.c``; ``drivers.modem``
+registers them. ``BASE_NOISE_URCS`` are the unsolicited lines that are dropped for every modem. Real modems differ in spacing, quoting and which
 optional fields they send; the variants each parser accepts are listed in its docstring and in
 the tables of ``tests/test_parsers.py``. A reply that cannot be understood raises
 ``ParseError`` naming the line, never IndexError or ValueError.
@@ -36,6 +39,7 @@ __all__ = [
     "parse_creg_urc",
     "parse_csca",
     "parse_csq",
+    "parse_cpin_urc",
     "parse_cusd",
     "split_fields",
     "text_mode_deliver",
@@ -180,6 +184,11 @@ def parse_creg(lines: list[str]) -> CregState | None:
     return None
 
 
+#: The unsolicited forms ``+CREG: <stat>[,<lac>,<ci>[,<act>]]`` (also +CGREG, +CEREG), never the
+#: ``+CREG: <n>,<stat>...`` answer to ``AT+CREG?`` (27.007 7.2 with <n> = 2).
+CREG_URC = r'^\+C(?:G|E)?REG:\s*(\d+)\s*(?:,\s*"([0-9A-Fa-f]*)"\s*,\s*"([0-9A-Fa-f]*)"\s*(?:,\s*(\d+))?)?\s*$'
+
+
 def parse_creg_urc(line: str) -> CregState:
     """An unsolicited ``+CREG: 1``, ``+CREG: 1,"1A2B","01C3D4E5"`` or ``+CREG: 5,"1A2B","01C3D4E5",7``."""
     stripped = line.strip()
@@ -223,6 +232,16 @@ def parse_cpin(lines: list[str]) -> str:
     if not state:
         raise ParseError(f"+CPIN without a state: {line!r}", line)
     return state
+
+
+#: ``+CPIN: NOT READY`` / ``+CPIN: SIM PIN`` / ``+CPIN: READY`` sent unasked (SIMCom, Quectel) when the
+#: SIM's state changes; the same form answers ``AT+CPIN?``, so it is registered "unless asked".
+CPIN_URC = r"^\+CPIN:\s*(\S.*?)\s*$"
+
+
+def parse_cpin_urc(line: str) -> str:
+    """An unsolicited ``+CPIN: <state>`` line → the state ("READY", "SIM PIN", "NOT READY" ...)."""
+    return parse_cpin([line])
 
 
 def _maybe_ucs2(text: str) -> str:
@@ -443,6 +462,14 @@ def parse_cmgs(lines: list[str]) -> int:
     return reference
 
 
+#: A received SMS stored at <mem>,<index> (27.005 3.4.1 +CNMI <mt> = 1) / a stored status report (<ds> = 2).
+CMTI_URC = r'^\+CMTI:\s*"?(\w*)"?\s*,\s*(\d+)'
+CDSI_URC = r'^\+CDSI:\s*"?(\w*)"?\s*,\s*(\d+)'
+#: A received SMS / status report routed directly (<mt> = 2 / <ds> = 1): the PDU is on the next line.
+CMT_URC = r"^\+CMT:"
+CDS_URC = r"^\+CDS:"
+
+
 def parse_cmti(line: str) -> tuple[str | None, int]:
     """``+CMTI: "SM",3`` / ``+CDSI: "SR",1`` / ``+CMTI: "ME", 12`` → (storage, index)."""
     stripped = line.strip()
@@ -456,6 +483,15 @@ def parse_cmti(line: str) -> tuple[str | None, int]:
 
 
 # --- USSD -----------------------------------------------------------------------------------------
+
+
+#: The network's answer to a USSD request (27.007 7.15); a quoted text may span lines.
+CUSD_URC = r"^\+CUSD:"
+
+
+def cusd_continues(first: str, extra: list[str]) -> bool:
+    """Whether a +CUSD URC goes on: its quoted string is still open (an odd number of quotes)."""
+    return (first.count('"') + sum(line.count('"') for line in extra)) % 2 == 1
 
 
 def parse_cusd(line: str) -> tuple[int, str, int | None]:
@@ -511,3 +547,25 @@ def text_mode_deliver(message: TextModeMessage) -> SmsDeliver:
     number_type = "international" if sender.startswith("+") else "unknown"
     return SmsDeliver(None, sender, number_type, message.text, "text", moment, None, None, 0, 0,
                       message.text.encode(), None, tuple(anomalies))
+
+
+# --- unsolicited noise ----------------------------------------------------------------------------
+
+#: Unsolicited lines that are never a reply to anything smsgw asks, dropped for every modem
+#: (patterns match from the start of the line) unless the command in flight asked for that very
+#: prefix (``AT+CFUN?`` wants its ``+CFUN: 1``). They hold for every profile because a modem is
+#: driven with the generic profile until +CGMI/+CGMM identify it, and a Huawei stick says ``^RSSI``
+#: during those very commands. A profile adds the noise of its own modems in ``at.ignore_urcs``.
+BASE_NOISE_URCS: tuple[str, ...] = (
+    # Huawei status reports (ModemManager src/plugins/huawei/mm-broadband-modem-huawei.c)
+    r"\^SRVST:", r"\^MODE:", r"\^RSSI:", r"\^BOOT:", r"\^DSFLOWRPT:", r"\^HCSQ:", r"\^SIMST:",
+    r"\^SYSSTART", r"\^CEND:", r"\^STIN:", r"\^NDISSTAT:",
+    # ZTE
+    r"\+ZDONR:", r"\+ZPASR:", r"\+ZUSIMR:", r"\+ZEND",
+    # SIMCom and Quectel boot and status lines
+    r"RDY$", r"SMS Ready$", r"Call Ready$", r"PB DONE$",
+    r"UNDER-VOLTAGE (WARNNING|WARNING|POWER DOWN)", r"OVER-VOLTAGE (WARNNING|WARNING|POWER DOWN)",
+    r"\+PACSP\d", r"\+QIND:", r"\*PSUTTZ:", r"DST:",
+    # 3GPP TS 27.007 URCs smsgw does not use (SIM ready, functionality, packet domain, indicators, zone)
+    r"\+CPIN: (NOT )?READY$", r"\+CFUN: 1$", r"\+CGEV:", r"\+CIEV:", r"\+CTZV:",
+)

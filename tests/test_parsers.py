@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -58,6 +60,38 @@ def test_creg(lines: list[str], expected: CregState | None) -> None:
 )
 def test_creg_urc(line: str, expected: CregState) -> None:
     assert parsers.parse_creg_urc(line) == expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "line", "urc"),
+    [
+        (parsers.CREG_URC, "+CREG: 1", True),
+        (parsers.CREG_URC, '+CEREG: 5,"1A2B","01C3D4E5",7', True),
+        (parsers.CREG_URC, "+CREG: 2,1", False),  # the answer to AT+CREG? (<n>,<stat>), not a URC
+        (parsers.CREG_URC, '+CREG: 2,1,"1A2B","01C3D4E5"', False),
+        (parsers.CMTI_URC, '+CMTI: "SM",3', True),
+        (parsers.CMTI_URC, '+CMTI: "ME", 12', True),
+        (parsers.CDSI_URC, '+CDSI: "SR",1', True),
+        (parsers.CMTI_URC, "+CMGR: 0,,24", False),
+        (parsers.CPIN_URC, "+CPIN: NOT READY", True),
+        (parsers.CPIN_URC, "+CPIN:", False),
+        (parsers.CUSD_URC, '+CUSD: 0,"Balance",15', True),
+    ],
+)
+def test_urc_patterns_tell_urcs_from_replies(pattern: str, line: str, urc: bool) -> None:
+    assert (re.match(pattern, line) is not None) is urc
+
+
+def test_cpin_urc() -> None:
+    assert parsers.parse_cpin_urc('+CPIN: "SIM PIN"') == "SIM PIN"
+    assert parsers.parse_cpin_urc("+CPIN: NOT READY") == "NOT READY"
+
+
+def test_cusd_continues_while_its_quoted_text_is_open() -> None:
+    assert parsers.cusd_continues('+CUSD: 0,"line one', [])
+    assert parsers.cusd_continues('+CUSD: 0,"line one', ["line two"])
+    assert not parsers.cusd_continues('+CUSD: 0,"line one', ['line two",15'])
+    assert not parsers.cusd_continues("+CUSD: 2", [])
 
 
 def test_registered_states() -> None:
@@ -314,7 +348,7 @@ def test_parsers_raise_only_parse_error(lines: list[str]) -> None:
         except ParseError:
             pass
     for line in lines:
-        for parse_line in (parsers.parse_cusd, parsers.parse_cmti, parsers.parse_creg_urc):
+        for parse_line in (parsers.parse_cusd, parsers.parse_cmti, parsers.parse_creg_urc, parsers.parse_cpin_urc):
             try:
                 parse_line(line)
             except ParseError:
