@@ -12,9 +12,11 @@ One ``Inbound`` serves all modems. Per modem, everything that deletes SIM slots 
 - The stored-message sweep (``AT+CMGL=4``) runs at start and every ``sweep_interval`` seconds: it
   catches what arrived while the daemon was down, or whose URC was lost. Duplicates are harmless:
   the store ignores a part it already has.
-- SIM storage full: after each sweep the storage is checked; when it is full after the received
-  messages were taken, stored outgoing messages (``STO SENT``/``STO UNSENT``: not ours to keep)
-  are deleted to make room; the condition is logged, audited and shown in the modem's state.
+- SIM storage full: a ``StorageFull`` event (the modem announced it with a line of its profile's
+  ``storage_full_urcs``) triggers a sweep. After each sweep the storage is checked; when it is full
+  after the received messages were taken, stored outgoing messages (``STO SENT``/``STO UNSENT``: not
+  ours to keep) are deleted to make room; the condition is logged, audited and shown in the
+  modem's state.
 - Undecodable PDUs are committed with their error and raw PDU (never dropped), then deleted.
 """
 
@@ -38,8 +40,6 @@ LOG = logging.getLogger("appliance.inbound")
 SWEEP_INTERVAL = 60.0
 #: Statuses of AT+CMGL: 0 REC UNREAD, 1 REC READ, 2 STO UNSENT, 3 STO SENT.
 STORED_OUTGOING = (2, 3)
-#: URCs by which modems announce that their SMS storage is full (27.007 +CIEV, Quectel, Huawei).
-STORAGE_FULL_URC = r'^(?:\+CIEV:\s*"?SMSFULL"?\s*,\s*1|\+QIND:\s*"smsfull"|\^SMMEMFULL)'
 
 
 def _same_pdu(a: str, b: str) -> bool:
@@ -73,9 +73,8 @@ class Inbound:
     # --- life cycle --------------------------------------------------------------------------
 
     def add_modem(self, modem: Modem) -> None:
-        """Start consuming ``modem.events`` (call again after every (re)open: it hooks the new port)."""
+        """Start consuming ``modem.events`` (again after a reopen: a consumer that ended restarts)."""
         modem_id = modem.modem_id
-        self._watch_storage_full(modem)
         if self._modems.get(modem_id) is modem and modem_id in self._tasks:
             return
         old = self._tasks.pop(modem_id, None)
@@ -85,18 +84,6 @@ class Inbound:
         self._sweep_now[modem_id] = asyncio.Event()
         self._sweep_now[modem_id].set()  # sweep at start
         self._tasks[modem_id] = asyncio.create_task(self._consume(modem), name=f"inbound-{modem_id}")
-
-    def _watch_storage_full(self, modem: Modem) -> None:
-        modem_id = modem.modem_id
-
-        def full(_match: object, _lines: list[str]) -> None:
-            LOG.warning("%s announced that its SMS storage is full; sweeping", modem_id)
-            self.request_sweep(modem_id)
-
-        try:
-            modem.engine.add_urc(STORAGE_FULL_URC, full)
-        except Exception as exc:  # not open: hooked again on the next open
-            LOG.debug("%s: storage-full URC not hooked: %s", modem_id, exc)
 
     def request_sweep(self, modem_id: str) -> None:
         """Sweep ``modem_id`` at the next opportunity (after it was reopened, or on SIM full)."""
@@ -122,7 +109,7 @@ class Inbound:
     # --- the consumer ------------------------------------------------------------------------
 
     async def _consume(self, modem: Modem) -> None:
-        from drivers.modem import IncomingSms, ModemClosed, StatusReport
+        from drivers.modem import IncomingSms, ModemClosed, StatusReport, StorageFull
 
         modem_id = modem.modem_id
         sweep_now = self._sweep_now[modem_id]
@@ -149,6 +136,9 @@ class Inbound:
                     elif isinstance(event, ModemClosed):
                         if self.on_closed is not None:
                             self.on_closed(modem_id, event.error)
+                    elif isinstance(event, StorageFull):
+                        LOG.warning("%s announced that its SMS storage is full; sweeping", modem_id)
+                        self.request_sweep(modem_id)
                 except asyncio.CancelledError:
                     raise
                 except Exception:

@@ -196,7 +196,16 @@ class ModemClosed:
     error: str | None = None
 
 
-ModemEvent = IncomingSms | StatusReport | ModemClosed
+@dataclass(frozen=True)
+class StorageFull:
+    """The modem announced that its SMS storage is full (a line of the profile's ``storage_full_urcs``,
+    such as ``+CIEV: "SMSFULL",1``): new messages wait in the network until slots are freed."""
+
+    modem_id: str
+    line: str
+
+
+ModemEvent = IncomingSms | StatusReport | ModemClosed | StorageFull
 
 
 # --- PIN rejections ---------------------------------------------------------------------------
@@ -622,6 +631,9 @@ class Modem:
             await self._close_engine()
             await self._open_engine()
             await self._sync()
+        elif profile.storage_full_urcs != old.storage_full_urcs:
+            self._remove_urcs()
+            self._register_urcs()
 
     def _wrong_sim(self, iccid: str) -> IdentityError:
         return IdentityError(f"{self.modem_id}: wrong SIM in {self.port}: ICCID {iccid or '(none read)'}, not the "
@@ -650,9 +662,7 @@ class Modem:
             self.events.put_nowait(ModemClosed(self.modem_id, None))
 
     async def _close_engine(self) -> None:
-        for remove in self._urc_removers:
-            remove()
-        self._urc_removers.clear()
+        self._remove_urcs()
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.on_closed = None
@@ -1037,6 +1047,14 @@ class Modem:
             add(parsers.CPIN_URC, self._on_cpin, unless_asked=True),
             add(parsers.CREG_URC, self._on_creg),
         ]
+        if self.profile.storage_full_urcs:
+            either = "|".join(f"(?:{pattern})" for pattern in self.profile.storage_full_urcs)
+            self._urc_removers.append(add(either, self._on_storage_full))
+
+    def _remove_urcs(self) -> None:
+        for remove in self._urc_removers:
+            remove()
+        self._urc_removers.clear()
 
     def _spawn(self, coroutine: Awaitable[None], what: str) -> None:
         async def guarded() -> None:
@@ -1121,6 +1139,10 @@ class Modem:
             waiter.set_result(reply)
         else:
             LOG.info("%s: unsolicited USSD: %s", self.modem_id, reply.text)
+
+    def _on_storage_full(self, match: re.Match[str], _lines: list[str]) -> None:
+        LOG.warning("%s: the modem says its SMS storage is full: %r", self.modem_id, match.string)
+        self.events.put_nowait(StorageFull(self.modem_id, match.string))
 
     def _on_creg(self, match: re.Match[str], _lines: list[str]) -> None:
         state = parsers.parse_creg_urc(match.string)

@@ -2,8 +2,9 @@
 
 A profile says how to find a modem (USB VID:PID and the AT port's interface number, or
 +CGMI/+CGMM patterns) and how to drive it (init commands, CNMI, storage, echo, timeouts, URCs
-to ignore, power-key timing, reset). Code that differs per vendor lives in ``drivers.vendors``,
-selected by the profile's ``vendor_class``; nothing else asks which vendor it talks to.
+to ignore, the lines that announce a full SMS storage, power-key timing, reset). Code that differs
+per vendor lives in ``drivers.vendors``, selected by the profile's ``vendor_class``; nothing else
+asks which vendor it talks to.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ class Profile:
     final_without_ok: list[str] = field(default_factory=list)
     power_key: PowerKey | None = None
     send_delay_hint: float = 0.0
-    quirks: dict[str, Any] = field(default_factory=dict)
+    #: Lines (regular expressions) by which the modem announces that its SMS storage is full.
+    storage_full_urcs: list[str] = field(default_factory=list)
     reset_command: str = "AT+CFUN=1,1"
     reset_reenumerates: bool = False
     iccid_commands: list[str] = field(default_factory=lambda: ["AT+CCID"])
@@ -124,11 +126,12 @@ class Profile:
 
 # --- loading -------------------------------------------------------------------------------
 
-_TOP_KEYS = {"description", "vendor_class", "detection", "at", "timeouts", "power_key", "send", "quirks"}
+_TOP_KEYS = {"description", "vendor_class", "detection", "at", "timeouts", "power_key", "send"}
 _DETECTION_KEYS = {"manufacturer_patterns", "model_patterns", "usb"}
 _AT_KEYS = {
     "echo", "prompt", "init_commands", "cnmi", "storage", "reset_command", "reset_reenumerates",
     "iccid_commands", "ignore_urcs", "final_without_ok", "pin_attempts_command", "pin_attempts_pattern",
+    "storage_full_urcs",
 }
 _POWER_KEYS = {"on_pulse", "off_pulse", "boot_time"}
 _SEND_KEYS = {"delay_hint"}
@@ -238,7 +241,6 @@ def load_profile_file(path: Path | str) -> Profile:
     at = _Reader(path, top.table_of("at"), "at", _AT_KEYS)
     timeouts_table = _Reader(path, top.table_of("timeouts"), "timeouts", set(TIMEOUT_KEYS))
     send = _Reader(path, top.table_of("send"), "send", _SEND_KEYS)
-    quirks = top.table_of("quirks")
 
     vendor_class = top.string("vendor_class", GENERIC)
     if not re.fullmatch(r"[a-z][a-z0-9_]*", vendor_class):
@@ -306,7 +308,7 @@ def load_profile_file(path: Path | str) -> Profile:
         final_without_ok=at.regexes("final_without_ok"),
         power_key=power_key,
         send_delay_hint=send.seconds("delay_hint", 0.0),
-        quirks=dict(quirks),
+        storage_full_urcs=at.regexes("storage_full_urcs"),
         reset_command=at.string("reset_command", "AT+CFUN=1,1"),
         reset_reenumerates=at.boolean("reset_reenumerates", False),
         iccid_commands=iccid_commands,

@@ -9,7 +9,7 @@ from modem_fixtures import PROFILES, TEST_TIMEOUTS, make_modem, next_event
 
 from drivers.at import Priority
 from drivers.errors import AtTimeout, CmsError, TransportError
-from drivers.modem import IncomingSms, Modem, ModemClosed, StatusReport
+from drivers.modem import IncomingSms, Modem, ModemClosed, StatusReport, StorageFull
 from drivers.simulator import Simulator
 
 OUTSIDE = "+4915112345678"
@@ -145,6 +145,16 @@ async def test_registration_loss_is_seen(simulator: Simulator, modems: list[Mode
     assert not registration.registered
     simulator.fault(0, "network")
     assert (await modem.registration()).registered
+
+
+async def test_a_full_sim_is_announced_as_a_storage_full_event_with_the_vendors_line(
+        simulator: Simulator, modems: list[Modem]) -> None:
+    modem = modems[0]
+    simulator.fault(0, "sim-full")
+    simulator.inject(0, OUTSIDE, "no room for this one")  # the modem says so in its own words
+    event = await next_event(modem, StorageFull)
+    assert isinstance(event, StorageFull)
+    assert event.modem_id == modem.modem_id and event.line == simulator.flavour.full_urc
 
 
 async def test_ussd_returns_the_network_answer(simulator: Simulator, modems: list[Modem]) -> None:

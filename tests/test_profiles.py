@@ -198,6 +198,7 @@ ussd = 1
         (VALID + "[at]\nstorage = ['SIM']\n", "at.storage", "memory names"),
         (VALID + "[at]\nechoo = true\n", "at.echoo", "unknown key"),
         (VALID + "[at]\nignore_urcs = ['^(unclosed']\n", "at.ignore_urcs", "bad regular expression"),
+        (VALID + "[at]\nstorage_full_urcs = ['^(unclosed']\n", "at.storage_full_urcs", "bad regular expression"),
         (VALID + "[detection]\nusb = [{ vid = '1e0e', pid = 9001 }]\n", "detection.usb[0].pid", "four hex digits"),
         (VALID + "[detection]\nusb = [{ vid = '1e0e', pid = '9001', interface = -1 }]\n",
          "detection.usb[0].interface", "non-negative"),
