@@ -6,8 +6,8 @@ verbose errors, detects the profile when asked for "auto", unlocks the SIM (care
 registration URCs on. Incoming SMS and status reports arrive on ``events``; nothing is ever
 deleted from the SIM here: the consumer commits a message, then calls ``delete_message``.
 
-Per-vendor behaviour lives in ``drivers.vendors`` as small subclasses, registered with
-``register_vendor`` and chosen by the profile's ``vendor_class``.
+Per-vendor behaviour lives in ``drivers.vendors`` as small behaviour objects, chosen by the
+profile's ``vendor_class`` (``vendor_for``) and held in ``Modem.vendor``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any
 
 from drivers import parsers
 from drivers.at import AtEngine, AtResponse, Priority
@@ -42,6 +42,7 @@ from drivers.pdu import (
 )
 from drivers.private_files import open_private
 from drivers.profiles import GENERIC, Profile, load_profile, match_identity
+from drivers.vendors import Vendor, vendor_for
 
 LOG = logging.getLogger(__name__)
 
@@ -60,7 +61,6 @@ VANISH_GRACE = 5.0
 #: Attempts to read a message announced by +CMTI/+CDSI before reporting it with an error.
 READ_ATTEMPTS = 3
 
-M = TypeVar("M", bound="Modem")
 
 
 # --- results and events ----------------------------------------------------------------------
@@ -403,37 +403,6 @@ class PinRejections:
             return wanted
 
 
-# --- vendor subclasses ----------------------------------------------------------------------
-
-_VENDOR_CLASSES: dict[str, type[Modem]] = {}
-
-
-def register_vendor(name: str) -> Callable[[type[M]], type[M]]:
-    """Class decorator: the Modem subclass for profiles with ``vendor_class = name``."""
-
-    def decorate(cls: type[M]) -> type[M]:
-        _VENDOR_CLASSES[name] = cls
-        return cls
-
-    return decorate
-
-
-def modem_class_for(profile: Profile) -> type[Modem]:
-    """The Modem class for a profile's ``vendor_class`` (``Modem`` itself for "generic")."""
-    import drivers.vendors  # noqa: F401  (registers the subclasses)
-
-    if profile.vendor_class == GENERIC:
-        return Modem
-    try:
-        return _VENDOR_CLASSES[profile.vendor_class]
-    except KeyError:
-        known = ", ".join(sorted([GENERIC, *_VENDOR_CLASSES]))
-        raise ValueError(
-            f"profile {profile.name!r} ({profile.source}): unknown vendor_class {profile.vendor_class!r} "
-            f"(known: {known})"
-        ) from None
-
-
 def _digits(text: str, low: int, high: int) -> str:
     match = re.search(rf"\d{{{low},{high}}}", text)
     return match.group(0) if match else ""
@@ -441,16 +410,6 @@ def _digits(text: str, low: int, high: int) -> str:
 
 class Modem:
     """One modem on one port. See the module docstring and docs/modems.md."""
-
-    #: Subclasses set nothing else per instance: ``open`` may switch an auto-detected
-    #: instance to its vendor subclass in place.
-    vendor: ClassVar[str] = GENERIC
-
-    def __new__(cls, port: str, *args: Any, profile: str | Profile = "auto", **kwargs: Any) -> Modem:
-        if cls is Modem and profile != "auto":
-            resolved = profile if isinstance(profile, Profile) else load_profile(profile)
-            return object.__new__(modem_class_for(resolved))
-        return object.__new__(cls)
 
     def __init__(
         self,
@@ -483,6 +442,8 @@ class Modem:
         self.vanish_grace = VANISH_GRACE
         base = load_profile(GENERIC) if profile == "auto" else profile
         self.profile: Profile = self._apply_timeouts(base if isinstance(base, Profile) else load_profile(base))
+        #: What this modem's vendor does differently in code (``drivers.vendors``), from the profile.
+        self.vendor: Vendor = vendor_for(self.profile)
         self.identity = Identity()
         self.events: asyncio.Queue[ModemEvent] = asyncio.Queue()
         self.registration_state: Registration | None = None
@@ -621,11 +582,8 @@ class Modem:
             return
         LOG.info("%s: detected profile %s", self.modem_id, profile.name)
         old = self.profile
+        self.vendor = vendor_for(profile)
         self.profile = profile
-        cls = modem_class_for(profile)
-        if type(self) is not cls and issubclass(cls, type(self)):
-            # Vendor subclasses only override methods and hold no state of their own.
-            self.__class__ = cls
         if (profile.final_without_ok, profile.ignore_urcs) != (old.final_without_ok, old.ignore_urcs):
             # The engine takes these at construction: reopen it with the detected ones.
             await self._close_engine()
@@ -944,7 +902,7 @@ class Modem:
     # --- USSD -------------------------------------------------------------------------------------
 
     def ussd_encode(self, code: str, *, reply: bool = False) -> str:
-        """The string put inside AT+CUSD=1,"...",15 (vendor subclasses may pack it).
+        """The string put inside AT+CUSD=1,"...",15 (the vendor may pack it).
 
         A request is digits, ``*``, ``#`` and ``+``; a ``reply`` to a network's follow-up question
         (a menu choice, or text such as a search word) may be any printable text without ``"``.
@@ -954,11 +912,11 @@ class Modem:
                 raise ValueError(f"USSD reply must be 1-160 printable characters without '\"', not {code!r}")
         elif not re.fullmatch(r"[0-9*#+]{1,160}", code):
             raise ValueError(f"USSD code must be digits, * and #, not {code!r}")
-        return code
+        return self.vendor.ussd_encode(code)
 
     def ussd_decode(self, text: str, dcs: int | None) -> str:
-        """The text of a +CUSD answer (vendor subclasses may unpack it)."""
-        return parsers.decode_ussd_text(text, dcs)
+        """The text of a +CUSD answer (the vendor may unpack it)."""
+        return self.vendor.ussd_decode(text, dcs)
 
     async def ussd(self, code: str, *, timeout: float | None = None, reply: bool = False,
                    priority: Priority = Priority.POLL) -> UssdReply:

@@ -24,7 +24,7 @@ async def test_open_detects_the_profile_and_reads_the_identity(simulator: Simula
     await modem.open()
     try:
         assert modem.profile.name == profile_name
-        assert modem.profile.vendor_class == type(modem).vendor
+        assert modem.profile.vendor_class == modem.vendor.name
         sim_modem = simulator.modems[0]
         assert modem.identity.imei == sim_modem.imei
         assert modem.identity.imsi == sim_modem.imsi
@@ -41,7 +41,7 @@ async def test_explicit_profile_name_gives_the_vendor_class_without_detection(si
     await modem.open()
     try:
         assert modem.profile.name == profile_name
-        assert type(modem).vendor == modem.profile.vendor_class
+        assert modem.vendor.name == modem.profile.vendor_class
     finally:
         await modem.close()
 

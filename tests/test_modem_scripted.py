@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from waiting import async_wait_until
 from drivers.errors import PinError
 from drivers.modem import IncomingSms, Modem, StatusReport, forget_pin_rejection, pin_rejected
 from drivers.pdu import encode_deliver
-from drivers.vendors import HuaweiModem, pack_ussd, unpack_ussd
+from drivers.profiles import load_profile
+from drivers.vendors import HuaweiVendor, Vendor, pack_ussd, unpack_ussd
 
 OK = b"\r\nOK\r\n"
 TIMEOUTS = {"command": 1.0, "sync": 0.3, "ussd": 2.0}
@@ -118,11 +120,11 @@ async def test_auto_detection_switches_to_the_vendor_class(responder: PtyRespond
     script_generic(responder, manufacturer=b"huawei", model=b"E3372")
     responder.on("AT^ICCID?", b"\r\n^ICCID: 89490200001234567890\r\n" + OK)
     modem = Modem(responder.path, timeouts=TIMEOUTS)
-    assert type(modem) is Modem
+    assert type(modem.vendor) is Vendor
     await modem.open()
     try:
         assert modem.profile.name == "e3372"
-        assert isinstance(modem, HuaweiModem)
+        assert isinstance(modem.vendor, HuaweiVendor)
         assert modem.identity.iccid == "89490200001234567890"
         assert "AT^CURC=0" in responder.received  # the profile's init command ran
     finally:
@@ -130,8 +132,14 @@ async def test_auto_detection_switches_to_the_vendor_class(responder: PtyRespond
 
 
 async def test_a_named_profile_constructs_its_vendor_class() -> None:
-    assert type(Modem("/dev/null", profile="e3372")) is HuaweiModem
-    assert type(Modem("/dev/null", profile="ec25")) is Modem
+    assert type(Modem("/dev/null", profile="e3372").vendor) is HuaweiVendor
+    assert type(Modem("/dev/null", profile="ec25").vendor) is Vendor
+
+
+def test_an_unknown_vendor_class_is_refused_naming_the_profile() -> None:
+    profile = replace(load_profile("ec25"), vendor_class="nokia")
+    with pytest.raises(ValueError, match="'ec25'.*unknown vendor_class 'nokia'.*known: generic, huawei"):
+        Modem("/dev/null", profile=profile)
 
 
 @pytest.mark.parametrize(
