@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from drivers.profiles import load_profile
+from drivers.simulator.calls import RING_INTERVAL, RINGS
 from drivers.simulator.control import SOCKET_NAME, ControlServer
 from drivers.simulator.flavours import flavour_for
 from drivers.simulator.modem import FAULTS, SimModem, Storage, StoredSms
@@ -36,12 +37,16 @@ class Simulator:
         report_delay: float = REPORT_DELAY,
         control: bool = True,
         report_status: int = 0,
+        ring_interval: float = RING_INTERVAL,
     ) -> None:
         if modems < 1:
             raise ValueError(f"modems must be at least 1, not {modems}")
         if send_delay < 0:
             raise ValueError(f"send_delay must be >= 0 seconds, not {send_delay}")
+        if ring_interval <= 0:
+            raise ValueError(f"ring_interval must be > 0 seconds, not {ring_interval}")
         self.directory = Path(directory)
+        self.ring_interval = ring_interval
         self.profile = load_profile(profile)
         self.flavour = flavour_for(self.profile.name, self.profile.vendor_class)
         self.network = Network(self.directory, report_delay=report_delay)
@@ -101,6 +106,19 @@ class Simulator:
         """
         return self.network.inject(self._modem(modem), sender, text, parts)
 
+    def call(self, modem: int, caller: str | None, rings: int = RINGS) -> dict[str, Any]:
+        """``caller`` (None: a withheld number) calls ``modem``: it rings ``rings`` times, every
+        ``ring_interval`` seconds, unless answered or hung up first; the call's state."""
+        return self._modem(modem).incoming_call(caller, rings=rings, interval=self.ring_interval).describe()
+
+    def end_call(self, modem: int) -> dict[str, Any]:
+        """The caller hangs up: the modem reports NO CARRIER. ValueError when nothing rings."""
+        call = self._modem(modem).call
+        if call is None:
+            raise ValueError(f"modem {modem} has no call to end")
+        call.give_up()
+        return call.describe()
+
     def fault(self, modem: int, kind: str) -> None:
         """Inject a fault: one of ``FAULTS`` (``cms-error:CODE`` with a number)."""
         self._modem(modem).fault(kind)
@@ -113,6 +131,7 @@ class Simulator:
                 "stored": m.storage.used, "waiting": len(m.waiting),
                 "pin_entries": m.pin_entries, "pin_attempts": m.pin_attempts, "pin_locked": m.pin_locked,
                 "report_status": m.report_status,
+                "call": m.call.describe() if m.call is not None else None,
             }
             for m in self.modems
         ]

@@ -1,7 +1,9 @@
 """The control socket ``DIR/control.sock``: one JSON request and one JSON reply per line.
 
 Requests: ``{"action": "inject", "modem": K, "from": NUMBER, "text": TEXT, "parts"?: [3, 1]}``,
-``{"action": "fault", "modem": K, "kind": KIND}``, ``{"action": "status"}``.
+``{"action": "fault", "modem": K, "kind": KIND}``, ``{"action": "call", "modem": K, "from": NUMBER | null,
+"rings"?: N}`` (null: a withheld number), ``{"action": "end-call", "modem": K}`` (the caller hangs up),
+``{"action": "status"}``.
 Replies: ``{"ok": true, ...}`` or ``{"ok": false, "error": REASON}``.
 """
 
@@ -15,6 +17,8 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from drivers.simulator.calls import RINGS
 
 if TYPE_CHECKING:
     from drivers.simulator import Simulator
@@ -83,8 +87,8 @@ class ControlServer:
         try:
             if action == "status":
                 return {"ok": True, "modems": sim.describe()}
-            if action not in ("inject", "fault"):
-                return {"ok": False, "error": f"unknown action {action!r}; known: inject, fault, status"}
+            if action not in ("inject", "fault", "call", "end-call"):
+                return {"ok": False, "error": f"unknown action {action!r}; known: inject, fault, call, end-call, status"}
             modem = request.get("modem")
             if not isinstance(modem, int) or isinstance(modem, bool):
                 return {"ok": False, "error": "'modem' must be an integer index"}
@@ -96,6 +100,15 @@ class ControlServer:
                     return {"ok": False, "error": "'parts' must be a list of part numbers, as in [3, 1]"}
                 parts = sim.inject(modem, sender, text, chosen)
                 return {"ok": True, "modem": modem, "parts": parts}
+            if action == "call":
+                caller, rings = request.get("from"), request.get("rings", RINGS)
+                if caller is not None and not isinstance(caller, str):
+                    return {"ok": False, "error": "call needs 'from': a phone number, or null for a withheld one"}
+                if not isinstance(rings, int) or isinstance(rings, bool) or rings < 1:
+                    return {"ok": False, "error": "'rings' must be a whole number of rings, at least 1"}
+                return {"ok": True, "modem": modem, "call": sim.call(modem, caller, rings)}
+            if action == "end-call":
+                return {"ok": True, "modem": modem, "call": sim.end_call(modem)}
             kind = request.get("kind")
             if not isinstance(kind, str):
                 return {"ok": False, "error": "fault needs a 'kind' string"}

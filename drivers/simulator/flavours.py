@@ -44,6 +44,14 @@ class Flavour:
     #: The command that tells the PIN attempts left (name as typed, upper case) and its reply line;
     #: {pin} is the PIN attempts left, {code} the +CPIN state. Answered with the SIM locked.
     pin_counter: tuple[str, str] = ("+CPINR", "+CPINR: SIM PIN,{pin},3")
+    #: Whether calls ring (LTE data sticks such as the E3372 have no voice service).
+    voice: bool = True
+    #: The +CLIP line after each RING ({number}, {type} 145/129/128, {validity} 0 or 1 withheld): the
+    #: form ModemManager's src/mm-modem-helpers.c and python-gsmmodem's test/fakemodems.py show
+    #: (``+CLIP: "+393351391306",145,,,,0``) unless the flavour says otherwise.
+    clip_format: str = '+CLIP: "{number}",{type},,,,{validity}'
+    #: What the modem says when the caller gives up before the call is answered.
+    call_end_urc: str = "NO CARRIER"
 
 
 #: +CMGR headers in PDU mode as real modems send them: ``+CMGR: 0,,24``, ``+CMGR: ,,27`` (no <stat>),
@@ -72,6 +80,8 @@ FLAVOURS: dict[str, Flavour] = {
         iccid={"+CCID": "{iccid}"},
         act=0,
         pin_counter=("+SPIC", "+SPIC: {pin},10,3,10"),
+        # a SIM800L's caller ID (vshymanskyy/TinyGSM issue 721): +CLIP: "+…",145,"",0,"",0
+        clip_format='+CLIP: "{number}",{type},"",0,"",{validity}',
     ),
     "sim7600": Flavour(
         cpin_urcs=True,
@@ -81,6 +91,7 @@ FLAVOURS: dict[str, Flavour] = {
         boot_urcs=("RDY", "+CPIN: READY", "SMS DONE", "PB DONE"),
         iccid={"+CICCID": "+ICCID: {iccid}", "+CCID": "+CCID: {iccid}"},
         pin_counter=("+SPIC", "+SPIC: {pin},10,3,10"),
+        clip_format='+CLIP: "{number}",{type},"",0,"",{validity}',
     ),
     "ec25": Flavour(
         cpin_urcs=True,
@@ -91,6 +102,7 @@ FLAVOURS: dict[str, Flavour] = {
         full_urc='+QIND: "smsfull","SM"',
         iccid={"+QCCID": "+QCCID: {iccid}", "+CCID": "+CCID: {iccid}"},
         pin_counter=("+QPINC", '+QPINC: "SC",{pin},10'),
+        clip_format='+CLIP: "{number}",{type},"",0,"",{validity}',
     ),
     "e3372": Flavour(
         manufacturer="huawei",
@@ -104,6 +116,7 @@ FLAVOURS: dict[str, Flavour] = {
         spaced_registration=True,
         ussd_packed=True,
         pin_counter=("^CPIN", "^CPIN: {code},{pin},10,{pin},3,10"),
+        voice=False,
     ),
 }
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from drivers import gsm7
 from drivers.pdu import PduError, SmsStatusReport, SmsSubmit, decode, encode_deliver
+from drivers.simulator.calls import RING_INTERVAL, RINGS, SimCall
 from drivers.simulator.flavours import CMGR_HEADERS, Flavour
 from drivers.simulator.network import Submitted
 from drivers.simulator.pty import PtyPort
@@ -229,6 +230,8 @@ class SimModem:
         self._mr = 0
         self._commands_seen = 0
         self._timers: set[asyncio.TimerHandle] = set()
+        #: The incoming call ringing or connected (``SimCall``), None when there is none.
+        self.call: SimCall | None = None
         self.reset_settings()
 
     # --- life cycle ---------------------------------------------------------------------------
@@ -254,6 +257,8 @@ class SimModem:
         self.csmp = [17, 167, 0, 0]
         self.csms = 0
         self.cusd = 0
+        self.clip = 0  # AT+CLIP: caller ID after each RING (27.007 7.6; off after a reset)
+        self.crc = 0   # AT+CRC: +CRING: <type> instead of RING (27.007 6.11)
         self.chatter = bool(self.flavour.chatter)
         self.mem = ["SM", "SM", "SM"]
         self._line = bytearray()
@@ -282,6 +287,8 @@ class SimModem:
 
     def unplug(self) -> None:
         self.port.close()
+        if self.call is not None:
+            self.call.hang_up()
         self._line = bytearray()
         self._entry = None
         while not self._queue.empty():
@@ -293,6 +300,10 @@ class SimModem:
                 urc = "+CPIN: SIM PIN"
             self.urc(urc)
         self._later(0.05, self._drain_waiting)
+
+    def later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after ``delay`` seconds (cancelled when the modem stops)."""
+        self._later(delay, callback)
 
     def _later(self, delay: float, callback: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
@@ -533,7 +544,13 @@ class SimModem:
             self.reset_settings()
         elif letter == "I":
             return [self.flavour.manufacturer, self.flavour.model, self._revision_bare()]
-        elif letter in ("H", "Q", "X", "&C", "&D", "&W", "S", "L", "M"):
+        elif letter == "H":
+            if self.call is not None:
+                self.call.hang_up()
+        elif letter == "A":
+            if self.call is None or not self.call.answer():
+                raise PlainError()  # nothing rings: real modems answer NO CARRIER or ERROR
+        elif letter in ("Q", "X", "&C", "&D", "&W", "S", "L", "M"):
             pass
         else:
             raise CmeError(4)
@@ -735,6 +752,42 @@ class SimModem:
 
     async def _ok(self, kind: str, values: list[str | None]) -> list[str]:
         return []
+
+    # 27.007 calls ------------------------------------------------------------------------------
+
+    async def _clip(self, kind: str, values: list[str | None]) -> list[str]:
+        if kind == "read":
+            return [f"+CLIP: {self.clip},1"]  # <n>,<m>: m = 1, CLIP provisioned
+        if kind == "test":
+            return ["+CLIP: (0,1)"]
+        self.clip = _int(values, 0, 0, (0, 1))
+        return []
+
+    async def _crc(self, kind: str, values: list[str | None]) -> list[str]:
+        if kind == "read":
+            return [f"+CRC: {self.crc}"]
+        if kind == "test":
+            return ["+CRC: (0,1)"]
+        self.crc = _int(values, 0, 0, (0, 1))
+        return []
+
+    async def _chup(self, kind: str, values: list[str | None]) -> list[str]:
+        if kind == "exec" and self.call is not None:
+            self.call.hang_up()
+        return []
+
+    def incoming_call(self, caller: str | None, *, rings: int = RINGS, interval: float = RING_INTERVAL) -> SimCall:
+        """The network puts a call through to this modem: it rings (see ``drivers.simulator.calls``)."""
+        if not self.flavour.voice:
+            raise ValueError(f"modem {self.index} ({self.flavour.model}) has no voice service: calls do not ring")
+        if not self.plugged or not self._in_service():
+            raise ValueError(f"modem {self.index} is not reachable (unplugged or not registered): the call does not ring")
+        if self.call is not None:
+            raise ValueError(f"modem {self.index} is already in a call (from {self.call.caller or 'a withheld number'})")
+        call = SimCall(self, caller, rings=rings, interval=interval)
+        self.call = call
+        call.start()
+        return call
 
     async def _cbc(self, kind: str, values: list[str | None]) -> list[str]:
         return ["+CBC: 0,100,4200"]
@@ -1125,8 +1178,8 @@ def _register() -> None:
         "+CSCA": SimModem._csca, "+CSMP": SimModem._csmp, "+CSMS": SimModem._csms,
         "+CNMI": SimModem._cnmi, "+CPMS": SimModem._cpms, "+CMGS": SimModem._cmgs,
         "+CMGL": SimModem._cmgl, "+CMGR": SimModem._cmgr, "+CMGD": SimModem._cmgd,
-        "+CNMA": SimModem._ok, "+CMMS": SimModem._ok, "+QURCCFG": SimModem._ok, "+CLIP": SimModem._ok,
-        "+CRC": SimModem._ok, "+CVHU": SimModem._ok, "+IPR": SimModem._ok, "+IFC": SimModem._ok,
+        "+CNMA": SimModem._ok, "+CMMS": SimModem._ok, "+QURCCFG": SimModem._ok, "+CLIP": SimModem._clip,
+        "+CRC": SimModem._crc, "+CHUP": SimModem._chup, "+CVHU": SimModem._ok, "+IPR": SimModem._ok, "+IFC": SimModem._ok,
         "+CSDH": SimModem._ok,
     }
     _HANDLERS.update(table)
