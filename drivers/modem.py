@@ -29,6 +29,7 @@ from typing import Any
 
 from drivers import parsers
 from drivers.at import AtEngine, AtResponse, Priority
+from drivers.calls import CallEnded, CallTracker, IncomingCall
 from drivers.errors import AtError, AtTimeout, CmeError, IdentityError, ModemError, PinError, TransportError
 from drivers.identity import Identity, identity_value, read_identity
 from drivers.pdu import (
@@ -60,6 +61,9 @@ PORT_POLL = 0.2
 VANISH_GRACE = 5.0
 #: Attempts to read a message announced by +CMTI/+CDSI before reporting it with an error.
 READ_ATTEMPTS = 3
+#: Seconds without a ring after which an incoming call counts as over (modems ring every 3-6 s;
+#: some say nothing when the caller gives up).
+RING_SILENCE = 12.0
 
 
 
@@ -205,7 +209,7 @@ class StorageFull:
     line: str
 
 
-ModemEvent = IncomingSms | StatusReport | ModemClosed | StorageFull
+ModemEvent = IncomingSms | StatusReport | ModemClosed | StorageFull | IncomingCall | CallEnded
 
 
 # --- PIN rejections ---------------------------------------------------------------------------
@@ -457,6 +461,12 @@ class Modem:
         self.sim_urc_state: str | None = None
         #: Called with the state of every unsolicited ``+CPIN:`` line (the health supervisor listens).
         self.on_sim_state: Callable[[str], None] | None = None
+        #: Incoming calls: ``IncomingCall`` and ``CallEnded`` go on ``events`` (``drivers.calls``).
+        self.calls = CallTracker(modem_id, self.events.put_nowait)
+        #: Seconds without a ring after which a call counts as over (``CallEnded`` "silence").
+        self.ring_silence = RING_SILENCE
+        self._silence: asyncio.TimerHandle | None = None
+        self._no_carrier: Callable[[], None] | None = None
 
     # --- profile and timeouts -----------------------------------------------------------
 
@@ -561,6 +571,8 @@ class Modem:
         await self._optional("AT+CREG=2")
         await self._optional("AT+CGREG=2")
         await self._optional("AT+CEREG=2")
+        for cmd in self.profile.call_init_commands:  # caller ID (AT+CLIP=1) for the call events
+            await self._optional(cmd)
 
     async def _sync(self) -> None:
         """Bare ``AT`` until the modem answers: it may be booting, or left at a ``> `` prompt."""
@@ -621,6 +633,7 @@ class Modem:
 
     async def _close_engine(self) -> None:
         self._remove_urcs()
+        self.calls.ended("closed")
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.on_closed = None
@@ -628,6 +641,7 @@ class Modem:
 
     def _on_engine_closed(self, error: BaseException | None) -> None:
         LOG.warning("%s: port %s closed%s", self.modem_id, self.port, f": {error}" if error else "")
+        self._call_over("closed")
         if self._ussd_waiter is not None and not self._ussd_waiter.done():
             self._ussd_waiter.set_exception(TransportError(f"{self.modem_id}: port closed during USSD"))
         self.events.put_nowait(ModemClosed(self.modem_id, str(error) if error else None))
@@ -1008,11 +1022,17 @@ class Modem:
         if self.profile.storage_full_urcs:
             either = "|".join(f"(?:{pattern})" for pattern in self.profile.storage_full_urcs)
             self._urc_removers.append(add(either, self._on_storage_full))
+        self._urc_removers += [
+            add(parsers.RING_URC, self._on_ring),
+            add(parsers.CRING_URC, self._on_cring),
+            add(parsers.CLIP_URC, self._on_clip, unless_asked=True),
+        ]
 
     def _remove_urcs(self) -> None:
         for remove in self._urc_removers:
             remove()
         self._urc_removers.clear()
+        self._stop_ringing()
 
     def _spawn(self, coroutine: Awaitable[None], what: str) -> None:
         async def guarded() -> None:
@@ -1101,6 +1121,55 @@ class Modem:
     def _on_storage_full(self, match: re.Match[str], _lines: list[str]) -> None:
         LOG.warning("%s: the modem says its SMS storage is full: %r", self.modem_id, match.string)
         self.events.put_nowait(StorageFull(self.modem_id, match.string))
+
+    # --- incoming calls -------------------------------------------------------------------------
+
+    async def hang_up(self, *, priority: Priority = Priority.HEALTH) -> None:
+        """Reject (or end) the incoming call with the profile's hang-up command (``ATH`` or
+        ``AT+CHUP``); ``CallEnded`` "hung-up" follows on ``events`` when a call was ringing."""
+        await self.command(self.profile.hang_up_command, priority=priority)
+        self._call_over("hung-up")
+
+    def _on_ring(self, match: re.Match[str], _lines: list[str]) -> None:
+        self._ringing()
+        self.calls.ring("")
+
+    def _on_cring(self, match: re.Match[str], _lines: list[str]) -> None:
+        self._ringing()
+        self.calls.ring(parsers.parse_cring(match.string))
+
+    def _on_clip(self, match: re.Match[str], _lines: list[str]) -> None:
+        try:
+            caller = parsers.parse_clip(match.string)
+        except parsers.ParseError as exc:
+            LOG.warning("%s: %s", self.modem_id, exc)
+            caller = parsers.CallerId(None, None, None)
+        self._ringing()
+        self.calls.caller_id(caller)
+
+    def _ringing(self) -> None:
+        """A ring: (re)arm the silence timer; while a call rings, NO CARRIER means the caller gave up
+        (it is a final result code otherwise, for ATD and ATA, which smsgw never sends)."""
+        if self._silence is not None:
+            self._silence.cancel()
+        self._silence = asyncio.get_running_loop().call_later(self.ring_silence, self._call_over, "silence")
+        if self._no_carrier is None and self._engine is not None:
+            self._no_carrier = self._engine.add_urc(parsers.NO_CARRIER_URC, self._on_no_carrier)
+
+    def _on_no_carrier(self, match: re.Match[str], _lines: list[str]) -> None:
+        self._call_over("caller")
+
+    def _call_over(self, reason: str) -> None:
+        self._stop_ringing()
+        self.calls.ended(reason)
+
+    def _stop_ringing(self) -> None:
+        if self._silence is not None:
+            self._silence.cancel()
+            self._silence = None
+        if self._no_carrier is not None:
+            self._no_carrier()
+            self._no_carrier = None
 
     def _on_creg(self, match: re.Match[str], _lines: list[str]) -> None:
         state = parsers.parse_creg_urc(match.string)

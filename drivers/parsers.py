@@ -20,6 +20,7 @@ from drivers.errors import AtError
 from drivers.pdu import SmsDeliver
 
 __all__ = [
+    "CallerId",
     "CmglEntry",
     "CmgrEntry",
     "CopsState",
@@ -31,10 +32,12 @@ __all__ = [
     "parse_cmgl",
     "parse_cmgr",
     "parse_cmgs",
+    "parse_clip",
     "parse_cmti",
     "parse_cops",
     "parse_cpin",
     "parse_cpms",
+    "parse_cring",
     "parse_creg",
     "parse_creg_urc",
     "parse_csca",
@@ -569,3 +572,89 @@ BASE_NOISE_URCS: tuple[str, ...] = (
     # 3GPP TS 27.007 URCs smsgw does not use (SIM ready, functionality, packet domain, indicators, zone)
     r"\+CPIN: (NOT )?READY$", r"\+CFUN: 1$", r"\+CGEV:", r"\+CIEV:", r"\+CTZV:",
 )
+
+
+# --- incoming calls -------------------------------------------------------------------------------
+#
+# 3GPP TS 27.007 6.11 (+CRC): an incoming call is announced by ``RING`` every ring cycle, or with
+# ``AT+CRC=1`` by ``+CRING: <type>`` (``+CRING: VOICE``); 7.6 (+CLIP): with ``AT+CLIP=1`` each of them
+# is followed by ``+CLIP: <number>,<type>[,<subaddr>,<satype>[,[<alpha>][,<CLI validity>]]]``.
+# ModemManager's mm_voice_ring_regex_get / mm_voice_cring_regex_get / mm_voice_clip_regex_get
+# (src/mm-modem-helpers.c) match the same three lines. ``NO CARRIER`` (V.250 final result code) is
+# what modems send when the caller gives up before the call is answered.
+
+RING_URC = r"^RING$"
+CRING_URC = r"^\+CRING:\s*(.*?)\s*$"
+#: Registered "unless asked": ``+CLIP: 1,1`` is also the answer to ``AT+CLIP?``.
+CLIP_URC = r"^\+CLIP:"
+NO_CARRIER_URC = r"^NO CARRIER$"
+
+#: 27.007 7.6 <CLI validity>: why a +CLIP carries no number.
+CLI_VALIDITY: dict[int, str] = {
+    0: "valid",
+    1: "withheld",        # CLI has been withheld by the originator
+    2: "unavailable",     # not available due to interworking problems or limitations of the network
+    3: "payphone",        # not available: the calling party is a payphone
+    4: "unavailable",     # not available for other reasons
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CallerId:
+    """A +CLIP line: the caller's number (None when not shown) and why it is missing."""
+
+    number: str | None
+    number_type: int | None   # <type>: 145 international, 129 unknown/national, 128 (often: none given)
+    validity: int | None      # <CLI validity> when the modem sends it
+    alpha: str | None = None  # the phonebook name the modem found for the number, if any
+
+    @property
+    def withheld(self) -> bool:
+        """No number: withheld by the caller, or not available."""
+        return self.number is None
+
+    @property
+    def reason(self) -> str | None:
+        """Why there is no number: "withheld", "unavailable", "payphone"; None when there is one."""
+        if self.number is not None:
+            return None
+        if self.validity is not None and self.validity != 0:
+            return CLI_VALIDITY.get(self.validity, "unavailable")
+        return "withheld"
+
+
+def parse_clip(line: str) -> CallerId:
+    """``+CLIP: "+4912345",145,,,,0`` / ``+CLIP: "+4912345",145,"",0,"",0`` / ``+CLIP: "",128,"",,"",1``.
+
+    A number of type 145 (international) always starts with ``+``; an empty number is None, and so
+    is one the modem sends while saying it is withheld or unavailable (<CLI validity> 1-4). With
+    ``AT+CSCS="UCS2"`` a number may come as UCS-2 hex; it is decoded.
+    """
+    stripped = line.strip()
+    if not stripped.upper().startswith("+CLIP:"):
+        raise ParseError(f"not a +CLIP line: {line!r}", line)
+    if not stripped[6:].strip():
+        raise ParseError(f"+CLIP without a number: {line!r}", line)
+    fields = split_fields(stripped[6:])
+    number_type = _opt_int(fields[1], stripped, "type") if len(fields) > 1 else None
+    alpha = fields[4] or None if len(fields) > 4 else None
+    validity = _opt_int(fields[5], stripped, "CLI validity") if len(fields) > 5 else None
+    number: str | None = _maybe_ucs2(fields[0]) or None
+    if number is not None and (len(number) > 40 or re.search(r"[\x00-\x1f\x7f]", number)):
+        raise ParseError(f"+CLIP with an unreadable number: {line!r}", line)
+    if validity is not None and validity != 0:
+        number = None
+    if number is not None and number_type == 145 and not number.startswith("+"):
+        number = "+" + number
+    return CallerId(number, number_type, validity, alpha)
+
+
+def parse_cring(line: str) -> str:
+    """``+CRING: VOICE`` → "VOICE" (27.007 6.11 <type>: VOICE, FAX, ASYNC, REL ASYNC, GPRS ...)."""
+    stripped = line.strip()
+    if not stripped.upper().startswith("+CRING:"):
+        raise ParseError(f"not a +CRING line: {line!r}", line)
+    kind = stripped[7:].strip()
+    if not kind:
+        raise ParseError(f"+CRING without a call type: {line!r}", line)
+    return kind.upper()

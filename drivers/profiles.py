@@ -79,6 +79,9 @@ class Profile:
     send_delay_hint: float = 0.0
     #: Lines (regular expressions) by which the modem announces that its SMS storage is full.
     storage_full_urcs: list[str] = field(default_factory=list)
+    #: ``[calls]``: commands that turn on what incoming calls need (caller ID), and the hang-up command.
+    call_init_commands: list[str] = field(default_factory=lambda: ["AT+CLIP=1"])
+    hang_up_command: str = "AT+CHUP"
     reset_command: str = "AT+CFUN=1,1"
     reset_reenumerates: bool = False
     iccid_commands: list[str] = field(default_factory=lambda: ["AT+CCID"])
@@ -126,7 +129,7 @@ class Profile:
 
 # --- loading -------------------------------------------------------------------------------
 
-_TOP_KEYS = {"description", "vendor_class", "detection", "at", "timeouts", "power_key", "send"}
+_TOP_KEYS = {"description", "vendor_class", "detection", "at", "timeouts", "power_key", "send", "calls"}
 _DETECTION_KEYS = {"manufacturer_patterns", "model_patterns", "usb"}
 _AT_KEYS = {
     "echo", "prompt", "init_commands", "cnmi", "storage", "reset_command", "reset_reenumerates",
@@ -135,6 +138,7 @@ _AT_KEYS = {
 }
 _POWER_KEYS = {"on_pulse", "off_pulse", "boot_time"}
 _SEND_KEYS = {"delay_hint"}
+_CALLS_KEYS = {"init_commands", "hang_up"}
 
 
 class _Reader:
@@ -241,6 +245,13 @@ def load_profile_file(path: Path | str) -> Profile:
     at = _Reader(path, top.table_of("at"), "at", _AT_KEYS)
     timeouts_table = _Reader(path, top.table_of("timeouts"), "timeouts", set(TIMEOUT_KEYS))
     send = _Reader(path, top.table_of("send"), "send", _SEND_KEYS)
+    calls = _Reader(path, top.table_of("calls"), "calls", _CALLS_KEYS)
+    call_init_commands = calls.strings("init_commands", ["AT+CLIP=1"])
+    hang_up_command = calls.string("hang_up", "AT+CHUP")
+    for key, values in (("init_commands", call_init_commands), ("hang_up", [hang_up_command])):
+        for command in values:
+            if not command.upper().startswith("AT"):
+                raise calls.error(key, f"every command must start with AT, not {command!r}")
 
     vendor_class = top.string("vendor_class", GENERIC)
     if not re.fullmatch(r"[a-z][a-z0-9_]*", vendor_class):
@@ -309,6 +320,8 @@ def load_profile_file(path: Path | str) -> Profile:
         power_key=power_key,
         send_delay_hint=send.seconds("delay_hint", 0.0),
         storage_full_urcs=at.regexes("storage_full_urcs"),
+        call_init_commands=call_init_commands,
+        hang_up_command=hang_up_command,
         reset_command=at.string("reset_command", "AT+CFUN=1,1"),
         reset_reenumerates=at.boolean("reset_reenumerates", False),
         iccid_commands=iccid_commands,

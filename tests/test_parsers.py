@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from drivers import parsers
 from drivers.errors import CME_ERRORS, CMS_ERRORS, AtError, CmeError, CmsError, error_from_final
-from drivers.parsers import CmglEntry, CmgrEntry, CopsState, CregState, ParseError, Storage
+from drivers.parsers import CallerId, CmglEntry, CmgrEntry, CopsState, CregState, ParseError, Storage
 
 PDU = "07919471060040340409D0C6A7B90C0000021011210344002AC8329BFD06"
 
@@ -92,6 +92,75 @@ def test_cusd_continues_while_its_quoted_text_is_open() -> None:
     assert parsers.cusd_continues('+CUSD: 0,"line one', ["line two"])
     assert not parsers.cusd_continues('+CUSD: 0,"line one', ['line two",15'])
     assert not parsers.cusd_continues("+CUSD: 2", [])
+
+
+# Incoming-call URCs as real modems send them (3GPP TS 27.007 6.11 +CRC/+CRING, 7.6 +CLIP):
+# - ModemManager src/mm-modem-helpers.c (commit 3a886d848dadd98eda8dff354c1d10450d7613fe),
+#   mm_voice_clip_regex_get: `+CLIP: "+393351391306",145,,,,0`; mm_voice_cring_regex_get: `+CRING: VOICE`,
+#   `+CRING: DATA`; mm_voice_ring_regex_get: `RING`.
+# - python-gsmmodem test/fakemodems.py (faucamp/python-gsmmodem, commit 068c6b413237a5e9fc53bbdd6b7de2e99046ffb6),
+#   descriptors of real modems: Huawei K3715 / E1752, ZTE K3565-Z, Qualcomm M6280 send `+CRING: VOICE` then
+#   `+CLIP: "<number>",145,,,,0`; a Wavecom Multiband 900E 1800 sends `+CLIP: "<number>",145` (two fields).
+# - vshymanskyy/TinyGSM issue 721 (a SIM800L, number masked by the reporter): `+CLIP: "+<number>",145,"",0,"",0`
+#   then `RING`.
+# - A withheld number: <number> empty and <CLI validity> 1 (27.007 7.6); 128 is the <type> modems give it.
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('+CLIP: "+393351391306",145,,,,0', CallerId("+393351391306", 145, 0)),  # ModemManager
+        ('+CLIP: "+27820001234",145', CallerId("+27820001234", 145, None)),  # Wavecom (python-gsmmodem)
+        ('+CLIP: "+4912345",145,"",0,"",0', CallerId("+4912345", 145, 0)),  # SIM800L (TinyGSM 721)
+        ('+CLIP: "0383599999",129,"",,"",0', CallerId("0383599999", 129, 0)),  # national number
+        ('+CLIP: "4912345",145,,,,0', CallerId("+4912345", 145, 0)),  # international without its +
+        ('+CLIP: "",128,,,,1', CallerId(None, 128, 1)),  # withheld by the caller
+        ('+CLIP: "",128,"",0,"",1', CallerId(None, 128, 1)),
+        ('+CLIP: "",128', CallerId(None, 128, None)),
+        ('+CLIP: "+4912345",145,,,,2', CallerId(None, 145, 2)),  # not available: the number is not used
+        ('+CLIP: "+4912345",145,,,"Alice",0', CallerId("+4912345", 145, 0, "Alice")),  # phonebook name
+        ("+CLIP:\"+4912345\",145", CallerId("+4912345", 145, None)),
+    ],
+)
+def test_clip(line: str, expected: CallerId) -> None:
+    assert parsers.parse_clip(line) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [('+CLIP: "",128,,,,1', "withheld"), ('+CLIP: "",128', "withheld"), ('+CLIP: "",128,,,,2', "unavailable"),
+     ('+CLIP: "",128,,,,3', "payphone"), ('+CLIP: "+4912345",145,,,,0', None)],
+)
+def test_clip_tells_why_there_is_no_number(line: str, reason: str | None) -> None:
+    caller = parsers.parse_clip(line)
+    assert caller.reason == reason and caller.withheld is (reason is not None)
+
+
+@pytest.mark.parametrize("line", ["+CLIP:", "+CLIP: ", '+CLIP: "+4912345",abc', "+CRING: VOICE", '+CLIP: "\x07",129'])
+def test_malformed_clip_raises_parse_error(line: str) -> None:
+    with pytest.raises(ParseError):
+        parsers.parse_clip(line)
+
+
+def test_cring() -> None:
+    assert parsers.parse_cring("+CRING: VOICE") == "VOICE"  # ModemManager, python-gsmmodem
+    assert parsers.parse_cring("+CRING: DATA") == "DATA"
+    assert parsers.parse_cring("+CRING:REL ASYNC") == "REL ASYNC"
+    for line in ("+CRING:", "RING"):
+        with pytest.raises(ParseError):
+            parsers.parse_cring(line)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "line", "urc"),
+    [
+        (parsers.RING_URC, "RING", True),
+        (parsers.RING_URC, "RINGING", False),
+        (parsers.CRING_URC, "+CRING: VOICE", True),
+        (parsers.CLIP_URC, '+CLIP: "+393351391306",145,,,,0', True),
+        (parsers.NO_CARRIER_URC, "NO CARRIER", True),
+    ],
+)
+def test_call_urc_patterns(pattern: str, line: str, urc: bool) -> None:
+    assert (re.match(pattern, line) is not None) is urc
 
 
 def test_registered_states() -> None:
@@ -348,7 +417,8 @@ def test_parsers_raise_only_parse_error(lines: list[str]) -> None:
         except ParseError:
             pass
     for line in lines:
-        for parse_line in (parsers.parse_cusd, parsers.parse_cmti, parsers.parse_creg_urc, parsers.parse_cpin_urc):
+        for parse_line in (parsers.parse_cusd, parsers.parse_cmti, parsers.parse_creg_urc, parsers.parse_cpin_urc,
+                           parsers.parse_clip, parsers.parse_cring):
             try:
                 parse_line(line)
             except ParseError:
