@@ -18,6 +18,7 @@ One ``Inbound`` serves all modems. Per modem, everything that deletes SIM slots 
   ours to keep) are deleted to make room; the condition is logged, audited and shown in the
   modem's state.
 - Undecodable PDUs are committed with their error and raw PDU (never dropped), then deleted.
+- Incoming calls (``IncomingCall``, ``CallEnded``) are handed to ``on_call``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from appliance.store import Store
 
 if TYPE_CHECKING:
+    from drivers.calls import CallEnded, IncomingCall
     from drivers.modem import Modem
 
 LOG = logging.getLogger("appliance.inbound")
@@ -56,11 +58,14 @@ class Inbound:
         sweep_interval: float = SWEEP_INTERVAL,
         clock: Callable[[], float] = time.time,
         on_closed: Callable[[str, str | None], None] | None = None,
+        on_call: Callable[[IncomingCall | CallEnded], None] | None = None,
     ) -> None:
         self.store = store
         self.sweep_interval = sweep_interval
         self.clock = clock
         self.on_closed = on_closed  # the health supervisor hears about a closed port at once
+        #: Hears every ``IncomingCall`` and ``CallEnded`` of every modem (nothing else is done with them).
+        self.on_call = on_call
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._modems: dict[str, Modem] = {}
         self._sweep_now: dict[str, asyncio.Event] = {}
@@ -109,6 +114,7 @@ class Inbound:
     # --- the consumer ------------------------------------------------------------------------
 
     async def _consume(self, modem: Modem) -> None:
+        from drivers.calls import CallEnded, IncomingCall
         from drivers.modem import IncomingSms, ModemClosed, StatusReport, StorageFull
 
         modem_id = modem.modem_id
@@ -136,6 +142,9 @@ class Inbound:
                     elif isinstance(event, ModemClosed):
                         if self.on_closed is not None:
                             self.on_closed(modem_id, event.error)
+                    elif isinstance(event, IncomingCall | CallEnded):
+                        if self.on_call is not None:
+                            self.on_call(event)
                     elif isinstance(event, StorageFull):
                         LOG.warning("%s announced that its SMS storage is full; sweeping", modem_id)
                         self.request_sweep(modem_id)

@@ -16,6 +16,7 @@ from waiting import async_wait_until
 from appliance.dispatcher import Dispatcher
 from appliance.inbound import Inbound
 from appliance.store import OutboundRequest, Store
+from drivers.calls import CallEnded, IncomingCall
 from drivers.modem import IncomingSms, Modem
 from drivers.pdu import decode, encode_deliver, encode_submit
 from drivers.simulator import Simulator
@@ -220,3 +221,19 @@ async def test_storage_full_urc_triggers_a_sweep_that_makes_room(
     # the fillers were taken too (identical PDUs in distinct slots: one inbox message each), and every
     # slot was freed
     assert texts(store) == ["arrives once there is room"] + ["old message"] * fillers
+
+
+async def test_incoming_calls_are_handed_to_on_call(sim: Simulator, store: Store, modem: Modem) -> None:
+    calls: list[IncomingCall | CallEnded] = []
+    inbound = Inbound(store, sweep_interval=3600.0, on_call=calls.append)
+    inbound.add_modem(modem)
+    try:
+        sim.call(0, "+4917099999999", rings=1000)
+        await async_wait_until(lambda: calls, timeout=5, what="the IncomingCall")
+        await modem.hang_up()
+        await async_wait_until(lambda: len(calls) == 2, timeout=5, what="the CallEnded")
+    finally:
+        await inbound.stop()
+    first, second = calls
+    assert isinstance(first, IncomingCall) and first.number == "+4917099999999" and first.modem_id == "sim0"
+    assert isinstance(second, CallEnded) and second.reason == "hung-up"
