@@ -28,8 +28,8 @@ SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 
 # what modems really send: prefixes of every reply the parsers read, fields, quotes, hex, UCS-2
 _PREFIXES = ["+CSQ: ", "+CREG: ", "+CGREG: ", "+CEREG: ", "+COPS: ", "+CPIN: ", "+CSCA: ", "+CPMS: ",
-             "+CMGL: ", "+CMGR: ", "+CMGS: ", "+CMTI: ", "+CDSI: ", "+CUSD: ", "+CME ERROR: ", "+CMS ERROR: ",
-             "OK", "ERROR", ""]
+             "+CMGL: ", "+CMGR: ", "+CMGS: ", "+CMTI: ", "+CDSI: ", "+CUSD: ", "+CLIP: ", "+CRING: ",
+             "+CME ERROR: ", "+CMS ERROR: ", "OK", "ERROR", "RING", ""]
 _FIELD = st.one_of(
     st.integers(-5, 70000).map(str),
     st.text(alphabet="0123456789ABCDEFabcdef", max_size=24),
@@ -53,7 +53,8 @@ def test_every_public_parser_is_fuzzed() -> None:
     names = {function.__name__ for function in _public_parsers()}
     assert names == {"split_fields", "parse_csq", "parse_creg", "parse_creg_urc", "parse_cops", "parse_cpin",
                      "parse_csca", "parse_cpms", "parse_cmgl", "parse_cmgr", "parse_cmgs", "parse_cmti",
-                     "parse_cusd", "decode_ussd_text", "access_technology", "text_mode_deliver"}, "a new parser: add it to the fuzz tests below"
+                     "parse_cusd", "decode_ussd_text", "access_technology", "text_mode_deliver", "parse_cpin_urc",
+                     "cusd_continues", "parse_clip", "parse_cring"}, "a new parser: add it to the fuzz tests below"
 
 
 @SETTINGS
@@ -75,6 +76,10 @@ def test_every_parser_returns_data_or_raises_parse_error(lines: list[str], dcs: 
         lambda: parsers.parse_cmgs(lines),
         lambda: parsers.parse_cmti(line),
         lambda: parsers.parse_cusd(line),
+        lambda: parsers.cusd_continues(line, lines),
+        lambda: parsers.parse_cpin_urc(line),
+        lambda: parsers.parse_clip(line),
+        lambda: parsers.parse_cring(line),
         lambda: parsers.decode_ussd_text(line, dcs),
         lambda: parsers.access_technology(dcs),
         # lines as the framing delivers them (decoded with replacement: never a lone surrogate)
