@@ -633,7 +633,7 @@ class Modem:
 
     async def _close_engine(self) -> None:
         self._remove_urcs()
-        self.calls.ended("closed")
+        self._call_over("closed")
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.on_closed = None
@@ -1032,7 +1032,6 @@ class Modem:
         for remove in self._urc_removers:
             remove()
         self._urc_removers.clear()
-        self._stop_ringing()
 
     def _spawn(self, coroutine: Awaitable[None], what: str) -> None:
         async def guarded() -> None:
