@@ -501,7 +501,7 @@ DEFAULT_BALANCE_PATTERN = r"(?P<balance>[0-9]+(?:[.,][0-9]+)*)"
 
 
 def _balance(file: Path, prefix: str, table: object) -> BalanceConfig:
-    from appliance.rules import parse_duration
+    from appliance.rules.config import parse_duration
 
     sec = _Section(file, prefix, table, ("code", "every", "pattern", "low", "unit"))
     code = sec.string("code", required=True)

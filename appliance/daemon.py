@@ -205,7 +205,7 @@ class Daemon:
     async def start(self) -> None:
         config = self.config
         self.store = store = Store(config.store.path)
-        from appliance.rules import text_filter
+        from appliance.rules.commands import text_filter
 
         store.shown_text = text_filter(config)  # PINs withheld in B/received (and so in HA)
         if store.migrated_from is not None and store.migrated_from != store.schema_version:
@@ -259,7 +259,7 @@ class Daemon:
         if self.config.mqtt is None:
             return
         from appliance.mqtt import MqttBridge
-        from appliance.rules import RulesEngine
+        from appliance.rules.engine import RulesEngine
 
         assert self.store is not None
         self.bridge = MqttBridge(self.config, self.store, status=self.status)

@@ -262,7 +262,7 @@ class Discovery:
         self._contacts: dict[str, str] = {}
         self._groups: dict[str, tuple[str, ...]] = {}
         try:
-            from appliance.rules import validate_rules
+            from appliance.rules.config import validate_rules
 
             rules = validate_rules(config)
             self._contacts, self._groups = rules.contacts, rules.groups

@@ -21,7 +21,7 @@ from test_rules import Clock, _at, _config, _incoming, _outbox
 
 from appliance.intake import RecipientOptedOut, SendRequest
 from appliance.migrations import migrate, user_version
-from appliance.rules import RulesEngine
+from appliance.rules.engine import RulesEngine
 from appliance.store import OptedOut, OutboundRequest, Store
 
 pytest_plugins = ["mosquitto"]

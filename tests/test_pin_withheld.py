@@ -15,7 +15,7 @@ from mosquitto import Broker
 from waiting import async_wait_until
 
 from appliance.discovery import discovery_messages
-from appliance.rules import withhold_pin
+from appliance.rules.commands import withhold_pin
 from appliance.store import Store
 
 pytest_plugins = ["mosquitto"]
@@ -69,7 +69,7 @@ async def test_pin_is_withheld_wherever_the_sms_is_shown(tmp_path: Path, mosquit
 
 
 def test_withhold_pin_masks_a_leading_pin_only_when_a_rule_wants_one() -> None:
-    from appliance.rules import validate_rules_table
+    from appliance.rules.config import validate_rules_table
 
     rules = validate_rules_table({
         "contacts": {"alice": ALICE},

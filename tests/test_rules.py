@@ -1,5 +1,5 @@
-"""Rules: template rendering, topic matching, config validation, cooldown and coalescing with an
-injected clock, quiet hours, PIN lockout, command matching, daily caps, and the command engine's
+"""Rules: template rendering, config validation, cooldown and coalescing with an
+injected clock, quiet hours, PIN lockout, command matching, and the command engine's
 paths that publish nothing (unlisted senders, built-ins, PIN failures), on a real SQLite store."""
 
 from __future__ import annotations
@@ -15,109 +15,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from appliance.config import ConfigError, parse_config
-from appliance.rules import (
-    CapTally,
-    Cooldown,
-    DailyCapExceeded,
-    PinGuard,
-    QuietHours,
-    RulesEngine,
-    Summary,
-    Template,
-    TemplateError,
-    alert_context,
-    check_daily_cap,
-    cover_filters,
-    filter_covers,
-    filters_overlap,
-    fit_text,
-    format_status,
-    match_command,
-    parse_duration,
-    pin_ok,
-    render_summary,
-    topic_filter_error,
-    topic_matches,
-    validate_rules_table,
-)
-from appliance.store import OutboundRequest, ReceivedMessage, Store
+from appliance.rules.alerts import Cooldown, Summary, render_summary
+from appliance.rules.commands import PinGuard, format_status, match_command, pin_ok
+from appliance.rules.config import QuietHours, parse_duration, validate_rules_table
+from appliance.rules.engine import RulesEngine
+from appliance.rules.templates import Template, TemplateError, alert_context, fit_text
+from appliance.store import ReceivedMessage, Store
 from drivers.pdu import count_parts
-
-# --- topic matching -------------------------------------------------------------------------
-
-TOPIC_CASES = [
-    ("sensors/+/temperature", "sensors/freezer-3/temperature", True),
-    ("sensors/+/temperature", "sensors/freezer-3/humidity", False),
-    ("sensors/+/temperature", "sensors/a/b/temperature", False),
-    ("sensors/#", "sensors", True),
-    ("sensors/#", "sensors/a/b/c", True),
-    ("sensors/#", "sensorsX/a", False),
-    ("#", "anything/at/all", True),
-    ("#", "$SYS/broker/uptime", False),
-    ("+/x", "$SYS/x", False),
-    ("$SYS/#", "$SYS/broker", True),
-    ("a/b", "a/b", True),
-    ("a/b", "a/b/c", False),
-    ("a/+", "a/", True),
-    ("+/+", "a/b", True),
-    ("+", "a/b", False),
-]
-
-
-@pytest.mark.parametrize(("topic_filter", "topic", "expected"), TOPIC_CASES)
-def test_topic_matching(topic_filter: str, topic: str, expected: bool) -> None:
-    assert topic_matches(topic_filter, topic) is expected
-
-
-@pytest.mark.parametrize(("topic_filter", "problem"), [
-    ("a/#/b", "'#' must be a whole level and the last one"),
-    ("a/b#", "'#' must be a whole level and the last one"),
-    ("a/x+/b", "'+' must be a whole level"),
-    ("", "must be a non-empty topic filter"),
-    ("a/b/#", None),
-    ("+/+/+", None),
-])
-def test_topic_filter_validation(topic_filter: str, problem: str | None) -> None:
-    assert topic_filter_error(topic_filter) == problem
-
-
-@pytest.mark.parametrize(("wide", "narrow", "covers"), [
-    ("#", "sensors/+/temperature", True),
-    ("sensors/#", "sensors/+/temperature", True),
-    ("sensors/+/temperature", "sensors/freezer/temperature", True),
-    ("sensors/+/temperature", "sensors/#", False),
-    ("sensors/freezer/temperature", "sensors/+/temperature", False),
-    ("+/+", "a/b/c", False),
-    ("+/#", "a", True),
-    ("#", "$SYS/#", False),
-    ("+/x", "$SYS/x", False),
-])
-def test_filter_covers(wide: str, narrow: str, covers: bool) -> None:
-    assert filter_covers(wide, narrow) is covers
-
-
-@pytest.mark.parametrize(("a", "b", "overlap"), [
-    ("#", "smsgw/send", True),
-    ("+/send", "smsgw/send", True),
-    ("+/+/+", "smsgw/send/+", True),
-    ("smsgw/#", "smsgw/send/+", True),
-    ("sensors/#", "smsgw/send", False),
-    ("+/+", "smsgw/send/+", False),
-    ("smsgw/send/x/#", "smsgw/send/+", True),
-    ("+/bridge/#", "smsgw/send", False),
-    ("#", "$SYS/x", False),
-    ("a/b", "a/b", True),
-])
-def test_filters_overlap(a: str, b: str, overlap: bool) -> None:
-    assert filters_overlap(a, b) is overlap
-    assert filters_overlap(b, a) is overlap
-
-
-def test_cover_filters_keeps_only_the_widest() -> None:
-    assert cover_filters(["sensors/+/t", "sensors/#", "doors/+", "sensors/#", "$SYS/x"]) == [
-        "sensors/#", "doors/+", "$SYS/x"]
-    assert cover_filters(["a/+", "#"]) == ["#"]
-
 
 # --- templates ------------------------------------------------------------------------------
 
@@ -262,9 +166,9 @@ def test_valid_config_resolves_recipients_and_senders() -> None:
     command = rules.commands[0]
     assert command.senders == ("+4917000000001", "+4917000000002")
     assert command.reply_filter() == "farm/pump/+/state"
-    assert rules.cap_for("mqtt") == 100
-    assert rules.cap_for("alert:freezer") == 2
-    assert rules.cap_for("cli") is None
+    assert rules.caps.cap_for("mqtt") == 100
+    assert rules.caps.cap_for("alert:freezer") == 2
+    assert rules.caps.cap_for("cli") is None
     assert rules.contact_name("+4917000000002") == "bob"
     assert rules.quiet_hours is not None and rules.quiet_hours.start == dtime(22, 0)
 
@@ -466,53 +370,6 @@ def test_fit_text_cuts_to_the_part_limit() -> None:
     assert fit_text("short", 1) == "short"
 
 
-def test_daily_cap_counts_todays_accepted_messages_per_source() -> None:
-    store = Store(":memory:")
-    rules = validate_rules_table(BASE)
-    now = store.clock()
-    check_daily_cap(rules, store, "alert:freezer", 2, now)
-    store.enqueue([OutboundRequest("+4917000000001", "a", "alert:freezer"),
-                   OutboundRequest("+4917000000001", "b", "alert:freezer")], now=now)
-    with pytest.raises(DailyCapExceeded) as info:
-        check_daily_cap(rules, store, "alert:freezer", 1, now)
-    assert str(info.value) == "daily cap of 2 messages for source 'alert:freezer' reached (2 accepted today)"
-    check_daily_cap(rules, store, "alert:other", 2, now)  # a pattern caps each source on its own
-    check_daily_cap(rules, store, "cli", 1000, now)  # no cap
-    with pytest.raises(DailyCapExceeded) as info:
-        check_daily_cap(rules, store, "alert:other", 3, now)
-    assert str(info.value) == "daily cap of 2 messages for source 'alert:other' reached (0 accepted today, 3 more refused)"
-
-
-def test_mqtt_cap_is_shared_by_mqtt_sources_without_their_own_cap() -> None:
-    store = Store(":memory:")
-    rules = validate_rules_table({"sources": {"mqtt": {"daily_cap": 3}, "mqtt:boiler": {"daily_cap": 1}}})
-    assert rules.cap_key("mqtt:kitchen") == "mqtt" and rules.cap_for("mqtt:kitchen") == 3
-    assert rules.cap_key("mqtt:boiler") == "mqtt:boiler" and rules.cap_key("cli") is None
-    now = store.clock()
-    store.enqueue([OutboundRequest("+4917000000001", "a", "mqtt"),
-                   OutboundRequest("+4917000000001", "b", "mqtt:kitchen"),
-                   OutboundRequest("+4917000000001", "c", "mqtt:boiler")], now=now)
-    check_daily_cap(rules, store, "mqtt:hall", 1, now)  # 2 of 3 used: mqtt:boiler has its own cap
-    with pytest.raises(DailyCapExceeded) as info:
-        check_daily_cap(rules, store, "mqtt:hall", 2, now)
-    assert str(info.value) == ("daily cap of 3 messages for source 'mqtt' reached (2 accepted today, 2 more refused) "
-                               "(request from 'mqtt:hall')")
-    assert info.value.key == "mqtt" and info.value.source == "mqtt:hall"
-    with pytest.raises(DailyCapExceeded, match="source 'mqtt:boiler' reached"):
-        check_daily_cap(rules, store, "mqtt:boiler", 1, now)
-
-
-def test_cap_tally_counts_batches_committed_together() -> None:
-    store = Store(":memory:")
-    rules = validate_rules_table({"sources": {"mqtt": {"daily_cap": 2}}})
-    tally = CapTally(rules, store, store.clock())
-    tally.charge("mqtt", 1)
-    tally.charge("mqtt:a", 1)
-    with pytest.raises(DailyCapExceeded, match=r"\(2 accepted today\)"):
-        tally.charge("mqtt", 1)
-    tally.charge("cli", 50)  # uncapped sources are not limited
-
-
 # --- the engine on a real store (paths that publish nothing) --------------------------------
 
 
@@ -679,13 +536,13 @@ def test_the_examples_in_docs_rules_md_are_valid(tmp_path: Path) -> None:
     data["store"] = {"path": str(tmp_path / "smsgw.db")}
     data["numbers"] = {"default_country": "DE"}
     config = parse_config(data, tmp_path / "smsgw.toml")
-    from appliance.rules import validate_rules
+    from appliance.rules.config import validate_rules
 
     rules = validate_rules(config)
     assert rules.contacts["bob"] == "+491761234567"
     assert [a.name for a in rules.alerts] == ["freezer"]
     assert rules.commands[0].reply_filter() == "farm/pump/+/state"
-    assert rules.cap_for("alert:freezer") == 50
+    assert rules.caps.cap_for("alert:freezer") == 50
 
 
 @pytest.mark.parametrize("value, problem", [

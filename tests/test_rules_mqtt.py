@@ -16,7 +16,7 @@ from waiting import async_wait_until
 
 from appliance.config import parse_config
 from appliance.mqtt import MqttBridge
-from appliance.rules import RulesEngine
+from appliance.rules.engine import RulesEngine
 from appliance.store import Store
 from drivers.pdu import decode, encode_deliver
 

@@ -30,7 +30,7 @@ def main(args: argparse.Namespace) -> int:
         cfg = load_config(path)
         # the tables other modules own, checked the way `smsgw run` checks them at start
         from appliance.daemon import health_settings
-        from appliance.rules import validate_rules
+        from appliance.rules.config import validate_rules
 
         health_settings(cfg)
         validate_rules(cfg)

@@ -44,7 +44,7 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 
 def _inbox(store: Store, config: Config, limit: int) -> list[dict[str, Any]]:
-    from appliance.rules import text_filter
+    from appliance.rules.commands import text_filter
 
     store.shown_text = text_filter(config)  # a command's PIN is shown as ****
     return store.inbox(limit)

@@ -113,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
 
         health_settings(config)
         if config.mqtt is not None:
-            from appliance.rules import validate_rules
+            from appliance.rules.config import validate_rules
 
             validate_rules(config)
     except ConfigError as exc:

@@ -17,11 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from appliance.caps import DailyCaps
 from appliance.commands import _access
 from appliance.commands._types import positive_int
 from appliance.config import Config, ConfigError, default_config_path, load_config
 from appliance.liveness import daemon_view
-from appliance.rules import RulesConfig, validate_rules
+from appliance.rules.config import validate_rules
 from appliance.store import STATES, Store, free_space
 
 T = TypeVar("T")
@@ -219,7 +220,7 @@ def mqtt_state(store: Store, cfg: Config, daemon_running: bool = True) -> dict[s
     return state
 
 
-def sources_today(usage: dict[str, dict[str, int]], rules: RulesConfig | None) -> dict[str, dict[str, Any]]:
+def sources_today(usage: dict[str, dict[str, int]], caps: DailyCaps | None) -> dict[str, dict[str, Any]]:
     """Per source: accepted and sent today, its daily cap and what is left of it (None: no cap).
 
     Every source named in ``[sources]`` with a cap is listed, used or not (patterns only when a
@@ -227,17 +228,17 @@ def sources_today(usage: dict[str, dict[str, int]], rules: RulesConfig | None) -
     ``remaining`` is what is left for all of them and ``cap_shared`` says so.
     """
     names = set(usage)
-    if rules is not None:
-        names.update(key for key in rules.caps if not any(ch in key for ch in "*?["))
+    if caps is not None:
+        names.update(key for key in caps.caps if not any(ch in key for ch in "*?["))
     out: dict[str, dict[str, Any]] = {}
     for source in sorted(names):
         entry: dict[str, Any] = {"accepted": usage.get(source, {}).get("accepted", 0),
                                  "sent": usage.get(source, {}).get("sent", 0), "cap": None, "remaining": None}
-        key = None if rules is None else rules.cap_key(source)
-        if rules is not None and key is not None:
-            cap = rules.caps[key]
+        key = None if caps is None else caps.cap_key(source)
+        if caps is not None and key is not None:
+            cap = caps.caps[key]
             entry["cap"] = cap
-            entry["remaining"] = max(cap - rules.cap_used(key, usage, source), 0)
+            entry["remaining"] = max(cap - caps.cap_used(key, usage, source), 0)
             if key != source and key == "mqtt":
                 entry["cap_shared"] = key
         out[source] = entry
@@ -263,10 +264,10 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
         if not daemon["running"] and modem.get("state") not in (None, "unknown"):
             # what the daemon last recorded; no process watches the modem now
             modem["recorded_state"], modem["state"], modem["healthy"] = modem["state"], "no daemon", None
-    rules: RulesConfig | None = None
+    caps: DailyCaps | None = None
     caps_error = None
     try:
-        rules = validate_rules(cfg)
+        caps = validate_rules(cfg).caps
     except ConfigError as exc:  # status still answers; the daemon refuses this config
         caps_error = str(exc)
     doc: dict[str, Any] = {
@@ -282,7 +283,7 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
         "events_pending": stats["events_pending"],
         "daemon": iso_fields(daemon, ("started_at", "last_heartbeat", "stopped_at")),
         "mqtt": mqtt_state(store, cfg, daemon["running"]),
-        "sources_today": sources_today(stats["sources_today"], rules),
+        "sources_today": sources_today(stats["sources_today"], caps),
         "last_errors": errors,
     }
     if caps_error is not None:

@@ -86,7 +86,7 @@ def write(path: Path, text: str) -> ConfigError | None:
     """Write ``text`` beside ``path`` (mode 0640: it may hold the PIN and the broker password),
     validate it there as ``smsgw run`` would, then rename it into place; the error, or None."""
     from appliance.daemon import health_settings
-    from appliance.rules import validate_rules
+    from appliance.rules.config import validate_rules
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".smsgw-setup-", suffix=".toml", dir=path.parent)

@@ -1,0 +1,449 @@
+"""The rules engine: runs the alert rules on messages from the broker (and the gateway's own events)
+and the command rules on received SMS, against the MQTT bridge and the store."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json
+import logging
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any
+
+from appliance.caps import DailyCapExceeded, check_daily_cap
+from appliance.numbers import check_destination
+from appliance.rules.alerts import STATE_COOLDOWN, Cooldown, Summary, render_summary
+from appliance.rules.commands import (
+    PinGuard,
+    format_status,
+    match_command,
+    normalise_text,
+    pin_ok,
+    sender_allowed,
+    withhold_pin,
+)
+from appliance.rules.config import BUILTINS, AlertRule, validate_rules
+from appliance.rules.templates import Payload, alert_context, fit_text
+from appliance.store import CRITICAL, OptedOut, OutboundRequest, same_number
+from appliance.topics import cover_filters, is_publish_topic, topic_matches
+
+if TYPE_CHECKING:
+    from appliance.config import Config
+    from appliance.store import ReceivedMessage, Store
+
+LOG = logging.getLogger(__name__)
+
+#: Seconds within which an identical (topic, payload) delivery counts as a copy of the first.
+DUPLICATE_WINDOW = 1.0
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+class RulesEngine:
+    """Runs the alert and command rules against the MQTT bridge and the store.
+
+    Every store call happens on the event loop's thread: bridge callbacks are handed over with
+    ``call_soon_threadsafe``.
+    """
+
+    def __init__(self, config: Config, store: Store, bridge: Any, *,
+                 status: Callable[[], dict[str, Any]] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.rules = validate_rules(config)
+        self.store = store
+        self.bridge = bridge
+        self.status = status or (lambda: {})
+        self.clock = clock
+        self.max_parts = getattr(getattr(config, "limits", None), "max_parts", 10)
+        #: [limits].validity: a queued alert or reply not sent within it expires
+        self.default_validity: float | None = getattr(getattr(config, "limits", None), "validity", None)
+        self.cooldown = Cooldown()
+        self.pins = PinGuard(store)
+        self.counters: dict[str, int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._inflight: set[int] = set()
+        self._wake = asyncio.Event()
+        self._incoming = asyncio.Event()
+        self._reply_waiters: dict[str, list[asyncio.Future[bytes]]] = {}
+        self._remove_listener: Callable[[], None] | None = None
+        self._running = False
+        self._cooldowns = {rule.name: rule.cooldown for rule in self.rules.alerts}
+        self._base = str(getattr(bridge, "base_topic", "") or "")
+        self._recent: dict[tuple[str, bytes], float] = {}
+
+    # --- life cycle ---
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._running = True
+        for rule in self.rules.alerts:
+            self.cooldown.load(rule.name, self.store.state_get(STATE_COOLDOWN, rule.name) or {})
+        subscriptions: list[tuple[str, Callable[[str, bytes], None]]] = [
+            (topic_filter, self._alert_handler)
+            for topic_filter in cover_filters(rule.topic for rule in self.rules.alerts)]
+        subscriptions += [(reply_filter, self._reply_handler) for reply_filter in dict.fromkeys(
+            f for f in (c.reply_filter() for c in self.rules.commands) if f is not None)]
+        for topic_filter, handler in subscriptions:  # the bridge sends them now or on (re)connect
+            self.bridge.subscribe(topic_filter, handler)
+        self._remove_listener = self.store.add_listener(self._incoming.set)
+        self._spawn(self._summaries())
+        self._spawn(self._commands())
+        self._incoming.set()
+
+    async def stop(self) -> None:
+        self._running = False
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            LOG.error("rules task failed", exc_info=task.exception())
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    # --- alerts ---
+
+    def _on_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run ``callback`` now if called on the engine's loop (the bridge's handlers are), else hand
+        it over to that loop's thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            callback(*args)
+        else:
+            loop.call_soon_threadsafe(callback, *args)
+
+    def _alert_handler(self, topic: str, payload: bytes) -> None:
+        self._on_loop(self.on_alert, topic, bytes(payload))
+
+    def _duplicate(self, topic: str, payload: bytes) -> bool:
+        """Whether this is a copy of a delivery seen within DUPLICATE_WINDOW (a broker sends one copy
+        per matching subscription of the client, and the bridge hands each to every handler)."""
+        now = time.monotonic()
+        if len(self._recent) > 1000 or (self._recent and next(iter(self._recent.values())) < now - 60):
+            self._recent = {k: t for k, t in self._recent.items() if now - t < DUPLICATE_WINDOW}
+        key = (topic, hashlib.blake2b(payload, digest_size=16).digest())
+        seen = self._recent.get(key)
+        self._recent[key] = now
+        return seen is not None and now - seen < DUPLICATE_WINDOW
+
+    def on_alert(self, topic: str, payload: bytes) -> None:
+        """Run every alert rule whose filter matches ``topic`` on one message."""
+        if self._base and (topic == self._base or topic.startswith(self._base + "/")):
+            return  # never turn the gateway's own events into alerts (a loop)
+        if self._duplicate(topic, payload):
+            return
+        self._fire_matching(topic, payload)
+
+    def gateway_event(self, topic: str, payload: Mapping[str, Any]) -> None:
+        """An event of the gateway itself (``B/modem/<id>/balance/low``): the alert rules whose
+        filter matches ``topic`` run on it, as for a message from the broker (which ignores the
+        gateway's own topics, so the copy the broker sends back does not alert twice)."""
+        self._fire_matching(topic, json.dumps(dict(payload), ensure_ascii=False).encode())
+
+    def _fire_matching(self, topic: str, payload: bytes) -> None:
+        for rule in self.rules.alerts:
+            if topic_matches(rule.topic, topic):
+                try:
+                    self.fire(rule, topic, payload)
+                except Exception as exc:
+                    LOG.exception("alert rule %s failed on %s", rule.name, topic)
+                    try:
+                        self.store.audit("alert_failed", {"rule": rule.name, "topic": topic,
+                                                          "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+                    except Exception:
+                        LOG.exception("auditing a failed alert failed")
+
+    def fire(self, rule: AlertRule, topic: str, payload: bytes | str) -> list[int]:
+        """Apply one alert rule to one message; the ids of the queued SMS."""
+        now = self.clock()
+        context = alert_context(topic, payload, rule.name)
+        text, missing = rule.text.render_checked(context)
+        if missing:
+            LOG.warning("alert %s on %s: no value for %s", rule.name, topic, ", ".join(missing))
+        if not rule.critical and self.rules.quiet_hours and self.rules.quiet_hours.active(now):
+            self._count("alerts_quiet")
+            self.store.audit("alert_quiet", {"rule": rule.name, "topic": topic, "text": text}, now=now)
+            return []
+        label = rule.label.render(context)
+        send, carried = self.cooldown.offer(rule.name, topic, rule.cooldown, now, text, label)
+        self._save_cooldown(rule)
+        if not send:
+            self._count("alerts_coalesced")
+            self._wake.set()
+            return []
+        if carried is not None:
+            text = render_summary(rule, Summary(carried.key, carried.count + 1, text, label, carried.window))
+        return self._send_alert(rule, text, now)
+
+    def _save_cooldown(self, rule: AlertRule) -> None:
+        if rule.cooldown > 0:
+            self.store.state_set(STATE_COOLDOWN, rule.name, self.cooldown.export(rule.name) or None)
+
+    def _send_alert(self, rule: AlertRule, text: str, now: float) -> list[int]:
+        recipients = list(rule.to)
+        if not rule.critical:
+            opted_out = [n for n in recipients if self.opted_out(n)]
+            if opted_out:
+                self.store.audit("alert_optout", {"rule": rule.name, "skipped": opted_out}, now=now)
+            recipients = [n for n in recipients if n not in opted_out]
+        if not recipients:
+            return []
+        valid_for = rule.valid_for or self.default_validity
+        valid_until = now + valid_for if valid_for else None
+        requests = [OutboundRequest(to=number, text=fit_text(text, self.max_parts), source=rule.source,
+                                    priority=CRITICAL if rule.critical else rule.priority, valid_until=valid_until)
+                    for number in recipients]
+        try:
+            check_daily_cap(self.rules.caps, self.store, rule.source, len(requests), now)
+        except DailyCapExceeded as exc:
+            self._count("alerts_capped")
+            self.store.audit("cap_exceeded", {"source": rule.source, "error": str(exc)}, now=now)
+            LOG.warning("%s", exc)
+            return []
+        results = self.store.enqueue(requests, now=now)
+        self._count("alerts_sent")
+        return [r.id for r in results]
+
+    async def _summaries(self) -> None:
+        while self._running:
+            self.flush_summaries()
+            due = self.cooldown.next_due(self._cooldowns)
+            timeout = None if due is None else max(0.0, due - self.clock())
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    def flush_summaries(self) -> list[int]:
+        """Send the coalesced summaries of windows that have ended; the queued ids."""
+        now = self.clock()
+        ids: list[int] = []
+        rules = {rule.name: rule for rule in self.rules.alerts}
+        for summary in self.cooldown.due(now, self._cooldowns):
+            rule = rules.get(summary.key[0])
+            if rule is None:
+                continue
+            self._save_cooldown(rule)
+            text = render_summary(rule, summary)
+            if not rule.critical and self.rules.quiet_hours and self.rules.quiet_hours.active(now):
+                self._count("alerts_quiet")
+                self.store.audit("alert_quiet", {"rule": rule.name, "topic": summary.key[1], "text": text},
+                                 now=now)
+                continue
+            ids += self._send_alert(rule, text, now)
+        return ids
+
+    # --- opt-out ---
+
+    def opted_out(self, number: str) -> bool:
+        return self.store.opted_out(number)
+
+    def set_opt_out(self, number: str, out: bool) -> None:
+        """STOP / START: the store's opt-out list, which every channel's messages are checked against."""
+        if out:
+            self.store.optout_add(number, "sms:STOP")
+        else:
+            self.store.optout_remove(number, "sms:START")
+
+    # --- commands ---
+
+    def _reply_handler(self, topic: str, payload: bytes) -> None:
+        self._on_loop(self._on_reply, topic, bytes(payload))
+
+    def _on_reply(self, topic: str, payload: bytes) -> None:
+        for future in self._reply_waiters.pop(topic, []):
+            if not future.done():
+                future.set_result(payload)
+
+    async def _commands(self) -> None:
+        while self._running:
+            self._incoming.clear()
+            for message in self.store.received_unhandled():
+                if message.id in self._inflight:
+                    continue
+                self._inflight.add(message.id)
+                self._spawn(self._handle_guarded(message))
+            await self._incoming.wait()
+
+    async def _handle_guarded(self, message: ReceivedMessage) -> None:
+        try:
+            await self.handle_message(message)
+        except Exception:
+            LOG.exception("command handling failed for message %s", message.id)
+            self.store.received_handled(message.id)
+        finally:
+            self._inflight.discard(message.id)
+
+    def is_listed(self, sender: str) -> bool:
+        return any(same_number(sender, number) for number in self.rules.listed())
+
+    async def handle_message(self, message: ReceivedMessage) -> str:
+        """Run the command rules on one received SMS; what happened (for tests and the audit)."""
+        now = self.clock()
+        sender = message.sender or ""
+        text = normalise_text(message.text)
+        base = {"message": message.id, "from": sender, "text": withhold_pin(self.rules.commands, text)}
+        if message.error or not sender or not self.is_listed(sender):
+            self.store.audit("unlisted_sender", base, now=now)
+            self.store.received_handled(message.id)
+            self._count("unlisted")
+            return "unlisted"
+        word = text.upper()
+        if self.rules.builtins and word in BUILTINS:
+            self.store.received_handled(message.id)
+            reply = self._builtin(word, sender, now)
+            self.store.audit("builtin", {**base, "command": word}, now=now)
+            # the confirmation of a STOP reaches the number that just opted out
+            self._reply(sender, reply, "builtin", now, priority=CRITICAL if word == "STOP" else "high")
+            return word.lower()
+        found = match_command(self.rules.commands, text)
+        if found is None:
+            self.store.audit("command_unknown", base, now=now)
+            self.store.received_handled(message.id)
+            if self.rules.unknown_reply:
+                self._reply(sender, self.rules.unknown_reply, "builtin", now)
+            return "unknown"
+        rule = found.rule
+        base["rule"] = rule.name
+        if rule.pin is not None:
+            base["text"] = "(withheld: may contain a PIN)"
+        if not sender_allowed(rule, sender):
+            self.store.audit("command_denied", base, now=now)
+            self.store.received_handled(message.id)
+            self._reply(sender, f"{rule.name}: not allowed from this number", rule.source, now)
+            return "denied"
+        if rule.pin is not None:
+            locked = self.pins.locked_for(sender, now)
+            if locked > 0:
+                self.store.audit("pin_locked", base, now=now)
+                self.store.received_handled(message.id)
+                self._reply(sender, f"Locked after wrong PINs; try again in {max(1, round(locked / 60))} min",
+                            rule.source, now)
+                return "locked"
+            if not pin_ok(rule, found.pin_given):
+                count, now_locked = self.pins.failure(sender, now, rule.pin_attempts, rule.pin_lockout)
+                kind = "pin_lockout" if now_locked else "pin_failure"
+                self.store.audit(kind, {**base, "failures": count}, now=now)
+                self.store.received_handled(message.id)
+                if now_locked:
+                    reply = f"Wrong PIN; locked for {max(1, round(rule.pin_lockout / 60))} min"
+                else:
+                    reply = "PIN required" if found.pin_given is None else "Wrong PIN"
+                self._reply(sender, reply, rule.source, now)
+                return kind
+            self.pins.success(sender)
+        context: dict[str, Any] = dict(found.groups)
+        context.update(sender=sender, sender_name=self.rules.contact_name(sender) or sender, rule=rule.name)
+        problem = rule.topic.check_topic_values(context) or (
+            rule.reply_topic.check_topic_values(context) if rule.reply_topic is not None else None)
+        if problem is not None:
+            LOG.warning("command %s from %s refused: %s", rule.name, sender, problem)
+            self.store.audit("command_bad_topic", {**base, "error": problem}, now=now)
+            self.store.received_handled(message.id)
+            self._reply(sender, f"{rule.name}: refused, {problem}", rule.source, now)
+            return "bad_topic"
+        topic = rule.topic.render(context)
+        payload = rule.payload.render(context)
+        if not is_publish_topic(topic):
+            self.store.audit("command_bad_topic", {**base, "topic": topic}, now=now)
+            self.store.received_handled(message.id)
+            self._reply(sender, f"{rule.name}: refused, bad topic", rule.source, now)
+            return "bad_topic"
+        waiter: asyncio.Future[bytes] | None = None
+        reply_topic = rule.reply_topic.render(context) if rule.reply_topic is not None else None
+        if reply_topic is not None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._reply_waiters.setdefault(reply_topic, []).append(waiter)
+        try:
+            await _maybe_await(self.bridge.publish(topic, payload.encode(), qos=rule.qos, retain=rule.retain))
+            self.store.audit("command", {**base, "topic": topic, "payload": payload}, now=now)
+            self.store.received_handled(message.id)
+            self._count("commands")
+            context.update(topic=topic, payload=payload, reply_topic=reply_topic or "")
+            if waiter is not None and reply_topic is not None:
+                try:
+                    answer = await asyncio.wait_for(waiter, rule.reply_timeout)
+                except TimeoutError:
+                    self._reply(sender, rule.timeout_reply.render(
+                        {**context, "timeout": f"{rule.reply_timeout:g}"}), rule.source, self.clock())
+                    return "timeout"
+                context["payload"] = Payload(answer)
+                reply = rule.reply.render(context) if rule.reply else str(context["payload"])
+                self._reply(sender, reply, rule.source, self.clock())
+            elif rule.reply is not None:
+                self._reply(sender, rule.reply.render(context), rule.source, now)
+        finally:
+            if waiter is not None and reply_topic is not None:
+                waiters = self._reply_waiters.get(reply_topic, [])
+                if waiter in waiters:
+                    waiters.remove(waiter)
+                if not waiters:
+                    self._reply_waiters.pop(reply_topic, None)
+                waiter.cancel()
+        return "executed"
+
+    def _builtin(self, word: str, sender: str, now: float) -> str:
+        if word == "STOP":
+            self.set_opt_out(sender, True)
+            return "You will get only critical messages now. Send START to get all messages again."
+        if word == "START":
+            self.set_opt_out(sender, False)
+            return "Messages are on again. Send STOP to get only critical ones."
+        if word == "STATUS":
+            try:
+                status = self.status() or {}
+            except Exception as exc:  # the daemon's status must never break a reply
+                status = {"state": f"status unavailable ({exc})"}
+            return format_status(status, self.store.stats(now))
+        names = [c.help or c.name.upper() for c in self.rules.commands if sender_allowed(c, sender)]
+        return "Commands: " + "; ".join(names + list(BUILTINS))
+
+    def _reply(self, sender: str, text: str, source: str, now: float, *, priority: str = "high") -> int | None:
+        try:
+            to = check_destination(sender, self.config.numbers)
+        except ValueError as exc:
+            self.store.audit("reply_refused", {"to": sender, "error": str(exc)}, now=now)
+            return None
+        try:
+            check_daily_cap(self.rules.caps, self.store, source, 1, now)
+        except DailyCapExceeded as exc:
+            self.store.audit("cap_exceeded", {"source": source, "error": str(exc)}, now=now)
+            return None
+        valid_until = now + self.default_validity if self.default_validity else None
+        try:
+            result = self.store.enqueue([OutboundRequest(to=to, text=fit_text(text, self.max_parts),
+                                                         source=source, priority=priority, valid_until=valid_until)],
+                                        now=now)
+        except OptedOut as exc:
+            self.store.audit("reply_refused", {"to": to, "error": str(exc)}, now=now)
+            return None
+        return result[0].id

@@ -1,0 +1,58 @@
+"""Per-source daily caps (appliance/caps.py) on a real SQLite store."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance.caps import CapTally, DailyCapExceeded, check_daily_cap
+from appliance.rules.config import validate_rules_table
+from appliance.store import OutboundRequest, Store
+
+SOURCES = {"mqtt": {"daily_cap": 100}, "alert:*": {"daily_cap": 2}}
+
+
+def test_daily_cap_counts_todays_accepted_messages_per_source() -> None:
+    store = Store(":memory:")
+    caps = validate_rules_table({"sources": SOURCES}).caps
+    now = store.clock()
+    check_daily_cap(caps, store, "alert:freezer", 2, now)
+    store.enqueue([OutboundRequest("+4917000000001", "a", "alert:freezer"),
+                   OutboundRequest("+4917000000001", "b", "alert:freezer")], now=now)
+    with pytest.raises(DailyCapExceeded) as info:
+        check_daily_cap(caps, store, "alert:freezer", 1, now)
+    assert str(info.value) == "daily cap of 2 messages for source 'alert:freezer' reached (2 accepted today)"
+    check_daily_cap(caps, store, "alert:other", 2, now)  # a pattern caps each source on its own
+    check_daily_cap(caps, store, "cli", 1000, now)  # no cap
+    with pytest.raises(DailyCapExceeded) as info:
+        check_daily_cap(caps, store, "alert:other", 3, now)
+    assert str(info.value) == "daily cap of 2 messages for source 'alert:other' reached (0 accepted today, 3 more refused)"
+
+
+def test_mqtt_cap_is_shared_by_mqtt_sources_without_their_own_cap() -> None:
+    store = Store(":memory:")
+    caps = validate_rules_table({"sources": {"mqtt": {"daily_cap": 3}, "mqtt:boiler": {"daily_cap": 1}}}).caps
+    assert caps.cap_key("mqtt:kitchen") == "mqtt" and caps.cap_for("mqtt:kitchen") == 3
+    assert caps.cap_key("mqtt:boiler") == "mqtt:boiler" and caps.cap_key("cli") is None
+    now = store.clock()
+    store.enqueue([OutboundRequest("+4917000000001", "a", "mqtt"),
+                   OutboundRequest("+4917000000001", "b", "mqtt:kitchen"),
+                   OutboundRequest("+4917000000001", "c", "mqtt:boiler")], now=now)
+    check_daily_cap(caps, store, "mqtt:hall", 1, now)  # 2 of 3 used: mqtt:boiler has its own cap
+    with pytest.raises(DailyCapExceeded) as info:
+        check_daily_cap(caps, store, "mqtt:hall", 2, now)
+    assert str(info.value) == ("daily cap of 3 messages for source 'mqtt' reached (2 accepted today, 2 more refused) "
+                               "(request from 'mqtt:hall')")
+    assert info.value.key == "mqtt" and info.value.source == "mqtt:hall"
+    with pytest.raises(DailyCapExceeded, match="source 'mqtt:boiler' reached"):
+        check_daily_cap(caps, store, "mqtt:boiler", 1, now)
+
+
+def test_cap_tally_counts_batches_committed_together() -> None:
+    store = Store(":memory:")
+    caps = validate_rules_table({"sources": {"mqtt": {"daily_cap": 2}}}).caps
+    tally = CapTally(caps, store, store.clock())
+    tally.charge("mqtt", 1)
+    tally.charge("mqtt:a", 1)
+    with pytest.raises(DailyCapExceeded, match=r"\(2 accepted today\)"):
+        tally.charge("mqtt", 1)
+    tally.charge("cli", 50)  # uncapped sources are not limited
