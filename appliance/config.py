@@ -11,7 +11,6 @@ Every key, its default and its meaning: ``docs/config.md``.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import socket
@@ -21,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from drivers.toml_reader import TableReader, did_you_mean, parse_duration, type_name
 
 DEFAULT_CONFIG_PATH = Path("/etc/smsgw/smsgw.toml")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -184,119 +185,16 @@ def default_config_path() -> Path:
 # --- validation helpers ---------------------------------------------------------------------
 
 
-def _hint(key: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _type_name(value: object) -> str:
-    return {
-        bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-        list: "an array", dict: "a table",
-    }.get(type(value), type(value).__name__)
-
-
-class _Section:
-    """Reads the keys of one TOML table, checking types; ``done()`` rejects the unread keys."""
-
-    def __init__(self, file: Path, prefix: str, table: object, known: Iterable[str]) -> None:
-        self.file = file
-        self.prefix = prefix
-        self.known = tuple(known)
-        if not isinstance(table, dict):
-            raise ConfigError(file, prefix, f"must be a table, not {_type_name(table)}")
-        self.table: dict[str, Any] = table
-        for key in table:
-            if key not in self.known:
-                raise ConfigError(
-                    file, self.key(key),
-                    f"unknown key{_hint(key, self.known)}; known keys: {', '.join(self.known)}",
-                )
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def error(self, name: str, reason: str) -> ConfigError:
-        return ConfigError(self.file, self.key(name), reason)
-
-    def has(self, name: str) -> bool:
-        return name in self.table
-
-    def _typed(self, name: str, types: tuple[type, ...], what: str) -> Any:
-        value = self.table[name]
-        if isinstance(value, bool) and bool not in types:
-            raise self.error(name, f"must be {what}, not a boolean")
-        if not isinstance(value, types):
-            raise self.error(name, f"must be {what}, not {_type_name(value)} ({value!r})")
-        return value
-
-    def string(self, name: str, default: str | None = None, *, required: bool = False,
-               empty: bool = False) -> str | None:
-        if name not in self.table:
-            if required:
-                raise self.error(name, "is required")
-            return default
-        value: str = self._typed(name, (str,), "a string")
-        if not empty and not value.strip():
-            raise self.error(name, "must not be empty")
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        if name not in self.table:
-            return default
-        return bool(self._typed(name, (bool,), "true or false"))
-
-    def integer(self, name: str, default: int | None, *, minimum: int | None = None,
-                maximum: int | None = None) -> int | None:
-        if name not in self.table:
-            return default
-        value: int = self._typed(name, (int,), "an integer")
-        self._range(name, value, minimum, maximum)
-        return value
-
-    def number(self, name: str, default: float | None, *, minimum: float | None = None,
-               positive: bool = False) -> float | None:
-        if name not in self.table:
-            return default
-        value = float(self._typed(name, (int, float), "a number"))
-        if value != value or value in (float("inf"), float("-inf")):
-            raise self.error(name, "must be a finite number")
-        if positive and value <= 0:
-            raise self.error(name, f"must be greater than 0, not {value:g}")
-        self._range(name, value, minimum, None)
-        return value
-
-    def _range(self, name: str, value: float, minimum: float | None, maximum: float | None) -> None:
-        if minimum is not None and value < minimum:
-            raise self.error(name, f"must be at least {minimum:g}, not {value:g}")
-        if maximum is not None and value > maximum:
-            raise self.error(name, f"must be at most {maximum:g}, not {value:g}")
-
-    def strings(self, name: str) -> tuple[str, ...]:
-        if name not in self.table:
-            return ()
-        value = self._typed(name, (list,), "an array of strings")
-        for index, item in enumerate(value):
-            if not isinstance(item, str) or not item.strip():
-                raise ConfigError(self.file, f"{self.key(name)}[{index}]",
-                                  f"must be a non-empty string, not {item!r}")
-        return tuple(value)
-
-    def path(self, name: str, *, required: bool = False) -> Path | None:
-        value = self.string(name, required=required)
-        if value is None:
-            return None
-        path = Path(value).expanduser()
-        if not path.is_absolute():
-            path = self.file.parent / path
-        return path
+def _section(file: Path, prefix: str, table: object, known: Iterable[str]) -> TableReader:
+    """The reader of one table of the file: unknown keys are refused, errors are ``ConfigError``."""
+    return TableReader(file, prefix, table, known, error=ConfigError)
 
 
 # --- sections -------------------------------------------------------------------------------
 
 
 def _store(file: Path, table: object) -> StoreConfig:
-    sec = _Section(file, "store", table, ("path", "reassembly_timeout", "retention_days", "audit_retention_days"))
+    sec = _section(file, "store", table, ("path", "reassembly_timeout", "retention_days", "audit_retention_days"))
     path = sec.path("path", required=True)
     assert path is not None
     if path.exists() and path.is_dir():
@@ -313,7 +211,7 @@ def _store(file: Path, table: object) -> StoreConfig:
 def _tls(file: Path, value: object) -> TlsConfig | None:
     if isinstance(value, bool):
         return TlsConfig() if value else None
-    sec = _Section(file, "mqtt.tls", value, ("ca", "cert", "key", "insecure"))
+    sec = _section(file, "mqtt.tls", value, ("ca", "cert", "key", "insecure"))
     tls = TlsConfig(ca=sec.path("ca"), cert=sec.path("cert"), key=sec.path("key"),
                     insecure=sec.boolean("insecure", False))
     if tls.key is not None and tls.cert is None:
@@ -325,7 +223,7 @@ def _tls(file: Path, value: object) -> TlsConfig | None:
     return tls
 
 
-def _topic_word(sec: _Section, name: str, value: str) -> None:
+def _topic_word(sec: TableReader, name: str, value: str) -> None:
     if any(ch in value for ch in "+#\0"):
         raise sec.error(name, f"{value!r} must not contain the MQTT wildcards '+' or '#'")
     if value.startswith("/") or value.endswith("/") or value.startswith("$"):
@@ -335,7 +233,7 @@ def _topic_word(sec: _Section, name: str, value: str) -> None:
 def _mqtt(file: Path, table: object) -> MqttConfig:
     known = ("host", "port", "base_topic", "client_id", "username", "password", "protocol", "keepalive",
              "tls", "share_group", "discovery", "discovery_prefix", "reconnect_min", "reconnect_max")
-    sec = _Section(file, "mqtt", table, known)
+    sec = _section(file, "mqtt", table, known)
     d = MqttConfig()
     protocol = d.protocol
     if sec.has("protocol"):
@@ -382,7 +280,7 @@ def _profile_names() -> list[str]:
     return profile_names()
 
 
-def _check_port(sec: _Section, port: str) -> None:
+def _check_port(sec: TableReader, port: str) -> None:
     if port != port.strip():
         raise sec.error("port", f"{port!r} has leading or trailing spaces")
     if port.startswith("socket://"):
@@ -405,7 +303,7 @@ def _modems(file: Path, value: object) -> tuple[ModemConfig, ...]:
     if isinstance(value, dict):
         raise ConfigError(file, "modems", "must be an array of tables: write [[modems]], not [modems]")
     if not isinstance(value, list):
-        raise ConfigError(file, "modems", f"must be an array of tables ([[modems]]), not {_type_name(value)}")
+        raise ConfigError(file, "modems", f"must be an array of tables ([[modems]]), not {type_name(value)}")
     known = ("id", "port", "profile", "pin", "baudrate", "rate_per_minute", "daily_cap", "report", "power_gpio",
              "imei", "iccid", "balance")
     modems: list[ModemConfig] = []
@@ -413,7 +311,7 @@ def _modems(file: Path, value: object) -> tuple[ModemConfig, ...]:
     identities: dict[tuple[str, str], int] = {}
     profiles: list[str] | None = None
     for index, table in enumerate(value):
-        sec = _Section(file, f"modems[{index}]", table, known)
+        sec = _section(file, f"modems[{index}]", table, known)
         modem_id = sec.string("id", f"modem{index}")
         assert modem_id is not None
         if not _MODEM_ID.match(modem_id):
@@ -433,7 +331,7 @@ def _modems(file: Path, value: object) -> tuple[ModemConfig, ...]:
                 profiles = _profile_names()
             if profile not in profiles:
                 raise sec.error(
-                    "profile", f"unknown profile {profile!r}{_hint(profile, profiles)}; "
+                    "profile", f"unknown profile {profile!r}{did_you_mean(profile, profiles)}; "
                     f"known: auto, {', '.join(profiles)}"
                 )
         pin: str | None = None
@@ -471,7 +369,7 @@ def _modems(file: Path, value: object) -> tuple[ModemConfig, ...]:
 
 
 def _modems_auto(file: Path, table: object) -> ModemsAutoConfig:
-    sec = _Section(file, "modems_auto", table, ("globs",))
+    sec = _section(file, "modems_auto", table, ("globs",))
     if not sec.has("globs"):
         return ModemsAutoConfig()
     globs = sec.strings("globs")
@@ -486,12 +384,12 @@ def _modems_auto(file: Path, table: object) -> ModemsAutoConfig:
 def _sms(file: Path, table: object) -> SmsConfig:
     from drivers.gsm7_national import LANGUAGE_IDS
 
-    sec = _Section(file, "sms", table, ("national_language",))
+    sec = _section(file, "sms", table, ("national_language",))
     language = sec.string("national_language")
     if language is not None and language.lower() not in LANGUAGE_IDS:
         known = sorted(LANGUAGE_IDS)
         raise sec.error("national_language", f"unknown national language {language!r}: one of "
-                        f"{', '.join(known)}{_hint(language.lower(), known)}")
+                        f"{', '.join(known)}{did_you_mean(language.lower(), known)}")
     return SmsConfig(national_language=language.lower() if language else None)
 
 
@@ -501,9 +399,7 @@ DEFAULT_BALANCE_PATTERN = r"(?P<balance>[0-9]+(?:[.,][0-9]+)*)"
 
 
 def _balance(file: Path, prefix: str, table: object) -> BalanceConfig:
-    from appliance.rules.config import parse_duration
-
-    sec = _Section(file, prefix, table, ("code", "every", "pattern", "low", "unit"))
+    sec = _section(file, prefix, table, ("code", "every", "pattern", "low", "unit"))
     code = sec.string("code", required=True)
     assert code is not None
     if not re.fullmatch(r"[0-9*#+]{1,160}", code):
@@ -531,7 +427,7 @@ def _balance(file: Path, prefix: str, table: object) -> BalanceConfig:
 def _numbers(file: Path, table: object) -> NumbersConfig:
     from appliance import numbers
 
-    sec = _Section(file, "numbers", table,
+    sec = _section(file, "numbers", table,
                    ("default_country", "allow_premium", "allow_short_codes", "blocked", "allowed"))
     country = sec.string("default_country")
     if country is not None:
@@ -561,7 +457,7 @@ def _numbers(file: Path, table: object) -> NumbersConfig:
 
 
 def _limits(file: Path, table: object) -> LimitsConfig:
-    sec = _Section(file, "limits", table, ("max_parts", "max_attempts", "recipient_interval", "validity"))
+    sec = _section(file, "limits", table, ("max_parts", "max_attempts", "recipient_interval", "validity"))
     d = LimitsConfig()
     max_parts = sec.integer("max_parts", d.max_parts, minimum=1, maximum=255)
     max_attempts = sec.integer("max_attempts", d.max_attempts, minimum=1)
@@ -573,7 +469,7 @@ def _limits(file: Path, table: object) -> LimitsConfig:
 
 
 def _hardware(file: Path, table: object) -> HardwareConfig:
-    sec = _Section(file, "hardware", table, ("status_led_gpio",))
+    sec = _section(file, "hardware", table, ("status_led_gpio",))
     return HardwareConfig(status_led_gpio=sec.integer("status_led_gpio", None, minimum=0, maximum=63))
 
 
@@ -590,13 +486,13 @@ def _syntax_error(file: Path, exc: tomllib.TOMLDecodeError) -> ConfigError:
 def parse_config(data: dict[str, Any], path: str | Path) -> Config:
     """Validate an already parsed TOML document; ``path`` anchors relative paths and names errors."""
     file = Path(path).absolute()
-    sec = _Section(file, "", data, OWN_SECTIONS + RAW_SECTIONS)
+    sec = _section(file, "", data, OWN_SECTIONS + RAW_SECTIONS)
     if not sec.has("store"):
         raise ConfigError(file, "store.path", "is required: add [store] with path = \"/var/lib/smsgw/smsgw.db\"")
     level = sec.string("log_level", "info")
     assert level is not None
     if level.lower() not in LOG_LEVELS:
-        raise sec.error("log_level", f"{level!r} is not one of {', '.join(LOG_LEVELS)}{_hint(level.lower(), LOG_LEVELS)}")
+        raise sec.error("log_level", f"{level!r} is not one of {', '.join(LOG_LEVELS)}{did_you_mean(level.lower(), LOG_LEVELS)}")
     return Config(
         path=file,
         store=_store(file, data["store"]),

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import firmware_cfg
+from drivers.toml_reader import TableReader
 
 PROFILE_DIR = Path(firmware_cfg.__file__).resolve().parent
 GENERIC = "generic"
@@ -141,72 +142,24 @@ _SEND_KEYS = {"delay_hint"}
 _CALLS_KEYS = {"init_commands", "hang_up"}
 
 
-class _Reader:
-    """Typed access to one table of a profile file; every failure names file and key."""
-
-    def __init__(self, path: Path, table: dict[str, Any], prefix: str, allowed: set[str]) -> None:
-        self.path = path
-        self.table = table
-        self.prefix = prefix
-        unknown = sorted(set(table) - allowed)
-        if unknown:
-            raise ProfileError(path, self._key(unknown[0]), f"unknown key (known: {', '.join(sorted(allowed))})")
-
-    def _key(self, key: str) -> str:
-        return f"{self.prefix}.{key}" if self.prefix else key
-
-    def error(self, key: str, reason: str) -> ProfileError:
-        return ProfileError(self.path, self._key(key), reason)
-
-    def string(self, key: str, default: str | None = None) -> str:
-        value = self.table.get(key, default)
-        if not isinstance(value, str):
-            raise self.error(key, "missing" if value is None else f"must be a string, not {value!r}")
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.table.get(key, default)
-        if not isinstance(value, bool):
-            raise self.error(key, f"must be true or false, not {value!r}")
-        return value
-
-    def seconds(self, key: str, default: float | None = None) -> float:
-        value = self.table.get(key, default)
-        if value is None:
-            raise self.error(key, "missing")
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise self.error(key, f"must be a non-negative number of seconds, not {value!r}")
-        return float(value)
-
-    def strings(self, key: str, default: list[str] | None = None) -> list[str]:
-        value = self.table.get(key, default if default is not None else [])
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise self.error(key, f"must be a list of strings, not {value!r}")
-        return list(value)
-
-    def regexes(self, key: str) -> list[str]:
-        patterns = self.strings(key)
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise self.error(key, f"bad regular expression {pattern!r}: {exc}") from None
-        return patterns
-
-    def table_of(self, key: str) -> dict[str, Any]:
-        value = self.table.get(key, {})
-        if not isinstance(value, dict):
-            raise self.error(key, f"must be a table, not {value!r}")
-        return value
+def _reader(path: Path, table: object, prefix: str, allowed: set[str]) -> TableReader:
+    """The reader of one table of a profile file; every failure is a ``ProfileError`` naming file and key."""
+    return TableReader(path, prefix, table, sorted(allowed), error=ProfileError, required_reason="missing")
 
 
-def _hex16(reader: _Reader, key: str, value: Any) -> int:
+def _string(reader: TableReader, key: str, default: str | None = None) -> str:
+    value = reader.string(key, default, required=default is None, empty=True)
+    assert value is not None
+    return value
+
+
+def _hex16(reader: TableReader, key: str, value: Any) -> int:
     if isinstance(value, str) and re.fullmatch(r"(0x)?[0-9a-fA-F]{4}", value):
         return int(value[-4:], 16)
     raise reader.error(key, f"must be four hex digits such as \"1e0e\", not {value!r}")
 
 
-def _usb_ids(reader: _Reader) -> list[UsbId]:
+def _usb_ids(reader: TableReader) -> list[UsbId]:
     raw = reader.table.get("usb", [])
     if not isinstance(raw, list):
         raise reader.error("usb", "must be a list of {vid, pid, interface} tables")
@@ -240,40 +193,40 @@ def load_profile_file(path: Path | str) -> Profile:
     except OSError as exc:
         raise ProfileError(path, None, f"cannot read: {exc}") from None
 
-    top = _Reader(path, data, "", _TOP_KEYS)
-    detection = _Reader(path, top.table_of("detection"), "detection", _DETECTION_KEYS)
-    at = _Reader(path, top.table_of("at"), "at", _AT_KEYS)
-    timeouts_table = _Reader(path, top.table_of("timeouts"), "timeouts", set(TIMEOUT_KEYS))
-    send = _Reader(path, top.table_of("send"), "send", _SEND_KEYS)
-    calls = _Reader(path, top.table_of("calls"), "calls", _CALLS_KEYS)
-    call_init_commands = calls.strings("init_commands", ["AT+CLIP=1"])
-    hang_up_command = calls.string("hang_up", "AT+CHUP")
+    top = _reader(path, data, "", _TOP_KEYS)
+    detection = _reader(path, top.table_at("detection"), "detection", _DETECTION_KEYS)
+    at = _reader(path, top.table_at("at"), "at", _AT_KEYS)
+    timeouts_table = _reader(path, top.table_at("timeouts"), "timeouts", set(TIMEOUT_KEYS))
+    send = _reader(path, top.table_at("send"), "send", _SEND_KEYS)
+    calls = _reader(path, top.table_at("calls"), "calls", _CALLS_KEYS)
+    call_init_commands = list(calls.strings("init_commands", ["AT+CLIP=1"], empty=True))
+    hang_up_command = _string(calls, "hang_up", "AT+CHUP")
     for key, values in (("init_commands", call_init_commands), ("hang_up", [hang_up_command])):
         for command in values:
             if not command.upper().startswith("AT"):
                 raise calls.error(key, f"every command must start with AT, not {command!r}")
 
-    vendor_class = top.string("vendor_class", GENERIC)
+    vendor_class = _string(top, "vendor_class", GENERIC)
     if not re.fullmatch(r"[a-z][a-z0-9_]*", vendor_class):
         raise top.error("vendor_class", f"must be a lower-case name such as \"generic\", not {vendor_class!r}")
 
-    storage = at.strings("storage", ["SM", "SM", "SM"])
+    storage = list(at.strings("storage", ["SM", "SM", "SM"], empty=True))
     if not 1 <= len(storage) <= 3 or not all(re.fullmatch(r"[A-Z]{2}", mem) for mem in storage):
         raise at.error("storage", f"must be one to three memory names such as \"SM\" or \"ME\", not {storage!r}")
     while len(storage) < 3:
         storage.append(storage[-1])
 
-    cnmi = at.string("cnmi", "AT+CNMI=2,1,0,1,0")
+    cnmi = _string(at, "cnmi", "AT+CNMI=2,1,0,1,0")
     if not re.fullmatch(r"AT\+CNMI=\d(,\d){0,4}", cnmi):
         raise at.error("cnmi", f"must be an AT+CNMI=<mode>,<mt>,<bm>,<ds>,<bfr> command, not {cnmi!r}")
 
-    commands = at.strings("init_commands")
+    commands = list(at.strings("init_commands", empty=True))
     for command in commands:
         if not command.upper().startswith("AT"):
             raise at.error("init_commands", f"every command must start with AT, not {command!r}")
-    iccid_commands = at.strings("iccid_commands", ["AT+CCID"])
-    pin_attempts_command = at.string("pin_attempts_command", "")
-    pin_attempts_pattern = at.string("pin_attempts_pattern", "")
+    iccid_commands = list(at.strings("iccid_commands", ["AT+CCID"], empty=True))
+    pin_attempts_command = _string(at, "pin_attempts_command", "")
+    pin_attempts_pattern = _string(at, "pin_attempts_pattern", "")
     if pin_attempts_command and not pin_attempts_command.upper().startswith("AT"):
         raise at.error("pin_attempts_command", f"must start with AT, not {pin_attempts_command!r}")
     if bool(pin_attempts_command) != bool(pin_attempts_pattern):
@@ -295,34 +248,34 @@ def load_profile_file(path: Path | str) -> Profile:
 
     power_key = None
     if "power_key" in data:
-        power = _Reader(path, top.table_of("power_key"), "power_key", _POWER_KEYS)
+        power = _reader(path, top.table_at("power_key"), "power_key", _POWER_KEYS)
         power_key = PowerKey(power.seconds("on_pulse"), power.seconds("off_pulse"), power.seconds("boot_time"))
 
-    prompt = at.string("prompt", "> ")
+    prompt = _string(at, "prompt", "> ")
     if not prompt:
         raise at.error("prompt", "must not be empty")
 
     return Profile(
         name=path.stem,
-        description=top.string("description"),
+        description=_string(top, "description"),
         vendor_class=vendor_class,
         usb_ids=_usb_ids(detection),
-        manufacturer_patterns=detection.regexes("manufacturer_patterns"),
-        model_patterns=detection.regexes("model_patterns"),
+        manufacturer_patterns=list(detection.regexes("manufacturer_patterns")),
+        model_patterns=list(detection.regexes("model_patterns")),
         init_commands=commands,
         cnmi=cnmi,
         storage=(storage[0], storage[1], storage[2]),
         echo=at.boolean("echo", False),
         prompt=prompt,
         timeouts=timeouts,
-        ignore_urcs=at.regexes("ignore_urcs"),
-        final_without_ok=at.regexes("final_without_ok"),
+        ignore_urcs=list(at.regexes("ignore_urcs")),
+        final_without_ok=list(at.regexes("final_without_ok")),
         power_key=power_key,
         send_delay_hint=send.seconds("delay_hint", 0.0),
-        storage_full_urcs=at.regexes("storage_full_urcs"),
+        storage_full_urcs=list(at.regexes("storage_full_urcs")),
         call_init_commands=call_init_commands,
         hang_up_command=hang_up_command,
-        reset_command=at.string("reset_command", "AT+CFUN=1,1"),
+        reset_command=_string(at, "reset_command", "AT+CFUN=1,1"),
         reset_reenumerates=at.boolean("reset_reenumerates", False),
         iccid_commands=iccid_commands,
         pin_attempts_command=pin_attempts_command,
