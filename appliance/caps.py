@@ -7,7 +7,11 @@ import fnmatch
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from appliance.config import ConfigError
+from drivers.toml_reader import TableReader
 
 if TYPE_CHECKING:
     from appliance.store import Store
@@ -56,6 +60,22 @@ class DailyCaps:
         if key == "mqtt":
             return sum(u.get("accepted", 0) for s, u in usage.items() if self.cap_key(s) == "mqtt")
         return int(usage.get(source, {}).get("accepted", 0))
+
+
+def parse_caps(file: Path | str, raw: Mapping[str, Any]) -> DailyCaps:
+    """The ``[sources]`` table of the TOML document ``raw``: ``source = { daily_cap = N }``."""
+    table = raw.get("sources", {})
+    if not isinstance(table, dict):
+        raise ConfigError(file, "sources", "must be a table of source = { daily_cap = N }")
+    caps: dict[str, int] = {}
+    for source, settings in table.items():
+        reader = TableReader(file, f"sources.{source}", settings, ("daily_cap",), error=ConfigError)
+        cap = reader.integer("daily_cap", None)
+        if cap is not None:
+            if cap < 0:
+                raise reader.error("daily_cap", f"must be 0 or more, not {cap}")
+            caps[source] = cap
+    return DailyCaps(caps)
 
 
 def check_daily_cap(caps: DailyCaps, store: Store, source: str, count: int = 1,

@@ -16,12 +16,16 @@ import re
 import socket
 import tomllib
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.toml_reader import TableReader, did_you_mean, parse_duration, type_name
+
+if TYPE_CHECKING:
+    from appliance.caps import DailyCaps
+    from appliance.rules.config import RulesConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/smsgw/smsgw.toml")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -156,6 +160,26 @@ class HardwareConfig:
 
 
 @dataclass(frozen=True)
+class HealthSettings:
+    """``[health]``: modem supervision and the daemon's timers (seconds); see ``appliance/daemon.py``."""
+
+    ping_interval: float = 15.0
+    radio_interval: float = 60.0
+    failures_allowed: int = 2
+    backoff_base: float = 2.0
+    backoff_max: float = 300.0
+    port_wait: float = 30.0
+    sweep_interval: float = 60.0
+    poll_interval: float = 5.0
+    watch_interval: float = 0.1
+    retry_base: float = 10.0
+    retry_max: float = 1800.0
+    flush_interval: float | None = None  # default: from the reassembly timeout
+    multipart_wait: float | None = None  # default: the store's MULTIPART_WAIT
+    timeouts: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     store: StoreConfig
@@ -168,12 +192,56 @@ class Config:
     log_level: str = "info"
     raw: dict[str, Any] = field(default_factory=dict)
     modems_auto: ModemsAutoConfig = field(default_factory=ModemsAutoConfig)
+    #: the sections other parts of smsgw use, parsed on first use: name -> the value or its ConfigError
+    _parsed: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def modem(self, modem_id: str) -> ModemConfig:
         for modem in self.modems:
             if modem.id == modem_id:
                 return modem
         raise KeyError(modem_id)
+
+    def _section(self, name: str, parse: Callable[[Config], Any]) -> Any:
+        """``parse(self)``, once; a ``ConfigError`` is kept and raised again on every use, so a part of
+        smsgw that does not use a section (``smsgw status`` and ``[[alerts]]``) is not stopped by it."""
+        if name not in self._parsed:
+            try:
+                self._parsed[name] = parse(self)
+            except ConfigError as exc:
+                self._parsed[name] = exc
+        value = self._parsed[name]
+        if isinstance(value, ConfigError):
+            raise value
+        return value
+
+    def check(self, *sections: str) -> None:
+        """Parse the named sections now (``"health"``, ``"caps"``, ``"rules"``): a problem raises its
+        ``ConfigError`` here, as ``smsgw run`` does at start, rather than where the section is used."""
+        for name in sections:
+            getattr(self, name)
+
+    @property
+    def health(self) -> HealthSettings:
+        """``[health]``, validated (raises ``ConfigError``)."""
+        result: HealthSettings = self._section("health", _health)
+        return result
+
+    @property
+    def caps(self) -> DailyCaps:
+        """``[sources]``: the daily caps per source, validated (raises ``ConfigError``)."""
+        from appliance.caps import parse_caps
+
+        result: DailyCaps = self._section("sources", lambda config: parse_caps(config.path, config.raw))
+        return result
+
+    @property
+    def rules(self) -> RulesConfig:
+        """``[contacts]``, ``[groups]``, ``[[alerts]]``, ``[[commands]]``, ``[quiet_hours]`` and ``[rules]``,
+        validated (raises ``ConfigError``); the rules package is imported on first use."""
+        from appliance.rules.config import validate_rules
+
+        result: RulesConfig = self._section("rules", validate_rules)
+        return result
 
 
 def default_config_path() -> Path:
@@ -471,6 +539,24 @@ def _limits(file: Path, table: object) -> LimitsConfig:
 def _hardware(file: Path, table: object) -> HardwareConfig:
     sec = _section(file, "hardware", table, ("status_led_gpio",))
     return HardwareConfig(status_led_gpio=sec.integer("status_led_gpio", None, minimum=0, maximum=63))
+
+
+_HEALTH_SECONDS = ("ping_interval", "radio_interval", "backoff_base", "backoff_max", "port_wait", "sweep_interval",
+                   "poll_interval", "watch_interval", "flush_interval", "retry_base", "retry_max", "multipart_wait")
+
+
+def _health(config: Config) -> HealthSettings:
+    from drivers.profiles import TIMEOUT_KEYS
+
+    sec = _section(config.path, "health", config.raw.get("health", {}),
+                   (*_HEALTH_SECONDS, "failures_allowed", "timeouts"))
+    values: dict[str, Any] = {name: sec.seconds(name, positive=True) for name in _HEALTH_SECONDS if sec.has(name)}
+    if sec.has("failures_allowed"):
+        values["failures_allowed"] = sec.integer("failures_allowed", None, minimum=1, what="a whole number >= 1")
+    if sec.has("timeouts"):
+        timeouts = sec.sub("timeouts", TIMEOUT_KEYS, key_kind="timeout")
+        values["timeouts"] = tuple((name, timeouts.seconds(name, positive=True)) for name in timeouts.table)
+    return HealthSettings(**values)
 
 
 def _syntax_error(file: Path, exc: tomllib.TOMLDecodeError) -> ConfigError:

@@ -28,11 +28,10 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from appliance import systemd
-from appliance.config import AUTO_PORT, Config, ConfigError
+from appliance.config import AUTO_PORT, Config
 from appliance.dispatcher import Dispatcher, ModemLimits
 from appliance.health import ModemSupervisor
 from appliance.inbound import Inbound
@@ -44,73 +43,16 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger("appliance.daemon")
 
-TIMEOUT_KEYS = ("command", "send", "cmgl", "sync", "boot", "ussd")
 #: Seconds between two retention runs (Store.prune); the first runs at start.
 PRUNE_INTERVAL = 3600.0
 #: Seconds a clean stop waits for the broker to take the modems' offline states.
 STOP_PUBLISH_TIMEOUT = 3.0
 
 
-@dataclass(frozen=True)
-class HealthSettings:
-    ping_interval: float = 15.0
-    radio_interval: float = 60.0
-    failures_allowed: int = 2
-    backoff_base: float = 2.0
-    backoff_max: float = 300.0
-    port_wait: float = 30.0
-    sweep_interval: float = 60.0
-    poll_interval: float = 5.0
-    watch_interval: float = 0.1
-    retry_base: float = 10.0
-    retry_max: float = 1800.0
-    flush_interval: float | None = None  # default: from the reassembly timeout
-    multipart_wait: float = MULTIPART_WAIT
-    timeouts: tuple[tuple[str, float], ...] = ()
-
-
-def health_settings(config: Config) -> HealthSettings:
-    """The ``[health]`` table, validated; errors name file, key and reason."""
-    table = config.raw.get("health", {})
-    file = config.path
-    if not isinstance(table, dict):
-        raise ConfigError(file, "health", "must be a table ([health])")
-    defaults = HealthSettings()
-    values: dict[str, Any] = {}
-    numbers = ("ping_interval", "radio_interval", "backoff_base", "backoff_max", "port_wait", "sweep_interval",
-               "poll_interval", "watch_interval", "flush_interval", "retry_base", "retry_max", "multipart_wait")
-    for key, value in table.items():
-        if key in numbers:
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ConfigError(file, f"health.{key}", f"must be a positive number of seconds, not {value!r}")
-            values[key] = float(value)
-        elif key == "failures_allowed":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(file, "health.failures_allowed", f"must be a whole number >= 1, not {value!r}")
-            values[key] = value
-        elif key == "timeouts":
-            if not isinstance(value, dict):
-                raise ConfigError(file, "health.timeouts", "must be a table such as { command = 5, send = 60 }")
-            pairs = []
-            for name, seconds in value.items():
-                if name not in TIMEOUT_KEYS:
-                    raise ConfigError(file, f"health.timeouts.{name}",
-                                      f"unknown timeout; known: {', '.join(TIMEOUT_KEYS)}")
-                if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
-                    raise ConfigError(file, f"health.timeouts.{name}", f"must be a positive number, not {seconds!r}")
-                pairs.append((name, float(seconds)))
-            values[key] = tuple(pairs)
-        else:
-            known = ", ".join([*numbers, "failures_allowed", "timeouts"])
-            raise ConfigError(file, f"health.{key}", f"unknown key; known keys: {known}")
-    settings = HealthSettings(**{**defaults.__dict__, **values})
-    return settings
-
-
 class Daemon:
     def __init__(self, config: Config, *, pin_factory: Any = None) -> None:
         self.config = config
-        self.settings = health_settings(config)
+        self.settings = config.health
         self.pin_factory = pin_factory
         self.store: Store | None = None
         self.dispatcher: Dispatcher | None = None
@@ -220,7 +162,7 @@ class Daemon:
             backoff_base=s.retry_base, backoff_max=s.retry_max,
             reports={mc.id for mc in config.modems if mc.report}, on_sim_error=self._sim_error,
             national_language=config.sms.national_language,
-            multipart_wait=s.multipart_wait,
+            multipart_wait=MULTIPART_WAIT if s.multipart_wait is None else s.multipart_wait,
         )
         for modem_id in self.modems:
             dispatcher.set_modem_healthy(modem_id, False)  # healthy once its supervisor opened it

@@ -262,9 +262,7 @@ class Discovery:
         self._contacts: dict[str, str] = {}
         self._groups: dict[str, tuple[str, ...]] = {}
         try:
-            from appliance.rules.config import validate_rules
-
-            rules = validate_rules(config)
+            rules = config.rules
             self._contacts, self._groups = rules.contacts, rules.groups
         except Exception as exc:  # the rules engine reports its own configuration errors
             LOG.debug("discovery without contacts: %s", exc)

@@ -44,7 +44,6 @@ from typing import ClassVar
 from appliance import numbers
 from appliance.caps import CapTally, DailyCapExceeded, DailyCaps
 from appliance.config import Config, NumbersConfig
-from appliance.rules.config import validate_rules
 from appliance.store import PRIORITIES, InvalidRequest, OptedOut, OutboundRequest, Store
 from drivers.gsm7_national import KNOWN_LANGUAGES, LANGUAGE_IDS
 from drivers.pdu import PduError, count_parts, split_text
@@ -193,14 +192,14 @@ class IntakePolicy:
     #: Default lifetime in seconds of a request without ``valid_for`` (``[limits].validity``).
     validity: float | None = None
     national_language: str | None = None
-    #: The ``[sources]`` daily caps (validated with the rules).
+    #: The ``[sources]`` daily caps (``config.caps``).
     caps: DailyCaps = dataclass_field(default_factory=DailyCaps)
 
     @classmethod
     def from_config(cls, config: Config) -> IntakePolicy:
         """The policy of ``config``; ``ConfigError`` for a bad ``[sources]`` table."""
         return cls(numbers=config.numbers, max_parts=config.limits.max_parts, validity=config.limits.validity,
-                   national_language=config.sms.national_language, caps=validate_rules(config).caps)
+                   national_language=config.sms.national_language, caps=config.caps)
 
     def check_cap_open(self, source: str) -> None:
         """OverDailyCap if ``source``'s daily cap is 0 (nothing can be queued for it); needs no store."""

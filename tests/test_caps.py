@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.caps import CapTally, DailyCapExceeded, check_daily_cap
-from appliance.rules.config import validate_rules_table
+from appliance.caps import CapTally, DailyCapExceeded, check_daily_cap, parse_caps
+from appliance.config import ConfigError
 from appliance.store import OutboundRequest, Store
 
 SOURCES = {"mqtt": {"daily_cap": 100}, "alert:*": {"daily_cap": 2}}
@@ -13,7 +13,7 @@ SOURCES = {"mqtt": {"daily_cap": 100}, "alert:*": {"daily_cap": 2}}
 
 def test_daily_cap_counts_todays_accepted_messages_per_source() -> None:
     store = Store(":memory:")
-    caps = validate_rules_table({"sources": SOURCES}).caps
+    caps = parse_caps("smsgw.toml", {"sources": SOURCES})
     now = store.clock()
     check_daily_cap(caps, store, "alert:freezer", 2, now)
     store.enqueue([OutboundRequest("+4917000000001", "a", "alert:freezer"),
@@ -30,7 +30,7 @@ def test_daily_cap_counts_todays_accepted_messages_per_source() -> None:
 
 def test_mqtt_cap_is_shared_by_mqtt_sources_without_their_own_cap() -> None:
     store = Store(":memory:")
-    caps = validate_rules_table({"sources": {"mqtt": {"daily_cap": 3}, "mqtt:boiler": {"daily_cap": 1}}}).caps
+    caps = parse_caps("smsgw.toml", {"sources": {"mqtt": {"daily_cap": 3}, "mqtt:boiler": {"daily_cap": 1}}})
     assert caps.cap_key("mqtt:kitchen") == "mqtt" and caps.cap_for("mqtt:kitchen") == 3
     assert caps.cap_key("mqtt:boiler") == "mqtt:boiler" and caps.cap_key("cli") is None
     now = store.clock()
@@ -49,10 +49,33 @@ def test_mqtt_cap_is_shared_by_mqtt_sources_without_their_own_cap() -> None:
 
 def test_cap_tally_counts_batches_committed_together() -> None:
     store = Store(":memory:")
-    caps = validate_rules_table({"sources": {"mqtt": {"daily_cap": 2}}}).caps
+    caps = parse_caps("smsgw.toml", {"sources": {"mqtt": {"daily_cap": 2}}})
     tally = CapTally(caps, store, store.clock())
     tally.charge("mqtt", 1)
     tally.charge("mqtt:a", 1)
     with pytest.raises(DailyCapExceeded, match=r"\(2 accepted today\)"):
         tally.charge("mqtt", 1)
     tally.charge("cli", 50)  # uncapped sources are not limited
+
+
+def test_sources_table_from_the_config() -> None:
+    caps = parse_caps("smsgw.toml", {"sources": SOURCES})
+    assert caps.cap_for("mqtt") == 100
+    assert caps.cap_for("alert:freezer") == 2
+    assert caps.cap_for("cli") is None
+
+
+@pytest.mark.parametrize(("sources", "key", "fragment"), [
+    ({"cli": {"daily_cap": -1}}, "sources.cli.daily_cap", "0 or more"),
+    ({"cli": {"cap": 5}}, "sources.cli.cap", "unknown key"),
+    ({"cli": {"daily_cap": "many"}}, "sources.cli.daily_cap", "must be an integer, not a string ('many')"),
+    ({"cli": {"daily_cap": True}}, "sources.cli.daily_cap", "must be an integer, not a boolean"),
+    ({"cli": 5}, "sources.cli", "must be a table, not an integer"),
+    ("cli", "sources", "must be a table of source = { daily_cap = N }"),
+])
+def test_sources_errors_name_the_key(sources: object, key: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_caps("smsgw.toml", {"sources": sources})
+    assert info.value.key == key
+    assert fragment in info.value.reason
+    assert str(info.value).startswith("smsgw.toml: ")

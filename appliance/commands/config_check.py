@@ -29,11 +29,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(path)
         # the tables other modules own, checked the way `smsgw run` checks them at start
-        from appliance.daemon import health_settings
-        from appliance.rules.config import validate_rules
-
-        health_settings(cfg)
-        validate_rules(cfg)
+        cfg.check("health", "caps", "rules")
     except ConfigError as exc:
         print(f"smsgw config check: {exc}", file=sys.stderr)
         return 2

@@ -109,13 +109,9 @@ def main(args: argparse.Namespace) -> int:
     path = args.config or os.environ.get("SMSGW_CONFIG") or "/etc/smsgw/smsgw.toml"
     try:
         config = load_config(path)
-        from appliance.daemon import health_settings
-
-        health_settings(config)
+        config.check("health")  # before anything starts
         if config.mqtt is not None:
-            from appliance.rules.config import validate_rules
-
-            validate_rules(config)
+            config.check("caps", "rules")
     except ConfigError as exc:
         print(f"smsgw run: {exc}", file=sys.stderr)
         return 2

@@ -8,10 +8,14 @@ import hmac
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from appliance.rules.config import CommandRule, validate_rules
+from appliance.config import ConfigError
+from appliance.rules.config import CommandRule
 from appliance.store import same_number
+
+if TYPE_CHECKING:
+    from appliance.config import Config
 
 STATE_PIN = "pin_failures"
 
@@ -104,12 +108,12 @@ def withhold_pin(commands: Sequence[CommandRule], text: str) -> str:
     return f"{PIN_WITHHELD} {rest}"
 
 
-def text_filter(config: Any) -> Callable[[str], str]:
+def text_filter(config: Config) -> Callable[[str], str]:
     """``Store.shown_text`` for ``config``: withholds PINs (``withhold_pin``); the identity when the
     rules do not validate (the rules engine reports that)."""
     try:
-        commands = validate_rules(config).commands
-    except Exception:
+        commands = config.rules.commands
+    except ConfigError:
         commands = ()
     if not any(rule.pin is not None for rule in commands):
         return lambda text: text

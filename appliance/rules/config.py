@@ -1,6 +1,6 @@
 """The rule tables of the configuration, validated: ``[contacts]``, ``[groups]``, ``[[alerts]]``,
-``[[commands]]``, ``[sources]``, ``[quiet_hours]`` and ``[rules]`` into a frozen :class:`RulesConfig`;
-every problem is a ``ConfigError`` naming file, key and reason."""
+``[[commands]]``, ``[quiet_hours]`` and ``[rules]`` into a frozen :class:`RulesConfig` (``Config.rules``);
+every problem is a ``ConfigError`` naming file, key and reason. ``[sources]`` is :mod:`appliance.caps`'s."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from datetime import time as dtime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from appliance.caps import DailyCaps
 from appliance.config import ConfigError
 from appliance.numbers import check_destination, normalise
 from appliance.rules.templates import Placeholder, Template, TemplateError, split_template_levels
 from appliance.store import PRIORITIES, same_number
 from appliance.topics import filters_overlap, is_publish_topic, topic_filter_error
+from drivers.toml_reader import TableReader
 
 if TYPE_CHECKING:
     from appliance.config import Config
@@ -36,33 +36,13 @@ DEFAULT_UNKNOWN_REPLY = "Unknown command. Send HELP for the list."
 BUILTINS = ("HELP", "STATUS", "STOP", "START")
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d)?\s*$")
-_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number or a string like ``"90s"``, ``"10m"``, ``"2h"``, ``"1d"``."""
-    if isinstance(value, bool):
-        raise ValueError("must be a number of seconds or a duration like '10m', not a boolean")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match[1]) * _UNITS[match[2]]
-    else:
-        raise ValueError(f"must be a number of seconds or a duration like '90s', '10m', '2h', not {value!r}")
-    if seconds < 0 or seconds != seconds or seconds == float("inf"):
-        raise ValueError(f"must be a finite duration of 0 or more, not {value!r}")
-    return seconds
-
-
-def _clock_time(value: object) -> dtime:
-    if isinstance(value, dtime):
-        return value
-    if isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*", value)
-        if match and int(match[1]) < 24 and int(match[2]) < 60:
-            return dtime(int(match[1]), int(match[2]))
-    raise ValueError(f"must be a time of day like \"22:00\", not {value!r}")
+def _clock_time(reader: TableReader, name: str, what: str) -> dtime:
+    """A time of day like ``"22:00"`` (required)."""
+    value = _string(reader, name, what, required=True)
+    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*", value)
+    if match and int(match[1]) < 24 and int(match[2]) < 60:
+        return dtime(int(match[1]), int(match[2]))
+    raise reader.error(name, f"must be a time of day like \"22:00\", not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -144,7 +124,6 @@ class RulesConfig:
     commands: tuple[CommandRule, ...] = ()
     contacts: dict[str, str] = field(default_factory=dict)  # name -> normalised number
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> normalised numbers
-    caps: DailyCaps = field(default_factory=DailyCaps)  # [sources]
     quiet_hours: QuietHours | None = None
     unknown_reply: str | None = DEFAULT_UNKNOWN_REPLY
     builtins: bool = True
@@ -167,109 +146,104 @@ class RulesConfig:
         return None
 
 
-class _Reader:
-    """Reads one TOML table for rule validation; unknown keys are errors."""
-
-    def __init__(self, file: str, key: str, table: object, known: Iterable[str]) -> None:
-        self.file, self.key = file, key
-        if not isinstance(table, dict):
-            raise ConfigError(file, key, f"must be a table, not {type(table).__name__}")
-        self.table: dict[str, Any] = table
-        self.known = tuple(known)
-        for name in table:
-            if name not in self.known:
-                import difflib
-
-                close = difflib.get_close_matches(name, self.known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise self.error(name, f"unknown key{hint}; known keys: {', '.join(self.known)}")
-
-    def error(self, name: str, reason: str) -> ConfigError:
-        return ConfigError(self.file, f"{self.key}.{name}" if self.key else name, reason)
-
-    def get(self, name: str, types: type | tuple[type, ...], what: str, default: Any = None,
-            required: bool = False) -> Any:
-        if name not in self.table:
-            if required:
-                raise self.error(name, "is required")
-            return default
-        value = self.table[name]
-        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-            raise self.error(name, f"must be {what}, not a boolean")
-        if not isinstance(value, types):
-            raise self.error(name, f"must be {what}, not {value!r}")
-        if isinstance(value, str) and not value.strip() and required:
-            raise self.error(name, "must not be empty")
-        return value
-
-    def template(self, name: str, default: str | None = None, *, required: bool = False,
-                 allowed: set[str] | None = None) -> Template | None:
-        text = self.get(name, str, "a text template", default, required)
-        if text is None:
-            return None
-        try:
-            template = Template(text)
-        except TemplateError as exc:
-            raise self.error(name, str(exc)) from None
-        if allowed is not None:
-            unknown = sorted(template.names - allowed)
-            if unknown:
-                raise self.error(name, f"unknown name {unknown[0]!r} in template; known: "
-                                       f"{', '.join(sorted(allowed))}")
-        return template
-
-    def duration(self, name: str, default: float | None) -> float | None:
-        if name not in self.table:
-            return default
-        try:
-            return parse_duration(self.table[name])
-        except ValueError as exc:
-            raise self.error(name, str(exc)) from None
-
-
 Normaliser = Callable[[str], str]
 
+_ALERT_KEYS = ("name", "topic", "to", "text", "cooldown", "label", "summary", "priority", "critical", "valid_for")
+_COMMAND_KEYS = ("name", "pattern", "senders", "topic", "payload", "qos", "retain", "pin", "pin_attempts",
+                 "pin_lockout", "reply", "reply_topic", "reply_timeout", "timeout_reply", "help", "ignore_case")
+_SUMMARY_NAMES = {"last", "count", "more", "label", "minutes", "rule", "topic"}
 
-def _recipients(reader: _Reader, name: str, values: object, contacts: Mapping[str, str],
-                groups: Mapping[str, tuple[str, ...]], normalise_number: Normaliser,
-                *, allow_star: bool = False) -> tuple[str, ...] | None:
-    if isinstance(values, str):
-        values = [values]
-    if not isinstance(values, list) or not values:
-        raise reader.error(name, "must be a name or number, or a non-empty array of them")
-    numbers: list[str] = []
-    for index, value in enumerate(values):
-        key = f"{reader.key}.{name}[{index}]"
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(reader.file, key, f"must be a non-empty string, not {value!r}")
-        value = value.strip()
-        if value == "*" and allow_star:
-            return None
+
+def _reader(file: str, key: str, table: object, known: Iterable[str]) -> TableReader:
+    return TableReader(file, key, table, known, error=ConfigError)
+
+
+def _string(reader: TableReader, name: str, what: str, default: str | None = None, *,
+            required: bool = False) -> str:
+    """A string key; a blank one is refused only when the key is required."""
+    value = reader.string(name, default, required=required, empty=not required, what=what)
+    assert value is not None
+    return value
+
+
+def _template(reader: TableReader, name: str, default: str | None = None, *, required: bool = False,
+              allowed: set[str] | None = None) -> Template | None:
+    text = reader.string(name, default, required=required, empty=not required, what="a text template")
+    if text is None:
+        return None
+    try:
+        template = Template(text)
+    except TemplateError as exc:
+        raise reader.error(name, str(exc)) from None
+    if allowed is not None:
+        unknown = sorted(template.names - allowed)
+        if unknown:
+            raise reader.error(name, f"unknown name {unknown[0]!r} in template; known: {', '.join(sorted(allowed))}")
+    return template
+
+
+class _Names:
+    """What the rule tables resolve against: the contacts and groups, the number policy, and the
+    gateway's request topics (which no rule filter may also match)."""
+
+    def __init__(self, file: str, normalise_number: Normaliser, base_topic: str) -> None:
+        self.file = file
+        self.normalise_number = normalise_number
+        self.request_filters = (f"{base_topic}/send", f"{base_topic}/send/+")
+        self.contacts: dict[str, str] = {}
+        self.groups: dict[str, tuple[str, ...]] = {}
+
+    def overlap_error(self, topic_filter: str) -> str | None:
+        # A broker delivers one copy of a message per matching subscription of a client (MQTT 5):
+        # a rule filter that also matches the bridge's request topics would queue requests twice.
+        for request_filter in self.request_filters:
+            if filters_overlap(topic_filter, request_filter):
+                return (f"{topic_filter!r} also matches the gateway's request topic {request_filter!r}; "
+                        "the broker would deliver each request twice (once per subscription): "
+                        "narrow the filter")
+        return None
+
+    def recipients(self, reader: TableReader, name: str, *, allow_star: bool = False,
+                   use_groups: bool = True) -> tuple[str, ...] | None:
+        """The numbers that key ``name`` names (contacts, groups, numbers); None for ``"*"``."""
+        values = reader.table[name]
+        if isinstance(values, str):
+            values = [values]
+        if not isinstance(values, list) or not values:
+            raise reader.error(name, "must be a name or number, or a non-empty array of them")
+        numbers: list[str] = []
+        for index, value in enumerate(values):
+            key = f"{reader.key(name)}[{index}]"
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(self.file, key, f"must be a non-empty string, not {value!r}")
+            value = value.strip()
+            if value == "*" and allow_star:
+                return None
+            numbers.extend(self._resolve(key, value, self.groups if use_groups else {}))
+        return tuple(dict.fromkeys(numbers))
+
+    def _resolve(self, key: str, value: str, groups: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
         if value in groups:
-            numbers.extend(groups[value])
-        elif value in contacts:
-            numbers.append(contacts[value])
-        elif value[:1] in "+0123456789":
+            return groups[value]
+        if value in self.contacts:
+            return (self.contacts[value],)
+        if value[:1] in "+0123456789":
             try:
-                numbers.append(normalise_number(value))
+                return (self.normalise_number(value),)
             except ValueError as exc:
-                raise ConfigError(reader.file, key, str(exc)) from None
-        else:
-            known = sorted(set(contacts) | set(groups))
-            raise ConfigError(reader.file, key, f"{value!r} is not a contact, a group or a number"
-                              + (f"; known names: {', '.join(known)}" if known else ""))
-    return tuple(dict.fromkeys(numbers))
+                raise ConfigError(self.file, key, str(exc)) from None
+        known = sorted(set(self.contacts) | set(groups))
+        raise ConfigError(self.file, key, f"{value!r} is not a contact, a group or a number"
+                          + (f"; known names: {', '.join(known)}" if known else ""))
 
 
 def validate_rules(config: Config) -> RulesConfig:
-    """Validate ``[contacts]``, ``[groups]``, ``[[alerts]]``, ``[[commands]]``, ``[sources]``,
-    ``[quiet_hours]`` (and ``[rules]`` if present) of ``config.raw``; raise ``ConfigError``."""
+    """The rule tables of ``config.raw`` (use ``config.rules``, which calls this once); raise ``ConfigError``."""
 
     def normalise_number(number: str) -> str:
         return check_destination(number, config.numbers)
 
-    mqtt = getattr(config, "mqtt", None)
-    base_topic = str(getattr(mqtt, "base_topic", "smsgw") or "smsgw")
+    base_topic = config.mqtt.base_topic if config.mqtt is not None else "smsgw"
     return validate_rules_table(config.raw, str(config.path), normalise_number, base_topic=base_topic)
 
 
@@ -277,190 +251,169 @@ def validate_rules_table(raw: Mapping[str, Any], file: str = "config",
                          normalise_number: Normaliser | None = None, *,
                          base_topic: str = "smsgw") -> RulesConfig:
     """:func:`validate_rules` on a TOML document (``normalise_number`` defaults to E.164 only)."""
-    request_filters = (f"{base_topic}/send", f"{base_topic}/send/+")
+    names = _Names(file, normalise_number or normalise, base_topic)
+    names.contacts = _contacts(names, raw.get("contacts", {}))
+    names.groups = _groups(names, raw.get("groups", {}))
+    alerts = _rule_list(names, raw, "alerts", _ALERT_KEYS, _alert)
+    commands = _rule_list(names, raw, "commands", _COMMAND_KEYS, _command)
+    unknown_reply, builtins = _options(file, raw)
+    return RulesConfig(
+        alerts=alerts, commands=commands, contacts=names.contacts, groups=names.groups,
+        quiet_hours=_quiet_hours(file, raw["quiet_hours"]) if "quiet_hours" in raw else None,
+        unknown_reply=unknown_reply, builtins=builtins,
+    )
 
-    def overlap_error(topic_filter: str) -> str | None:
-        # A broker delivers one copy of a message per matching subscription of a client (MQTT 5):
-        # a rule filter that also matches the bridge's request topics would queue requests twice.
-        for request_filter in request_filters:
-            if filters_overlap(topic_filter, request_filter):
-                return (f"{topic_filter!r} also matches the gateway's request topic {request_filter!r}; "
-                        "the broker would deliver each request twice (once per subscription): "
-                        "narrow the filter")
-        return None
 
-    if normalise_number is None:
-        def normalise_number(number: str) -> str:
-            return normalise(number)
-
-    contacts: dict[str, str] = {}
-    table = raw.get("contacts", {})
+def _contacts(names: _Names, table: object) -> dict[str, str]:
     if not isinstance(table, dict):
-        raise ConfigError(file, "contacts", "must be a table of name = \"number\"")
+        raise ConfigError(names.file, "contacts", "must be a table of name = \"number\"")
+    contacts: dict[str, str] = {}
     for name, number in table.items():
         if not isinstance(number, str):
-            raise ConfigError(file, f"contacts.{name}", f"must be a phone number string, not {number!r}")
+            raise ConfigError(names.file, f"contacts.{name}", f"must be a phone number string, not {number!r}")
         if name in BUILTINS or name == "*":
-            raise ConfigError(file, f"contacts.{name}", "is a reserved name")
+            raise ConfigError(names.file, f"contacts.{name}", "is a reserved name")
         try:
-            contacts[name] = normalise_number(number)
+            contacts[name] = names.normalise_number(number)
         except ValueError as exc:
-            raise ConfigError(file, f"contacts.{name}", str(exc)) from None
+            raise ConfigError(names.file, f"contacts.{name}", str(exc)) from None
+    return contacts
 
+
+def _groups(names: _Names, table: object) -> dict[str, tuple[str, ...]]:
+    if not isinstance(table, dict):
+        raise ConfigError(names.file, "groups", "must be a table of name = [contacts or numbers]")
+    reader = _reader(names.file, "groups", table, tuple(table))
     groups: dict[str, tuple[str, ...]] = {}
-    table = raw.get("groups", {})
-    if not isinstance(table, dict):
-        raise ConfigError(file, "groups", "must be a table of name = [contacts or numbers]")
-    for name, members in table.items():
-        if name in contacts:
-            raise ConfigError(file, f"groups.{name}", f"{name!r} is already a contact name")
-        reader = _Reader(file, "groups", {name: members}, (name,))
-        resolved = _recipients(reader, name, members, contacts, {}, normalise_number)
-        groups[name] = resolved or ()
+    for name in table:
+        if name in names.contacts:
+            raise reader.error(name, f"{name!r} is already a contact name")
+        groups[name] = names.recipients(reader, name, use_groups=False) or ()
+    return groups
 
-    alerts: list[AlertRule] = []
-    table = raw.get("alerts", [])
+
+def _rule_list(names: _Names, raw: Mapping[str, Any], section: str, keys: tuple[str, ...],
+               parse: Callable[[_Names, TableReader, str], Any]) -> tuple[Any, ...]:
+    """``[[alerts]]`` or ``[[commands]]``: each table parsed by ``parse``; the names are unique."""
+    table = raw.get(section, [])
     if not isinstance(table, list):
-        raise ConfigError(file, "alerts", "must be an array of tables ([[alerts]])")
-    names: set[str] = set()
+        raise ConfigError(names.file, section, f"must be an array of tables ([[{section}]])")
+    kind = section.removesuffix("s")
+    rules: list[Any] = []
+    seen: set[str] = set()
     for index, item in enumerate(table):
-        reader = _Reader(file, f"alerts[{index}]", item, (
-            "name", "topic", "to", "text", "cooldown", "label", "summary", "priority", "critical",
-            "valid_for"))
-        name = reader.get("name", str, "a string", f"alert{index + 1}")
-        if name in names:
-            raise reader.error("name", f"{name!r} is used by another alert rule")
-        names.add(name)
-        topic = reader.get("topic", str, "a topic filter", required=True)
-        if (reason := topic_filter_error(topic) or overlap_error(topic)) is not None:
-            raise reader.error("topic", reason)
-        if "to" not in item:
-            raise reader.error("to", "is required")
-        to = _recipients(reader, "to", item["to"], contacts, groups, normalise_number) or ()
-        text = reader.template("text", required=True)
-        priority = reader.get("priority", str, "high, normal or low", "normal")
-        if priority not in PRIORITIES:
-            raise reader.error("priority", f"must be one of {', '.join(PRIORITIES)}, not {priority!r}")
-        summary_names = {"last", "count", "more", "label", "minutes", "rule", "topic"}
-        alerts.append(AlertRule(
-            name=name, topic=topic, to=to, text=text or Template(""),
-            cooldown=reader.duration("cooldown", 0.0) or 0.0,
-            label=reader.template("label", "{topic}") or Template("{topic}"),
-            summary=reader.template("summary", DEFAULT_SUMMARY, allowed=summary_names) or Template(""),
-            priority=priority, critical=reader.get("critical", bool, "true or false", False),
-            valid_for=reader.duration("valid_for", None),
-        ))
+        reader = _reader(names.file, f"{section}[{index}]", item, keys)
+        name = _string(reader, "name", "a string", f"{kind}{index + 1}")
+        if name in seen:
+            raise reader.error("name", f"{name!r} is used by another {kind} rule")
+        seen.add(name)
+        rules.append(parse(names, reader, name))
+    return tuple(rules)
 
-    commands: list[CommandRule] = []
-    table = raw.get("commands", [])
-    if not isinstance(table, list):
-        raise ConfigError(file, "commands", "must be an array of tables ([[commands]])")
-    names = set()
-    for index, item in enumerate(table):
-        reader = _Reader(file, f"commands[{index}]", item, (
-            "name", "pattern", "senders", "topic", "payload", "qos", "retain", "pin", "pin_attempts",
-            "pin_lockout", "reply", "reply_topic", "reply_timeout", "timeout_reply", "help",
-            "ignore_case"))
-        name = reader.get("name", str, "a string", f"command{index + 1}")
-        if name in names:
-            raise reader.error("name", f"{name!r} is used by another command rule")
-        names.add(name)
-        source = reader.get("pattern", str, "a regular expression", required=True)
-        flags = re.IGNORECASE if reader.get("ignore_case", bool, "true or false", True) else 0
-        try:
-            pattern = re.compile(source, flags)
-        except re.error as exc:
-            raise reader.error("pattern", f"is not a valid regular expression: {exc}") from None
-        if pattern.fullmatch("") is not None:
-            raise reader.error("pattern", "matches an empty message")
-        if pattern.fullmatch(" ".join(BUILTINS[:1])) is not None:
-            LOG.warning("%s: commands[%d].pattern matches HELP; the built-in answers first", file, index)
-        if "senders" not in item:
-            raise reader.error("senders", "is required (group or contact names, numbers, or \"*\")")
-        senders = _recipients(reader, "senders", item["senders"], contacts, groups, normalise_number,
-                              allow_star=True)
-        base_names = set(pattern.groupindex) | {"sender", "sender_name", "rule"}
-        topic_template = reader.template("topic", required=True, allowed=base_names)
-        assert topic_template is not None
-        if not any(isinstance(piece, Placeholder) for piece in topic_template.pieces) and \
-                not is_publish_topic(topic_template.text):
-            raise reader.error("topic", "must be a topic without wildcards")
-        payload_template = reader.template("payload", "", allowed=base_names) or Template("")
-        qos = reader.get("qos", int, "0, 1 or 2", 1)
-        if qos not in (0, 1, 2):
-            raise reader.error("qos", f"must be 0, 1 or 2, not {qos}")
-        pin = reader.get("pin", str, "a string of 4 to 8 digits")
-        if pin is not None and not re.fullmatch(r"\d{4,8}", pin):
-            raise reader.error("pin", "must be 4 to 8 digits")
-        attempts = reader.get("pin_attempts", int, "an integer", DEFAULT_PIN_ATTEMPTS)
-        if attempts < 1:
-            raise reader.error("pin_attempts", f"must be at least 1, not {attempts}")
-        reply_names = base_names | {"topic", "payload", "reply_topic"}
-        reply_topic = reader.template("reply_topic", allowed=base_names)
-        if reply_topic is not None:
-            for level in split_template_levels(reply_topic):
-                if any(isinstance(p, Placeholder) for p in level) and len(level) != 1:
-                    raise reader.error("reply_topic", "a placeholder must fill a whole topic level")
-                if any(isinstance(p, str) and ("+" in p or "#" in p) for p in level):
-                    raise reader.error("reply_topic", "must be a topic without wildcards")
-        commands.append(CommandRule(
-            name=name, pattern=pattern, senders=senders, topic=topic_template, payload=payload_template,
-            qos=qos, retain=reader.get("retain", bool, "true or false", False), pin=pin,
-            pin_attempts=attempts,
-            pin_lockout=reader.duration("pin_lockout", DEFAULT_PIN_LOCKOUT) or 0.0,
-            reply=reader.template("reply", allowed=reply_names),
-            reply_topic=reply_topic,
-            reply_timeout=reader.duration("reply_timeout", DEFAULT_REPLY_TIMEOUT) or DEFAULT_REPLY_TIMEOUT,
-            timeout_reply=reader.template("timeout_reply", DEFAULT_TIMEOUT_REPLY,
-                                          allowed=base_names | {"topic", "reply_topic", "timeout"})
-            or Template(""),
-            help=reader.get("help", str, "a string", ""),
-        ))
-        reply_filter = commands[-1].reply_filter()
-        if reply_filter is not None and (reason := overlap_error(reply_filter)) is not None:
-            raise reader.error("reply_topic", reason)
 
-    caps: dict[str, int] = {}
-    table = raw.get("sources", {})
-    if not isinstance(table, dict):
-        raise ConfigError(file, "sources", "must be a table of source = { daily_cap = N }")
-    for source, settings in table.items():
-        reader = _Reader(file, f"sources.{source}", settings, ("daily_cap",))
-        cap = reader.get("daily_cap", int, "an integer")
-        if cap is not None:
-            if cap < 0:
-                raise reader.error("daily_cap", f"must be 0 or more, not {cap}")
-            caps[source] = cap
-
-    quiet: QuietHours | None = None
-    if "quiet_hours" in raw:
-        reader = _Reader(file, "quiet_hours", raw["quiet_hours"], ("start", "end", "timezone"))
-        try:
-            start = _clock_time(reader.get("start", str, "a time like \"22:00\"", required=True))
-        except ValueError as exc:
-            raise reader.error("start", str(exc)) from None
-        try:
-            end = _clock_time(reader.get("end", str, "a time like \"07:00\"", required=True))
-        except ValueError as exc:
-            raise reader.error("end", str(exc)) from None
-        tz_name = reader.get("timezone", str, "a time zone name like \"Europe/Berlin\"")
-        tz: tzinfo | None = None
-        if tz_name:
-            try:
-                tz = ZoneInfo(tz_name)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise reader.error("timezone", f"unknown time zone {tz_name!r}") from None
-        quiet = QuietHours(start, end, tz)
-
-    unknown_reply: str | None = DEFAULT_UNKNOWN_REPLY
-    builtins = True
-    if "rules" in raw:
-        reader = _Reader(file, "rules", raw["rules"], ("unknown_reply", "builtins"))
-        unknown_reply = reader.get("unknown_reply", str, "a string (\"\" for no reply)", DEFAULT_UNKNOWN_REPLY)
-        unknown_reply = unknown_reply or None
-        builtins = reader.get("builtins", bool, "true or false", True)
-
-    return RulesConfig(
-        alerts=tuple(alerts), commands=tuple(commands), contacts=contacts, groups=groups, caps=DailyCaps(caps),
-        quiet_hours=quiet, unknown_reply=unknown_reply, builtins=builtins,
+def _alert(names: _Names, reader: TableReader, name: str) -> AlertRule:
+    topic = _string(reader, "topic", "a topic filter", required=True)
+    if (reason := topic_filter_error(topic) or names.overlap_error(topic)) is not None:
+        raise reader.error("topic", reason)
+    if not reader.has("to"):
+        raise reader.error("to", "is required")
+    to = names.recipients(reader, "to") or ()
+    text = _template(reader, "text", required=True)
+    priority = _string(reader, "priority", "high, normal or low", "normal")
+    if priority not in PRIORITIES:
+        raise reader.error("priority", f"must be one of {', '.join(PRIORITIES)}, not {priority!r}")
+    return AlertRule(
+        name=name, topic=topic, to=to, text=text or Template(""),
+        cooldown=reader.duration("cooldown", 0.0) or 0.0,
+        label=_template(reader, "label", "{topic}") or Template("{topic}"),
+        summary=_template(reader, "summary", DEFAULT_SUMMARY, allowed=_SUMMARY_NAMES) or Template(""),
+        priority=priority, critical=reader.boolean("critical", False),
+        valid_for=reader.duration("valid_for", None),
     )
+
+
+def _command(names: _Names, reader: TableReader, name: str) -> CommandRule:
+    pattern = _command_pattern(reader)
+    if not reader.has("senders"):
+        raise reader.error("senders", "is required (group or contact names, numbers, or \"*\")")
+    senders = names.recipients(reader, "senders", allow_star=True)
+    base_names = set(pattern.groupindex) | {"sender", "sender_name", "rule"}
+    topic_template = _template(reader, "topic", required=True, allowed=base_names)
+    assert topic_template is not None
+    if not any(isinstance(piece, Placeholder) for piece in topic_template.pieces) and \
+            not is_publish_topic(topic_template.text):
+        raise reader.error("topic", "must be a topic without wildcards")
+    qos = reader.integer("qos", 1, what="0, 1 or 2")
+    if qos not in (0, 1, 2):
+        raise reader.error("qos", f"must be 0, 1 or 2, not {qos}")
+    pin = reader.string("pin", None, empty=True, what="a string of 4 to 8 digits")
+    if pin is not None and not re.fullmatch(r"\d{4,8}", pin):
+        raise reader.error("pin", "must be 4 to 8 digits")
+    attempts = reader.integer("pin_attempts", DEFAULT_PIN_ATTEMPTS)
+    assert attempts is not None
+    if attempts < 1:
+        raise reader.error("pin_attempts", f"must be at least 1, not {attempts}")
+    command = CommandRule(
+        name=name, pattern=pattern, senders=senders, topic=topic_template,
+        payload=_template(reader, "payload", "", allowed=base_names) or Template(""),
+        qos=qos, retain=reader.boolean("retain", False), pin=pin, pin_attempts=attempts,
+        pin_lockout=reader.duration("pin_lockout", DEFAULT_PIN_LOCKOUT) or 0.0,
+        reply=_template(reader, "reply", allowed=base_names | {"topic", "payload", "reply_topic"}),
+        reply_topic=_reply_topic(reader, base_names),
+        reply_timeout=reader.duration("reply_timeout", DEFAULT_REPLY_TIMEOUT) or DEFAULT_REPLY_TIMEOUT,
+        timeout_reply=_template(reader, "timeout_reply", DEFAULT_TIMEOUT_REPLY,
+                                allowed=base_names | {"topic", "reply_topic", "timeout"}) or Template(""),
+        help=_string(reader, "help", "a string", ""),
+    )
+    reply_filter = command.reply_filter()
+    if reply_filter is not None and (reason := names.overlap_error(reply_filter)) is not None:
+        raise reader.error("reply_topic", reason)
+    return command
+
+
+def _command_pattern(reader: TableReader) -> re.Pattern[str]:
+    source = _string(reader, "pattern", "a regular expression", required=True)
+    flags = re.IGNORECASE if reader.boolean("ignore_case", True) else 0
+    try:
+        pattern = re.compile(source, flags)
+    except re.error as exc:
+        raise reader.error("pattern", f"is not a valid regular expression: {exc}") from None
+    if pattern.fullmatch("") is not None:
+        raise reader.error("pattern", "matches an empty message")
+    if pattern.fullmatch(" ".join(BUILTINS[:1])) is not None:
+        LOG.warning("%s: %s matches HELP; the built-in answers first", reader.file, reader.key("pattern"))
+    return pattern
+
+
+def _reply_topic(reader: TableReader, allowed: set[str]) -> Template | None:
+    reply_topic = _template(reader, "reply_topic", allowed=allowed)
+    if reply_topic is not None:
+        for level in split_template_levels(reply_topic):
+            if any(isinstance(p, Placeholder) for p in level) and len(level) != 1:
+                raise reader.error("reply_topic", "a placeholder must fill a whole topic level")
+            if any(isinstance(p, str) and ("+" in p or "#" in p) for p in level):
+                raise reader.error("reply_topic", "must be a topic without wildcards")
+    return reply_topic
+
+
+def _quiet_hours(file: str, table: object) -> QuietHours:
+    reader = _reader(file, "quiet_hours", table, ("start", "end", "timezone"))
+    start = _clock_time(reader, "start", "a time like \"22:00\"")
+    end = _clock_time(reader, "end", "a time like \"07:00\"")
+    tz_name = reader.string("timezone", None, empty=True, what="a time zone name like \"Europe/Berlin\"")
+    tz: tzinfo | None = None
+    if tz_name:
+        try:
+            tz = ZoneInfo(tz_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise reader.error("timezone", f"unknown time zone {tz_name!r}") from None
+    return QuietHours(start, end, tz)
+
+
+def _options(file: str, raw: Mapping[str, Any]) -> tuple[str | None, bool]:
+    """``[rules]``: the reply to an unknown command (None: no reply) and whether the built-ins answer."""
+    if "rules" not in raw:
+        return DEFAULT_UNKNOWN_REPLY, True
+    reader = _reader(file, "rules", raw["rules"], ("unknown_reply", "builtins"))
+    unknown_reply = _string(reader, "unknown_reply", "a string (\"\" for no reply)", DEFAULT_UNKNOWN_REPLY)
+    return unknown_reply or None, reader.boolean("builtins", True)

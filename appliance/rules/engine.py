@@ -24,7 +24,7 @@ from appliance.rules.commands import (
     sender_allowed,
     withhold_pin,
 )
-from appliance.rules.config import BUILTINS, AlertRule, validate_rules
+from appliance.rules.config import BUILTINS, AlertRule
 from appliance.rules.templates import Payload, alert_context, fit_text
 from appliance.store import CRITICAL, OptedOut, OutboundRequest, same_number
 from appliance.topics import cover_filters, is_publish_topic, topic_matches
@@ -56,14 +56,15 @@ class RulesEngine:
                  status: Callable[[], dict[str, Any]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
-        self.rules = validate_rules(config)
+        self.rules = config.rules
+        self.caps = config.caps
         self.store = store
         self.bridge = bridge
         self.status = status or (lambda: {})
         self.clock = clock
-        self.max_parts = getattr(getattr(config, "limits", None), "max_parts", 10)
+        self.max_parts = config.limits.max_parts
         #: [limits].validity: a queued alert or reply not sent within it expires
-        self.default_validity: float | None = getattr(getattr(config, "limits", None), "validity", None)
+        self.default_validity: float | None = config.limits.validity
         self.cooldown = Cooldown()
         self.pins = PinGuard(store)
         self.counters: dict[str, int] = {}
@@ -222,7 +223,7 @@ class RulesEngine:
                                     priority=CRITICAL if rule.critical else rule.priority, valid_until=valid_until)
                     for number in recipients]
         try:
-            check_daily_cap(self.rules.caps, self.store, rule.source, len(requests), now)
+            check_daily_cap(self.caps, self.store, rule.source, len(requests), now)
         except DailyCapExceeded as exc:
             self._count("alerts_capped")
             self.store.audit("cap_exceeded", {"source": rule.source, "error": str(exc)}, now=now)
@@ -434,7 +435,7 @@ class RulesEngine:
             self.store.audit("reply_refused", {"to": sender, "error": str(exc)}, now=now)
             return None
         try:
-            check_daily_cap(self.rules.caps, self.store, source, 1, now)
+            check_daily_cap(self.caps, self.store, source, 1, now)
         except DailyCapExceeded as exc:
             self.store.audit("cap_exceeded", {"source": source, "error": str(exc)}, now=now)
             return None
