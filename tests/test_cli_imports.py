@@ -1,4 +1,5 @@
-"""`smsgw --version`, `send` and `status` start without the heavy modules they do not need.
+"""`smsgw --version`, `send` and `status` start without the heavy modules they do not need (sqlite_utils,
+paho, the rules).
 
 Each command runs in its own interpreter against a store created beforehand (at the current schema,
 so no migration runs); the wrapper of bench/cli_start.py runs ``appliance.cli.main`` and prints
@@ -49,6 +50,20 @@ def test_cli_command_does_not_import_sqlite_utils_or_paho(config: Path, command:
     assert status == 0
     assert "appliance.cli" in modules  # the wrapper really ran the CLI
     assert not {m for m in modules if m == "sqlite_utils" or m.startswith(("sqlite_utils.", "paho"))}
+
+
+@pytest.mark.parametrize("command", [
+    ["status", "--config", "{config}", "--json"],
+    ["send", "--config", "{config}", "+491701234567", "hello"],
+])
+def test_send_and_status_do_not_import_the_rules(config: Path, command: list[str]) -> None:
+    """They read the daily caps (appliance.caps), not the rule tables."""
+    config.write_text(config.read_text() + '[sources.cli]\ndaily_cap = 5\n[[alerts]]\ntopic = "a/#"\nto = "+491701234567"\n'
+                      'text = "x"\n')
+    status, modules = modules_after(*(arg.format(config=config) for arg in command))
+    assert status == 0
+    assert "appliance.caps" in modules  # the caps were read
+    assert not {m for m in modules if m == "appliance.rules" or m.startswith("appliance.rules.")}
 
 
 def test_version_imports_no_command_module(config: Path) -> None:
