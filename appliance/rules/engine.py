@@ -10,12 +10,14 @@ import json
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from appliance.caps import DailyCapExceeded, check_daily_cap
 from appliance.numbers import check_destination
 from appliance.rules.alerts import STATE_COOLDOWN, Cooldown, Summary, render_summary
 from appliance.rules.commands import (
+    CommandMatch,
     PinGuard,
     format_status,
     match_command,
@@ -24,7 +26,7 @@ from appliance.rules.commands import (
     sender_allowed,
     withhold_pin,
 )
-from appliance.rules.config import BUILTINS, AlertRule
+from appliance.rules.config import BUILTINS, AlertRule, CommandRule
 from appliance.rules.templates import Payload, alert_context, fit_text
 from appliance.store import CRITICAL, OptedOut, OutboundRequest, same_number
 from appliance.topics import cover_filters, is_publish_topic, topic_matches
@@ -43,6 +45,17 @@ async def _maybe_await(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+@dataclass
+class _Received:
+    """A received SMS on its way through the command rules."""
+
+    id: int
+    sender: str
+    text: str  # whitespace normalised
+    now: float
+    audit: dict[str, Any]  # what every audit entry about it holds
 
 
 class RulesEngine:
@@ -309,108 +322,131 @@ class RulesEngine:
 
     async def handle_message(self, message: ReceivedMessage) -> str:
         """Run the command rules on one received SMS; what happened (for tests and the audit)."""
-        now = self.clock()
         sender = message.sender or ""
         text = normalise_text(message.text)
-        base = {"message": message.id, "from": sender, "text": withhold_pin(self.rules.commands, text)}
+        sms = _Received(message.id, sender, text, self.clock(),
+                        {"message": message.id, "from": sender, "text": withhold_pin(self.rules.commands, text)})
         if message.error or not sender or not self.is_listed(sender):
-            self.store.audit("unlisted_sender", base, now=now)
-            self.store.received_handled(message.id)
+            self._done(sms, "unlisted_sender")
             self._count("unlisted")
             return "unlisted"
         word = text.upper()
         if self.rules.builtins and word in BUILTINS:
-            self.store.received_handled(message.id)
-            reply = self._builtin(word, sender, now)
-            self.store.audit("builtin", {**base, "command": word}, now=now)
-            # the confirmation of a STOP reaches the number that just opted out
-            self._reply(sender, reply, "builtin", now, priority=CRITICAL if word == "STOP" else "high")
-            return word.lower()
+            return self._run_builtin(sms, word)
         found = match_command(self.rules.commands, text)
         if found is None:
-            self.store.audit("command_unknown", base, now=now)
-            self.store.received_handled(message.id)
-            if self.rules.unknown_reply:
-                self._reply(sender, self.rules.unknown_reply, "builtin", now)
+            self._done(sms, "command_unknown", reply=self.rules.unknown_reply)
             return "unknown"
+        sms.audit["rule"] = found.rule.name
+        if found.rule.pin is not None:
+            sms.audit["text"] = "(withheld: may contain a PIN)"
+        refused = self._refusal(sms, found)
+        if refused is not None:
+            return refused
+        return await self._execute(sms, found)
+
+    def _done(self, sms: _Received, kind: str, detail: Mapping[str, Any] | None = None, *,
+              reply: str | None = None, source: str = "builtin") -> None:
+        """Audit ``kind``, mark the SMS handled, and send ``reply`` (if any) to its sender."""
+        self.store.audit(kind, {**sms.audit, **(detail or {})}, now=sms.now)
+        self.store.received_handled(sms.id)
+        if reply:
+            self._reply(sms.sender, reply, source, sms.now)
+
+    def _run_builtin(self, sms: _Received, word: str) -> str:
+        self.store.received_handled(sms.id)
+        reply = self._builtin(word, sms.sender, sms.now)
+        self.store.audit("builtin", {**sms.audit, "command": word}, now=sms.now)
+        # the confirmation of a STOP reaches the number that just opted out
+        self._reply(sms.sender, reply, "builtin", sms.now, priority=CRITICAL if word == "STOP" else "high")
+        return word.lower()
+
+    def _refusal(self, sms: _Received, found: CommandMatch) -> str | None:
+        """Why the matched rule does not run for this sender (denied, locked, PIN), or None if it does."""
         rule = found.rule
-        base["rule"] = rule.name
-        if rule.pin is not None:
-            base["text"] = "(withheld: may contain a PIN)"
-        if not sender_allowed(rule, sender):
-            self.store.audit("command_denied", base, now=now)
-            self.store.received_handled(message.id)
-            self._reply(sender, f"{rule.name}: not allowed from this number", rule.source, now)
+        if not sender_allowed(rule, sms.sender):
+            self._done(sms, "command_denied", reply=f"{rule.name}: not allowed from this number", source=rule.source)
             return "denied"
-        if rule.pin is not None:
-            locked = self.pins.locked_for(sender, now)
-            if locked > 0:
-                self.store.audit("pin_locked", base, now=now)
-                self.store.received_handled(message.id)
-                self._reply(sender, f"Locked after wrong PINs; try again in {max(1, round(locked / 60))} min",
-                            rule.source, now)
-                return "locked"
-            if not pin_ok(rule, found.pin_given):
-                count, now_locked = self.pins.failure(sender, now, rule.pin_attempts, rule.pin_lockout)
-                kind = "pin_lockout" if now_locked else "pin_failure"
-                self.store.audit(kind, {**base, "failures": count}, now=now)
-                self.store.received_handled(message.id)
-                if now_locked:
-                    reply = f"Wrong PIN; locked for {max(1, round(rule.pin_lockout / 60))} min"
-                else:
-                    reply = "PIN required" if found.pin_given is None else "Wrong PIN"
-                self._reply(sender, reply, rule.source, now)
-                return kind
-            self.pins.success(sender)
+        if rule.pin is None:
+            return None
+        locked = self.pins.locked_for(sms.sender, sms.now)
+        if locked > 0:
+            self._done(sms, "pin_locked", reply=f"Locked after wrong PINs; try again in "
+                                                f"{max(1, round(locked / 60))} min", source=rule.source)
+            return "locked"
+        if pin_ok(rule, found.pin_given):
+            self.pins.success(sms.sender)
+            return None
+        count, now_locked = self.pins.failure(sms.sender, sms.now, rule.pin_attempts, rule.pin_lockout)
+        if now_locked:
+            reply = f"Wrong PIN; locked for {max(1, round(rule.pin_lockout / 60))} min"
+        else:
+            reply = "PIN required" if found.pin_given is None else "Wrong PIN"
+        kind = "pin_lockout" if now_locked else "pin_failure"
+        self._done(sms, kind, {"failures": count}, reply=reply, source=rule.source)
+        return kind
+
+    async def _execute(self, sms: _Received, found: CommandMatch) -> str:
+        """Publish the rule's payload on its topic, then reply (fixed text, or the reply topic's answer)."""
+        rule = found.rule
         context: dict[str, Any] = dict(found.groups)
-        context.update(sender=sender, sender_name=self.rules.contact_name(sender) or sender, rule=rule.name)
+        context.update(sender=sms.sender, sender_name=self.rules.contact_name(sms.sender) or sms.sender,
+                       rule=rule.name)
         problem = rule.topic.check_topic_values(context) or (
             rule.reply_topic.check_topic_values(context) if rule.reply_topic is not None else None)
         if problem is not None:
-            LOG.warning("command %s from %s refused: %s", rule.name, sender, problem)
-            self.store.audit("command_bad_topic", {**base, "error": problem}, now=now)
-            self.store.received_handled(message.id)
-            self._reply(sender, f"{rule.name}: refused, {problem}", rule.source, now)
+            LOG.warning("command %s from %s refused: %s", rule.name, sms.sender, problem)
+            self._done(sms, "command_bad_topic", {"error": problem}, reply=f"{rule.name}: refused, {problem}",
+                       source=rule.source)
             return "bad_topic"
         topic = rule.topic.render(context)
         payload = rule.payload.render(context)
         if not is_publish_topic(topic):
-            self.store.audit("command_bad_topic", {**base, "topic": topic}, now=now)
-            self.store.received_handled(message.id)
-            self._reply(sender, f"{rule.name}: refused, bad topic", rule.source, now)
+            self._done(sms, "command_bad_topic", {"topic": topic}, reply=f"{rule.name}: refused, bad topic",
+                       source=rule.source)
             return "bad_topic"
-        waiter: asyncio.Future[bytes] | None = None
         reply_topic = rule.reply_topic.render(context) if rule.reply_topic is not None else None
-        if reply_topic is not None:
-            waiter = asyncio.get_running_loop().create_future()
-            self._reply_waiters.setdefault(reply_topic, []).append(waiter)
+        waiter = self._add_waiter(reply_topic) if reply_topic is not None else None
         try:
             await _maybe_await(self.bridge.publish(topic, payload.encode(), qos=rule.qos, retain=rule.retain))
-            self.store.audit("command", {**base, "topic": topic, "payload": payload}, now=now)
-            self.store.received_handled(message.id)
+            self._done(sms, "command", {"topic": topic, "payload": payload})
             self._count("commands")
             context.update(topic=topic, payload=payload, reply_topic=reply_topic or "")
-            if waiter is not None and reply_topic is not None:
-                try:
-                    answer = await asyncio.wait_for(waiter, rule.reply_timeout)
-                except TimeoutError:
-                    self._reply(sender, rule.timeout_reply.render(
-                        {**context, "timeout": f"{rule.reply_timeout:g}"}), rule.source, self.clock())
-                    return "timeout"
-                context["payload"] = Payload(answer)
-                reply = rule.reply.render(context) if rule.reply else str(context["payload"])
-                self._reply(sender, reply, rule.source, self.clock())
-            elif rule.reply is not None:
-                self._reply(sender, rule.reply.render(context), rule.source, now)
+            return await self._answer(sms, rule, context, waiter)
         finally:
             if waiter is not None and reply_topic is not None:
-                waiters = self._reply_waiters.get(reply_topic, [])
-                if waiter in waiters:
-                    waiters.remove(waiter)
-                if not waiters:
-                    self._reply_waiters.pop(reply_topic, None)
-                waiter.cancel()
+                self._remove_waiter(reply_topic, waiter)
+
+    async def _answer(self, sms: _Received, rule: CommandRule, context: dict[str, Any],
+                      waiter: asyncio.Future[bytes] | None) -> str:
+        """The reply of an executed command: the first message on the reply topic, or the fixed text."""
+        if waiter is None:
+            if rule.reply is not None:
+                self._reply(sms.sender, rule.reply.render(context), rule.source, sms.now)
+            return "executed"
+        try:
+            answer = await asyncio.wait_for(waiter, rule.reply_timeout)
+        except TimeoutError:
+            self._reply(sms.sender, rule.timeout_reply.render({**context, "timeout": f"{rule.reply_timeout:g}"}),
+                        rule.source, self.clock())
+            return "timeout"
+        context["payload"] = Payload(answer)
+        reply = rule.reply.render(context) if rule.reply else str(context["payload"])
+        self._reply(sms.sender, reply, rule.source, self.clock())
         return "executed"
+
+    def _add_waiter(self, reply_topic: str) -> asyncio.Future[bytes]:
+        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._reply_waiters.setdefault(reply_topic, []).append(waiter)
+        return waiter
+
+    def _remove_waiter(self, reply_topic: str, waiter: asyncio.Future[bytes]) -> None:
+        waiters = self._reply_waiters.get(reply_topic, [])
+        if waiter in waiters:
+            waiters.remove(waiter)
+        if not waiters:
+            self._reply_waiters.pop(reply_topic, None)
+        waiter.cancel()
 
     def _builtin(self, word: str, sender: str, now: float) -> str:
         if word == "STOP":
