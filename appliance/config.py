@@ -377,7 +377,6 @@ def _modems(file: Path, value: object) -> tuple[ModemConfig, ...]:
     modems: list[ModemConfig] = []
     seen: dict[str, int] = {}
     identities: dict[tuple[str, str], int] = {}
-    profiles: list[str] | None = None
     for index, table in enumerate(value):
         sec = _section(file, f"modems[{index}]", table, known)
         modem_id = sec.string("id", f"modem{index}")
@@ -392,37 +391,8 @@ def _modems(file: Path, value: object) -> tuple[ModemConfig, ...]:
         port = sec.string("port")
         assert port is not None
         _check_port(sec, port)
-        profile = sec.string("profile", "auto")
-        assert profile is not None
-        if profile != "auto":
-            if profiles is None:
-                profiles = _profile_names()
-            if profile not in profiles:
-                raise sec.error(
-                    "profile", f"unknown profile {profile!r}{did_you_mean(profile, profiles)}; "
-                    f"known: auto, {', '.join(profiles)}"
-                )
-        pin: str | None = None
-        if sec.has("pin"):
-            raw_pin = sec.table["pin"]
-            if isinstance(raw_pin, int) and not isinstance(raw_pin, bool):
-                raise sec.error("pin", "must be a quoted string of 4-8 digits (pin = \"0000\"), not a number")
-            pin = sec.string("pin")
-            assert pin is not None
-            if not _PIN.match(pin):
-                raise sec.error("pin", "must be 4-8 digits")
-        ids: dict[str, str | None] = {}
-        for name, pattern, what in (("imei", _IMEI, "14-17 digits (AT+CGSN; `smsgw detect` shows it)"),
-                                    ("iccid", _ICCID, "18-22 digits (printed on the SIM; `smsgw doctor` shows it)")):
-            ids[name] = sec.string(name)
-            value = ids[name]
-            if value is None:
-                continue
-            if not pattern.match(value):
-                raise sec.error(name, f"{value!r} must be {what}")
-            if (name, value) in identities:
-                raise sec.error(name, f"{value} is also modems[{identities[(name, value)]}].{name}")
-            identities[(name, value)] = index
+        profile, pin = _modem_profile(sec), _modem_pin(sec)
+        ids = _modem_identity(sec, index, identities)
         modems.append(ModemConfig(
             id=modem_id, port=port, profile=profile, pin=pin,
             baudrate=sec.integer("baudrate", 115200, minimum=1200, maximum=4_000_000) or 115200,
@@ -434,6 +404,48 @@ def _modems(file: Path, value: object) -> tuple[ModemConfig, ...]:
             balance=_balance(file, f"modems[{index}].balance", sec.table["balance"]) if sec.has("balance") else None,
         ))
     return tuple(modems)
+
+
+def _modem_profile(sec: TableReader) -> str:
+    profile = sec.string("profile", "auto")
+    assert profile is not None
+    if profile != "auto":
+        profiles = _profile_names()
+        if profile not in profiles:
+            raise sec.error(
+                "profile", f"unknown profile {profile!r}{did_you_mean(profile, profiles)}; "
+                f"known: auto, {', '.join(profiles)}"
+            )
+    return profile
+
+
+def _modem_pin(sec: TableReader) -> str | None:
+    if not sec.has("pin"):
+        return None
+    raw_pin = sec.table["pin"]
+    if isinstance(raw_pin, int) and not isinstance(raw_pin, bool):
+        raise sec.error("pin", "must be a quoted string of 4-8 digits (pin = \"0000\"), not a number")
+    pin = sec.string("pin")
+    assert pin is not None
+    if not _PIN.match(pin):
+        raise sec.error("pin", "must be 4-8 digits")
+    return pin
+
+
+def _modem_identity(sec: TableReader, index: int, identities: dict[tuple[str, str], int]) -> dict[str, str | None]:
+    """``imei`` and ``iccid`` of one modem; each may name one modem only (``identities`` holds those seen)."""
+    ids: dict[str, str | None] = {}
+    for name, pattern, what in (("imei", _IMEI, "14-17 digits (AT+CGSN; `smsgw detect` shows it)"),
+                                ("iccid", _ICCID, "18-22 digits (printed on the SIM; `smsgw doctor` shows it)")):
+        ids[name] = value = sec.string(name)
+        if value is None:
+            continue
+        if not pattern.match(value):
+            raise sec.error(name, f"{value!r} must be {what}")
+        if (name, value) in identities:
+            raise sec.error(name, f"{value} is also modems[{identities[(name, value)]}].{name}")
+        identities[(name, value)] = index
+    return ids
 
 
 def _modems_auto(file: Path, table: object) -> ModemsAutoConfig:

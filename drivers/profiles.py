@@ -180,12 +180,10 @@ def _usb_ids(reader: TableReader) -> list[UsbId]:
     return result
 
 
-def load_profile_file(path: Path | str) -> Profile:
-    """Load and validate one profile file; the profile's name is the file's stem."""
-    path = Path(path)
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
-            data = tomllib.load(handle)
+            return tomllib.load(handle)
     except FileNotFoundError:
         raise ProfileError(path, None, "no such profile file") from None
     except tomllib.TOMLDecodeError as exc:
@@ -193,6 +191,60 @@ def load_profile_file(path: Path | str) -> Profile:
     except OSError as exc:
         raise ProfileError(path, None, f"cannot read: {exc}") from None
 
+
+def _storage(at: TableReader) -> tuple[str, str, str]:
+    storage = list(at.strings("storage", ["SM", "SM", "SM"], empty=True))
+    if not 1 <= len(storage) <= 3 or not all(re.fullmatch(r"[A-Z]{2}", mem) for mem in storage):
+        raise at.error("storage", f"must be one to three memory names such as \"SM\" or \"ME\", not {storage!r}")
+    while len(storage) < 3:
+        storage.append(storage[-1])
+    return storage[0], storage[1], storage[2]
+
+
+def _init_commands(at: TableReader) -> tuple[str, list[str]]:
+    """``cnmi`` and ``init_commands``."""
+    cnmi = _string(at, "cnmi", "AT+CNMI=2,1,0,1,0")
+    if not re.fullmatch(r"AT\+CNMI=\d(,\d){0,4}", cnmi):
+        raise at.error("cnmi", f"must be an AT+CNMI=<mode>,<mt>,<bm>,<ds>,<bfr> command, not {cnmi!r}")
+    commands = list(at.strings("init_commands", empty=True))
+    for command in commands:
+        if not command.upper().startswith("AT"):
+            raise at.error("init_commands", f"every command must start with AT, not {command!r}")
+    return cnmi, commands
+
+
+def _pin_attempts(at: TableReader) -> tuple[str, str]:
+    """``pin_attempts_command`` and ``pin_attempts_pattern`` (one group: the attempts left), or neither."""
+    command = _string(at, "pin_attempts_command", "")
+    pattern = _string(at, "pin_attempts_pattern", "")
+    if command and not command.upper().startswith("AT"):
+        raise at.error("pin_attempts_command", f"must start with AT, not {command!r}")
+    if bool(command) != bool(pattern):
+        raise at.error("pin_attempts_pattern", "pin_attempts_command and pin_attempts_pattern go together")
+    if pattern:
+        try:
+            groups = re.compile(pattern).groups
+        except re.error as exc:
+            raise at.error("pin_attempts_pattern", f"bad regular expression {pattern!r}: {exc}") from None
+        if groups != 1:
+            raise at.error("pin_attempts_pattern", "must have exactly one group: the attempts left")
+    return command, pattern
+
+
+def _timeouts(table: TableReader) -> dict[str, float]:
+    timeouts: dict[str, float] = {}
+    for key in TIMEOUT_KEYS:
+        value = table.seconds(key)
+        if value <= 0:
+            raise table.error(key, "must be more than zero seconds")
+        timeouts[key] = value
+    return timeouts
+
+
+def load_profile_file(path: Path | str) -> Profile:
+    """Load and validate one profile file; the profile's name is the file's stem."""
+    path = Path(path)
+    data = _read_toml(path)
     top = _reader(path, data, "", _TOP_KEYS)
     detection = _reader(path, top.table_at("detection"), "detection", _DETECTION_KEYS)
     at = _reader(path, top.table_at("at"), "at", _AT_KEYS)
@@ -209,42 +261,11 @@ def load_profile_file(path: Path | str) -> Profile:
     vendor_class = _string(top, "vendor_class", GENERIC)
     if not re.fullmatch(r"[a-z][a-z0-9_]*", vendor_class):
         raise top.error("vendor_class", f"must be a lower-case name such as \"generic\", not {vendor_class!r}")
-
-    storage = list(at.strings("storage", ["SM", "SM", "SM"], empty=True))
-    if not 1 <= len(storage) <= 3 or not all(re.fullmatch(r"[A-Z]{2}", mem) for mem in storage):
-        raise at.error("storage", f"must be one to three memory names such as \"SM\" or \"ME\", not {storage!r}")
-    while len(storage) < 3:
-        storage.append(storage[-1])
-
-    cnmi = _string(at, "cnmi", "AT+CNMI=2,1,0,1,0")
-    if not re.fullmatch(r"AT\+CNMI=\d(,\d){0,4}", cnmi):
-        raise at.error("cnmi", f"must be an AT+CNMI=<mode>,<mt>,<bm>,<ds>,<bfr> command, not {cnmi!r}")
-
-    commands = list(at.strings("init_commands", empty=True))
-    for command in commands:
-        if not command.upper().startswith("AT"):
-            raise at.error("init_commands", f"every command must start with AT, not {command!r}")
+    storage = _storage(at)
+    cnmi, commands = _init_commands(at)
     iccid_commands = list(at.strings("iccid_commands", ["AT+CCID"], empty=True))
-    pin_attempts_command = _string(at, "pin_attempts_command", "")
-    pin_attempts_pattern = _string(at, "pin_attempts_pattern", "")
-    if pin_attempts_command and not pin_attempts_command.upper().startswith("AT"):
-        raise at.error("pin_attempts_command", f"must start with AT, not {pin_attempts_command!r}")
-    if bool(pin_attempts_command) != bool(pin_attempts_pattern):
-        raise at.error("pin_attempts_pattern", "pin_attempts_command and pin_attempts_pattern go together")
-    if pin_attempts_pattern:
-        try:
-            groups = re.compile(pin_attempts_pattern).groups
-        except re.error as exc:
-            raise at.error("pin_attempts_pattern", f"bad regular expression {pin_attempts_pattern!r}: {exc}") from None
-        if groups != 1:
-            raise at.error("pin_attempts_pattern", "must have exactly one group: the attempts left")
-
-    timeouts: dict[str, float] = {}
-    for key in TIMEOUT_KEYS:
-        value = timeouts_table.seconds(key)
-        if value <= 0:
-            raise timeouts_table.error(key, "must be more than zero seconds")
-        timeouts[key] = value
+    pin_attempts_command, pin_attempts_pattern = _pin_attempts(at)
+    timeouts = _timeouts(timeouts_table)
 
     power_key = None
     if "power_key" in data:
@@ -264,7 +285,7 @@ def load_profile_file(path: Path | str) -> Profile:
         model_patterns=list(detection.regexes("model_patterns")),
         init_commands=commands,
         cnmi=cnmi,
-        storage=(storage[0], storage[1], storage[2]),
+        storage=storage,
         echo=at.boolean("echo", False),
         prompt=prompt,
         timeouts=timeouts,
