@@ -248,6 +248,14 @@ class Daemon:
         """Finish the AT exchange in progress, commit, close everything."""
         LOG.info("stopping")
         systemd.notify("STOPPING=1", "STATUS=stopping: finishing the AT exchange in progress")
+        await self._stop_work()
+        await self._stop_mqtt()
+        await self._close()
+        LOG.info("stopped")
+
+    async def _stop_work(self) -> None:
+        """Stop what talks to the modems: the control socket, balance checks, USSD, the supervisors,
+        the dispatcher (its AT+CMGS in progress finishes and commits), the inbound side, the tasks."""
         for component in (self.control, self.balance, self._mqtt_ussd):
             if component is not None:
                 with contextlib.suppress(Exception):
@@ -264,6 +272,8 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+
+    async def _stop_mqtt(self) -> None:
         # the retained B/modem/<id> states say offline before the bridge goes (its last will covers
         # only B/bridge/state)
         for supervisor in self.supervisors.values():
@@ -279,6 +289,9 @@ class Daemon:
                     await component.stop()
                 except Exception:
                     LOG.exception("stopping %s failed", type(component).__name__)
+
+    async def _close(self) -> None:
+        """Close the modems, the GPIO lines and the store."""
         for modem in self.modems.values():
             with contextlib.suppress(Exception):
                 await modem.close()
@@ -290,7 +303,6 @@ class Daemon:
             if self.heartbeat is not None:
                 self.heartbeat.stopped()
             self.store.close()
-        LOG.info("stopped")
 
     # --- wiring ------------------------------------------------------------------------------
 

@@ -517,32 +517,9 @@ def _read_user_data(data: bytes, pos: int, has_udh: bool, encoding: str, anomali
         if not octet_count:
             anomalies.append("user data header indicated but the user data is empty")
             return result
-        header_octets = body[0] + 1
-        if header_octets > octet_count:
-            anomalies.append(
-                f"user data header length {header_octets - 1} exceeds the user data ({octet_count} octets)"
-            )
-            result.truncated = True
-            header_octets = octet_count
-        result.concat, result.port, result.tables = _parse_udh(body[1:header_octets], anomalies)
+        header_octets = _read_header(body, octet_count, result, anomalies)
     if encoding == "gsm7":
-        header_bits = header_octets * 8
-        fill_bits = (7 - header_bits % 7) % 7 if header_octets else 0
-        header_septets = (header_bits + fill_bits) // 7
-        available = max(0, ((octet_count - header_octets) * 8 - fill_bits) // 7)
-        count = max(0, min(length - header_septets, available))
-        septets = gsm7.unpack(body[header_octets:], count, fill_bits)
-        result.payload = septets
-        locking, single = result.tables
-        if locking and not single and gsm7.undefined_escapes(septets, 0, locking):
-            # ESC codes only the language's single shift table defines: the sender labelled its single
-            # shift (IE 0x24) as a locking shift (IE 0x25). Read it as it was meant, and say so.
-            anomalies.append(
-                f"locking shift table {locking} announced, but the text uses that language's single shift "
-                "codes; read with its single shift table"
-            )
-            result.tables = (0, locking)
-        result.text = gsm7.decode_national(septets, *result.tables)
+        _decode_septets(body, header_octets, octet_count, length, result, anomalies)
         return result
     payload = body[header_octets:]
     result.payload = payload
@@ -553,6 +530,39 @@ def _read_user_data(data: bytes, pos: int, has_udh: bool, encoding: str, anomali
     else:
         result.text = payload.decode("latin-1")  # 8-bit: one character per octet
     return result
+
+
+def _read_header(body: bytes, octet_count: int, result: _UserData, anomalies: list[str]) -> int:
+    """The user data header at the start of ``body`` into ``result``; the octets it takes (with TP-UDHL)."""
+    header_octets = body[0] + 1
+    if header_octets > octet_count:
+        anomalies.append(f"user data header length {header_octets - 1} exceeds the user data ({octet_count} octets)")
+        result.truncated = True
+        header_octets = octet_count
+    result.concat, result.port, result.tables = _parse_udh(body[1:header_octets], anomalies)
+    return header_octets
+
+
+def _decode_septets(body: bytes, header_octets: int, octet_count: int, length: int, result: _UserData,
+                    anomalies: list[str]) -> None:
+    """The GSM 7-bit text after the header (and its fill bits) into ``result``."""
+    header_bits = header_octets * 8
+    fill_bits = (7 - header_bits % 7) % 7 if header_octets else 0
+    header_septets = (header_bits + fill_bits) // 7
+    available = max(0, ((octet_count - header_octets) * 8 - fill_bits) // 7)
+    count = max(0, min(length - header_septets, available))
+    septets = gsm7.unpack(body[header_octets:], count, fill_bits)
+    result.payload = septets
+    locking, single = result.tables
+    if locking and not single and gsm7.undefined_escapes(septets, 0, locking):
+        # ESC codes only the language's single shift table defines: the sender labelled its single
+        # shift (IE 0x24) as a locking shift (IE 0x25). Read it as it was meant, and say so.
+        anomalies.append(
+            f"locking shift table {locking} announced, but the text uses that language's single shift "
+            "codes; read with its single shift table"
+        )
+        result.tables = (0, locking)
+    result.text = gsm7.decode_national(septets, *result.tables)
 
 
 def decode(pdu: str | bytes, *, with_smsc: bool = True) -> Message:

@@ -329,17 +329,7 @@ def render(doc: dict[str, Any]) -> str:
                          ["ID", "STATE", "HEALTHY", "SIGNAL", "OPERATOR", "MODEL", "PORT", "LAST ERROR", "SINCE"]))
     else:
         out.append("(none configured)")
-    for m in doc["modems"]:
-        balance = m.get("balance")
-        if isinstance(balance, dict):
-            amount = "-" if balance.get("balance") is None else f"{balance['balance']:g}"
-            line = f"balance {m['id']}: {amount}{' ' + balance['unit'] if balance.get('unit') else ''}"
-            if balance.get("below_low"):
-                line += f" (below {balance.get('low'):g})"
-            line += f", checked {balance.get('checked_at') or '?'}"
-            if balance.get("error"):
-                line += f"; last check failed: {balance['error']}"
-            out.append(line)
+    out += [_balance_line(m["id"], m["balance"]) for m in doc["modems"] if isinstance(m.get("balance"), dict)]
     out += ["", "Outbox"]
     out.append(table([[state, count] for state, count in doc["outbox"].items()], ["STATE", "MESSAGES"], right=(1,)))
     inbox = doc["inbox"]
@@ -348,32 +338,9 @@ def render(doc: dict[str, Any]) -> str:
             f"Events waiting for the MQTT broker: {doc['events_pending']}" if doc.get("mqtt") is not None
             else "Events: not published, MQTT is not configured"
             + (f" ({doc['events_pending']} to drop at the next hourly prune)" if doc["events_pending"] else "")]
-    mqtt = doc.get("mqtt")
-    if mqtt is not None:
-        connected = {True: "connected", False: "disconnected", None: "not started yet"}[mqtt.get("connected")]
-        if mqtt.get("no_daemon"):
-            connected = "not connected: no daemon runs (it last recorded " + (
-                "connected" if mqtt.get("recorded_connected") else "disconnected") + ")"
-        line = f"MQTT {mqtt['broker']}: {connected}"
-        if mqtt.get("since"):
-            line += f" since {mqtt['since']}"
-        if mqtt.get("last_error") and not mqtt.get("connected"):
-            line += f" ({mqtt['last_error']}" + (f" at {mqtt['last_error_at']}" if mqtt.get("last_error_at") else "") + ")"
-        out.append(line + f"; {mqtt['rejected_requests']} bad request(s) rejected")
-        failure = mqtt.get("last_failure")
-        if mqtt.get("connected") and failure:
-            out.append(f"MQTT last error: {failure['error']} (at {failure['at']})")
-    out += ["", "Usage today per source"]
-    if doc["sources_today"]:
-        rows = []
-        for source, u in doc["sources_today"].items():
-            cap = "-" if u["cap"] is None else str(u["cap"])
-            if u.get("cap_shared"):
-                cap += f" (shared: {u['cap_shared']})"
-            rows.append([source or "-", u["accepted"], u["sent"], cap, u["remaining"]])
-        out.append(table(rows, ["SOURCE", "ACCEPTED", "SENT", "DAILY CAP", "REMAINING"], right=(1, 2, 4)))
-    else:
-        out.append("(nothing accepted today)")
+    if doc.get("mqtt") is not None:
+        out += _mqtt_lines(doc["mqtt"])
+    out += ["", "Usage today per source", _sources_table(doc["sources_today"])]
     if doc.get("caps_error"):
         out.append(f"daily caps unknown: {doc['caps_error']}")
     out += ["", "Last errors"]
@@ -383,6 +350,46 @@ def render(doc: dict[str, Any]) -> str:
     else:
         out.append("(none)")
     return "\n".join(out)
+
+
+def _balance_line(modem_id: str, balance: dict[str, Any]) -> str:
+    amount = "-" if balance.get("balance") is None else f"{balance['balance']:g}"
+    line = f"balance {modem_id}: {amount}{' ' + balance['unit'] if balance.get('unit') else ''}"
+    if balance.get("below_low"):
+        line += f" (below {balance.get('low'):g})"
+    line += f", checked {balance.get('checked_at') or '?'}"
+    if balance.get("error"):
+        line += f"; last check failed: {balance['error']}"
+    return line
+
+
+def _mqtt_lines(mqtt: dict[str, Any]) -> list[str]:
+    connected = {True: "connected", False: "disconnected", None: "not started yet"}[mqtt.get("connected")]
+    if mqtt.get("no_daemon"):
+        connected = "not connected: no daemon runs (it last recorded " + (
+            "connected" if mqtt.get("recorded_connected") else "disconnected") + ")"
+    line = f"MQTT {mqtt['broker']}: {connected}"
+    if mqtt.get("since"):
+        line += f" since {mqtt['since']}"
+    if mqtt.get("last_error") and not mqtt.get("connected"):
+        line += f" ({mqtt['last_error']}" + (f" at {mqtt['last_error_at']}" if mqtt.get("last_error_at") else "") + ")"
+    lines = [line + f"; {mqtt['rejected_requests']} bad request(s) rejected"]
+    failure = mqtt.get("last_failure")
+    if mqtt.get("connected") and failure:
+        lines.append(f"MQTT last error: {failure['error']} (at {failure['at']})")
+    return lines
+
+
+def _sources_table(sources: dict[str, dict[str, Any]]) -> str:
+    if not sources:
+        return "(nothing accepted today)"
+    rows = []
+    for source, u in sources.items():
+        cap = "-" if u["cap"] is None else str(u["cap"])
+        if u.get("cap_shared"):
+            cap += f" (shared: {u['cap_shared']})"
+        rows.append([source or "-", u["accepted"], u["sent"], cap, u["remaining"]])
+    return table(rows, ["SOURCE", "ACCEPTED", "SENT", "DAILY CAP", "REMAINING"], right=(1, 2, 4))
 
 
 def read_store(args: argparse.Namespace, command: str, read: Callable[[Store, Config], T]) -> T | int:
