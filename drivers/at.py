@@ -470,7 +470,7 @@ class AtEngine:
             return
         self._route_line(item, job)
 
-    def _route_line(self, item: Line, job: _InFlight | None) -> None:
+    def _route_line(self, item: Line, job: _InFlight | None) -> None:  # noqa: C901
         line = item.text
         # 1. lines owed to a two-line URC
         pending = self._pending_urc

@@ -319,27 +319,10 @@ class SimModem:
     # --- faults -------------------------------------------------------------------------------
 
     def fault(self, kind: str) -> None:
-        if kind == "hang":
-            self.hung = True
-        elif kind == "recover":
-            self.hung = False
-        elif kind == "garbage":
-            noise = bytes(random.randrange(0x80, 0x100) for _ in range(24))
-            self.port.write(b"\r\n\xff\xfe\xc3(" + noise + b"\x00\x07garbage\xe2\x82\r\n")
-        elif kind == "unplug":
-            self.unplug()
-        elif kind == "replug":
-            if not self.plugged:
-                self.plug()
-        elif kind.startswith("cms-error:"):
-            self.cms_error = _fault_number(kind, 65535, "a numeric code, as in cms-error:38")
-        elif kind.startswith("cmgr-header:"):
-            name = kind.partition(":")[2]
-            if name not in CMGR_HEADERS:
-                raise ValueError(f"cmgr-header takes one of {', '.join(CMGR_HEADERS)}, not {name!r}")
-            self.cmgr_header = CMGR_HEADERS[name]
-        elif kind.startswith("balance:"):
-            self.ussd.set_balance(kind.partition(":")[2])
+        if ":" in kind:
+            self._fault_with_argument(kind)
+        elif kind in ("hang", "recover", "garbage", "unplug", "replug"):
+            self._port_fault(kind)
         elif kind == "no-network":
             self._set_registered(False)
         elif kind == "network":
@@ -359,9 +342,37 @@ class SimModem:
             if self.flavour.cpin_urcs:
                 self.urc("+CPIN: NOT READY")
                 self._later(0.02, lambda: self.urc("+CPIN: SIM PIN"))
-        elif kind.startswith("pin-attempts:"):
+        else:
+            raise ValueError(f"unknown fault {kind!r}; known: {', '.join(FAULTS)}")
+
+    def _port_fault(self, kind: str) -> None:
+        """``hang``, ``recover``, ``garbage``, ``unplug``, ``replug``: what the serial line does."""
+        if kind == "hang":
+            self.hung = True
+        elif kind == "recover":
+            self.hung = False
+        elif kind == "garbage":
+            noise = bytes(random.randrange(0x80, 0x100) for _ in range(24))
+            self.port.write(b"\r\n\xff\xfe\xc3(" + noise + b"\x00\x07garbage\xe2\x82\r\n")
+        elif kind == "unplug":
+            self.unplug()
+        elif not self.plugged:  # replug
+            self.plug()
+
+    def _fault_with_argument(self, kind: str) -> None:
+        """The faults written ``name:argument``."""
+        name, _, argument = kind.partition(":")
+        if name == "cms-error":
+            self.cms_error = _fault_number(kind, 65535, "a numeric code, as in cms-error:38")
+        elif name == "cmgr-header":
+            if argument not in CMGR_HEADERS:
+                raise ValueError(f"cmgr-header takes one of {', '.join(CMGR_HEADERS)}, not {argument!r}")
+            self.cmgr_header = CMGR_HEADERS[argument]
+        elif name == "balance":
+            self.ussd.set_balance(argument)
+        elif name == "pin-attempts":
             self.pin_attempts = _fault_number(kind, 10, "the PIN attempts left (0-10), as in pin-attempts:1")
-        elif kind.startswith("report-status:"):
+        elif name == "report-status":
             self.report_status = _fault_number(kind, 255, "a TP-Status 0-255, as in report-status:65")
         else:
             raise ValueError(f"unknown fault {kind!r}; known: {', '.join(FAULTS)}")
@@ -433,58 +444,67 @@ class SimModem:
             if self.hung or not self.plugged:
                 return
             if self._entry is not None:
-                if byte == CTRL_Z:
-                    self.write(bytes(echo))
-                    echo.clear()
-                    await self._submit_entry()
-                elif byte == ESC:
-                    self.write(bytes(echo))
-                    echo.clear()
-                    self._leave_entry()
-                    self._final("OK", [])
-                elif byte in (CR, LF):
-                    if self.cmgf == 1 and byte == CR:
-                        self._entry += b"\n"
-                        echo += b"\r\n> "
-                elif byte in (BS, DEL):
-                    if self._entry:
-                        del self._entry[-1]
-                elif self.cmgf == 0 and byte not in _HEX_DIGITS and byte not in b" \t":
-                    # Not a PDU character (a client that died at the prompt, and the next one's
-                    # "AT"): the entry fails at once, so the modem does not stay stuck at "> ".
-                    self.write(bytes(echo))
-                    echo.clear()
-                    self._leave_entry()
-                    self._final(self._error_text(CmsError(304)), [])
-                elif len(self._entry) < 2 * MAX_LINE:
-                    self._entry.append(byte)
-                    if self.echo:
-                        echo.append(byte)
-                continue
-            if byte in (CTRL_Z, ESC):
-                continue
-            if byte in (BS, DEL):
-                if self._line:
-                    del self._line[-1]
-                    if self.echo:
-                        echo += b"\x08 \x08"
-                continue
-            if byte in (CR, LF):
-                if byte == LF and not self._line:
-                    continue
-                if self.echo:
-                    echo.append(byte)
-                self.write(bytes(echo))
-                echo.clear()
-                line, self._line = bytes(self._line), bytearray()
-                await self._execute_line(line)
-                continue
-            if len(self._line) < MAX_LINE:
-                self._line.append(byte)
-                if self.echo:
-                    echo.append(byte)
+                await self._entry_byte(byte, echo)
+            else:
+                await self._line_byte(byte, echo)
         if echo:
             self.write(bytes(echo))
+
+    async def _entry_byte(self, byte: int, echo: bytearray) -> None:
+        """One byte typed at the ``> `` prompt (the message of AT+CMGS / AT+CMGW)."""
+        assert self._entry is not None
+        if byte == CTRL_Z:
+            self.write(bytes(echo))
+            echo.clear()
+            await self._submit_entry()
+        elif byte == ESC:
+            self.write(bytes(echo))
+            echo.clear()
+            self._leave_entry()
+            self._final("OK", [])
+        elif byte in (CR, LF):
+            if self.cmgf == 1 and byte == CR:
+                self._entry += b"\n"
+                echo += b"\r\n> "
+        elif byte in (BS, DEL):
+            if self._entry:
+                del self._entry[-1]
+        elif self.cmgf == 0 and byte not in _HEX_DIGITS and byte not in b" \t":
+            # Not a PDU character (a client that died at the prompt, and the next one's
+            # "AT"): the entry fails at once, so the modem does not stay stuck at "> ".
+            self.write(bytes(echo))
+            echo.clear()
+            self._leave_entry()
+            self._final(self._error_text(CmsError(304)), [])
+        elif len(self._entry) < 2 * MAX_LINE:
+            self._entry.append(byte)
+            if self.echo:
+                echo.append(byte)
+
+    async def _line_byte(self, byte: int, echo: bytearray) -> None:
+        """One byte of a command line; CR or LF runs the line."""
+        if byte in (CTRL_Z, ESC):
+            return
+        if byte in (BS, DEL):
+            if self._line:
+                del self._line[-1]
+                if self.echo:
+                    echo += b"\x08 \x08"
+            return
+        if byte in (CR, LF):
+            if byte == LF and not self._line:
+                return
+            if self.echo:
+                echo.append(byte)
+            self.write(bytes(echo))
+            echo.clear()
+            line, self._line = bytes(self._line), bytearray()
+            await self._execute_line(line)
+            return
+        if len(self._line) < MAX_LINE:
+            self._line.append(byte)
+            if self.echo:
+                echo.append(byte)
 
     def _leave_entry(self) -> None:
         self._entry = None
