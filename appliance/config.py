@@ -2,9 +2,11 @@
 
 ``load_config(path)`` returns a frozen :class:`Config` or raises :class:`ConfigError`, whose text names
 the file, the key (dotted, e.g. ``modems[1].pin``) and the reason. Unknown keys in known sections are
-errors (with a "did you mean" hint), so a typo never silently falls back to a default. The sections
-``[[alerts]]``, ``[[commands]]``, ``[contacts]``, ``[groups]`` and ``[sources]`` are kept in
-``Config.raw`` and validated by :mod:`appliance.rules`.
+errors (with a "did you mean" hint), so a typo never silently falls back to a default. Every table
+is read with :class:`drivers.toml_reader.TableReader`. The sections other parts own are parsed once,
+on first use, and cached: ``[health]`` (``Config.health``), ``[sources]`` (``Config.caps``,
+:mod:`appliance.caps`) and the rule tables (``Config.rules``, :mod:`appliance.rules.config`); a problem
+in one is raised to whoever uses it (``Config.check`` asks for them up front, as ``smsgw run`` does).
 
 Every key, its default and its meaning: ``docs/config.md``.
 """
