@@ -77,6 +77,24 @@ class Payload:
         return self.text
 
 
+def _placeholder(inner: str, position: int) -> Placeholder:
+    """The placeholder written ``{inner}`` at ``position`` of a template."""
+    match = _PLACEHOLDER.fullmatch(inner)
+    if match is None:
+        raise TemplateError(
+            f"{{{inner}}} at position {position} is not a placeholder (use {{name}}, {{name.field}}, "
+            "{name[0]}, {name|upper}, {name:.1f})"
+        )
+    path: list[str | int] = []
+    for acc in _ACCESSOR.finditer(match["path"] or ""):
+        if acc["index"] is not None:
+            path.append(int(acc["index"]))
+        else:
+            attr = acc["attr"]
+            path.append(int(attr) if attr.isdigit() else attr)
+    return Placeholder(match["root"], tuple(path), match["filter"], match["spec"], inner)
+
+
 class Template:
     """A parsed text template (see the module docstring)."""
 
@@ -98,24 +116,10 @@ class Template:
                 end = text.find("}", i)
                 if end < 0:
                     raise TemplateError(f"'{{' at position {i} is never closed")
-                inner = text[i + 1:end]
-                match = _PLACEHOLDER.fullmatch(inner)
-                if match is None:
-                    raise TemplateError(
-                        f"{{{inner}}} at position {i} is not a placeholder (use {{name}}, {{name.field}}, "
-                        "{name[0]}, {name|upper}, {name:.1f})"
-                    )
-                path: list[str | int] = []
-                for acc in _ACCESSOR.finditer(match["path"] or ""):
-                    if acc["index"] is not None:
-                        path.append(int(acc["index"]))
-                    else:
-                        attr = acc["attr"]
-                        path.append(int(attr) if attr.isdigit() else attr)
                 if literal:
                     self.pieces.append("".join(literal))
                     literal = []
-                self.pieces.append(Placeholder(match["root"], tuple(path), match["filter"], match["spec"], inner))
+                self.pieces.append(_placeholder(text[i + 1:end], i))
                 i = end + 1
             else:
                 literal.append(ch)
