@@ -13,7 +13,6 @@ find it taken). When it is not listed there, a non-blocking shared flock, releas
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import logging
 import os
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import asyncio
+
     from appliance.store import Store
 
 LOG = logging.getLogger(__name__)
@@ -126,10 +127,14 @@ class Heartbeat:
             LOG.exception("writing the daemon heartbeat failed")
 
     def start(self) -> None:
+        import asyncio  # here: `smsgw status` and `send` read the heartbeat without an event loop
+
         self.beat()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="heartbeat")
 
     async def _run(self) -> None:
+        import asyncio
+
         while True:
             await asyncio.sleep(self.interval)
             self.beat()

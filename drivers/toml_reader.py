@@ -10,7 +10,6 @@ profiles ``ProfileError``; the reasons read the same everywhere ("must be an int
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -33,6 +32,8 @@ def type_name(value: object) -> str:
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """`` (did you mean 'host'?)`` when ``name`` is close to one of ``known``, else ``""``."""
+    import difflib  # only on an error: the CLI starts without it
+
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
