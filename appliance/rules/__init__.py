@@ -1,4 +1,4 @@
-"""Alert rules (MQTT → SMS) and command rules (SMS → MQTT), and per-source daily caps.
+"""Alert rules (MQTT → SMS) and command rules (SMS → MQTT).
 
 Alert rules (``[[alerts]]``): a message on a topic matching the rule's filter (``+`` and ``#``) becomes
 an SMS to the rule's recipients (numbers, contacts, groups), its text rendered from a template that
