@@ -495,6 +495,21 @@ def test_alert_daily_cap_is_enforced_and_audited(tmp_path: Path) -> None:
     assert "daily cap of 2 messages for source 'alert:freezer' reached (2 accepted today)" in entry["detail"]["error"]
 
 
+def test_replies_go_through_the_send_intake_and_its_caps(tmp_path: Path) -> None:
+    """A command's reply is one more send request of the intake: the [sources] cap of its source
+    ("builtin" for HELP) refuses the second one, audited; the first was queued as the intake does."""
+    store = Store(tmp_path / "db.sqlite")
+    engine = RulesEngine(_config(tmp_path, sources={"builtin": {"daily_cap": 1}}), store, None,
+                         clock=Clock(store.clock()))
+    assert asyncio.run(engine.handle_message(_incoming(store, "+4917000000001", "HELP"))) == "help"
+    assert asyncio.run(engine.handle_message(_incoming(store, "+4917000000001", "help"))) == "help"
+    [queued] = store.outbox(10)
+    assert (queued["to"], queued["source"], queued["priority"]) == ("+4917000000001", "builtin", "high")
+    [entry] = store.audit_log(kind="cap_exceeded")
+    assert entry["detail"] == {"source": "builtin", "error": "daily cap of 1 messages for source 'builtin' reached "
+                                                              "(1 accepted today)"}
+
+
 def test_rules_section_turns_off_the_unknown_reply_and_the_builtins(tmp_path: Path) -> None:
     store = Store(tmp_path / "db.sqlite")
     engine = RulesEngine(_config(tmp_path, rules={"unknown_reply": "", "builtins": False}), store, None)

@@ -13,8 +13,14 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from appliance.caps import DailyCapExceeded, check_daily_cap
-from appliance.numbers import check_destination
+from appliance.intake import (
+    BadDestination,
+    Intake,
+    IntakePolicy,
+    OverDailyCap,
+    RecipientOptedOut,
+    SendRequest,
+)
 from appliance.rules.alerts import STATE_COOLDOWN, Cooldown, Summary, render_summary
 from appliance.rules.commands import (
     CommandMatch,
@@ -28,7 +34,7 @@ from appliance.rules.commands import (
 )
 from appliance.rules.config import BUILTINS, AlertRule, CommandRule
 from appliance.rules.templates import Payload, alert_context, fit_text
-from appliance.store import CRITICAL, OptedOut, OutboundRequest, same_number
+from appliance.store import CRITICAL, same_number
 from appliance.topics import cover_filters, is_publish_topic, topic_matches
 
 if TYPE_CHECKING:
@@ -70,14 +76,13 @@ class RulesEngine:
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.rules = config.rules
-        self.caps = config.caps
+        #: every SMS of the rules (alerts, replies) goes through the one send intake
+        self.intake = Intake(IntakePolicy.from_config(config), store)
         self.store = store
         self.bridge = bridge
         self.status = status or (lambda: {})
         self.clock = clock
         self.max_parts = config.limits.max_parts
-        #: [limits].validity: a queued alert or reply not sent within it expires
-        self.default_validity: float | None = config.limits.validity
         self.cooldown = Cooldown()
         self.pins = PinGuard(store)
         self.counters: dict[str, int] = {}
@@ -222,6 +227,8 @@ class RulesEngine:
             self.store.state_set(STATE_COOLDOWN, rule.name, self.cooldown.export(rule.name) or None)
 
     def _send_alert(self, rule: AlertRule, text: str, now: float) -> list[int]:
+        """Queue one alert SMS through the intake; recipients who sent STOP are skipped (and audited)
+        unless the rule is critical."""
         recipients = list(rule.to)
         if not rule.critical:
             opted_out = [n for n in recipients if self.opted_out(n)]
@@ -230,21 +237,17 @@ class RulesEngine:
             recipients = [n for n in recipients if n not in opted_out]
         if not recipients:
             return []
-        valid_for = rule.valid_for or self.default_validity
-        valid_until = now + valid_for if valid_for else None
-        requests = [OutboundRequest(to=number, text=fit_text(text, self.max_parts), source=rule.source,
-                                    priority=CRITICAL if rule.critical else rule.priority, valid_until=valid_until)
-                    for number in recipients]
+        request = SendRequest(to=tuple(recipients), text=fit_text(text, self.max_parts), source=rule.source,
+                              priority=CRITICAL if rule.critical else rule.priority, valid_for=rule.valid_for or None)
         try:
-            check_daily_cap(self.caps, self.store, rule.source, len(requests), now)
-        except DailyCapExceeded as exc:
+            accepted = self.intake.submit(request, now)
+        except OverDailyCap as exc:
             self._count("alerts_capped")
             self.store.audit("cap_exceeded", {"source": rule.source, "error": str(exc)}, now=now)
             LOG.warning("%s", exc)
             return []
-        results = self.store.enqueue(requests, now=now)
         self._count("alerts_sent")
-        return [r.id for r in results]
+        return [message.id for message in accepted]
 
     async def _summaries(self) -> None:
         while self._running:
@@ -465,22 +468,18 @@ class RulesEngine:
         return "Commands: " + "; ".join(names + list(BUILTINS))
 
     def _reply(self, sender: str, text: str, source: str, now: float, *, priority: str = "high") -> int | None:
+        """Queue a reply SMS to ``sender`` through the intake; the message id, or None when refused
+        (the number policy, the daily cap, an opt-out: each audited)."""
+        request = SendRequest(to=(sender,), text=fit_text(text, self.max_parts), source=source, priority=priority)
         try:
-            to = check_destination(sender, self.config.numbers)
-        except ValueError as exc:
-            self.store.audit("reply_refused", {"to": sender, "error": str(exc)}, now=now)
+            (accepted,) = self.intake.submit(request, now)
+        except BadDestination as exc:
+            self.store.audit("reply_refused", {"to": sender, "error": str(exc.cause)}, now=now)
             return None
-        try:
-            check_daily_cap(self.caps, self.store, source, 1, now)
-        except DailyCapExceeded as exc:
+        except OverDailyCap as exc:
             self.store.audit("cap_exceeded", {"source": source, "error": str(exc)}, now=now)
             return None
-        valid_until = now + self.default_validity if self.default_validity else None
-        try:
-            result = self.store.enqueue([OutboundRequest(to=to, text=fit_text(text, self.max_parts),
-                                                         source=source, priority=priority, valid_until=valid_until)],
-                                        now=now)
-        except OptedOut as exc:
-            self.store.audit("reply_refused", {"to": to, "error": str(exc)}, now=now)
+        except RecipientOptedOut as exc:
+            self.store.audit("reply_refused", {"to": exc.number, "error": str(exc)}, now=now)
             return None
-        return result[0].id
+        return accepted.id
