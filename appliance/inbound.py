@@ -114,9 +114,6 @@ class Inbound:
     # --- the consumer ------------------------------------------------------------------------
 
     async def _consume(self, modem: Modem) -> None:
-        from drivers.calls import CallEnded, IncomingCall
-        from drivers.modem import IncomingSms, ModemClosed, StatusReport, StorageFull
-
         modem_id = modem.modem_id
         sweep_now = self._sweep_now[modem_id]
         loop = asyncio.get_running_loop()
@@ -135,19 +132,7 @@ class Inbound:
                 event = get.result()
                 self._busy[modem_id] = True
                 try:
-                    if isinstance(event, IncomingSms):
-                        await self.handle_sms(modem, event)
-                    elif isinstance(event, StatusReport):
-                        await self.handle_report(modem, event)
-                    elif isinstance(event, ModemClosed):
-                        if self.on_closed is not None:
-                            self.on_closed(modem_id, event.error)
-                    elif isinstance(event, IncomingCall | CallEnded):
-                        if self.on_call is not None:
-                            self.on_call(event)
-                    elif isinstance(event, StorageFull):
-                        LOG.warning("%s announced that its SMS storage is full; sweeping", modem_id)
-                        self.request_sweep(modem_id)
+                    await self._handle_event(modem, event)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -171,6 +156,26 @@ class Inbound:
                     self._busy[modem_id] = False
 
     # --- handling ----------------------------------------------------------------------------
+
+    async def _handle_event(self, modem: Modem, event: object) -> None:
+        """One event from the modem's queue: an SMS, a status report, a call, a closed port, full storage."""
+        from drivers.calls import CallEnded, IncomingCall
+        from drivers.modem import IncomingSms, ModemClosed, StatusReport, StorageFull
+
+        modem_id = modem.modem_id
+        if isinstance(event, IncomingSms):
+            await self.handle_sms(modem, event)
+        elif isinstance(event, StatusReport):
+            await self.handle_report(modem, event)
+        elif isinstance(event, ModemClosed):
+            if self.on_closed is not None:
+                self.on_closed(modem_id, event.error)
+        elif isinstance(event, IncomingCall | CallEnded):
+            if self.on_call is not None:
+                self.on_call(event)
+        elif isinstance(event, StorageFull):
+            LOG.warning("%s announced that its SMS storage is full; sweeping", modem_id)
+            self.request_sweep(modem_id)
 
     async def handle_sms(self, modem: Modem, sms: Any) -> None:
         """Commit an ``IncomingSms``, then delete its SIM slot (if it has one)."""
