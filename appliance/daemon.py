@@ -121,6 +121,7 @@ class Daemon:
         self.led: StatusLed | None = None
         self.bridge: Any = None
         self.rules: Any = None
+        self.calls: Any = None
         self.discovery: Any = None
         self.ussd: Any = None
         self.control: Any = None
@@ -224,7 +225,11 @@ class Daemon:
         )
         for modem_id in self.modems:
             dispatcher.set_modem_healthy(modem_id, False)  # healthy once its supervisor opened it
-        self.inbound = Inbound(store, sweep_interval=s.sweep_interval, on_closed=self._port_closed)
+        from appliance.calls import CallTriggers
+
+        self.calls = CallTriggers(config, store, self.modems, bridge=lambda: self.bridge)
+        self.inbound = Inbound(store, sweep_interval=s.sweep_interval, on_closed=self._port_closed,
+                               on_call=self.calls.on_call)
         # the baseline for the watch on commits by other processes, before anything can be enqueued
         self._data_version = int(store.conn.execute("PRAGMA data_version").fetchone()[0])
         await dispatcher.start()
@@ -316,6 +321,8 @@ class Daemon:
             await self.dispatcher.stop()
         if self.inbound is not None:
             await self.inbound.stop()
+        if self.calls is not None:
+            await self.calls.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -29,11 +29,13 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(path)
         # the tables other modules own, checked the way `smsgw run` checks them at start
+        from appliance.calls import validate_calls
         from appliance.daemon import health_settings
         from appliance.rules import validate_rules
 
         health_settings(cfg)
         validate_rules(cfg)
+        validate_calls(cfg)
     except ConfigError as exc:
         print(f"smsgw config check: {exc}", file=sys.stderr)
         return 2

@@ -109,9 +109,11 @@ def main(args: argparse.Namespace) -> int:
     path = args.config or os.environ.get("SMSGW_CONFIG") or "/etc/smsgw/smsgw.toml"
     try:
         config = load_config(path)
+        from appliance.calls import validate_calls
         from appliance.daemon import health_settings
 
         health_settings(config)
+        validate_calls(config)
         if config.mqtt is not None:
             from appliance.rules import validate_rules
 
