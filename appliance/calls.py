@@ -266,7 +266,8 @@ class CallTriggers:
         self.counters["calls"] += 1
         LOG.info("call on %s from %s%s", call.modem_id, call.number or "?",
                  f" ({call.reason})" if call.number is None else "")
-        hang_up = self._hang_up(call) if self.settings.hang_up else None
+        # the hang-up goes to the modem's queue first; the store and the rules do not delay it
+        hang_up = asyncio.ensure_future(self._hang_up(call)) if self.settings.hang_up else None
         event: dict[str, Any] = {"from": call.number, "at": _iso(call.at), "modem": call.modem_id}
         if call.number is None:
             event["reason"] = call.reason

@@ -68,7 +68,8 @@ def debug_log(config: Path) -> Path:
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, broker: Broker) -> None:
+    def __init__(self, tmp_path: Path, broker: Broker, extra: str = "") -> None:
+        self.extra = extra
         self.tmp_path = tmp_path
         self.broker = broker
         self.sim = Simulator(tmp_path / "sim", modems=1, ring_interval=RING_INTERVAL)
@@ -78,7 +79,7 @@ class Rig:
     async def start(self) -> None:
         await self.sim.start()
         self.config = debug_log(write_config(self.tmp_path / "gw", self.sim.ports,
-                                             extra=mqtt_table(self.broker) + RULES))
+                                             extra=mqtt_table(self.broker) + RULES + self.extra))
         self.daemon = DaemonProcess(self.config)
         await self.daemon.start()
         await self.daemon.wait_running(20)
@@ -195,6 +196,32 @@ async def test_a_withheld_or_unlisted_caller_is_published_and_hung_up_but_trigge
         assert not [r for r in rig.sim.network.sent if r["to"] == caller]
     finally:
         probe.close()
+
+
+async def test_a_refused_receipt_is_audited_and_the_action_still_published(tmp_path: Path,
+                                                                          mosquitto: Broker) -> None:
+    rig = Rig(tmp_path, mosquitto, extra='\n[sources."call:gate"]\ndaily_cap = 0\n')
+    try:
+        await rig.start()
+        probe = Probe(mosquitto, "farm/#")
+        try:
+            probe.subscribed()
+            call = rig.call(ALICE)
+            await async_wait_until(lambda: probe.json("farm/gate/set"), timeout=15, what="gate action")
+            await async_wait_until(lambda: call.state == "ended", timeout=10, what="call hung up")
+            refused = await async_wait_until(lambda: rig.audit("call_receipt_refused"), timeout=10,
+                                             what="receipt refusal audited")
+            assert refused[0]["to"] == ALICE and refused[0]["reason"] == "over_cap"
+            assert "call:gate" in refused[0]["error"]
+            # the next call is handled all the same
+            rig.call(ALICE)
+            await async_wait_until(lambda: len(probe.json("farm/gate/set")) == 2, timeout=15, what="second call")
+            await async_wait_until(lambda: len(rig.audit("call_receipt_refused")) == 2, timeout=10,
+                                   what="second refusal audited")
+        finally:
+            probe.close()
+    finally:
+        await rig.stop()
 
 
 async def test_hang_up_false_lets_the_call_ring_out(tmp_path: Path, mosquitto: Broker,
