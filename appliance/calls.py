@@ -307,12 +307,12 @@ class CallTriggers:
         bridge = self.bridge()
         for rule in matched:
             context["rule"] = rule.name
-            payload = rule.payload.render(context)
             base = {"rule": rule.name, "from": number, "modem": call.modem_id, "topic": rule.topic}
             if bridge is None:
                 self.store.audit("call_rule_failed", {**base, "error": "MQTT is not configured"})
                 continue
-            try:
+            try:  # one failing rule (a template, the client) never keeps the others from firing
+                payload = rule.payload.render(context)
                 bridge.publish(rule.topic, payload.encode(), qos=rule.qos, retain=rule.retain)
             except Exception as exc:
                 LOG.warning("call rule %s: publishing on %s failed: %s", rule.name, rule.topic, exc)
@@ -322,12 +322,14 @@ class CallTriggers:
             self.store.audit("call_rule", {**base, "payload": payload})
             LOG.info("call from %s on %s: rule %s published on %s", number, call.modem_id, rule.name, rule.topic)
             if rule.receipt is not None:
-                self._receipt(rule, number, rule.receipt.render(context))
+                self._receipt(rule, number, rule.receipt, context)
 
-    def _receipt(self, rule: CallRule, number: str, text: str) -> None:
+    def _receipt(self, rule: CallRule, number: str, receipt: Template, context: Mapping[str, Any]) -> None:
         try:
+            text = receipt.render(context)
             self.intake.submit(SendRequest(to=(number,), text=text, source=rule.source, priority="high"))
-        except IntakeError as exc:
+        except (IntakeError, TemplateError, ValueError) as exc:
             LOG.warning("call rule %s: receipt to %s refused: %s", rule.name, number, exc)
-            self.store.audit("call_receipt_refused", {"rule": rule.name, "to": number, "reason": exc.reason,
+            reason = exc.reason if isinstance(exc, IntakeError) else "template"
+            self.store.audit("call_receipt_refused", {"rule": rule.name, "to": number, "reason": reason,
                                                       "error": str(exc)})
