@@ -20,14 +20,18 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from appliance.http.config import HttpConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/smsgw/smsgw.toml")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 MQTT_PROTOCOLS = ("5", "3.1.1")
 
 # Top-level keys: the sections parsed here, plus the ones kept in ``raw`` for other modules.
-OWN_SECTIONS = ("store", "mqtt", "modems", "modems_auto", "numbers", "limits", "hardware", "sms", "log_level")
+OWN_SECTIONS = ("store", "mqtt", "modems", "modems_auto", "numbers", "limits", "hardware", "sms", "log_level",
+                "http")
 RAW_SECTIONS = ("alerts", "commands", "contacts", "groups", "sources", "quiet_hours", "rules", "health", "calls",
                 "call_rules")
 
@@ -168,6 +172,7 @@ class Config:
     log_level: str = "info"
     raw: dict[str, Any] = field(default_factory=dict)
     modems_auto: ModemsAutoConfig = field(default_factory=ModemsAutoConfig)
+    http: HttpConfig | None = None  # [http]: the HTTP API (appliance.http.config); None: off
 
     def modem(self, modem_id: str) -> ModemConfig:
         for modem in self.modems:
@@ -578,6 +583,12 @@ def _hardware(file: Path, table: object) -> HardwareConfig:
     return HardwareConfig(status_led_gpio=sec.integer("status_led_gpio", None, minimum=0, maximum=63))
 
 
+def _http(file: Path, table: object) -> HttpConfig:
+    from appliance.http.config import parse_http
+
+    return parse_http(file, table)
+
+
 def _syntax_error(file: Path, exc: tomllib.TOMLDecodeError) -> ConfigError:
     message = str(exc)
     match = re.search(r"\(at line (\d+), column (\d+)\)", message)
@@ -610,6 +621,7 @@ def parse_config(data: dict[str, Any], path: str | Path) -> Config:
         log_level=level.lower(),
         raw=data,
         modems_auto=_modems_auto(file, data.get("modems_auto", {})),
+        http=_http(file, data["http"]) if "http" in data else None,
     )
 
 

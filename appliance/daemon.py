@@ -127,6 +127,7 @@ class Daemon:
         self.control: Any = None
         self.balance: Any = None
         self.heartbeat: Any = None
+        self.http: Any = None
         self._mqtt_ussd: Any = None
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
@@ -250,6 +251,7 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._flush_partial(), name="reassembly"))
         self._tasks.append(asyncio.create_task(self._prune(), name="retention"))
         await self._start_mqtt()
+        await self._start_http()
         if self.balance is not None:
             self.balance.start()  # after MQTT: a low balance reaches the alert rules
         self._update_led()
@@ -282,6 +284,20 @@ class Daemon:
         if self.balance is not None:
             self.balance.attach(self.bridge, self.rules)
 
+    async def _start_http(self) -> None:
+        """The HTTP API (appliance.http) when ``[http]`` is configured."""
+        if self.config.http is None:
+            return
+        from appliance.http.server import HttpServer
+
+        http = HttpServer(self)
+        try:
+            await http.start()
+        except OSError as exc:  # the modems and MQTT still work; `smsgw doctor` and the log say why
+            LOG.error("HTTP API not started: cannot listen on %s: %s", self.config.http.listen, exc.strerror or exc)
+            return
+        self.http = http
+
     def modem_ready(self, modem_id: str) -> bool:
         supervisor = self.supervisors.get(modem_id)
         return supervisor is not None and supervisor.healthy
@@ -311,7 +327,7 @@ class Daemon:
         """Finish the AT exchange in progress, commit, close everything."""
         LOG.info("stopping")
         systemd.notify("STOPPING=1", "STATUS=stopping: finishing the AT exchange in progress")
-        for component in (self.control, self.balance, self._mqtt_ussd):
+        for component in (self.http, self.control, self.balance, self._mqtt_ussd):
             if component is not None:
                 with contextlib.suppress(Exception):
                     await component.stop()

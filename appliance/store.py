@@ -1335,18 +1335,100 @@ class Store:
 
     def inbox(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = self.conn.execute("SELECT * FROM inbox ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        result = []
-        for row in rows:
-            data = dict(row)
-            data["from"] = data.pop("sender")
-            if data["text"] is not None:
-                data["text"] = self.shown_text(data["text"])
-            data["partial"] = bool(data["partial"])
-            data["missing"] = json.loads(data["missing"]) if data["missing"] else []
-            data["state"] = UNDECODABLE if data["error"] else RECEIVED
-            if data["error"]:
-                raw = self.conn.execute("SELECT pdu FROM inbox_part WHERE inbox_id = ? ORDER BY id LIMIT 1",
-                                        (data["id"],)).fetchone()
-                data["raw"] = raw["pdu"] if raw is not None else None
-            result.append(data)
+        return [self._inbox_dict(row) for row in rows]
+
+    def _inbox_dict(self, row: sqlite3.Row) -> dict[str, Any]:
+        data = dict(row)
+        data["from"] = data.pop("sender")
+        if data["text"] is not None:
+            data["text"] = self.shown_text(data["text"])
+        data["partial"] = bool(data["partial"])
+        data["missing"] = json.loads(data["missing"]) if data["missing"] else []
+        data["state"] = UNDECODABLE if data["error"] else RECEIVED
+        if data["error"]:
+            raw = self.conn.execute("SELECT pdu FROM inbox_part WHERE inbox_id = ? ORDER BY id LIMIT 1",
+                                    (data["id"],)).fetchone()
+            data["raw"] = raw["pdu"] if raw is not None else None
+        return data
+
+    # --- reads for the HTTP API and its metrics ---------------------------------------------
+
+    def ping(self) -> bool:
+        """Whether the database answers a query (``GET /healthz``)."""
+        return bool(self.conn.execute("SELECT 1").fetchone()[0] == 1)
+
+    def messages(self, *, state: str | None = None, limit: int = 50,
+                 before: int | None = None) -> list[dict[str, Any]]:
+        """Outbound messages, newest first: all, or those in ``state``; with ``before``, only those with
+        a smaller id (the next page). Each with its count of parts and the modem that sent them."""
+        where: list[str] = []
+        args: list[Any] = []
+        if state is not None:
+            where.append("m.state = ?")
+            args.append(state)
+        if before is not None:
+            where.append("m.id < ?")
+            args.append(before)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = self.conn.execute(
+            "SELECT m.*, (SELECT COUNT(*) FROM part p WHERE p.message_id = m.id) AS parts "
+            f"FROM message m {clause}ORDER BY m.id DESC LIMIT ?", (*args, limit)  # index message_queue / pk
+        ).fetchall()
+        return [self._message_dict(row) for row in rows]
+
+    def messages_by_key(self, client_key: str) -> list[dict[str, Any]]:
+        """The messages queued under one idempotency key (one per recipient), in id order."""
+        rows = self.conn.execute(
+            "SELECT m.*, (SELECT COUNT(*) FROM part p WHERE p.message_id = m.id) AS parts "
+            "FROM message m WHERE m.client_key = ? ORDER BY m.id", (client_key,)  # index message_idempotency
+        ).fetchall()
+        return [self._message_dict(row) for row in rows]
+
+    def inbox_after(self, *, after_id: int | None = None, since: float | None = None,
+                    limit: int = 50) -> list[dict[str, Any]]:
+        """Received messages oldest first: those with an id above ``after_id`` and/or received at or
+        after ``since`` (a poller passes the last id it saw)."""
+        where: list[str] = []
+        args: list[Any] = []
+        if after_id is not None:
+            where.append("id > ?")
+            args.append(after_id)
+        if since is not None:
+            where.append("received_at >= ?")
+            args.append(since)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = self.conn.execute(f"SELECT * FROM inbox {clause}ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+        return [self._inbox_dict(row) for row in rows]
+
+    def modem_states(self) -> dict[str, dict[str, Any]]:
+        """The last recorded state of every modem the store knows (``state_set("modem", …)``)."""
+        result: dict[str, dict[str, Any]] = {}
+        for row in self.conn.execute("SELECT key, value FROM state WHERE namespace = 'modem' ORDER BY key"):
+            try:
+                value = json.loads(row[1])
+            except ValueError:
+                value = None
+            result[row[0]] = value if isinstance(value, dict) else {"state": "unreadable"}
         return result
+
+    def metrics(self, now: float | None = None) -> dict[str, Any]:
+        """What ``GET /metrics`` reports from the store: messages by (source, modem, state), received
+        messages by modem, the age of the oldest queued message, unpublished events, the file's size."""
+        now = self._now(now)
+        messages = [(row[0] or "", row[1] or "", row[2], int(row[3])) for row in self.conn.execute(
+            "SELECT source, modem, state, COUNT(*) FROM message GROUP BY source, modem, state")]
+        parts = [(row[0] or "", row[1], int(row[2])) for row in self.conn.execute(
+            "SELECT modem, state, COUNT(*) FROM part WHERE modem IS NOT NULL GROUP BY modem, state")]
+        received = [(row[0] or "", int(row[1])) for row in self.conn.execute(
+            "SELECT modem, COUNT(*) FROM inbox GROUP BY modem")]
+        oldest = self.conn.execute("SELECT MIN(created_at) FROM message WHERE state = ?", (QUEUED,)).fetchone()[0]
+        pending = int(self.conn.execute("SELECT COUNT(*) FROM event WHERE done_at IS NULL").fetchone()[0])
+        size = 0
+        for suffix in ("", "-wal"):
+            try:
+                size += os.stat(str(self.path) + suffix).st_size
+            except OSError:
+                pass
+        return {"messages": messages, "parts": parts, "received": received,
+                "oldest_queued_age": None if oldest is None else max(now - float(oldest), 0.0),
+                "events_pending": pending, "size_bytes": size}
