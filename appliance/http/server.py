@@ -80,8 +80,11 @@ class HttpServer:
         return app
 
     async def start(self) -> None:
+        # lingering_time: after an answer that left the body unread (413, 408), what is still coming
+        # is read and dropped for at most body_timeout seconds before the connection is closed
         runner = web.AppRunner(self.make_app(), access_log=None, keepalive_timeout=self.http.idle_timeout,
-                               shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False)
+                               lingering_time=self.http.body_timeout, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                               handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self.http.host, self.http.port, ssl_context=_server_ssl(self.http),
                            reuse_address=True)
