@@ -1376,14 +1376,6 @@ class Store:
         ).fetchall()
         return [self._message_dict(row) for row in rows]
 
-    def messages_by_key(self, client_key: str) -> list[dict[str, Any]]:
-        """The messages queued under one idempotency key (one per recipient), in id order."""
-        rows = self.conn.execute(
-            "SELECT m.*, (SELECT COUNT(*) FROM part p WHERE p.message_id = m.id) AS parts "
-            "FROM message m WHERE m.client_key = ? ORDER BY m.id", (client_key,)  # index message_idempotency
-        ).fetchall()
-        return [self._message_dict(row) for row in rows]
-
     def inbox_after(self, *, after_id: int | None = None, since: float | None = None,
                     limit: int = 50) -> list[dict[str, Any]]:
         """Received messages oldest first: those with an id above ``after_id`` and/or received at or

@@ -102,10 +102,11 @@ async def gateway_factory(tmp_path: Path, sim: Simulator, daemons: list[DaemonPr
 
     async def make(*, extra: str = "", http: str = "", tokens: Mapping[str, tuple[str, tuple[str, ...]]] = TOKENS,
                    start: bool = True, ports: list[str] | None = None, port: int | None = None,
-                   tls: tuple[Path, Path] | None = None, connector: aiohttp.BaseConnector | None = None) -> Gateway:
+                   tls: tuple[Path, Path] | None = None, connector: aiohttp.BaseConnector | None = None,
+                   directory: Path | None = None) -> Gateway:
         nonlocal count
         count += 1
-        directory = tmp_path / f"gw{count}"
+        directory = directory or tmp_path / f"gw{count}"
         port = port or free_port()
         settings = http
         if tls is not None:

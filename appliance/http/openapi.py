@@ -67,19 +67,20 @@ SCHEMAS: dict[str, Any] = {
     },
     "Accepted": {
         "type": "object", "required": ["id", "to", "state", "parts", "duplicate"],
+        "description": "A committed message; with `duplicate` true, the existing message (fields of Message)",
         "properties": {
             "id": {"type": "integer"}, "to": {"type": "string"}, "state": {"enum": list(STATES)},
             "parts": {"type": "integer", "minimum": 1}, "duplicate": {"type": "boolean"},
         },
     },
     "SendAnswer": {
-        "type": "object", "required": ["id", "state", "parts", "duplicate"],
-        "description": "One recipient: the message. Several: `messages` with one entry per distinct recipient.",
-        "properties": {
-            "id": {"type": "integer"}, "to": {"type": "string"}, "state": {"enum": list(STATES)},
-            "parts": {"type": "integer", "minimum": 1}, "duplicate": {"type": "boolean"},
-            "messages": {"type": "array", "items": _ref("Accepted")},
-        },
+        "description": "One recipient: its message (a duplicate carries the whole existing message). Several: "
+                       "`messages`, one per distinct recipient.",
+        "oneOf": [
+            _ref("Accepted"),
+            {"type": "object", "required": ["messages"],
+             "properties": {"messages": {"type": "array", "items": _ref("Accepted"), "minItems": 2}}},
+        ],
     },
     "DeliveryPart": {
         "type": "object", "required": ["sequence", "total", "state"],
@@ -170,7 +171,9 @@ SCHEMAS: dict[str, Any] = {
     "UssdAnswer": {
         "type": "object", "required": ["modem"],
         "properties": {"modem": {"type": "string"}, "code": {"type": "string"}, "text": _NULLABLE_STRING,
-                       "session": _NULLABLE_STRING, "session_open": {"type": "boolean"}},
+                       "network_status": {"type": "integer", "description": "+CUSD <m>: 0 done, 1 a question"},
+                       "dcs": {"type": ["integer", "null"]}, "session": _NULLABLE_STRING,
+                       "session_open": {"type": "boolean"}, "cancelled": {"type": "boolean"}},
     },
     "Health": {"type": "object", "required": ["status"],
                "properties": {"status": {"const": "ok"}, "store_ms": {"type": "number"}}},

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -25,12 +25,7 @@ from appliance.store import STATES
 
 if TYPE_CHECKING:
     from appliance.daemon import Daemon
-
-
-class SendIntake(Protocol):
-    """POST /api/v1/messages (appliance.http.send)."""
-
-    async def handle(self, request: web.Request, token: Any) -> web.StreamResponse: ...
+    from appliance.http.send import SendIntake
 
 #: Most items one list request returns; ``limit`` defaults to DEFAULT_LIMIT.
 MAX_LIMIT = 500
@@ -90,7 +85,7 @@ def _int_param(query: Mapping[str, str], name: str, default: int | None, *, mini
 class Api:
     """The handlers, bound to the running daemon."""
 
-    def __init__(self, daemon: Daemon, http: HttpConfig, auth: Authenticator, sender: SendIntake | None) -> None:
+    def __init__(self, daemon: Daemon, http: HttpConfig, auth: Authenticator, sender: SendIntake) -> None:
         self.daemon = daemon
         self.http = http
         self.auth = auth
@@ -108,8 +103,6 @@ class Api:
     # --- sending -----------------------------------------------------------------------------
 
     async def send(self, request: web.Request, token: Any) -> web.StreamResponse:
-        if self.sender is None:
-            raise ApiError(503, "sending is not available", kind="unavailable")
         return await self.sender.handle(request, token)
 
     # --- reading -----------------------------------------------------------------------------

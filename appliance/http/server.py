@@ -21,7 +21,7 @@ from aiohttp import web
 from appliance.http.auth import Authenticator, TokenRegistry
 from appliance.http.config import HttpConfig
 from appliance.http.errors import ApiError, error_middleware
-from appliance.http.routes import ROUTES, Api, Route, SendIntake
+from appliance.http.routes import ROUTES, Api, Route
 
 if TYPE_CHECKING:
     from appliance.daemon import Daemon
@@ -44,13 +44,17 @@ def _server_ssl(http: HttpConfig) -> ssl.SSLContext | None:
 class HttpServer:
     """The API on ``[http] listen`` (see the module docstring)."""
 
-    def __init__(self, daemon: Daemon, sender: SendIntake | None = None) -> None:
+    def __init__(self, daemon: Daemon) -> None:
+        from appliance.http.send import SendIntake
+        from appliance.intake import Intake, IntakePolicy
+
         http = daemon.config.http
-        assert http is not None
+        assert http is not None and daemon.store is not None
         self.http = http
         self.daemon = daemon
         self.auth = Authenticator(http, TokenRegistry(http, daemon.config.path))
-        self.api = Api(daemon, http, self.auth, sender)
+        self.sender = SendIntake(Intake(IntakePolicy.from_config(daemon.config), daemon.store), http)
+        self.api = Api(daemon, http, self.auth, self.sender)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None  # the bound port (``listen`` may say 0 in tests)
 
