@@ -93,5 +93,17 @@ async def test_live_answers_match_the_documented_schemas(gateway_factory: Gatewa
     await call(gateway, checker, "POST", "/api/v1/ussd", json={"code": "*100#", "modem": "x"}, token="ops")
     await call(gateway, checker, "POST", "/api/v1/ussd", json={"code": "*100#", "x": 1}, token="ops")
     await call(gateway, checker, "POST", "/api/v1/ussd", data=b"x" * 70_000, token="ops")
+    send = "/api/v1/messages"
+    status, _ = await call(gateway, checker, "POST", send, json={"to": "+4915112345678", "text": "x", "id": "k"},
+                           token="sender")
+    assert status == 202
+    status, _ = await call(gateway, checker, "POST", send, json={"to": "+4915112345678", "text": "x", "id": "k"},
+                           token="sender")
+    assert status == 200
+    status, _ = await call(gateway, checker, "POST", send, json={"to": ["+4915112345678", "+4915112345679"],
+                                                                "text": "two"}, token="sender")
+    assert status == 202
+    await call(gateway, checker, "POST", send, json={"to": "+4915112345678"}, token="sender")
+    await call(gateway, checker, "POST", send, json={"to": "112", "text": "x"}, token="sender")
     statuses = {status for _, _, status in checker.seen}
-    assert {200, 400, 401, 403, 404, 413} <= statuses
+    assert {200, 202, 400, 401, 403, 404, 413, 422} <= statuses

@@ -45,7 +45,8 @@ class TokenRegistry:
         self.config_path = config_path
         self._by_hash = {token.token_sha256: token for token in http.tokens}
         self._checked_at = clock()
-        self._stamp = self._file_stamp()
+        # unknown: the file may have changed between the daemon reading it and now, so the first look reloads
+        self._stamp: tuple[int, int] | None = None
 
     def _file_stamp(self) -> tuple[int, int] | None:
         if self.config_path is None:

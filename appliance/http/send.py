@@ -41,6 +41,10 @@ FIELDS = ("to", "text", "id", "priority", "report", "valid_for", "language")
 STATUS = {"invalid": 400, "bad_destination": 422, "too_long": 422, "opted_out": 422, "refused": 422,
           "over_cap": 429, "store_unavailable": 503, "internal": 500}
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: A commit waits for at most MAX_DEFER more loop turns while requests keep coming, and takes at most
+#: about MAX_BATCH requests: one fsync for many, without holding any of them up for long.
+MAX_DEFER = 4
+MAX_BATCH = 256
 
 
 def refusal(exc: IntakeError) -> ApiError:
@@ -54,6 +58,7 @@ class SendIntake:
         self.intake = intake
         self.http = http
         self._pending: list[tuple[Prepared, asyncio.Future[list[Accepted] | IntakeError]]] = []
+        self._deferred = 0
 
     @property
     def store(self) -> Store:
@@ -99,14 +104,21 @@ class SendIntake:
     # --- group commit ------------------------------------------------------------------------
 
     def _submit(self, prepared: Prepared) -> asyncio.Future[list[Accepted] | IntakeError]:
-        """Queue ``prepared`` for the next commit (after the requests of this loop turn are read)."""
-        future: asyncio.Future[list[Accepted] | IntakeError] = asyncio.get_running_loop().create_future()
+        """Queue ``prepared`` for the next commit (once a loop turn has brought no more requests)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Accepted] | IntakeError] = loop.create_future()
         if not self._pending:
-            asyncio.get_running_loop().call_soon(self._commit)
+            self._deferred = 0
+            loop.call_soon(self._commit, 0)
         self._pending.append((prepared, future))
         return future
 
-    def _commit(self) -> None:
+    def _commit(self, seen: int) -> None:
+        if len(self._pending) > seen and len(self._pending) < MAX_BATCH and self._deferred < MAX_DEFER:
+            # requests came in during the last loop turn: one more turn lets the rest of them in
+            self._deferred += 1
+            asyncio.get_running_loop().call_soon(self._commit, len(self._pending))
+            return
         batch, self._pending = self._pending, []
         try:
             outcomes = self.intake.submit_many([prepared for prepared, _ in batch])
