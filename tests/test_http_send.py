@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from http_fixtures import Gateway, GatewayFactory, wait_modems_online
+from daemon_helpers import ROOT, daemon_env
+from http_fixtures import TOKENS, Gateway, GatewayFactory, wait_modems_online
 from mosquitto import Broker, Probe
 from test_disk_full import fill, small_disk  # noqa: F401 - the fixture
 from test_http_api import cli
@@ -203,3 +205,23 @@ async def test_a_full_disk_is_503_and_a_request_answered_202_was_committed(
     assert {f"d{n}" for n, (status, _) in enumerate(retried) if status == 200} == accepted  # nothing lost
     with Store(gateway.db) as store:
         assert len({m["client_key"] for m in store.outbox(100)}) == 30
+
+
+async def test_the_readme_curl_line_sends_an_sms(gateway_factory: GatewayFactory, sim: Simulator) -> None:
+    """The two lines of the README's HTTP section, as written (only the address is this test's)."""
+    readme = (ROOT / "README.md").read_text().split("## HTTP API", 1)[1]
+    lines = [line for line in readme.split("```sh", 1)[1].split("```", 1)[0].splitlines() if line.strip()]
+    assert lines[0].startswith("TOKEN=$(smsgw token create erp") and lines[1].startswith("curl ")
+    gateway = await gateway_factory(tokens={"reader": TOKENS["reader"]})  # no "erp" yet: the README makes it
+    script = "set -euo pipefail\n" + "\n".join(lines).replace("http://127.0.0.1:8080", gateway.url)
+    env = {**daemon_env(), "SMSGW_CONFIG": str(gateway.config),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = await asyncio.create_subprocess_exec("bash", "-c", script, env=env, cwd=ROOT,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    answer = json.loads(out)
+    assert (answer["state"], answer["to"], answer["duplicate"]) == ("queued", "+4917612345678", False)
+    await async_wait_until(lambda: sent_to(sim, "Freezer 3: -4 °C") == 1, timeout=15, what="the README's SMS sent")
+    row = stored(gateway.db, answer["id"])
+    assert row is not None and row["source"] == "http:erp"

@@ -7,9 +7,9 @@ missing or unknown token is answered 401 with ``WWW-Authenticate: Bearer`` (RFC 
 attempts in a minute gets 429 (``Retry-After``) before its token is even looked at, and each token
 may make ``token_rate`` requests per second (``token_burst`` at once), past which it gets 429.
 
-The registry watches the config file (at most once a second): a token created or revoked with
-``smsgw token`` while the daemon runs is taken up without a restart; a file that no longer reads
-leaves the tokens as they were (and is logged).
+The registry watches the config file (its modification time and size): a token created with
+``smsgw token`` while the daemon runs works at once, a revoked one is refused within a second,
+without a restart; a file that no longer reads leaves the tokens as they were (and is logged).
 """
 
 from __future__ import annotations
@@ -58,10 +58,9 @@ class TokenRegistry:
         return info.st_mtime_ns, info.st_size
 
     def _reload(self) -> None:
-        now = self.clock()
-        if self.config_path is None or now - self._checked_at < RELOAD_INTERVAL:
+        self._checked_at = self.clock()
+        if self.config_path is None:
             return
-        self._checked_at = now
         stamp = self._file_stamp()
         if stamp is None or stamp == self._stamp:
             return
@@ -77,8 +76,14 @@ class TokenRegistry:
                  ", ".join(token.name for token in tokens) or "none")
 
     def find(self, token: str) -> TokenConfig | None:
-        self._reload()
-        return self._by_hash.get(token_hash(token))
+        """The token's entry, or None. An unknown token makes the registry look at the file at once (a
+        token just created works); a known one at most every RELOAD_INTERVAL (a revoked one stops)."""
+        digest = token_hash(token)
+        found = self._by_hash.get(digest)
+        if found is None or self.clock() - self._checked_at >= RELOAD_INTERVAL:
+            self._reload()
+            found = self._by_hash.get(digest)
+        return found
 
     @property
     def tokens(self) -> list[TokenConfig]:
