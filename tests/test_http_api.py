@@ -317,4 +317,8 @@ async def test_a_taken_port_leaves_the_daemon_running_without_http(gateway: Gate
     await second.daemon.wait_running(timeout=20)
     assert second.daemon.running
     assert "HTTP API not started: cannot listen on 127.0.0.1" in second.daemon.log_text()
-    await second.daemon.stop()
+    assert await second.daemon.stop() == 0
+    status, _, _ = await gateway.request("GET", "/healthz")  # the first one still serves
+    assert status == 200
+    assert await gateway.daemon.stop() == 0  # SIGTERM: the server stops with the daemon, exit 0
+    assert "info daemon: stopped" in gateway.daemon.log_text()
