@@ -1,7 +1,7 @@
 """What ``GET /metrics`` reports, gathered at scrape time from the store and the running daemon.
 
-Every value is read when Prometheus asks (a few grouped queries, see ``Store.metrics``), so nothing
-is kept in step. The families (docs/http.md, "Metrics"):
+Every value is read when Prometheus asks (a few grouped queries, see ``Store.metrics``, run off the
+event loop by the route), so nothing is kept in step. The families (docs/http.md, "Metrics"):
 
 - ``smsgw_messages{source,modem,state}``: outbound messages in the store (finished ones leave with
   the retention), so accepted / sent / delivered / failed per source and modem;
@@ -40,11 +40,10 @@ def _dbm(radio: dict[str, Any]) -> float | None:
     return None
 
 
-def collect(daemon: Daemon, http_requests: Counter[tuple[str, int]], now: float | None = None) -> list[Family]:
-    store = daemon.store
-    assert store is not None
+def collect(daemon: Daemon, http_requests: Counter[tuple[str, int]], data: dict[str, Any],
+            now: float | None = None) -> list[Family]:
+    """The families from ``data`` (``Store.metrics``, read beforehand) and the running daemon."""
     now = time.time() if now is None else now
-    data = store.metrics(now)
     families: list[Family] = []
 
     messages = Family("smsgw_messages", "gauge", "Outbound messages in the store by source, modem and state "
