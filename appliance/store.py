@@ -36,7 +36,7 @@ import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -404,6 +404,12 @@ class Store:
             self._enqueue_listeners.remove(callback) if callback in self._enqueue_listeners else None
         )
 
+    def notify_changed(self) -> None:
+        """Call every listener: another process committed to the file (the daemon's store watch),
+        maybe events to publish or messages to send."""
+        self._notify(self._listeners)
+        self._notify(self._enqueue_listeners)
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         if self._in_tx:
@@ -597,6 +603,7 @@ class Store:
         now: float | None = None,
         exclude_recipients: Sequence[str] = (),
         multipart_wait: float = MULTIPART_WAIT,
+        encode: Callable[[ClaimedMessage], Sequence[SubmitPart]] | None = None,
     ) -> ClaimedMessage | None:
         """Take the next due message (high before normal before low, FIFO within a priority).
 
@@ -606,6 +613,9 @@ class Store:
         through one modem (a handset joins parts by sender), and the claimer must then send the
         whole message again (``restart_parts``).
         The claim sets ``sending``, the modem, ``lease_until = now + lease`` and counts an attempt.
+        With ``encode``, a message without parts gets the parts ``encode`` returns for it in the same
+        transaction (as ``set_parts`` would), so a send commits twice: here, and its TP-MR
+        (``part_sent``); when ``encode`` returns nothing the message is claimed without parts.
         """
         now = self._now(now)
         exclude = list(exclude_recipients)
@@ -629,12 +639,18 @@ class Store:
             lease_until = now + lease
             self._set_state(conn, row["id"], SENDING, now, modem=modem_id, lease_until=lease_until,
                             attempts=row["attempts"] + 1)
-            parts = self._parts(conn, row["id"])
-        return ClaimedMessage(
-            id=row["id"], recipient=row["recipient"], text=row["text"], priority=row["priority"],
-            report=bool(row["report"]), valid_until=row["valid_until"], attempts=row["attempts"] + 1,
-            modem=modem_id, lease_until=lease_until, parts=parts, language=row["language"],
-        )
+            claimed = ClaimedMessage(
+                id=row["id"], recipient=row["recipient"], text=row["text"], priority=row["priority"],
+                report=bool(row["report"]), valid_until=row["valid_until"], attempts=row["attempts"] + 1,
+                modem=modem_id, lease_until=lease_until, parts=self._parts(conn, row["id"]),
+                language=row["language"],
+            )
+            if not claimed.parts and encode is not None:
+                submit = encode(claimed)
+                if submit:
+                    self._insert_parts(conn, claimed.id, submit)
+                    claimed = replace(claimed, parts=self._parts(conn, claimed.id))
+        return claimed
 
     def next_due_at(self, exclude_recipients: Sequence[str] = (), modem_id: str | None = None,
                     multipart_wait: float = MULTIPART_WAIT) -> float | None:
@@ -685,13 +701,14 @@ class Store:
             existing = self._parts(conn, message_id)
             if existing:
                 return existing
-            for part in parts:
-                conn.execute(
-                    "INSERT INTO part (message_id, sequence, total, pdu, tpdu_length, state) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (message_id, part.sequence, part.total, part.pdu, part.tpdu_length, PART_PENDING),
-                )
+            self._insert_parts(conn, message_id, parts)
             return self._parts(conn, message_id)
+
+    @staticmethod
+    def _insert_parts(conn: sqlite3.Connection, message_id: int, parts: Sequence[SubmitPart]) -> None:
+        conn.executemany(
+            "INSERT INTO part (message_id, sequence, total, pdu, tpdu_length, state) VALUES (?, ?, ?, ?, ?, ?)",
+            [(message_id, part.sequence, part.total, part.pdu, part.tpdu_length, PART_PENDING) for part in parts])
 
     def restart_parts(self, message_id: int, parts: Sequence[SubmitPart], modem_id: str, reason: str,
                       now: float | None = None) -> list[Part]:
@@ -702,12 +719,7 @@ class Store:
         with self._tx() as conn:
             old = self._parts(conn, message_id)
             conn.execute("DELETE FROM part WHERE message_id = ?", (message_id,))
-            for part in parts:
-                conn.execute(
-                    "INSERT INTO part (message_id, sequence, total, pdu, tpdu_length, state) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (message_id, part.sequence, part.total, part.pdu, part.tpdu_length, PART_PENDING),
-                )
+            self._insert_parts(conn, message_id, parts)
             sent = [(p.sequence, p.modem, p.message_reference) for p in old if p.message_reference is not None]
             conn.execute("INSERT INTO audit (at, kind, detail) VALUES (?, ?, ?)", (now, "multipart_restart", json.dumps(
                 {"message": message_id, "modem": modem_id, "reason": reason, "sent_before": sent})))
