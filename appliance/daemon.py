@@ -13,7 +13,7 @@ commit-and-delete in progress, MQTT and rules stop, the modems close and the sto
 Tuning (all optional) in the ``[health]`` table of the config file:
 ``ping_interval``, ``failures_allowed``, ``backoff_base``, ``backoff_max``, ``port_wait``,
 ``sweep_interval``, ``poll_interval`` (dispatcher safety-net poll), ``watch_interval`` (how often
-the daemon looks for commits by other processes, e.g. ``smsgw send``), ``flush_interval``
+the daemon polls for commits by other processes, e.g. ``smsgw send``, where inotify is missing), ``flush_interval``
 (reassembly timeout check), ``retry_base`` / ``retry_max`` (the dispatcher's backoff after a
 transient send error), ``multipart_wait`` (how long the rest of a multipart SMS waits for the modem
 that sent its first parts before another modem sends it all again; default 600) and ``timeouts`` (modem timeouts in seconds, e.g.
@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from appliance import systemd
+from appliance import store_watch, systemd
 from appliance.config import AUTO_PORT, Config, ConfigError
 from appliance.dispatcher import Dispatcher, ModemLimits
 from appliance.health import ModemSupervisor
@@ -408,20 +408,45 @@ class Daemon:
         self.led.show("ok" if healthy and all(healthy) else "degraded" if any(healthy) else "down")
 
     async def _watch_store(self) -> None:
-        """Wake the dispatcher when another process (``smsgw send``) committed to the store."""
+        """Wake the dispatcher, the event publisher and the rules when another process (``smsgw send``)
+        committed to the store: on an inotify event for the store's files (``store_watch``), or
+        where inotify is missing, by polling every ``watch_interval``."""
+        assert self.store is not None
+        watch = store_watch.open_watch(self.store.path) if str(self.store.path) != ":memory:" else None
+        if watch is None:
+            while True:
+                await asyncio.sleep(self.settings.watch_interval)
+                self._check_data_version()
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def readable() -> None:
+            if watch.read():
+                changed.set()
+
+        loop.add_reader(watch.fileno(), readable)
+        try:
+            self._check_data_version()  # a commit between the start and the watch
+            while True:
+                await changed.wait()
+                changed.clear()
+                self._check_data_version()
+        finally:
+            loop.remove_reader(watch.fileno())
+            watch.close()
+
+    def _check_data_version(self) -> None:
         assert self.store is not None and self.dispatcher is not None
-        conn = self.store.conn
-        while True:
-            await asyncio.sleep(self.settings.watch_interval)
-            try:
-                version = int(conn.execute("PRAGMA data_version").fetchone()[0])
-            except Exception:
-                LOG.exception("store watch failed")
-                continue
-            if version != self._data_version:
-                LOG.debug("store changed by another process (data_version %d); waking the dispatcher", version)
-                self.dispatcher.wake()
-                self._data_version = version
+        try:
+            version = int(self.store.conn.execute("PRAGMA data_version").fetchone()[0])
+        except Exception:
+            LOG.exception("store watch failed")
+            return
+        if version != self._data_version:
+            LOG.debug("store changed by another process (data_version %d); waking the dispatcher", version)
+            self._data_version = version
+            self.dispatcher.wake()
+            self.store.notify_changed()
 
     async def _watchdog(self, interval: float) -> None:
         """Ping systemd's watchdog while the event loop turns and the store answers.
