@@ -199,6 +199,8 @@ def _v7(db: sqlite_utils.Database) -> None:
 #: Seconds per ``source_count`` bucket: every UTC offset in use is a multiple of a quarter hour, so
 #: a local midnight starts a bucket (``Store.source_usage`` counts a partial bucket from ``message``).
 SOURCE_BUCKET = 900
+#: The states of a message at schema 8 (``appliance.store.STATES``), each a ``counter`` row ``message.<state>``.
+STATES = ("queued", "sending", "sent", "delivered", "failed", "expired")
 #: SQL: 1 when the state counts as sent for ``source_count`` (``Store.source_usage``), for row R.
 _SENT = "(({r}.state IN ('sent', 'delivered')) + 0)"
 _BUCKET = f"CAST({{r}}.created_at / {SOURCE_BUCKET} AS INTEGER)"
@@ -223,8 +225,8 @@ def _source_drop_empty(r: str) -> str:
 
 
 def _count(name_sql: str, delta: str) -> str:
-    return (f"INSERT INTO counter (name, n) VALUES ({name_sql}, {delta}) "
-            "ON CONFLICT (name) DO UPDATE SET n = n + excluded.n;")
+    # the rows exist from the migration on (every state, every flag): an UPDATE by key is the cheapest
+    return f"UPDATE counter SET n = n + {delta} WHERE name = {name_sql};"
 
 
 def _v8(db: sqlite_utils.Database) -> None:
@@ -234,6 +236,8 @@ def _v8(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX message_last_error ON message (updated_at) WHERE last_error IS NOT NULL")
     # the counts of the rows already there, then triggers keep them in every transaction that writes
     db.execute("INSERT INTO counter (name, n) SELECT 'message.' || state, COUNT(*) FROM message GROUP BY state")
+    db.conn.executemany("INSERT OR IGNORE INTO counter (name, n) VALUES (?, 0)",
+                        [(f"message.{state}",) for state in STATES])
     for table, flags in _FLAGS.items():
         for name, flag in flags:
             db.execute(f"INSERT INTO counter (name, n) SELECT ?, COALESCE(SUM({flag.format(r=table)}), 0) "

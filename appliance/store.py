@@ -528,25 +528,33 @@ class Store:
         results: list[EnqueueResult] = []
         if not requests:
             return results
+        at = _iso(now)
         with self._tx() as conn:
             for request in requests:
-                if request.client_key is not None:
-                    existing = self._queued_with_key(conn, request.client_key, request.to)
-                    if existing is not None:
-                        results.append(existing)
-                        continue
+                # a repeated (client_key, recipient) hits the unique index message_idempotency and
+                # inserts nothing; NULL keys never conflict
                 cur = conn.execute(
                     "INSERT INTO message (client_key, source, recipient, text, priority, created_at, "
                     "valid_until, report, state, attempts, next_attempt_at, updated_at, language) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?) "
+                    "ON CONFLICT (client_key, recipient) DO NOTHING",
                     (
                         request.client_key, request.source or "", request.to, request.text,
                         PRIORITIES[request.priority], now, request.valid_until, int(request.report),
                         QUEUED, now, now, request.language,
                     ),
                 )
+                if cur.rowcount == 0 and request.client_key is not None:
+                    existing = self._queued_with_key(conn, request.client_key, request.to)
+                    assert existing is not None  # the row the insert conflicted with
+                    results.append(existing)
+                    continue
                 message_id = int(cur.lastrowid or 0)
-                self._message_event(conn, message_id, now)
+                # the queued event from what was just written (as _message_event would read it back)
+                self._add_event(conn, f"message/{message_id}", {
+                    "id": message_id, "to": request.to, "state": QUEUED,
+                    "parts": count_parts(request.text, language=request.language), "modem": None, "at": at,
+                }, now)
                 self._tx_enqueued += 1
                 results.append(EnqueueResult(message_id, QUEUED, False))
         return results
