@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The checkout whose smsgw the benchmarks run (``SMSGW_BENCH_ROOT``, e.g. an older commit checked out
+#: with ``git worktree add --detach``, for a before/after); the harness itself is this one's.
+UNDER_TEST = Path(os.environ.get("SMSGW_BENCH_ROOT") or ROOT).resolve()
 sys.path.insert(0, str(ROOT / "tests"))
 
 from mosquitto import Broker  # noqa: E402
@@ -38,7 +41,7 @@ def wait(predicate: Callable[[], object], timeout: float, what: str, step: float
 
 def env() -> dict[str, str]:
     result = {k: v for k, v in os.environ.items() if k != "SMSGW_CONFIG"}
-    result["PYTHONPATH"] = str(ROOT) + os.pathsep + result.get("PYTHONPATH", "")
+    result["PYTHONPATH"] = str(UNDER_TEST) + os.pathsep + result.get("PYTHONPATH", "")
     return result
 
 
@@ -60,7 +63,7 @@ def simulator(directory: Path, modems: int = 1, *args: str) -> Iterator[list[str
     log = (directory.parent / f"{directory.name}.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "appliance", "simulate", "--dir", str(directory),
                                 "--modems", str(modems), *args], stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, cwd=ROOT, env=env())
+                               stdin=subprocess.DEVNULL, cwd=UNDER_TEST, env=env())
     ports = [str(directory / f"modem{i}") for i in range(modems)]
     try:
         wait(lambda: process.poll() is not None or all(os.path.exists(p) for p in ports), 30, "the simulator")
@@ -126,12 +129,14 @@ def write_config(directory: Path, ports: list[str], broker: Broker | None, **mqt
 
 @contextlib.contextmanager
 def daemon(directory: Path, ports: list[str], broker: Broker | None, **mqtt: Any) -> Iterator[Daemon]:
-    """``smsgw run`` in its own process with a modem per port; yields once every modem is online."""
+    """``smsgw run`` in its own process with a modem per port; yields once every modem is online.
+    With ``SMSGW_BENCH_PROFILE=FILE`` it runs under cProfile, which writes FILE when it stops."""
     directory.mkdir(parents=True, exist_ok=True)
     config = write_config(directory, ports, broker, **mqtt)
     log = (directory / "daemon.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(config)],
-                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, env=env())
+    profile = ["-m", "cProfile", "-o", os.environ["SMSGW_BENCH_PROFILE"]] if os.environ.get("SMSGW_BENCH_PROFILE") else []
+    process = subprocess.Popen([sys.executable, *profile, "-m", "appliance", "run", "--config", str(config)],
+                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=UNDER_TEST, env=env())
     running = Daemon(process, directory / "smsgw.db", [f"sim{i}" for i in range(len(ports))])
     try:
         wait(lambda: process.poll() is not None or running.db.exists(), 30, "the store file")

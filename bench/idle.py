@@ -37,7 +37,7 @@ def one(workdir: Path, seconds: float, mqtt: bool) -> dict[str, float]:
         sent_before = harness.network_count(workdir / "sim")
         start = time.monotonic()
         subprocess.run([sys.executable, "-m", "appliance", "send", "--config", str(workdir / "gw" / "smsgw.toml"),
-                        "+4915112345678", "idle check"], check=True, capture_output=True, cwd=harness.ROOT,
+                        "+4915112345678", "idle check"], check=True, capture_output=True, cwd=harness.UNDER_TEST,
                        env=harness.env())
         harness.wait(lambda: harness.network_count(workdir / "sim") > sent_before, 30, "the SMS from smsgw send")
         send_s = time.monotonic() - start
