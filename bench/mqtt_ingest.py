@@ -56,7 +56,11 @@ def one_round(broker: Any, daemon: harness.Daemon, workdir: Path, count: int, ro
         time.sleep(0.05)
     base = int(daemon.query("SELECT COALESCE(MAX(id), 0) FROM message"))
     sub_done: list[float] = []
-    waiter = threading.Thread(target=lambda: (sub.wait(), sub_done.append(time.perf_counter())), daemon=True)
+    def wait_sub() -> None:
+        sub.wait()
+        sub_done.append(time.perf_counter())
+
+    waiter = threading.Thread(target=wait_sub, daemon=True)
     waiter.start()
     start = time.perf_counter()
     pub = subprocess.Popen(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-l",
