@@ -78,7 +78,8 @@ def open_watch(db_path: Path) -> StoreWatch | None:
         fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-        directory = os.fsencode(db_path.resolve().parent)
+        real = db_path.resolve()  # SQLite follows a symlinked database: its -wal lies beside the target
+        directory = os.fsencode(real.parent)
         if libc.inotify_add_watch(fd, directory, IN_MODIFY | IN_CREATE | IN_MOVED_TO) < 0:
             error = ctypes.get_errno()
             os.close(fd)
@@ -86,6 +87,6 @@ def open_watch(db_path: Path) -> StoreWatch | None:
     except (OSError, AttributeError) as exc:
         LOG.info("no inotify watch on the store (%s); polling it for other processes' commits", exc)
         return None
-    name = os.fsencode(db_path.name)
+    name = os.fsencode(real.name)
     return StoreWatch(fd, {name, name + b"-wal"})
 

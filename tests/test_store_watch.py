@@ -40,6 +40,24 @@ def test_a_commit_by_another_connection_makes_the_watch_readable_a_read_does_not
             watch.close()
 
 
+def test_a_store_opened_through_a_symlink_is_watched_where_its_wal_is(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "etc").mkdir()
+    link = tmp_path / "etc" / "smsgw.db"
+    link.symlink_to(tmp_path / "data" / "store.db")
+    with Store(link) as daemon_store:
+        watch = open_watch(daemon_store.path)
+        assert watch is not None
+        try:
+            watch.read()
+            with Store(link) as writer:
+                writer.enqueue([request(OUTSIDE, "through the link")])
+            assert (tmp_path / "data" / "store.db-wal").exists()
+            assert watch.read() is True
+        finally:
+            watch.close()
+
+
 @pytest.fixture
 async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
     async with Simulator(tmp_path / "sim", modems=1, profile="generic") as simulator:
