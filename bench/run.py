@@ -36,7 +36,7 @@ def machine() -> str:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     return (f"{os.cpu_count()} CPU(s) ({model}), Linux {platform.release()}, Python {platform.python_version()}, "
-            f"SQLite {sqlite3.sqlite_version}; commit {commit}; {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
+            f"SQLite {sqlite3.sqlite_version}; commit {commit}; started {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
 
 
 def run(script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 3600) -> tuple[str, float]:
@@ -75,6 +75,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
     quick = args.quick
+    measured = machine()  # the commit measured, before anything runs
     if not args.no_setup:
         print("run.py: bash .ci/setup (installs the peers if missing, disables their services)", file=sys.stderr)
         subprocess.run(["bash", str(ROOT / ".ci" / "setup")], cwd=ROOT, check=True)
@@ -192,7 +193,7 @@ def main() -> int:
         sections.append("## CLI start-up\n\n    python bench/cli_start.py --base /tmp/base\n\n" + code(out))
 
     text = ["# Benchmarks", "",
-            f"Written by `{command}` from one run on {machine()}. A Raspberry Pi 3 or Zero 2 has roughly 1/5-1/10"
+            f"Written by `{command}` from one run on {measured}. A Raspberry Pi 3 or Zero 2 has roughly 1/5-1/10"
             " of this CPU; every commit is a real fsync on this machine's disk (shared with other work, so the"
             " absolute figures move from run to run: the ratios, measured side by side in the same run, are"
             " the figures to compare).", "", "## Targets", "",
