@@ -232,7 +232,7 @@ class Daemon:
         self.inbound = Inbound(store, sweep_interval=s.sweep_interval, on_closed=self._port_closed,
                                on_call=self.calls.on_call)
         # the baseline for the watch on commits by other processes, before anything can be enqueued
-        self._data_version = int(store.conn.execute("PRAGMA data_version").fetchone()[0])
+        self._data_version = store.data_version()
         await dispatcher.start()
         resumed = store.stats()
         LOG.info("store %s open: outbox=%s", config.store.path, resumed.get("outbox"))
@@ -438,7 +438,7 @@ class Daemon:
     def _check_data_version(self) -> None:
         assert self.store is not None and self.dispatcher is not None
         try:
-            version = int(self.store.conn.execute("PRAGMA data_version").fetchone()[0])
+            version = self.store.data_version()
         except Exception:
             LOG.exception("store watch failed")
             return
@@ -457,7 +457,7 @@ class Daemon:
         assert self.store is not None
         while True:
             try:
-                self.store.conn.execute("SELECT 1").fetchone()
+                self.store.ping()
             except Exception:
                 LOG.exception("store check for the watchdog failed; not pinging")
             else:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -44,7 +43,7 @@ from typing import ClassVar
 from appliance import numbers
 from appliance.config import Config, NumbersConfig
 from appliance.rules import CapTally, DailyCapExceeded, RulesConfig, validate_rules
-from appliance.store import PRIORITIES, InvalidRequest, OptedOut, OutboundRequest, Store
+from appliance.store import PRIORITIES, InvalidRequest, OptedOut, OutboundRequest, Store, store_failure
 from drivers.gsm7_national import KNOWN_LANGUAGES, LANGUAGE_IDS
 from drivers.pdu import PduError, count_parts, split_text
 
@@ -151,14 +150,6 @@ class InternalError(IntakeError):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(f"the request could not be handled ({type(cause).__name__}: {str(cause)[:200]})")
         self.cause = cause
-
-
-def store_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` is the store failing (disk full, locked, I/O), not the request: such a request
-    is kept and submitted again; any other error refuses only the request that caused it."""
-    if isinstance(exc, sqlite3.OperationalError | OSError):
-        return True
-    return type(exc) is sqlite3.DatabaseError  # e.g. "database disk image is malformed"
 
 
 # --- requests -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from mosquitto import Broker
+from store_helpers import connection
 from test_mqtt_bridge import Rig, wait_json
 from test_mqtt_bridge import rig as mqtt_rig  # noqa: F401  (its fixture, as "mqtt_rig"; F811 below)
 from test_rules import Clock, _at, _config, _incoming, _outbox
@@ -58,7 +59,7 @@ def test_schema_4_keeps_the_stops_of_schema_3(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     store = Store(path)
-    assert user_version(store.conn) >= 4 and store.migrated_from == 3
+    assert user_version(connection(store)) >= 4 and store.migrated_from == 3
     assert store.opted_out("+49170000000") and store.state_get("optout", "170000000") is None
     store.close()
 

@@ -170,12 +170,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def modem_states(store: Store, cfg: Config) -> list[dict[str, Any]]:
     """One entry per configured modem (and per modem the store knows that is no longer configured)."""
-    known: dict[str, Any] = {}
-    for row in store.conn.execute("SELECT key, value FROM state WHERE namespace = 'modem' ORDER BY key"):
-        try:
-            known[row[0]] = json.loads(row[1])
-        except ValueError:
-            known[row[0]] = {"state": "unreadable"}
+    known: dict[str, Any] = {key: {"state": "unreadable"} if value is None else value
+                             for key, value in store.state_all("modem").items()}
     result = []
     for modem in cfg.modems:
         state = known.pop(modem.id, None)
@@ -249,10 +245,7 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
     errors = [
         {"id": row["id"], "to": row["recipient"], "state": row["state"], "error": row["last_error"],
          "at": iso(row["updated_at"])}
-        for row in store.conn.execute(
-            "SELECT id, recipient, state, last_error, updated_at FROM message "
-            "WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 5"
-        )
+        for row in store.last_errors(5)
     ]
     daemon = daemon_view(store, cfg.store.path)
     modems = [iso_fields(m, ("at", "updated_at", "since")) for m in modem_states(store, cfg)]
