@@ -39,6 +39,7 @@ from appliance.inbound import Inbound
 from appliance.store import MULTIPART_WAIT, Store
 
 if TYPE_CHECKING:
+    from appliance.component import Component
     from appliance.hardware import PowerControl, StatusLed
     from drivers.modem import Modem
 
@@ -269,18 +270,18 @@ class Daemon:
         from appliance.rules import RulesEngine
 
         assert self.store is not None
-        self.bridge = MqttBridge(self.config, self.store, status=self.status)
-        await self.bridge.start()
-        self.rules = RulesEngine(self.config, self.store, self.bridge, status=self.status)
-        await self.rules.start()
         from appliance.discovery import Discovery
-
-        self.discovery = Discovery(self.config, self.bridge, status=self.status)
-        await self.discovery.start()  # a no-op when [mqtt] discovery = false
         from appliance.ussd import UssdMqtt
 
+        # the bridge with its own components (B/send through the intake, store events out), then the
+        # components that use it; discovery is a no-op when [mqtt] discovery = false
+        self.bridge = MqttBridge(self.config, self.store, status=self.status)
+        self.rules = RulesEngine(self.config, self.store, self.bridge, status=self.status)
+        self.discovery = Discovery(self.config, self.bridge, status=self.status)
         self._mqtt_ussd = UssdMqtt(self.ussd, self.bridge)
-        await self._mqtt_ussd.start()
+        components: tuple[Component, ...] = (self.bridge, self.rules, self.discovery, self._mqtt_ussd)
+        for component in components:
+            await component.start()
         if self.balance is not None:
             self.balance.attach(self.bridge, self.rules)
 
@@ -354,7 +355,8 @@ class Daemon:
         if self.bridge is not None:
             with contextlib.suppress(Exception):
                 await self.bridge.drain_events(STOP_PUBLISH_TIMEOUT)
-        for component in (self.discovery, self.rules, self.bridge):
+        mqtt: tuple[Component | None, ...] = (self.discovery, self.rules, self.bridge)
+        for component in mqtt:
             if component is not None:
                 try:
                     await component.stop()

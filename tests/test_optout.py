@@ -102,7 +102,7 @@ async def test_mqtt_requests_to_an_opted_out_number_are_refused(mqtt_rig: Rig, m
     assert all("+4917612345678 has opted out (sent STOP)" in r["error"] for r in responses[:2])
     assert [m["text"] for m in bridge.store.outbox()] == ["fire"]
     with pytest.raises(RecipientOptedOut, match="has opted out"):  # the intake the rules send through
-        bridge.intake.submit(SendRequest(to=("+4917612345678",), text="x", source="rule:x"))
+        bridge.requests.intake.submit(SendRequest(to=("+4917612345678",), text="x", source="rule:x"))
 
 
 def smsgw(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
