@@ -29,7 +29,6 @@ from appliance.intake import (
     Prepared,
     SendRequest,
     StoreUnavailable,
-    request_from_json,
 )
 from appliance.payload import PayloadError, decode_text, excerpt, load_json
 
@@ -149,9 +148,8 @@ class SendRequests:
                 payload = load_json(text, text_only=False)  # the intake checks each string
                 if isinstance(payload, dict):
                     transaction = payload.get("transaction")
-                request = request_from_json(payload, source=_source(item))
-            else:
-                request = SendRequest(to=(msg.topic[len(send_prefix):],), text=text, source=_source(item))
+                return self.intake.prepare_json(payload, source=_source(item)), transaction
+            request = SendRequest(to=(msg.topic[len(send_prefix):],), text=text, source=_source(item))
             return self.intake.prepare(request), transaction
         except PayloadError as exc:
             raise _Refused(exc.reason, transaction) from exc

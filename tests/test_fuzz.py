@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance.config import parse_config
-from appliance.intake import IntakeError, IntakePolicy, prepare, request_from_json
+from appliance.intake import IntakeError, IntakePolicy, prepare_json
 from appliance.payload import MAX_DEPTH, PayloadError, decode_text, dump_json, load_json
 from drivers import parsers
 from drivers.errors import AtError, error_from_final
@@ -118,8 +118,8 @@ _REQUEST = st.fixed_dictionaries({}, optional={
 def read_request(raw: bytes) -> None:
     """What the bridge does with a ``B/send`` payload, up to the store."""
     payload = load_json(decode_text(raw), text_only=False)
-    request = request_from_json(payload, source="mqtt")
-    prepared = prepare(request, IntakePolicy(_CONFIG.numbers, max_parts=_CONFIG.limits.max_parts), 1_700_000_000.0)
+    prepared = prepare_json(payload, source="mqtt", now=1_700_000_000.0,
+                            policy=IntakePolicy(_CONFIG.numbers, max_parts=_CONFIG.limits.max_parts))
     for request in prepared.requests:  # what reaches SQLite and the SMS codec is real text
         request.text.encode("utf-8")
         request.to.encode("utf-8")
