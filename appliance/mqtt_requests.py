@@ -53,7 +53,7 @@ def unexpected(exc: BaseException) -> str:
 class _Refused(Exception):
     """A send request refused while reading it, with the ``transaction`` it carried (if any)."""
 
-    def __init__(self, reason: str, transaction: Any) -> None:
+    def __init__(self, reason: str, transaction: object) -> None:
         super().__init__(reason)
         self.reason = reason
         self.transaction = transaction
@@ -66,11 +66,11 @@ class _Entry:
     item: Incoming
     prepared: Prepared | None = None
     error: str | None = None
-    transaction: Any = None
+    transaction: object = None  # the request's "transaction", any JSON value, answered as it came
     accepted: list[Accepted] | None = None
 
 
-def _transaction_of(payload: bytes | bytearray) -> Any:
+def _transaction_of(payload: bytes | bytearray) -> object:
     """The ``transaction`` of a JSON request, if it has one (for the answer to a refused request)."""
     try:
         request = load_json(payload, text_only=False)
@@ -132,11 +132,11 @@ class SendRequests:
                 if not item.acked and not item.retrying:
                     self._fail_safe(item, "the request could not be handled (internal error)")
 
-    def _read_request(self, item: Incoming) -> tuple[Prepared, Any]:
+    def _read_request(self, item: Incoming) -> tuple[Prepared, object]:
         """The request one ``B/send`` message asks for, checked, and its ``transaction``; _Refused."""
         send_topic, send_prefix = self.topics
         msg = item.message
-        transaction: Any = None
+        transaction: object = None
         try:
             if msg.retain:
                 # Sent again on every reconnect if kept: refused, and cleared from the broker.
@@ -253,7 +253,7 @@ class SendRequests:
         self.bridge.publish(self.bridge.topic("bridge/response/send"), response, qos=1)
         self.bridge.respond_to(item, response)
 
-    def _respond_ok(self, item: Incoming, accepted: Sequence[Accepted], transaction: Any) -> None:
+    def _respond_ok(self, item: Incoming, accepted: Sequence[Accepted], transaction: object) -> None:
         if transaction is None and not item.response_topic:
             return
         messages = [{"id": a.id, "to": a.to, "state": a.state, "duplicate": a.duplicate} for a in accepted]
@@ -263,7 +263,7 @@ class SendRequests:
             response["transaction"] = transaction
         self._respond(item, response)
 
-    def _reject(self, item: Incoming, reason: str, transaction: Any) -> None:
+    def _reject(self, item: Incoming, reason: str, transaction: object) -> None:
         msg = item.message
         self.counters["rejected"] += 1
         LOG.warning("refused MQTT request on %s: %s", msg.topic, reason)
