@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
 import pytest
-from store_helpers import Clock, request
+from store_helpers import Clock, connection, request
 from test_dispatcher import LONG_TEXT, RecordingModem, wait_state
 
 from appliance.dispatcher import Dispatcher
@@ -58,7 +58,7 @@ def writing_transactions(conn: sqlite3.Connection) -> Iterator[list[list[str]]]:
 async def test_a_single_part_send_commits_the_claim_with_its_parts_then_the_tp_mr(
         store: Store, dispatcher: Dispatcher, modem: RecordingModem) -> None:
     queued = store.enqueue([request(f"+4917012345{n:02d}", f"message {n}") for n in range(20)])
-    with writing_transactions(store.conn) as transactions:
+    with writing_transactions(connection(store)) as transactions:
         await dispatcher.start()
         for result in queued:
             await wait_state(store, result.id, "sent")
@@ -70,7 +70,7 @@ async def test_a_single_part_send_commits_the_claim_with_its_parts_then_the_tp_m
 
 async def test_a_multipart_send_commits_once_more_per_part(store: Store, dispatcher: Dispatcher, modem: RecordingModem) -> None:
     (queued,) = store.enqueue([request("+491701234567", LONG_TEXT)])
-    with writing_transactions(store.conn) as transactions:
+    with writing_transactions(connection(store)) as transactions:
         await dispatcher.start()
         await wait_state(store, queued.id, "sent")
     assert len(modem.sent) == 3

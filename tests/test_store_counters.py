@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_helpers import SENT, T0, Clock, Concat, Deliver, request, submit_parts
+from store_helpers import SENT, T0, Clock, Concat, Deliver, connection, request, submit_parts
 
 from appliance.migrations import SOURCE_BUCKET
 from appliance.store import STATES, Store, local_midnight
@@ -47,11 +47,11 @@ def usage_counted(conn: sqlite3.Connection, since: float) -> dict[str, dict[str,
 
 def assert_counters_match(store: Store) -> None:
     stats = store.stats()
-    assert {key: stats[key] for key in counted(store.conn)} == counted(store.conn)
+    assert {key: stats[key] for key in counted(connection(store))} == counted(connection(store))
     now = store.clock()
     for since in (0.0, local_midnight(now), now - 3 * DAY + 123.4, now - 1.5, now - SOURCE_BUCKET * 7):
-        assert store.source_usage(since) == usage_counted(store.conn, since), since
-    assert stats["sources_today"] == usage_counted(store.conn, local_midnight(now))
+        assert store.source_usage(since) == usage_counted(connection(store), since), since
+    assert stats["sources_today"] == usage_counted(connection(store), local_midnight(now))
 
 
 def receive(store: Store, rng: random.Random, n: int) -> None:
@@ -85,10 +85,10 @@ def mixed_step(store: Store, rng: random.Random, clock: Clock, n: int) -> None:
         else:
             store.fail(claimed.id, "permanent")
     elif action == 5:
-        sent = store.conn.execute("SELECT message_id, modem, message_reference FROM part "
+        sent = connection(store).execute("SELECT message_id, modem, message_reference FROM part "
                                   "WHERE state = 'sent' ORDER BY RANDOM() LIMIT 1").fetchone()
         if sent is not None:
-            (to,) = store.conn.execute("SELECT recipient FROM message WHERE id = ?", (sent[0],)).fetchone()
+            (to,) = connection(store).execute("SELECT recipient FROM message WHERE id = ?", (sent[0],)).fetchone()
             store.delivery_report(sent[1], sent[2], to, rng.choice([0, 0, 0, 70]))
     elif action == 6:
         store.expire_due()
@@ -152,7 +152,7 @@ def test_source_usage_counts_a_partial_quarter_hour_exactly(store: Store, clock:
         store.enqueue([request("+491", source="s")], now=start + offset)
     for since in (start, start + 0.5, start + 1.0, start + SOURCE_BUCKET - 0.002, start + SOURCE_BUCKET,
                   start + SOURCE_BUCKET + 299.5, start + 2 * SOURCE_BUCKET):
-        assert store.source_usage(since) == usage_counted(store.conn, since), since - start
+        assert store.source_usage(since) == usage_counted(connection(store), since), since - start
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -170,13 +170,13 @@ def test_migration_counts_the_rows_already_there(tmp_path: Path, version: int) -
 def test_stats_reads_no_history_table_by_a_scan(store: Store) -> None:
     store.enqueue([request("+491", source="a")])
     statements: list[str] = []
-    store.conn.set_trace_callback(statements.append)
+    connection(store).set_trace_callback(statements.append)
     try:
         store.stats()
     finally:
-        store.conn.set_trace_callback(None)
+        connection(store).set_trace_callback(None)
     steps = [row[3] for sql in statements if sql.lstrip().upper().startswith("SELECT")
-             for row in store.conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+             for row in connection(store).execute(f"EXPLAIN QUERY PLAN {sql}")]
     # the counters (a dozen rows); the newest error: the partial index in reverse, LIMIT 1; today's
     # buckets by their key; the partial quarter hour by message_created (grouping only those rows)
     assert steps == ["SCAN counter", "SCAN message USING INDEX message_last_error",

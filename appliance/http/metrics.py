@@ -96,7 +96,7 @@ def collect(daemon: Daemon, http_requests: Counter[tuple[str, int]], data: dict[
                         .add(1 if bridge.connected else 0))
         requests = Family("smsgw_mqtt_requests_total", "counter", "MQTT send requests since start by result")
         for result in MQTT_RESULTS:
-            requests.add(bridge.counters.get(result, 0), result=result)
+            requests.add(bridge.requests.counters.get(result, 0), result=result)
         families.append(requests)
     http = Family("smsgw_http_requests_total", "counter", "HTTP API requests since start by route and status")
     for (route, status), count in sorted(http_requests.items()):
