@@ -6,7 +6,7 @@ path from a SIM listing to the store, and the MQTT request reader. Prints inputs
 The inputs are shared out over the targets below. Each target runs in its own process: with atheris
 (coverage-guided libFuzzer, ``pip install atheris``; x86_64 wheels) where it imports, with
 hypothesis (``st.binary()``) otherwise; ``--engine`` chooses. A *crash* is any exception other than
-the one the target documents (``ParseError``, ``PduError``, ``PayloadError``/``RequestError``), or a
+the one the target documents (``ParseError``, ``PduError``, ``PayloadError``/``IntakeError``), or a
 broken invariant (the framing cuts the same bytes into different lines when they arrive in other
 chunks; text that reaches SQLite is not valid Unicode); each distinct one is printed with an input
 that shows it, as hex (replay it with ``--replay TARGET HEX``).
@@ -58,7 +58,7 @@ SEEDS: dict[str, list[bytes]] = {
 def _targets() -> dict[str, Callable[[bytes], None]]:
     """Each target takes one input; it raises only for a crash (an undocumented exception)."""
     from appliance.config import parse_config
-    from appliance.mqtt import RequestError, parse_request
+    from appliance.intake import IntakeError, IntakePolicy, SendRequest, prepare, request_from_json
     from appliance.payload import PayloadError, decode_text, dump_json, load_json
     from appliance.store import Store
     from drivers import parsers
@@ -157,10 +157,11 @@ def _targets() -> dict[str, Callable[[bytes], None]]:
             dump_json(event.payload).encode("utf-8")
         target.events_done([event.id for event in events])
 
-    def read_request(payload: Any) -> None:
-        requests = parse_request(payload, numbers_policy=config.numbers, max_parts=config.limits.max_parts,
-                                 source="mqtt", now=1_700_000_000.0, validity=None)
-        for request in requests:  # what reaches SQLite and the SMS codec is real text
+    policy = IntakePolicy.from_config(config)
+
+    def read_request(request: SendRequest) -> None:
+        prepared = prepare(request, policy, 1_700_000_000.0)
+        for request in prepared.requests:  # what reaches SQLite and the SMS codec is real text
             request.text.encode("utf-8")
             request.to.encode("utf-8")
             if request.client_key is not None:
@@ -168,8 +169,8 @@ def _targets() -> dict[str, Callable[[bytes], None]]:
 
     def fuzz_mqtt_send(data: bytes) -> None:
         try:
-            read_request(load_json(decode_text(data), text_only=False))
-        except (PayloadError, RequestError):
+            read_request(request_from_json(load_json(decode_text(data), text_only=False), source="mqtt"))
+        except (PayloadError, IntakeError):
             pass
 
     def fuzz_mqtt_send_number(data: bytes) -> None:
@@ -179,8 +180,8 @@ def _targets() -> dict[str, Callable[[bytes], None]]:
         except UnicodeDecodeError:
             return
         try:
-            read_request({"to": to, "text": decode_text(payload)})
-        except (PayloadError, RequestError):
+            read_request(SendRequest(to=(to,), text=decode_text(payload), source="mqtt"))
+        except (PayloadError, IntakeError):
             pass
 
     return {"parsers": fuzz_parsers, "final": fuzz_final, "pdu": fuzz_pdu, "framing": fuzz_framing,
