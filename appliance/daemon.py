@@ -129,6 +129,7 @@ class Daemon:
         self.balance: Any = None
         self.heartbeat: Any = None
         self.http: Any = None
+        self.webhooks: Any = None
         self._mqtt_ussd: Any = None
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
@@ -253,6 +254,7 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._prune(), name="retention"))
         await self._start_mqtt()
         await self._start_http()
+        await self._start_webhooks()
         if self.balance is not None:
             self.balance.start()  # after MQTT: a low balance reaches the alert rules
         self._update_led()
@@ -298,6 +300,13 @@ class Daemon:
             LOG.error("HTTP API not started: cannot listen on %s: %s", self.config.http.listen, exc.strerror or exc)
             return
         self.http = http
+    async def _start_webhooks(self) -> None:
+        """The ``[[webhooks]]`` senders (and, with none configured, the store told so)."""
+        from appliance.webhooks import Webhooks
+
+        assert self.store is not None
+        self.webhooks = Webhooks(self.config.webhooks, self.store)
+        await self.webhooks.start()
 
     def modem_ready(self, modem_id: str) -> bool:
         supervisor = self.supervisors.get(modem_id)
@@ -328,7 +337,7 @@ class Daemon:
         """Finish the AT exchange in progress, commit, close everything."""
         LOG.info("stopping")
         systemd.notify("STOPPING=1", "STATUS=stopping: finishing the AT exchange in progress")
-        for component in (self.http, self.control, self.balance, self._mqtt_ussd):
+        for component in (self.http, self.control, self.balance, self._mqtt_ussd, self.webhooks):
             if component is not None:
                 with contextlib.suppress(Exception):
                     await component.stop()
@@ -448,6 +457,8 @@ class Daemon:
             LOG.debug("store changed by another process (data_version %d); waking the dispatcher", version)
             self._data_version = version
             self.dispatcher.wake()
+            if self.webhooks is not None:
+                self.webhooks.wake()
             self.store.notify_changed()
 
     async def _watchdog(self, interval: float) -> None:

@@ -23,6 +23,9 @@ Version history
      (messages per state, inbox rows, unhandled, parts waiting for reassembly, pending events) and
      ``source_count`` (messages accepted and sent per source and quarter hour of ``created_at``);
      ``message_last_error``, a partial index of the messages with an error.
+  9  webhooks: ``webhook`` (the configured webhooks and the events each one takes, written by the
+     daemon at start) and ``webhook_delivery`` (one row per event and webhook, committed with the
+     event, retried until delivered or expired).
 """
 
 from __future__ import annotations
@@ -267,8 +270,33 @@ def _v8(db: sqlite_utils.Database) -> None:
                    f"WHEN (OLD.{column} IS NULL) != (NEW.{column} IS NULL) BEGIN {minus} {plus} END")
 
 
+def _v9(db: sqlite_utils.Database) -> None:
+    # one row per configured webhook and event it takes; expire_after: seconds a delivery is retried
+    db.execute("CREATE TABLE webhook (name TEXT NOT NULL, event TEXT NOT NULL, expire_after REAL NOT NULL, "
+               "PRIMARY KEY (name, event))")
+    db.execute(
+        "CREATE TABLE webhook_delivery ("
+        "id INTEGER PRIMARY KEY, "
+        "webhook TEXT NOT NULL, "
+        "delivery_id TEXT NOT NULL UNIQUE, "  # X-Smsgw-Delivery: the same on every attempt
+        "event TEXT NOT NULL, "  # X-Smsgw-Event: received, message
+        "body TEXT NOT NULL, "  # the JSON POSTed, exactly (its bytes are signed)
+        "created_at REAL NOT NULL, "
+        "expires_at REAL NOT NULL, "
+        "state TEXT NOT NULL, "  # pending, delivered, expired
+        "attempts INTEGER NOT NULL DEFAULT 0, "
+        "next_attempt_at REAL NOT NULL, "
+        "last_status INTEGER, "  # the HTTP status of the last attempt (NULL: no answer)
+        "last_error TEXT, "
+        "done_at REAL)"
+    )
+    # the next delivery of each webhook, in order; and the finished ones for retention
+    db.execute("CREATE INDEX webhook_delivery_pending ON webhook_delivery (webhook, id) WHERE done_at IS NULL")
+    db.execute("CREATE INDEX webhook_delivery_done ON webhook_delivery (done_at) WHERE done_at IS NOT NULL")
+
+
 #: MIGRATIONS[n - 1] takes the schema from version n - 1 to n.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

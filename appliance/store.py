@@ -18,7 +18,8 @@ again: after a crash only the part cut off between ``AT+CMGS`` and its commit ca
 
 Every state change writes an event row (topic ``message/<id>``) in the same transaction, and every
 reassembled incoming message a ``received`` event; the MQTT bridge marks them done with
-``event_done`` once the broker acknowledged them.
+``event_done`` once the broker acknowledged them. The same transaction writes one webhook delivery
+per configured webhook that takes the event (``webhook_delivery``; docs/webhooks.md).
 
 ``prune`` deletes what is finished and older than the retention (docs/store.md, "Retention") in
 short batches; the daemon runs it at start and hourly.
@@ -34,6 +35,7 @@ import os
 import sqlite3
 import stat
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -188,6 +190,33 @@ class Event:
     payload: dict[str, Any]
     qos: int = 1
     retain: bool = False
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One event to POST to one webhook (a ``webhook_delivery`` row)."""
+    id: int
+    webhook: str
+    delivery_id: str  # X-Smsgw-Delivery, the same on every attempt
+    event: str        # X-Smsgw-Event
+    body: str         # the JSON document POSTed, exactly as signed
+    created_at: float
+    expires_at: float
+    attempts: int
+    next_attempt_at: float
+
+
+#: States of a webhook delivery.
+DELIVERY_PENDING, DELIVERY_DONE, DELIVERY_EXPIRED = "pending", "delivered", "expired"
+
+
+def webhook_event(topic: str) -> str | None:
+    """The webhook event an event topic is (``received``, ``message``), or None."""
+    if topic == "received":
+        return "received"
+    if topic.startswith("message/"):
+        return "message"
+    return None
 
 
 @dataclass(frozen=True)
@@ -473,6 +502,9 @@ class Store:
             (topic, dump_json(payload, compact=False), qos, int(retain), now),
         )
         self._tx_events += 1
+        event = webhook_event(topic)
+        if event is not None:
+            self._add_deliveries(conn, event, payload, now)
         return int(cur.lastrowid or 0)
 
     def _message_event(self, conn: sqlite3.Connection, message_id: int, now: float) -> None:
@@ -1114,6 +1146,124 @@ class Store:
             conn.executemany("UPDATE event SET done_at = ? WHERE id = ? AND done_at IS NULL",
                              [(now, event_id) for event_id in event_ids])
 
+    # --- webhook deliveries ----------------------------------------------------------------
+
+    def _add_deliveries(self, conn: sqlite3.Connection, event: str, payload: dict[str, Any], now: float) -> None:
+        """One pending delivery per webhook that takes ``event``, in the event's transaction."""
+        hooks = conn.execute("SELECT name, expire_after FROM webhook WHERE event = ? ORDER BY name",
+                             (event,)).fetchall()
+        if not hooks:
+            return
+        body = dump_json(payload)
+        conn.executemany(
+            "INSERT INTO webhook_delivery (webhook, delivery_id, event, body, created_at, expires_at, state, "
+            "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(hook["name"], str(uuid.uuid4()), event, body, now, now + hook["expire_after"], DELIVERY_PENDING, now)
+             for hook in hooks],
+        )
+
+    def configure_webhooks(self, webhooks: Sequence[tuple[str, Sequence[str], float]],
+                           now: float | None = None) -> dict[str, int]:
+        """Record the configured webhooks as (name, events, expire_after): every process that commits
+        an event (the daemon, ``smsgw send``) writes deliveries for them. The pending deliveries of a
+        webhook no longer configured expire (nothing would deliver them); their count per webhook."""
+        now = self._now(now)
+        names = {name for name, _events, _expire in webhooks}
+        dropped: dict[str, int] = {}
+        with self._tx() as conn:
+            conn.execute("DELETE FROM webhook")
+            conn.executemany("INSERT INTO webhook (name, event, expire_after) VALUES (?, ?, ?)",
+                             [(name, event, expire) for name, events, expire in webhooks for event in events])
+            for row in conn.execute("SELECT webhook, COUNT(*) AS n FROM webhook_delivery WHERE done_at IS NULL "
+                                    "GROUP BY webhook").fetchall():
+                if row["webhook"] not in names:
+                    dropped[row["webhook"]] = row["n"]
+            for name, count in dropped.items():
+                conn.execute("UPDATE webhook_delivery SET state = ?, done_at = ?, last_error = ? "
+                             "WHERE webhook = ? AND done_at IS NULL",
+                             (DELIVERY_EXPIRED, now, "the webhook is no longer configured", name))
+                conn.execute("INSERT INTO audit (at, kind, detail) VALUES (?, ?, ?)",
+                             (now, "webhook.removed", dump_json({"webhook": name, "expired": count}, compact=False)))
+        return dropped
+
+    def next_delivery(self, webhook: str) -> WebhookDelivery | None:
+        """The oldest delivery of ``webhook`` not yet delivered or expired (deliveries go in order)."""
+        row = self.conn.execute(
+            "SELECT id, webhook, delivery_id, event, body, created_at, expires_at, attempts, next_attempt_at "
+            "FROM webhook_delivery WHERE webhook = ? AND done_at IS NULL ORDER BY id LIMIT 1",  # index pending
+            (webhook,),
+        ).fetchone()
+        return None if row is None else WebhookDelivery(**dict(row))
+
+    def delivery_done(self, delivery_id: int, status: int, now: float | None = None) -> None:
+        """The receiver answered ``status`` (2xx): delivered."""
+        now = self._now(now)
+        with self._tx() as conn:
+            conn.execute("UPDATE webhook_delivery SET state = ?, done_at = ?, attempts = attempts + 1, "
+                         "last_status = ?, last_error = NULL WHERE id = ? AND done_at IS NULL",
+                         (DELIVERY_DONE, now, status, delivery_id))
+
+    def delivery_failed(self, delivery_id: int, error: str, next_attempt_at: float, *, status: int | None = None,
+                        now: float | None = None) -> None:
+        """An attempt failed (no answer, or a status other than 2xx); the next one at ``next_attempt_at``."""
+        now = self._now(now)
+        with self._tx() as conn:
+            conn.execute("UPDATE webhook_delivery SET attempts = attempts + 1, next_attempt_at = ?, last_status = ?, "
+                         "last_error = ? WHERE id = ? AND done_at IS NULL",
+                         (next_attempt_at, status, error, delivery_id))
+
+    def expire_deliveries(self, webhook: str, now: float | None = None) -> int:
+        """Give up the pending deliveries of ``webhook`` whose time has run out; how many."""
+        now = self._now(now)
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE webhook_delivery SET state = ?, done_at = ? WHERE id IN (SELECT id FROM webhook_delivery "
+                "WHERE webhook = ? AND done_at IS NULL AND expires_at <= ?)",
+                (DELIVERY_EXPIRED, now, webhook, now),
+            )
+            if cur.rowcount:
+                conn.execute("INSERT INTO audit (at, kind, detail) VALUES (?, ?, ?)",
+                             (now, "webhook.expired",
+                              dump_json({"webhook": webhook, "expired": cur.rowcount}, compact=False)))
+        return cur.rowcount
+
+    def deliveries(self, webhook: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest deliveries (of one webhook), newest first."""
+        where, args = ("WHERE webhook = ? ", (webhook, limit)) if webhook else ("", (limit,))
+        rows = self.conn.execute(f"SELECT * FROM webhook_delivery {where}ORDER BY id DESC LIMIT ?", args).fetchall()
+        return [dict(row) for row in rows]
+
+    def webhook_stats(self, now: float | None = None) -> dict[str, dict[str, Any]]:
+        """Per webhook with deliveries (or configured): counts by state, the oldest pending one's age,
+        the next attempt, and the last error and last delivery."""
+        now = self._now(now)
+        out: dict[str, dict[str, Any]] = {}
+
+        def entry(name: str) -> dict[str, Any]:
+            return out.setdefault(name, {"events": [], DELIVERY_PENDING: 0, DELIVERY_DONE: 0, DELIVERY_EXPIRED: 0,
+                                         "oldest_pending_age": None, "next_attempt_at": None, "attempts": 0,
+                                         "last_error": None, "last_status": None, "last_delivered_at": None})
+
+        for row in self.conn.execute("SELECT name, event FROM webhook ORDER BY name, event"):
+            entry(row["name"])["events"].append(row["event"])
+        for row in self.conn.execute("SELECT webhook, state, COUNT(*) AS n FROM webhook_delivery "
+                                     "GROUP BY webhook, state"):
+            entry(row["webhook"])[row["state"]] = row["n"]
+        for name, data in out.items():
+            head = self.conn.execute(
+                "SELECT created_at, next_attempt_at, attempts, last_error, last_status FROM webhook_delivery "
+                "WHERE webhook = ? AND done_at IS NULL ORDER BY id LIMIT 1", (name,)).fetchone()
+            if head is not None:
+                data["oldest_pending_age"] = max(now - head["created_at"], 0.0)
+                data["next_attempt_at"] = head["next_attempt_at"]
+                data["attempts"] = head["attempts"]
+                data["last_error"], data["last_status"] = head["last_error"], head["last_status"]
+            last = self.conn.execute(
+                "SELECT MAX(done_at) FROM webhook_delivery WHERE webhook = ? AND state = ?",
+                (name, DELIVERY_DONE)).fetchone()[0]
+            data["last_delivered_at"] = last
+        return out
+
     # --- retention -------------------------------------------------------------------------
 
     def prune_steps(
@@ -1130,7 +1280,8 @@ class Store:
         Deleted, when older than ``retention_days`` (0: kept forever): outbound messages in a final
         state (delivered, failed, expired: by their last change) with their parts; received
         messages that were handled and whose ``received`` event is published (by ``received_at``)
-        with their parts; events marked done (by ``done_at``). Audit rows older than
+        with their parts; events marked done and webhook deliveries delivered or expired (by
+        ``done_at``). Audit rows older than
         ``audit_retention_days`` (0: forever). Never deleted: queued, sending or sent messages, parts
         waiting for reassembly, unhandled received messages, and pending events, except without a
         ``publisher`` (no ``[mqtt]``: nothing will publish them): then pending events are deleted at
@@ -1144,7 +1295,8 @@ class Store:
         with ``auto_vacuum=INCREMENTAL``) and the WAL is truncated.
         """
         now = self._now(now)
-        totals = dict.fromkeys(("messages", "parts", "inbox", "inbox_parts", "events", "audit", "pages"), 0)
+        totals = dict.fromkeys(("messages", "parts", "inbox", "inbox_parts", "events", "webhook_deliveries",
+                                "audit", "pages"), 0)
         steps: list[tuple[str, Callable[[sqlite3.Connection], dict[str, int]]]] = []
         if not publisher:
             steps.append(("events", lambda c: {"events": self._delete(
@@ -1157,6 +1309,9 @@ class Store:
             steps.append(("events", lambda c: {"events": self._delete(
                 c, "event", "SELECT id FROM event WHERE done_at IS NOT NULL AND done_at < ? LIMIT ?",
                 (cutoff, batch))}))
+            steps.append(("webhook_deliveries", lambda c: {"webhook_deliveries": self._delete(
+                c, "webhook_delivery", "SELECT id FROM webhook_delivery WHERE done_at IS NOT NULL "
+                "AND done_at < ? LIMIT ?", (cutoff, batch))}))
         if audit_retention_days > 0:
             audit_cutoff = now - audit_retention_days * 86400.0
             steps.append(("audit", lambda c: {"audit": self._delete(
