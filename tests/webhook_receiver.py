@@ -48,7 +48,7 @@ class Receiver:
         self.host = host
         self.port = port
         self.status = status
-        self.requests: list[Received] = []  # answered ones (a held request is added when answered)
+        self.requests: list[Received] = []  # answered ones (a held request when answered, if its client waited)
         self.arrived: list[Received] = []   # every request, when it arrived
         self._held: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
@@ -65,6 +65,8 @@ class Receiver:
         if self._held is not None:
             await self._held.wait()
         status = self.status
+        if request.transport is None or request.transport.is_closing():  # the client is gone: no answer
+            raise ConnectionResetError("the client closed the connection")
         self.requests.append(Received(request.path, headers, body, status))
         return web.Response(status=status, text="ok" if status < 300 else "receiver refuses")
 
