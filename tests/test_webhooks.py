@@ -9,14 +9,17 @@ The end-to-end tests (daemon process, simulator, mosquitto, SIGKILL) are in test
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mosquitto import free_port
+from mosquitto import Certs, free_port
 from store_helpers import SENT, Deliver, request, submit_parts
 from waiting import async_wait_until
 from webhook_receiver import Receiver
@@ -26,7 +29,10 @@ from appliance.config import ConfigError, WebhookConfig, load_config, parse_conf
 from appliance.store import Store
 from appliance.webhooks import Webhooks, backoff, signature
 
+pytest_plugins = ["mosquitto"]  # tls_certs
+
 SECRET = "0123456789abcdef-webhook-secret"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "webhooks.md"
 
 
 class OffsetClock:
@@ -54,8 +60,8 @@ def store(tmp_path: Path, clock: OffsetClock) -> Iterator[Store]:
 async def receivers() -> AsyncIterator[Callable[..., Any]]:
     made: list[Receiver] = []
 
-    async def make(status: int = 200, start: bool = True) -> Receiver:
-        receiver = Receiver(free_port(), status=status)
+    async def make(status: int = 200, start: bool = True, ssl_context: ssl.SSLContext | None = None) -> Receiver:
+        receiver = Receiver(free_port(), status=status, ssl_context=ssl_context)
         made.append(receiver)
         if start:
             await receiver.start()
@@ -125,6 +131,41 @@ async def test_received_sms_is_posted_as_json_signed_with_the_secret(store: Stor
     assert post.delivery == row["delivery_id"] and len(post.delivery) == 36
     await async_wait_until(lambda: rows(store)[0]["state"] == "delivered", what="delivered")
     assert rows(store)[0]["last_status"] == 200 and rows(store)[0]["attempts"] == 1
+
+
+async def test_the_verification_snippet_of_the_docs_accepts_a_real_delivery(
+        store: Store, receivers: Any, components: list[Webhooks], clock: OffsetClock) -> None:
+    block = re.search(r"## Verifying the signature.*?```python\n(.*?)```", DOCS.read_text(), re.S)
+    assert block is not None, "docs/webhooks.md has no verification snippet"
+    namespace: dict[str, Any] = {}
+    exec(compile(block.group(1), str(DOCS), "exec"), namespace)  # noqa: S102 - our own documentation
+    verify = namespace["verify"]
+    receiver = await receivers()
+    await start(components, store, hook(receiver.url), clock=clock)
+    receive(store, 5, "verify me")
+    await async_wait_until(lambda: receiver.requests, what="the POST")
+    (post,) = receiver.requests
+    assert verify(SECRET, post.body, post.headers["X-Smsgw-Signature"])
+    assert not verify("another-secret-of-16+", post.body, post.headers["X-Smsgw-Signature"])
+    assert not verify(SECRET, post.body.replace(b"verify me", b"verify m3"), post.headers["X-Smsgw-Signature"])
+
+
+async def test_https_receiver_with_a_private_ca_and_basic_auth_from_the_url(
+        store: Store, receivers: Any, components: list[Webhooks], clock: OffsetClock, tls_certs: Certs) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_certs.server_cert, tls_certs.server_key)
+    receiver = await receivers(ssl_context=context)
+    url = receiver.url.replace("https://", "https://erp:s3cret@")
+    await start(components, store, hook(url, ca=tls_certs.ca), hook(receiver.url, "no-ca"), clock=clock)
+    receive(store, 6)
+    await async_wait_until(lambda: rows(store, "erp")[0]["state"] == "delivered", what="delivered over https")
+    (post,) = receiver.requests
+    assert post.headers["Authorization"] == "Basic " + base64.b64encode(b"erp:s3cret").decode()
+    assert post.signed_with(SECRET)
+    # without the CA the certificate is not trusted: the delivery waits, nothing is sent in clear
+    await async_wait_until(lambda: rows(store, "no-ca")[0]["attempts"] >= 1, what="a refused handshake")
+    assert "certificate" in rows(store, "no-ca")[0]["last_error"].lower()
+    assert rows(store, "no-ca")[0]["state"] == "pending" and len(receiver.requests) == 1
 
 
 async def test_message_state_changes_are_posted_in_order(store: Store, receivers: Any,

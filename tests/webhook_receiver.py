@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +45,9 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, port: int, host: str = "127.0.0.1", status: int = 200) -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1", status: int = 200,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context
         self.host = host
         self.port = port
         self.status = status
@@ -56,7 +59,7 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/hook"
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}/hook"
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -75,7 +78,8 @@ class Receiver:
         app.router.add_post("/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True,
+                                 ssl_context=self.ssl_context)
         await self._site.start()
         return self
 
