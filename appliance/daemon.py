@@ -214,6 +214,7 @@ class Daemon:
         store.shown_text = text_filter(config)  # PINs withheld in B/received (and so in HA)
         if store.migrated_from is not None and store.migrated_from != store.schema_version:
             LOG.info("store %s migrated from schema %s", config.store.path, store.migrated_from)
+        await self._start_webhooks()  # before anything commits an event: this config's webhooks get it
         self._make_modems()
         self._make_hardware()
         s = self.settings
@@ -254,7 +255,6 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._prune(), name="retention"))
         await self._start_mqtt()
         await self._start_http()
-        await self._start_webhooks()
         if self.balance is not None:
             self.balance.start()  # after MQTT: a low balance reaches the alert rules
         self._update_led()

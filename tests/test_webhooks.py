@@ -13,12 +13,15 @@ import base64
 import json
 import re
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon_helpers import ROOT, daemon_env
 from mosquitto import Certs, free_port
 from store_helpers import SENT, Deliver, request, submit_parts
 from waiting import async_wait_until
@@ -473,3 +476,12 @@ retry_base = 0.05
     text = capsys.readouterr().out
     line = next(line for line in text.splitlines() if line.startswith("down "))
     assert line.split()[1:4] == ["3", "0", "0"]  # pending, delivered, expired
+
+
+def test_smsgw_run_refuses_a_bad_webhook_config_naming_the_key(tmp_path: Path) -> None:
+    path = config_file(tmp_path, '[[webhooks]]\nurl = "http://127.0.0.1:9/hook"\nsecret = "short"\n')
+    result = subprocess.run([sys.executable, "-m", "appliance", "run", "--config", str(path)], capture_output=True,
+                            text=True, env=daemon_env(), cwd=ROOT, timeout=30)
+    assert result.returncode == 2
+    assert f"{path}: webhooks[0].secret: must be at least 16 characters" in result.stderr
+    assert not (tmp_path / "smsgw.db").exists()  # nothing opened
