@@ -49,6 +49,8 @@ POLL_INTERVAL = 5.0
 STORE_RETRY = 5.0
 #: Bytes of a refusing receiver's answer kept as the delivery's last error.
 ERROR_EXCERPT = 200
+#: The longest 2xx answer read (to keep the connection alive); a longer one is left unread.
+MAX_ANSWER = 65536
 
 EVENT_HEADER = "X-Smsgw-Event"
 DELIVERY_HEADER = "X-Smsgw-Delivery"
@@ -150,8 +152,10 @@ class WebhookSender:
                                          timeout=timeout, allow_redirects=False,
                                          ssl=self._ssl if self._ssl is not None else True) as response:
                 if 200 <= response.status < 300:
-                    await response.read()
-                    return response.status, None
+                    length = response.content_length
+                    if length is not None and length <= MAX_ANSWER:  # read: the connection is kept alive
+                        await response.read()
+                    return response.status, None  # a longer answer is not read: the connection closes
                 excerpt = (await response.content.read(ERROR_EXCERPT)).decode("utf-8", "replace")
                 reason = f"HTTP {response.status} {response.reason or ''}".rstrip()
                 excerpt = " ".join(excerpt.split())
