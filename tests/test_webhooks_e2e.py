@@ -47,9 +47,9 @@ async def receiver() -> AsyncIterator[Receiver]:
     await made.close()
 
 
-def webhook_section(receiver: Receiver, **extra: Any) -> str:
+def webhook_section(receiver: Receiver, timeout: float = 5, **extra: Any) -> str:
     lines = ["", "[[webhooks]]", 'name = "erp"', f'url = "{receiver.url}"', f'secret = "{SECRET}"',
-             "retry_base = 0.05", "retry_max = 0.2", "timeout = 5"]
+             "retry_base = 0.05", "retry_max = 0.2", f"timeout = {timeout}"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in extra.items()]
     return "\n".join(lines) + "\n"
 
@@ -121,7 +121,7 @@ async def test_sigkill_between_commit_and_delivery_loses_nothing(
         tmp_path: Path, sim: Simulator, receiver: Receiver, daemons: list[DaemonProcess]) -> None:
     db = tmp_path / "gw" / "smsgw.db"
     config = write_config(tmp_path / "gw", sim.ports, sweep_interval=0.5,
-                          extra=webhook_section(receiver, events=["received"]))
+                          extra=webhook_section(receiver, timeout=60, events=["received"]))  # held, not timed out
     await receiver.start()
     receiver.hold()  # takes the POSTs and answers none
 
