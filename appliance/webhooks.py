@@ -162,10 +162,9 @@ class WebhookSender:
                 return response.status, f"{reason}: {excerpt}" if excerpt else reason
         except TimeoutError:
             return None, f"no answer within {self.config.timeout:g} s"
-        except aiohttp.ClientError as exc:
-            return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        except (OSError, ValueError) as exc:
-            return None, f"{type(exc).__name__}: {exc}"
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            text = str(exc).replace(self.config.url, self.url)  # no credentials in the store or the log
+            return None, f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class Webhooks:
@@ -186,8 +185,12 @@ class Webhooks:
     async def start(self) -> None:
         import aiohttp
 
-        dropped = self.store.configure_webhooks(
-            [(hook.name, hook.events, hook.expire_after) for hook in self.configs], self.clock())
+        try:
+            dropped = self.store.configure_webhooks(
+                [(hook.name, hook.events, hook.expire_after) for hook in self.configs], self.clock())
+        except StoreError as exc:  # a full disk: the webhooks recorded by the last start stay
+            LOG.error("recording the configured webhooks failed: %s", exc)
+            dropped = {}
         for name, count in dropped.items():
             LOG.warning("webhook %s is no longer configured: %d pending delivery(ies) expired", name, count)
         if not self.configs:
