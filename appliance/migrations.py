@@ -290,9 +290,12 @@ def _v9(db: sqlite_utils.Database) -> None:
         "last_error TEXT, "
         "done_at REAL)"
     )
-    # the next delivery of each webhook, in order; and the finished ones for retention
+    # the next delivery of each webhook, in order; the finished ones by age (retention) and by webhook
+    # and state (the counts of smsgw status, the last delivery)
     db.execute("CREATE INDEX webhook_delivery_pending ON webhook_delivery (webhook, id) WHERE done_at IS NULL")
     db.execute("CREATE INDEX webhook_delivery_done ON webhook_delivery (done_at) WHERE done_at IS NOT NULL")
+    db.execute("CREATE INDEX webhook_delivery_finished ON webhook_delivery (webhook, state, done_at) "
+               "WHERE done_at IS NOT NULL")
 
 
 #: MIGRATIONS[n - 1] takes the schema from version n - 1 to n.

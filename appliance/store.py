@@ -1246,8 +1246,11 @@ class Store:
 
         for row in self.conn.execute("SELECT name, event FROM webhook ORDER BY name, event"):
             entry(row["name"])["events"].append(row["event"])
+        for row in self.conn.execute("SELECT webhook, COUNT(*) AS n FROM webhook_delivery "
+                                     "WHERE done_at IS NULL GROUP BY webhook"):  # index webhook_delivery_pending
+            entry(row["webhook"])[DELIVERY_PENDING] = row["n"]
         for row in self.conn.execute("SELECT webhook, state, COUNT(*) AS n FROM webhook_delivery "
-                                     "GROUP BY webhook, state"):
+                                     "WHERE done_at IS NOT NULL GROUP BY webhook, state"):  # index ..._finished
             entry(row["webhook"])[row["state"]] = row["n"]
         for name, data in out.items():
             head = self.conn.execute(
@@ -1259,7 +1262,7 @@ class Store:
                 data["attempts"] = head["attempts"]
                 data["last_error"], data["last_status"] = head["last_error"], head["last_status"]
             last = self.conn.execute(
-                "SELECT MAX(done_at) FROM webhook_delivery WHERE webhook = ? AND state = ?",
+                "SELECT MAX(done_at) FROM webhook_delivery WHERE webhook = ? AND state = ? AND done_at IS NOT NULL",
                 (name, DELIVERY_DONE)).fetchone()[0]
             data["last_delivered_at"] = last
         return out

@@ -372,6 +372,38 @@ def test_delivered_rows_are_pruned_after_the_retention_pending_ones_kept(store: 
     assert [row["id"] for row in rows(store)] == [second["id"]]
 
 
+def test_the_delivery_path_reads_no_whole_table(store: Store, clock: OffsetClock) -> None:
+    """Every statement a sender and ``smsgw status`` run uses an index of webhook_delivery (a scan of
+    the partial indexes reads only the pending, or only the finished, rows): the cost does not
+    grow with the history of other webhooks."""
+    store.configure_webhooks([("a", ("received", "message"), 86400.0), ("b", ("received",), 86400.0)])
+    for n in range(30):
+        receive(store, 200 + n)
+    for row in rows(store)[:20]:
+        store.delivery_done(row["id"], 200)
+    statements: list[str] = []
+    store.conn.set_trace_callback(statements.append)
+    try:
+        delivery = store.next_delivery("a")
+        assert delivery is not None
+        store.delivery_failed(delivery.id, "HTTP 500", clock() + 1, status=500)
+        store.delivery_done(delivery.id, 200)
+        store.expire_deliveries("a", clock())
+        store.webhook_stats()
+        store.enqueue([request()])  # an event commit writes its deliveries
+    finally:
+        store.conn.set_trace_callback(None)
+    steps = [(sql, row[3]) for sql in statements if sql.lstrip().upper().startswith(("SELECT", "UPDATE", "INSERT"))
+             for row in store.conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+    touched = [step for _sql, step in steps if "webhook_delivery" in step]
+    assert touched
+    bad = [(sql, step) for sql, step in steps if step.startswith("SCAN webhook_delivery")
+           and "INDEX webhook_delivery_pending" not in step and "INDEX webhook_delivery_finished" not in step]
+    assert bad == []
+    on_deliveries = {sql for sql, step in steps if "webhook_delivery" in step}
+    assert not [(sql, step) for sql, step in steps if sql in on_deliveries and "TEMP B-TREE" in step]
+
+
 def config_file(tmp_path: Path, webhooks: str) -> Path:
     path = tmp_path / "smsgw.toml"
     path.write_text(f'[store]\npath = "{tmp_path / "smsgw.db"}"\n\n{webhooks}')
