@@ -12,6 +12,7 @@ import argparse
 import base64
 import json
 import re
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -220,6 +221,23 @@ def test_deliveries_are_written_by_every_process_that_commits_events(tmp_path: P
     assert row["webhook"] == "erp" and row["event"] == "message" and row["state"] == "pending"
     assert json.loads(row["body"])["id"] == result.id
     assert row["expires_at"] == pytest.approx(row["created_at"] + 3600.0)
+
+
+def test_a_delivery_that_cannot_be_written_takes_its_event_with_it(store: Store) -> None:
+    """One transaction: when the delivery row fails, the received SMS is not committed either (the
+    inbound side then leaves it on the SIM and reads it again), and the message is not queued."""
+    store.configure_webhooks([("erp", ("received", "message"), 86400.0)])
+    store.conn.execute("CREATE TEMP TRIGGER refuse BEFORE INSERT ON webhook_delivery "
+                       "BEGIN SELECT RAISE(ABORT, 'refused for the test'); END")
+    with pytest.raises(sqlite3.IntegrityError, match="refused for the test"):
+        receive(store, 7)
+    with pytest.raises(sqlite3.IntegrityError, match="refused for the test"):
+        store.enqueue([request()])
+    assert store.inbox(10) == [] and store.pending_parts() == [] and store.outbox(10) == []
+    assert store.events_pending() == [] and rows(store) == []
+    store.conn.execute("DROP TRIGGER temp.refuse")
+    receive(store, 7)  # read again from the SIM: now it is committed with its delivery
+    assert len(store.inbox(10)) == 1 and [row["event"] for row in rows(store)] == ["received"]
 
 
 # --- retries, outage, expiry ----------------------------------------------------------------
