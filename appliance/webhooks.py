@@ -183,8 +183,6 @@ class Webhooks:
         self._remove_listener: Callable[[], None] | None = None
 
     async def start(self) -> None:
-        import aiohttp
-
         try:
             dropped = self.store.configure_webhooks(
                 [(hook.name, hook.events, hook.expire_after) for hook in self.configs], self.clock())
@@ -195,6 +193,8 @@ class Webhooks:
             LOG.warning("webhook %s is no longer configured: %d pending delivery(ies) expired", name, count)
         if not self.configs:
             return
+        import aiohttp  # only with webhooks: the import costs a daemon without them its start-up time
+
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit_per_host=4))
         for hook in self.configs:
             sender = WebhookSender(hook, self.store, self._session, clock=self.clock,

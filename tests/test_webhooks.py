@@ -378,6 +378,31 @@ def test_a_removed_webhook_expires_its_backlog(store: Store) -> None:
     assert [row["webhook"] for row in rows(store)].count("old") == 1
 
 
+def test_recording_the_same_webhooks_again_writes_nothing(store: Store) -> None:
+    hooks = [("erp", ("received", "message"), 86400.0)]
+    store.configure_webhooks(hooks)
+    changes = store.conn.total_changes
+    assert store.configure_webhooks(hooks) == {}
+    assert store.conn.total_changes == changes  # no transaction: a restart costs no fsync
+    store.configure_webhooks([("erp", ("received",), 86400.0)])
+    assert store.conn.total_changes > changes
+
+
+def test_a_daemon_without_webhooks_does_not_import_aiohttp(tmp_path: Path) -> None:
+    script = (
+        "import asyncio, sys\n"
+        "from appliance.store import Store\n"
+        "from appliance.webhooks import Webhooks\n"
+        f"store = Store({str(tmp_path / 'smsgw.db')!r})\n"
+        "asyncio.run(Webhooks((), store).start())\n"
+        "print('aiohttp' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=daemon_env(),
+                            cwd=ROOT, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
 def test_delivered_rows_are_pruned_after_the_retention_pending_ones_kept(store: Store, clock: OffsetClock) -> None:
     store.configure_webhooks([("erp", ("received",), 100 * 86400.0)])
     receive(store, 110)
