@@ -1170,8 +1170,8 @@ class Store:
         now = self._now(now)
         names = {name for name, _events, _expire in webhooks}
         wanted = {(name, event, float(expire)) for name, events, expire in webhooks for event in events}
-        recorded = {(row[0], row[1], row[2]) for row in self.conn.execute("SELECT name, event, expire_after FROM webhook")}
-        orphans = self.conn.execute("SELECT DISTINCT webhook FROM webhook_delivery WHERE done_at IS NULL").fetchall()
+        recorded = {(row[0], row[1], row[2]) for row in self._conn.execute("SELECT name, event, expire_after FROM webhook")}
+        orphans = self._conn.execute("SELECT DISTINCT webhook FROM webhook_delivery WHERE done_at IS NULL").fetchall()
         if wanted == recorded and all(row[0] in names for row in orphans):
             return {}  # as recorded: no transaction (a daemon without webhooks starts without an fsync)
         dropped: dict[str, int] = {}
@@ -1193,7 +1193,7 @@ class Store:
 
     def next_delivery(self, webhook: str) -> WebhookDelivery | None:
         """The oldest delivery of ``webhook`` not yet delivered or expired (deliveries go in order)."""
-        row = self.conn.execute(
+        row = self._conn.execute(
             "SELECT id, webhook, delivery_id, event, body, created_at, expires_at, attempts, next_attempt_at "
             "FROM webhook_delivery WHERE webhook = ? AND done_at IS NULL ORDER BY id LIMIT 1",  # index pending
             (webhook,),
@@ -1235,7 +1235,7 @@ class Store:
     def deliveries(self, webhook: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The newest deliveries (of one webhook), newest first."""
         where, args = ("WHERE webhook = ? ", (webhook, limit)) if webhook else ("", (limit,))
-        rows = self.conn.execute(f"SELECT * FROM webhook_delivery {where}ORDER BY id DESC LIMIT ?", args).fetchall()
+        rows = self._conn.execute(f"SELECT * FROM webhook_delivery {where}ORDER BY id DESC LIMIT ?", args).fetchall()
         return [dict(row) for row in rows]
 
     def webhook_stats(self, now: float | None = None) -> dict[str, dict[str, Any]]:
@@ -1249,16 +1249,16 @@ class Store:
                                          "oldest_pending_age": None, "next_attempt_at": None, "attempts": 0,
                                          "last_error": None, "last_status": None, "last_delivered_at": None})
 
-        for row in self.conn.execute("SELECT name, event FROM webhook ORDER BY name, event"):
+        for row in self._conn.execute("SELECT name, event FROM webhook ORDER BY name, event"):
             entry(row["name"])["events"].append(row["event"])
-        for row in self.conn.execute("SELECT webhook, COUNT(*) AS n FROM webhook_delivery "
+        for row in self._conn.execute("SELECT webhook, COUNT(*) AS n FROM webhook_delivery "
                                      "WHERE done_at IS NULL GROUP BY webhook"):  # index webhook_delivery_pending
             entry(row["webhook"])[DELIVERY_PENDING] = row["n"]
-        for row in self.conn.execute("SELECT webhook, state, COUNT(*) AS n FROM webhook_delivery "
+        for row in self._conn.execute("SELECT webhook, state, COUNT(*) AS n FROM webhook_delivery "
                                      "WHERE done_at IS NOT NULL GROUP BY webhook, state"):  # index ..._finished
             entry(row["webhook"])[row["state"]] = row["n"]
         for name, data in out.items():
-            head = self.conn.execute(
+            head = self._conn.execute(
                 "SELECT created_at, next_attempt_at, attempts, last_error, last_status FROM webhook_delivery "
                 "WHERE webhook = ? AND done_at IS NULL ORDER BY id LIMIT 1", (name,)).fetchone()
             if head is not None:
@@ -1266,7 +1266,7 @@ class Store:
                 data["next_attempt_at"] = head["next_attempt_at"]
                 data["attempts"] = head["attempts"]
                 data["last_error"], data["last_status"] = head["last_error"], head["last_status"]
-            last = self.conn.execute(
+            last = self._conn.execute(
                 "SELECT MAX(done_at) FROM webhook_delivery WHERE webhook = ? AND state = ? AND done_at IS NOT NULL",
                 (name, DELIVERY_DONE)).fetchone()[0]
             data["last_delivered_at"] = last

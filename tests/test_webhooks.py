@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from daemon_helpers import ROOT, daemon_env
 from mosquitto import Certs, free_port
-from store_helpers import SENT, Deliver, request, submit_parts
+from store_helpers import SENT, Deliver, connection, request, submit_parts
 from waiting import async_wait_until
 from webhook_receiver import Receiver
 
@@ -227,7 +227,7 @@ def test_a_delivery_that_cannot_be_written_takes_its_event_with_it(store: Store)
     """One transaction: when the delivery row fails, the received SMS is not committed either (the
     inbound side then leaves it on the SIM and reads it again), and the message is not queued."""
     store.configure_webhooks([("erp", ("received", "message"), 86400.0)])
-    store.conn.execute("CREATE TEMP TRIGGER refuse BEFORE INSERT ON webhook_delivery "
+    connection(store).execute("CREATE TEMP TRIGGER refuse BEFORE INSERT ON webhook_delivery "
                        "BEGIN SELECT RAISE(ABORT, 'refused for the test'); END")
     with pytest.raises(sqlite3.IntegrityError, match="refused for the test"):
         receive(store, 7)
@@ -235,7 +235,7 @@ def test_a_delivery_that_cannot_be_written_takes_its_event_with_it(store: Store)
         store.enqueue([request()])
     assert store.inbox(10) == [] and store.pending_parts() == [] and store.outbox(10) == []
     assert store.events_pending() == [] and rows(store) == []
-    store.conn.execute("DROP TRIGGER temp.refuse")
+    connection(store).execute("DROP TRIGGER temp.refuse")
     receive(store, 7)  # read again from the SIM: now it is committed with its delivery
     assert len(store.inbox(10)) == 1 and [row["event"] for row in rows(store)] == ["received"]
 
@@ -381,11 +381,11 @@ def test_a_removed_webhook_expires_its_backlog(store: Store) -> None:
 def test_recording_the_same_webhooks_again_writes_nothing(store: Store) -> None:
     hooks = [("erp", ("received", "message"), 86400.0)]
     store.configure_webhooks(hooks)
-    changes = store.conn.total_changes
+    changes = connection(store).total_changes
     assert store.configure_webhooks(hooks) == {}
-    assert store.conn.total_changes == changes  # no transaction: a restart costs no fsync
+    assert connection(store).total_changes == changes  # no transaction: a restart costs no fsync
     store.configure_webhooks([("erp", ("received",), 86400.0)])
-    assert store.conn.total_changes > changes
+    assert connection(store).total_changes > changes
 
 
 def test_a_daemon_without_webhooks_does_not_import_aiohttp(tmp_path: Path) -> None:
@@ -425,7 +425,7 @@ def test_the_delivery_path_reads_no_whole_table(store: Store, clock: OffsetClock
     for row in rows(store)[:20]:
         store.delivery_done(row["id"], 200)
     statements: list[str] = []
-    store.conn.set_trace_callback(statements.append)
+    connection(store).set_trace_callback(statements.append)
     try:
         delivery = store.next_delivery("a")
         assert delivery is not None
@@ -435,9 +435,9 @@ def test_the_delivery_path_reads_no_whole_table(store: Store, clock: OffsetClock
         store.webhook_stats()
         store.enqueue([request()])  # an event commit writes its deliveries
     finally:
-        store.conn.set_trace_callback(None)
+        connection(store).set_trace_callback(None)
     steps = [(sql, row[3]) for sql in statements if sql.lstrip().upper().startswith(("SELECT", "UPDATE", "INSERT"))
-             for row in store.conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+             for row in connection(store).execute(f"EXPLAIN QUERY PLAN {sql}")]
     touched = [step for _sql, step in steps if "webhook_delivery" in step]
     assert touched
     bad = [(sql, step) for sql, step in steps if step.startswith("SCAN webhook_delivery")
