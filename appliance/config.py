@@ -27,6 +27,7 @@ from drivers.toml_reader import TableReader, did_you_mean, parse_duration, type_
 
 if TYPE_CHECKING:
     from appliance.caps import DailyCaps
+    from appliance.http.config import HttpConfig
     from appliance.rules.config import RulesConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/smsgw/smsgw.toml")
@@ -34,8 +35,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 MQTT_PROTOCOLS = ("5", "3.1.1")
 
 # Top-level keys: the sections parsed here, plus the ones kept in ``raw`` for other modules.
-OWN_SECTIONS = ("store", "mqtt", "modems", "modems_auto", "numbers", "limits", "hardware", "sms", "log_level")
-RAW_SECTIONS = ("alerts", "commands", "contacts", "groups", "sources", "quiet_hours", "rules", "health")
+OWN_SECTIONS = ("store", "mqtt", "modems", "modems_auto", "numbers", "limits", "hardware", "sms", "log_level",
+                "http", "webhooks")
+RAW_SECTIONS = ("alerts", "commands", "contacts", "groups", "sources", "quiet_hours", "rules", "health", "calls",
+                "call_rules")
 
 _MODEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _PIN = re.compile(r"^[0-9]{4,8}$")
@@ -161,6 +164,27 @@ class HardwareConfig:
     status_led_gpio: int | None = None
 
 
+#: The events a webhook may subscribe to: a received SMS (``B/received``), an outbound message's
+#: state change (``B/message/<id>``).
+WEBHOOK_EVENTS = ("received", "message")
+#: The shortest webhook secret accepted (``openssl rand -hex 32`` makes a good one).
+WEBHOOK_SECRET_MIN = 16
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """``[[webhooks]]``: where events are POSTed, signed with ``secret`` (docs/webhooks.md)."""
+    name: str                     # identifies its deliveries in the store; default: the URL
+    url: str
+    secret: str = field(repr=False)
+    events: tuple[str, ...] = WEBHOOK_EVENTS
+    expire_after: float = 86400.0  # seconds a delivery is retried before it is given up
+    timeout: float = 10.0          # seconds one POST may take
+    retry_base: float = 1.0        # first retry after this, doubling up to retry_max
+    retry_max: float = 120.0
+    ca: Path | None = None         # a CA file for an https receiver with a private certificate
+
+
 @dataclass(frozen=True)
 class HealthSettings:
     """``[health]``: modem supervision and the daemon's timers (seconds); see ``appliance/daemon.py``."""
@@ -194,6 +218,8 @@ class Config:
     log_level: str = "info"
     raw: dict[str, Any] = field(default_factory=dict)
     modems_auto: ModemsAutoConfig = field(default_factory=ModemsAutoConfig)
+    http: HttpConfig | None = None  # [http]: the HTTP API (appliance.http.config); None: off
+    webhooks: tuple[WebhookConfig, ...] = ()
     #: the sections other parts of smsgw use, parsed on first use: name -> the value or its ConfigError
     _parsed: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -506,6 +532,95 @@ def _balance(file: Path, prefix: str, table: object) -> BalanceConfig:
                          unit=sec.string("unit", None))
 
 
+def webhook_display_url(url: str) -> str:
+    """The URL without its user, password, query and fragment (which may hold credentials)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _webhooks(file: Path, value: object) -> tuple[WebhookConfig, ...]:
+    if isinstance(value, dict):
+        raise ConfigError(file, "webhooks", "must be an array of tables: write [[webhooks]], not [webhooks]")
+    if not isinstance(value, list):
+        raise ConfigError(file, "webhooks", f"must be an array of tables ([[webhooks]]), not {type_name(value)}")
+    known = ("name", "url", "secret", "events", "expire_after", "timeout", "retry_base", "retry_max", "ca")
+    hooks: list[WebhookConfig] = []
+    names: dict[str, int] = {}
+    for index, table in enumerate(value):
+        sec = _section(file, f"webhooks[{index}]", table, known)
+        url, parts = _webhook_url(sec)
+        name = sec.string("name", webhook_display_url(url))
+        assert name is not None
+        if name in names:
+            raise sec.error("name" if sec.has("name") else "url",
+                            f"{name!r} is also webhooks[{names[name]}]; give each webhook its own name = \"...\"")
+        names[name] = index
+        secret = sec.string("secret", required=True)
+        assert secret is not None
+        if len(secret) < WEBHOOK_SECRET_MIN:
+            raise sec.error("secret", f"must be at least {WEBHOOK_SECRET_MIN} characters, not {len(secret)} "
+                            "(`openssl rand -hex 32` makes one)")
+        ca = sec.path("ca")
+        if ca is not None:
+            if parts.scheme != "https":
+                raise sec.error("ca", "is only used with an https:// url")
+            if not ca.is_file():
+                raise sec.error("ca", f"{ca} does not exist or is not a file")
+        hooks.append(WebhookConfig(name=name, url=url, secret=secret, events=_webhook_events(file, sec), ca=ca,
+                                   **_webhook_durations(sec)))
+    return tuple(hooks)
+
+
+def _webhook_url(sec: TableReader) -> tuple[str, urllib.parse.SplitResult]:
+    url = sec.string("url", required=True)
+    assert url is not None
+    if url != url.strip():
+        raise sec.error("url", f"{url!r} has leading or trailing spaces")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise sec.error("url", f"{url!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise sec.error("url", f"{url!r} must be an http:// or https:// URL with a host")
+    return url, parts
+
+
+def _webhook_events(file: Path, sec: TableReader) -> tuple[str, ...]:
+    if not sec.has("events"):
+        return WEBHOOK_EVENTS
+    events = sec.strings("events")
+    if not events:
+        raise sec.error("events", f"must name at least one event: {', '.join(WEBHOOK_EVENTS)}")
+    for number, event in enumerate(events):
+        if event not in WEBHOOK_EVENTS:
+            raise ConfigError(file, f"{sec.key('events')}[{number}]",
+                              f"unknown event {event!r}{did_you_mean(event, WEBHOOK_EVENTS)}; "
+                              f"known: {', '.join(WEBHOOK_EVENTS)}")
+    return tuple(dict.fromkeys(events))
+
+
+def _webhook_durations(sec: TableReader) -> dict[str, float]:
+    d = WebhookConfig(name="", url="", secret="")
+    durations: dict[str, float] = {}
+    for key in ("expire_after", "timeout", "retry_base", "retry_max"):
+        default = getattr(d, key)
+        try:
+            durations[key] = parse_duration(sec.table[key]) if sec.has(key) else default
+        except ValueError as exc:
+            raise sec.error(key, str(exc)) from None
+        if durations[key] <= 0:
+            raise sec.error(key, f"must be greater than 0, not {sec.table[key]!r}")
+    if durations["retry_max"] < durations["retry_base"]:
+        raise sec.error("retry_max", f"{durations['retry_max']:g} s is less than retry_base "
+                        f"({durations['retry_base']:g} s)")
+    return durations
+
+
 def _numbers(file: Path, table: object) -> NumbersConfig:
     from appliance import numbers
 
@@ -573,6 +688,12 @@ def _health(config: Config) -> HealthSettings:
     return HealthSettings(**values)
 
 
+def _http(file: Path, table: object) -> HttpConfig:
+    from appliance.http.config import parse_http
+
+    return parse_http(file, table)
+
+
 def _syntax_error(file: Path, exc: tomllib.TOMLDecodeError) -> ConfigError:
     message = str(exc)
     match = re.search(r"\(at line (\d+), column (\d+)\)", message)
@@ -605,6 +726,8 @@ def parse_config(data: dict[str, Any], path: str | Path) -> Config:
         log_level=level.lower(),
         raw=data,
         modems_auto=_modems_auto(file, data.get("modems_auto", {})),
+        http=_http(file, data["http"]) if "http" in data else None,
+        webhooks=_webhooks(file, data["webhooks"]) if "webhooks" in data else (),
     )
 
 

@@ -13,7 +13,7 @@ commit-and-delete in progress, MQTT and rules stop, the modems close and the sto
 Tuning (all optional) in the ``[health]`` table of the config file:
 ``ping_interval``, ``failures_allowed``, ``backoff_base``, ``backoff_max``, ``port_wait``,
 ``sweep_interval``, ``poll_interval`` (dispatcher safety-net poll), ``watch_interval`` (how often
-the daemon looks for commits by other processes, e.g. ``smsgw send``), ``flush_interval``
+the daemon polls for commits by other processes, e.g. ``smsgw send``, where inotify is missing), ``flush_interval``
 (reassembly timeout check), ``retry_base`` / ``retry_max`` (the dispatcher's backoff after a
 transient send error), ``multipart_wait`` (how long the rest of a multipart SMS waits for the modem
 that sent its first parts before another modem sends it all again; default 600) and ``timeouts`` (modem timeouts in seconds, e.g.
@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from appliance import systemd
+from appliance import store_watch, systemd
 from appliance.config import AUTO_PORT, Config
 from appliance.dispatcher import Dispatcher, ModemLimits
 from appliance.health import ModemSupervisor
@@ -38,6 +38,7 @@ from appliance.inbound import Inbound
 from appliance.store import MULTIPART_WAIT, Store
 
 if TYPE_CHECKING:
+    from appliance.component import Component
     from appliance.hardware import PowerControl, StatusLed
     from drivers.modem import Modem
 
@@ -63,11 +64,14 @@ class Daemon:
         self.led: StatusLed | None = None
         self.bridge: Any = None
         self.rules: Any = None
+        self.calls: Any = None
         self.discovery: Any = None
         self.ussd: Any = None
         self.control: Any = None
         self.balance: Any = None
         self.heartbeat: Any = None
+        self.http: Any = None
+        self.webhooks: Any = None
         self._mqtt_ussd: Any = None
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
@@ -152,6 +156,7 @@ class Daemon:
         store.shown_text = text_filter(config)  # PINs withheld in B/received (and so in HA)
         if store.migrated_from is not None and store.migrated_from != store.schema_version:
             LOG.info("store %s migrated from schema %s", config.store.path, store.migrated_from)
+        await self._start_webhooks()  # before anything commits an event: this config's webhooks get it
         self._make_modems()
         self._make_hardware()
         s = self.settings
@@ -166,9 +171,13 @@ class Daemon:
         )
         for modem_id in self.modems:
             dispatcher.set_modem_healthy(modem_id, False)  # healthy once its supervisor opened it
-        self.inbound = Inbound(store, sweep_interval=s.sweep_interval, on_closed=self._port_closed)
+        from appliance.calls import CallTriggers
+
+        self.calls = CallTriggers(config, store, self.modems, bridge=lambda: self.bridge)
+        self.inbound = Inbound(store, sweep_interval=s.sweep_interval, on_closed=self._port_closed,
+                               on_call=self.calls.on_call)
         # the baseline for the watch on commits by other processes, before anything can be enqueued
-        self._data_version = int(store.conn.execute("PRAGMA data_version").fetchone()[0])
+        self._data_version = store.data_version()
         await dispatcher.start()
         resumed = store.stats()
         LOG.info("store %s open: outbox=%s", config.store.path, resumed.get("outbox"))
@@ -187,6 +196,7 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._flush_partial(), name="reassembly"))
         self._tasks.append(asyncio.create_task(self._prune(), name="retention"))
         await self._start_mqtt()
+        await self._start_http()
         if self.balance is not None:
             self.balance.start()  # after MQTT: a low balance reaches the alert rules
         self._update_led()
@@ -204,20 +214,41 @@ class Daemon:
         from appliance.rules.engine import RulesEngine
 
         assert self.store is not None
-        self.bridge = MqttBridge(self.config, self.store, status=self.status)
-        await self.bridge.start()
-        self.rules = RulesEngine(self.config, self.store, self.bridge, status=self.status)
-        await self.rules.start()
         from appliance.discovery import Discovery
-
-        self.discovery = Discovery(self.config, self.bridge, status=self.status)
-        await self.discovery.start()  # a no-op when [mqtt] discovery = false
         from appliance.ussd import UssdMqtt
 
+        # the bridge with its own components (B/send through the intake, store events out), then the
+        # components that use it; discovery is a no-op when [mqtt] discovery = false
+        self.bridge = MqttBridge(self.config, self.store, status=self.status)
+        self.rules = RulesEngine(self.config, self.store, self.bridge, status=self.status)
+        self.discovery = Discovery(self.config, self.bridge, status=self.status)
         self._mqtt_ussd = UssdMqtt(self.ussd, self.bridge)
-        await self._mqtt_ussd.start()
+        components: tuple[Component, ...] = (self.bridge, self.rules, self.discovery, self._mqtt_ussd)
+        for component in components:
+            await component.start()
         if self.balance is not None:
             self.balance.attach(self.bridge, self.rules)
+
+    async def _start_http(self) -> None:
+        """The HTTP API (appliance.http) when ``[http]`` is configured."""
+        if self.config.http is None:
+            return
+        from appliance.http.server import HttpServer
+
+        http = HttpServer(self)
+        try:
+            await http.start()
+        except OSError as exc:  # the modems and MQTT still work; `smsgw doctor` and the log say why
+            LOG.error("HTTP API not started: cannot listen on %s: %s", self.config.http.listen, exc.strerror or exc)
+            return
+        self.http = http
+    async def _start_webhooks(self) -> None:
+        """The ``[[webhooks]]`` senders (and, with none configured, the store told so)."""
+        from appliance.webhooks import Webhooks
+
+        assert self.store is not None
+        self.webhooks = Webhooks(self.config.webhooks, self.store)
+        await self.webhooks.start()
 
     def modem_ready(self, modem_id: str) -> bool:
         supervisor = self.supervisors.get(modem_id)
@@ -256,7 +287,7 @@ class Daemon:
     async def _stop_work(self) -> None:
         """Stop what talks to the modems: the control socket, balance checks, USSD, the supervisors,
         the dispatcher (its AT+CMGS in progress finishes and commits), the inbound side, the tasks."""
-        for component in (self.control, self.balance, self._mqtt_ussd):
+        for component in (self.http, self.control, self.balance, self._mqtt_ussd, self.webhooks):
             if component is not None:
                 with contextlib.suppress(Exception):
                     await component.stop()
@@ -266,6 +297,8 @@ class Daemon:
             await self.dispatcher.stop()
         if self.inbound is not None:
             await self.inbound.stop()
+        if self.calls is not None:
+            await self.calls.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -283,7 +316,8 @@ class Daemon:
         if self.bridge is not None:
             with contextlib.suppress(Exception):
                 await self.bridge.drain_events(STOP_PUBLISH_TIMEOUT)
-        for component in (self.discovery, self.rules, self.bridge):
+        mqtt: tuple[Component | None, ...] = (self.discovery, self.rules, self.bridge)
+        for component in mqtt:
             if component is not None:
                 try:
                     await component.stop()
@@ -339,20 +373,47 @@ class Daemon:
         self.led.show("ok" if healthy and all(healthy) else "degraded" if any(healthy) else "down")
 
     async def _watch_store(self) -> None:
-        """Wake the dispatcher when another process (``smsgw send``) committed to the store."""
+        """Wake the dispatcher, the event publisher and the rules when another process (``smsgw send``)
+        committed to the store: on an inotify event for the store's files (``store_watch``), or
+        where inotify is missing, by polling every ``watch_interval``."""
+        assert self.store is not None
+        watch = store_watch.open_watch(self.store.path) if str(self.store.path) != ":memory:" else None
+        if watch is None:
+            while True:
+                await asyncio.sleep(self.settings.watch_interval)
+                self._check_data_version()
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def readable() -> None:
+            if watch.read():
+                changed.set()
+
+        loop.add_reader(watch.fileno(), readable)
+        try:
+            self._check_data_version()  # a commit between the start and the watch
+            while True:
+                await changed.wait()
+                changed.clear()
+                self._check_data_version()
+        finally:
+            loop.remove_reader(watch.fileno())
+            watch.close()
+
+    def _check_data_version(self) -> None:
         assert self.store is not None and self.dispatcher is not None
-        conn = self.store.conn
-        while True:
-            await asyncio.sleep(self.settings.watch_interval)
-            try:
-                version = int(conn.execute("PRAGMA data_version").fetchone()[0])
-            except Exception:
-                LOG.exception("store watch failed")
-                continue
-            if version != self._data_version:
-                LOG.debug("store changed by another process (data_version %d); waking the dispatcher", version)
-                self.dispatcher.wake()
-                self._data_version = version
+        try:
+            version = self.store.data_version()
+        except Exception:
+            LOG.exception("store watch failed")
+            return
+        if version != self._data_version:
+            LOG.debug("store changed by another process (data_version %d); waking the dispatcher", version)
+            self._data_version = version
+            self.dispatcher.wake()
+            if self.webhooks is not None:
+                self.webhooks.wake()
+            self.store.notify_changed()
 
     async def _watchdog(self, interval: float) -> None:
         """Ping systemd's watchdog while the event loop turns and the store answers.
@@ -363,7 +424,7 @@ class Daemon:
         assert self.store is not None
         while True:
             try:
-                self.store.conn.execute("SELECT 1").fetchone()
+                self.store.ping()
             except Exception:
                 LOG.exception("store check for the watchdog failed; not pinging")
             else:

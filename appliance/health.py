@@ -119,6 +119,7 @@ class ModemSupervisor:
         self.last_error_at: float | None = None
         self.failures = 0
         self.recoveries = 0
+        self.recoveries_by_rung: dict[str, int] = {}  # "soft reset", "reopening", "power cycle", "entering PIN"
         self.rounds = 0  # failed ladder rounds since the last success
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -306,6 +307,7 @@ class ModemSupervisor:
         self.sim_trouble = False
         if state != "opening":
             self.recoveries += 1
+            self.recoveries_by_rung[state] = self.recoveries_by_rung.get(state, 0) + 1
         self.error = None  # healthy again: the error is history (last_error, last_error_at)
         self._set(ONLINE, healthy=True)
         if self.on_recovered is not None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -44,7 +43,7 @@ from typing import ClassVar
 from appliance import numbers
 from appliance.caps import CapTally, DailyCapExceeded, DailyCaps
 from appliance.config import Config, NumbersConfig
-from appliance.store import PRIORITIES, InvalidRequest, OptedOut, OutboundRequest, Store
+from appliance.store import PRIORITIES, InvalidRequest, OptedOut, OutboundRequest, Store, store_failure
 from drivers.gsm7_national import KNOWN_LANGUAGES, LANGUAGE_IDS
 from drivers.pdu import PduError, count_parts, split_text
 
@@ -151,14 +150,6 @@ class InternalError(IntakeError):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(f"the request could not be handled ({type(cause).__name__}: {str(cause)[:200]})")
         self.cause = cause
-
-
-def store_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` is the store failing (disk full, locked, I/O), not the request: such a request
-    is kept and submitted again; any other error refuses only the request that caused it."""
-    if isinstance(exc, sqlite3.OperationalError | OSError):
-        return True
-    return type(exc) is sqlite3.DatabaseError  # e.g. "database disk image is malformed"
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -354,15 +345,27 @@ def prepare(request: SendRequest, policy: IntakePolicy, now: float) -> Prepared:
     needed); the OutboundRequests it asks for, or an IntakeError."""
     if not request.to:
         raise InvalidField("to", "'to' is an empty list")
-    text = request.text
-    _check_text(text)
+    _check_text(request.text)
     _check_client_key(request.client_key)
-    priority = _check_priority(request.priority)
-    valid_for = _check_valid_for(request.valid_for)
-    lifetime = valid_for if valid_for is not None else policy.validity
+    _check_priority(request.priority)
+    _check_valid_for(request.valid_for)
+    _check_real_text(request.text, "text")
+    _check_language(request.language)
+    return _prepare_checked(request, policy, now)
+
+
+def prepare_json(payload: object, *, source: str, policy: IntakePolicy, now: float) -> Prepared:
+    """:func:`prepare` of :func:`request_from_json` (whose fields are checked once)."""
+    return _prepare_checked(request_from_json(payload, source=source), policy, now)
+
+
+def _prepare_checked(request: SendRequest, policy: IntakePolicy, now: float) -> Prepared:
+    """The length limit and the number policy for a request whose fields passed their checks."""
+    text = request.text
+    lifetime = request.valid_for if request.valid_for is not None else policy.validity
     valid_until = now + lifetime if lifetime else None
-    _check_real_text(text, "text")
-    language = _check_language(request.language)
+    language = request.language.lower() if request.language else None
+    priority = request.priority
     encode_language = language or policy.national_language  # as the dispatcher will encode it
     try:
         parts = count_parts(text, language=encode_language)
@@ -397,6 +400,10 @@ class Intake:
     def prepare(self, request: SendRequest, now: float | None = None) -> Prepared:
         """:func:`prepare` with this intake's policy and the store's clock."""
         return prepare(request, self.policy, self.store.clock() if now is None else now)
+
+    def prepare_json(self, payload: object, *, source: str, now: float | None = None) -> Prepared:
+        """:func:`prepare_json` with this intake's policy and the store's clock."""
+        return prepare_json(payload, source=source, policy=self.policy, now=self.store.clock() if now is None else now)
 
     def submit(self, request: SendRequest | Prepared, now: float | None = None) -> list[Accepted]:
         """Queue one request: one Accepted per distinct recipient, in order; or an IntakeError."""

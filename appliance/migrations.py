@@ -18,6 +18,14 @@ Version history
      (state, valid_until), so ``Store.next_due_at`` and ``Store.expire_due`` search instead of scanning.
   6  per-message national language: ``message.language`` (ISO 639-1 code of 3GPP TS 23.038 6.2.1.2
      whose shift tables the message may be encoded with; NULL: ``[sms] national_language``).
+  7  ``part_unsent``: partial index of the parts without a TP-MR (``Store.next_due_at``).
+  8  counters kept by triggers, so ``Store.stats()`` reads a few rows at any history: ``counter``
+     (messages per state, inbox rows, unhandled, parts waiting for reassembly, pending events) and
+     ``source_count`` (messages accepted and sent per source and quarter hour of ``created_at``);
+     ``message_last_error``, a partial index of the messages with an error.
+  9  webhooks: ``webhook`` (the configured webhooks and the events each one takes, written by the
+     daemon at start) and ``webhook_delivery`` (one row per event and webhook, committed with the
+     event, retried until delivered or expired).
 """
 
 from __future__ import annotations
@@ -191,8 +199,107 @@ def _v7(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX part_unsent ON part (message_id) WHERE message_reference IS NULL")
 
 
+#: Seconds per ``source_count`` bucket: every UTC offset in use is a multiple of a quarter hour, so
+#: a local midnight starts a bucket (``Store.source_usage`` counts a partial bucket from ``message``).
+SOURCE_BUCKET = 900
+#: The states of a message at schema 8 (``appliance.store.STATES``), each a ``counter`` row ``message.<state>``.
+STATES = ("queued", "sending", "sent", "delivered", "failed", "expired")
+#: SQL: 1 when the state counts as sent for ``source_count`` (``Store.source_usage``), for row R.
+_SENT = "(({r}.state IN ('sent', 'delivered')) + 0)"
+_BUCKET = f"CAST({{r}}.created_at / {SOURCE_BUCKET} AS INTEGER)"
+#: (counter name, SQL of the 0/1 contribution of row R of the table) for the flag counters.
+_FLAGS = {
+    "inbox": [("inbox", "1"), ("inbox.unhandled", "({r}.handled_at IS NULL)")],
+    "inbox_part": [("inbox_part.pending", "({r}.inbox_id IS NULL)")],
+    "event": [("event.pending", "({r}.done_at IS NULL)")],
+}
+#: the column whose change moves a row in or out of a flag counter
+_FLAG_COLUMNS = {"inbox": "handled_at", "inbox_part": "inbox_id", "event": "done_at"}
+
+
+def _source_add(r: str, sign: str) -> str:
+    return (f"INSERT INTO source_count (source, bucket, accepted, sent) VALUES ({r}.source, "
+            f"{_BUCKET.format(r=r)}, {sign}1, {sign}{_SENT.format(r=r)}) ON CONFLICT (bucket, source) DO UPDATE "
+            "SET accepted = accepted + excluded.accepted, sent = sent + excluded.sent;")
+
+
+def _source_drop_empty(r: str) -> str:
+    return f"DELETE FROM source_count WHERE bucket = {_BUCKET.format(r=r)} AND source = {r}.source AND accepted <= 0;"
+
+
+def _count(name_sql: str, delta: str) -> str:
+    # the rows exist from the migration on (every state, every flag): an UPDATE by key is the cheapest
+    return f"UPDATE counter SET n = n + {delta} WHERE name = {name_sql};"
+
+
+def _v8(db: sqlite_utils.Database) -> None:
+    db.execute("CREATE TABLE counter (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID")
+    db.execute("CREATE TABLE source_count (source TEXT NOT NULL, bucket INTEGER NOT NULL, "
+               "accepted INTEGER NOT NULL, sent INTEGER NOT NULL, PRIMARY KEY (bucket, source)) WITHOUT ROWID")
+    db.execute("CREATE INDEX message_last_error ON message (updated_at) WHERE last_error IS NOT NULL")
+    # the counts of the rows already there, then triggers keep them in every transaction that writes
+    db.execute("INSERT INTO counter (name, n) SELECT 'message.' || state, COUNT(*) FROM message GROUP BY state")
+    db.conn.executemany("INSERT OR IGNORE INTO counter (name, n) VALUES (?, 0)",
+                        [(f"message.{state}",) for state in STATES])
+    for table, flags in _FLAGS.items():
+        for name, flag in flags:
+            db.execute(f"INSERT INTO counter (name, n) SELECT ?, COALESCE(SUM({flag.format(r=table)}), 0) "
+                       f"FROM {table}", (name,))
+    db.execute(f"INSERT INTO source_count (source, bucket, accepted, sent) SELECT source, {_BUCKET.format(r='m')}, "
+               f"COUNT(*), SUM({_SENT.format(r='m')}) FROM message m GROUP BY 1, 2")
+    message_name = "'message.' || {r}.state"
+    db.execute("CREATE TRIGGER message_count_insert AFTER INSERT ON message BEGIN "
+               f"{_count(message_name.format(r='NEW'), '1')} {_source_add('NEW', '')} END")
+    db.execute("CREATE TRIGGER message_count_delete AFTER DELETE ON message BEGIN "
+               f"{_count(message_name.format(r='OLD'), '-1')} {_source_add('OLD', '-')} "
+               f"{_source_drop_empty('OLD')} END")
+    db.execute("CREATE TRIGGER message_count_state AFTER UPDATE OF state ON message "
+               "WHEN OLD.state IS NOT NEW.state BEGIN "
+               f"{_count(message_name.format(r='OLD'), '-1')} {_count(message_name.format(r='NEW'), '1')} END")
+    db.execute("CREATE TRIGGER message_count_source AFTER UPDATE OF state, source, created_at ON message "
+               f"WHEN {_SENT.format(r='OLD')} != {_SENT.format(r='NEW')} OR OLD.source IS NOT NEW.source "
+               f"OR {_BUCKET.format(r='OLD')} IS NOT {_BUCKET.format(r='NEW')} BEGIN "
+               f"{_source_add('OLD', '-')} {_source_add('NEW', '')} {_source_drop_empty('OLD')} END")
+    for table, flags in _FLAGS.items():
+        column = _FLAG_COLUMNS[table]
+        plus = " ".join(_count(f"'{name}'", flag.format(r="NEW")) for name, flag in flags)
+        minus = " ".join(_count(f"'{name}'", f"-{flag.format(r='OLD')}") for name, flag in flags)
+        db.execute(f"CREATE TRIGGER {table}_count_insert AFTER INSERT ON {table} BEGIN {plus} END")
+        db.execute(f"CREATE TRIGGER {table}_count_delete AFTER DELETE ON {table} BEGIN {minus} END")
+        db.execute(f"CREATE TRIGGER {table}_count_update AFTER UPDATE OF {column} ON {table} "
+                   f"WHEN (OLD.{column} IS NULL) != (NEW.{column} IS NULL) BEGIN {minus} {plus} END")
+
+
+def _v9(db: sqlite_utils.Database) -> None:
+    # one row per configured webhook and event it takes; expire_after: seconds a delivery is retried
+    db.execute("CREATE TABLE webhook (name TEXT NOT NULL, event TEXT NOT NULL, expire_after REAL NOT NULL, "
+               "PRIMARY KEY (name, event))")
+    db.execute(
+        "CREATE TABLE webhook_delivery ("
+        "id INTEGER PRIMARY KEY, "
+        "webhook TEXT NOT NULL, "
+        "delivery_id TEXT NOT NULL UNIQUE, "  # X-Smsgw-Delivery: the same on every attempt
+        "event TEXT NOT NULL, "  # X-Smsgw-Event: received, message
+        "body TEXT NOT NULL, "  # the JSON POSTed, exactly (its bytes are signed)
+        "created_at REAL NOT NULL, "
+        "expires_at REAL NOT NULL, "
+        "state TEXT NOT NULL, "  # pending, delivered, expired
+        "attempts INTEGER NOT NULL DEFAULT 0, "
+        "next_attempt_at REAL NOT NULL, "
+        "last_status INTEGER, "  # the HTTP status of the last attempt (NULL: no answer)
+        "last_error TEXT, "
+        "done_at REAL)"
+    )
+    # the next delivery of each webhook, in order; the finished ones by age (retention) and by webhook
+    # and state (the counts of smsgw status, the last delivery)
+    db.execute("CREATE INDEX webhook_delivery_pending ON webhook_delivery (webhook, id) WHERE done_at IS NULL")
+    db.execute("CREATE INDEX webhook_delivery_done ON webhook_delivery (done_at) WHERE done_at IS NOT NULL")
+    db.execute("CREATE INDEX webhook_delivery_finished ON webhook_delivery (webhook, state, done_at) "
+               "WHERE done_at IS NOT NULL")
+
+
 #: MIGRATIONS[n - 1] takes the schema from version n - 1 to n.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -1,18 +1,19 @@
-"""MQTT bridge: send requests in, store events out (paho-mqtt 2.x).
+"""The MQTT connection (paho-mqtt 2.x): one client, its subscriptions, publishing, acknowledgements.
 
 paho runs its network loop in its own thread (``loop_start``); every callback hands its work to the
 asyncio loop with ``loop.call_soon_threadsafe``. The store is only touched from the asyncio thread.
+Every message is acknowledged by hand (manual PUBACK): a handler's message after the handler
+returned, a request after its component answered it.
 
-Requests on ``B/send`` / ``B/send/<number>`` are checked and committed by the send intake
-(``appliance.intake``), a batch of them in one transaction, and acknowledged (manual PUBACK) only after they are
-committed to the store, or, for a bad request, after the refusal is audited and counted. Store events
-(``message/<id>``, ``received``, ``modem/<id>``) are published in id order and marked done only when
-the broker acknowledged them (paho's ``on_publish`` for the message id).
+The bridge hosts two components (``appliance.component.Component``), started before it connects
+and stopped after it disconnected: ``requests`` (``appliance.mqtt_requests``: ``B/send`` through the
+send intake) and ``events`` (``appliance.mqtt_events``: store events out). Its own state is the
+retained ``bridge/state`` (with the last will) and ``bridge/info``.
 
-With ``share_group`` (a fleet of appliances sharing ``$share/<group>/B/send``) the bridge publishes its
-own state (``bridge/state`` with the last will, ``bridge/info``) and its events under its node topic
-``B/node/<node_id>`` (``state_topic``), so members never overwrite each other; responses stay on the
-shared ``B/bridge/response/send`` and carry ``"node"``.
+With ``share_group`` (a fleet of appliances sharing ``$share/<group>/B/send``) the request topics are
+subscribed as shared subscriptions and the bridge publishes its own state and its events under its
+node topic ``B/node/<node_id>`` (``state_topic``), so members never overwrite each other; responses
+stay on the shared ``B/bridge/response/send`` and carry ``"node"``.
 
 Public API used by the daemon, rules and discovery::
 
@@ -22,6 +23,8 @@ Public API used by the daemon, rules and discovery::
     bridge.subscribe("sensors/+/alarm", handler)        # handler(topic, payload) sync or async
     bridge.publish("smsgw/x", {"a": 1}, qos=1, retain=True)
     bridge.add_connect_listener(callback)               # on every (re)connect, in the asyncio loop
+    bridge.requests.intake                              # the send intake B/send goes through
+    await bridge.events.drain(timeout)                  # wait until the broker took every event
 """
 
 from __future__ import annotations
@@ -39,30 +42,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from appliance import __version__
+from appliance.config import Config, MqttConfig
 from appliance.discovery import node_id
-from appliance.intake import (
-    Accepted,
-    Intake,
-    IntakeError,
-    IntakePolicy,
-    OverDailyCap,
-    Prepared,
-    SendRequest,
-    StoreUnavailable,
-    request_from_json,
-)
-from appliance.payload import PayloadError, decode_text, dump_json, excerpt, load_json
+from appliance.intake import Intake, IntakePolicy
+from appliance.mqtt_events import EventPublisher
+from appliance.mqtt_requests import AUDIT_CAPPED, AUDIT_REJECTED, SendRequests, unexpected
+from appliance.payload import dump_json, excerpt
 from appliance.store import Store
+
+__all__ = ["AUDIT_CAPPED", "AUDIT_HANDLER_FAILED", "AUDIT_REJECTED", "Incoming", "MqttBridge"]
 
 LOG = logging.getLogger(__name__)
 
 Handler = Callable[[str, bytes], Awaitable[None] | None]
+JsonPayload = bytes | str | dict[str, Any] | list[Any]
 
 
 class _PahoNoise(logging.Filter):
@@ -78,70 +78,53 @@ PAHO_LOG.addFilter(_PahoNoise())
 
 #: Seconds the broker keeps the session (subscriptions and queued QoS 1 requests) while we are away.
 SESSION_EXPIRY = 7 * 24 * 3600
-#: Store events handed to paho and not yet acknowledged by the broker, at most.
-EVENT_WINDOW = 200
 #: How many unacknowledged QoS 1 messages the broker may send us at once (MQTT 5 Receive Maximum).
 RECEIVE_MAXIMUM = 500
-#: Seconds between looks for events committed by another process (the listener covers this one).
-EVENT_POLL = 1.0
-#: Seconds the event publisher may wait while requests are arriving.
-EVENT_DEFER = 0.1
 #: Seconds between refreshes of the retained ``B/bridge/info``.
 INFO_INTERVAL = 60.0
-#: Seconds before a request batch whose commit failed is tried again.
-COMMIT_RETRY = 1.0
 #: Seconds stop() waits for paho's network thread.
 STOP_TIMEOUT = 5.0
-#: Audit kind of a refused request.
-AUDIT_REJECTED = "mqtt_request_rejected"
-#: Audit kind of a request refused by its source's daily cap (also audited as AUDIT_REJECTED).
-AUDIT_CAPPED = "cap_exceeded"
 #: Audit kind of a message on another subscribed topic (rules, Home Assistant) whose handler failed.
 AUDIT_HANDLER_FAILED = "mqtt_handler_failed"
 
 
 @dataclass
-class _Incoming:
-    generation: int
+class Incoming:
+    """One message from the broker until it is acknowledged (once: the packet id may be reused)."""
+
+    generation: int  # the connection it came on
     message: paho.MQTTMessage
-    counted: bool = False
-    acked: bool = False  # its PUBACK went out (never twice: the packet id may be reused)
+    counted: bool = False  # counted as received (a request kept for a retry is counted once)
+    acked: bool = False  # its PUBACK went out
     retrying: bool = False  # kept for another commit attempt (the store failed)
 
-
-@dataclass
-class _Entry:
-    """One message of a batch on its way: another topic's, or a send request with its checked
-    request, its refusal or its accepted messages."""
-
-    item: _Incoming
-    other: bool = False  # not a send request: for the subscribed handlers
-    prepared: Prepared | None = None
-    error: str | None = None
-    transaction: Any = None
-    accepted: list[Accepted] | None = None
+    @property
+    def response_topic(self) -> str | None:
+        """The MQTT 5 response topic the sender asked for, if any."""
+        return getattr(getattr(self.message, "properties", None), "ResponseTopic", None) or None
 
 
-class _Refused(Exception):
-    """A send request refused while reading it, with the ``transaction`` it carried (if any)."""
-
-    def __init__(self, reason: str, transaction: Any) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.transaction = transaction
+BatchHandler = Callable[[Sequence[Incoming]], None]
 
 
-def _unexpected(exc: BaseException) -> str:
-    """The error response for a request that raised something no check foresaw."""
-    return f"the request could not be handled ({type(exc).__name__}: {str(exc)[:200]})"
+@dataclass(frozen=True)
+class PublishResult:
+    """What paho did with a publish: its message id (its PUBACK comes with it) and whether it was
+    queued (False: not connected and QoS 0, dropped)."""
+
+    mid: int
+    queued: bool
 
 
 @dataclass(frozen=True)
 class _Subscription:
     topic_filter: str
     match_filter: str  # without "$share/<group>/"
-    handler: Handler
+    handler: Handler | None  # a handler of single messages; or
+    batch_handler: BatchHandler | None  # a request component's, given every batch at once
     qos: int
+    #: MQTT 5 retain handling: 1 (replay retained only when the subscription is new), 2 (never)
+    retain_handling: int = 1
 
 
 class _Client(paho.Client):
@@ -150,7 +133,7 @@ class _Client(paho.Client):
 
     connect_error: BaseException | None = None
 
-    def reconnect(self) -> Any:
+    def reconnect(self) -> MQTTErrorCode:
         try:
             result = super().reconnect()
         except (OSError, ValueError) as exc:
@@ -167,20 +150,7 @@ def _match_filter(topic_filter: str) -> str:
     return topic_filter
 
 
-def _cfg(obj: Any, name: str, default: Any = None) -> Any:
-    return getattr(obj, name, default) if obj is not None else default
-
-
-def _transaction_of(payload: bytes | bytearray) -> Any:
-    """The ``transaction`` of a JSON request, if it has one (for the answer to a refused request)."""
-    try:
-        request = load_json(payload, text_only=False)
-    except PayloadError:
-        return None
-    return request.get("transaction") if isinstance(request, dict) else None
-
-
-def _encode(payload: bytes | str | dict[str, Any] | list[Any]) -> bytes:
+def _encode(payload: JsonPayload) -> bytes:
     if isinstance(payload, bytes):
         return payload
     if isinstance(payload, str):
@@ -191,15 +161,15 @@ def _encode(payload: bytes | str | dict[str, Any] | list[Any]) -> bytes:
 class MqttBridge:
     """The MQTT side of the appliance (see the module docstring)."""
 
-    def __init__(self, config: Any, store: Store, *, status: Callable[[], dict[str, Any]] | None = None) -> None:
+    def __init__(self, config: Config, store: Store, *, status: Callable[[], dict[str, Any]] | None = None) -> None:
         self.config = config
-        self.mqtt = config.mqtt
+        self.mqtt: MqttConfig = config.mqtt if config.mqtt is not None else MqttConfig(client_id="smsgw")
         self.store = store
         self.status = status
-        self.base_topic: str = str(_cfg(self.mqtt, "base_topic", "smsgw")).rstrip("/")
-        self.client_id: str = str(_cfg(self.mqtt, "client_id", None) or "smsgw")
-        self.protocol = str(_cfg(self.mqtt, "protocol", "5"))
-        self.share_group: str | None = _cfg(self.mqtt, "share_group", None)
+        self.base_topic: str = self.mqtt.base_topic.rstrip("/")
+        self.client_id: str = self.mqtt.client_id or "smsgw"
+        self.protocol = self.mqtt.protocol
+        self.share_group: str | None = self.mqtt.share_group
         #: This member's node id in a fleet (the client id, sanitised as for discovery).
         self.node_id: str = node_id(self.client_id)
         #: Where this bridge publishes its own state: ``B`` alone, ``B/node/<node_id>`` in a fleet.
@@ -215,27 +185,24 @@ class MqttBridge:
         self._client: paho.Client | None = None
         self._subscriptions: list[_Subscription] = []
         self._connect_listeners: list[Callable[[], Any]] = []
+        self._publish_listeners: list[Callable[[int, ReasonCode | None], None]] = []
         self._generation = 0  # bumped on every connect; acks from an older connection are never sent
-        self._incoming: list[_Incoming] = []
+        self._incoming: list[Incoming] = []
         self._incoming_lock = threading.Lock()
         self._drain_scheduled = False
-        self._retry_handle: asyncio.TimerHandle | None = None
-        self._inflight: dict[int, tuple[int, int]] = {}  # paho mid -> (event id, qos)
-        self._handed: set[int] = set()  # event ids given to paho, not yet acknowledged
-        self._done: list[int] = []  # acknowledged, to be marked done
-        self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._remove_listener: Callable[[], None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
-        self.counters = {"received": 0, "accepted": 0, "duplicates": 0, "rejected": 0,
-                         "events_published": 0, "connects": 0}
+        self._connects = 0
         #: The bridge's current problem (a broker refusal, a connection failure...); None once connected.
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         #: The most recent error with its time, kept after a successful connect: {"error", "at"}.
         self.last_failure: dict[str, Any] | None = None
         # number policy, limits and the [sources] daily caps (validated again, and reported, by the rules)
-        self.intake = Intake(IntakePolicy.from_config(config), store)
+        self.requests = SendRequests(self, Intake(IntakePolicy.from_config(config), store))
+        self.events = EventPublisher(self, store)
+        #: Started in this order before the connection, stopped in reverse after it.
+        self.components = (self.requests, self.events)
 
     # --- topics ---------------------------------------------------------------------------
 
@@ -248,11 +215,19 @@ class MqttBridge:
         return f"{self.state_base}/{relative}"
 
     @property
-    def send_filters(self) -> list[str]:
-        filters = [self.topic("send"), self.topic("send/+")]
-        if self.share_group:
-            filters = [f"$share/{self.share_group}/{f}" for f in filters]
-        return filters
+    def v5(self) -> bool:
+        """Whether the connection speaks MQTT 5 (else 3.1.1)."""
+        return self._v5
+
+    @property
+    def running(self) -> bool:
+        """Started and not stopped (connected or trying to)."""
+        return self._client is not None
+
+    @property
+    def receiving(self) -> bool:
+        """Messages are waiting to be handed to their handlers (a burst of requests is arriving)."""
+        return self._drain_scheduled
 
     # --- public API -----------------------------------------------------------------------
 
@@ -261,37 +236,82 @@ class MqttBridge:
 
         The message is acknowledged after the handler returns (or raises).
         """
-        sub = _Subscription(topic_filter, _match_filter(topic_filter), handler, qos)
+        self._add(_Subscription(topic_filter, _match_filter(topic_filter), handler, None, qos))
+
+    def subscribe_requests(self, topic_filters: Sequence[str], handler: BatchHandler) -> None:
+        """Give every batch of messages on ``topic_filters`` to ``handler(items)`` at once, before the
+        other subscriptions' handlers; ``handler`` acknowledges each item itself (``ack``). QoS 1,
+        shared (``$share/<group>/``) in a fleet; MQTT 5: retained messages are never replayed and
+        keep their retain flag on live delivery (retain-as-published, MQTT 5 §3.8.3.1), so a
+        retained request is seen and refused."""
+        for topic_filter in topic_filters:
+            subscribed = f"$share/{self.share_group}/{topic_filter}" if self.share_group else topic_filter
+            self._add(_Subscription(subscribed, topic_filter, None, handler, 1, retain_handling=2))
+
+    def _add(self, sub: _Subscription) -> None:
         with self._sub_lock:
             self._subscriptions.append(sub)
             # Send it now only if paho's on_connect already ran for this connection (it subscribes to
             # everything in the list at that moment); otherwise the next on_connect sends it.
-            send = self._link_up and topic_filter not in self._sent_filters
+            send = self._link_up and sub.topic_filter not in self._sent_filters
             if send:
-                self._sent_filters.add(topic_filter)
+                self._sent_filters.add(sub.topic_filter)
         client = self._client
         if send and client is not None:
-            self._send_subscribe(client, topic_filter, qos, 1)
+            self._send_subscribe(client, sub.topic_filter, sub.qos, sub.retain_handling)
 
     def _send_subscribe(self, client: paho.Client, topic_filter: str, qos: int, retain_handling: int) -> None:
-        """MQTT 5: retain handling 2 (never replay retained) for send requests, 1 (only when the
+        """MQTT 5: retain handling 2 (never replay retained) for requests, 1 (only when the
         subscription is new) for the rest, so a persistent session's reconnect replays nothing."""
         if self._v5:
-            # retain-as-published on the send topics: the broker keeps the publisher's retain flag on
-            # live deliveries (MQTT 5 §3.8.3.1), so a retained request is seen and refused
             client.subscribe(topic_filter, options=SubscribeOptions(
-                qos=qos, retainHandling=retain_handling, retainAsPublished=topic_filter in self.send_filters))
+                qos=qos, retainHandling=retain_handling, retainAsPublished=retain_handling == 2))
         else:
             client.subscribe(topic_filter, qos=qos)
 
-    def publish(self, topic: str, payload: bytes | str | dict[str, Any], *, qos: int = 0,
-                retain: bool = False) -> None:
+    def publish(self, topic: str, payload: JsonPayload, *, qos: int = 0, retain: bool = False) -> None:
         """Publish on a full topic (QoS 1 messages are kept by paho while disconnected)."""
         client = self._client
         if client is None:
             LOG.debug("publish on %s before start: dropped", topic)
             return
         client.publish(topic, _encode(payload), qos=qos, retain=retain)
+
+    def publish_tracked(self, topic: str, payload: JsonPayload, *, qos: int = 0,
+                        retain: bool = False) -> PublishResult | None:
+        """``publish``, returning paho's message id (the publish listeners get its PUBACK); None
+        when the bridge is not running."""
+        client = self._client
+        if client is None:
+            return None
+        info = client.publish(topic, _encode(payload), qos=qos, retain=retain)
+        return PublishResult(info.mid, info.rc == paho.MQTT_ERR_SUCCESS)
+
+    def respond_to(self, item: Incoming, response: dict[str, Any]) -> None:
+        """Publish ``response`` on the MQTT 5 response topic of ``item`` (with its correlation data),
+        if it asked for one."""
+        response_topic = item.response_topic
+        client = self._client
+        if not response_topic or client is None:
+            return
+        out = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        correlation = getattr(getattr(item.message, "properties", None), "CorrelationData", None)
+        if correlation:
+            out.CorrelationData = correlation
+        client.publish(response_topic, _encode(response), qos=1, properties=out)
+
+    def ack(self, item: Incoming) -> None:
+        """Acknowledge ``item`` (once; never on a later connection than the one it came on)."""
+        client = self._client
+        msg = item.message
+        if client is None or msg.qos == 0 or item.acked:
+            return
+        item.acked = True
+        if item.generation != self._generation:
+            # The connection this message came on is gone: the broker redelivers it (persistent
+            # session) and an ack now could hit an unrelated message with the same packet id.
+            return
+        client.ack(msg.mid, msg.qos)
 
     def add_connect_listener(self, callback: Callable[[], Any]) -> Callable[[], None]:
         """Call ``callback()`` (sync or async) in the asyncio loop after every (re)connect."""
@@ -300,11 +320,19 @@ class MqttBridge:
             self._loop.call_soon(self._run_listener, callback)
         return lambda: self._connect_listeners.remove(callback) if callback in self._connect_listeners else None
 
+    def add_publish_listener(self, callback: Callable[[int, ReasonCode | None], None]) -> Callable[[], None]:
+        """Call ``callback(mid, reason_code)`` in the asyncio loop for every publish the broker
+        acknowledged while the bridge runs."""
+        self._publish_listeners.append(callback)
+        return lambda: self._publish_listeners.remove(callback) if callback in self._publish_listeners else None
+
     def stats(self) -> dict[str, Any]:
-        data: dict[str, Any] = dict(self.counters)
+        data: dict[str, Any] = dict(self.requests.counters)
+        data["events_published"] = self.events.published
+        data["connects"] = self._connects
         data["connected"] = self.connected
         data["rejected_total"] = self.store.state_get("mqtt", "rejected", 0)
-        data["events_inflight"] = len(self._inflight)
+        data["events_inflight"] = self.events.inflight
         data["last_error"] = self.last_error
         data["last_error_at"] = self.last_error_at
         data["last_failure"] = self.last_failure
@@ -314,26 +342,21 @@ class MqttBridge:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
         self._stopping = False
         client = self._make_client()
         with self._sub_lock:
             self._link_up = False
             self._sent_filters = set()
         self._client = client
-        self._remove_listener = self.store.add_listener(self._wake_publisher)
-        self._tasks = [
-            asyncio.create_task(self._publisher(), name="mqtt-publisher"),
-            asyncio.create_task(self._info_refresher(), name="mqtt-info"),
-        ]
+        for component in self.components:
+            await component.start()
+        self._tasks = [asyncio.create_task(self._info_refresher(), name="mqtt-info")]
         properties = None
         if client.protocol == paho.MQTTv5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = int(_cfg(self.mqtt, "session_expiry", SESSION_EXPIRY))
+            properties.SessionExpiryInterval = SESSION_EXPIRY
             properties.ReceiveMaximum = RECEIVE_MAXIMUM
-        host = str(_cfg(self.mqtt, "host", "127.0.0.1"))
-        port = int(_cfg(self.mqtt, "port", 1883))
-        keepalive = int(_cfg(self.mqtt, "keepalive", 60))
+        host, port, keepalive = self.mqtt.host, self.mqtt.port, self.mqtt.keepalive
         if client.protocol == paho.MQTTv5:
             client.connect_async(host, port, keepalive, clean_start=False, properties=properties)
         else:
@@ -349,11 +372,6 @@ class MqttBridge:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT)
         self._tasks = []
-        if self._retry_handle is not None:
-            self._retry_handle.cancel()
-        if self._remove_listener is not None:
-            self._remove_listener()
-            self._remove_listener = None
         client = self._client
         if client is None:
             return
@@ -375,24 +393,17 @@ class MqttBridge:
             LOG.warning("the MQTT network loop did not stop within %.0f s; leaving it", STOP_TIMEOUT)
         self.connected = False
         self._client = None  # from here on, late paho callbacks are ignored
-        if self._done:
-            self._flush_done()  # PUBACKs already received: mark those events done before the store closes
+        for component in reversed(self.components):
+            await component.stop()  # the events: PUBACKs already received are marked done
         self._record_connection()
 
     async def drain_events(self, timeout: float) -> bool:
-        """Wait (at most ``timeout`` seconds) until the broker took every pending store event; used
-        by a clean stop so the modems' offline states reach it. False if some are still pending."""
-        deadline = time.monotonic() + timeout
-        while self.connected and time.monotonic() < deadline:
-            if not self._handed and not self._done and not self.store.events_pending(limit=1):
-                return True
-            self._wake.set()
-            await asyncio.sleep(0.02)
-        return False
+        """``events.drain``: wait until the broker took every pending store event (a clean stop)."""
+        return await self.events.drain(timeout)
 
     # --- paho client ----------------------------------------------------------------------
 
-    def _set_error(self, error: str, *, record: bool = True) -> None:
+    def set_error(self, error: str, *, record: bool = True) -> None:
         """Remember ``error`` with its time (any thread) and record it where ``smsgw status`` reads it
         (not with ``record=False``: when the store itself is failing)."""
         now = time.time()
@@ -410,24 +421,19 @@ class MqttBridge:
         client.manual_ack_set(True)
         client.enable_logger(PAHO_LOG)
         client.max_inflight_messages_set(100)
-        username = _cfg(self.mqtt, "username")
-        if username:
-            client.username_pw_set(username, _cfg(self.mqtt, "password"))
-        tls = _cfg(self.mqtt, "tls")
+        if self.mqtt.username:
+            client.username_pw_set(self.mqtt.username, self.mqtt.password)
+        tls = self.mqtt.tls
         if tls is not None:
-            ca = _cfg(tls, "ca")
-            cert = _cfg(tls, "cert")
-            key = _cfg(tls, "key")
-            insecure = bool(_cfg(tls, "insecure", False))
-            client.tls_set(ca_certs=str(ca) if ca else None, certfile=str(cert) if cert else None,
-                           keyfile=str(key) if key else None,
-                           cert_reqs=ssl.CERT_NONE if insecure else ssl.CERT_REQUIRED)
-            if insecure:
+            client.tls_set(ca_certs=str(tls.ca) if tls.ca else None, certfile=str(tls.cert) if tls.cert else None,
+                           keyfile=str(tls.key) if tls.key else None,
+                           cert_reqs=ssl.CERT_NONE if tls.insecure else ssl.CERT_REQUIRED)
+            if tls.insecure:
                 client.tls_insecure_set(True)
         client.will_set(self.state_topic("bridge/state"), _encode({"state": "offline"}), qos=1, retain=True)
         client.reconnect_delay_set(
-            min_delay=max(1, round(float(_cfg(self.mqtt, "reconnect_min", 1.0)))),
-            max_delay=max(1, round(float(_cfg(self.mqtt, "reconnect_max", 60.0)))),
+            min_delay=max(1, round(self.mqtt.reconnect_min)),
+            max_delay=max(1, round(self.mqtt.reconnect_max)),
         )
         client.on_socket_open = self._on_socket_open
         client.on_connect = self._on_connect
@@ -437,7 +443,7 @@ class MqttBridge:
         client.on_publish = self._on_publish
         return client
 
-    def _call(self, callback: Callable[..., Any], *args: Any) -> None:
+    def _call(self, callback: Callable[..., None], *args: object) -> None:
         loop = self._loop
         if loop is None or loop.is_closed() or self._client is None:
             return
@@ -448,28 +454,28 @@ class MqttBridge:
 
     # paho thread
     @staticmethod
-    def _on_socket_open(client: paho.Client, userdata: Any, sock: Any) -> None:
+    def _on_socket_open(client: paho.Client, userdata: object, sock: Any) -> None:  # paho's SocketLike
         # PUBACK, response and event go out back to back: without TCP_NODELAY, Nagle holds the second
         # packet until the broker's delayed ACK of the first (about 40 ms).
         with contextlib.suppress(OSError, AttributeError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
-                    properties: Any) -> None:
+    def _on_connect(self, client: paho.Client, userdata: object, flags: paho.ConnectFlags, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
         if reason_code.is_failure:
             error = f"connection refused by the broker: {reason_code}"
             if error != self.last_error:
                 LOG.error("MQTT broker refused the connection: %s", reason_code)
-            self._set_error(error)
+            self.set_error(error)
             return
         self.last_error = self.last_error_at = None  # last_failure keeps what went wrong before
         self._generation += 1
         # Every filter once (the highest QoS asked for); subscribe() from now on sends new ones itself.
-        filters: dict[str, tuple[int, int]] = {f: (1, 2) for f in self.send_filters}
+        filters: dict[str, tuple[int, int]] = {}
         with self._sub_lock:
             self._link_up = True
             for sub in self._subscriptions:
-                qos, retain_handling = filters.get(sub.topic_filter, (0, 1))
+                qos, retain_handling = filters.get(sub.topic_filter, (0, sub.retain_handling))
                 filters[sub.topic_filter] = (max(qos, sub.qos), retain_handling)
             self._sent_filters = set(filters)
         for topic_filter, (qos, retain_handling) in filters.items():
@@ -478,53 +484,60 @@ class MqttBridge:
         LOG.info("MQTT connected (session present: %s)", getattr(flags, "session_present", None))
         self._call(self._connected_main)
 
-    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        host = _cfg(self.mqtt, "host", "127.0.0.1")
-        port = _cfg(self.mqtt, "port", 1883)
+    def _on_connect_fail(self, client: paho.Client, userdata: object) -> None:
+        host, port = self.mqtt.host, self.mqtt.port
         cause = getattr(client, "connect_error", None)
         if cause is not None:
             reason = f"{type(cause).__name__}: {cause}" if isinstance(cause, ssl.SSLError) else str(cause)
         else:
-            tls = " or the TLS handshake failed" if _cfg(self.mqtt, "tls") is not None else ""
+            tls = " or the TLS handshake failed" if self.mqtt.tls is not None else ""
             reason = f"refused, unreachable{tls}"
         error = f"cannot connect to the broker at {host}:{port} ({reason}); retrying"
         if error != self.last_error:
             LOG.warning("MQTT %s", error)
-        self._set_error(error)
+        self.set_error(error)
 
-    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
-                       properties: Any) -> None:
+    def _on_disconnect(self, client: paho.Client, userdata: object, flags: paho.DisconnectFlags,
+                       reason_code: ReasonCode, properties: Properties | None) -> None:
         with self._sub_lock:
             was_up = self._link_up
             self._link_up = False
             self._sent_filters = set()
         if not self._stopping and was_up:  # after a refused CONNECT, the refusal says more
-            self._set_error(f"disconnected: {reason_code}")
+            self.set_error(f"disconnected: {reason_code}")
             LOG.warning("MQTT disconnected: %s; reconnecting", reason_code)
         self._call(self._disconnected_main)
 
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         with self._incoming_lock:
-            self._incoming.append(_Incoming(self._generation, message))
+            self._incoming.append(Incoming(self._generation, message))
             if self._drain_scheduled:
                 return
             self._drain_scheduled = True
         self._call(self._drain)
 
-    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: Any,
-                    properties: Any) -> None:
+    def _on_publish(self, client: paho.Client, userdata: object, mid: int, reason_code: ReasonCode | None,
+                    properties: Properties | None) -> None:
         self._call(self._published_main, mid, reason_code)
 
     # --- asyncio thread: connection ---------------------------------------------------------
 
     def _connected_main(self) -> None:
         self.connected = True
-        self.counters["connects"] += 1
+        self._connects += 1
         self._record_connection()
         self.publish_info()
         for callback in list(self._connect_listeners):
             self._run_listener(callback)
-        self._wake.set()
+
+    def _published_main(self, mid: int, reason_code: ReasonCode | None) -> None:
+        if self._client is None:  # stopped: an event stays pending and is published next time
+            return
+        for callback in list(self._publish_listeners):
+            try:
+                callback(mid, reason_code)
+            except Exception:
+                LOG.exception("MQTT publish listener %r failed", callback)
 
     def _run_listener(self, callback: Callable[[], Any]) -> None:
         try:
@@ -542,8 +555,7 @@ class MqttBridge:
 
     def _record_connection(self) -> None:
         """The connection state in the store (state ``mqtt``/``connection``) for ``smsgw status``."""
-        host = _cfg(self.mqtt, "host", "127.0.0.1")
-        port = _cfg(self.mqtt, "port", 1883)
+        host, port = self.mqtt.host, self.mqtt.port
         try:
             self.store.state_set("mqtt", "connection", {
                 "connected": self.connected, "since": time.time(), "broker": f"{host}:{port}",
@@ -562,7 +574,7 @@ class MqttBridge:
             "protocol": "5" if self.protocol in ("5", "5.0") else "3.1.1",
             "share_group": self.share_group,
             "node_id": self.node_id if self.share_group else None,
-            "tls": _cfg(self.mqtt, "tls") is not None,
+            "tls": self.mqtt.tls is not None,
             "config": self._config_summary(),
         }
         if self.status is not None:
@@ -580,14 +592,13 @@ class MqttBridge:
         self.publish(self.state_topic("bridge/info"), info, qos=1, retain=True)
 
     def _config_summary(self) -> dict[str, Any]:
-        numbers = _cfg(self.config, "numbers")
-        limits = _cfg(self.config, "limits")
+        numbers = self.config.numbers
         return {
-            "default_country": _cfg(numbers, "default_country"),
-            "allow_premium": _cfg(numbers, "allow_premium"),
-            "allow_short_codes": _cfg(numbers, "allow_short_codes"),
-            "max_parts": _cfg(limits, "max_parts"),
-            "modems": len(_cfg(self.config, "modems", []) or []),
+            "default_country": numbers.default_country,
+            "allow_premium": numbers.allow_premium,
+            "allow_short_codes": numbers.allow_short_codes,
+            "max_parts": self.config.limits.max_parts,
+            "modems": len(self.config.modems),
         }
 
     async def _info_refresher(self) -> None:
@@ -596,238 +607,62 @@ class MqttBridge:
             if self.connected:
                 self.publish_info()
 
-    # --- asyncio thread: requests -------------------------------------------------------------
-
-    def _source(self, message: paho.MQTTMessage) -> str:
-        props = getattr(message, "properties", None)
-        for name, value in getattr(props, "UserProperty", None) or []:
-            if name == "source" and value:
-                return f"mqtt:{value}"
-        return "mqtt"
+    # --- asyncio thread: messages in ------------------------------------------------------------
 
     def _drain(self) -> None:
-        """Handle every message paho has handed over: one store transaction for all good requests."""
+        """Hand every message paho has handed over to its handlers: each request subscription's
+        batch at once (one store transaction for its good requests), then the others in order."""
         with self._incoming_lock:
             batch, self._incoming = self._incoming, []
             self._drain_scheduled = False
         if not batch or self._client is None:
             return  # stopped: unacknowledged, the broker delivers them again
-        try:
-            self._process(batch)
-        except Exception:
-            # _process handles each message on its own; should it fail all the same, no message of the
-            # batch may be left unanswered (the broker would redeliver it into the same failure).
-            LOG.exception("handling %d MQTT message(s) failed", len(batch))
-            for item in batch:
-                if not item.acked and not item.retrying:
-                    self._fail_safe(item, "the request could not be handled (internal error)")
-
-    def _read_request(self, item: _Incoming, send_topic: str, send_prefix: str) -> tuple[Prepared, Any]:
-        """The request one ``B/send`` message asks for, checked, and its ``transaction``; _Refused."""
-        msg = item.message
-        transaction: Any = None
-        try:
-            if msg.retain:
-                # Sent again on every reconnect if kept: refused, and cleared from the broker.
-                transaction = _transaction_of(msg.payload) if msg.topic == send_topic else None
-                self.publish(msg.topic, b"", qos=1, retain=True)
-                raise _Refused("retained send requests are refused (publish without retain)", transaction)
-            text = decode_text(msg.payload)
-            if msg.topic == send_topic:
-                payload = load_json(text, text_only=False)  # the intake checks each string
-                if isinstance(payload, dict):
-                    transaction = payload.get("transaction")
-                request = request_from_json(payload, source=self._source(msg))
-            else:
-                request = SendRequest(to=(msg.topic[len(send_prefix):],), text=text, source=self._source(msg))
-            return self.intake.prepare(request), transaction
-        except PayloadError as exc:
-            raise _Refused(exc.reason, transaction) from exc
-        except IntakeError as exc:
-            raise _Refused(str(exc), transaction) from exc
-        except _Refused:
-            raise
-        except Exception as exc:
-            LOG.exception("reading the MQTT request on %s failed", msg.topic)
-            raise _Refused(_unexpected(exc), transaction) from exc
-
-    def _process(self, batch: list[_Incoming]) -> None:
-        """Check, commit the good requests in one transaction, then ack and answer in arrival order.
-
-        Each message is handled on its own: whatever one request raises, it is refused (audit, PUBACK,
-        error response) and the others of the batch go on.
-        """
-        send_topic = self.topic("send")
-        send_prefix = send_topic + "/"
-        entries: list[_Entry] = []
+        batches: dict[BatchHandler, list[Incoming]] = {}
+        others: list[Incoming] = []
+        requests = [s for s in self._subscriptions if s.batch_handler is not None]
         for item in batch:
-            item.retrying = False
             try:
                 topic = item.message.topic
-                if topic != send_topic and not topic.startswith(send_prefix):
-                    entries.append(_Entry(item, other=True))
-                    continue
-                if not item.counted:
-                    self.counters["received"] += 1
-                    item.counted = True
-                msg = item.message
-                if not msg.payload and (msg.retain or not self._v5):
-                    # A client clearing a retained request (an empty retained payload): nothing to answer.
-                    # MQTT 3.1.1 clears the retain flag on delivery to a live subscription, so there every
-                    # empty payload is taken for one.
-                    self._ack(item)
-                    continue
-                prepared, transaction = self._read_request(item, send_topic, send_prefix)
-                entries.append(_Entry(item, prepared=prepared, transaction=transaction))
-            except _Refused as exc:
-                entries.append(_Entry(item, error=exc.reason, transaction=exc.transaction))
-            except Exception as exc:  # e.g. a topic that is not UTF-8
+                sub = next((s for s in requests if paho.topic_matches_sub(s.match_filter, topic)), None)
+            except Exception:  # e.g. a topic that is not UTF-8
                 LOG.exception("reading an MQTT message failed")
-                entries.append(_Entry(item, error=_unexpected(exc)))
-        self._submit(entries)
-        for entry in entries:
-            item = entry.item
+                self.ack(item)
+                continue
+            if sub is not None and sub.batch_handler is not None:
+                batches.setdefault(sub.batch_handler, []).append(item)
+            else:
+                others.append(item)
+        for handler, items in batches.items():
             try:
-                if entry.other:
-                    self._dispatch_other(item)
-                elif entry.error is not None:
-                    self._reject(item, entry.error, entry.transaction)
-                elif entry.accepted is not None:
-                    self._ack(item)
-                    for accepted in entry.accepted:
-                        self.counters["duplicates" if accepted.duplicate else "accepted"] += 1
-                    self._respond_ok(item, entry.accepted, entry.transaction)
+                handler(items)
+            except Exception:
+                LOG.exception("handling %d MQTT request(s) failed", len(items))
+                for item in items:
+                    if not item.retrying:
+                        self.ack(item)
+        for item in others:
+            try:
+                self._dispatch_other(item)
             except Exception:
                 LOG.exception("answering the MQTT message on %s failed", item.message.topic)
-                if not item.retrying:
-                    self._ack(item)
-
-    def _submit(self, entries: list[_Entry]) -> None:
-        """Hand the checked requests of ``entries`` to the intake (one transaction if it can be) and
-        note each outcome. A request the store could not take (disk full, locked, I/O) is kept (no
-        PUBACK) and tried again; one over its source's daily cap is audited and refused."""
-        pending = [entry for entry in entries if entry.prepared is not None]
-        if not pending:
-            return
-        outcomes = self.intake.submit_many([entry.prepared for entry in pending if entry.prepared is not None])
-        kept: list[_Incoming] = []
-        failure: StoreUnavailable | None = None
-        for entry, outcome in zip(pending, outcomes, strict=True):
-            if isinstance(outcome, StoreUnavailable):
-                kept.append(entry.item)
-                failure = failure or outcome
-            elif isinstance(outcome, IntakeError):
-                entry.error = str(outcome)
-                if isinstance(outcome, OverDailyCap):
-                    self._audit_capped(entry, outcome)
-            else:
-                entry.accepted = outcome
-        if kept:
-            assert failure is not None
-            self._store_failed(failure.cause, kept)
-
-    def _audit_capped(self, entry: _Entry, refusal: OverDailyCap) -> None:
-        try:
-            self.store.audit(AUDIT_CAPPED, {"source": refusal.cause.source, "error": str(refusal),
-                                            "topic": entry.item.message.topic})
-        except Exception:
-            LOG.exception("auditing a capped request failed")
-
-    def _store_failed(self, exc: BaseException, items: list[_Incoming]) -> None:
-        """Nothing of ``items`` was committed: keep them (no PUBACK) and try again."""
-        self._set_error(f"store commit failed: {exc}", record=False)
-        LOG.error("committing %d MQTT request(s) failed (%s); retrying", len(items), exc)
-        for item in items:
-            item.retrying = True
-        self._retry(items)
-
-    def _retry(self, items: list[_Incoming]) -> None:
-        assert self._loop is not None
-        with self._incoming_lock:
-            self._incoming[:0] = items
-        if self._retry_handle is None or self._retry_handle.cancelled():
-            def again() -> None:
-                self._retry_handle = None
-                self._drain()
-            self._retry_handle = self._loop.call_later(COMMIT_RETRY, again)
-
-    def _ack(self, item: _Incoming) -> None:
-        client = self._client
-        msg = item.message
-        if client is None or msg.qos == 0 or item.acked:
-            return
-        item.acked = True
-        if item.generation != self._generation:
-            # The connection this message came on is gone: the broker redelivers it (persistent
-            # session) and an ack now could hit an unrelated message with the same packet id.
-            return
-        client.ack(msg.mid, msg.qos)
-
-    def _respond(self, item: _Incoming, response: dict[str, Any]) -> None:
-        if self.share_group:
-            response["node"] = self.node_id  # in a fleet: which member answered (its topics: B/node/<node>/…)
-        self.publish(self.topic("bridge/response/send"), response, qos=1)
-        props = getattr(item.message, "properties", None)
-        response_topic = getattr(props, "ResponseTopic", None)
-        if response_topic:
-            out = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            correlation = getattr(props, "CorrelationData", None)
-            if correlation:
-                out.CorrelationData = correlation
-            client = self._client
-            if client is not None:
-                client.publish(response_topic, _encode(response), qos=1, properties=out)
-
-    def _respond_ok(self, item: _Incoming, accepted: Sequence[Accepted], transaction: Any) -> None:
-        if transaction is None and not getattr(getattr(item.message, "properties", None), "ResponseTopic", None):
-            return
-        messages = [{"id": a.id, "to": a.to, "state": a.state, "duplicate": a.duplicate} for a in accepted]
-        data: dict[str, Any] = dict(messages[0]) if len(messages) == 1 else {"messages": messages}
-        response: dict[str, Any] = {"status": "ok", "data": data}
-        if transaction is not None:
-            response["transaction"] = transaction
-        self._respond(item, response)
-
-    def _reject(self, item: _Incoming, reason: str, transaction: Any) -> None:
-        msg = item.message
-        self.counters["rejected"] += 1
-        LOG.warning("refused MQTT request on %s: %s", msg.topic, reason)
-        payload_text = excerpt(msg.payload)
-        try:
-            self.store.audit(AUDIT_REJECTED, {"topic": msg.topic, "error": reason, "payload": payload_text,
-                                              "transaction": transaction})
-            self.store.state_set("mqtt", "rejected", int(self.store.state_get("mqtt", "rejected", 0)) + 1)
-        except Exception:
-            LOG.exception("auditing a refused request failed")
-        self._ack(item)
-        response: dict[str, Any] = {"status": "error", "error": reason, "data": {}, "topic": msg.topic}
-        if transaction is not None:
-            response["transaction"] = transaction
-        self._respond(item, response)
-
-    def _fail_safe(self, item: _Incoming, reason: str) -> None:
-        """Last resort for a message whose handling failed: audit and acknowledge it."""
-        try:
-            self._reject(item, reason, None)
-        except Exception:
-            LOG.exception("refusing the MQTT message on %s failed", item.message.topic)
-            self._ack(item)
+                self.ack(item)
 
     def _handler_failed(self, msg: paho.MQTTMessage, exc: BaseException) -> None:
         """A handler of another subscribed topic raised: logged and audited; the message is still
         acknowledged (redelivering it would only fail again)."""
-        LOG.error("MQTT handler for %s failed: %s", msg.topic, _unexpected(exc), exc_info=exc)
+        LOG.error("MQTT handler for %s failed: %s", msg.topic, unexpected(exc), exc_info=exc)
         try:
-            self.store.audit(AUDIT_HANDLER_FAILED, {"topic": msg.topic, "error": _unexpected(exc),
+            self.store.audit(AUDIT_HANDLER_FAILED, {"topic": msg.topic, "error": unexpected(exc),
                                                     "payload": excerpt(msg.payload)})
         except Exception:
             LOG.exception("auditing a failed MQTT handler failed")
 
-    def _dispatch_other(self, item: _Incoming) -> None:
+    def _dispatch_other(self, item: Incoming) -> None:
         msg = item.message
-        handlers = [s.handler for s in self._subscriptions if paho.topic_matches_sub(s.match_filter, msg.topic)]
+        handlers = [s.handler for s in self._subscriptions
+                    if s.handler is not None and paho.topic_matches_sub(s.match_filter, msg.topic)]
         if not handlers:
-            self._ack(item)
+            self.ack(item)
             return
         awaitables = []
         for handler in handlers:
@@ -838,7 +673,7 @@ class MqttBridge:
             except Exception as exc:
                 self._handler_failed(msg, exc)
         if not awaitables:
-            self._ack(item)
+            self.ack(item)
             return
 
         async def finish() -> None:
@@ -847,88 +682,6 @@ class MqttBridge:
                     await awaitable
                 except Exception as exc:
                     self._handler_failed(msg, exc)
-            self._ack(item)
+            self.ack(item)
 
         asyncio.ensure_future(finish())
-
-    # --- asyncio thread: events out -------------------------------------------------------------
-
-    def _wake_publisher(self) -> None:
-        self._wake.set()
-
-    async def _publisher(self) -> None:
-        while not self._stopping:
-            # the poll is the safety net for events committed by another process (smsgw send);
-            # asyncio.timeout, unlike wait_for in 3.11, never swallows the task's cancellation
-            try:
-                async with asyncio.timeout(EVENT_POLL):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            # While a burst of requests is being committed, their acknowledgements go first and the
-            # events follow, at most EVENT_DEFER seconds later.
-            deferred_since = time.monotonic()
-            while self._drain_scheduled and time.monotonic() - deferred_since < EVENT_DEFER:
-                await asyncio.sleep(0.002)
-            self._wake.clear()
-            try:
-                self._pump()
-            except Exception as exc:
-                self._set_error(f"publishing events failed: {exc}", record=False)
-                LOG.exception("publishing store events failed")
-                await asyncio.sleep(1.0)
-                self._wake.set()
-
-    def _pump(self) -> None:
-        client = self._client
-        if client is None or not self.connected:
-            return
-        room = EVENT_WINDOW - len(self._handed)
-        if room <= 0:
-            return
-        events = self.store.events_pending(limit=len(self._handed) + room)
-        for event in events:
-            if event.id in self._handed:
-                continue
-            info = client.publish(self.state_topic(event.topic), _encode(event.payload), qos=event.qos,
-                                  retain=event.retain)
-            if info.rc != paho.MQTT_ERR_SUCCESS and event.qos == 0:
-                break  # not connected: QoS 0 is not kept by paho; try again on reconnect
-            self._handed.add(event.id)
-            self._inflight[info.mid] = (event.id, event.qos)
-
-    def _published_main(self, mid: int, reason_code: Any) -> None:
-        if self._client is None:  # stopped: the event stays pending and is published next time
-            return
-        entry = self._inflight.pop(mid, None)
-        if entry is None:
-            return
-        event_id, _qos = entry
-        if reason_code is not None and getattr(reason_code, "is_failure", False):
-            # The broker refused it (e.g. ACL with MQTT 5): it stays pending; log once per event.
-            # Marked done all the same, so one refused topic cannot block every later event.
-            LOG.error("broker refused event %d: %s", event_id, reason_code)
-            self._set_error(f"broker refused event {event_id}: {reason_code}")
-            try:
-                self.store.audit("mqtt_event_refused", {"event": event_id, "reason": str(reason_code)})
-            except Exception:
-                LOG.exception("auditing a refused event failed")
-        self._done.append(event_id)
-        if len(self._done) == 1:
-            # PUBACKs that arrive together are marked done in one transaction
-            assert self._loop is not None
-            self._loop.call_soon(self._flush_done)
-
-    def _flush_done(self) -> None:
-        done, self._done = self._done, []
-        if not done:
-            return
-        try:
-            self.store.events_done(done)
-        except Exception:
-            LOG.exception("marking events %s done failed", done)
-            # they stay pending and are published again after the next reconnect or restart
-        finally:
-            self._handed.difference_update(done)
-        self.counters["events_published"] += len(done)
-        self._wake.set()

@@ -28,13 +28,14 @@ import heapq
 import itertools
 import logging
 import re
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from drivers.errors import AtError, AtTimeout, TransportError, error_from_final
+from drivers.errors import AtError, AtTimeout, TransportError, error_from_final, error_kind
 from drivers.framing import AtFramer, Item, Line, Prompt
 from drivers.parsers import BASE_NOISE_URCS
 from drivers.secrets import mask_secrets
@@ -202,8 +203,12 @@ class AtEngine:
         stray_ok_grace: float = STRAY_OK_GRACE,
         lock_timeout: float = LOCK_TIMEOUT,
         reply_grace: float = REPLY_GRACE,
+        error_counts: Counter[tuple[str, str]] | None = None,
     ) -> None:
         self.default_timeout = default_timeout
+        #: Failed commands by (kind, code) (``drivers.errors.error_kind``); the modem passes one
+        #: counter to each engine it opens, so the counts outlive a reopened port.
+        self.error_counts: Counter[tuple[str, str]] = Counter() if error_counts is None else error_counts
         self.name = name
         self.prompt_timeout = prompt_timeout
         self.cancel_grace = cancel_grace
@@ -370,11 +375,13 @@ class AtEngine:
                 async with asyncio.timeout(timeout):
                     return await asyncio.shield(job.done)
             except TimeoutError:
-                raise AtTimeout(
+                error = AtTimeout(
                     f"{self._label()}{cmd}: no final result within {timeout}s (got {job.lines!r})",
                     command=cmd,
                     reply=list(job.lines),
-                ) from None
+                )
+                self.error_counts[error_kind(error)] += 1
+                raise error from None
         finally:
             self._in_flight = None
             if job.grace is not None:
@@ -562,7 +569,9 @@ class AtEngine:
         if success:
             job.done.set_result(AtResponse(job.command, list(job.lines), final))
         else:
-            job.done.set_exception(error_from_final(final, job.command, list(job.lines)))
+            error = error_from_final(final, job.command, list(job.lines))
+            self.error_counts[error_kind(error)] += 1
+            job.done.set_exception(error)
         if job.prompt is not None and not job.prompt.done():
             job.prompt.cancel()
 

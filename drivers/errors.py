@@ -274,3 +274,16 @@ def error_from_final(line: str, command: str | None = None, reply: list[str] | N
         reply=reply,
         final=line,
     )
+
+
+def error_kind(error: ModemError) -> tuple[str, str]:
+    """A failed command as (kind, code) for counting: ``("cms", "500")``, ``("cme", "10")``, ``("cme",
+    "unknown")`` for a text no table knows, ``("timeout", "")``, or ``("error", FINAL)`` for a plain
+    final result (``ERROR``, ``COMMAND NOT SUPPORT``)."""
+    if isinstance(error, CmsError | CmeError):
+        return ("cms" if isinstance(error, CmsError) else "cme", "unknown" if error.code is None else str(error.code))
+    if isinstance(error, AtTimeout):
+        return ("timeout", "")
+    if isinstance(error, AtError):
+        return ("error", error.final.strip()[:40])
+    return ("other", type(error).__name__)

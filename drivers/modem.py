@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import secrets
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -452,6 +453,8 @@ class Modem:
         self.events: asyncio.Queue[ModemEvent] = asyncio.Queue()
         self.registration_state: Registration | None = None
         self._engine: AtEngine | None = None
+        #: Failed AT commands by (kind, code) over every engine this modem opened (drivers.errors.error_kind).
+        self.at_errors: Counter[tuple[str, str]] = Counter()
         self._urc_removers: list[Callable[[], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._ussd_waiter: asyncio.Future[UssdReply] | None = None
@@ -526,6 +529,7 @@ class Modem:
             name=self.modem_id,
             ignore_urcs=tuple(self.profile.ignore_urcs),
             final_without_ok=tuple(self.profile.final_without_ok),
+            error_counts=self.at_errors,
         )
         engine.on_closed = self._on_engine_closed
         await engine.open(self.port, baudrate=self.baudrate)

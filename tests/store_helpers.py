@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from appliance.store import OutboundRequest
+from appliance.store import OutboundRequest, Store
 
 T0 = 1_790_000_000.0  # a fixed wall-clock start for tests that inject the clock
 
@@ -22,6 +23,12 @@ class Clock:
     def advance(self, seconds: float) -> float:
         self.now += seconds
         return self.now
+
+
+def connection(store: Store) -> sqlite3.Connection:
+    """The store's own SQLite connection, for tests that look beneath its methods (PRAGMAs, query
+    plans, traces, rows no method returns). Nothing in appliance/ but the store uses it."""
+    return store._conn
 
 
 def request(to: str = "+491701234567", text: str = "hello", **kw: object) -> OutboundRequest:

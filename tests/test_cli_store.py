@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from store_helpers import connection
 
 from appliance.store import Store
 from drivers.pdu import decode, encode_deliver
@@ -336,7 +337,7 @@ def test_send_refuses_over_the_cli_daily_cap_with_exit_2_and_writes_nothing(conf
     assert [row["text"] for row in db_rows(config)] == ["m1", "m0"]
     # a repeated --id queues nothing new: it is answered, not refused
     with Store(config.parent / "smsgw.db") as store:
-        store.conn.execute("UPDATE message SET client_key = 'k' WHERE text = 'm0'")
+        connection(store).execute("UPDATE message SET client_key = 'k' WHERE text = 'm0'")
     again = smsgw("send", "--id", "k", "+491701111111", "m0", config=config)
     assert again.returncode == 0 and "already queued" in again.stdout
 

@@ -1,10 +1,13 @@
 """Property-based fuzzing (hypothesis) of what reads untrusted input: every reply parser in
-drivers/parsers.py, the final-result classifier, and the MQTT request reader (payload bytes ->
-text -> JSON -> the send intake's OutboundRequests). Each may only return data or raise its documented error type
-(ParseError; PayloadError or IntakeError), never IndexError, RecursionError, UnicodeError...
+drivers/parsers.py, the final-result classifier, the path from a SIM listing to the store
+(``AT+CMGL`` reply -> entries -> decoded as the modem does -> committed as the inbox does), and the
+MQTT request reader (payload bytes -> text -> JSON -> the send intake's OutboundRequests). Each may
+only return data or raise its documented error type (ParseError; PayloadError or IntakeError),
+never IndexError, RecursionError, UnicodeError...
 
 The PDU decoder and the AT framing are fuzzed in tests/test_pdu_properties.py and
-tests/test_framing.py. CI-sized: a few hundred examples each; bench-sized runs raise the counts.
+tests/test_framing.py. CI-sized: a few hundred examples each; ``bench/fuzz.py`` runs 100,000 inputs
+over the same targets (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance.config import parse_config
-from appliance.intake import IntakeError, IntakePolicy, prepare, request_from_json
+from appliance.intake import IntakeError, IntakePolicy, prepare_json
 from appliance.payload import MAX_DEPTH, PayloadError, decode_text, dump_json, load_json
+from appliance.store import Store
 from drivers import parsers
 from drivers.errors import AtError, error_from_final
+from drivers.modem import Modem
 from drivers.parsers import ParseError
+from drivers.pdu import SmsDeliver
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -99,6 +105,71 @@ def test_any_final_line_classifies_as_an_at_error(line: str, command: str | None
     assert isinstance(error, AtError) and isinstance(str(error), str)
 
 
+# --- a SIM listing, from the modem's reply to the store ------------------------------------------
+
+#: Real PDUs (tests/test_pdu_properties.py, tests/test_pdu_lenient.py name their sources).
+_PDUS = ["07911326040000F0040B911346610089F60000208062917314480CC8F71D14969741F977FD07",
+         "0791448720003023440C91446742087377000480601111138040380B0504000000000003B90303000102030405"
+         "060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F202122232425262728292A2B",
+         "07914346466554F601000B914316565811F9000806304253F68449",
+         "0006230E9126983575169498610103409544C26101034095448200"]
+
+
+@st.composite
+def _pdu_line(draw: st.DrawFn) -> str:
+    data = bytearray.fromhex(draw(st.sampled_from(_PDUS)))
+    for _ in range(draw(st.integers(0, 3))):
+        position = draw(st.integers(0, len(data) - 1)) if data else 0
+        action = draw(st.sampled_from(["flip", "cut", "set"]))
+        if action == "flip" and data:
+            data[position] ^= 1 << draw(st.integers(0, 7))
+        elif action == "cut":
+            del data[position:]
+        elif data:
+            data[position] = draw(st.sampled_from([0x00, 0x08, 0x40, 0x7F, 0x80, 0xD8, 0xDC, 0xFF]))
+    return data.hex().upper()
+
+
+_HEADER = st.tuples(st.integers(-1, 400), st.sampled_from(["0", "1", "4", '"REC UNREAD"', '"X"', ""]),
+                    st.integers(0, 200)).map(lambda h: f"+CMGL: {h[0]},{h[1]},,{h[2]}")
+_TEXT_HEADER = st.tuples(st.integers(0, 30), st.text(max_size=16), st.text(max_size=22)).map(
+    lambda h: f'+CMGL: {h[0]},"REC UNREAD","{h[1]}",,"{h[2]}"')
+_LISTING = st.lists(st.one_of(
+    st.tuples(_HEADER, _pdu_line()).map(list),
+    st.tuples(_TEXT_HEADER, st.text(max_size=40)).map(list),
+    st.tuples(_REPLY_LINE).map(list),
+), max_size=4).map(lambda groups: [line for group in groups for line in group])
+
+
+def test_any_sim_listing_is_committed_without_raising(tmp_path: Path) -> None:
+    store = Store(tmp_path / "smsgw.db")
+
+    @SETTINGS
+    @given(lines=_LISTING)
+    def read_and_commit(lines: list[str]) -> None:
+        framed = [line.encode("utf-8", "replace").decode("utf-8").strip() for line in lines]
+        try:
+            entries = parsers.parse_cmgl([line for line in framed if line])
+        except ParseError:
+            return
+        for entry in entries:
+            message, error = Modem._decode_entry(entry)
+            if message is not None and not isinstance(message, SmsDeliver):
+                continue  # a status report in the listing goes to apply_status_report
+            part = store.add_incoming_part("sim0", entry.pdu, message, error, 1_700_000_000.0, entry.index)
+            # read again after a crash between the commit and AT+CMGD: recognised, not stored twice
+            assert store.add_incoming_part("sim0", entry.pdu, message, error, 1_700_000_001.0, entry.index) == part
+        events = store.events_pending(limit=100)
+        for event in events:  # what the bridge publishes on B/received
+            dump_json(event.payload).encode("utf-8")
+        store.events_done([event.id for event in events])
+
+    try:
+        read_and_commit()
+    finally:
+        store.close()
+
+
 # --- the MQTT request reader --------------------------------------------------------------------
 
 _CONFIG = parse_config({"store": {"path": "/nonexistent/smsgw.db"}, "numbers": {"default_country": "DE"},
@@ -118,8 +189,8 @@ _REQUEST = st.fixed_dictionaries({}, optional={
 def read_request(raw: bytes) -> None:
     """What the bridge does with a ``B/send`` payload, up to the store."""
     payload = load_json(decode_text(raw), text_only=False)
-    request = request_from_json(payload, source="mqtt")
-    prepared = prepare(request, IntakePolicy(_CONFIG.numbers, max_parts=_CONFIG.limits.max_parts), 1_700_000_000.0)
+    prepared = prepare_json(payload, source="mqtt", now=1_700_000_000.0,
+                            policy=IntakePolicy(_CONFIG.numbers, max_parts=_CONFIG.limits.max_parts))
     for request in prepared.requests:  # what reaches SQLite and the SMS codec is real text
         request.text.encode("utf-8")
         request.to.encode("utf-8")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from modem_fixtures import TEST_TIMEOUTS
+from store_helpers import connection
 from waiting import async_wait_until
 
 from appliance.dispatcher import Dispatcher
@@ -79,7 +80,7 @@ class Witness:
         async def delete_message(index: int) -> None:
             pdu = slots(sim).get(index)
             if pdu is not None:
-                known = store.conn.execute("SELECT 1 FROM inbox_part WHERE pdu = ?", (pdu.upper(),)).fetchone()
+                known = connection(store).execute("SELECT 1 FROM inbox_part WHERE pdu = ?", (pdu.upper(),)).fetchone()
                 if known is None:
                     self.violations.append(f"slot {index} deleted before its commit")
             self.deletes += 1

@@ -25,6 +25,7 @@ from appliance.intake import (
     StoreUnavailable,
     TextTooLong,
     prepare,
+    prepare_json,
     request_from_json,
 )
 from appliance.store import Store
@@ -160,6 +161,9 @@ def test_json_requests_name_the_field_and_its_type() -> None:
     request = request_from_json({"to": [NUMBER], "text": "x", "id": 7, "language": "TR", "transaction": 1},
                                 source="mqtt:kitchen")
     assert request == SendRequest(to=(NUMBER,), text="x", source="mqtt:kitchen", client_key="7", language="tr")
+    policy = IntakePolicy(NumbersConfig(), validity=60.0)
+    assert prepare_json({"to": [NUMBER], "text": "x", "id": 7, "language": "TR"}, source="mqtt:kitchen", policy=policy,
+                        now=0.0) == prepare(request, policy, 0.0)
 
 
 def test_a_cap_of_zero_is_refused_without_the_store(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from store_helpers import SENT, T0, Clock, Concat, Deliver, request
+from store_helpers import SENT, T0, Clock, Concat, Deliver, connection, request
 
 from appliance.migrations import SCHEMA_VERSION, SchemaError, migrate, user_version
 from appliance.store import OutboundRequest, Store
@@ -51,9 +51,9 @@ def test_old_database_migrates_to_the_same_schema_as_a_new_one(tmp_path: Path, v
     path = load_dump(f"v{version}_sample.sql", tmp_path / "old.db")
     with Store(path) as migrated, Store(tmp_path / "new.db") as fresh:
         assert migrated.migrated_from == version and fresh.migrated_from == 0
-        assert user_version(migrated.conn) == SCHEMA_VERSION == user_version(fresh.conn)
-        assert columns(migrated.conn) == columns(fresh.conn)
-        assert indexes(migrated.conn) == indexes(fresh.conn)
+        assert user_version(connection(migrated)) == SCHEMA_VERSION == user_version(connection(fresh))
+        assert columns(connection(migrated)) == columns(connection(fresh))
+        assert indexes(connection(migrated)) == indexes(connection(fresh))
 
 
 def test_v1_rows_keep_working_after_the_migration(tmp_path: Path) -> None:
@@ -147,7 +147,7 @@ def test_v4_queue_gets_the_send_path_indexes_and_keeps_its_rows(tmp_path: Path) 
     assert not {"message_due", "message_expiry"} & indexes(conn)
     conn.close()
     with Store(path, clock=Clock(T0 + 1)) as store:
-        assert store.migrated_from == 4 and {"message_due", "message_expiry"} <= indexes(store.conn)
+        assert store.migrated_from == 4 and {"message_due", "message_expiry"} <= indexes(connection(store))
         assert store.next_due_at() == T0
         assert store.expire_due(now=T0 + 61) == [7]
 
@@ -158,7 +158,7 @@ def test_v5_queue_gets_the_language_column_and_its_rows_keep_the_configured_lang
     assert "language" not in columns(conn)["message"]
     conn.close()
     with Store(path, clock=Clock(T0 + 1)) as store:
-        assert store.migrated_from == 5 and "language" in columns(store.conn)["message"]
+        assert store.migrated_from == 5 and "language" in columns(connection(store))["message"]
         store.enqueue([OutboundRequest(to="+491701234568", text="şu an", source="test", language="tr")])
         old, new = store.claim("sim0", lease=60), store.claim("sim0", lease=60)
         assert old is not None and old.id == 7 and old.language is None  # the dispatcher's [sms] language

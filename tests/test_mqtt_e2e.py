@@ -45,12 +45,12 @@ if crash == "before-commit":
         os._exit(17)
     Store.enqueue = enqueue
 elif crash == "after-commit":
-    real_ack = MqttBridge._ack
+    real_ack = MqttBridge.ack
     def ack(self, item):
         if item.message.topic.endswith("/send"):  # not the retained modem states discovery reads
             os._exit(18)
         real_ack(self, item)
-    MqttBridge._ack = ack
+    MqttBridge.ack = ack
 
 from appliance.cli import main
 sys.exit(main(["run", "--config", sys.argv[1]]))

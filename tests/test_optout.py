@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from mosquitto import Broker
+from store_helpers import connection
 from test_mqtt_bridge import Rig, wait_json
 from test_mqtt_bridge import rig as mqtt_rig  # noqa: F401  (its fixture, as "mqtt_rig"; F811 below)
 from test_rules import Clock, _at, _config, _incoming, _outbox
@@ -58,7 +59,7 @@ def test_schema_4_keeps_the_stops_of_schema_3(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     store = Store(path)
-    assert user_version(store.conn) >= 4 and store.migrated_from == 3
+    assert user_version(connection(store)) >= 4 and store.migrated_from == 3
     assert store.opted_out("+49170000000") and store.state_get("optout", "170000000") is None
     store.close()
 
@@ -101,7 +102,7 @@ async def test_mqtt_requests_to_an_opted_out_number_are_refused(mqtt_rig: Rig, m
     assert all("+4917612345678 has opted out (sent STOP)" in r["error"] for r in responses[:2])
     assert [m["text"] for m in bridge.store.outbox()] == ["fire"]
     with pytest.raises(RecipientOptedOut, match="has opted out"):  # the intake the rules send through
-        bridge.intake.submit(SendRequest(to=("+4917612345678",), text="x", source="rule:x"))
+        bridge.requests.intake.submit(SendRequest(to=("+4917612345678",), text="x", source="rule:x"))
 
 
 def smsgw(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from daemon_helpers import ROOT, daemon_env
 from home_assistant import render_value, simulated_gateway
 from mosquitto import Broker
+from store_helpers import connection
 from waiting import async_wait_until
 
 from appliance.discovery import discovery_messages
@@ -59,10 +60,10 @@ async def test_pin_is_withheld_wherever_the_sms_is_shown(tmp_path: Path, mosquit
         assert "PUMP 7 ON" in shown and "4321" not in shown and "1111" not in shown
         store = Store(tmp_path / "gw" / "smsgw.db")
         try:
-            audit = json.dumps([dict(r) for r in store.conn.execute("SELECT * FROM audit").fetchall()])
+            audit = json.dumps([dict(r) for r in connection(store).execute("SELECT * FROM audit").fetchall()])
             assert "4321" not in audit and "1111" not in audit
             # the inbox row keeps the text as received: the command rules need it
-            assert {r["text"] for r in store.conn.execute("SELECT text FROM inbox")} == {
+            assert {r["text"] for r in connection(store).execute("SELECT text FROM inbox")} == {
                 "4321 PUMP 7 ON", "1111 PUMP 8 OFF", "4321 PUMP 9 ONN"}
         finally:
             store.close()

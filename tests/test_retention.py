@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from store_helpers import SENT, T0, Clock, Concat, Deliver, request, submit_parts
+from store_helpers import SENT, T0, Clock, Concat, Deliver, connection, request, submit_parts
 
 from appliance.store import Store
 
@@ -38,7 +38,7 @@ def receive(store: Store, text: str, pdu: str, *, handled: bool = True, publishe
 
 
 def count(store: Store, table: str) -> int:
-    return int(store.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+    return int(connection(store).execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
 
 def test_finished_messages_older_than_the_retention_go_with_their_parts(store: Store, clock: Clock) -> None:
@@ -156,12 +156,12 @@ def test_each_batch_is_its_own_short_transaction(store: Store, db_path: Path, cl
 
 def test_a_new_file_shrinks_after_pruning(db_path: Path, clock: Clock) -> None:
     with Store(db_path, clock=clock) as store:
-        assert store.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+        assert connection(store).execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
         store.enqueue([request(f"+4917012{n:05d}", "x" * 1500) for n in range(1500)])
         for message_id in range(1, 1501):
             store.fail(message_id, "rejected")
         store.events_done([e.id for e in store.events_pending(100000)])
-        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        connection(store).execute("PRAGMA wal_checkpoint(TRUNCATE)")
         before = db_path.stat().st_size
         clock.advance(31 * DAY)
         totals = store.prune(retention_days=30)
@@ -170,7 +170,7 @@ def test_a_new_file_shrinks_after_pruning(db_path: Path, clock: Clock) -> None:
         wal = db_path.with_name(db_path.name + "-wal")
         assert after < before / 4, (before, after)
         assert not wal.exists() or wal.stat().st_size == 0  # truncated
-        assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert connection(store).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 def test_an_old_file_without_auto_vacuum_reuses_the_freed_pages(tmp_path: Path, clock: Clock) -> None:
@@ -179,17 +179,17 @@ def test_an_old_file_without_auto_vacuum_reuses_the_freed_pages(tmp_path: Path, 
     conn.execute("PRAGMA journal_mode=WAL")  # WAL before auto_vacuum: the setting never applies
     conn.close()
     with Store(path, clock=clock) as store:
-        assert store.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+        assert connection(store).execute("PRAGMA auto_vacuum").fetchone()[0] == 0
         store.enqueue([request(f"+4917012{n:05d}", "y" * 1500) for n in range(500)])
         for message_id in range(1, 501):
             store.fail(message_id, "rejected")
         store.events_done([e.id for e in store.events_pending(100000)])
-        pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+        pages = connection(store).execute("PRAGMA page_count").fetchone()[0]
         clock.advance(31 * DAY)
         assert store.prune(retention_days=30)["messages"] == 500
-        assert store.conn.execute("PRAGMA freelist_count").fetchone()[0] > 0
+        assert connection(store).execute("PRAGMA freelist_count").fetchone()[0] > 0
         store.enqueue([request(f"+4917013{n:05d}", "z" * 1500) for n in range(400)])
-        assert store.conn.execute("PRAGMA page_count").fetchone()[0] <= pages  # did not grow
+        assert connection(store).execute("PRAGMA page_count").fetchone()[0] <= pages  # did not grow
 
 
 def test_store_retention_settings_are_read_and_checked(tmp_path: Path) -> None:
@@ -228,7 +228,7 @@ async def test_the_daemon_prunes_at_start_and_drops_events_without_mqtt(tmp_path
 
         def pruned() -> bool:
             with Store(db) as store:
-                return store.message(old) is None and not store.conn.execute(
+                return store.message(old) is None and not connection(store).execute(
                     "SELECT COUNT(*) FROM event WHERE created_at < ?", (long_ago + 1,)).fetchone()[0]
 
         await async_wait_until(pruned, timeout=10, what="the start-up prune")

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from store_helpers import SENT, T0, Clock, Concat, Deliver, request, submit_parts
+from store_helpers import SENT, T0, Clock, Concat, Deliver, connection, request, submit_parts
 
 from appliance.store import InvalidRequest, Store
 from drivers.pdu import SmsDeliver, SmsStatusReport, decode, encode_deliver, encode_status_report
@@ -236,8 +236,8 @@ def test_store_contents_survive_close_and_reopen(db_path: Path, clock: Clock) ->
 
 
 def test_store_runs_in_wal_mode_with_synchronous_full(store: Store) -> None:
-    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert connection(store).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert connection(store).execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
 # --- delivery reports ----------------------------------------------------------------------------

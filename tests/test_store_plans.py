@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from store_helpers import T0, Clock, request, submit_parts
+from store_helpers import T0, Clock, connection, request, submit_parts
 
 from appliance.store import Store
 
@@ -64,7 +64,7 @@ def backlog(tmp_path: Path) -> Iterator[tuple[Store, Clock]]:
         assert claimed is not None
         store.requeue(claimed.id, "busy", T0 + 600)
         assert store.claim("sim1", lease=5) is not None
-        store.conn.execute("ANALYZE")  # plans as after the statistics a long-running store could have
+        connection(store).execute("ANALYZE")  # plans as after the statistics a long-running store could have
         yield store, clock
 
 
@@ -81,22 +81,22 @@ SEND_PATH: dict[str, Callable[[Store], object]] = {
 def test_send_path_query_plans_use_indexes(backlog: tuple[Store, Clock], step: str) -> None:
     store, clock = backlog
     clock.advance(60)  # the lease of sim1 has run out, the short validity too
-    with traced(store.conn) as statements:
+    with traced(connection(store)) as statements:
         SEND_PATH[step](store)
     assert any(sql.lstrip().upper().startswith("SELECT") for sql in statements)
-    assert bad_steps(store.conn, statements) == []
+    assert bad_steps(connection(store), statements) == []
 
 
 def test_a_whole_send_uses_indexes(backlog: tuple[Store, Clock]) -> None:
     store, _ = backlog
-    with traced(store.conn) as statements:
+    with traced(connection(store)) as statements:
         claimed = store.claim("sim0", lease=60)
         assert claimed is not None
         store.set_parts(claimed.id, submit_parts(2))
         store.part_sent(claimed.id, 1, "sim0", 2)
         assert store.part_sent(claimed.id, 2, "sim0", 3) == "sent"
     assert len(statements) > 5
-    assert bad_steps(store.conn, statements) == []
+    assert bad_steps(connection(store), statements) == []
 
 
 def test_the_check_sees_a_scan() -> None:
@@ -114,11 +114,11 @@ def vm_steps(store: Store, step: Callable[[Store], object]) -> int:
         count += 1
         return 0
 
-    store.conn.set_progress_handler(tick, 1)
+    connection(store).set_progress_handler(tick, 1)
     try:
         step(store)
     finally:
-        store.conn.set_progress_handler(None, 1)
+        connection(store).set_progress_handler(None, 1)
     return count
 
 

@@ -29,7 +29,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(path)
         # the tables other modules own, checked the way `smsgw run` checks them at start
+        from appliance.calls import validate_calls
+
         cfg.check("health", "caps", "rules")
+        validate_calls(cfg)
     except ConfigError as exc:
         print(f"smsgw config check: {exc}", file=sys.stderr)
         return 2

@@ -78,22 +78,15 @@ def check_store(config: Config) -> list[Finding]:
                         "run as the smsgw user or fix the owner: chown smsgw: " + str(directory))]
     if not path.exists():
         return [Finding("store", WARN, f"{path} does not exist yet", "it is created on the first `smsgw run` or `smsgw send`")]
+    from appliance.store import check_file
+
     findings: list[Finding] = []
     try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-            mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
-            integrity = connection.execute("PRAGMA quick_check").fetchone()[0]
-            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            depth: dict[str, int] = {}
-            if "messages" in tables:
-                depth = dict(connection.execute("SELECT state, count(*) FROM messages GROUP BY state").fetchall())
-        finally:
-            connection.close()
+        checked = check_file(path)
     except sqlite3.Error as exc:
         return [Finding("store", FAIL, f"{path} cannot be read: {exc}",
                         "check the file's owner; a corrupt file can be moved aside (the daemon starts a new one)")]
+    version, mode, integrity, depth = checked.schema_version, checked.journal_mode, checked.integrity, checked.queue
     if integrity != "ok":
         findings.append(Finding("store", FAIL, f"{path} fails PRAGMA quick_check: {integrity}",
                                 "stop the daemon, copy the file, then try `sqlite3 FILE .recover`"))

@@ -109,7 +109,10 @@ def main(args: argparse.Namespace) -> int:
     path = args.config or os.environ.get("SMSGW_CONFIG") or "/etc/smsgw/smsgw.toml"
     try:
         config = load_config(path)
+        from appliance.calls import validate_calls
+
         config.check("health")  # before anything starts
+        validate_calls(config)
         if config.mqtt is not None:
             config.check("caps", "rules")
     except ConfigError as exc:

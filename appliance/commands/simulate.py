@@ -3,8 +3,10 @@
 ``smsgw simulate --dir DIR [--modems N] [--profile NAME] [--send-delay SECONDS] [--pin PIN]
 [--report-status TP-ST]`` runs in the foreground until SIGINT/SIGTERM and prints one line when ready.
 While it runs, ``smsgw simulate inject --dir DIR --modem K --from NUMBER --text TEXT [--parts 3,1]`` and
-``smsgw simulate fault --dir DIR --modem K KIND`` talk to it over ``DIR/control.sock`` and print its
-JSON reply.
+``smsgw simulate fault --dir DIR --modem K KIND``, ``smsgw simulate call --dir DIR --from NUMBER
+[--modem K] [--rings R]`` (``--withheld`` instead of ``--from``: a caller who withholds the number) and
+``smsgw simulate end-call --dir DIR [--modem K]`` (the caller hangs up) talk to it over
+``DIR/control.sock`` and print its JSON reply.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ HELP = "run simulated GSM modems on ptys (for tests and trying clients), or inje
 _positive_int = at_least(int, 1, "number of modems")
 _seconds = at_least(float, 0.0, "seconds")
 _index = at_least(int, 0, "modem index")
+_rings = at_least(int, 1, "number of rings")
 
 
 def _part_list(text: str) -> list[int]:
@@ -46,6 +49,11 @@ def _tp_status(text: str) -> int:
     if not text.isdigit() or int(text) > 255:
         raise argparse.ArgumentTypeError(f"--report-status takes a TP-Status 0-255 (65: failed), not {text!r}")
     return int(text)
+
+
+def _is_number(text: str) -> bool:
+    digits = text[1:] if text.startswith("+") else text
+    return digits.isdigit() and 3 <= len(digits) <= 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +86,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="deliver only these parts of a multipart message, in this order (3,1: part 3, "
                              "then part 1; part 2 is lost)")
     fault.add_argument("kind", metavar="KIND", help=", ".join(FAULTS))
+    call = sub.add_parser("call", help="call a simulated modem (it rings with the caller's number)",
+                          description="call a simulated modem: RING / +CRING with +CLIP every ring until the "
+                                      "gateway hangs up or the rings run out (then NO CARRIER)")
+    end_call = sub.add_parser("end-call", help="the caller hangs up the call ringing on a simulated modem",
+                              description="the caller hangs up: the modem reports NO CARRIER")
+    for action in (call, end_call):
+        action.add_argument("--dir", type=Path, metavar="DIR", default=argparse.SUPPRESS,
+                            help="the directory the simulator runs in")
+        action.add_argument("--modem", type=_index, default=0, metavar="K", help="modem index (default 0)")
+    caller = call.add_mutually_exclusive_group(required=True)
+    caller.add_argument("--from", dest="caller", metavar="NUMBER", help="the caller's number (+4915112345678)")
+    caller.add_argument("--withheld", action="store_true", help="the caller withholds the number")
+    call.add_argument("--rings", type=_rings, metavar="R", help="rings before the caller gives up (default 6)")
 
 
 def _fail(message: str) -> int:
@@ -107,6 +128,14 @@ def main(args: argparse.Namespace) -> int:
         message = {"action": "inject", "modem": args.modem, "from": args.sender, "text": args.text}
         if args.parts is not None:
             message["parts"] = args.parts
+    elif action == "call":
+        if args.caller is not None and not _is_number(args.caller):
+            return _fail(f"--from takes a phone number such as +4915112345678, not {args.caller!r}")
+        message = {"action": "call", "modem": args.modem, "from": args.caller}
+        if args.rings is not None:
+            message["rings"] = args.rings
+    elif action == "end-call":
+        message = {"action": "end-call", "modem": args.modem}
     else:
         message = {"action": "fault", "modem": args.modem, "kind": args.kind}
     try:

@@ -1,4 +1,4 @@
-"""`smsgw status [--json]`: modems, queue depth per state, last errors, usage per source.
+"""`smsgw status [--json]`: modems, queue depth per state, webhook backlogs, last errors, usage per source.
 
 Reads the store directly (the SQLite file named by ``[store].path``), so it works whether or not the
 daemon or the MQTT broker is running. The helpers here (config loading, store opening, tables) are
@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from appliance.caps import DailyCaps
 from appliance.commands import _access
 from appliance.commands._types import positive_int
-from appliance.config import Config, ConfigError, default_config_path, load_config
+from appliance.config import Config, ConfigError, default_config_path, load_config, webhook_display_url
 from appliance.liveness import daemon_view
 from appliance.store import STATES, Store, free_space
 
@@ -170,12 +170,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def modem_states(store: Store, cfg: Config) -> list[dict[str, Any]]:
     """One entry per configured modem (and per modem the store knows that is no longer configured)."""
-    known: dict[str, Any] = {}
-    for row in store.conn.execute("SELECT key, value FROM state WHERE namespace = 'modem' ORDER BY key"):
-        try:
-            known[row[0]] = json.loads(row[1])
-        except ValueError:
-            known[row[0]] = {"state": "unreadable"}
+    known: dict[str, Any] = {key: {"state": "unreadable"} if value is None else value
+                             for key, value in store.state_all("modem").items()}
     result = []
     for modem in cfg.modems:
         state = known.pop(modem.id, None)
@@ -219,6 +215,26 @@ def mqtt_state(store: Store, cfg: Config, daemon_running: bool = True) -> dict[s
     return state
 
 
+def webhook_states(store: Store, cfg: Config) -> list[dict[str, Any]]:
+    """Per configured webhook (and per webhook the store still has deliveries of): deliveries by
+    state, the age of the oldest pending one, its attempts, next attempt and last error."""
+    stats = store.webhook_stats()
+    result = []
+    for hook in cfg.webhooks:
+        entry: dict[str, Any] = {"name": hook.name, "url": webhook_display_url(hook.url), "configured": True,
+                                 "events": list(hook.events)}
+        entry.update({k: v for k, v in stats.pop(hook.name, {}).items() if k != "events"})
+        result.append(entry)
+    for name, data in stats.items():
+        result.append({"name": name, "configured": False, **data})
+    for entry in result:
+        for key in ("pending", "delivered", "expired", "attempts"):
+            entry.setdefault(key, 0)
+        for key in ("next_attempt_at", "last_delivered_at"):
+            entry[key] = iso(entry.get(key))
+    return result
+
+
 def sources_today(usage: dict[str, dict[str, int]], caps: DailyCaps | None) -> dict[str, dict[str, Any]]:
     """Per source: accepted and sent today, its daily cap and what is left of it (None: no cap).
 
@@ -249,10 +265,7 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
     errors = [
         {"id": row["id"], "to": row["recipient"], "state": row["state"], "error": row["last_error"],
          "at": iso(row["updated_at"])}
-        for row in store.conn.execute(
-            "SELECT id, recipient, state, last_error, updated_at FROM message "
-            "WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 5"
-        )
+        for row in store.last_errors(5)
     ]
     daemon = daemon_view(store, cfg.store.path)
     modems = [iso_fields(m, ("at", "updated_at", "since")) for m in modem_states(store, cfg)]
@@ -280,6 +293,7 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
             "parts_pending": stats["inbox_parts_pending"],
         },
         "events_pending": stats["events_pending"],
+        "webhooks": webhook_states(store, cfg),
         "daemon": iso_fields(daemon, ("started_at", "last_heartbeat", "stopped_at")),
         "mqtt": mqtt_state(store, cfg, daemon["running"]),
         "sources_today": sources_today(stats["sources_today"], caps),
@@ -340,6 +354,19 @@ def render(doc: dict[str, Any]) -> str:
             + (f" ({doc['events_pending']} to drop at the next hourly prune)" if doc["events_pending"] else "")]
     if doc.get("mqtt") is not None:
         out += _mqtt_lines(doc["mqtt"])
+    if doc.get("webhooks"):
+        out += ["", "Webhooks"]
+        rows = []
+        for hook in doc["webhooks"]:
+            age = hook.get("oldest_pending_age")
+            rows.append([
+                hook["name"] + ("" if hook.get("configured", True) else " (not configured)"),
+                hook["pending"], hook["delivered"], hook["expired"],
+                "-" if age is None else f"{age:.0f}s", hook["attempts"] if hook["pending"] else "-",
+                hook.get("next_attempt_at") if hook["pending"] else "-", shorten(hook.get("last_error"), 50),
+            ])
+        out.append(table(rows, ["WEBHOOK", "PENDING", "DELIVERED", "EXPIRED", "OLDEST", "ATTEMPTS", "NEXT TRY",
+                                "LAST ERROR"], right=(1, 2, 3, 4, 5)))
     out += ["", "Usage today per source", _sources_table(doc["sources_today"])]
     if doc.get("caps_error"):
         out.append(f"daily caps unknown: {doc['caps_error']}")

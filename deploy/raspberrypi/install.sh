@@ -12,7 +12,7 @@
 #                   python3-lgpio for GPIO where the distribution has it)
 #   --no-start      install and enable the service but do not (re)start it
 #   --wheels DIR    install smsgw and its dependencies from the wheels in DIR, with no network
-#                   (make DIR where there is internet: python3 -m pip wheel --wheel-dir DIR .)
+#                   (make DIR where there is internet: deploy/raspberrypi/wheelhouse.sh DIR)
 #   --operator USER add USER to the smsgw group: may read the config and use the CLI (status,
 #                   send, inbox, outbox) without root; repeatable; takes effect at USER's next login
 #   --root DIR      stage an image's root file system in DIR (no apt, users, chown, udevadm or
@@ -148,7 +148,7 @@ if [[ $PIP -eq 1 && -n "$ROOT" ]]; then
         cp "$WHEELS"/*.whl "$PREFIX/wheels/"
     else
         log "building the wheelhouse $PREFIX/wheels from $SRC"
-        "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$PREFIX/wheels" "$SRC"
+        bash "$HERE/wheelhouse.sh" "$PREFIX/wheels" --python "$PYTHON"
     fi
     # the image may run another CPU than this machine: only pure-Python wheels install anywhere
     for wheel in "$PREFIX/wheels"/*.whl; do

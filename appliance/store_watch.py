@@ -1,0 +1,92 @@
+"""Notice commits to the store by other processes (``smsgw send``, the sqlite3 shell) without polling.
+
+Every commit in WAL mode writes the ``-wal`` file (and a checkpoint writes the database file), so
+an inotify watch (Linux inotify(7)) on the store's directory for IN_MODIFY, IN_CREATE and
+IN_MOVED_TO of those two names becomes readable exactly when something may have committed. The
+daemon then compares ``PRAGMA data_version`` (which changes only for commits by other connections)
+and wakes what waits for the store. An idle daemon sleeps in ``epoll`` instead of waking every
+``watch_interval``. Readers touch only the ``-shm`` (through mmap, which raises no inotify event),
+so ``smsgw status`` does not wake it.
+
+Where inotify is not available (not Linux, or the limit of watches reached) ``open_watch`` returns
+None and the daemon polls ``data_version`` every ``watch_interval`` as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import struct
+import sys
+from pathlib import Path
+
+LOG = logging.getLogger(__name__)
+
+IN_MODIFY = 0x00000002
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_Q_OVERFLOW = 0x00004000
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+_HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (struct inotify_event)
+
+
+class StoreWatch:
+    """An inotify descriptor watching the store's directory for writes to the store's files."""
+
+    def __init__(self, fd: int, names: set[bytes]) -> None:
+        self.fd = fd
+        self.names = names
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def read(self) -> bool:
+        """Drain the pending events; True when one concerns the store's files (or events were lost)."""
+        hit = False
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return hit
+            except InterruptedError:
+                continue
+            if not data:
+                return hit
+            offset = 0
+            while offset + _HEADER.size <= len(data):
+                _wd, mask, _cookie, length = _HEADER.unpack_from(data, offset)
+                name = data[offset + _HEADER.size:offset + _HEADER.size + length].rstrip(b"\0")
+                offset += _HEADER.size + length
+                if mask & IN_Q_OVERFLOW or name in self.names:
+                    hit = True
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def open_watch(db_path: Path) -> StoreWatch | None:
+    """Watch the directory of ``db_path`` for writes to it and its ``-wal``; None without inotify."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        real = db_path.resolve()  # SQLite follows a symlinked database: its -wal lies beside the target
+        directory = os.fsencode(real.parent)
+        if libc.inotify_add_watch(fd, directory, IN_MODIFY | IN_CREATE | IN_MOVED_TO) < 0:
+            error = ctypes.get_errno()
+            os.close(fd)
+            raise OSError(error, os.strerror(error))
+    except (OSError, AttributeError) as exc:
+        LOG.info("no inotify watch on the store (%s); polling it for other processes' commits", exc)
+        return None
+    name = os.fsencode(real.name)
+    return StoreWatch(fd, {name, name + b"-wal"})
+

@@ -1,0 +1,272 @@
+"""Send rate of smsgw run against its peers, each on the same ``smsgw simulate`` modem over a pty.
+
+Every side runs in its own process against a fresh ``smsgw simulate`` (one ``generic`` modem,
+answering at once), and the batch is handed over the way that side takes work:
+
+- ``smsgw run``: ``Store.enqueue`` of the batch in one transaction (as ``smsgw send`` or the MQTT
+  bridge would); every send commits its claim and its TP-MR (WAL, ``synchronous=FULL``).
+- ``gammu-smsd`` with its SQL backend (``Driver = sqlite3`` through libdbi, the schema gammu
+  ships), fastest settings: ``LoopSleep = 0``, ``CommTimeout = 0``, no status, security, battery,
+  signal or network checks, incoming checked once an hour; the batch is inserted into ``outbox``
+  in one transaction.
+- smstools3 ``smsd``, fastest settings: ``delaytime = 1`` (its minimum), ``trust_outgoing``,
+  ``spool_directory_order``, ``check_network = 0``, ``incoming = no``; the batch is written to
+  ``outgoing/`` (each file created by rename, as smsd asks).
+- python-gsmmodem-new: a bare ``sendSms`` loop (PDU mode) in a process of its own, which stores
+  nothing; it connects first and starts the loop when told.
+
+The clock runs in this process from the hand-over to the moment the simulated network has the
+whole batch (``network.jsonl``, polled every 5 ms). Sides are interleaved round by round; the
+medians of the rounds are printed with the ratio smsgw / peer (target: >= 1 against the bare
+python-gsmmodem-new loop). A peer that is not installed is skipped with a note.
+
+    python bench/send_peers.py [--messages 200] [--rounds 3] [--sides smsgw,gsmmodem,gammu,smstools] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+
+GAMMU_SCHEMA = Path("/usr/share/doc/gammu-smsd/examples/sqlite.sql")
+GSMMODEM_LOOP = """
+import sys, time
+from gsmmodem.modem import GsmModem
+port, count = sys.argv[1], int(sys.argv[2])
+modem = GsmModem(port, 115200)
+modem.smsTextMode = False
+modem.timeout = 0.1
+modem.connect()
+print("ready", flush=True)
+sys.stdin.readline()
+for n in range(count):
+    modem.sendSms(f"+4915{n:09d}", f"bench {n}")
+modem.close()
+"""
+
+
+def texts(count: int) -> list[tuple[str, str]]:
+    return [(f"+4915{n:09d}", f"bench {n}") for n in range(count)]
+
+
+def program(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
+
+
+def until_sent(sim_dir: Path, count: int, started: float, timeout: float, alive: Callable[[], None]) -> float:
+    while harness.network_count(sim_dir) < count:
+        alive()
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError(f"{count} SMS did not reach the network within {timeout:.0f} s")
+        time.sleep(0.005)
+    return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def group(command: list[str], log: Path, cwd: Path, **kw: object) -> Iterator[subprocess.Popen[bytes]]:
+    """A peer daemon in its own process group (smsd forks helpers), stopped with the group."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
+                                   **kw)  # type: ignore[call-overload]
+        try:
+            yield process
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+
+def run_smsgw(work: Path, port: str, count: int) -> float:
+    from appliance.store import OutboundRequest, Store
+
+    (work / "gw").mkdir(parents=True)
+    Store(work / "gw" / "smsgw.db").close()  # the schema exists before two processes open the file
+    with harness.daemon(work / "gw", [port], None) as daemon:
+        with Store(daemon.db) as store:
+            started = time.perf_counter()
+            store.enqueue([OutboundRequest(to=to, text=text, source="bench") for to, text in texts(count)])
+
+        def alive() -> None:
+            if daemon.process.poll() is not None:
+                raise RuntimeError("smsgw run exited")
+
+        return until_sent(work / "sim", count, started, 120 + count, alive)
+
+
+def run_gsmmodem(work: Path, port: str, count: int) -> float:
+    process = subprocess.Popen([sys.executable, "-c", GSMMODEM_LOOP, port, str(count)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=(work / "gsmmodem.log").open("wb"))
+    try:
+        assert process.stdout is not None and process.stdin is not None
+        if process.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"python-gsmmodem-new did not connect: {(work / 'gsmmodem.log').read_text()[-800:]}")
+        started = time.perf_counter()
+        process.stdin.write(b"go\n")
+        process.stdin.flush()
+
+        def alive() -> None:
+            if process.poll() not in (None, 0):
+                raise RuntimeError(f"the loop failed: {(work / 'gsmmodem.log').read_text()[-800:]}")
+
+        return until_sent(work / "sim", count, started, 120 + count, alive)
+    finally:
+        harness.stop(process)
+
+
+def run_gammu(work: Path, port: str, count: int) -> float:
+    spool = work / "gammu"
+    spool.mkdir()
+    db = spool / "smsd.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(GAMMU_SCHEMA.read_text())
+    conn.close()
+    (spool / "smsdrc").write_text(
+        f"[gammu]\ndevice = {port}\nconnection = at\n"
+        "[smsd]\nservice = sql\ndriver = sqlite3\nsql = sqlite\n"
+        f"database = {db.name}\ndbdir = {spool}/\nlogfile = {spool / 'smsd.log'}\ndebuglevel = 0\n"
+        "PhoneID = bench\nLoopSleep = 0\nCommTimeout = 0\nStatusFrequency = 0\nReceiveFrequency = 3600\n"
+        "CheckSecurity = 0\nCheckBattery = 0\nCheckSignal = 0\nCheckNetwork = 0\nDeliveryReport = no\n")
+    with group([str(program("gammu-smsd")), "-c", str(spool / "smsdrc")], spool / "stdout.log", spool) as smsd:
+        reader = sqlite3.connect(db, timeout=30)
+
+        def connected() -> bool:
+            if smsd.poll() is not None:
+                raise RuntimeError(f"gammu-smsd exited: {(spool / 'smsd.log').read_text()[-800:]}")
+            return bool(reader.execute("SELECT COUNT(*) FROM phones").fetchone()[0])
+
+        harness.wait(connected, 60, "gammu-smsd to register its phone", step=0.05)
+        with reader:
+            reader.executemany("INSERT INTO outbox (DestinationNumber, TextDecoded, CreatorID, Coding) "
+                               "VALUES (?, ?, 'bench', 'Default_No_Compression')", texts(count))
+            started = time.perf_counter()
+        reader.close()
+
+        def alive() -> None:
+            if smsd.poll() is not None:
+                raise RuntimeError(f"gammu-smsd exited: {(spool / 'smsd.log').read_text()[-800:]}")
+
+        return until_sent(work / "sim", count, started, 120 + count, alive)
+
+
+def run_smstools(work: Path, port: str, count: int) -> float:
+    spool = work / "smstools"
+    folders = {name: spool / name for name in ("outgoing", "checked", "failed", "incoming", "sent")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    staging = spool / "staging"
+    staging.mkdir()
+    (spool / "smsd.conf").write_text(
+        "devices = GSM1\n" + "".join(f"{name} = {folder}\n" for name, folder in folders.items())
+        + f"logfile = {spool / 'smsd.log'}\ninfofile = {spool / 'smsd.working'}\npidfile = {spool / 'smsd.pid'}\n"
+        "loglevel = 5\ndelaytime = 1\ndelaytime_mainprocess = 1\nsleeptime_mainprocess = 1\n"
+        "trust_outgoing = yes\nspool_directory_order = yes\n"
+        f"\n[GSM1]\ndevice = {port}\nbaudrate = 115200\nincoming = no\ncheck_network = 0\n")
+    files = []
+    for n, (to, text) in enumerate(texts(count)):
+        path = staging / f"bench{n:06d}"
+        path.write_text(f"To: {to.lstrip('+')}\n\n{text}\n")
+        files.append(path)
+    with group([str(program("smsd")), "-t", "-c", str(spool / "smsd.conf")], spool / "stdout.log", spool) as smsd:
+        def ready() -> bool:
+            if smsd.poll() is not None:
+                raise RuntimeError(f"smsd exited: {(spool / 'smsd.log').read_text()[-800:]}")
+            log = spool / "smsd.log"
+            return log.exists() and "Waiting for messages to send" in log.read_text(errors="replace")
+
+        harness.wait(ready, 60, "smsd to open the modem", step=0.05)
+        started = time.perf_counter()
+        for path in files:
+            path.rename(folders["outgoing"] / path.name)
+
+        def alive() -> None:
+            if smsd.poll() is not None:
+                raise RuntimeError("smsd exited")
+
+        return until_sent(work / "sim", count, started, 120 + count * 2, alive)
+
+
+SIDES: dict[str, tuple[str, Callable[[Path, str, int], float], Callable[[], str | None]]] = {
+    "smsgw": ("smsgw run", run_smsgw, lambda: None),
+    "gsmmodem": ("python-gsmmodem-new sendSms loop", run_gsmmodem,
+                 lambda: None if _importable("gsmmodem") else "python-gsmmodem-new is not installed"),
+    "gammu": ("gammu-smsd, SQL backend (sqlite3)", run_gammu,
+              lambda: None if program("gammu-smsd") and GAMMU_SCHEMA.exists() and _dbd_sqlite3()
+              else "gammu-smsd or libdbd-sqlite3 is not installed"),
+    "smstools": ("smstools3 smsd", run_smstools, lambda: None if program("smsd") else "smsd is not installed"),
+}
+
+
+def _importable(module: str) -> bool:
+    return subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
+def _dbd_sqlite3() -> bool:
+    return any(Path("/usr/lib").glob("*/dbd/libdbdsqlite3.so")) or Path("/usr/lib/dbd/libdbdsqlite3.so").exists()
+
+
+def one(side: str, count: int) -> float:
+    with tempfile.TemporaryDirectory(prefix=f"smsgw-peers-{side}-") as tmp:
+        work = Path(tmp)
+        with harness.simulator(work / "sim", 1) as ports:
+            seconds = SIDES[side][1](work, ports[0], count)
+    return count / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sides", default=",".join(SIDES))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    sides = []
+    skipped: dict[str, str] = {}
+    for side in args.sides.split(","):
+        missing = SIDES[side][2]()
+        if missing:
+            skipped[side] = missing
+        else:
+            sides.append(side)
+    rates: dict[str, list[float]] = {side: [] for side in sides}
+    for round_no in range(args.rounds):
+        for side in sides:
+            rates[side].append(one(side, args.messages))
+            print(f"  round {round_no + 1} {side}: {rates[side][-1]:.1f} msgs/s", file=sys.stderr, flush=True)
+    medians = {side: statistics.median(values) for side, values in rates.items()}
+    result = {"messages": args.messages, "rounds": args.rounds, "rates": rates, "medians": medians,
+              "names": {side: SIDES[side][0] for side in SIDES}, "skipped": skipped}
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{args.messages} messages per run, one simulated modem, median of {args.rounds} interleaved rounds")
+    print(f"{'side':<36} {'msgs/s':>8} {'smsgw / side':>12}")
+    for side in sides:
+        ratio = medians.get("smsgw", float("nan")) / medians[side]
+        print(f"{SIDES[side][0]:<36} {medians[side]:>8.1f} {ratio:>12.2f}")
+    for side, why in skipped.items():
+        print(f"{SIDES[side][0]}: skipped ({why})")
+
+
+if __name__ == "__main__":
+    main()

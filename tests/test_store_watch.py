@@ -1,0 +1,86 @@
+"""Commits by other processes wake the daemon through an inotify watch, not a poll (appliance/store_watch.py)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from daemon_helpers import DaemonProcess, write_config
+from store_helpers import request
+from waiting import async_wait_until
+
+from appliance.store import OutboundRequest, Store
+from appliance.store_watch import open_watch
+from drivers.simulator import Simulator
+
+pytest_plugins = ["daemon_helpers"]
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+
+OUTSIDE = "+4915112345678"
+
+
+def test_a_commit_by_another_connection_makes_the_watch_readable_a_read_does_not(tmp_path: Path) -> None:
+    db = tmp_path / "smsgw.db"
+    with Store(db) as daemon_store:
+        watch = open_watch(daemon_store.path)
+        assert watch is not None
+        try:
+            watch.read()  # whatever opening the store wrote
+            (tmp_path / "other.txt").write_text("a file next to the store is not the store")
+            with Store(db, read_only=True) as reader:  # smsgw status
+                reader.stats()
+            assert watch.read() is False
+            with Store(db) as writer:  # smsgw send
+                writer.enqueue([request(OUTSIDE, "from another process")])
+            assert watch.read() is True
+            assert watch.read() is False  # drained
+        finally:
+            watch.close()
+
+
+def test_a_store_opened_through_a_symlink_is_watched_where_its_wal_is(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "etc").mkdir()
+    link = tmp_path / "etc" / "smsgw.db"
+    link.symlink_to(tmp_path / "data" / "store.db")
+    with Store(link) as daemon_store:
+        watch = open_watch(daemon_store.path)
+        assert watch is not None
+        try:
+            watch.read()
+            with Store(link) as writer:
+                writer.enqueue([request(OUTSIDE, "through the link")])
+            assert (tmp_path / "data" / "store.db-wal").exists()
+            assert watch.read() is True
+        finally:
+            watch.close()
+
+
+@pytest.fixture
+async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
+    async with Simulator(tmp_path / "sim", modems=1, profile="generic") as simulator:
+        yield simulator
+
+
+async def test_smsgw_send_is_sent_at_once_with_no_poll_left_to_notice_it(tmp_path: Path, sim: Simulator,
+                                                                        daemons: list[DaemonProcess]) -> None:
+    config = write_config(tmp_path / "gw", sim.ports)
+    # neither the store poll nor the dispatcher's safety net fires within the test
+    config.write_text(config.read_text().replace("watch_interval = 0.05", "watch_interval = 3600")
+                      .replace("poll_interval = 0.2", "poll_interval = 3600"))
+    db = tmp_path / "gw" / "smsgw.db"
+    Store(db).close()  # the schema exists before two processes open the file
+
+    def online() -> bool:
+        with Store(db, read_only=True) as store:
+            return bool((store.state_get("modem", "sim0") or {}).get("state") == "online")
+
+    daemon = await DaemonProcess(config).start()
+    daemons.append(daemon)
+    await async_wait_until(online, timeout=20, what="the modem online")
+    with Store(db) as store:
+        store.enqueue([OutboundRequest(to=OUTSIDE, text="noticed without polling", source="test")])
+    await async_wait_until(lambda: [r["text"] for r in sim.network.sent] == ["noticed without polling"],
+                           timeout=20, what="the SMS at the network")
