@@ -48,6 +48,7 @@ from typing import Any
 import pytest
 from daemon_helpers import ROOT, DaemonProcess, daemon_env, write_config
 from mosquitto import Broker, Probe
+from store_helpers import connection
 from waiting import async_wait_until
 
 from appliance.store import Store
@@ -213,7 +214,7 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, sim: Simu
         return False
 
     def message_rows() -> list[sqlite3.Row]:
-        return store.conn.execute("SELECT id, text, state FROM message").fetchall()
+        return connection(store).execute("SELECT id, text, state FROM message").fetchall()
 
     started = time.monotonic()
     startups: list[float] = []
