@@ -31,7 +31,6 @@ recipients, command senders), as ``senders = "*"`` does for command rules.
 from __future__ import annotations
 
 import asyncio
-import difflib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -42,6 +41,8 @@ from appliance.config import Config, ConfigError
 from appliance.intake import Intake, IntakeError, IntakePolicy, SendRequest
 from appliance.rules.templates import Template, TemplateError
 from appliance.store import Store, same_number
+from appliance.topics import is_publish_topic
+from drivers.toml_reader import did_you_mean
 
 if TYPE_CHECKING:
     from drivers.calls import CallEnded, IncomingCall
@@ -100,9 +101,7 @@ class _Table:
         self.table: dict[str, Any] = table
         for name in table:
             if name not in known:
-                close = difflib.get_close_matches(name, known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise self.error(name, f"unknown key{hint}; known keys: {', '.join(known)}")
+                raise self.error(name, f"unknown key{did_you_mean(name, known)}; known keys: {', '.join(known)}")
 
     def error(self, name: str, reason: str) -> ConfigError:
         return ConfigError(self.file, f"{self.key}.{name}", reason)
@@ -127,8 +126,7 @@ class _Table:
             raise self.error(name, str(exc)) from None
         unknown = sorted(template.names - TEMPLATE_NAMES)
         if unknown:
-            close = difflib.get_close_matches(unknown[0], sorted(TEMPLATE_NAMES), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(unknown[0], sorted(TEMPLATE_NAMES))
             raise self.error(name, f"unknown name {unknown[0]!r} in template{hint}; known: "
                                    f"{', '.join(sorted(TEMPLATE_NAMES))}")
         return template
@@ -159,15 +157,9 @@ def _callers(table: _Table, value: object, contacts: Mapping[str, str], groups: 
                 raise ConfigError(table.file, key, str(exc)) from None
         else:
             known = sorted(set(contacts) | set(groups))
-            close = difflib.get_close_matches(item, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(table.file, key, f"{item!r} is not a contact, a group or a number{hint}"
+            raise ConfigError(table.file, key, f"{item!r} is not a contact, a group or a number{did_you_mean(item, known)}"
                               + (f"; known names: {', '.join(known)}" if known else ""))
     return tuple(dict.fromkeys(numbers))
-
-
-def _is_topic(topic: str) -> bool:
-    return bool(topic) and not any(ch in topic for ch in "+#\0") and not topic.startswith("$")
 
 
 def validate_calls(config: Config) -> CallsConfig:
@@ -206,7 +198,7 @@ def validate_calls(config: Config) -> CallsConfig:
             raise table.error("callers", "is required (group or contact names, numbers, or \"*\")")
         callers = _callers(table, table.table["callers"], rules_config.contacts, rules_config.groups, normalise)
         topic = table.get("topic", str, "an MQTT topic", required=True).strip()
-        if not _is_topic(topic):
+        if not is_publish_topic(topic) or topic.startswith("$"):
             raise table.error("topic", f"must be a topic without wildcards (+, #) or a leading $, not {topic!r}")
         qos = table.get("qos", int, "0, 1 or 2", 1)
         if qos not in (0, 1, 2):
