@@ -318,6 +318,9 @@ async def test_sigterm_finishes_the_send_in_progress_commits_it_and_exits_0(tmp_
         first = enqueue(db, OUTSIDE, "in flight at SIGTERM")
         second = enqueue(db, "+4915187654321", "still queued at SIGTERM")
         await wait_state(db, first, "sending", daemon)
+        # claimed is not yet in flight: wait for the PDU to be with the modem
+        await async_wait_until(lambda: slow.modems[0].submits_started >= 1, timeout=10,
+                               what="the first PDU submitted")
         assert await daemon.stop() == 0  # during the 1 s the modem takes to answer +CMGS
         assert message(db, first)["state"] == "sent"  # the exchange finished and was committed
         assert sent_texts(slow) == ["in flight at SIGTERM"]

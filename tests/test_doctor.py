@@ -207,3 +207,18 @@ def test_auto_port_is_found_by_imei_and_checked(tmp_path: Path, pin_simulator: R
     status, report = doctor(config)
     assert status == 1
     assert "port auto: no free port has the modem with IMEI 354861000000999" in messages(report, "fail")
+
+
+def test_queued_messages_are_counted(tmp_path: Path) -> None:
+    """The store check reads the outbox's depth per state from the file (read-only) and names the
+    messages still waiting to be sent."""
+    from appliance.store import OutboundRequest, Store
+
+    with Store(tmp_path / "smsgw.db") as store:
+        store.enqueue([OutboundRequest("+4917100000001", f"alert {n}", "test") for n in range(3)])
+    config = tmp_path / "smsgw.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "smsgw.db"}"\n')
+    _status, report = doctor(config, "--no-modems")
+    store_findings = [f for f in report["findings"] if f["area"] == "store"]
+    assert any(f["data"].get("queue") == {"queued": 3} for f in store_findings), store_findings
+    assert "3 message(s) waiting to be sent" in messages(report)

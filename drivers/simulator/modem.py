@@ -193,6 +193,8 @@ class SimModem:
         self.network = network
         self.flavour = flavour
         self.send_delay = send_delay
+        #: PDUs whose AT+CMGS entry ended (Ctrl-Z) and went to the network, answered or not yet.
+        self.submits_started = 0
         self.number = f"+{4915550000 + index}"
         self.imei = _luhn(f"35486100{index:06d}")
         self.imsi = f"26299{index + 1:010d}"
@@ -958,6 +960,7 @@ class SimModem:
         except CmsError as exc:
             self._final(self._error_text(exc), [])
             return
+        self.submits_started += 1  # the PDU is with the "network": tests wait for an exchange in flight
         if self.send_delay > 0:
             await asyncio.sleep(self.send_delay)
         if self.hung or not self.plugged:

@@ -1,0 +1,460 @@
+"""The outbound queue: enqueue, claim, parts and their TP-MRs, retries, state changes, the
+sending counts rate limits read, and delivery reports (the life of a message in appliance/store.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from appliance.store_optout import OptOutList
+from appliance.store_types import (
+    DELIVERED,
+    EXPIRED,
+    FAILED,
+    MULTIPART_WAIT,
+    NOT_PINNED_ELSEWHERE_SQL,
+    PART_DELIVERED,
+    PART_FAILED,
+    PART_PENDING,
+    PART_SENT,
+    PINNED_ELSEWHERE_SQL,
+    PRIORITIES,
+    QUEUED,
+    REPORT_WINDOW,
+    SENDING,
+    SENT,
+    ClaimedMessage,
+    EnqueueResult,
+    InvalidRequest,
+    OutboundRequest,
+    Part,
+    ReportMatch,
+    iso,
+    message_dict,
+    same_number,
+)
+from drivers.gsm7_national import KNOWN_LANGUAGES, LANGUAGE_IDS
+from drivers.pdu import count_parts
+
+if TYPE_CHECKING:
+    from drivers.pdu import SmsStatusReport, SubmitPart
+
+LOG = logging.getLogger("appliance.store")
+
+class OutboundQueue(OptOutList):
+    def _message_event(self, conn: sqlite3.Connection, message_id: int, now: float) -> None:
+        row = conn.execute(
+            "SELECT m.id, m.recipient, m.text, m.state, m.modem, m.last_error, m.language, "
+            "(SELECT COUNT(*) FROM part p WHERE p.message_id = m.id) AS parts "
+            "FROM message m WHERE m.id = ?",
+            (message_id,),
+        ).fetchone()
+        payload: dict[str, Any] = {
+            "id": row["id"],
+            "to": row["recipient"],
+            "state": row["state"],
+            "parts": row["parts"] or count_parts(row["text"], language=row["language"]),
+            "modem": row["modem"],
+        }
+        if row["last_error"] and row["state"] in (QUEUED, FAILED, EXPIRED):
+            payload["error"] = row["last_error"]
+        payload["at"] = iso(now)
+        self._add_event(conn, f"message/{message_id}", payload, now)
+
+    def _set_state(self, conn: sqlite3.Connection, message_id: int, state: str, now: float,
+                   **columns: Any) -> None:
+        columns["state"] = state
+        columns["updated_at"] = now
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        conn.execute(f"UPDATE message SET {assignments} WHERE id = ?", (*columns.values(), message_id))
+        self._message_event(conn, message_id, now)
+
+    # --- outbound ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _validate(index: int, request: OutboundRequest) -> None:
+        where = f"request {index}" + (f" (id {request.client_key!r})" if request.client_key else "")
+        if not isinstance(request.to, str) or not request.to.strip():
+            raise InvalidRequest(f"{where}: recipient is empty")
+        if not isinstance(request.text, str) or request.text == "":
+            raise InvalidRequest(f"{where}: text is empty")
+        if request.priority not in PRIORITIES:
+            raise InvalidRequest(
+                f"{where}: priority {request.priority!r} is not one of {', '.join(PRIORITIES)}"
+            )
+        if request.valid_until is not None and not isinstance(request.valid_until, int | float):
+            raise InvalidRequest(f"{where}: valid_until must be a number of seconds since the epoch")
+        if request.language is not None and (not isinstance(request.language, str)
+                                             or request.language not in LANGUAGE_IDS):
+            raise InvalidRequest(f"{where}: language {request.language!r} is not one of "
+                                 f"{KNOWN_LANGUAGES}")
+
+    def enqueue(self, requests: Sequence[OutboundRequest], now: float | None = None) -> list[EnqueueResult]:
+        """Queue every request in one transaction (one fsync for the batch).
+
+        A request whose (client_key, recipient) is already known returns the existing message with
+        ``duplicate=True``. Every request is validated before anything is written: one bad request
+        refuses the whole batch with ``InvalidRequest``.
+        """
+        for index, request in enumerate(requests):
+            self._validate(index, request)
+        self.check_optout(requests)
+        now = self._now(now)
+        results: list[EnqueueResult] = []
+        if not requests:
+            return results
+        at = iso(now)
+        with self._tx() as conn:
+            for request in requests:
+                # a repeated (client_key, recipient) hits the unique index message_idempotency and
+                # inserts nothing; NULL keys never conflict
+                cur = conn.execute(
+                    "INSERT INTO message (client_key, source, recipient, text, priority, created_at, "
+                    "valid_until, report, state, attempts, next_attempt_at, updated_at, language) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?) "
+                    "ON CONFLICT (client_key, recipient) DO NOTHING",
+                    (
+                        request.client_key, request.source or "", request.to, request.text,
+                        PRIORITIES[request.priority], now, request.valid_until, int(request.report),
+                        QUEUED, now, now, request.language,
+                    ),
+                )
+                if cur.rowcount == 0 and request.client_key is not None:
+                    existing = self._queued_with_key(conn, request.client_key, request.to)
+                    assert existing is not None  # the row the insert conflicted with
+                    results.append(existing)
+                    continue
+                message_id = int(cur.lastrowid or 0)
+                # the queued event from what was just written (as _message_event would read it back)
+                self._add_event(conn, f"message/{message_id}", {
+                    "id": message_id, "to": request.to, "state": QUEUED,
+                    "parts": count_parts(request.text, language=request.language), "modem": None, "at": at,
+                }, now)
+                self._tx_enqueued += 1
+                results.append(EnqueueResult(message_id, QUEUED, False))
+        return results
+
+    @staticmethod
+    def _queued_with_key(conn: sqlite3.Connection, client_key: str, recipient: str) -> EnqueueResult | None:
+        row = conn.execute("SELECT id, state FROM message WHERE client_key = ? AND recipient = ?",
+                           (client_key, recipient)).fetchone()
+        return None if row is None else EnqueueResult(row["id"], row["state"], True)
+
+    def queued_with_key(self, client_key: str, recipient: str) -> EnqueueResult | None:
+        """The message already queued for ``recipient`` with idempotency key ``client_key`` (as
+        ``enqueue`` would answer it: ``duplicate=True``), or None."""
+        return self._queued_with_key(self._conn, client_key, recipient)
+
+    def expire_due(self, now: float | None = None) -> list[int]:
+        """Move queued messages whose validity has passed to ``expired``; their ids."""
+        now = self._now(now)
+        rows = self._conn.execute(
+            "SELECT id FROM message WHERE state = ? AND valid_until <= ?",  # index message_expiry
+            (QUEUED, now),
+        ).fetchall()
+        if not rows:
+            return []
+        ids = [row["id"] for row in rows]
+        with self._tx() as conn:
+            for message_id in ids:
+                self._set_state(conn, message_id, EXPIRED, now, last_error="validity period passed",
+                                lease_until=None)
+        return ids
+
+    def resume_interrupted(self, now: float | None = None) -> list[int]:
+        """At start: requeue every message left ``sending`` by a previous process; their ids.
+
+        Call this only from the one dispatcher that owns the file (the daemon), before it claims.
+        Parts that already have a TP-MR stay sent.
+        """
+        now = self._now(now)
+        ids = [row["id"] for row in self._conn.execute(
+            "SELECT id FROM message WHERE state = ?", (SENDING,)).fetchall()]
+        if ids:
+            with self._tx() as conn:
+                for message_id in ids:
+                    self._set_state(conn, message_id, QUEUED, now, lease_until=None, next_attempt_at=now,
+                                    last_error="sending was interrupted; resumed")
+            LOG.info("resumed %d interrupted message(s): %s", len(ids), ids)
+        return ids
+
+    def claim(
+        self,
+        modem_id: str,
+        *,
+        lease: float,
+        now: float | None = None,
+        exclude_recipients: Sequence[str] = (),
+        multipart_wait: float = MULTIPART_WAIT,
+        encode: Callable[[ClaimedMessage], Sequence[SubmitPart]] | None = None,
+    ) -> ClaimedMessage | None:
+        """Take the next due message (high before normal before low, FIFO within a priority).
+
+        Due means ``queued`` with ``next_attempt_at <= now``, or ``sending`` with its lease run out.
+        A message with parts already sent through another modem is due for ``modem_id`` only
+        ``multipart_wait`` seconds after its last sent part: all parts of a multipart SMS leave
+        through one modem (a handset joins parts by sender), and the claimer must then send the
+        whole message again (``restart_parts``).
+        The claim sets ``sending``, the modem, ``lease_until = now + lease`` and counts an attempt.
+        With ``encode``, a message without parts gets the parts ``encode`` returns for it in the same
+        transaction (as ``set_parts`` would), so a send commits twice: here, and its TP-MR
+        (``part_sent``); when ``encode`` returns nothing the message is claimed without parts.
+        """
+        now = self._now(now)
+        exclude = list(exclude_recipients)
+        placeholders = ", ".join("?" for _ in exclude)
+        not_in = f"AND recipient NOT IN ({placeholders})" if exclude else ""
+        with self._tx() as conn:
+            # one query per state, each walking the index message_queue (state, priority, id) in claim
+            # order and stopping at the first due row: an OR of both would scan and sort every due row.
+            # Parts already sent through another modem: the rest waits for that modem, up to
+            # multipart_wait after its last part (then the whole message goes again from here).
+            candidates = [conn.execute(
+                f"SELECT * FROM message WHERE state = ? AND {due} {not_in} AND {NOT_PINNED_ELSEWHERE_SQL} "
+                "ORDER BY priority, id LIMIT 1",
+                (state, now, *exclude, modem_id, now - multipart_wait),
+            ).fetchone() for state, due in (
+                (QUEUED, "(next_attempt_at IS NULL OR next_attempt_at <= ?)"), (SENDING, "lease_until < ?"))]
+            found = [c for c in candidates if c is not None]
+            if not found:
+                return None
+            row = min(found, key=lambda c: (c["priority"], c["id"]))
+            lease_until = now + lease
+            self._set_state(conn, row["id"], SENDING, now, modem=modem_id, lease_until=lease_until,
+                            attempts=row["attempts"] + 1)
+            claimed = ClaimedMessage(
+                id=row["id"], recipient=row["recipient"], text=row["text"], priority=row["priority"],
+                report=bool(row["report"]), valid_until=row["valid_until"], attempts=row["attempts"] + 1,
+                modem=modem_id, lease_until=lease_until, parts=self._parts(conn, row["id"]),
+                language=row["language"],
+            )
+            if not claimed.parts and encode is not None:
+                submit = encode(claimed)
+                if submit:
+                    self._insert_parts(conn, claimed.id, submit)
+                    claimed = replace(claimed, parts=self._parts(conn, claimed.id))
+        return claimed
+
+    def next_due_at(self, exclude_recipients: Sequence[str] = (), modem_id: str | None = None,
+                    multipart_wait: float = MULTIPART_WAIT) -> float | None:
+        """The earliest time a queued message becomes due (for ``modem_id``: a message with parts
+        sent through another modem is due ``multipart_wait`` after its last part), or a lease runs
+        out (None: nothing)."""
+        exclude = list(exclude_recipients)
+        not_in = f"AND recipient NOT IN ({', '.join('?' for _ in exclude)})" if exclude else ""
+        # the first row of index message_due (state, next_attempt_at); NULL sorts first and means "now"
+        queued = self._conn.execute(
+            f"SELECT COALESCE(next_attempt_at, 0) FROM message WHERE state = ? {not_in} "
+            f"AND NOT {PINNED_ELSEWHERE_SQL} ORDER BY next_attempt_at LIMIT 1",
+            (QUEUED, *exclude, modem_id or ""),
+        ).fetchone()
+        # messages whose first parts left through another modem: due for this one after multipart_wait
+        pinned = self._conn.execute(
+            "SELECT MIN(MAX(COALESCE(next_attempt_at, 0), (SELECT MAX(p.sent_at) FROM part p "
+            f"WHERE p.message_id = message.id AND p.message_reference IS NOT NULL) + ?)) "
+            # only a message with unsent parts can be held: walk those (partial index part_unsent),
+            # never the whole queue (CROSS JOIN keeps them the outer loop)
+            "FROM (SELECT DISTINCT message_id FROM part INDEXED BY part_unsent WHERE message_reference IS NULL) "
+            "AS unsent "
+            "CROSS JOIN message ON message.id = unsent.message_id "
+            f"WHERE state = ? {not_in} AND {PINNED_ELSEWHERE_SQL}",
+            (multipart_wait, QUEUED, *exclude, modem_id or ""),
+        ).fetchone()
+        lease = self._conn.execute(
+            "SELECT MIN(lease_until) FROM message WHERE state = ?", (SENDING,)).fetchone()
+        times = [float(t) for t in (queued[0] if queued else None, pinned[0], lease[0]) if t is not None]
+        return min(times) if times else None
+
+    @staticmethod
+    def _parts(conn: sqlite3.Connection, message_id: int) -> list[Part]:
+        rows = conn.execute(
+            "SELECT * FROM part WHERE message_id = ? ORDER BY sequence", (message_id,)
+        ).fetchall()
+        return [Part(**dict(row)) for row in rows]
+
+    def parts(self, message_id: int) -> list[Part]:
+        return self._parts(self._conn, message_id)
+
+    def set_parts(self, message_id: int, parts: Sequence[SubmitPart]) -> list[Part]:
+        """Store the encoded parts of a message (once, at its first claim); returns the stored parts.
+
+        When parts already exist they are kept as they are (a retry reuses them).
+        """
+        with self._tx() as conn:
+            existing = self._parts(conn, message_id)
+            if existing:
+                return existing
+            self._insert_parts(conn, message_id, parts)
+            return self._parts(conn, message_id)
+
+    @staticmethod
+    def _insert_parts(conn: sqlite3.Connection, message_id: int, parts: Sequence[SubmitPart]) -> None:
+        conn.executemany(
+            "INSERT INTO part (message_id, sequence, total, pdu, tpdu_length, state) VALUES (?, ?, ?, ?, ?, ?)",
+            [(message_id, part.sequence, part.total, part.pdu, part.tpdu_length, PART_PENDING) for part in parts])
+
+    def restart_parts(self, message_id: int, parts: Sequence[SubmitPart], modem_id: str, reason: str,
+                      now: float | None = None) -> list[Part]:
+        """Replace the parts of a message whose first parts left through a modem that stayed unusable:
+        the whole message goes again, from part 1, with the new encoding (a new concatenation reference).
+        An audit row ``multipart_restart`` records it."""
+        now = self._now(now)
+        with self._tx() as conn:
+            old = self._parts(conn, message_id)
+            conn.execute("DELETE FROM part WHERE message_id = ?", (message_id,))
+            self._insert_parts(conn, message_id, parts)
+            sent = [(p.sequence, p.modem, p.message_reference) for p in old if p.message_reference is not None]
+            conn.execute("INSERT INTO audit (at, kind, detail) VALUES (?, ?, ?)", (now, "multipart_restart", json.dumps(
+                {"message": message_id, "modem": modem_id, "reason": reason, "sent_before": sent})))
+            return self._parts(conn, message_id)
+
+    def renew_lease(self, message_id: int, lease: float, now: float | None = None) -> float:
+        now = self._now(now)
+        with self._tx() as conn:
+            conn.execute("UPDATE message SET lease_until = ? WHERE id = ? AND state = ?",
+                         (now + lease, message_id, SENDING))
+        return now + lease
+
+    def part_sent(
+        self, message_id: int, sequence: int, modem_id: str, message_reference: int, now: float | None = None
+    ) -> str:
+        """Commit a part's TP-MR right after its +CMGS; the message's state afterwards.
+
+        When it was the last unsent part the message becomes ``sent``.
+        """
+        now = self._now(now)
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE part SET modem = ?, message_reference = ?, state = ?, sent_at = ? "
+                "WHERE message_id = ? AND sequence = ?",
+                (modem_id, message_reference, PART_SENT, now, message_id, sequence),
+            )
+            unsent = conn.execute(
+                "SELECT COUNT(*) FROM part WHERE message_id = ? AND message_reference IS NULL", (message_id,)
+            ).fetchone()[0]
+            if unsent:
+                conn.execute("UPDATE message SET modem = ?, updated_at = ? WHERE id = ?",
+                             (modem_id, now, message_id))
+                return SENDING
+            self._set_state(conn, message_id, SENT, now, modem=modem_id, lease_until=None, last_error=None)
+            return SENT
+
+    def requeue(self, message_id: int, error: str, next_attempt_at: float, now: float | None = None) -> None:
+        """A transient failure: back to ``queued``, due again at ``next_attempt_at``."""
+        now = self._now(now)
+        with self._tx() as conn:
+            self._set_state(conn, message_id, QUEUED, now, last_error=error, next_attempt_at=next_attempt_at,
+                            lease_until=None)
+
+    def release(self, message_id: int, now: float | None = None, *, error: str | None = None) -> None:
+        """Give a claimed message back without counting the attempt (dispatcher stopping, or the
+        modem's SIM not ready: not the message's fault); ``error`` is kept as its last error."""
+        now = self._now(now)
+        extra = {} if error is None else {"last_error": error}
+        with self._tx() as conn:
+            conn.execute("UPDATE message SET attempts = MAX(attempts - 1, 0) WHERE id = ?", (message_id,))
+            self._set_state(conn, message_id, QUEUED, now, next_attempt_at=now, lease_until=None, **extra)
+
+    def fail(self, message_id: int, error: str, now: float | None = None) -> None:
+        """A permanent failure: ``failed`` with the reason."""
+        now = self._now(now)
+        with self._tx() as conn:
+            self._set_state(conn, message_id, FAILED, now, last_error=error, lease_until=None)
+
+    def message(self, message_id: int) -> dict[str, Any] | None:
+        row = self._conn.execute("SELECT * FROM message WHERE id = ?", (message_id,)).fetchone()
+        if row is None:
+            return None
+        result = message_dict(row)
+        result["parts_detail"] = [part.__dict__ for part in self.parts(message_id)]
+        return result
+
+
+    # --- sending statistics for rate limits -------------------------------------------------
+
+    def modem_sent_count(self, modem_id: str, since: float) -> int:
+        """Parts sent through ``modem_id`` since ``since`` (daily caps count parts: each is one SMS)."""
+        return int(self._conn.execute(
+            "SELECT COUNT(*) FROM part WHERE modem = ? AND sent_at >= ?", (modem_id, since)
+        ).fetchone()[0])
+
+    def modem_sent_times(self, modem_id: str, since: float) -> list[float]:
+        rows = self._conn.execute(
+            "SELECT sent_at FROM part WHERE modem = ? AND sent_at >= ? ORDER BY sent_at", (modem_id, since)
+        ).fetchall()
+        return [float(row[0]) for row in rows]
+
+    def recipient_last_sent(self, since: float) -> dict[str, float]:
+        """Recipient -> time of the last part sent to them, for parts sent since ``since``."""
+        rows = self._conn.execute(
+            "SELECT m.recipient, MAX(p.sent_at) FROM part p JOIN message m ON m.id = p.message_id "
+            "WHERE p.sent_at >= ? GROUP BY m.recipient", (since,)
+        ).fetchall()
+        return {row[0]: float(row[1]) for row in rows}
+
+    # --- delivery reports -------------------------------------------------------------------
+
+    def delivery_report(
+        self,
+        modem_id: str,
+        message_reference: int,
+        recipient: str | None,
+        status: int,
+        now: float | None = None,
+        window: float = REPORT_WINDOW,
+    ) -> ReportMatch | None:
+        """Apply a status report (TP-ST ``status``) to the part it belongs to; None when none matches.
+
+        The part is the most recent one sent through ``modem_id`` with this TP-MR within ``window``
+        seconds whose recipient is the report's. TP-ST 0-31: delivered; 32-63: the SC is still
+        trying (no change); 64-127 (and reserved values above): failed. A message is delivered when
+        all its parts are, failed as soon as one part failed.
+        """
+        now = self._now(now)
+        rows = self._conn.execute(
+            "SELECT p.message_id, p.sequence, p.state AS part_state, m.recipient, m.state "
+            "FROM part p JOIN message m ON m.id = p.message_id "
+            "WHERE p.modem = ? AND p.message_reference = ? AND p.sent_at >= ? "
+            "ORDER BY p.sent_at DESC, p.message_id DESC",
+            (modem_id, message_reference, now - window),
+        ).fetchall()
+        match = next((row for row in rows if recipient is None or same_number(row["recipient"], recipient)),
+                     None)
+        if match is None:
+            LOG.info("status report from %s for TP-MR %d to %s matches no recent part",
+                     modem_id, message_reference, recipient)
+            return None
+        message_id, sequence = match["message_id"], match["sequence"]
+        if 32 <= status <= 63:
+            return ReportMatch(message_id, sequence, match["part_state"], match["state"])
+        part_state = PART_DELIVERED if status <= 31 else PART_FAILED
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE part SET state = ?, status = ?, delivered_at = ? WHERE message_id = ? AND sequence = ?",
+                (part_state, status, now if part_state == PART_DELIVERED else None, message_id, sequence),
+            )
+            state = match["state"]
+            if state in (SENT, SENDING, DELIVERED):
+                if part_state == PART_FAILED and state != FAILED:
+                    self._set_state(conn, message_id, FAILED, now,
+                                    last_error=f"delivery failed: part {sequence} status {status}")
+                    state = FAILED
+                elif part_state == PART_DELIVERED and state == SENT:
+                    undelivered = conn.execute(
+                        "SELECT COUNT(*) FROM part WHERE message_id = ? AND state != ?",
+                        (message_id, PART_DELIVERED),
+                    ).fetchone()[0]
+                    if not undelivered:
+                        self._set_state(conn, message_id, DELIVERED, now)
+                        state = DELIVERED
+        return ReportMatch(message_id, sequence, part_state, state)
+
+    def apply_status_report(self, modem_id: str, report: SmsStatusReport, received_at: float | None = None,
+                            window: float = REPORT_WINDOW) -> ReportMatch | None:
+        """``delivery_report`` for a decoded SMS-STATUS-REPORT (its TP-MR, recipient and TP-ST)."""
+        return self.delivery_report(modem_id, report.reference, report.number, report.status,
+                                    received_at, window)
