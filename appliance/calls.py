@@ -32,184 +32,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from appliance.config import Config, ConfigError
+from appliance.calls_config import CallRule, CallsConfig
+from appliance.config import Config
 from appliance.intake import Intake, IntakeError, IntakePolicy, SendRequest
 from appliance.rules.templates import Template, TemplateError
-from appliance.store import Store, same_number
-from appliance.topics import is_publish_topic
-from drivers.toml_reader import did_you_mean
+from appliance.store import Store
 
 if TYPE_CHECKING:
     from drivers.calls import CallEnded, IncomingCall
     from drivers.modem import Modem
 
 LOG = logging.getLogger(__name__)
-
-#: Names a call rule's ``payload`` and ``receipt`` may use.
-TEMPLATE_NAMES = frozenset({"caller", "caller_name", "modem", "at", "rule"})
-CALLS_KEYS = ("hang_up",)
-RULE_KEYS = ("name", "callers", "topic", "payload", "qos", "retain", "receipt")
-
-
-@dataclass(frozen=True)
-class CallRule:
-    name: str
-    callers: tuple[str, ...] | None  # normalised numbers; None: any number the config lists ("*")
-    topic: str
-    payload: Template
-    qos: int = 1
-    retain: bool = False
-    receipt: Template | None = None
-
-    @property
-    def source(self) -> str:
-        return f"call:{self.name}"
-
-
-@dataclass(frozen=True)
-class CallsConfig:
-    hang_up: bool = True
-    rules: tuple[CallRule, ...] = ()
-    contacts: tuple[tuple[str, str], ...] = ()  # (name, number), for {caller_name}
-    listed: frozenset[str] = frozenset()  # what "*" allows
-
-    def contact_name(self, number: str) -> str | None:
-        for name, contact in self.contacts:
-            if same_number(contact, number):
-                return name
-        return None
-
-    def allowed(self, rule: CallRule, number: str | None) -> bool:
-        if number is None:
-            return False
-        numbers: Iterable[str] = self.listed if rule.callers is None else rule.callers
-        return any(same_number(number, allowed) for allowed in numbers)
-
-
-class _Table:
-    """One TOML table; unknown keys are errors with a did-you-mean hint."""
-
-    def __init__(self, file: str, key: str, table: object, known: tuple[str, ...]) -> None:
-        self.file, self.key, self.known = file, key, known
-        if not isinstance(table, dict):
-            raise ConfigError(file, key, f"must be a table, not {type(table).__name__}")
-        self.table: dict[str, Any] = table
-        for name in table:
-            if name not in known:
-                raise self.error(name, f"unknown key{did_you_mean(name, known)}; known keys: {', '.join(known)}")
-
-    def error(self, name: str, reason: str) -> ConfigError:
-        return ConfigError(self.file, f"{self.key}.{name}", reason)
-
-    def get(self, name: str, kind: type, what: str, default: Any = None, *, required: bool = False) -> Any:
-        if name not in self.table:
-            if required:
-                raise self.error(name, "is required")
-            return default
-        value = self.table[name]
-        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-            raise self.error(name, f"must be {what}, not {value!r}")
-        return value
-
-    def template(self, name: str, default: str | None = None) -> Template | None:
-        text = self.get(name, str, "a text template", default)
-        if text is None:
-            return None
-        try:
-            template = Template(text)
-        except TemplateError as exc:
-            raise self.error(name, str(exc)) from None
-        unknown = sorted(template.names - TEMPLATE_NAMES)
-        if unknown:
-            hint = did_you_mean(unknown[0], sorted(TEMPLATE_NAMES))
-            raise self.error(name, f"unknown name {unknown[0]!r} in template{hint}; known: "
-                                   f"{', '.join(sorted(TEMPLATE_NAMES))}")
-        return template
-
-
-def _callers(table: _Table, value: object, contacts: Mapping[str, str], groups: Mapping[str, tuple[str, ...]],
-             normalise: Callable[[str], str]) -> tuple[str, ...] | None:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise table.error("callers", "must be a name or number, or a non-empty array of them (or \"*\")")
-    numbers: list[str] = []
-    for index, item in enumerate(value):
-        key = f"{table.key}.callers[{index}]"
-        if not isinstance(item, str) or not item.strip():
-            raise ConfigError(table.file, key, f"must be a non-empty string, not {item!r}")
-        item = item.strip()
-        if item == "*":
-            return None
-        if item in groups:
-            numbers.extend(groups[item])
-        elif item in contacts:
-            numbers.append(contacts[item])
-        elif item[:1] in "+0123456789":
-            try:
-                numbers.append(normalise(item))
-            except ValueError as exc:
-                raise ConfigError(table.file, key, str(exc)) from None
-        else:
-            known = sorted(set(contacts) | set(groups))
-            raise ConfigError(table.file, key, f"{item!r} is not a contact, a group or a number{did_you_mean(item, known)}"
-                              + (f"; known names: {', '.join(known)}" if known else ""))
-    return tuple(dict.fromkeys(numbers))
-
-
-def validate_calls(config: Config) -> CallsConfig:
-    """``[calls]`` and ``[[call_rules]]`` of ``config.raw``, typed; ``ConfigError`` (FILE: KEY: REASON).
-
-    Contacts and groups are the ones command rules use (``Config.rules``)."""
-    from appliance.numbers import check_destination
-
-    file = str(config.path)
-    raw = config.raw
-    hang_up = True
-    if "calls" in raw:
-        table = _Table(file, "calls", raw["calls"], CALLS_KEYS)
-        hang_up = table.get("hang_up", bool, "true or false", True)
-    items = raw.get("call_rules", [])
-    if not isinstance(items, list):
-        raise ConfigError(file, "call_rules", "must be an array of tables ([[call_rules]])")
-    if not items:
-        return CallsConfig(hang_up=hang_up)
-    rules_config = config.rules
-
-    def normalise(number: str) -> str:
-        return check_destination(number, config.numbers)
-
-    rules: list[CallRule] = []
-    names: set[str] = set()
-    for index, item in enumerate(items):
-        table = _Table(file, f"call_rules[{index}]", item, RULE_KEYS)
-        name = table.get("name", str, "a string", f"call{index + 1}")
-        if not name.strip():
-            raise table.error("name", "must not be empty")
-        if name in names:
-            raise table.error("name", f"{name!r} is used by another call rule")
-        names.add(name)
-        if "callers" not in table.table:
-            raise table.error("callers", "is required (group or contact names, numbers, or \"*\")")
-        callers = _callers(table, table.table["callers"], rules_config.contacts, rules_config.groups, normalise)
-        topic = table.get("topic", str, "an MQTT topic", required=True).strip()
-        if not is_publish_topic(topic) or topic.startswith("$"):
-            raise table.error("topic", f"must be a topic without wildcards (+, #) or a leading $, not {topic!r}")
-        qos = table.get("qos", int, "0, 1 or 2", 1)
-        if qos not in (0, 1, 2):
-            raise table.error("qos", f"must be 0, 1 or 2, not {qos}")
-        rules.append(CallRule(
-            name=name, callers=callers, topic=topic, payload=table.template("payload", "") or Template(""),
-            qos=qos, retain=table.get("retain", bool, "true or false", False), receipt=table.template("receipt"),
-        ))
-    return CallsConfig(hang_up=hang_up, rules=tuple(rules), contacts=tuple(rules_config.contacts.items()),
-                       listed=frozenset(rules_config.listed()))
-
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -220,7 +57,7 @@ class CallTriggers:
 
     def __init__(self, config: Config, store: Store, modems: Mapping[str, Modem], *,
                  bridge: Callable[[], Any] = lambda: None, settings: CallsConfig | None = None) -> None:
-        self.settings = settings if settings is not None else validate_calls(config)
+        self.settings = settings if settings is not None else config.calls
         self.store = store
         self.modems = modems
         self.bridge = bridge  # the MQTT bridge once it runs (None without [mqtt])

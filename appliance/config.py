@@ -5,7 +5,8 @@ the file, the key (dotted, e.g. ``modems[1].pin``) and the reason. Unknown keys 
 errors (with a "did you mean" hint), so a typo never silently falls back to a default. Every table
 is read with :class:`drivers.toml_reader.TableReader`. The sections other parts own are parsed once,
 on first use, and cached: ``[health]`` (``Config.health``), ``[sources]`` (``Config.caps``,
-:mod:`appliance.caps`) and the rule tables (``Config.rules``, :mod:`appliance.rules.config`); a problem
+:mod:`appliance.caps`) and the rule tables (``Config.rules``, :mod:`appliance.rules.config`) and the call rules (``Config.calls``,
+:mod:`appliance.calls_config`); a problem
 in one is raised to whoever uses it (``Config.check`` asks for them up front, as ``smsgw run`` does).
 
 Every key, its default and its meaning: ``docs/config.md``.
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from drivers.toml_reader import TableReader, did_you_mean, parse_duration, type_name
 
 if TYPE_CHECKING:
+    from appliance.calls_config import CallsConfig
     from appliance.caps import DailyCaps
     from appliance.http.config import HttpConfig
     from appliance.rules.config import RulesConfig
@@ -243,7 +245,7 @@ class Config:
         return value
 
     def check(self, *sections: str) -> None:
-        """Parse the named sections now (``"health"``, ``"caps"``, ``"rules"``): a problem raises its
+        """Parse the named sections now (``"health"``, ``"caps"``, ``"rules"``, ``"calls"``): a problem raises its
         ``ConfigError`` here, as ``smsgw run`` does at start, rather than where the section is used."""
         for name in sections:
             getattr(self, name)
@@ -269,6 +271,15 @@ class Config:
         from appliance.rules.config import validate_rules
 
         result: RulesConfig = self._section("rules", validate_rules)
+        return result
+
+    @property
+    def calls(self) -> CallsConfig:
+        """``[calls]`` and ``[[call_rules]]``, validated (raises ``ConfigError``); the callers resolve
+        against ``Config.rules``' contacts and groups."""
+        from appliance.calls_config import validate_calls
+
+        result: CallsConfig = self._section("calls", validate_calls)
         return result
 
 

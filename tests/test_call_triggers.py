@@ -22,7 +22,6 @@ from daemon_helpers import DaemonProcess, write_config
 from mosquitto import Broker, Probe
 from waiting import async_wait_until
 
-from appliance.calls import validate_calls
 from appliance.config import ConfigError, parse_config
 from drivers.simulator import Simulator
 from drivers.simulator.calls import SimCall
@@ -260,7 +259,7 @@ def _config(tmp_path: Path, **raw: Any) -> Any:
 
 def _error(tmp_path: Path, **raw: Any) -> str:
     with pytest.raises(ConfigError) as caught:
-        validate_calls(_config(tmp_path, **raw))
+        _config(tmp_path, **raw).check("calls")
     return str(caught.value)
 
 
@@ -269,8 +268,10 @@ def _rule(**fields: Any) -> dict[str, Any]:
 
 
 def test_call_rules_config_is_typed_and_frozen(tmp_path: Path) -> None:
-    settings = validate_calls(_config(tmp_path, call_rules=[_rule(payload="open {caller_name}", receipt="ok"),
-                                                             _rule(name="any", callers="*", qos=0)]))
+    config = _config(tmp_path, call_rules=[_rule(payload="open {caller_name}", receipt="ok"),
+                                           _rule(name="any", callers="*", qos=0)])
+    settings = config.calls
+    assert config.calls is settings  # parsed once
     assert settings.hang_up is True
     gate, anyone = settings.rules
     assert gate.callers == (ALICE,) and gate.qos == 1 and gate.receipt is not None
@@ -280,13 +281,19 @@ def test_call_rules_config_is_typed_and_frozen(tmp_path: Path) -> None:
     assert settings.allowed(gate, None) is False and settings.allowed(gate, STRANGER) is False
     with pytest.raises(AttributeError):
         gate.topic = "x"  # type: ignore[misc]
-    assert validate_calls(_config(tmp_path, calls={"hang_up": False})).hang_up is False
+    assert _config(tmp_path, calls={"hang_up": False}).calls.hang_up is False
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
     ({"calls": {"hangup": True}}, "calls.hangup: unknown key (did you mean 'hang_up'?)"),
-    ({"calls": {"hang_up": "yes"}}, "calls.hang_up: must be true or false, not 'yes'"),
+    ({"calls": {"hang_up": "yes"}}, "calls.hang_up: must be true or false, not a string ('yes')"),
+    ({"calls": True}, "calls: must be a table, not a boolean"),
     ({"call_rules": {"name": "x"}}, "call_rules: must be an array of tables ([[call_rules]])"),
+    ({"call_rules": [_rule(name=5)]}, "call_rules[0].name: must be a string, not an integer (5)"),
+    ({"call_rules": [_rule(topic=["a"])]}, "call_rules[0].topic: must be an MQTT topic, not an array (['a'])"),
+    ({"call_rules": [_rule(qos="1")]}, "call_rules[0].qos: must be 0, 1 or 2, not a string ('1')"),
+    ({"call_rules": [_rule(retain=1)]}, "call_rules[0].retain: must be true or false, not an integer (1)"),
+    ({"call_rules": [_rule(receipt=True)]}, "call_rules[0].receipt: must be a text template, not a boolean"),
     ({"call_rules": [_rule(topc="x")]}, "call_rules[0].topc: unknown key (did you mean 'topic'?)"),
     ({"call_rules": [{"name": "gate", "topic": "a/b"}]}, "call_rules[0].callers: is required"),
     ({"call_rules": [_rule(callers=["stafff"])]},

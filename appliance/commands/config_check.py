@@ -29,10 +29,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(path)
         # the tables other modules own, checked the way `smsgw run` checks them at start
-        from appliance.calls import validate_calls
-
-        cfg.check("health", "caps", "rules")
-        validate_calls(cfg)
+        cfg.check("health", "caps", "rules", "calls")
     except ConfigError as exc:
         print(f"smsgw config check: {exc}", file=sys.stderr)
         return 2

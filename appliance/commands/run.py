@@ -109,10 +109,7 @@ def main(args: argparse.Namespace) -> int:
     path = args.config or os.environ.get("SMSGW_CONFIG") or "/etc/smsgw/smsgw.toml"
     try:
         config = load_config(path)
-        from appliance.calls import validate_calls
-
-        config.check("health")  # before anything starts
-        validate_calls(config)
+        config.check("health", "calls")  # before anything starts
         if config.mqtt is not None:
             config.check("caps", "rules")
     except ConfigError as exc:

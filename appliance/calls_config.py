@@ -1,0 +1,168 @@
+"""``[calls]`` and ``[[call_rules]]`` read into typed, frozen objects (``Config.calls``).
+
+Read with :class:`drivers.toml_reader.TableReader` like every other table; errors are ``ConfigError``
+(``FILE: KEY: REASON``). The callers resolve against the contacts and groups the command rules use
+(``Config.rules``). What the rules do with a call: :mod:`appliance.calls`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from appliance.config import ConfigError
+from appliance.rules.templates import Template, TemplateError
+from appliance.store import same_number
+from appliance.topics import is_publish_topic
+from drivers.toml_reader import TableReader, did_you_mean
+
+if TYPE_CHECKING:
+    from appliance.config import Config
+
+#: Names a call rule's ``payload`` and ``receipt`` may use.
+TEMPLATE_NAMES = frozenset({"caller", "caller_name", "modem", "at", "rule"})
+CALLS_KEYS = ("hang_up",)
+RULE_KEYS = ("name", "callers", "topic", "payload", "qos", "retain", "receipt")
+
+
+@dataclass(frozen=True)
+class CallRule:
+    name: str
+    callers: tuple[str, ...] | None  # normalised numbers; None: any number the config lists ("*")
+    topic: str
+    payload: Template
+    qos: int = 1
+    retain: bool = False
+    receipt: Template | None = None
+
+    @property
+    def source(self) -> str:
+        return f"call:{self.name}"
+
+
+@dataclass(frozen=True)
+class CallsConfig:
+    hang_up: bool = True
+    rules: tuple[CallRule, ...] = ()
+    contacts: tuple[tuple[str, str], ...] = ()  # (name, number), for {caller_name}
+    listed: frozenset[str] = frozenset()  # what "*" allows
+
+    def contact_name(self, number: str) -> str | None:
+        for name, contact in self.contacts:
+            if same_number(contact, number):
+                return name
+        return None
+
+    def allowed(self, rule: CallRule, number: str | None) -> bool:
+        if number is None:
+            return False
+        numbers: Iterable[str] = self.listed if rule.callers is None else rule.callers
+        return any(same_number(number, allowed) for allowed in numbers)
+
+
+def _template(reader: TableReader, name: str, default: str | None = None) -> Template | None:
+    text = reader.string(name, default, empty=True, what="a text template")
+    if text is None:
+        return None
+    try:
+        template = Template(text)
+    except TemplateError as exc:
+        raise reader.error(name, str(exc)) from None
+    unknown = sorted(template.names - TEMPLATE_NAMES)
+    if unknown:
+        hint = did_you_mean(unknown[0], sorted(TEMPLATE_NAMES))
+        raise reader.error(name, f"unknown name {unknown[0]!r} in template{hint}; known: "
+                                 f"{', '.join(sorted(TEMPLATE_NAMES))}")
+    return template
+
+
+def _caller_numbers(reader: TableReader, index: int, item: object, contacts: Mapping[str, str],
+                    groups: Mapping[str, tuple[str, ...]], normalise: Callable[[str], str]) -> tuple[str, ...] | None:
+    """The numbers ``callers[index]`` names (a group, a contact or a number); None for ``"*"``."""
+    key = f"{reader.key('callers')}[{index}]"
+    if not isinstance(item, str) or not item.strip():
+        raise ConfigError(reader.file, key, f"must be a non-empty string, not {item!r}")
+    item = item.strip()
+    if item == "*":
+        return None
+    if item in groups:
+        return groups[item]
+    if item in contacts:
+        return (contacts[item],)
+    if item[:1] in "+0123456789":
+        try:
+            return (normalise(item),)
+        except ValueError as exc:
+            raise ConfigError(reader.file, key, str(exc)) from None
+    known = sorted(set(contacts) | set(groups))
+    raise ConfigError(reader.file, key, f"{item!r} is not a contact, a group or a number{did_you_mean(item, known)}"
+                      + (f"; known names: {', '.join(known)}" if known else ""))
+
+
+def _callers(reader: TableReader, contacts: Mapping[str, str], groups: Mapping[str, tuple[str, ...]],
+             normalise: Callable[[str], str]) -> tuple[str, ...] | None:
+    if not reader.has("callers"):
+        raise reader.error("callers", "is required (group or contact names, numbers, or \"*\")")
+    value = reader.table["callers"]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise reader.error("callers", "must be a name or number, or a non-empty array of them (or \"*\")")
+    numbers: list[str] = []
+    for index, item in enumerate(value):
+        resolved = _caller_numbers(reader, index, item, contacts, groups, normalise)
+        if resolved is None:
+            return None
+        numbers.extend(resolved)
+    return tuple(dict.fromkeys(numbers))
+
+
+def _topic(reader: TableReader) -> str:
+    topic = reader.string("topic", required=True, what="an MQTT topic")
+    assert topic is not None
+    topic = topic.strip()
+    if not is_publish_topic(topic) or topic.startswith("$"):
+        raise reader.error("topic", f"must be a topic without wildcards (+, #) or a leading $, not {topic!r}")
+    return topic
+
+
+def validate_calls(config: Config) -> CallsConfig:
+    """``[calls]`` and ``[[call_rules]]`` of ``config.raw``, typed (use ``config.calls``, which calls this
+    once); raise ``ConfigError``."""
+    from appliance.numbers import check_destination
+
+    file, raw = config.path, config.raw
+    hang_up = True
+    if "calls" in raw:
+        hang_up = TableReader(file, "calls", raw["calls"], CALLS_KEYS, error=ConfigError).boolean("hang_up", True)
+    items = raw.get("call_rules", [])
+    if not isinstance(items, list):
+        raise ConfigError(file, "call_rules", "must be an array of tables ([[call_rules]])")
+    if not items:
+        return CallsConfig(hang_up=hang_up)
+    rules_config = config.rules
+
+    def normalise(number: str) -> str:
+        return check_destination(number, config.numbers)
+
+    rules: list[CallRule] = []
+    names: set[str] = set()
+    for index, item in enumerate(items):
+        reader = TableReader(file, f"call_rules[{index}]", item, RULE_KEYS, error=ConfigError)
+        name = reader.string("name", f"call{index + 1}")
+        assert name is not None
+        if name in names:
+            raise reader.error("name", f"{name!r} is used by another call rule")
+        names.add(name)
+        callers = _callers(reader, rules_config.contacts, rules_config.groups, normalise)
+        topic = _topic(reader)
+        qos = reader.integer("qos", 1, what="0, 1 or 2")
+        if qos not in (0, 1, 2):
+            raise reader.error("qos", f"must be 0, 1 or 2, not {qos}")
+        rules.append(CallRule(
+            name=name, callers=callers, topic=topic, payload=_template(reader, "payload", "") or Template(""),
+            qos=qos, retain=reader.boolean("retain", False), receipt=_template(reader, "receipt"),
+        ))
+    return CallsConfig(hang_up=hang_up, rules=tuple(rules), contacts=tuple(rules_config.contacts.items()),
+                       listed=frozenset(rules_config.listed()))
