@@ -477,54 +477,75 @@ class AtEngine:
             return
         self._route_line(item, job)
 
-    def _route_line(self, item: Line, job: _InFlight | None) -> None:  # noqa: C901
+    def _route_line(self, item: Line, job: _InFlight | None) -> None:
+        """One line, in order: owed to a two-line URC, our echo, a registered URC, vendor noise, the reply."""
         line = item.text
-        # 1. lines owed to a two-line URC
+        if self._continue_urc(line, job) or self._is_echo(line, job):
+            return
+        asked_for = job is not None and job.prefix is not None and line.upper().startswith(job.prefix)
+        if self._start_urc(line, job, asked_for):
+            return
+        if not asked_for and any(p.match(line) for p in self.ignored_urcs):
+            log.debug("%signored unsolicited %r", self._label(), line)
+            return
+        if job is None or job.done.done():
+            self._unsolicited(line)
+            return
+        self._reply_line(job, line)
+
+    def _continue_urc(self, line: str, job: _InFlight | None) -> bool:
+        """Take ``line`` as a line owed to a two-line URC, if one is pending; a final result for the
+        command in flight drops the pending URC instead (and is routed on)."""
         pending = self._pending_urc
-        if pending is not None and job is not None and not job.done.done() and _is_final(line):
+        if pending is None:
+            return False
+        if job is not None and not job.done.done() and _is_final(line):
             log.warning("%s%r announced %d more line(s) but %r came: URC dropped", self._label(),
                         pending.match.string, pending.urc.extra_lines, line)
-            self._pending_urc = pending = None
-        if pending is not None:
-            pending.extra.append(line)
-            more = pending.urc.more
-            if more is not None:
-                if len(pending.extra) >= MAX_URC_LINES or not more(pending.match.string, pending.extra):
-                    self._pending_urc = None
-                    self._call_urc(pending.urc, pending.match, pending.extra)
-            elif len(pending.extra) >= pending.urc.extra_lines:
-                self._pending_urc = None
-                self._call_urc(pending.urc, pending.match, pending.extra)
-            return
-        # 2. echo
-        if job is not None and not job.done.done():
-            if not job.echo_seen and line.upper() == job.command.upper():
-                job.echo_seen = True
-                job.lines.clear()  # anything before our own echo was left over from earlier
-                return
-            if job.payload_echo is not None and job.prompt is not None and job.prompt.done():
-                if line.upper() == job.payload_echo.upper():
-                    job.payload_echo = None
-                    return
-        # 3. registered URCs
-        asked_for = job is not None and job.prefix is not None and line.upper().startswith(job.prefix)
+            self._pending_urc = None
+            return False
+        pending.extra.append(line)
+        more = pending.urc.more
+        if more is not None:
+            complete = len(pending.extra) >= MAX_URC_LINES or not more(pending.match.string, pending.extra)
+        else:
+            complete = len(pending.extra) >= pending.urc.extra_lines
+        if complete:
+            self._pending_urc = None
+            self._call_urc(pending.urc, pending.match, pending.extra)
+        return True
+
+    def _is_echo(self, line: str, job: _InFlight | None) -> bool:
+        """Whether ``line`` is the echo of the command in flight (or of its payload, after the prompt)."""
+        if job is None or job.done.done():
+            return False
+        if not job.echo_seen and line.upper() == job.command.upper():
+            job.echo_seen = True
+            job.lines.clear()  # anything before our own echo was left over from earlier
+            return True
+        if job.payload_echo is not None and job.prompt is not None and job.prompt.done() \
+                and line.upper() == job.payload_echo.upper():
+            job.payload_echo = None
+            return True
+        return False
+
+    def _start_urc(self, line: str, job: _InFlight | None, asked_for: bool) -> bool:
+        """Hand ``line`` to the first registered URC it matches (or wait for the URC's further lines).
+        An ``unless_asked`` URC leaves the line to the command in flight that asked for its prefix."""
+        in_flight = job is not None and not job.done.done()
         for urc in list(self._urcs):
             match = urc.pattern.match(line)
-            if match is None or (urc.unless_asked and asked_for and job is not None and not job.done.done()):
+            if match is None or (urc.unless_asked and asked_for and in_flight):
                 continue
             if urc.extra_lines > 0 or (urc.more is not None and urc.more(line, [])):
                 self._pending_urc = _PendingUrc(urc, match)
             else:
                 self._call_urc(urc, match, [])
-            return
-        # 4. vendor noise
-        if not asked_for and any(p.match(line) for p in self.ignored_urcs):
-            log.debug("%signored unsolicited %r", self._label(), line)
-            return
-        # 5. the reply
-        if job is None or job.done.done():
-            self._unsolicited(line)
-            return
+            return True
+        return False
+
+    def _reply_line(self, job: _InFlight, line: str) -> None:
+        """A line of the reply to the command in flight: a final result ends it, else it is kept."""
         for pattern, success in FINAL_RESULTS:
             if pattern.fullmatch(line):
                 self._finish(job, line, success)
