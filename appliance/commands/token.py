@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from pathlib import Path
 
 from appliance.commands.status import (
     EXIT_OK,
@@ -22,7 +23,7 @@ from appliance.commands.status import (
     print_json,
     table,
 )
-from appliance.config import ConfigError, default_config_path
+from appliance.config import Config, ConfigError, default_config_path
 from appliance.http.config import SCOPES
 
 NAME = "token"
@@ -51,49 +52,64 @@ def _scopes(values: list[str]) -> list[str] | str:
     return scopes or f"--scopes needs at least one of {', '.join(SCOPES)}"
 
 
-def main(args: argparse.Namespace) -> int:  # noqa: C901 - create, list and revoke share the config rewrite
-    from appliance.http import tokens
-
+def main(args: argparse.Namespace) -> int:
     cfg = load(args, NAME)
     if isinstance(cfg, int):
         return cfg
-    path = args.config if args.config is not None else default_config_path()
     if args.action == "list":
-        if args.name or args.scopes:
-            return fail(NAME, "list takes no NAME and no --scopes", EXIT_USAGE)
-        listed = cfg.http.tokens if cfg.http is not None else ()
-        if args.json:
-            print_json({"tokens": [{"name": t.name, "source": t.source, "scopes": sorted(t.scopes)} for t in listed]})
-        elif not listed:
-            print("(no HTTP API token)" if cfg.http is not None else "(no HTTP API token; [http] is not configured)")
-        else:
-            print(table([[t.name, t.source, ", ".join(sorted(t.scopes))] for t in listed], ["NAME", "SOURCE", "SCOPES"]))
-        return EXIT_OK
+        return _list(args, cfg)
     if not args.name:
         return fail(NAME, f"{args.action} needs a NAME", EXIT_USAGE)
     if not _NAME.match(args.name):
         return fail(NAME, f"NAME {args.name!r} may hold only letters, digits, '.', '-' and '_' (at most 32)",
                     EXIT_USAGE)
+    path = args.config if args.config is not None else default_config_path()
+    if args.action == "revoke":
+        return _revoke(args, path)
+    return _create(args, path)
+
+
+def _list(args: argparse.Namespace, cfg: Config) -> int:
+    if args.name or args.scopes:
+        return fail(NAME, "list takes no NAME and no --scopes", EXIT_USAGE)
+    listed = cfg.http.tokens if cfg.http is not None else ()
+    if args.json:
+        print_json({"tokens": [{"name": t.name, "source": t.source, "scopes": sorted(t.scopes)} for t in listed]})
+    elif not listed:
+        print("(no HTTP API token)" if cfg.http is not None else "(no HTTP API token; [http] is not configured)")
+    else:
+        print(table([[t.name, t.source, ", ".join(sorted(t.scopes))] for t in listed], ["NAME", "SOURCE", "SCOPES"]))
+    return EXIT_OK
+
+
+def _revoke(args: argparse.Namespace, path: Path) -> int:
+    from appliance.http import tokens
+
+    if args.scopes:
+        return fail(NAME, "revoke takes no --scopes", EXIT_USAGE)
     try:
-        if args.action == "revoke":
-            if args.scopes:
-                return fail(NAME, "revoke takes no --scopes", EXIT_USAGE)
-            tokens.remove_token(path, args.name)
-            if args.json:
-                print_json({"name": args.name, "revoked": True})
-            else:
-                print(f"token {args.name!r} revoked")
-            return EXIT_OK
-        if args.scopes is None:
-            return fail(NAME, f"create needs --scopes (one or more of {', '.join(SCOPES)})", EXIT_USAGE)
-        scopes = _scopes(args.scopes)
-        if isinstance(scopes, str):
-            return fail(NAME, scopes, EXIT_USAGE)
+        tokens.remove_token(path, args.name)
+    except (ConfigError, OSError) as exc:
+        return _rewrite_failed(path, exc)
+    if args.json:
+        print_json({"name": args.name, "revoked": True})
+    else:
+        print(f"token {args.name!r} revoked")
+    return EXIT_OK
+
+
+def _create(args: argparse.Namespace, path: Path) -> int:
+    from appliance.http import tokens
+
+    if args.scopes is None:
+        return fail(NAME, f"create needs --scopes (one or more of {', '.join(SCOPES)})", EXIT_USAGE)
+    scopes = _scopes(args.scopes)
+    if isinstance(scopes, str):
+        return fail(NAME, scopes, EXIT_USAGE)
+    try:
         token, _ = tokens.add_token(path, args.name, scopes)
-    except ConfigError as exc:
-        return fail(NAME, str(exc), EXIT_USAGE)
-    except OSError as exc:
-        return fail(NAME, f"cannot change {path}: {exc.strerror or exc}", EXIT_USAGE)
+    except (ConfigError, OSError) as exc:
+        return _rewrite_failed(path, exc)
     if args.json:
         print_json({"name": args.name, "source": f"http:{args.name}", "scopes": scopes, "token": token})
     else:
@@ -101,3 +117,10 @@ def main(args: argparse.Namespace) -> int:  # noqa: C901 - create, list and revo
         print(f"token {args.name!r} ({', '.join(scopes)}) added to {path}; it is shown only now: keep it safe. "
               f"Use it as 'Authorization: Bearer TOKEN'.", file=sys.stderr)
     return EXIT_OK
+
+
+def _rewrite_failed(path: Path, exc: ConfigError | OSError) -> int:
+    """The config file could not be read or rewritten: its problem, exit 2."""
+    if isinstance(exc, ConfigError):
+        return fail(NAME, str(exc), EXIT_USAGE)
+    return fail(NAME, f"cannot change {path}: {exc.strerror or exc}", EXIT_USAGE)
