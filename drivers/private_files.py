@@ -9,12 +9,19 @@ operators, as deploy/raspberrypi/install.sh makes it), the group shares the file
 ``0660``. Nothing is ever readable by others. Under systemd the unit's ``UMask=0027`` alone would
 already give ``0640``; these rules make ``smsgw send`` from a shell with umask ``022`` or a daemon
 started by hand just as safe.
+
+Files that are rewritten whole (the configuration, which may hold the PIN, the broker password and
+the API token hashes) are replaced atomically by :func:`replace_file`: written beside the file with
+their mode from the start, fsynced, checked, then renamed into place, so a reader sees the old file
+or the new one and never a part, and a refused text never replaces anything.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 #: The mode of a data file in an ordinary directory.
@@ -97,3 +104,36 @@ def restrict(path: os.PathLike[str] | str) -> None:
             os.chmod(path, narrowed)
     except FileNotFoundError:
         return
+
+
+def replace_file(path: Path, text: str, *, mode: int | None = None,
+                 check: Callable[[Path], None] | None = None) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) atomically: a temporary file beside it, with ``mode``
+    from the start, is written and fsynced, ``check(temporary_path)`` may refuse it by raising (the
+    exception propagates and ``path`` is untouched), then it is renamed over ``path``.
+
+    ``mode=None`` keeps the mode of the file being replaced and, as root, its owner and group (so
+    root editing the service's file leaves it the service's). The temporary file never outlives the
+    call.
+    """
+    owner: tuple[int, int] | None = None
+    if mode is None:
+        info = path.stat()
+        mode = info.st_mode & 0o7777
+        if os.geteuid() == 0:
+            owner = (info.st_uid, info.st_gid)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), mode)
+            if owner is not None:
+                os.fchown(fh.fileno(), *owner)
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if check is not None:
+            check(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

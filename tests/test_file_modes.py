@@ -1,4 +1,5 @@
-"""The files holding the appliance's data are private whatever the umask (drivers/private_files.py).
+"""The files holding the appliance's data are private whatever the umask (drivers/private_files.py),
+and a file rewritten whole is replaced atomically with its mode from the start.
 
 The processes run with umask 022 (a shell's usual one, unlike the systemd unit's UMask=0027): the
 store, its -wal and -shm (SQLite gives both the database file's mode: sqlite3 src/os_unix.c,
@@ -22,6 +23,7 @@ from waiting import async_wait_until
 
 from appliance.store import Store
 from drivers.modem import PIN_REJECTIONS_FILE, PinRejections
+from drivers.private_files import replace_file
 from drivers.simulator import Simulator
 
 
@@ -95,3 +97,43 @@ def test_a_group_writable_directory_shares_the_store_with_its_group(tmp_path: Pa
     directory.chmod(0o770)
     with Store(directory / "smsgw.db"):
         assert mode(directory / "smsgw.db") == 0o660 and mode(directory / "smsgw.db-wal") == 0o660
+
+
+def test_replace_file_writes_the_new_text_with_its_mode_from_the_start(tmp_path: Path, umask_022: None) -> None:
+    target = tmp_path / "smsgw.toml"
+    target.write_text("old\n")
+    target.chmod(0o644)
+    seen: list[tuple[str, int]] = []
+
+    def check(written: Path) -> None:  # the temporary file, before the rename
+        assert written.parent == tmp_path and written != target
+        seen.append((written.read_text(), mode(written)))
+
+    replace_file(target, "new ✓\n", mode=0o640, check=check)
+    assert seen == [("new ✓\n", 0o640)]
+    assert target.read_text() == "new ✓\n" and mode(target) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["smsgw.toml"]
+
+
+def test_replace_file_refused_by_its_check_leaves_the_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "smsgw.toml"
+    target.write_text("old\n")
+
+    def refuse(written: Path) -> None:
+        raise ValueError(f"refused {written.read_text()!r}")
+
+    with pytest.raises(ValueError, match="refused 'bad'"):
+        replace_file(target, "bad", mode=0o600, check=refuse)
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["smsgw.toml"]
+
+
+def test_replace_file_without_a_mode_keeps_the_mode_of_the_file_it_replaces(tmp_path: Path,
+                                                                              umask_022: None) -> None:
+    target = tmp_path / "smsgw.toml"
+    target.write_text("old\n")
+    target.chmod(0o620)
+    inode = target.stat().st_ino
+    replace_file(target, "new\n")
+    assert target.read_text() == "new\n" and mode(target) == 0o620
+    assert target.stat().st_ino != inode  # renamed into place, not rewritten in place

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import secrets
-import tempfile
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 
 from appliance.config import Config, ConfigError, parse_config
+from drivers.private_files import replace_file
 
 PREFIX = "smsgw_"
 TOKEN_BYTES = 32
@@ -111,20 +110,6 @@ def remove_token(path: Path, name: str) -> Config:
 
 
 def _replace(path: Path, text: str) -> None:
-    """Write ``text`` beside ``path`` with its mode and owner, fsync, and rename it into place
-    (a symbolic link is followed: the file it names is replaced)."""
-    path = path.resolve()
-    info = path.stat()
-    fd, tmp_name = tempfile.mkstemp(prefix=".smsgw-token-", suffix=".toml", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, info.st_mode & 0o7777)
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            os.chown(tmp, info.st_uid, info.st_gid)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Replace the config file with ``text``, keeping its mode and owner (a symbolic link is followed:
+    the file it names is replaced)."""
+    replace_file(path.resolve(), text)

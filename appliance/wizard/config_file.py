@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.config import ConfigError, load_config
+from drivers.private_files import replace_file
+
+#: The written file's mode: the service's group may read it, nobody else.
+CONFIG_MODE = 0o640
 
 
 def _quote(value: str) -> str:
@@ -85,21 +87,14 @@ def render(a: Answers) -> str:
 def write(path: Path, text: str) -> ConfigError | None:
     """Write ``text`` beside ``path`` (mode 0640: it may hold the PIN and the broker password),
     validate it there as ``smsgw run`` would, then rename it into place; the error, or None."""
+
+    def validate(written: Path) -> None:
+        config = load_config(written)
+        config.check("health", "caps", "rules", "calls")  # the sections `smsgw run` reads at start
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".smsgw-setup-", suffix=".toml", dir=path.parent)
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o640)
-        try:
-            config = load_config(tmp)
-            config.check("health", "caps", "rules", "calls")  # the sections `smsgw run` reads at start
-        except ConfigError as exc:
-            return ConfigError(path, exc.key, exc.reason)
-        os.replace(tmp, path)
-        return None
-    finally:
-        tmp.unlink(missing_ok=True)
+        replace_file(path, text, mode=CONFIG_MODE, check=validate)
+    except ConfigError as exc:
+        return ConfigError(path, exc.key, exc.reason)
+    return None
