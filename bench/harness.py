@@ -1,4 +1,6 @@
-"""What the daemon benchmarks share: mosquitto, ``smsgw simulate`` and ``smsgw run``, each its own process.
+"""What the daemon benchmarks share: mosquitto, ``smsgw simulate`` and ``smsgw run``, each its own process,
+and the waits for a condition with a timeout (``wait_until``, ``async_wait_until``: the tests' own, from
+``tests/waiting.py``).
 
 The bench process only starts them and observes: it reads ``/proc/PID`` of the daemon and the
 store file (read-only), so none of the timed work runs in its event loop.
@@ -13,8 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,17 +27,22 @@ UNDER_TEST = Path(os.environ.get("SMSGW_BENCH_ROOT") or ROOT).resolve()
 sys.path.insert(0, str(ROOT / "tests"))
 
 from mosquitto import Broker  # noqa: E402
+from waiting import async_wait_until, wait_until  # noqa: E402
+
+__all__ = ["Broker", "async_wait_until", "wait_until"]  # the bench scripts wait with these
 
 
-def wait(predicate: Callable[[], object], timeout: float, what: str, step: float = 0.005) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(step)
+def wait_subscribed(broker: Broker, topic: str, output: Path, timeout: float = 10.0) -> None:
+    """Wait until a ``mosquitto_sub`` writing to ``output`` and subscribed to ``topic`` is subscribed:
+    a marker published on ``topic`` until the first line appears (it counts towards ``-C``)."""
+
+    def subscribed() -> bool:
+        if output.stat().st_size:
+            return True
+        broker.pub(topic, "x", qos=1)
+        return False
+
+    wait_until(subscribed, timeout=timeout, interval=0.05, what="mosquitto_sub to subscribe")
 
 
 def env() -> dict[str, str]:
@@ -66,7 +72,8 @@ def simulator(directory: Path, modems: int = 1, *args: str) -> Iterator[list[str
                                stdin=subprocess.DEVNULL, cwd=UNDER_TEST, env=env())
     ports = [str(directory / f"modem{i}") for i in range(modems)]
     try:
-        wait(lambda: process.poll() is not None or all(os.path.exists(p) for p in ports), 30, "the simulator")
+        wait_until(lambda: process.poll() is not None or all(os.path.exists(p) for p in ports), timeout=30,
+                   interval=0.005, what="the simulator")
         if process.poll() is not None:
             raise RuntimeError(f"smsgw simulate exited with {process.returncode}")
         yield ports
@@ -139,7 +146,8 @@ def daemon(directory: Path, ports: list[str], broker: Broker | None, **mqtt: Any
                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=UNDER_TEST, env=env())
     running = Daemon(process, directory / "smsgw.db", [f"sim{i}" for i in range(len(ports))])
     try:
-        wait(lambda: process.poll() is not None or running.db.exists(), 30, "the store file")
+        wait_until(lambda: process.poll() is not None or running.db.exists(), timeout=30, interval=0.005,
+                   what="the store file")
 
         def ready() -> bool:
             if process.poll() is not None:
@@ -150,7 +158,7 @@ def daemon(directory: Path, ports: list[str], broker: Broker | None, **mqtt: Any
             except sqlite3.OperationalError:
                 return False
 
-        wait(ready, 60, "every modem online", step=0.02)
+        wait_until(ready, timeout=60, interval=0.02, what="every modem online")
         yield running
     finally:
         running.close()

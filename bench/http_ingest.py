@@ -34,7 +34,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from harness import wait_subscribed, wait_until  # noqa: E402
 from mosquitto import Broker, free_port  # noqa: E402
 
 from appliance.http.tokens import new_token, token_hash  # noqa: E402
@@ -55,11 +57,14 @@ def start_daemon(config: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def wait_for(log: Path, marker: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while marker not in log.read_text(errors="replace"):
-        if proc.poll() is not None or time.monotonic() > deadline:
+    def logged() -> bool:
+        if marker in log.read_text(errors="replace"):
+            return True
+        if proc.poll() is not None:
             raise RuntimeError(f"{log}: no {marker!r}:\n{log.read_text(errors='replace')[-2000:]}")
-        time.sleep(0.05)
+        return False
+
+    wait_until(logged, timeout=timeout, interval=0.05, what=f"{marker!r} in {log}")
 
 
 # --- the HTTP client (its own process) ------------------------------------------------------
@@ -126,12 +131,7 @@ def mqtt_round(broker: Broker, workdir: Path, count: int, round_no: int) -> floa
     sub = subprocess.Popen(["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-C",
                             str(count + 1), "-t", "smsgw/bridge/response/send", "-t", ready],
                            stdout=answers.open("wb"), stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while answers.stat().st_size == 0:  # subscribed once the marker comes back
-        broker.pub(ready, "x", qos=1)
-        if time.monotonic() > deadline:
-            raise RuntimeError("mosquitto_sub did not subscribe")
-        time.sleep(0.05)
+    wait_subscribed(broker, ready, answers)
     start = time.perf_counter()
     pub = subprocess.Popen(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-l",
                             "-t", "smsgw/send"], stdin=data.open("rb"), stderr=subprocess.PIPE)

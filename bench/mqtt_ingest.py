@@ -47,13 +47,7 @@ def one_round(broker: Any, daemon: harness.Daemon, workdir: Path, count: int, ro
                             "-V", "mqttv5" if protocol == "5" else "mqttv311", "-C", str(count + 1),
                             "-t", "smsgw/send", "-t", f"bench/ready/{round_no}", "-i", f"bench-sub-{round_no}"],
                            stdout=ready.open("wb"), stderr=subprocess.DEVNULL)
-    # mosquitto_sub is subscribed once it printed the marker (it counts towards -C, hence count + 1)
-    deadline = time.monotonic() + 10
-    while ready.stat().st_size == 0:
-        broker.pub(f"bench/ready/{round_no}", "x", qos=1)
-        if time.monotonic() > deadline:
-            raise RuntimeError("mosquitto_sub did not subscribe")
-        time.sleep(0.05)
+    harness.wait_subscribed(broker, f"bench/ready/{round_no}", ready)  # the marker counts: -C count + 1
     base = int(daemon.query("SELECT COALESCE(MAX(id), 0) FROM message"))
     sub_done: list[float] = []
     def wait_sub() -> None:

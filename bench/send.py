@@ -29,6 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from harness import async_wait_until  # noqa: E402
 
 from appliance.store import OutboundRequest, Store  # noqa: E402
 from drivers.simulator import Simulator  # noqa: E402
@@ -44,14 +47,6 @@ def write_config(directory: Path, ports: list[str]) -> Path:
     path = directory / "smsgw.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-async def wait_for(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 async def one_run(base: Path, modems: int, delay: float, count: int) -> float:
@@ -71,12 +66,13 @@ async def one_run(base: Path, modems: int, delay: float, count: int) -> float:
     try:
         store = Store(db)
         ids = [f"sim{i}" for i in range(modems)]
-        await wait_for(lambda: all((store.state_get("modem", m) or {}).get("state") == "online" for m in ids),
-                       30, "every modem online")
+        await async_wait_until(lambda: all((store.state_get("modem", m) or {}).get("state") == "online" for m in ids),
+                               timeout=30, interval=0.005, what="every modem online")
         requests = [OutboundRequest(to=f"+4915{n:09d}", text=f"bench {n}", source="bench") for n in range(count)]
         start = time.monotonic()
         store.enqueue(requests)
-        await wait_for(lambda: len(sim.network.sent) >= count, 60 + count * max(delay, 0.05), "the batch sent")
+        await async_wait_until(lambda: len(sim.network.sent) >= count, timeout=60 + count * max(delay, 0.05),
+                               interval=0.005, what="the batch sent")
         elapsed = time.monotonic() - start
     finally:
         if store is not None:

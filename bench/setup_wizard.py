@@ -27,6 +27,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from harness import wait_until  # noqa: E402
+
 PHONE = "+4915112345678"
 
 
@@ -34,15 +38,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.01)
-    return value
 
 
 def one_round(work: Path) -> tuple[float, float]:
@@ -58,7 +53,7 @@ def one_round(work: Path) -> tuple[float, float]:
     try:
         assert sim.stdout is not None
         sim.stdout.readline()  # the ready line
-        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 10, "mosquitto")
+        wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, timeout=10, what="mosquitto")
         network = sim_dir / "network.jsonl"
         started = time.monotonic()
         wizard = subprocess.Popen([*smsgw, "setup", "--non-interactive", "--config", str(work / "smsgw.toml"),
@@ -66,8 +61,8 @@ def one_round(work: Path) -> tuple[float, float]:
                                    "--pin", "2580", "--mqtt-port", str(port), "--country", "DE",
                                    "--test-sms", PHONE, "--wait-reply", "60", "--no-start"],
                                   cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        wait_for(lambda: network.exists() and json.loads(network.read_text().splitlines()[0])["to"] == PHONE,
-                 30, "the test SMS")
+        wait_until(lambda: network.exists() and json.loads(network.read_text().splitlines()[0])["to"] == PHONE,
+                   timeout=30, what="the test SMS")
         sms_out = time.monotonic() - started
         subprocess.run([*smsgw, "simulate", "inject", "--dir", str(sim_dir), "--modem", "0", "--from", PHONE,
                         "--text", "ok"], cwd=ROOT, env=env, check=True, capture_output=True)

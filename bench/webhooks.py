@@ -31,8 +31,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import aiohttp  # noqa: E402, F401 - imported before the clock starts, as in the running daemon
+from harness import wait_until  # noqa: E402
 
 from appliance.config import WebhookConfig  # noqa: E402
 from appliance.store import OutboundRequest, Store  # noqa: E402
@@ -58,6 +60,15 @@ def receiver(port: int) -> None:
     app.router.add_post("/hook", handle)
     print("ready", flush=True)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def listening(port: int) -> bool:
+    """Whether the receiver accepts connections (run_app binds after printing nothing more)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
 
 
 def fresh(directory: Path, name: str) -> Path:
@@ -129,15 +140,7 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, __file__, "--receiver", str(port)], stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        deadline = time.monotonic() + 10
-        while True:  # listening (run_app binds after printing nothing more)
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_until(lambda: listening(port), timeout=10, interval=0.05, what="the receiver listening")
         rates: dict[str, list[float]] = {"drain": [], "enqueue-0": [], "enqueue-1": []}
         for _ in range(args.rounds):
             rates["drain"].append(run_one(args, "drain", port))
