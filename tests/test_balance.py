@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from config_errors import config_error
 
 from appliance.balance import find_balance, parse_amount
-from appliance.config import BalanceConfig, ConfigError, load_config
+from appliance.config import BalanceConfig, load_config
 from appliance.discovery import discovery_messages
 
 
@@ -53,10 +54,7 @@ def test_balance_config(tmp_path: Path) -> None:
     ('"*100#"', "modems[0].balance", "must be a table"),
 ])
 def test_balance_config_errors_name_file_key_and_reason(tmp_path: Path, table: str, key: str, words: str) -> None:
-    with pytest.raises(ConfigError) as caught:
-        load(tmp_path, table)
-    assert caught.value.key == key and words in caught.value.reason
-    assert str(caught.value).startswith(f"{tmp_path / 'smsgw.toml'}: {key}: ")
+    config_error(lambda: load(tmp_path, table), tmp_path / "smsgw.toml", key, words)
 
 
 @pytest.mark.parametrize(("text", "amount"), [

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from config_errors import config_error
 
 from appliance.caps import CapTally, DailyCapExceeded, check_daily_cap, parse_caps
-from appliance.config import ConfigError
 from appliance.store import OutboundRequest, Store
 
 SOURCES = {"mqtt": {"daily_cap": 100}, "alert:*": {"daily_cap": 2}}
@@ -74,8 +74,4 @@ def test_sources_table_from_the_config() -> None:
     ("cli", "sources", "must be a table of source = { daily_cap = N }"),
 ])
 def test_sources_errors_name_the_key(sources: object, key: str, fragment: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        parse_caps("smsgw.toml", {"sources": sources})
-    assert info.value.key == key
-    assert fragment in info.value.reason
-    assert str(info.value).startswith("smsgw.toml: ")
+    config_error(lambda: parse_caps("smsgw.toml", {"sources": sources}), "smsgw.toml", key, fragment)

@@ -9,19 +9,13 @@ import os
 from pathlib import Path
 
 import pytest
+from config_errors import STORE_TABLE, config_file, load_error
 
 from appliance.cli import main
-from appliance.config import ConfigError, load_config
+from appliance.config import load_config
 from appliance.http.config import parse_listen
 
-BASE = '[store]\npath = "smsgw.db"\n'
 DIGEST = "a" * 64
-
-
-def config_file(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "smsgw.toml"
-    path.write_text(BASE + text)
-    return path
 
 
 def test_without_an_http_table_the_api_is_off(tmp_path: Path) -> None:
@@ -89,11 +83,7 @@ rate = 100
      "http.tokens[1].token_sha256", "the same token"),
 ])
 def test_bad_http_settings_name_file_key_and_reason(tmp_path: Path, text: str, key: str, reason: str) -> None:
-    path = config_file(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    assert info.value.key == key and reason in info.value.reason
-    assert str(info.value).startswith(f"{path}: {key}: ")
+    load_error(config_file(tmp_path, text), key, reason)
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -151,13 +141,13 @@ def test_token_create_without_an_http_table_says_to_add_one(tmp_path: Path, caps
     path = config_file(tmp_path, "")
     code, _, err = run(capsys, "token", "--config", str(path), "create", "erp", "--scopes", "send")
     assert code == 2 and "add [http]" in err
-    assert path.read_text() == BASE
+    assert path.read_text() == STORE_TABLE
 
 
 def test_token_create_refuses_an_inline_http_table_and_leaves_the_file(tmp_path: Path,
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "smsgw.toml"
-    path.write_text('http = { listen = "127.0.0.1:8080" }\n' + BASE)
+    path.write_text('http = { listen = "127.0.0.1:8080" }\n' + STORE_TABLE)
     before = path.read_text()
     code, _, err = run(capsys, "token", "--config", str(path), "create", "erp", "--scopes", "send")
     assert code == 2 and "edit it by hand" in err

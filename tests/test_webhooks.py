@@ -17,23 +17,23 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from config_errors import config_file, load_error
 from daemon_helpers import ROOT, daemon_env
-from mosquitto import Certs, free_port
+from mosquitto import Certs
 from store_helpers import SENT, Deliver, connection, request, submit_parts
 from waiting import async_wait_until
-from webhook_receiver import Receiver
 
 from appliance.commands import status as status_command
-from appliance.config import ConfigError, WebhookConfig, load_config, parse_config
+from appliance.config import WebhookConfig, load_config, parse_config
 from appliance.store import Store
 from appliance.webhooks import Webhooks, backoff, signature
 
-pytest_plugins = ["mosquitto"]  # tls_certs
+pytest_plugins = ["mosquitto", "webhook_receiver"]  # tls_certs, receivers
 
 SECRET = "0123456789abcdef-webhook-secret"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "webhooks.md"
@@ -58,22 +58,6 @@ def clock() -> OffsetClock:
 def store(tmp_path: Path, clock: OffsetClock) -> Iterator[Store]:
     with Store(tmp_path / "smsgw.db", clock=clock) as s:
         yield s
-
-
-@pytest.fixture
-async def receivers() -> AsyncIterator[Callable[..., Any]]:
-    made: list[Receiver] = []
-
-    async def make(status: int = 200, start: bool = True, ssl_context: ssl.SSLContext | None = None) -> Receiver:
-        receiver = Receiver(free_port(), status=status, ssl_context=ssl_context)
-        made.append(receiver)
-        if start:
-            await receiver.start()
-        return receiver
-
-    yield make
-    for receiver in made:
-        await receiver.close()
 
 
 @pytest.fixture
@@ -447,12 +431,6 @@ def test_the_delivery_path_reads_no_whole_table(store: Store, clock: OffsetClock
     assert not [(sql, step) for sql, step in steps if sql in on_deliveries and "TEMP B-TREE" in step]
 
 
-def config_file(tmp_path: Path, webhooks: str) -> Path:
-    path = tmp_path / "smsgw.toml"
-    path.write_text(f'[store]\npath = "{tmp_path / "smsgw.db"}"\n\n{webhooks}')
-    return path
-
-
 def test_webhook_config_is_read_into_typed_objects(tmp_path: Path) -> None:
     cfg = load_config(config_file(tmp_path, f"""
 [[webhooks]]
@@ -505,11 +483,7 @@ retry_max = "10m"
      "webhooks[1].url", "give each webhook its own name"),
 ])
 def test_a_bad_webhook_config_names_the_key(tmp_path: Path, text: str, key: str, reason: str) -> None:
-    path = config_file(tmp_path, text)
-    with pytest.raises(ConfigError) as caught:
-        load_config(path)
-    assert caught.value.key == key and reason in caught.value.reason
-    assert str(caught.value).startswith(f"{path}: {key}: ")
+    load_error(config_file(tmp_path, text), key, reason)
 
 
 async def test_smsgw_status_shows_each_webhook_backlog(tmp_path: Path, receivers: Any, components: list[Webhooks],

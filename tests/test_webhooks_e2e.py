@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 from daemon_helpers import ROOT, DaemonProcess, daemon_env, write_config
-from mosquitto import Broker, Probe, free_port
+from mosquitto import Broker, Probe
 from waiting import async_wait_until
-from webhook_receiver import Receiver
+from webhook_receiver import Receiver, ReceiverFactory
 
 from appliance.store import Store
 from drivers.simulator import Simulator
 
-pytest_plugins = ["mosquitto", "daemon_helpers"]
+pytest_plugins = ["mosquitto", "daemon_helpers", "webhook_receiver"]
 
 OUTSIDE = "+4915112345678"
 FIELD = "+4917099999999"
@@ -41,10 +41,8 @@ async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    made = Receiver(free_port())
-    yield made
-    await made.close()
+async def receiver(receivers: ReceiverFactory) -> Receiver:
+    return await receivers(start=False)  # each test starts it
 
 
 def webhook_section(receiver: Receiver, timeout: float = 5, **extra: Any) -> str:

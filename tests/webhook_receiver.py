@@ -4,6 +4,9 @@
 requests waiting until ``release()``; ``stop()`` closes the listening socket and every connection
 (new ones are refused, as by a receiver that is down) and ``start()`` listens again on the same port. Each request is kept as
 a :class:`Received` (headers, the body bytes as sent, the status answered).
+
+The ``receivers`` fixture (``pytest_plugins = ["webhook_receiver"]``) makes receivers on free ports,
+started unless ``start=False``, and closes every one after the test.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ import hashlib
 import hmac
 import json
 import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from aiohttp import web
+from mosquitto import free_port
 
 
 @dataclass(frozen=True)
@@ -104,3 +110,23 @@ class Receiver:
 
     def answered(self, status: int = 200) -> list[Received]:
         return [r for r in self.requests if r.answered == status]
+
+
+#: ``await receivers(status=200, start=True, ssl_context=None)``: a new receiver.
+ReceiverFactory = Callable[..., Awaitable[Receiver]]
+
+
+@pytest.fixture
+async def receivers() -> AsyncIterator[ReceiverFactory]:
+    made: list[Receiver] = []
+
+    async def make(status: int = 200, start: bool = True, ssl_context: ssl.SSLContext | None = None) -> Receiver:
+        receiver = Receiver(free_port(), status=status, ssl_context=ssl_context)
+        made.append(receiver)
+        if start:
+            await receiver.start()
+        return receiver
+
+    yield make
+    for receiver in made:
+        await receiver.close()
