@@ -7,11 +7,12 @@ Read with :class:`drivers.toml_reader.TableReader` like every other table; error
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from appliance.config import ConfigError
+from appliance.rules.config import resolve_recipients
 from appliance.rules.templates import Template, TemplateError
 from appliance.store import same_number
 from appliance.topics import is_publish_topic
@@ -19,6 +20,7 @@ from drivers.toml_reader import TableReader, did_you_mean
 
 if TYPE_CHECKING:
     from appliance.config import Config
+    from appliance.rules.config import RulesConfig
 
 #: Names a call rule's ``payload`` and ``receipt`` may use.
 TEMPLATE_NAMES = frozenset({"caller", "caller_name", "modem", "at", "rule"})
@@ -77,45 +79,11 @@ def _template(reader: TableReader, name: str, default: str | None = None) -> Tem
     return template
 
 
-def _caller_numbers(reader: TableReader, index: int, item: object, contacts: Mapping[str, str],
-                    groups: Mapping[str, tuple[str, ...]], normalise: Callable[[str], str]) -> tuple[str, ...] | None:
-    """The numbers ``callers[index]`` names (a group, a contact or a number); None for ``"*"``."""
-    key = f"{reader.key('callers')}[{index}]"
-    if not isinstance(item, str) or not item.strip():
-        raise ConfigError(reader.file, key, f"must be a non-empty string, not {item!r}")
-    item = item.strip()
-    if item == "*":
-        return None
-    if item in groups:
-        return groups[item]
-    if item in contacts:
-        return (contacts[item],)
-    if item[:1] in "+0123456789":
-        try:
-            return (normalise(item),)
-        except ValueError as exc:
-            raise ConfigError(reader.file, key, str(exc)) from None
-    known = sorted(set(contacts) | set(groups))
-    raise ConfigError(reader.file, key, f"{item!r} is not a contact, a group or a number{did_you_mean(item, known)}"
-                      + (f"; known names: {', '.join(known)}" if known else ""))
-
-
-def _callers(reader: TableReader, contacts: Mapping[str, str], groups: Mapping[str, tuple[str, ...]],
-             normalise: Callable[[str], str]) -> tuple[str, ...] | None:
+def _callers(reader: TableReader, rules: RulesConfig, normalise: Callable[[str], str]) -> tuple[str, ...] | None:
+    """The numbers ``callers`` names, resolved as command rules' senders are; None for ``"*"``."""
     if not reader.has("callers"):
         raise reader.error("callers", "is required (group or contact names, numbers, or \"*\")")
-    value = reader.table["callers"]
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise reader.error("callers", "must be a name or number, or a non-empty array of them (or \"*\")")
-    numbers: list[str] = []
-    for index, item in enumerate(value):
-        resolved = _caller_numbers(reader, index, item, contacts, groups, normalise)
-        if resolved is None:
-            return None
-        numbers.extend(resolved)
-    return tuple(dict.fromkeys(numbers))
+    return resolve_recipients(reader, "callers", rules.contacts, rules.groups, normalise, allow_star=True)
 
 
 def _topic(reader: TableReader) -> str:
@@ -155,7 +123,7 @@ def validate_calls(config: Config) -> CallsConfig:
         if name in names:
             raise reader.error("name", f"{name!r} is used by another call rule")
         names.add(name)
-        callers = _callers(reader, rules_config.contacts, rules_config.groups, normalise)
+        callers = _callers(reader, rules_config, normalise)
         topic = _topic(reader)
         qos = reader.integer("qos", 1, what="0, 1 or 2")
         if qos not in (0, 1, 2):

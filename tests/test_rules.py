@@ -183,6 +183,8 @@ def test_valid_config_resolves_recipients_and_senders() -> None:
     (_with("commands", 0, pin_attempts=0), "commands[0].pin_attempts", "at least 1"),
     (_with("contacts", None, dave="not a number"), "contacts.dave", "not a number"),
     (_with("groups", None, night=["alice", "zed"]), "groups.night[1]", "'zed' is not a contact"),
+    (_with("alerts", 0, to=["stafff"]), "alerts[0].to[0]",
+     "'stafff' is not a contact, a group or a number (did you mean 'staff'?)"),
     (_with("quiet_hours", None, start="25:00"), "quiet_hours.start", "time of day"),
     (_with("quiet_hours", None, timezone="Mars/Olympus"), "quiet_hours.timezone", "unknown time zone"),
 ])

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from datetime import time as dtime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -18,7 +19,7 @@ from appliance.numbers import check_destination, normalise
 from appliance.rules.templates import Placeholder, Template, TemplateError, split_template_levels
 from appliance.store import PRIORITIES, same_number
 from appliance.topics import filters_overlap, is_publish_topic, topic_filter_error
-from drivers.toml_reader import TableReader
+from drivers.toml_reader import TableReader, did_you_mean
 
 if TYPE_CHECKING:
     from appliance.config import Config
@@ -206,35 +207,47 @@ class _Names:
     def recipients(self, reader: TableReader, name: str, *, allow_star: bool = False,
                    use_groups: bool = True) -> tuple[str, ...] | None:
         """The numbers that key ``name`` names (contacts, groups, numbers); None for ``"*"``."""
-        values = reader.table[name]
-        if isinstance(values, str):
-            values = [values]
-        if not isinstance(values, list) or not values:
-            raise reader.error(name, "must be a name or number, or a non-empty array of them")
-        numbers: list[str] = []
-        for index, value in enumerate(values):
-            key = f"{reader.key(name)}[{index}]"
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(self.file, key, f"must be a non-empty string, not {value!r}")
-            value = value.strip()
-            if value == "*" and allow_star:
-                return None
-            numbers.extend(self._resolve(key, value, self.groups if use_groups else {}))
-        return tuple(dict.fromkeys(numbers))
+        return resolve_recipients(reader, name, self.contacts, self.groups if use_groups else {},
+                                  self.normalise_number, allow_star=allow_star)
 
-    def _resolve(self, key: str, value: str, groups: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
-        if value in groups:
-            return groups[value]
-        if value in self.contacts:
-            return (self.contacts[value],)
-        if value[:1] in "+0123456789":
-            try:
-                return (self.normalise_number(value),)
-            except ValueError as exc:
-                raise ConfigError(self.file, key, str(exc)) from None
-        known = sorted(set(self.contacts) | set(groups))
-        raise ConfigError(self.file, key, f"{value!r} is not a contact, a group or a number"
-                          + (f"; known names: {', '.join(known)}" if known else ""))
+
+def resolve_recipients(reader: TableReader, name: str, contacts: Mapping[str, str],
+                       groups: Mapping[str, tuple[str, ...]], normalise: Normaliser, *,
+                       allow_star: bool = False) -> tuple[str, ...] | None:
+    """The numbers that key ``name`` of ``reader``'s table names: a name or number, or an array of them
+    (groups, contacts and numbers, normalised), in order without repeats; None for ``"*"`` if allowed."""
+    values = reader.table[name]
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, list) or not values:
+        raise reader.error(name, "must be a name or number, or a non-empty array of them"
+                                 + (' (or "*")' if allow_star else ""))
+    numbers: list[str] = []
+    for index, value in enumerate(values):
+        key = f"{reader.key(name)}[{index}]"
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(reader.file, key, f"must be a non-empty string, not {value!r}")
+        value = value.strip()
+        if value == "*" and allow_star:
+            return None
+        numbers.extend(_resolve(reader.file, key, value, contacts, groups, normalise))
+    return tuple(dict.fromkeys(numbers))
+
+
+def _resolve(file: Path, key: str, value: str, contacts: Mapping[str, str], groups: Mapping[str, tuple[str, ...]],
+             normalise: Normaliser) -> tuple[str, ...]:
+    if value in groups:
+        return groups[value]
+    if value in contacts:
+        return (contacts[value],)
+    if value[:1] in "+0123456789":
+        try:
+            return (normalise(value),)
+        except ValueError as exc:
+            raise ConfigError(file, key, str(exc)) from None
+    known = sorted(set(contacts) | set(groups))
+    raise ConfigError(file, key, f"{value!r} is not a contact, a group or a number{did_you_mean(value, known)}"
+                      + (f"; known names: {', '.join(known)}" if known else ""))
 
 
 def validate_rules(config: Config) -> RulesConfig:
