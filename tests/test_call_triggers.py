@@ -298,6 +298,7 @@ def test_call_rules_config_is_typed_and_frozen(tmp_path: Path) -> None:
     ({"call_rules": [_rule(callers=["+49abc"])]}, "call_rules[0].callers[0]: "),
     ({"call_rules": [_rule(topic="farm/+/set")]}, "call_rules[0].topic: must be a topic without wildcards"),
     ({"call_rules": [{"name": "gate", "callers": "*"}]}, "call_rules[0].topic: is required"),
+    ({"call_rules": [_rule(topic=" ")]}, "call_rules[0].topic: must not be empty"),
     ({"call_rules": [_rule(payload="{callr}")]},
      "call_rules[0].payload: unknown name 'callr' in template (did you mean 'caller'?)"),
     ({"call_rules": [_rule(receipt="{oops")]}, "call_rules[0].receipt: "),
