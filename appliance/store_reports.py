@@ -24,6 +24,14 @@ from appliance.store_types import (
 )
 
 
+def _where(*conditions: tuple[str, object]) -> tuple[str, tuple[object, ...]]:
+    """``"WHERE a AND b "`` and its arguments from the ``(condition, value)`` pairs whose value is not
+    None (each condition has one ``?``); ``""`` when none is."""
+    kept = [(condition, value) for condition, value in conditions if value is not None]
+    clause = f"WHERE {' AND '.join(condition for condition, _ in kept)} " if kept else ""
+    return clause, tuple(value for _, value in kept)
+
+
 class Reports(StoreBase):
     # --- listings and statistics ------------------------------------------------------------
 
@@ -111,15 +119,7 @@ class Reports(StoreBase):
                  before: int | None = None) -> list[dict[str, Any]]:
         """Outbound messages, newest first: all, or those in ``state``; with ``before``, only those with
         a smaller id (the next page). Each with its count of parts and the modem that sent them."""
-        where: list[str] = []
-        args: list[Any] = []
-        if state is not None:
-            where.append("m.state = ?")
-            args.append(state)
-        if before is not None:
-            where.append("m.id < ?")
-            args.append(before)
-        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        clause, args = _where(("m.state = ?", state), ("m.id < ?", before))
         rows = self._conn.execute(
             "SELECT m.*, (SELECT COUNT(*) FROM part p WHERE p.message_id = m.id) AS parts "
             f"FROM message m {clause}ORDER BY m.id DESC LIMIT ?", (*args, limit)  # index message_queue / pk
@@ -130,15 +130,7 @@ class Reports(StoreBase):
                     limit: int = 50) -> list[dict[str, Any]]:
         """Received messages oldest first: those with an id above ``after_id`` and/or received at or
         after ``since`` (a poller passes the last id it saw)."""
-        where: list[str] = []
-        args: list[Any] = []
-        if after_id is not None:
-            where.append("id > ?")
-            args.append(after_id)
-        if since is not None:
-            where.append("received_at >= ?")
-            args.append(since)
-        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        clause, args = _where(("id > ?", after_id), ("received_at >= ?", since))
         rows = self._conn.execute(f"SELECT * FROM inbox {clause}ORDER BY id LIMIT ?", (*args, limit)).fetchall()
         return [self._inbox_dict(row) for row in rows]
 

@@ -485,3 +485,28 @@ def test_real_status_report_pdu_marks_the_part_delivered(store: Store) -> None:
     assert isinstance(report, SmsStatusReport)
     match = store.apply_status_report("sim0", report)
     assert match is not None and (match.message_id, match.message_state) == (message_id, "delivered")
+
+
+# --- listings (the HTTP API's reads) -------------------------------------------------------------
+
+
+def test_messages_filter_by_state_and_page_with_before_together(store: Store) -> None:
+    ids = [result.id for result in store.enqueue([request(to=f"+49170123456{n}", text=f"m{n}") for n in range(4)])]
+    claimed = store.claim("sim0", lease=60)
+    assert claimed is not None and claimed.id == ids[0]  # sending; the other three stay queued
+    assert [m["id"] for m in store.messages()] == ids[::-1]
+    assert [m["id"] for m in store.messages(state="queued")] == ids[:0:-1]
+    assert [m["id"] for m in store.messages(state="queued", before=ids[3])] == [ids[2], ids[1]]
+    assert [m["id"] for m in store.messages(state="queued", before=ids[3], limit=1)] == [ids[2]]
+    assert [m["id"] for m in store.messages(state="sending", before=ids[0])] == []
+
+
+def test_inbox_after_takes_an_id_and_a_time_together(store: Store) -> None:
+    for n in range(4):
+        store.add_incoming_part("sim0", f"07aa0{n}", Deliver("+491705555555", f"in {n}", SENT), None, T0 + n)
+    ids = [row["id"] for row in store.inbox_after()]
+    assert len(ids) == 4
+    assert [row["id"] for row in store.inbox_after(after_id=ids[0])] == ids[1:]
+    assert [row["id"] for row in store.inbox_after(since=T0 + 2)] == ids[2:]
+    assert [row["id"] for row in store.inbox_after(after_id=ids[2], since=T0 + 1)] == ids[3:]
+    assert [row["id"] for row in store.inbox_after(after_id=ids[0], since=T0 + 2, limit=1)] == [ids[2]]
