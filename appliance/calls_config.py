@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from appliance.config import ConfigError
-from appliance.rules.config import resolve_recipients
-from appliance.rules.templates import Template, TemplateError
+from appliance.rules.config import read_template, resolve_recipients
+from appliance.rules.templates import Template
 from appliance.store import same_number
 from appliance.topics import is_publish_topic
-from drivers.toml_reader import TableReader, did_you_mean
+from drivers.toml_reader import TableReader
 
 if TYPE_CHECKING:
     from appliance.config import Config
@@ -61,22 +61,6 @@ class CallsConfig:
             return False
         numbers: Iterable[str] = self.listed if rule.callers is None else rule.callers
         return any(same_number(number, allowed) for allowed in numbers)
-
-
-def _template(reader: TableReader, name: str, default: str | None = None) -> Template | None:
-    text = reader.string(name, default, empty=True, what="a text template")
-    if text is None:
-        return None
-    try:
-        template = Template(text)
-    except TemplateError as exc:
-        raise reader.error(name, str(exc)) from None
-    unknown = sorted(template.names - TEMPLATE_NAMES)
-    if unknown:
-        hint = did_you_mean(unknown[0], sorted(TEMPLATE_NAMES))
-        raise reader.error(name, f"unknown name {unknown[0]!r} in template{hint}; known: "
-                                 f"{', '.join(sorted(TEMPLATE_NAMES))}")
-    return template
 
 
 def _callers(reader: TableReader, rules: RulesConfig, normalise: Callable[[str], str]) -> tuple[str, ...] | None:
@@ -129,8 +113,8 @@ def validate_calls(config: Config) -> CallsConfig:
         if qos not in (0, 1, 2):
             raise reader.error("qos", f"must be 0, 1 or 2, not {qos}")
         rules.append(CallRule(
-            name=name, callers=callers, topic=topic, payload=_template(reader, "payload", "") or Template(""),
-            qos=qos, retain=reader.boolean("retain", False), receipt=_template(reader, "receipt"),
+            name=name, callers=callers, topic=topic, payload=read_template(reader, "payload", "", allowed=TEMPLATE_NAMES) or Template(""),
+            qos=qos, retain=reader.boolean("retain", False), receipt=read_template(reader, "receipt", allowed=TEMPLATE_NAMES),
         ))
     return CallsConfig(hang_up=hang_up, rules=tuple(rules), contacts=tuple(rules_config.contacts.items()),
                        listed=frozenset(rules_config.listed()))

@@ -185,6 +185,8 @@ def test_valid_config_resolves_recipients_and_senders() -> None:
     (_with("groups", None, night=["alice", "zed"]), "groups.night[1]", "'zed' is not a contact"),
     (_with("alerts", 0, to=["stafff"]), "alerts[0].to[0]",
      "'stafff' is not a contact, a group or a number (did you mean 'staff'?)"),
+    (_with("commands", 0, payload="{stat}"), "commands[0].payload",
+     "unknown name 'stat' in template (did you mean 'state'?); known: n, rule, sender, sender_name, state"),
     (_with("quiet_hours", None, start="25:00"), "quiet_hours.start", "time of day"),
     (_with("quiet_hours", None, timezone="Mars/Olympus"), "quiet_hours.timezone", "unknown time zone"),
 ])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from datetime import time as dtime
@@ -167,8 +168,9 @@ def _string(reader: TableReader, name: str, what: str, default: str | None = Non
     return value
 
 
-def _template(reader: TableReader, name: str, default: str | None = None, *, required: bool = False,
-              allowed: set[str] | None = None) -> Template | None:
+def read_template(reader: TableReader, name: str, default: str | None = None, *, required: bool = False,
+                  allowed: AbstractSet[str] | None = None) -> Template | None:
+    """A template key (blank allowed unless ``required``); with ``allowed``, the only names it may use."""
     text = reader.string(name, default, required=required, empty=not required, what="a text template")
     if text is None:
         return None
@@ -179,7 +181,8 @@ def _template(reader: TableReader, name: str, default: str | None = None, *, req
     if allowed is not None:
         unknown = sorted(template.names - allowed)
         if unknown:
-            raise reader.error(name, f"unknown name {unknown[0]!r} in template; known: {', '.join(sorted(allowed))}")
+            raise reader.error(name, f"unknown name {unknown[0]!r} in template{did_you_mean(unknown[0], sorted(allowed))}; "
+                                     f"known: {', '.join(sorted(allowed))}")
     return template
 
 
@@ -331,15 +334,15 @@ def _alert(names: _Names, reader: TableReader, name: str) -> AlertRule:
     if not reader.has("to"):
         raise reader.error("to", "is required")
     to = names.recipients(reader, "to") or ()
-    text = _template(reader, "text", required=True)
+    text = read_template(reader, "text", required=True)
     priority = _string(reader, "priority", "high, normal or low", "normal")
     if priority not in PRIORITIES:
         raise reader.error("priority", f"must be one of {', '.join(PRIORITIES)}, not {priority!r}")
     return AlertRule(
         name=name, topic=topic, to=to, text=text or Template(""),
         cooldown=reader.duration("cooldown", 0.0) or 0.0,
-        label=_template(reader, "label", "{topic}") or Template("{topic}"),
-        summary=_template(reader, "summary", DEFAULT_SUMMARY, allowed=_SUMMARY_NAMES) or Template(""),
+        label=read_template(reader, "label", "{topic}") or Template("{topic}"),
+        summary=read_template(reader, "summary", DEFAULT_SUMMARY, allowed=_SUMMARY_NAMES) or Template(""),
         priority=priority, critical=reader.boolean("critical", False),
         valid_for=reader.duration("valid_for", None),
     )
@@ -351,7 +354,7 @@ def _command(names: _Names, reader: TableReader, name: str) -> CommandRule:
         raise reader.error("senders", "is required (group or contact names, numbers, or \"*\")")
     senders = names.recipients(reader, "senders", allow_star=True)
     base_names = set(pattern.groupindex) | {"sender", "sender_name", "rule"}
-    topic_template = _template(reader, "topic", required=True, allowed=base_names)
+    topic_template = read_template(reader, "topic", required=True, allowed=base_names)
     assert topic_template is not None
     if not any(isinstance(piece, Placeholder) for piece in topic_template.pieces) and \
             not is_publish_topic(topic_template.text):
@@ -368,13 +371,13 @@ def _command(names: _Names, reader: TableReader, name: str) -> CommandRule:
         raise reader.error("pin_attempts", f"must be at least 1, not {attempts}")
     command = CommandRule(
         name=name, pattern=pattern, senders=senders, topic=topic_template,
-        payload=_template(reader, "payload", "", allowed=base_names) or Template(""),
+        payload=read_template(reader, "payload", "", allowed=base_names) or Template(""),
         qos=qos, retain=reader.boolean("retain", False), pin=pin, pin_attempts=attempts,
         pin_lockout=reader.duration("pin_lockout", DEFAULT_PIN_LOCKOUT) or 0.0,
-        reply=_template(reader, "reply", allowed=base_names | {"topic", "payload", "reply_topic"}),
+        reply=read_template(reader, "reply", allowed=base_names | {"topic", "payload", "reply_topic"}),
         reply_topic=_reply_topic(reader, base_names),
         reply_timeout=reader.duration("reply_timeout", DEFAULT_REPLY_TIMEOUT) or DEFAULT_REPLY_TIMEOUT,
-        timeout_reply=_template(reader, "timeout_reply", DEFAULT_TIMEOUT_REPLY,
+        timeout_reply=read_template(reader, "timeout_reply", DEFAULT_TIMEOUT_REPLY,
                                 allowed=base_names | {"topic", "reply_topic", "timeout"}) or Template(""),
         help=_string(reader, "help", "a string", ""),
     )
@@ -399,7 +402,7 @@ def _command_pattern(reader: TableReader) -> re.Pattern[str]:
 
 
 def _reply_topic(reader: TableReader, allowed: set[str]) -> Template | None:
-    reply_topic = _template(reader, "reply_topic", allowed=allowed)
+    reply_topic = read_template(reader, "reply_topic", allowed=allowed)
     if reply_topic is not None:
         for level in split_template_levels(reply_topic):
             if any(isinstance(p, Placeholder) for p in level) and len(level) != 1:
