@@ -25,7 +25,8 @@ Config::
     receipt = "Gate opening, {caller_name}"  # optional SMS back to the caller
 
 ``callers = "*"`` means any number the configuration lists (contacts, group members, alert
-recipients, command senders), as ``senders = "*"`` does for command rules.
+recipients, command senders), as ``senders = "*"`` does for command rules. The tables are read by
+:mod:`appliance.calls_config` (``Config.calls``).
 """
 
 from __future__ import annotations
