@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from appliance.store import Store
 
 
+#: The source of the gateway's own alerts (``[self_alerts]``): a ``[sources]`` pattern (``"*"``) or the
+#: ``mqtt`` cap never covers it, only a ``[sources.self]`` table of its own (docs/rules.md).
+GATEWAY_SOURCE = "self"
+
+
 class DailyCapExceeded(ValueError):
     """A source has used its daily cap; nothing of the request was queued."""
 
@@ -44,9 +49,11 @@ class DailyCaps:
     def cap_key(self, source: str) -> str | None:
         """The ``[sources]`` key whose cap applies to ``source``: its own key, else the first matching
         pattern, else (for ``mqtt:<name>``) ``mqtt``, whose cap is then shared by every MQTT source
-        without a cap of its own."""
+        without a cap of its own. The gateway's own alerts (``self``) have only their own key."""
         if source in self.caps:
             return source
+        if source == GATEWAY_SOURCE:
+            return None
         for pattern in self.caps:
             if any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(source, pattern):
                 return pattern
