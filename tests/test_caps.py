@@ -79,3 +79,11 @@ def test_sources_errors_name_the_key(sources: object, key: str, fragment: str) -
     assert info.value.key == key
     assert fragment in info.value.reason
     assert str(info.value).startswith("smsgw.toml: ")
+
+
+def test_the_gateways_own_source_has_only_its_own_cap() -> None:
+    everyone = parse_caps("smsgw.toml", {"sources": {"*": {"daily_cap": 0}, "mqtt": {"daily_cap": 0}}})
+    assert everyone.cap_key("self") is None  # a pattern meant for clients never silences the gateway
+    assert everyone.cap_key("selfish") == "*"
+    own = parse_caps("smsgw.toml", {"sources": {"*": {"daily_cap": 0}, "self": {"daily_cap": 3}}})
+    assert own.cap_key("self") == "self" and own.cap_for("self") == 3
