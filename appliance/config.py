@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from appliance.caps import DailyCaps
     from appliance.http.config import HttpConfig
     from appliance.rules.config import RulesConfig
+    from appliance.self_alerts.config import SelfAlertsConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/smsgw/smsgw.toml")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -38,7 +39,7 @@ MQTT_PROTOCOLS = ("5", "3.1.1")
 OWN_SECTIONS = ("store", "mqtt", "modems", "modems_auto", "numbers", "limits", "hardware", "sms", "log_level",
                 "http", "webhooks")
 RAW_SECTIONS = ("alerts", "commands", "contacts", "groups", "sources", "quiet_hours", "rules", "health", "calls",
-                "call_rules")
+                "call_rules", "self_alerts")
 
 _MODEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _PIN = re.compile(r"^[0-9]{4,8}$")
@@ -243,7 +244,7 @@ class Config:
         return value
 
     def check(self, *sections: str) -> None:
-        """Parse the named sections now (``"health"``, ``"caps"``, ``"rules"``): a problem raises its
+        """Parse the named sections now (``"health"``, ``"caps"``, ``"rules"``, ``"self_alerts"``): a problem raises its
         ``ConfigError`` here, as ``smsgw run`` does at start, rather than where the section is used."""
         for name in sections:
             getattr(self, name)
@@ -269,6 +270,14 @@ class Config:
         from appliance.rules.config import validate_rules
 
         result: RulesConfig = self._section("rules", validate_rules)
+        return result
+
+    @property
+    def self_alerts(self) -> SelfAlertsConfig | None:
+        """``[self_alerts]`` (``appliance.self_alerts.config``), validated; None when absent."""
+        from appliance.self_alerts.config import parse_self_alerts
+
+        result: SelfAlertsConfig | None = self._section("self_alerts", parse_self_alerts)
         return result
 
 

@@ -31,7 +31,7 @@ def main(args: argparse.Namespace) -> int:
         # the tables other modules own, checked the way `smsgw run` checks them at start
         from appliance.calls import validate_calls
 
-        cfg.check("health", "caps", "rules")
+        cfg.check("health", "caps", "rules", "self_alerts")
         validate_calls(cfg)
     except ConfigError as exc:
         print(f"smsgw config check: {exc}", file=sys.stderr)

@@ -111,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
         config = load_config(path)
         from appliance.calls import validate_calls
 
-        config.check("health")  # before anything starts
+        config.check("health", "self_alerts")  # before anything starts
         validate_calls(config)
         if config.mqtt is not None:
             config.check("caps", "rules")

@@ -247,6 +247,16 @@ def validate_rules(config: Config) -> RulesConfig:
     return validate_rules_table(config.raw, str(config.path), normalise_number, base_topic=base_topic)
 
 
+def resolve_recipients(config: Config, reader: TableReader, name: str) -> tuple[str, ...]:
+    """The numbers key ``name`` of another table (``[self_alerts] to``) names, resolved against
+    ``[contacts]`` and ``[groups]`` and the number policy as an alert rule's ``to`` is."""
+    rules = config.rules
+    names = _Names(str(config.path), lambda number: check_destination(number, config.numbers),
+                   config.mqtt.base_topic if config.mqtt is not None else "smsgw")
+    names.contacts, names.groups = rules.contacts, rules.groups
+    return names.recipients(reader, name) or ()
+
+
 def validate_rules_table(raw: Mapping[str, Any], file: str = "config",
                          normalise_number: Normaliser | None = None, *,
                          base_topic: str = "smsgw") -> RulesConfig:

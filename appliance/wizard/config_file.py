@@ -96,7 +96,7 @@ def write(path: Path, text: str) -> ConfigError | None:
         os.chmod(tmp, 0o640)
         try:
             config = load_config(tmp)
-            config.check("health", "caps", "rules")  # the sections `smsgw run` reads at start
+            config.check("health", "caps", "rules", "self_alerts")  # the sections `smsgw run` reads at start
         except ConfigError as exc:
             return ConfigError(path, exc.key, exc.reason)
         os.replace(tmp, path)
