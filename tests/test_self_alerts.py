@@ -57,11 +57,16 @@ class Harness:
     def set(self, **changes: Any) -> None:
         self.facts = replace(self.facts, **changes)
 
-    def check(self, after: float = 0.0) -> list[dict[str, Any]]:
-        """Move the clock by ``after`` seconds, check; the messages queued by that check."""
+    def check(self, after: float = 0.0, *, take: bool = True) -> list[dict[str, Any]]:
+        """Move the clock by ``after`` seconds, check; the messages queued by that check, which a modem
+        then takes (claims), unless ``take`` is false."""
         self.clock.advance(after)
         ids = self.monitor.check()
-        return [m for m in (self.store.message(i) for i in ids) if m is not None]
+        queued = [m for m in (self.store.message(i) for i in ids) if m is not None]
+        for modem in ("sim1", "sim0") if take else ():
+            while self.store.claim(modem, lease=600) is not None:
+                pass
+        return queued
 
     def texts(self) -> list[str]:
         return [str(m["text"]) for m in reversed(self.store.outbox(100)) if m["source"] == "self"]
@@ -365,3 +370,16 @@ def test_smsgw_status_lists_the_conditions(harness: Harness) -> None:
     harness.set(modems=dict(TWO_UP), disk_free=10_000 * MIB)
     harness.check(3600)  # cleared, the cooldown over: nothing left to show
     assert "(every condition fine)" in render(collect(harness.store, harness.config))
+
+
+def test_an_alert_still_queued_when_its_condition_clears_is_withdrawn(harness: Harness) -> None:
+    harness.set(modems={"sim0": DOWN, "sim1": DOWN})
+    harness.check()
+    alert, other = harness.check(600, take=False)  # no modem can send them
+    assert "modem sim0 down" in alert["text"] and "modem sim1 down" in other["text"]
+    harness.set(modems={"sim0": UP, "sim1": DOWN})
+    assert harness.check(60, take=False) == []  # no "back" for a "down" nobody got
+    assert harness.store.message(other["id"])["state"] == "queued"  # type: ignore[index]
+    withdrawn = harness.store.message(alert["id"])
+    assert withdrawn is not None and withdrawn["state"] == "expired"
+    assert withdrawn["last_error"] == "withdrawn: the condition cleared before the alert could be sent"

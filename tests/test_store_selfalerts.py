@@ -60,3 +60,14 @@ def test_client_queue_leaves_out_the_gateways_own_messages(store: Store, clock: 
     store.fail(low.id, "x")
     assert store.client_queue() == (2, T0 + 20)
 
+
+def test_withdraw_takes_back_all_or_nothing(store: Store) -> None:
+    a, b = store.enqueue([request(text="down"), request(to="+491701234568", text="down")])
+    claimed = store.claim("sim0", lease=60)
+    assert claimed is not None and claimed.id == a.id
+    assert store.withdraw([a.id, b.id], "cleared") is False  # one left with a modem: both stay
+    assert store.message(b.id)["state"] == "queued"  # type: ignore[index]
+    assert store.withdraw([b.id], "cleared") is True
+    assert store.message(b.id)["state"] == "expired"  # type: ignore[index]
+    assert store.message(b.id)["last_error"] == "cleared"  # type: ignore[index]
+    assert store.withdraw([], "cleared") is False

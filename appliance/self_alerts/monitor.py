@@ -161,6 +161,8 @@ class SelfAlerts:
     def _cleared(self, key: str, now: float) -> list[int]:
         record = self.state.get(key) or {}
         ids: list[int] = []
+        if record.get("active") and record.get("notified") and self._withdrawn(key, record, now):
+            record = {**record, "notified": False}  # nobody was told: nothing to take back
         if record.get("active") and record.get("notified"):
             held = now - float(record.get("since") or record.get("active_since") or now)
             text = recovered_text(str(record.get("kind")), record.get("subject"), held)
@@ -176,6 +178,15 @@ class SelfAlerts:
         else:
             self._save(key, None)
         return ids
+
+    def _withdrawn(self, key: str, record: dict[str, Any], now: float) -> bool:
+        """Whether the alert's SMS were all still queued (no modem could send them yet) and are now
+        withdrawn: its recovery is then not sent either (a "back" before its "down" would confuse)."""
+        ids = [i for i in record.get("alert_ids") or () if isinstance(i, int)]
+        if not self.store.withdraw(ids, "withdrawn: the condition cleared before the alert could be sent", now):
+            return False
+        LOG.info("self-alert %s cleared before its SMS left; withdrawn: %s", key, ids)
+        return True
 
     def _send(self, client_key: str, detail: str, avoid: tuple[str, ...], now: float) -> list[int] | None:
         """Queue one SMS to every recipient; the ids, ``[]`` if the intake refused it, None if the store
