@@ -11,15 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.config import ConfigError
+from appliance.store_types import GATEWAY_SOURCE
 from drivers.toml_reader import TableReader
 
 if TYPE_CHECKING:
     from appliance.store import Store
-
-
-#: The source of the gateway's own alerts (``[self_alerts]``): a ``[sources]`` pattern (``"*"``) or the
-#: ``mqtt`` cap never covers it, only a ``[sources.self]`` table of its own (docs/rules.md).
-GATEWAY_SOURCE = "self"
 
 
 class DailyCapExceeded(ValueError):
@@ -49,7 +45,8 @@ class DailyCaps:
     def cap_key(self, source: str) -> str | None:
         """The ``[sources]`` key whose cap applies to ``source``: its own key, else the first matching
         pattern, else (for ``mqtt:<name>``) ``mqtt``, whose cap is then shared by every MQTT source
-        without a cap of its own. The gateway's own alerts (``self``) have only their own key."""
+        without a cap of its own. The gateway's own alerts (``GATEWAY_SOURCE``, ``self``): only their own
+        key, so a pattern (``"*"``) or the ``mqtt`` cap meant for clients never silences them."""
         if source in self.caps:
             return source
         if source == GATEWAY_SOURCE:

@@ -75,6 +75,9 @@ from appliance.store_types import (
     FINAL_STATES as FINAL_STATES,
 )
 from appliance.store_types import (
+    GATEWAY_SOURCE as GATEWAY_SOURCE,
+)
+from appliance.store_types import (
     MULTIPART_WAIT as MULTIPART_WAIT,
 )
 from appliance.store_types import (

@@ -14,11 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from appliance.store_outbound import OutboundQueue
-from appliance.store_types import AVOID_NAMESPACE, EXPIRED, PRIORITIES, QUEUED, SENDING
-
-#: The source of the gateway's own messages (``appliance.caps.GATEWAY_SOURCE``), left out of the
-#: clients' queue.
-GATEWAY_SOURCE = "self"
+from appliance.store_types import AVOID_NAMESPACE, EXPIRED, GATEWAY_SOURCE, PRIORITIES, QUEUED, SENDING
 
 
 class SelfAlertsQueries(OutboundQueue):

@@ -44,6 +44,9 @@ PINNED_ELSEWHERE_SQL = ("EXISTS (SELECT 1 FROM part p WHERE p.message_id = messa
 NOT_PINNED_ELSEWHERE_SQL = (f"(NOT {PINNED_ELSEWHERE_SQL} OR (SELECT MAX(p.sent_at) FROM part p "
                          "WHERE p.message_id = message.id AND p.message_reference IS NOT NULL) <= ?)")
 
+#: The source of the gateway's own messages (``[self_alerts]``): left out of the clients' queue, and
+#: only a ``[sources.self]`` cap of its own applies to it (``appliance.caps``).
+GATEWAY_SOURCE = "self"
 #: The modems a message must not be sent through (``OutboundRequest.avoid_modems``): one row per modem in
 #: the key-value ``state`` table, namespace ``avoid_modem``, key ``<message id>/<modem id>``
 #: (``appliance.store_selfalerts``).

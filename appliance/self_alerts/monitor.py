@@ -31,13 +31,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from appliance.caps import GATEWAY_SOURCE
 from appliance.intake import Intake, IntakeError, SendRequest, StoreUnavailable
 from appliance.self_alerts.conditions import KINDS, Finding, duration, evaluate, recovered_text
 from appliance.self_alerts.config import SelfAlertsConfig
 from appliance.self_alerts.facts import Facts
 from appliance.self_alerts.view import NAMESPACE, describe
-from appliance.store import Store
+from appliance.store import GATEWAY_SOURCE, Store
 
 LOG = logging.getLogger(__name__)
 
