@@ -383,3 +383,25 @@ def test_an_alert_still_queued_when_its_condition_clears_is_withdrawn(harness: H
     withdrawn = harness.store.message(alert["id"])
     assert withdrawn is not None and withdrawn["state"] == "expired"
     assert withdrawn["last_error"] == "withdrawn: the condition cleared before the alert could be sent"
+
+
+def test_a_quiet_gateway_writes_nothing_at_every_check(harness: Harness) -> None:
+    harness.set(modems={"sim0": DOWN, "sim1": UP})
+    harness.check()
+    harness.check(600)
+    harness.set(modems=dict(TWO_UP))
+    harness.check(60)  # recovered; the cooldown record stays
+    writes: list[str] = []
+    state_set = harness.store.state_set
+
+    def counting(namespace: str, key: str, value: Any) -> None:
+        writes.append(key)
+        state_set(namespace, key, value)
+
+    harness.store.state_set = counting  # type: ignore[method-assign]
+    for _ in range(10):
+        harness.check(30)
+    assert writes == []  # one commit per change of state, not one per check
+    harness.check(3600)
+    assert writes == ["modem_down:sim0"]  # the cooldown over: the record goes
+    assert harness.store.state_get("self_alert", "modem_down:sim0") is None

@@ -158,8 +158,16 @@ class SelfAlerts:
         return ids
 
     def _cleared(self, key: str, now: float) -> list[int]:
+        """A condition no longer found: the recovery SMS if its alert went out; its last alert time is
+        kept until the cooldown ends."""
         record = self.state.get(key) or {}
         ids: list[int] = []
+        alerted = record.get("alerted_at")
+        cooling = isinstance(alerted, int | float) and now - alerted < self.config.cooldown
+        if not record.get("active") and record.get("since") is None:  # cleared before: only its cooldown
+            if not cooling:
+                self._save(key, None)
+            return ids
         if record.get("active") and record.get("notified") and self._withdrawn(key, record, now):
             record = {**record, "notified": False}  # nobody was told: nothing to take back
         if record.get("active") and record.get("notified"):
@@ -170,8 +178,7 @@ class SelfAlerts:
                 return []  # the store failed: reported at the next check
             ids = sent
             LOG.info("self-alert %s cleared: %s", key, text)
-        alerted = record.get("alerted_at")
-        if isinstance(alerted, int | float) and now - alerted < self.config.cooldown:
+        if cooling:
             self._save(key, {"kind": record.get("kind"), "subject": record.get("subject"), "alerted_at": alerted,
                              "cleared_at": now})
         else:
