@@ -364,6 +364,8 @@ def test_smsgw_status_lists_the_conditions(harness: Harness) -> None:
     doc = collect(harness.store, harness.config)
     assert doc["self_alerts"]["modem_down:sim0"]["state"] == "active"
     assert doc["self_alerts"]["disk_free"]["state"] == "active"
+    assert doc["self_alerts"]["modem_down:sim0"]["detail"].startswith("modem sim0 down for ")
+    assert "{held}" not in doc["self_alerts"]["modem_down:sim0"]["detail"]
     assert doc["sources_today"]["self"]["accepted"] == 2
     text = render(doc)
     assert "Self-alerts" in text and "modem_down:sim0  active" in text

@@ -304,7 +304,7 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
     }
     if caps_error is not None:
         doc["caps_error"] = caps_error
-    conditions = describe_self_alerts(store.state_all(SELF_ALERT_NAMESPACE))
+    conditions = describe_self_alerts(store.state_all(SELF_ALERT_NAMESPACE), time.time())
     if conditions or "self_alerts" in cfg.raw:
         doc["self_alerts"] = {key: iso_fields(entry, ("since", "alerted_at")) for key, entry in conditions.items()}
     return doc

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from appliance.self_alerts.config import SelfAlertsConfig
 from appliance.self_alerts.facts import Facts
+from appliance.self_alerts.view import duration
 
 #: The kinds of condition, in the order they are checked and listed.
 KINDS = ("modem_down", "no_send", "queue_age", "broker_down", "disk_free", "sim_full", "balance_low")
@@ -49,21 +50,6 @@ class Findings:
     def add(self, finding: Finding) -> None:
         self.watched.add(finding.key)
         self.found[finding.key] = finding
-
-
-def duration(seconds: float) -> str:
-    """``45 s``, ``10 min``, ``2 h 5 min``, ``3 d 4 h``: for SMS texts."""
-    seconds = max(int(round(seconds)), 0)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes = seconds // 60
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h" + (f" {minutes} min" if minutes else "")
-    days, hours = divmod(hours, 24)
-    return f"{days} d" + (f" {hours} h" if hours else "")
 
 
 def key_of(kind: str, subject: str | None = None) -> str:

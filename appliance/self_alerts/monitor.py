@@ -32,10 +32,10 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.intake import Intake, IntakeError, SendRequest, StoreUnavailable
-from appliance.self_alerts.conditions import KINDS, Finding, duration, evaluate, recovered_text
+from appliance.self_alerts.conditions import KINDS, Finding, evaluate, recovered_text
 from appliance.self_alerts.config import SelfAlertsConfig
 from appliance.self_alerts.facts import Facts
-from appliance.self_alerts.view import NAMESPACE, describe
+from appliance.self_alerts.view import NAMESPACE, describe, duration
 from appliance.store import GATEWAY_SOURCE, Store
 
 LOG = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ class SelfAlerts:
     # --- status ------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        return {"checked_at": self.checked_at, "conditions": describe(self.state)}
+        return {"checked_at": self.checked_at, "conditions": describe(self.state, self.clock())}
 
 
 def _since(record: dict[str, Any], finding: Finding, now: float) -> float:

@@ -8,9 +8,25 @@ from typing import Any
 NAMESPACE = "self_alert"
 
 
-def describe(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def duration(seconds: float) -> str:
+    """``45 s``, ``10 min``, ``2 h 5 min``, ``3 d 4 h``: for SMS texts."""
+    seconds = max(int(round(seconds)), 0)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h" + (f" {minutes} min" if minutes else "")
+    days, hours = divmod(hours, 24)
+    return f"{days} d" + (f" {hours} h" if hours else "")
+
+
+def describe(state: dict[str, Any], now: float) -> dict[str, dict[str, Any]]:
     """The conditions by key, as ``smsgw status`` shows them: ``pending``, ``active`` (alerted or
-    ``waiting for the cooldown``) or ``cleared`` (within the cooldown of its last alert)."""
+    held by the cooldown) or ``cleared`` (within the cooldown of its last alert); ``detail`` says how
+    long the condition has held at ``now``."""
     out: dict[str, dict[str, Any]] = {}
     for key, record in sorted(state.items()):
         if not isinstance(record, dict):
@@ -21,6 +37,9 @@ def describe(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
             condition = "pending"
         else:
             condition = "cleared"
-        out[key] = {"state": condition, "since": record.get("since"), "alerted_at": record.get("alerted_at"),
-                    "detail": record.get("detail")}
+        since, detail = record.get("since"), record.get("detail")
+        if isinstance(detail, str):
+            held = duration(now - since) if isinstance(since, int | float) else "?"
+            detail = detail.replace("{held}", held)
+        out[key] = {"state": condition, "since": since, "alerted_at": record.get("alerted_at"), "detail": detail}
     return out
