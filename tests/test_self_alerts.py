@@ -407,3 +407,20 @@ def test_a_quiet_gateway_writes_nothing_at_every_check(harness: Harness) -> None
     harness.check(3600)
     assert writes == ["modem_down:sim0"]  # the cooldown over: the record goes
     assert harness.store.state_get("self_alert", "modem_down:sim0") is None
+
+
+def test_a_busy_queue_that_keeps_sending_writes_nothing_at_every_check(harness: Harness) -> None:
+    harness.set(queued=50, oldest_queued_at=T0, last_sent_at=T0)
+    harness.check()
+    writes: list[str] = []
+    state_set = harness.store.state_set
+
+    def counting(namespace: str, key: str, value: Any) -> None:
+        writes.append(key)
+        state_set(namespace, key, value)
+
+    harness.store.state_set = counting  # type: ignore[method-assign]
+    for _ in range(20):  # sending all along: each check sees a newer last send and a younger queue
+        harness.set(last_sent_at=harness.clock.now, oldest_queued_at=harness.clock.now - 60)
+        assert harness.check(30) == []
+    assert writes == []

@@ -3,7 +3,7 @@
 Every ``check_interval`` it reads the :class:`~appliance.self_alerts.facts.Facts`, evaluates the
 conditions (:mod:`appliance.self_alerts.conditions`) and moves each condition through its states:
 
-* **pending**: the condition holds, not yet for its threshold (``since`` is when it began);
+* **pending**: the condition holds, not yet for its threshold (``since``: when it was first seen);
 * **active**: it has held for its threshold. The alert SMS is queued at once, unless an alert of the
   same condition was queued less than ``cooldown`` ago; then it is queued when the cooldown ends, if
   the condition still holds;
@@ -128,31 +128,38 @@ class SelfAlerts:
                 "balance_low": self.config.balance_low}.get(kind, False)
 
     def _holds(self, key: str, finding: Finding, now: float) -> list[int]:
-        """A condition found: pending until it held for its threshold, then active and alerted."""
+        """A condition found: pending until it held for its threshold, then active and alerted.
+
+        The record keeps when the condition was first seen (``since``) and, once active, when it began
+        (``began``) and what the alert said: none of it changes while the condition holds, so a check
+        writes only when a condition changes state."""
         record = dict(self.state.get(key) or {"kind": finding.kind, "subject": finding.subject})
-        since = _since(record, finding, now)
-        if now - since < finding.threshold:
+        if record.get("since") is None:
+            record["since"] = now
+        began = _began(float(record["since"]), finding)
+        if now - began < finding.threshold:
             cleared: list[int] = []
             if record.get("active"):  # its clock went back (a part was sent): it cleared, and counts anew
                 cleared = self._cleared(key, now)
-                record = dict(self.state.get(key) or {"kind": finding.kind, "subject": finding.subject})
-            self._save(key, {**record, "since": since})
+                record = {**(self.state.get(key) or {"kind": finding.kind, "subject": finding.subject}),
+                          "since": record["since"]}
+            self._save(key, record)
             return cleared
-        record["since"] = since
         if not record.get("active"):
             # recorded before the SMS is queued: after a crash in between, the next life queues it with
             # the same idempotency key (the episode), which finds the first
-            record.update(active=True, active_since=now, episode=f"{key}@{since:.3f}", notified=False)
+            record.update(active=True, began=began, episode=f"{key}@{began:.3f}", notified=False,
+                          detail=finding.detail, avoid=list(finding.avoid))
             self._save(key, record)
-        record = {**record, "detail": finding.detail, "avoid": list(finding.avoid)}
         ids: list[int] = []
         alerted = record.get("alerted_at")
         if not record.get("notified") and (alerted is None or now - float(alerted) >= self.config.cooldown):
-            text = finding.detail.replace("{held}", duration(now - since))
+            text = finding.detail.replace("{held}", duration(now - began))
             sent = self._send(f"{record['episode']}:alert", text, finding.avoid, now)
             if sent is not None:
                 ids = sent
-                record.update(notified=True, alerted_at=now, alert_ids=sent)
+                record = {**record, "notified": True, "alerted_at": now, "alert_ids": sent,
+                          "detail": finding.detail, "avoid": list(finding.avoid)}
                 LOG.warning("self-alert %s: %s", key, text)
         self._save(key, record)
         return ids
@@ -171,7 +178,7 @@ class SelfAlerts:
         if record.get("active") and record.get("notified") and self._withdrawn(key, record, now):
             record = {**record, "notified": False}  # nobody was told: nothing to take back
         if record.get("active") and record.get("notified"):
-            held = now - float(record.get("since") or record.get("active_since") or now)
+            held = now - float(record.get("began") or record.get("since") or now)
             text = recovered_text(str(record.get("kind")), record.get("subject"), held)
             sent = self._send(f"{record.get('episode')}:recovered", text, (), now)
             if sent is None:
@@ -225,12 +232,10 @@ class SelfAlerts:
         return {"checked_at": self.checked_at, "conditions": describe(self.state, self.clock())}
 
 
-def _since(record: dict[str, Any], finding: Finding, now: float) -> float:
-    """When the condition of ``finding`` began: what the facts say, else when it was first seen (now,
-    for a new one); never before ``not_before``."""
-    since = finding.since if finding.since is not None else record.get("since")
-    if since is None:
-        since = now
+def _began(first_seen: float, finding: Finding) -> float:
+    """When the condition of ``finding`` began: what the facts say, else when it was first seen; never
+    before ``not_before``."""
+    began = finding.since if finding.since is not None else first_seen
     if finding.not_before is not None:
-        since = max(since, finding.not_before)
-    return float(since)
+        began = max(began, finding.not_before)
+    return float(began)

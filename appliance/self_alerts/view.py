@@ -37,7 +37,7 @@ def describe(state: dict[str, Any], now: float) -> dict[str, dict[str, Any]]:
             condition = "pending"
         else:
             condition = "cleared"
-        since, detail = record.get("since"), record.get("detail")
+        since, detail = record.get("began", record.get("since")), record.get("detail")
         if isinstance(detail, str):
             held = duration(now - since) if isinstance(since, int | float) else "?"
             detail = detail.replace("{held}", held)
