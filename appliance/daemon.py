@@ -476,7 +476,6 @@ class Daemon:
                                                       audit_retention_days=cfg.audit_retention_days,
                                                       publisher=publisher):
                     await asyncio.sleep(0)
-                self.store.prune_avoided()  # the avoid_modems rows of messages no longer waiting
             except Exception:
                 LOG.exception("pruning the store failed")
             await asyncio.sleep(PRUNE_INTERVAL)

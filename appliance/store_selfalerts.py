@@ -5,16 +5,26 @@ A message queued with ``OutboundRequest.avoid_modems`` gets one row per modem in
 ``state`` table (namespace ``avoid_modem``, key ``<message id>/<modem id>``), written by ``enqueue``
 in the transaction that queues it; ``claim`` and ``next_due_at`` leave a message to the other modems
 while such a row names the claiming one (``store_types.NOT_AVOIDED_SQL``, one primary-key search per
-candidate). The rows of messages that no longer wait are deleted by :meth:`prune_avoided`. (Rows of
+candidate). The rows of messages that no longer wait are deleted by ``prune`` (the daemon's hourly
+retention run) and :meth:`prune_avoided`. (Rows of
 the state table rather than a column: no schema change.)
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 
 from appliance.store_outbound import OutboundQueue
-from appliance.store_types import AVOID_NAMESPACE, EXPIRED, GATEWAY_SOURCE, PRIORITIES, QUEUED, SENDING
+from appliance.store_types import (
+    AVOID_NAMESPACE,
+    EXPIRED,
+    GATEWAY_SOURCE,
+    PRIORITIES,
+    QUEUED,
+    SENDING,
+    RetentionStep,
+)
 
 
 class SelfAlertsQueries(OutboundQueue):
@@ -49,13 +59,21 @@ class SelfAlertsQueries(OutboundQueue):
         return max(int(sum(counts.values())), 1), oldest
 
     def prune_avoided(self) -> int:
-        """Delete the avoid rows of messages that no longer wait (sent, failed, expired, pruned)."""
+        """Delete the avoid rows of messages that no longer wait (sent, failed, expired, pruned); ``prune``
+        does it too, in batches (``_retention_steps``)."""
         with self._tx() as conn:
-            cur = conn.execute(
-                "DELETE FROM state WHERE namespace = ? AND NOT EXISTS (SELECT 1 FROM message "
-                "WHERE message.id = CAST(substr(state.key, 1, instr(state.key, '/') - 1) AS INTEGER) "
-                "AND message.state IN (?, ?))", (AVOID_NAMESPACE, QUEUED, SENDING))
-            return int(cur.rowcount)
+            return self._prune_avoided(conn, -1)
+
+    def _prune_avoided(self, conn: sqlite3.Connection, batch: int) -> int:
+        cur = conn.execute(
+            "DELETE FROM state WHERE rowid IN (SELECT rowid FROM state WHERE namespace = ? AND NOT EXISTS "
+            "(SELECT 1 FROM message WHERE message.id = CAST(substr(state.key, 1, instr(state.key, '/') - 1) "
+            "AS INTEGER) AND message.state IN (?, ?)) LIMIT ?)", (AVOID_NAMESPACE, QUEUED, SENDING, batch))
+        return int(cur.rowcount)
+
+    def _retention_steps(self, cutoff: float, batch: int) -> list[RetentionStep]:
+        return [*super()._retention_steps(cutoff, batch),
+                ("avoid_modems", lambda conn: {"avoid_modems": self._prune_avoided(conn, batch)})]
 
     def withdraw(self, message_ids: Sequence[int], reason: str, now: float | None = None) -> bool:
         """If every one of ``message_ids`` is still queued (no modem has taken it), move them all to

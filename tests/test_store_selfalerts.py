@@ -71,3 +71,12 @@ def test_withdraw_takes_back_all_or_nothing(store: Store) -> None:
     assert store.message(b.id)["state"] == "expired"  # type: ignore[index]
     assert store.message(b.id)["last_error"] == "cleared"  # type: ignore[index]
     assert store.withdraw([], "cleared") is False
+
+
+def test_prune_takes_the_avoid_rows_of_messages_done(store: Store, clock: Clock) -> None:
+    (done,) = store.enqueue([request(text="sent", avoid_modems=("sim0",))])
+    (waiting,) = store.enqueue([request(to="+491701234568", text="waits", avoid_modems=("sim1",))])
+    store.fail(done.id, "given up")
+    totals = store.prune(clock.now, retention_days=30)
+    assert totals["avoid_modems"] == 1 and totals["messages"] == 0  # the message itself is kept 30 days
+    assert store.avoided_modems(done.id) == [] and store.avoided_modems(waiting.id) == ["sim1"]
