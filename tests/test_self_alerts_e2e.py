@@ -1,7 +1,8 @@
 """Self-alerts end to end: `smsgw run` with two simulated modems (drivers/simulator) and, for the
 broker, a real mosquitto (tests/mosquitto.py). A modem made to fail is reported through the other one
 and its recovery follows; an alert about a modem (its balance, from the simulated network's USSD
-answer) waits for another modem rather than go through it;
+answer) waits for another modem rather than go through it; the store's file system (a real tmpfs)
+running short of space is reported and its recovery too;
 the broker stopped is reported, a SIGKILL and a restart send it no second time, the broker back is
 reported once."""
 
@@ -9,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +153,41 @@ async def test_broker_down_is_texted_once_across_a_sigkill_and_its_return_too(
     assert await second.stop() == 0
     assert len(to_installer(sim, "not connected for")) == 1
 
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs for the store (as tests/test_disk_full.py mounts one)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.timeout(90)
+async def test_the_store_disk_running_short_is_reported_and_its_return(small_disk: Path, sim: Simulator,
+                                                                       daemons: list[DaemonProcess]) -> None:
+    config = write_config(small_disk / "gw", sim.ports, extra=self_alerts(disk_free_mb="8"))
+    daemon = await DaemonProcess(config).start()
+    daemons.append(daemon)
+    await daemon.wait_running()
+    await async_wait_until(lambda: "self-alerts: first check: nothing active" in daemon.log_text(daemon.log_offset),
+                           timeout=15, what="a first check with room on the disk")
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (10 * 1024 * 1024))  # 16 MiB - store - 10 MiB: below 8 MiB free
+    assert os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize < 8 * 1024 * 1024
+    (alert,) = await async_wait_until(lambda: to_installer(sim, "MiB free on the disk of the store"), timeout=20,
+                                      what="the disk_free alert")
+    match = re.fullmatch(r"gw: (\d+) MiB free on the disk of the store (.+) \(alert below 8 MiB\)", alert["text"])
+    assert match is not None and int(match[1]) < 8 and match[2] == str(small_disk / "gw")
+    filler.unlink()
+    (back,) = await async_wait_until(lambda: to_installer(sim, "disk space of the store back"), timeout=20,
+                                     what="the recovery SMS")
+    assert back["text"].startswith("gw: disk space of the store back above the alert level after ")
+    assert await daemon.stop() == 0
