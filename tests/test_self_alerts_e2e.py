@@ -120,6 +120,44 @@ async def test_an_alert_about_a_healthy_modem_never_goes_through_it(tmp_path: Pa
     assert await daemon.stop() == 0
 
 
+@pytest.mark.timeout(90)
+async def test_a_stalled_queue_is_reported_around_the_modem_that_fails(tmp_path: Path, sim: Simulator,
+                                                                      daemons: list[DaemonProcess]) -> None:
+    """sim0 has no network (every send: +CMS ERROR: 331, transient; its pings still answer) and sim1
+    hangs: nothing leaves. The no_send alert avoids sim0, waits while sim0 keeps retrying the client's
+    message, and goes through sim1 once it is back; the next send is texted as "sending again"."""
+    config = write_config(tmp_path / "gw", sim.ports, extra=self_alerts(no_send='"2s"', modem_down="false",
+                                                                        queue_age="false"))
+    db = tmp_path / "gw" / "smsgw.db"
+    daemon = await DaemonProcess(config).start()
+    daemons.append(daemon)
+    await daemon.wait_running()
+    await both_online(db)
+    sim.fault(1, "hang")
+    with Store(db) as store:
+        await async_wait_until(lambda: not store.state_get("modem", "sim1")["healthy"], timeout=15,
+                               what="sim1 out of rotation")
+        sim.fault(0, "no-network")
+        (client,) = store.enqueue([OutboundRequest(to=OUTSIDE, text="stuck", source="cli")])
+        alert = await async_wait_until(
+            lambda: next((m for m in store.outbox(20) if m["source"] == "self"), None), timeout=20,
+            what="the no_send alert queued")
+        assert alert["text"].startswith("gw: nothing sent for ") and "331" in alert["text"]
+        assert store.avoided_modems(alert["id"]) == ["sim0"]
+        tried = int(store.message(client.id)["attempts"])  # type: ignore[index]
+        await async_wait_until(lambda: int(store.message(client.id)["attempts"]) > tried  # type: ignore[index]
+                               or store.message(client.id)["state"] == "failed",  # type: ignore[index]
+                               timeout=20, what="sim0 at work again after the alert was queued")
+        assert store.message(alert["id"])["attempts"] == 0  # type: ignore[index]  # never claimed by sim0
+        sim.fault(1, "recover")
+        (sent,) = await async_wait_until(lambda: to_installer(sim, "nothing sent for"), timeout=30,
+                                         what="the alert through sim1")
+        assert sent["modem"] == 1
+        await async_wait_until(lambda: to_installer(sim, "gw: sending again after"), timeout=30,
+                               what="the recovery SMS")
+    assert await daemon.stop() == 0
+
+
 @pytest.mark.timeout(120)
 async def test_broker_down_is_texted_once_across_a_sigkill_and_its_return_too(
         tmp_path: Path, sim: Simulator, mosquitto: Broker, daemons: list[DaemonProcess]) -> None:
