@@ -5,8 +5,9 @@ modem (``modem_down:sim0``). A finding carries the time its condition began when
 (the oldest queued message was accepted at; nothing was sent since), else the monitor counts from
 when it first saw it; the alert is due once the condition has held for ``threshold`` seconds (0:
 at once). ``watched`` lists every key a check looked at, so a key that is watched and not found is
-a recovery, and a key that is not watched (a modem no longer configured, a condition turned off) is
-forgotten.
+a recovery; a key that is not watched is kept while it may be watched again (a modem away, whose
+SIM storage is not read), and forgotten when its modem is no longer configured or its condition is
+turned off.
 
 Each finding names the modems its alert must not go through (``avoid``): the modem that is down,
 whose SIM storage is full or whose balance is low; for a stalled queue, the modems whose last send
@@ -15,7 +16,6 @@ failed, unless that would leave no modem at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from appliance.self_alerts.config import SelfAlertsConfig
@@ -173,6 +173,3 @@ RECOVERED = {
 def recovered_text(kind: str, subject: str | None, seconds: float) -> str:
     return RECOVERED.get(kind, kind + " cleared after {duration}").format(subject=subject, duration=duration(seconds))
 
-
-def kinds_of(keys: Iterable[str]) -> list[str]:
-    return [key.split(":", 1)[0] for key in keys]
