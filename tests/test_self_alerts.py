@@ -424,3 +424,10 @@ def test_a_busy_queue_that_keeps_sending_writes_nothing_at_every_check(harness: 
         harness.set(last_sent_at=harness.clock.now, oldest_queued_at=harness.clock.now - 60)
         assert harness.check(30) == []
     assert writes == []
+
+
+def test_the_recipients_need_only_contacts_and_groups(tmp_path: Path) -> None:
+    config = config_for(tmp_path, {"to": ["staff"]}, alerts=[{"name": "broken"}])  # no topic: a bad rule
+    assert config.self_alerts is not None and config.self_alerts.to == (INSTALLER, BOSS)
+    with pytest.raises(ConfigError, match=r"alerts\[0\]\.topic"):
+        config.check("rules")

@@ -250,10 +250,10 @@ def validate_rules(config: Config) -> RulesConfig:
 def resolve_recipients(config: Config, reader: TableReader, name: str) -> tuple[str, ...]:
     """The numbers key ``name`` of another table (``[self_alerts] to``) names, resolved against
     ``[contacts]`` and ``[groups]`` and the number policy as an alert rule's ``to`` is."""
-    rules = config.rules
     names = _Names(str(config.path), lambda number: check_destination(number, config.numbers),
                    config.mqtt.base_topic if config.mqtt is not None else "smsgw")
-    names.contacts, names.groups = rules.contacts, rules.groups
+    names.contacts = _contacts(names, config.raw.get("contacts", {}))  # only these two tables: not the rules
+    names.groups = _groups(names, config.raw.get("groups", {}))
     return names.recipients(reader, name) or ()
 
 
