@@ -244,6 +244,7 @@ class Daemon:
             LOG.error("HTTP API not started: cannot listen on %s: %s", self.config.http.listen, exc.strerror or exc)
             return
         self.http = http
+
     async def _start_self_alerts(self) -> None:
         """``[self_alerts]`` (appliance.self_alerts): the gateway texts its installer about itself."""
         settings = self.config.self_alerts
@@ -301,7 +302,7 @@ class Daemon:
         LOG.info("stopped")
 
     async def _stop_work(self) -> None:
-        """Stop what talks to the modems: the control socket, balance checks, USSD, the supervisors,
+        """Stop what talks to the modems: the self-alerts, the control socket, balance checks, USSD, the supervisors,
         the dispatcher (its AT+CMGS in progress finishes and commits), the inbound side, the tasks."""
         for component in (self.self_alerts, self.http, self.control, self.balance, self._mqtt_ussd, self.webhooks):
             if component is not None:
