@@ -30,6 +30,8 @@ pytest_plugins = ["mosquitto", "daemon_helpers"]
 
 INSTALLER = "+4917612345678"
 OUTSIDE = "+49151123450"
+#: Seconds a daemon may take to start: a fraction of one on a quiet machine, more under a loaded one.
+START = 30.0
 
 
 @pytest.fixture
@@ -71,7 +73,7 @@ async def test_a_modem_that_fails_is_reported_through_the_other_one(tmp_path: Pa
     db = tmp_path / "gw" / "smsgw.db"
     daemon = await DaemonProcess(config).start()
     daemons.append(daemon)
-    await daemon.wait_running()
+    await daemon.wait_running(timeout=START)
     await both_online(db)
     sim.fault(0, "hang")
     (alert,) = await async_wait_until(lambda: to_installer(sim, "modem sim0 down"), timeout=30,
@@ -101,7 +103,7 @@ async def test_an_alert_about_a_healthy_modem_never_goes_through_it(tmp_path: Pa
     sim.fault(1, "hang")
     daemon = await DaemonProcess(config).start()
     daemons.append(daemon)
-    await daemon.wait_running()
+    await daemon.wait_running(timeout=START)
     with Store(db) as store:
         alert = await async_wait_until(
             lambda: next((m for m in store.outbox(20) if m["source"] == "self"), None), timeout=20,
@@ -131,7 +133,7 @@ async def test_a_stalled_queue_is_reported_around_the_modem_that_fails(tmp_path:
     db = tmp_path / "gw" / "smsgw.db"
     daemon = await DaemonProcess(config).start()
     daemons.append(daemon)
-    await daemon.wait_running()
+    await daemon.wait_running(timeout=START)
     await both_online(db)
     sim.fault(1, "hang")
     with Store(db) as store:
@@ -167,7 +169,7 @@ async def test_broker_down_is_texted_once_across_a_sigkill_and_its_return_too(
     db = tmp_path / "gw" / "smsgw.db"
     daemon = await DaemonProcess(config).start()
     daemons.append(daemon)
-    await daemon.wait_running()
+    await daemon.wait_running(timeout=START)
     with Store(db) as store:
         await async_wait_until(lambda: (store.state_get("mqtt", "connection") or {}).get("connected"),
                                timeout=15, what="MQTT connected")
@@ -181,7 +183,7 @@ async def test_broker_down_is_texted_once_across_a_sigkill_and_its_return_too(
     await daemon.kill()
     second = await DaemonProcess(config).start()
     daemons.append(second)
-    await second.wait_running()
+    await second.wait_running(timeout=START)
     await async_wait_until(lambda: "self-alerts: first check" in second.log_text(second.log_offset), timeout=15,
                            what="the new life's first check, the broker still down")
     mosquitto.start()
@@ -214,7 +216,7 @@ async def test_the_store_disk_running_short_is_reported_and_its_return(small_dis
     config = write_config(small_disk / "gw", sim.ports, extra=self_alerts(disk_free_mb="8"))
     daemon = await DaemonProcess(config).start()
     daemons.append(daemon)
-    await daemon.wait_running()
+    await daemon.wait_running(timeout=START)
     await async_wait_until(lambda: "self-alerts: first check: nothing active" in daemon.log_text(daemon.log_offset),
                            timeout=15, what="a first check with room on the disk")
     filler = small_disk / "filler"
