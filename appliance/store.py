@@ -26,7 +26,7 @@ short batches; the daemon runs it at start and hourly.
 
 ``Store`` is one class made of one mixin per table group over ``store_base.StoreBase`` (the
 connection, transactions, events, state and audit): ``store_outbound`` (with ``store_optout``),
-``store_inbound``, ``store_webhooks``, ``store_retention`` and ``store_reports``; the names they share
+``store_inbound``, ``store_webhooks``, ``store_retention``, ``store_reports`` and ``store_history``; the names they share
 are in ``store_types`` and are imported from here. A new table group is a new mixin module added to
 the bases below, never more code in this file.
 """
@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.store_base import StoreBase
+from appliance.store_history import HistoryQueries
 from appliance.store_inbound import InboundTables
 from appliance.store_outbound import OutboundQueue
 from appliance.store_reports import Reports
@@ -189,7 +190,7 @@ from appliance.store_types import (
 from appliance.store_webhooks import WebhookTables
 
 
-class Store(Reports, Retention, WebhookTables, InboundTables, OutboundQueue, StoreBase):
+class Store(HistoryQueries, Reports, Retention, WebhookTables, InboundTables, OutboundQueue, StoreBase):
     """The store: one SQLite file, one connection, every table group's methods (one mixin each)."""
 
 
