@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from html import escape
 
 WIDTH, HEIGHT = 640, 200
-LEFT, RIGHT, TOP, BOTTOM = 44, 8, 10, 22
+LEFT, RIGHT, TOP, BOTTOM = 44, 8, 24, 22
 #: Colours of the series in order (readable on white and for common colour blindness: Okabe-Ito).
 COLOURS = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000")
 GAP = 180.0
@@ -83,8 +83,8 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float | None]]], start
                        f"{label:%H}:00</text>")
         hour += 3600
     if unit:
-        out.append(f'<text x="4" y="{TOP + 10}" font-size="11">{escape(unit)}</text>')
-    legend_x = LEFT + 6
+        out.append(f'<text x="4" y="{TOP - 8}" font-size="11">{escape(unit)}</text>')
+    legend_x = max(LEFT + 6, 12 + 7 * len(unit))  # after the unit's label
     for index, (name, samples) in enumerate(series.items()):
         colour = COLOURS[index % len(COLOURS)]
         for run in _runs(samples, gap):
@@ -94,8 +94,8 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float | None]]], start
                 out.append(f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="2.5" fill="{colour}"/>')
             else:
                 out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.8" points="{points}"/>')
-        out.append(f'<rect x="{legend_x}" y="{TOP + 5}" width="10" height="10" fill="{colour}"/>')
-        out.append(f'<text x="{legend_x + 14}" y="{TOP + 14}" font-size="11">{escape(name)}</text>')
+        out.append(f'<rect x="{legend_x}" y="{TOP - 17}" width="10" height="10" fill="{colour}"/>')
+        out.append(f'<text x="{legend_x + 14}" y="{TOP - 8}" font-size="11">{escape(name)}</text>')
         legend_x += 24 + 7 * len(name)
     if not values:
         out.append(f'<text x="{LEFT + plot_w / 2:.0f}" y="{TOP + plot_h / 2:.0f}" text-anchor="middle" '

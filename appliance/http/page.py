@@ -66,6 +66,13 @@ def e(value: object) -> str:
     return escape(str(value), quote=True)
 
 
+def when(iso: object) -> str:
+    """An RFC 3339 time of the views as ``2026-12-02 03:47:27`` (UTC, to the second), escaped."""
+    if not isinstance(iso, str):
+        return e(iso)
+    return f'<time datetime="{e(iso)}">{e(iso[:19].replace("T", " "))}</time>'
+
+
 def _doc(title: str, body: str) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -224,23 +231,23 @@ def _send_form(csrf: str, can_send: bool, form: Mapping[str, str]) -> str:
 
 def _outbound(rows: Sequence[Mapping[str, Any]]) -> str:
     body = "".join(
-        f'<tr data-id="{e(m["id"])}"><td>{e(m["id"])}</td><td>{e(m.get("created_at"))}</td><td>{e(m.get("to"))}</td>'
+        f'<tr data-id="{e(m["id"])}"><td>{e(m["id"])}</td><td>{when(m.get("created_at"))}</td><td>{e(m.get("to"))}</td>'
         f'<td class="text">{e(m.get("text"))}</td><td class="state">{e(m.get("state"))}</td>'
         f"<td>{e(m.get('modem'))}</td><td>{e(m.get('source'))}</td><td>{e(m.get('error'))}</td></tr>"
         for m in rows) or '<tr><td colspan="8">No messages yet.</td></tr>'
     return ('<section id="outbound"><h2>Sent (last 50)</h2><div class="scroll"><table><thead><tr><th>#</th>'
-            "<th>Queued</th><th>To</th><th>Text</th><th>State</th><th>Modem</th><th>Source</th><th>Error</th>"
+            "<th>Queued (UTC)</th><th>To</th><th>Text</th><th>State</th><th>Modem</th><th>Source</th><th>Error</th>"
             f"</tr></thead><tbody>{body}</tbody></table></div></section>")
 
 
 def _inbound(rows: Sequence[Mapping[str, Any]]) -> str:
     body = "".join(
-        f'<tr data-id="{e(m["id"])}"><td>{e(m["id"])}</td><td>{e(m.get("received_at"))}</td>'
+        f'<tr data-id="{e(m["id"])}"><td>{e(m["id"])}</td><td>{when(m.get("received_at"))}</td>'
         f'<td>{e(m.get("from"))}</td><td class="text">{e(m.get("text"))}</td><td>{e(m.get("modem"))}</td>'
         f"<td>{e(m.get('state'))}{' (parts missing)' if m.get('partial') else ''}</td></tr>"
         for m in rows) or '<tr><td colspan="6">Nothing received yet.</td></tr>'
     return ('<section id="inbound"><h2>Received (last 50)</h2><div class="scroll"><table><thead><tr><th>#</th>'
-            "<th>Received</th><th>From</th><th>Text</th><th>Modem</th><th>State</th>"
+            "<th>Received (UTC)</th><th>From</th><th>Text</th><th>Modem</th><th>State</th>"
             f"</tr></thead><tbody>{body}</tbody></table></div></section>")
 
 
