@@ -22,11 +22,12 @@ from http_fixtures import Gateway, GatewayFactory, wait_modems_online
 from waiting import async_wait_until
 
 from appliance.config import ConfigError, load_config
+from appliance.http.charts import line_chart
 from appliance.http.sessions import Sessions
 from appliance.store import OutboundRequest, Store
 from drivers.simulator import Simulator
 
-pytest_plugins = ["daemon_helpers", "http_fixtures"]
+pytest_plugins = ["daemon_helpers", "http_fixtures", "mosquitto"]
 
 PASSWORD = "correct horse battery"
 OUTSIDE = "+4915112345678"
@@ -294,3 +295,53 @@ def test_page_settings_have_their_defaults_and_the_password_is_not_in_the_repr(t
     http = load_config(path).http
     assert http is not None and http.page_password == PASSWORD and http.page_session == 7 * 86400
     assert PASSWORD not in repr(http)
+
+
+async def test_a_form_over_max_body_is_413_and_sends_nothing(gateway_factory: GatewayFactory, browsers: Any) -> None:
+    gateway = await gateway_factory(http=PAGE)
+    browser = browsers(gateway)
+    await browser.login(PASSWORD)
+    status, text, _ = await browser.post("/send", {"csrf": await browser.csrf(), "to": OUTSIDE,
+                                                   "text": "x" * 70_000})
+    assert status == 413 and "too large" in text and 'href="/"' in text
+    with Store(gateway.db) as store:
+        assert store.messages() == []
+    assert (await browser.get("/"))[0] == 200  # the session is unharmed
+
+
+async def test_over_tls_the_session_cookie_is_secure(gateway_factory: GatewayFactory, tls_certs: Any,
+                                                     browsers: Any) -> None:
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(tls_certs.ca))
+    gateway = await gateway_factory(http=PAGE, tls=(tls_certs.server_cert, tls_certs.server_key))
+    browser = browsers(gateway)
+    await browser.session.close()
+    browser.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context),
+                                            cookie_jar=aiohttp.CookieJar(unsafe=True))
+    status, _, headers = await browser.login(PASSWORD)
+    assert status == 303
+    assert set_cookies(headers)["smsgw_session"]["secure"]
+    assert (await browser.get("/"))[0] == 200
+
+
+# --- the charts (pure) -------------------------------------------------------------------------
+
+
+def test_a_chart_breaks_its_line_where_samples_are_missing() -> None:
+    start = 1_790_000_000.0
+    samples = [(start + n * 60, -70.0 - n) for n in range(5)]  # one run
+    samples += [(start + 20 * 60 + n * 60, -80.0) for n in range(3)]  # after a 16-minute gap: another
+    samples += [(start + 30 * 60, None), (start + 31 * 60, -75.0), (start + 32 * 60, None)]  # a lone reading
+    svg = line_chart({"sim0": samples}, start, start + 3600, unit="dBm", title="Signal")
+    assert svg.count("<polyline") == 2 and svg.count("<circle") == 1
+    first = re.search(r'points="([^"]+)"', svg)
+    assert first is not None and len(first.group(1).split()) == 5
+    xs = [float(point.split(",")[0]) for point in first.group(1).split()]
+    assert xs == sorted(xs) and xs[0] >= 44  # left to right, inside the plot
+
+
+def test_a_chart_escapes_its_names_and_says_when_it_has_no_samples() -> None:
+    svg = line_chart({"<b>x</b>": []}, 0.0, 86400.0, unit="a&b", title='"t"')
+    assert "<b>" not in svg and "&lt;b&gt;x&lt;/b&gt;" in svg and "a&amp;b" in svg and "&quot;t&quot;" in svg
+    assert "no samples yet" in svg and "<polyline" not in svg

@@ -97,6 +97,13 @@ def login_page(csrf: str, *, error: str | None = None, password: bool = True) ->
     return _doc("smsgw – log in", body)
 
 
+def error_page(message: str) -> str:
+    """A refused form post: what went wrong and the way back to the page."""
+    body = (f'<main class="login"><section><h2>smsgw status</h2>{_flash([("error", message)])}'
+            '<p><a href="/">Back to the status page</a></p></section></main>')
+    return _doc("smsgw – error", body)
+
+
 @dataclass
 class PageData:
     """What the status page shows, read beforehand from the store and the daemon."""

@@ -99,14 +99,14 @@ class StatusPage:
     async def _form(self, request: web.Request) -> dict[str, str] | web.Response:
         """The posted form's fields, or the error page to answer."""
         if request.content_type != FORM_TYPE:
-            return _html(page.login_page("", error=f"the form must be sent as {FORM_TYPE}"), 415)
+            return _html(page.error_page(f"The form must be sent as {FORM_TYPE}."), 415)
         try:
             async with asyncio.timeout(self.http.body_timeout):
                 data = await request.post()
         except TimeoutError:
-            return _html(page.login_page("", error="the form came too slowly"), 408)
+            return _html(page.error_page("The form came too slowly."), 408)
         except web.HTTPRequestEntityTooLarge:
-            return _html(page.login_page("", error="the form is too large"), 413)
+            return _html(page.error_page("The form is too large."), 413)
         return {name: value for name, value in data.items() if isinstance(value, str)}
 
     # --- login -------------------------------------------------------------------------------
@@ -169,7 +169,7 @@ class StatusPage:
             if isinstance(form, web.Response):
                 return form
             if not same(form.get("csrf", ""), session.csrf):
-                return _html(page.login_page("", error="The form had expired; reload the page."), 403)
+                return _html(page.error_page("The form had expired; reload the page."), 403)
             self.sessions.end(session.id)
         response = _redirect("/login")
         response.del_cookie(SESSION_COOKIE, path="/")
@@ -229,7 +229,7 @@ class StatusPage:
         if isinstance(form, web.Response):
             return form
         if not same(form.get("csrf", ""), session.csrf):
-            return _html(page.login_page("", error="The form had expired; reload the page and send again."), 403)
+            return _html(page.error_page("The form had expired; reload the page and send again."), 403)
         if not session.can_send:
             session.flash.append(("error", f"{session.who} may not send (the token lacks the 'send' scope)."))
             return _redirect("/")
