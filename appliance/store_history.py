@@ -43,11 +43,6 @@ class HistoryQueries(StoreBase):
             out.setdefault((row[1], row[2]), []).append((float(row[0]), None if row[3] is None else float(row[3])))
         return out
 
-    def last_sample_at(self) -> float | None:
-        """When the newest sample was taken (None: never)."""
-        value = self._conn.execute("SELECT MAX(at) FROM history_sample").fetchone()[0]
-        return None if value is None else float(value)
-
     def _retention_steps(self, cutoff: float, batch: int) -> list[RetentionStep]:
         """The samples older than ``cutoff`` go with the retention (``Store.prune_steps``), a batch at a time."""
         def step(conn: sqlite3.Connection) -> dict[str, int]:
