@@ -49,6 +49,7 @@ def seed_history(db: Path, now: float) -> None:
             ])
 
 
+@pytest.mark.timeout(180)  # a browser start and a daemon on a loaded machine
 async def test_log_in_see_the_modems_send_a_test_sms_and_see_it_in_the_list(
         gateway_factory: GatewayFactory, mosquitto: Broker, sim: Simulator) -> None:
     gateway = await gateway_factory(http=f'page_password = "{PASSWORD}"', extra=mqtt_section(mosquitto),
