@@ -345,3 +345,24 @@ def test_a_chart_escapes_its_names_and_says_when_it_has_no_samples() -> None:
     svg = line_chart({"<b>x</b>": []}, 0.0, 86400.0, unit="a&b", title='"t"')
     assert "<b>" not in svg and "&lt;b&gt;x&lt;/b&gt;" in svg and "a&amp;b" in svg and "&quot;t&quot;" in svg
     assert "no samples yet" in svg and "<polyline" not in svg
+
+
+async def test_revoking_a_token_ends_the_page_sessions_it_opened(gateway_factory: GatewayFactory,
+                                                                browsers: Any) -> None:
+    from test_http_api import cli
+
+    gateway = await gateway_factory(http=PAGE)
+    by_token, by_password = browsers(gateway), browsers(gateway)
+    assert (await by_token.login(gateway.tokens["reader"][0]))[0] == 303
+    assert (await by_password.login(PASSWORD))[0] == 303
+    assert (await by_token.get("/"))[0] == 200
+    assert (await cli("token", "--config", str(gateway.config), "revoke", "reader"))[0] == 0
+
+    async def logged_out() -> bool:
+        return (await by_token.get("/"))[0] == 303
+
+    await async_wait_until(logged_out, timeout=10, interval=0.1, what="the revoked token's session ended")
+    assert "the session of reader ended" in gateway.daemon.log_text()
+    assert (await by_password.get("/"))[0] == 200  # the password's session is not the token's
+    status, text, _ = await by_token.login(gateway.tokens["reader"][0])
+    assert status == 401

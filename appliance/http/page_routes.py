@@ -33,6 +33,7 @@ from appliance import __version__
 from appliance.http import page, views
 from appliance.http.page import PageData
 from appliance.http.sessions import LOGIN_COOKIE, LOGIN_FORM_TTL, SESSION_COOKIE, Session, Sessions, same
+from appliance.http.tokens import token_hash
 from appliance.intake import IntakeError
 from appliance.store import STATES
 
@@ -94,7 +95,18 @@ class StatusPage:
         return hmac.new(self._login_key, nonce.encode(), hashlib.sha256).hexdigest()
 
     def _session(self, request: web.Request) -> Session | None:
-        return self.sessions.get(request.cookies.get(SESSION_COOKIE))
+        """The request's live session; one opened with a token lives only as long as the token has ``read``
+        (``smsgw token revoke`` ends it within a second), and may send only while the token has ``send``."""
+        session = self.sessions.get(request.cookies.get(SESSION_COOKIE))
+        if session is None or session.token_sha256 is None:
+            return session
+        token = self.auth.registry.find_hash(session.token_sha256)
+        if token is None or not token.allows("read"):
+            LOG.info("status page: the session of %s ended: its token is revoked", session.who)
+            self.sessions.end(session.id)
+            return None
+        session.can_send = token.allows("send")
+        return session
 
     async def _form(self, request: web.Request) -> dict[str, str] | web.Response:
         """The posted form's fields, or the error page to answer."""
@@ -153,14 +165,16 @@ class StatusPage:
         if not secret:
             return None
         password = self.http.page_password
-        if password is not None and same(secret, password):
+        # compared as digests: the time taken says nothing of the password's length either
+        if password is not None and same(token_hash(secret), token_hash(password)):
             return self.sessions.create("page", "http:page", can_send=True)
         token = self.auth.registry.find(secret)
         if token is None:
             return None
         if not token.allows("read"):
             return f"The token {token.name!r} lacks the 'read' scope the status page needs."
-        return self.sessions.create(token.name, token.source, can_send=token.allows("send"))
+        return self.sessions.create(token.name, token.source, can_send=token.allows("send"),
+                                    token_sha256=token.token_sha256)
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)

@@ -4,7 +4,8 @@ A login (``POST /login`` with the ``[http] page_password`` or an API token with 
 makes a :class:`Session` under a random id of 256 bits (``secrets.token_urlsafe``); the browser keeps
 only that id, in a cookie that is ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no other
 site's page sends it) and ``Secure`` over TLS. The session ends after ``[http] page_session`` seconds
-(default 12 h), at logout, or when the daemon restarts (sessions live in memory only: nothing to
+(default 12 h), at logout, when the token it was opened with is revoked (or loses its ``read``
+scope), or when the daemon restarts (sessions live in memory only: nothing to
 steal from the disk).
 
 Every form the page posts carries the session's CSRF token (the synchronizer token pattern, OWASP
@@ -40,6 +41,7 @@ class Session:
     source: str         # the usage source of its test SMS: "http:page" or "http:<token>"
     can_send: bool      # the page password, or a token with the "send" scope
     expires_at: float
+    token_sha256: str | None = None  # a token's login: its hash, so that revoking the token ends the session
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     flash: list[tuple[str, str]] = field(default_factory=list)  # (kind, text) shown once on the next page
     form: dict[str, str] = field(default_factory=dict)  # the test SMS form's values after a refusal
@@ -53,10 +55,10 @@ class Sessions:
         self.clock = clock
         self._sessions: dict[str, Session] = {}
 
-    def create(self, who: str, source: str, *, can_send: bool) -> Session:
+    def create(self, who: str, source: str, *, can_send: bool, token_sha256: str | None = None) -> Session:
         self._expire()
         session = Session(id=secrets.token_urlsafe(32), who=who, source=source, can_send=can_send,
-                          expires_at=self.clock() + self.lifetime)
+                          expires_at=self.clock() + self.lifetime, token_sha256=token_sha256)
         self._sessions[session.id] = session
         while len(self._sessions) > MAX_SESSIONS:
             del self._sessions[next(iter(self._sessions))]
