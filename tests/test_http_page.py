@@ -366,3 +366,26 @@ async def test_revoking_a_token_ends_the_page_sessions_it_opened(gateway_factory
     assert (await by_password.get("/"))[0] == 200  # the password's session is not the token's
     status, text, _ = await by_token.login(gateway.tokens["reader"][0])
     assert status == 401
+
+
+def test_every_outside_value_on_the_page_is_escaped() -> None:
+    """Markup in anything the page shows from outside (an operator name from the network, a modem's
+    error, a number, a webhook name, a token name, a refused request's text) stays text."""
+    from appliance.http.page import PageData, login_page, status_page
+
+    evil = '<x-evil a="1">\'&'
+    modem = {"id": evil, "state": evil, "healthy": True, "signal": {"dbm": -70, "percent": 60},
+             "operator": {"name": evil, "numeric": evil}, "registration": evil, "sim": evil, "model": evil,
+             "last_error": evil, "last_error_at": evil, "recoveries": evil,
+             "balance": {"amount": evil, "unit": evil, "below_low": True}}
+    message = {"id": 1, "created_at": evil, "to": evil, "text": evil, "state": evil, "modem": evil, "source": evil,
+               "error": evil}
+    received = {"id": 2, "received_at": evil, "from": evil, "text": evil, "modem": evil, "state": evil, "partial": True}
+    data = PageData(version=evil, hostname=evil, uptime=5.0, mqtt=False, modems=[modem], depths={evil: 1},
+                    outbound=[message], inbound=[received], signal={evil: [(0.0, -70.0), (60.0, -71.0)]},
+                    queue={evil: [(0.0, 1.0)]}, now=120.0,
+                    webhooks={evil: {"pending": 1, "oldest_pending_age": 5.0, "last_error": evil}})
+    page = status_page(data, who=evil, csrf=evil, can_send=True, flash=[(evil, evil)], form={"to": evil, "text": evil})
+    page += login_page(evil, error=evil)
+    assert "<x-evil" not in page and 'a="1"' not in page
+    assert page.count("&lt;x-evil a=&quot;1&quot;&gt;") >= 30
