@@ -240,6 +240,8 @@ def main() -> int:
         ("Latency: publish to the first byte of AT+CMGS", "latency.py", ["--count", "50"] if quick else []),
         ("1-8 modems at 1 s per send", "send.py",
          ["--send-delay", "1", "--repeats", "1" if quick else "3", "--seconds", "3" if quick else "10"]),
+        ("The status page against the history", "status_page.py",
+         ["--messages", "10000", "--rounds", "5"] if quick else []),
     ):
         out, _ = run(script, *extra)
         sections.append(f"## {title}\n\n    python bench/{script} {' '.join(extra)}\n\n" + code(out))

@@ -67,6 +67,15 @@ def _redirect(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location, **page.HEADERS})
 
 
+def read_store(store: Store, now: float, modem_ids: list[str]) -> dict[str, Any]:
+    """The store's part of the page (run off the event loop, on a read-only store): the queue, the last
+    messages each way, the modems' recorded states and balances, the last 24 h of samples, the webhooks."""
+    return {"stats": store.stats(now), "outbound": store.messages(limit=LISTED),
+            "inbound": store.inbox(limit=LISTED), "recorded": store.modem_states(),
+            "balances": {modem_id: store.state_get("balance", modem_id, None) for modem_id in modem_ids},
+            "history": store.history(now - WINDOW), "webhooks": store.webhook_stats(now)}
+
+
 class StatusPage:
     """The handlers of the page, bound to the daemon and the API's parts."""
 
@@ -204,16 +213,9 @@ class StatusPage:
     async def collect(self) -> PageData:
         """What the page shows: the store's part read off the event loop, the modems' from their supervisors."""
         now = time.time()
-        since = now - WINDOW
         modem_ids = [mc.id for mc in self.daemon.config.modems]
 
-        def read(store: Store) -> dict[str, Any]:
-            return {"stats": store.stats(now), "outbound": store.messages(limit=LISTED),
-                    "inbound": store.inbox(limit=LISTED), "recorded": store.modem_states(),
-                    "balances": {modem_id: store.state_get("balance", modem_id, None) for modem_id in modem_ids},
-                    "history": store.history(since), "webhooks": store.webhook_stats(now)}
-
-        stored = await self.api.read(read)
+        stored = await self.api.read(lambda store: read_store(store, now, modem_ids))
         modems = []
         for modem_id in modem_ids:
             supervisor = self.daemon.supervisors.get(modem_id)
