@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from appliance import __version__
+from appliance.history import QUEUE_STATES
 from appliance.http import page, views
 from appliance.http.page import PageData
 from appliance.http.sessions import LOGIN_COOKIE, LOGIN_FORM_TTL, SESSION_COOKIE, Session, Sessions, same
@@ -49,10 +50,8 @@ LOG = logging.getLogger("appliance.http")
 
 #: Messages each way the page lists.
 LISTED = 50
-#: Hours of history the charts show.
+#: Seconds of history the charts show (24 h).
 WINDOW = 24 * 3600.0
-#: The queue states the queue-depth chart draws.
-QUEUE_STATES = ("queued", "sending")
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
