@@ -140,10 +140,11 @@ async def test_the_webhook_backlog_is_scraped_per_webhook(gateway_factory: Gatew
             pending = value(families, "smsgw_webhook_pending", webhook="down") or 0
             age = value(families, "smsgw_webhook_oldest_pending_age_seconds", webhook="down") or 0
             delivered = value(families, "smsgw_webhook_deliveries", webhook="up", state="delivered") or 0
-            return families if pending >= 2 and age > 0 and delivered >= 2 else None  # queued, then sent
+            drained = value(families, "smsgw_webhook_pending", webhook="up") == 0
+            # queued, sending, sent: "down" holds them all, "up" has delivered them (and has none waiting)
+            return families if pending >= 2 and age > 0 and delivered >= 2 and drained else None
 
-        families = await async_wait_until(backlog, timeout=20, interval=0.1, what="a backlog on 'down' only")
-        assert value(families, "smsgw_webhook_pending", webhook="up") == 0
+        families = await async_wait_until(backlog, timeout=30, interval=0.1, what="a backlog on 'down' only")
         assert value(families, "smsgw_webhook_oldest_pending_age_seconds", webhook="up") == 0
         assert value(families, "smsgw_webhook_deliveries", webhook="down", state="delivered") == 0
         assert families["smsgw_webhook_pending"]["type"] == "gauge"
