@@ -73,6 +73,7 @@ class Daemon:
         self.http: Any = None
         self.webhooks: Any = None
         self.self_alerts: Any = None
+        self.history: Any = None
         self._mqtt_ussd: Any = None
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
@@ -235,7 +236,14 @@ class Daemon:
         """The HTTP API (appliance.http) when ``[http]`` is configured."""
         if self.config.http is None:
             return
+        from appliance.history import HistorySampler, signal_dbm
         from appliance.http.server import HttpServer
+
+        assert self.store is not None
+        self.history = HistorySampler(self.store, lambda: {
+            modem_id: signal_dbm(supervisor.radio) if supervisor.healthy else None
+            for modem_id, supervisor in self.supervisors.items()})
+        await self.history.start()  # the status page's charts: one sample a minute
 
         http = HttpServer(self)
         try:
@@ -304,7 +312,8 @@ class Daemon:
     async def _stop_work(self) -> None:
         """Stop what talks to the modems: the self-alerts, the control socket, balance checks, USSD, the supervisors,
         the dispatcher (its AT+CMGS in progress finishes and commits), the inbound side, the tasks."""
-        for component in (self.self_alerts, self.http, self.control, self.balance, self._mqtt_ussd, self.webhooks):
+        for component in (self.self_alerts, self.http, self.history, self.control, self.balance, self._mqtt_ussd,
+                          self.webhooks):
             if component is not None:
                 with contextlib.suppress(Exception):
                     await component.stop()
