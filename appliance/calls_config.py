@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from appliance.config import ConfigError
-from appliance.rules.config import read_template, resolve_recipients
+from appliance.rules.config import read_template, resolve_names
 from appliance.rules.templates import Template
 from appliance.store import same_number
 from appliance.topics import is_publish_topic
@@ -67,7 +67,7 @@ def _callers(reader: TableReader, rules: RulesConfig, normalise: Callable[[str],
     """The numbers ``callers`` names, resolved as command rules' senders are; None for ``"*"``."""
     if not reader.has("callers"):
         raise reader.error("callers", "is required (group or contact names, numbers, or \"*\")")
-    return resolve_recipients(reader, "callers", rules.contacts, rules.groups, normalise, allow_star=True)
+    return resolve_names(reader, "callers", rules.contacts, rules.groups, normalise, allow_star=True)
 
 
 def _topic(reader: TableReader) -> str:

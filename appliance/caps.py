@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.config import ConfigError
+from appliance.store_types import GATEWAY_SOURCE
 from drivers.toml_reader import TableReader
 
 if TYPE_CHECKING:
@@ -44,9 +45,12 @@ class DailyCaps:
     def cap_key(self, source: str) -> str | None:
         """The ``[sources]`` key whose cap applies to ``source``: its own key, else the first matching
         pattern, else (for ``mqtt:<name>``) ``mqtt``, whose cap is then shared by every MQTT source
-        without a cap of its own."""
+        without a cap of its own. The gateway's own alerts (``GATEWAY_SOURCE``, ``self``): only their own
+        key, so a pattern (``"*"``) or the ``mqtt`` cap meant for clients never silences them."""
         if source in self.caps:
             return source
+        if source == GATEWAY_SOURCE:
+            return None
         for pattern in self.caps:
             if any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(source, pattern):
                 return pattern

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from appliance.caps import DailyCaps
     from appliance.http.config import HttpConfig
     from appliance.rules.config import RulesConfig
+    from appliance.self_alerts.config import SelfAlertsConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/smsgw/smsgw.toml")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -40,7 +41,7 @@ MQTT_PROTOCOLS = ("5", "3.1.1")
 OWN_SECTIONS = ("store", "mqtt", "modems", "modems_auto", "numbers", "limits", "hardware", "sms", "log_level",
                 "http", "webhooks")
 RAW_SECTIONS = ("alerts", "commands", "contacts", "groups", "sources", "quiet_hours", "rules", "health", "calls",
-                "call_rules")
+                "call_rules", "self_alerts")
 
 _MODEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _PIN = re.compile(r"^[0-9]{4,8}$")
@@ -245,8 +246,9 @@ class Config:
         return value
 
     def check(self, *sections: str) -> None:
-        """Parse the named sections now (``"health"``, ``"caps"``, ``"rules"``, ``"calls"``): a problem raises its
-        ``ConfigError`` here, as ``smsgw run`` does at start, rather than where the section is used."""
+        """Parse the named sections now (``"health"``, ``"caps"``, ``"rules"``, ``"self_alerts"``, ``"calls"``):
+        a problem raises its ``ConfigError`` here, as ``smsgw run`` does at start, rather than where the
+        section is used."""
         for name in sections:
             getattr(self, name)
 
@@ -280,6 +282,14 @@ class Config:
         from appliance.calls_config import validate_calls
 
         result: CallsConfig = self._section("calls", validate_calls)
+        return result
+
+    @property
+    def self_alerts(self) -> SelfAlertsConfig | None:
+        """``[self_alerts]`` (``appliance.self_alerts.config``), validated; None when absent."""
+        from appliance.self_alerts.config import parse_self_alerts
+
+        result: SelfAlertsConfig | None = self._section("self_alerts", parse_self_alerts)
         return result
 
 

@@ -72,6 +72,8 @@ class Daemon:
         self.heartbeat: Any = None
         self.http: Any = None
         self.webhooks: Any = None
+        self.self_alerts: Any = None
+        self.history: Any = None
         self._mqtt_ussd: Any = None
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
@@ -197,6 +199,7 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._prune(), name="retention"))
         await self._start_mqtt()
         await self._start_http()
+        await self._start_self_alerts()
         if self.balance is not None:
             self.balance.start()  # after MQTT: a low balance reaches the alert rules
         self._update_led()
@@ -233,7 +236,14 @@ class Daemon:
         """The HTTP API (appliance.http) when ``[http]`` is configured."""
         if self.config.http is None:
             return
+        from appliance.history import HistorySampler, signal_dbm
         from appliance.http.server import HttpServer
+
+        assert self.store is not None
+        self.history = HistorySampler(self.store, lambda: {
+            modem_id: signal_dbm(supervisor.radio) if supervisor.healthy else None
+            for modem_id, supervisor in self.supervisors.items()})
+        await self.history.start()  # the status page's charts: one sample a minute
 
         http = HttpServer(self)
         try:
@@ -242,6 +252,21 @@ class Daemon:
             LOG.error("HTTP API not started: cannot listen on %s: %s", self.config.http.listen, exc.strerror or exc)
             return
         self.http = http
+
+    async def _start_self_alerts(self) -> None:
+        """``[self_alerts]`` (appliance.self_alerts): the gateway texts its installer about itself."""
+        settings = self.config.self_alerts
+        if settings is None:
+            return
+        from appliance.intake import Intake, IntakePolicy
+        from appliance.self_alerts.facts import daemon_facts
+        from appliance.self_alerts.monitor import SelfAlerts
+
+        assert self.store is not None
+        intake = Intake(IntakePolicy.from_config(self.config), self.store)
+        self.self_alerts = SelfAlerts(settings, self.store, intake, lambda: daemon_facts(self))
+        await self.self_alerts.start()
+
     async def _start_webhooks(self) -> None:
         """The ``[[webhooks]]`` senders (and, with none configured, the store told so)."""
         from appliance.webhooks import Webhooks
@@ -285,9 +310,10 @@ class Daemon:
         LOG.info("stopped")
 
     async def _stop_work(self) -> None:
-        """Stop what talks to the modems: the control socket, balance checks, USSD, the supervisors,
+        """Stop what talks to the modems: the self-alerts, the control socket, balance checks, USSD, the supervisors,
         the dispatcher (its AT+CMGS in progress finishes and commits), the inbound side, the tasks."""
-        for component in (self.http, self.control, self.balance, self._mqtt_ussd, self.webhooks):
+        for component in (self.self_alerts, self.http, self.history, self.control, self.balance, self._mqtt_ussd,
+                          self.webhooks):
             if component is not None:
                 with contextlib.suppress(Exception):
                     await component.stop()
@@ -472,11 +498,14 @@ class Daemon:
             entry = supervisor.status()
             entry["dispatch"] = dispatch.get(modem_id, {})
             modems[modem_id] = entry
-        return {
+        status: dict[str, Any] = {
             "started_at": self.started_at,
             "modems": modems,
             "store": self.store.stats() if self.store is not None else {},
         }
+        if self.self_alerts is not None:
+            status["self_alerts"] = self.self_alerts.status()
+        return status
 
 
 async def run(config: Config, stop: asyncio.Event) -> None:

@@ -223,6 +223,8 @@ class Dispatcher:
         #: Seconds the rest of a multipart message waits for the modem that sent its first parts.
         self.multipart_wait = multipart_wait
         self._slots: dict[str, _Slot] = {}
+        #: When a part was last sent (this process's life; None: not yet): the self-alerts' ``no_send``.
+        self.last_sent_at: float | None = None
         self._in_flight: dict[str, int] = {}  # recipient -> sends in progress
         self._last_sent: dict[str, float] = {}  # recipient -> time of the last part sent
         self._running = False
@@ -372,6 +374,7 @@ class Dispatcher:
     def _record_send(self, slot: _Slot, recipient: str, now: float) -> None:
         slot.note_sent(now)
         slot.sent += 1
+        self.last_sent_at = now
         self._refresh_day(slot, now)
         slot.day_count += 1
         if self.recipient_interval > 0:

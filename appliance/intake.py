@@ -172,6 +172,8 @@ class SendRequest:
     valid_for: float | None = None
     #: ISO 639-1 code of a national language whose shift tables the SMS may use; None: ``[sms]``'s.
     language: str | None = None
+    #: Modem ids that must not send the message (the self-alerts' failed modem); the others may.
+    avoid_modems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,11 @@ def _check_language(language: object) -> str | None:
     return language.lower() if language else None
 
 
+def _check_avoid_modems(modems: object) -> None:
+    if not isinstance(modems, tuple) or not all(isinstance(m, str) and m for m in modems):
+        raise InvalidField("request", f"avoid_modems must be a tuple of modem ids, not {modems!r}")
+
+
 @functools.lru_cache(maxsize=4096)
 def _checked(number: str, policy: NumbersConfig) -> str:
     return numbers.check_destination(number, policy)
@@ -351,6 +358,7 @@ def prepare(request: SendRequest, policy: IntakePolicy, now: float) -> Prepared:
     _check_valid_for(request.valid_for)
     _check_real_text(request.text, "text")
     _check_language(request.language)
+    _check_avoid_modems(request.avoid_modems)
     return _prepare_checked(request, policy, now)
 
 
@@ -383,7 +391,7 @@ def _prepare_checked(request: SendRequest, policy: IntakePolicy, now: float) -> 
         seen.add(number)
         requests.append(OutboundRequest(to=number, text=text, source=request.source, client_key=request.client_key,
                                         priority=priority, valid_until=valid_until, report=request.report,
-                                        language=language))
+                                        language=language, avoid_modems=request.avoid_modems))
     return Prepared(tuple(requests), request.source, parts)
 
 

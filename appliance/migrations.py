@@ -26,6 +26,9 @@ Version history
   9  webhooks: ``webhook`` (the configured webhooks and the events each one takes, written by the
      daemon at start) and ``webhook_delivery`` (one row per event and webhook, committed with the
      event, retried until delivered or expired).
+ 11  status-page history: ``history_sample`` (one row a minute per modem's signal and per queue state,
+     unique by kind, key and minute; ``appliance.store_history``), indexed by time for the charts and
+     the retention.
 """
 
 from __future__ import annotations
@@ -298,8 +301,20 @@ def _v9(db: sqlite_utils.Database) -> None:
                "WHERE done_at IS NOT NULL")
 
 
+def _v10(db: sqlite_utils.Database) -> None:
+    pass  # RESERVED: version 10 belongs to scheduled sends; this placeholder goes when it lands
+
+
+def _v11(db: sqlite_utils.Database) -> None:
+    db.execute("CREATE TABLE history_sample (id INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL, "
+               "key TEXT NOT NULL, value REAL)")
+    db.execute("CREATE UNIQUE INDEX history_sample_key ON history_sample (kind, key, at)")
+    db.execute("CREATE INDEX history_sample_at ON history_sample (at)")
+
+
 #: MIGRATIONS[n - 1] takes the schema from version n - 1 to n.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10,
+                                                               _v11]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -26,7 +26,9 @@ short batches; the daemon runs it at start and hourly.
 
 ``Store`` is one class made of one mixin per table group over ``store_base.StoreBase`` (the
 connection, transactions, events, state and audit): ``store_outbound`` (with ``store_optout``),
-``store_inbound``, ``store_webhooks``, ``store_retention`` and ``store_reports``; the names they share
+``store_inbound``, ``store_webhooks``, ``store_retention``, ``store_reports``, ``store_selfalerts``
+(the modems a message avoids, the clients' queue) and ``store_history`` (the status page's samples);
+the names they share
 are in ``store_types`` and are imported from here. A new table group is a new mixin module added to
 the bases below, never more code in this file.
 """
@@ -38,10 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.store_base import StoreBase
+from appliance.store_history import HistoryQueries
 from appliance.store_inbound import InboundTables
 from appliance.store_outbound import OutboundQueue
 from appliance.store_reports import Reports
 from appliance.store_retention import Retention
+from appliance.store_selfalerts import SelfAlertsQueries
 from appliance.store_types import (  # re-exported: the store's names are imported from here
     AUDIT_RETENTION_DAYS as AUDIT_RETENTION_DAYS,
 )
@@ -71,6 +75,9 @@ from appliance.store_types import (
 )
 from appliance.store_types import (
     FINAL_STATES as FINAL_STATES,
+)
+from appliance.store_types import (
+    GATEWAY_SOURCE as GATEWAY_SOURCE,
 )
 from appliance.store_types import (
     MULTIPART_WAIT as MULTIPART_WAIT,
@@ -189,7 +196,8 @@ from appliance.store_types import (
 from appliance.store_webhooks import WebhookTables
 
 
-class Store(Reports, Retention, WebhookTables, InboundTables, OutboundQueue, StoreBase):
+class Store(HistoryQueries, SelfAlertsQueries, Reports, Retention, WebhookTables, InboundTables, OutboundQueue,
+            StoreBase):
     """The store: one SQLite file, one connection, every table group's methods (one mixin each)."""
 
 

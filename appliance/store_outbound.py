@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.store_optout import OptOutList
 from appliance.store_types import (
+    AVOID_NAMESPACE,
     DELIVERED,
     EXPIRED,
     FAILED,
     MULTIPART_WAIT,
+    NOT_AVOIDED_SQL,
     NOT_PINNED_ELSEWHERE_SQL,
     PART_DELIVERED,
     PART_FAILED,
@@ -129,6 +131,11 @@ class OutboundQueue(OptOutList):
                     results.append(existing)
                     continue
                 message_id = int(cur.lastrowid or 0)
+                if request.avoid_modems:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO state (namespace, key, value) VALUES (?, ?, ?)",
+                        [(AVOID_NAMESPACE, f"{message_id}/{modem}", json.dumps({"message": message_id, "modem": modem}))
+                         for modem in dict.fromkeys(request.avoid_modems)])
                 # the queued event from what was just written (as _message_event would read it back)
                 self._add_event(conn, f"message/{message_id}", {
                     "id": message_id, "to": request.to, "state": QUEUED,
@@ -198,7 +205,8 @@ class OutboundQueue(OptOutList):
         A message with parts already sent through another modem is due for ``modem_id`` only
         ``multipart_wait`` seconds after its last sent part: all parts of a multipart SMS leave
         through one modem (a handset joins parts by sender), and the claimer must then send the
-        whole message again (``restart_parts``).
+        whole message again (``restart_parts``). A message queued with ``modem_id`` in its
+        ``avoid_modems`` is left to the other modems.
         The claim sets ``sending``, the modem, ``lease_until = now + lease`` and counts an attempt.
         With ``encode``, a message without parts gets the parts ``encode`` returns for it in the same
         transaction (as ``set_parts`` would), so a send commits twice: here, and its TP-MR
@@ -215,8 +223,8 @@ class OutboundQueue(OptOutList):
             # multipart_wait after its last part (then the whole message goes again from here).
             candidates = [conn.execute(
                 f"SELECT * FROM message WHERE state = ? AND {due} {not_in} AND {NOT_PINNED_ELSEWHERE_SQL} "
-                "ORDER BY priority, id LIMIT 1",
-                (state, now, *exclude, modem_id, now - multipart_wait),
+                f"AND {NOT_AVOIDED_SQL} ORDER BY priority, id LIMIT 1",
+                (state, now, *exclude, modem_id, now - multipart_wait, modem_id),
             ).fetchone() for state, due in (
                 (QUEUED, "(next_attempt_at IS NULL OR next_attempt_at <= ?)"), (SENDING, "lease_until < ?"))]
             found = [c for c in candidates if c is not None]
@@ -249,8 +257,8 @@ class OutboundQueue(OptOutList):
         # the first row of index message_due (state, next_attempt_at); NULL sorts first and means "now"
         queued = self._conn.execute(
             f"SELECT COALESCE(next_attempt_at, 0) FROM message WHERE state = ? {not_in} "
-            f"AND NOT {PINNED_ELSEWHERE_SQL} ORDER BY next_attempt_at LIMIT 1",
-            (QUEUED, *exclude, modem_id or ""),
+            f"AND NOT {PINNED_ELSEWHERE_SQL} AND {NOT_AVOIDED_SQL} ORDER BY next_attempt_at LIMIT 1",
+            (QUEUED, *exclude, modem_id or "", modem_id or ""),
         ).fetchone()
         # messages whose first parts left through another modem: due for this one after multipart_wait
         pinned = self._conn.execute(
@@ -261,8 +269,8 @@ class OutboundQueue(OptOutList):
             "FROM (SELECT DISTINCT message_id FROM part INDEXED BY part_unsent WHERE message_reference IS NULL) "
             "AS unsent "
             "CROSS JOIN message ON message.id = unsent.message_id "
-            f"WHERE state = ? {not_in} AND {PINNED_ELSEWHERE_SQL}",
-            (multipart_wait, QUEUED, *exclude, modem_id or ""),
+            f"WHERE state = ? {not_in} AND {PINNED_ELSEWHERE_SQL} AND {NOT_AVOIDED_SQL}",
+            (multipart_wait, QUEUED, *exclude, modem_id or "", modem_id or ""),
         ).fetchone()
         lease = self._conn.execute(
             "SELECT MIN(lease_until) FROM message WHERE state = ?", (SENDING,)).fetchone()

@@ -44,6 +44,18 @@ PINNED_ELSEWHERE_SQL = ("EXISTS (SELECT 1 FROM part p WHERE p.message_id = messa
 NOT_PINNED_ELSEWHERE_SQL = (f"(NOT {PINNED_ELSEWHERE_SQL} OR (SELECT MAX(p.sent_at) FROM part p "
                          "WHERE p.message_id = message.id AND p.message_reference IS NOT NULL) <= ?)")
 
+#: The source of the gateway's own messages (``[self_alerts]``): left out of the clients' queue, and
+#: only a ``[sources.self]`` cap of its own applies to it (``appliance.caps``).
+GATEWAY_SOURCE = "self"
+#: The modems a message must not be sent through (``OutboundRequest.avoid_modems``): one row per modem in
+#: the key-value ``state`` table, namespace ``avoid_modem``, key ``<message id>/<modem id>``
+#: (``appliance.store_selfalerts``).
+AVOID_NAMESPACE = "avoid_modem"
+#: SQL: no avoid row names the modem of the parameter for the message (table ``message``); one
+#: primary-key search.
+NOT_AVOIDED_SQL = (f"NOT EXISTS (SELECT 1 FROM state WHERE namespace = '{AVOID_NAMESPACE}' "
+                   "AND key = message.id || '/' || ?)")
+
 PRIORITIES: dict[str, int] = {"critical": -1, "high": 0, "normal": 1, "low": 2}
 CRITICAL = "critical"
 PRIORITY_NAMES: dict[int, str] = {rank: name for name, rank in PRIORITIES.items()}
@@ -135,6 +147,8 @@ class OutboundRequest:
     #: ISO 639-1 code of a national language (drivers.gsm7_national.LANGUAGE_IDS) whose shift tables
     #: this message may use; None: the configured ``[sms] national_language``.
     language: str | None = None
+    #: Modems that must not send this message (the self-alerts' failed modem); the others may.
+    avoid_modems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

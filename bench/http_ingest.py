@@ -14,7 +14,7 @@ loopback port:
 The rounds alternate between the two; the summary gives the medians and the ratio HTTP / MQTT
 (target >= 0.5).
 
-    python bench/http_ingest.py [--count 3000] [--rounds 5] [--concurrency 16] [--dir DIR]
+    python bench/http_ingest.py [--count 3000] [--rounds 5] [--concurrency 16] [--dir DIR] [--json]
 
 Run it on the disk the appliance uses (``--dir``): on tmpfs an fsync costs nothing.
 """
@@ -185,9 +185,17 @@ def run(args: argparse.Namespace) -> None:
             proc.terminate()
             proc.wait(timeout=30)
         broker.kill()
+    committed = {}
     for name in ("http", "mqtt"):
         with Store(workdir / f"{name}.db", read_only=True) as store:
-            print(f"{name}: {sum(store.stats()['outbox'].values())} rows committed of {args.count * args.rounds}")
+            committed[name] = sum(store.stats()["outbox"].values())
+            print(f"{name}: {committed[name]} rows committed of {args.count * args.rounds}")
+    if args.json:  # the last line, for bench/run.py
+        print(json.dumps({"count": args.count, "rounds": args.rounds, "concurrency": args.concurrency,
+                          "mqtt": [r[0] for r in results], "http": [r[1] for r in results],
+                          "mqtt_median": mqtt_median, "http_median": http_median,
+                          "ratio": http_median / mqtt_median, "ratio_of_rounds": statistics.median(ratios),
+                          "committed": committed}))
 
 
 def main() -> None:
@@ -200,6 +208,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--dir", help="directory for the broker and the stores (default: a new temp dir)")
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line, last")
     run(parser.parse_args())
 
 

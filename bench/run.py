@@ -193,12 +193,55 @@ def main() -> int:
                     + f" MiB | {memory['peak_mib']:.1f} MiB | {memory['cpu_s_per_1000']:.2f} s |"
                     f" {memory['msgs_per_s']:.0f} |\n")
 
+    # --- HTTP ingest beside MQTT ingest ----------------------------------------------------------------
+    http_args = ["--count", "1000" if quick else "3000", "--rounds", "2" if quick else "5"]
+    ingest_http = last_json(run("http_ingest.py", *http_args, "--json")[0])
+    lines = ["| round | MQTT committed/s | HTTP committed/s | ratio |", "|---:|---:|---:|---:|"]
+    lines += [f"| {n} | {m:,.0f} | {h:,.0f} | {h / m:.2f} |"
+              for n, (m, h) in enumerate(zip(ingest_http["mqtt"], ingest_http["http"], strict=True), 1)]
+    lines.append(f"| median | {ingest_http['mqtt_median']:,.0f} | {ingest_http['http_median']:,.0f} | "
+                 f"{ingest_http['ratio']:.2f} (per-round median {ingest_http['ratio_of_rounds']:.2f}) |")
+    summary.append(("HTTP ingest, HTTP / MQTT committed requests/s", ">= 0.5", f"{ingest_http['ratio']:.2f}",
+                    met(ingest_http["ratio"] >= 0.5)))
+    total = ingest_http["count"] * ingest_http["rounds"]
+    sections.append("## HTTP ingest\n\n    python bench/http_ingest.py " + " ".join(http_args) + "\n\n"
+                    "Two `smsgw run` daemons, each in its own process with its own store (`synchronous=FULL`) and"
+                    " no modem: one with `[http]`, one with `[mqtt]` (a mosquitto on loopback). The rounds"
+                    f" alternate: {ingest_http['count']:,} `POST /api/v1/messages` over {ingest_http['concurrency']}"
+                    " keep-alive connections (one request in flight on each, from a client process of its own),"
+                    f" then {ingest_http['count']:,} QoS 1 `B/send` requests from `mosquitto_pub`. A request counts"
+                    " when its `202` (HTTP) or its answer on `B/bridge/response/send` (MQTT) arrives; both are"
+                    f" sent only after the commit. Rows committed afterwards: HTTP {ingest_http['committed']['http']:,},"
+                    f" MQTT {ingest_http['committed']['mqtt']:,} of {total:,} each.\n\n" + "\n".join(lines) + "\n")
+
+    # --- webhook deliveries -----------------------------------------------------------------------------
+    hook_args = ["--events", "300" if quick else "1000", "--messages", "300" if quick else "1000",
+                 "--rounds", "1" if quick else "5"]
+    hooks = last_json(run("webhooks.py", *hook_args, "--json")[0])
+    medians = hooks["medians"]
+    rounds = hooks["rounds"]
+    sections.append("## Webhook deliveries\n\n    python bench/webhooks.py " + " ".join(hook_args) + "\n\n"
+                    "The receiver is an aiohttp server in its own process on 127.0.0.1 answering 200; each figure"
+                    f" is timed in its own process on a fresh store file. `drain`: {hooks['events']:,} received-SMS"
+                    " events are committed with one webhook configured, then the daemon's sender delivers them"
+                    " (one POST on a kept-alive connection and one commit, a real fsync, per delivery, in order)."
+                    f" `enqueue`: {hooks['messages']:,} single-message enqueues (one commit each) with no webhook"
+                    " and with one (each commit also writes a delivery row).\n\n"
+                    f"| figure | median of {rounds} | runs |\n|---|---:|---|\n"
+                    f"| deliveries/s to a local receiver | {medians['drain']:.0f} | "
+                    + ", ".join(f"{r:.0f}" for r in hooks["rates"]["drain"]) + " |\n"
+                    f"| enqueues/s, no webhook | {medians['enqueue-0']:.0f} | "
+                    + ", ".join(f"{r:.0f}" for r in hooks["rates"]["enqueue-0"]) + " |\n"
+                    f"| enqueues/s, one webhook | {medians['enqueue-1']:.0f} | ratio {hooks['ratio']:.2f} |\n")
+
     # --- the others, as they print ----------------------------------------------------------------------
     for title, script, extra in (
         ("PDU codec against python-gsmmodem-new", "codec.py", ["--rounds", "3"] if quick else []),
         ("Latency: publish to the first byte of AT+CMGS", "latency.py", ["--count", "50"] if quick else []),
         ("1-8 modems at 1 s per send", "send.py",
          ["--send-delay", "1", "--repeats", "1" if quick else "3", "--seconds", "3" if quick else "10"]),
+        ("The status page against the history", "status_page.py",
+         ["--messages", "10000", "--rounds", "5"] if quick else []),
     ):
         out, _ = run(script, *extra)
         sections.append(f"## {title}\n\n    python bench/{script} {' '.join(extra)}\n\n" + code(out))

@@ -13,7 +13,7 @@ Three kinds of process, each timed on its own:
 
 Each is run ``--rounds`` times (interleaved); the medians are printed.
 
-    python bench/webhooks.py [--events 1000] [--messages 1000] [--rounds 3] [--dir DIR]
+    python bench/webhooks.py [--events 1000] [--messages 1000] [--rounds 3] [--dir DIR] [--json]
 """
 
 from __future__ import annotations
@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", type=Path)
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line, last")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--receiver", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -154,6 +155,9 @@ def main() -> None:
           f"{medians['drain']:.0f}  (runs: {', '.join(f'{r:.0f}' for r in rates['drain'])})")
     print(f"enqueues/s without a webhook: {medians['enqueue-0']:.0f}; with one: {medians['enqueue-1']:.0f}; "
           f"ratio {medians['enqueue-1'] / medians['enqueue-0']:.2f}")
+    if args.json:  # the last line, for bench/run.py
+        print(json.dumps({"events": args.events, "messages": args.messages, "rounds": args.rounds,
+                          "rates": rates, "medians": medians, "ratio": medians["enqueue-1"] / medians["enqueue-0"]}))
 
 
 if __name__ == "__main__":

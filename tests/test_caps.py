@@ -75,3 +75,11 @@ def test_sources_table_from_the_config() -> None:
 ])
 def test_sources_errors_name_the_key(sources: object, key: str, fragment: str) -> None:
     config_error(lambda: parse_caps("smsgw.toml", {"sources": sources}), "smsgw.toml", key, fragment)
+
+
+def test_the_gateways_own_source_has_only_its_own_cap() -> None:
+    everyone = parse_caps("smsgw.toml", {"sources": {"*": {"daily_cap": 0}, "mqtt": {"daily_cap": 0}}})
+    assert everyone.cap_key("self") is None  # a pattern meant for clients never silences the gateway
+    assert everyone.cap_key("selfish") == "*"
+    own = parse_caps("smsgw.toml", {"sources": {"*": {"daily_cap": 0}, "self": {"daily_cap": 3}}})
+    assert own.cap_key("self") == "self" and own.cap_for("self") == 3

@@ -28,7 +28,7 @@ def test_demo_setup_installs_runtime_packages_only():
 
 
 def test_test_setup_installs_the_peers():
-    assert PEERS | {"socat", "openssl", "mosquitto"} <= set(packages())
+    assert PEERS | {"socat", "openssl", "mosquitto", "chromium"} <= set(packages())
 
 
 def test_ci_run_calls_the_readme_test_command():

@@ -520,3 +520,24 @@ async def test_rate_window_does_not_grow_with_the_number_of_parts_sent(store: St
     assert slot.sent == 5000
     assert len(slot.sent_times) == (0 if rate is None else math.ceil(rate))
     assert dispatcher.modem_status()["sim0"]["sent"] == 5000
+
+
+# --- avoid_modems (the self-alerts: never through the modem that failed) ----------------------------
+
+
+async def test_a_message_avoiding_a_modem_waits_for_another_one(store: Store, make_dispatcher) -> None:
+    sim0, sim1 = RecordingModem("sim0"), RecordingModem("sim1")
+    dispatcher = make_dispatcher(sim0, sim1)
+    dispatcher.set_modem_healthy("sim1", False)
+    (alert,) = store.enqueue([request("+491701234567", "sim0 is in trouble", priority="critical",
+                                      avoid_modems=("sim0",))])
+    (client,) = store.enqueue([request("+491701234568", "queued after the alert")])
+    await dispatcher.start()
+    await wait_state(store, client.id, "sent")  # sim0 took the later, lower message: the alert is not for it
+    assert state(store, alert.id) == "queued"
+    assert recipients(sim0) == ["+491701234568"]
+    assert store.next_due_at(modem_id="sim0") is None  # its idle worker sleeps; it does not spin on the alert
+    dispatcher.set_modem_healthy("sim1", True)
+    await wait_state(store, alert.id, "sent")
+    assert recipients(sim1) == ["+491701234567"]
+    assert store.message(alert.id)["modem"] == "sim1"  # type: ignore[index]

@@ -117,3 +117,39 @@ async def test_metrics_count_messages_modems_recoveries_and_at_errors(gateway_fa
 
     families = await async_wait_until(recovered, timeout=30, interval=0.1, what="recovered")
     assert (value(families, "smsgw_at_errors_total", modem="sim0", kind="timeout") or 0) >= 1
+
+
+async def test_the_webhook_backlog_is_scraped_per_webhook(gateway_factory: GatewayFactory, sim: Simulator) -> None:
+    """A webhook whose receiver is down keeps its deliveries pending: /metrics shows how many and how old the
+    oldest is; a webhook whose receiver answers has none waiting."""
+    from mosquitto import free_port
+    from webhook_receiver import Receiver
+
+    secret = "0123456789abcdef-webhook-secret"
+    receiver = await Receiver(free_port()).start()
+    try:
+        hooks = (f'\n[[webhooks]]\nname = "down"\nurl = "http://127.0.0.1:{free_port()}/hook"\nsecret = "{secret}"\n'
+                 'events = ["message"]\nretry_base = 0.2\nretry_max = 0.5\n'
+                 f'\n[[webhooks]]\nname = "up"\nurl = "{receiver.url}"\nsecret = "{secret}"\nevents = ["message"]\n')
+        gateway = await gateway_factory(ports=sim.ports[:1], extra=hooks)
+        with Store(gateway.db) as store:
+            store.enqueue([OutboundRequest(to=OUTSIDE, text="hooked", source="cli")])
+
+        async def backlog() -> dict[str, Any] | None:
+            families = await scrape(gateway)
+            pending = value(families, "smsgw_webhook_pending", webhook="down") or 0
+            age = value(families, "smsgw_webhook_oldest_pending_age_seconds", webhook="down") or 0
+            delivered = value(families, "smsgw_webhook_deliveries", webhook="up", state="delivered") or 0
+            drained = value(families, "smsgw_webhook_pending", webhook="up") == 0
+            # queued, sending, sent: "down" holds them all, "up" has delivered them (and has none waiting)
+            return families if pending >= 2 and age > 0 and delivered >= 2 and drained else None
+
+        families = await async_wait_until(backlog, timeout=30, interval=0.1, what="a backlog on 'down' only")
+        assert value(families, "smsgw_webhook_oldest_pending_age_seconds", webhook="up") == 0
+        assert value(families, "smsgw_webhook_deliveries", webhook="down", state="delivered") == 0
+        assert families["smsgw_webhook_pending"]["type"] == "gauge"
+        with Store(gateway.db) as store:
+            stats = store.webhook_stats()
+        assert value(families, "smsgw_webhook_pending", webhook="down") <= stats["down"]["pending"]
+    finally:
+        await receiver.stop()

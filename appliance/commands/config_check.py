@@ -29,7 +29,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(path)
         # the tables other modules own, checked the way `smsgw run` checks them at start
-        cfg.check("health", "caps", "rules", "calls")
+        cfg.check("health", "caps", "rules", "self_alerts", "calls")
     except ConfigError as exc:
         print(f"smsgw config check: {exc}", file=sys.stderr)
         return 2

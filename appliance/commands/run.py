@@ -109,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     path = args.config or os.environ.get("SMSGW_CONFIG") or "/etc/smsgw/smsgw.toml"
     try:
         config = load_config(path)
-        config.check("health", "calls")  # before anything starts
+        config.check("health", "self_alerts", "calls")  # before anything starts
         if config.mqtt is not None:
             config.check("caps", "rules")
     except ConfigError as exc:

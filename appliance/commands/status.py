@@ -1,4 +1,5 @@
-"""`smsgw status [--json]`: modems, queue depth per state, webhook backlogs, last errors, usage per source.
+"""`smsgw status [--json]`: modems, queue depth per state, webhook backlogs, self-alerts, last errors, usage
+per source.
 
 Reads the store directly (the SQLite file named by ``[store].path``), so it works whether or not the
 daemon or the MQTT broker is running. The helpers here (config loading, store opening, tables) are
@@ -22,6 +23,8 @@ from appliance.commands import _access
 from appliance.commands._types import positive_int
 from appliance.config import Config, ConfigError, default_config_path, load_config, webhook_display_url
 from appliance.liveness import daemon_view
+from appliance.self_alerts.view import NAMESPACE as SELF_ALERT_NAMESPACE
+from appliance.self_alerts.view import describe as describe_self_alerts
 from appliance.store import STATES, Store, free_space
 
 T = TypeVar("T")
@@ -301,6 +304,9 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
     }
     if caps_error is not None:
         doc["caps_error"] = caps_error
+    conditions = describe_self_alerts(store.state_all(SELF_ALERT_NAMESPACE), time.time())
+    if conditions or "self_alerts" in cfg.raw:
+        doc["self_alerts"] = {key: iso_fields(entry, ("since", "alerted_at")) for key, entry in conditions.items()}
     return doc
 
 
@@ -367,6 +373,8 @@ def render(doc: dict[str, Any]) -> str:
             ])
         out.append(table(rows, ["WEBHOOK", "PENDING", "DELIVERED", "EXPIRED", "OLDEST", "ATTEMPTS", "NEXT TRY",
                                 "LAST ERROR"], right=(1, 2, 3, 4, 5)))
+    if "self_alerts" in doc:
+        out += ["", "Self-alerts", _self_alerts_table(doc["self_alerts"])]
     out += ["", "Usage today per source", _sources_table(doc["sources_today"])]
     if doc.get("caps_error"):
         out.append(f"daily caps unknown: {doc['caps_error']}")
@@ -405,6 +413,14 @@ def _mqtt_lines(mqtt: dict[str, Any]) -> list[str]:
     if mqtt.get("connected") and failure:
         lines.append(f"MQTT last error: {failure['error']} (at {failure['at']})")
     return lines
+
+
+def _self_alerts_table(conditions: dict[str, dict[str, Any]]) -> str:
+    if not conditions:
+        return "(every condition fine)"
+    rows = [[key, c["state"], c.get("since") or "-", c.get("alerted_at") or "-", shorten(c.get("detail"), 60)]
+            for key, c in conditions.items()]
+    return table(rows, ["CONDITION", "STATE", "SINCE", "LAST ALERT", "DETAIL"])
 
 
 def _sources_table(sources: dict[str, dict[str, Any]]) -> str:

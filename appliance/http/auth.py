@@ -78,7 +78,10 @@ class TokenRegistry:
     def find(self, token: str) -> TokenConfig | None:
         """The token's entry, or None. An unknown token makes the registry look at the file at once (a
         token just created works); a known one at most every RELOAD_INTERVAL (a revoked one stops)."""
-        digest = token_hash(token)
+        return self.find_hash(token_hash(token))
+
+    def find_hash(self, digest: str) -> TokenConfig | None:
+        """:meth:`find` by the token's SHA-256 (a status-page session keeps only that)."""
         found = self._by_hash.get(digest)
         if found is None or self.clock() - self._checked_at >= RELOAD_INTERVAL:
             self._reload()

@@ -9,7 +9,7 @@ its text (``smsgw token create`` prints the text once).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.config import ConfigError, _section
@@ -28,11 +28,15 @@ TOKEN_RATE = 50.0
 TOKEN_BURST = 100
 #: Failed authentications one client address may make per minute before it is answered 429.
 AUTH_FAILURES = 10
+#: Characters a ``page_password`` has at least.
+PAGE_PASSWORD_MIN = 8
+#: Seconds a status-page login lasts (``page_session``).
+PAGE_SESSION = 12 * 3600.0
 
 _TOKEN_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 KNOWN = ("listen", "tls", "tokens", "max_body", "idle_timeout", "body_timeout", "token_rate", "token_burst",
-         "auth_failures")
+         "auth_failures", "page_password", "page_session")
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class HttpConfig:
     token_rate: float = TOKEN_RATE
     token_burst: int = TOKEN_BURST
     auth_failures: int = AUTH_FAILURES
+    page_password: str | None = field(default=None, repr=False)  # the status page's password (a ``read`` token also logs in)
+    page_session: float = PAGE_SESSION
 
     @property
     def listen(self) -> str:
@@ -163,9 +169,16 @@ def parse_http(file: Path, table: object) -> HttpConfig:
     rate = sec.number("token_rate", d.token_rate, positive=True)
     assert max_body is not None and burst is not None and failures is not None
     assert idle is not None and body is not None and rate is not None
+    password = sec.string("page_password", empty=True)
+    if password is not None and len(password) < PAGE_PASSWORD_MIN:
+        raise sec.error("page_password", f"must have at least {PAGE_PASSWORD_MIN} characters, not {len(password)}")
+    session = sec.duration("page_session", d.page_session)
+    assert session is not None
+    if not 60 <= session <= 30 * 86400:
+        raise sec.error("page_session", f"must be from 1 minute to 30 days ('10m', '12h', '7d'), not {session:g} s")
     return HttpConfig(
         host=host, port=port, tls=tls,
         tokens=_tokens(file, sec.table["tokens"]) if sec.has("tokens") else (),
         max_body=max_body, idle_timeout=idle, body_timeout=body, token_rate=rate, token_burst=burst,
-        auth_failures=failures,
+        auth_failures=failures, page_password=password, page_session=session,
     )

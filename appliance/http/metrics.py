@@ -11,6 +11,8 @@ event loop by the route), so nothing is kept in step. The families (docs/http.md
   ``smsgw_modem_registration{state}``, ``smsgw_modem_recoveries_total{rung}``,
   ``smsgw_at_errors_total{kind,code}`` (``kind`` cms / cme / error / timeout);
 - ``smsgw_mqtt_connected``, ``smsgw_mqtt_requests_total{result}``, ``smsgw_http_requests_total{route,status}``;
+- the webhook backlog: ``smsgw_webhook_pending{webhook}``, ``smsgw_webhook_oldest_pending_age_seconds{webhook}``,
+  ``smsgw_webhook_deliveries{webhook,state}`` (``delivered``, ``expired``);
 - ``smsgw_store_size_bytes``, ``smsgw_uptime_seconds``, ``smsgw_info{version}``.
 """
 
@@ -21,23 +23,15 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from appliance import __version__
+from appliance.history import signal_dbm
 from appliance.http.exposition import Family
-from appliance.store import STATES
+from appliance.store import DELIVERY_DONE, DELIVERY_EXPIRED, DELIVERY_PENDING, STATES
 
 if TYPE_CHECKING:
     from appliance.daemon import Daemon
 
 #: The bridge counters exposed as smsgw_mqtt_requests_total{result}.
 MQTT_RESULTS = ("received", "accepted", "duplicates", "rejected")
-
-
-def _dbm(radio: dict[str, Any]) -> float | None:
-    signal = radio.get("signal")
-    if isinstance(signal, dict):
-        value = signal.get("dbm")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return None
 
 
 def collect(daemon: Daemon, http_requests: Counter[tuple[str, int]], data: dict[str, Any],
@@ -77,7 +71,7 @@ def collect(daemon: Daemon, http_requests: Counter[tuple[str, int]], data: dict[
     for modem_id, supervisor in daemon.supervisors.items():
         up.add(1 if supervisor.healthy else 0, modem=modem_id)
         state.add(1, modem=modem_id, state=supervisor.state)
-        dbm = _dbm(supervisor.radio)
+        dbm = signal_dbm(supervisor.radio)
         if dbm is not None:
             signal.add(dbm, modem=modem_id)
         reg = supervisor.radio.get("registration")
@@ -102,9 +96,25 @@ def collect(daemon: Daemon, http_requests: Counter[tuple[str, int]], data: dict[
     for (route, status), count in sorted(http_requests.items()):
         http.add(count, route=route, status=status)
     families.append(http)
+    families += _webhooks(data.get("webhooks") or {})
     families.append(Family("smsgw_store_size_bytes", "gauge", "Size of the SQLite store (database and WAL)")
                     .add(data["size_bytes"]))
     families.append(Family("smsgw_uptime_seconds", "gauge", "Seconds since the daemon started")
                     .add(max(now - daemon.started_at, 0.0)))
     families.append(Family("smsgw_info", "gauge", "The running smsgw").add(1, version=__version__))
     return families
+
+
+def _webhooks(stats: dict[str, dict[str, Any]]) -> list[Family]:
+    """The webhook backlog from ``Store.webhook_stats``: deliveries waiting and the age of the oldest."""
+    pending = Family("smsgw_webhook_pending", "gauge", "Webhook deliveries not yet accepted by the receiver")
+    oldest = Family("smsgw_webhook_oldest_pending_age_seconds", "gauge",
+                    "Age of the oldest delivery a webhook has not yet accepted (0: none waiting)")
+    finished = Family("smsgw_webhook_deliveries", "gauge", "Finished webhook deliveries in the store by state "
+                      "(pruned after the retention)")
+    for name, entry in sorted(stats.items()):
+        pending.add(entry.get(DELIVERY_PENDING, 0), webhook=name)
+        oldest.add(entry.get("oldest_pending_age") or 0.0, webhook=name)
+        for state in (DELIVERY_DONE, DELIVERY_EXPIRED):
+            finished.add(entry.get(state, 0), webhook=name, state=state)
+    return [pending, oldest, finished]

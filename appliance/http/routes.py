@@ -213,7 +213,7 @@ class Api:
     async def metrics(self, request: web.Request, token: Any) -> web.StreamResponse:
         _query(request, ())
         now = time.time()
-        data = await self.read(lambda store: store.metrics(now))
+        data = await self.read(lambda store: {**store.metrics(now), "webhooks": store.webhook_stats(now)})
         text = render(metrics.collect(self.daemon, self.requests, data, now))
         return web.Response(text=text, headers={"Content-Type": CONTENT_TYPE})
 

@@ -76,15 +76,21 @@ class SendIntake:
                                field="id", kind="invalid")
             body["id"] = key
         try:
-            prepared = self.intake.prepare(request_from_json(body, source=token.source))
+            prepared, accepted = await self.submit(body, token.source)
         except IntakeError as exc:
             raise refusal(exc) from None
+        return self._answer(prepared, accepted)
+
+    async def submit(self, body: dict[str, Any], source: str) -> tuple[Prepared, list[Accepted]]:
+        """Check and commit one request (the JSON of ``B/send``) from ``source``; IntakeError when refused.
+        The status page's test SMS comes this way too."""
+        prepared = self.intake.prepare(request_from_json(body, source=source))
         outcome = await self._submit(prepared)
         if isinstance(outcome, IntakeError):
             if outcome.reason == "store_unavailable":
-                LOG.error("HTTP send from %s not committed: %s", token.source, outcome.message)
-            raise refusal(outcome)
-        return self._answer(prepared, outcome)
+                LOG.error("HTTP send from %s not committed: %s", source, outcome.message)
+            raise outcome
+        return prepared, outcome
 
     def _answer(self, prepared: Prepared, accepted: list[Accepted]) -> web.Response:
         entries: list[dict[str, Any]] = []

@@ -55,6 +55,9 @@ class HttpServer:
         self.auth = Authenticator(http, TokenRegistry(http, daemon.config.path))
         self.sender = SendIntake(Intake(IntakePolicy.from_config(daemon.config), daemon.store), http)
         self.api = Api(daemon, http, self.auth, self.sender)
+        from appliance.http.page_routes import StatusPage
+
+        self.page = StatusPage(daemon, http, self.auth, self.sender, self.api)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None  # the bound port (``listen`` may say 0 in tests)
 
@@ -81,7 +84,25 @@ class HttpServer:
         app = web.Application(middlewares=[error_middleware], client_max_size=self.http.max_body)
         for route in ROUTES:
             app.router.add_route(route.method, route.path, self._wrap(route))
+        for method, path, handler in self.page.routes():
+            app.router.add_route(method, path, self._counted(path, handler))
         return app
+
+    def _counted(self, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """A status-page handler whose answers count in smsgw_http_requests_total (it checks its own login)."""
+        counts = self.api.requests
+
+        async def answer(request: web.Request) -> web.StreamResponse:
+            status = 500
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            finally:
+                counts[(path, status)] += 1
+
+        return answer
 
     async def start(self) -> None:
         # lingering_time: after an answer that left the body unread (413, 408), what is still coming

@@ -210,13 +210,13 @@ class _Names:
     def recipients(self, reader: TableReader, name: str, *, allow_star: bool = False,
                    use_groups: bool = True) -> tuple[str, ...] | None:
         """The numbers that key ``name`` names (contacts, groups, numbers); None for ``"*"``."""
-        return resolve_recipients(reader, name, self.contacts, self.groups if use_groups else {},
-                                  self.normalise_number, allow_star=allow_star)
+        return resolve_names(reader, name, self.contacts, self.groups if use_groups else {},
+                             self.normalise_number, allow_star=allow_star)
 
 
-def resolve_recipients(reader: TableReader, name: str, contacts: Mapping[str, str],
-                       groups: Mapping[str, tuple[str, ...]], normalise: Normaliser, *,
-                       allow_star: bool = False) -> tuple[str, ...] | None:
+def resolve_names(reader: TableReader, name: str, contacts: Mapping[str, str],
+                  groups: Mapping[str, tuple[str, ...]], normalise: Normaliser, *,
+                  allow_star: bool = False) -> tuple[str, ...] | None:
     """The numbers that key ``name`` of ``reader``'s table names: a name or number, or an array of them
     (groups, contacts and numbers, normalised), in order without repeats; None for ``"*"`` if allowed."""
     values = reader.table[name]
@@ -261,6 +261,16 @@ def validate_rules(config: Config) -> RulesConfig:
 
     base_topic = config.mqtt.base_topic if config.mqtt is not None else "smsgw"
     return validate_rules_table(config.raw, str(config.path), normalise_number, base_topic=base_topic)
+
+
+def resolve_recipients(config: Config, reader: TableReader, name: str) -> tuple[str, ...]:
+    """The numbers key ``name`` of another table (``[self_alerts] to``) names, resolved against
+    ``[contacts]`` and ``[groups]`` and the number policy as an alert rule's ``to`` is."""
+    names = _Names(str(config.path), lambda number: check_destination(number, config.numbers),
+                   config.mqtt.base_topic if config.mqtt is not None else "smsgw")
+    names.contacts = _contacts(names, config.raw.get("contacts", {}))  # only these two tables: not the rules
+    names.groups = _groups(names, config.raw.get("groups", {}))
+    return names.recipients(reader, name) or ()
 
 
 def validate_rules_table(raw: Mapping[str, Any], file: str = "config",

@@ -90,7 +90,7 @@ def write(path: Path, text: str) -> ConfigError | None:
 
     def validate(written: Path) -> None:
         config = load_config(written)
-        config.check("health", "caps", "rules", "calls")  # the sections `smsgw run` reads at start
+        config.check("health", "caps", "rules", "self_alerts", "calls")  # the sections `smsgw run` reads at start
 
     path.parent.mkdir(parents=True, exist_ok=True)
     try:

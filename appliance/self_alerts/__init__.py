@@ -1,0 +1,1 @@
+"""``[self_alerts]``: the gateway texts its installer about itself (config, facts, conditions, monitor)."""
