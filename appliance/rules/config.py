@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from appliance.config import ConfigError
+from appliance.escalation_config import Escalation, Resolve, check_combination, read_escalation, read_resolve
 from appliance.numbers import check_destination, normalise
 from appliance.rules.templates import Placeholder, Template, TemplateError, split_template_levels
 from appliance.store import PRIORITIES, same_number
 from appliance.topics import filters_overlap, is_publish_topic, topic_filter_error
-from drivers.toml_reader import TableReader
+from drivers.toml_reader import TableReader, did_you_mean
 
 if TYPE_CHECKING:
     from appliance.config import Config
@@ -78,6 +79,8 @@ class AlertRule:
     priority: str = "normal"
     critical: bool = False
     valid_for: float | None = None
+    escalate: Escalation | None = None  # an on-call chain (appliance/escalation.py) instead of ``to``
+    resolve: Resolve | None = None  # what closes an escalating alert
 
     @property
     def source(self) -> str:
@@ -135,6 +138,7 @@ class RulesConfig:
             numbers.update(members)
         for alert in self.alerts:
             numbers.update(alert.to)
+            numbers.update(alert.escalate.members if alert.escalate else ())
         for command in self.commands:
             numbers.update(command.senders or ())
         return numbers
@@ -148,7 +152,8 @@ class RulesConfig:
 
 Normaliser = Callable[[str], str]
 
-_ALERT_KEYS = ("name", "topic", "to", "text", "cooldown", "label", "summary", "priority", "critical", "valid_for")
+_ALERT_KEYS = ("name", "topic", "to", "text", "cooldown", "label", "summary", "priority", "critical", "valid_for",
+               "escalate", "resolve")
 _COMMAND_KEYS = ("name", "pattern", "senders", "topic", "payload", "qos", "retain", "pin", "pin_attempts",
                  "pin_lockout", "reply", "reply_topic", "reply_timeout", "timeout_reply", "help", "ignore_case")
 _SUMMARY_NAMES = {"last", "count", "more", "label", "minutes", "rule", "topic"}
@@ -234,7 +239,11 @@ class _Names:
                 raise ConfigError(self.file, key, str(exc)) from None
         known = sorted(set(self.contacts) | set(groups))
         raise ConfigError(self.file, key, f"{value!r} is not a contact, a group or a number"
-                          + (f"; known names: {', '.join(known)}" if known else ""))
+                          + did_you_mean(value, known) + (f"; known names: {', '.join(known)}" if known else ""))
+
+    def chain_entry(self, key: str, value: str) -> tuple[str, ...]:
+        """The numbers of one entry of an on-call chain (a group, a contact or a number)."""
+        return self._resolve(key, value, self.groups)
 
 
 def validate_rules(config: Config) -> RulesConfig:
@@ -325,9 +334,10 @@ def _alert(names: _Names, reader: TableReader, name: str) -> AlertRule:
     topic = _string(reader, "topic", "a topic filter", required=True)
     if (reason := topic_filter_error(topic) or names.overlap_error(topic)) is not None:
         raise reader.error("topic", reason)
-    if not reader.has("to"):
-        raise reader.error("to", "is required")
-    to = names.recipients(reader, "to") or ()
+    escalate = read_escalation(reader, names.chain_entry)
+    check_combination(reader, name, escalate)
+    to = () if escalate else names.recipients(reader, "to") or ()
+    resolve = read_resolve(reader, topic, escalate, lambda f: topic_filter_error(f) or names.overlap_error(f))
     text = _template(reader, "text", required=True)
     priority = _string(reader, "priority", "high, normal or low", "normal")
     if priority not in PRIORITIES:
@@ -338,7 +348,7 @@ def _alert(names: _Names, reader: TableReader, name: str) -> AlertRule:
         label=_template(reader, "label", "{topic}") or Template("{topic}"),
         summary=_template(reader, "summary", DEFAULT_SUMMARY, allowed=_SUMMARY_NAMES) or Template(""),
         priority=priority, critical=reader.boolean("critical", False),
-        valid_for=reader.duration("valid_for", None),
+        valid_for=reader.duration("valid_for", None), escalate=escalate, resolve=resolve,
     )
 
 
