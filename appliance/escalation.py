@@ -35,7 +35,6 @@ from appliance.rules.templates import fit_text
 from appliance.store import CRITICAL, OutboundRequest, same_number
 from appliance.store_alerts import ALERT_ACKNOWLEDGED, ALERT_OPEN, ALERT_RESOLVED, Alert
 from appliance.topics import topic_matches
-from drivers.pdu import count_parts
 
 if TYPE_CHECKING:
     from appliance.intake import Intake
@@ -65,17 +64,7 @@ def ack_hint(code: int) -> str:
 
 def alert_text(body: str, code: int, max_parts: int) -> str:
     """The alert SMS: the rule's text, cut if needed so that the ACK hint always fits."""
-    hint = "\n" + ack_hint(code)
-    if count_parts(body + hint) <= max_parts:
-        return body + hint
-    low, high = 0, len(body)
-    while low < high:
-        mid = (low + high + 1) // 2
-        if count_parts(body[:mid] + "…" + hint) <= max_parts:
-            low = mid
-        else:
-            high = mid - 1
-    return body[:low] + "…" + hint
+    return fit_text(body, max_parts, suffix="\n" + ack_hint(code))
 
 
 class Host(Protocol):
