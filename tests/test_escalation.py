@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from home_assistant import render_value, validate
-from store_helpers import Clock
+from store_helpers import Clock, connection
 
 from appliance.config import ConfigError, parse_config
 from appliance.discovery import discovery_messages
@@ -418,3 +418,31 @@ def test_smsgw_status_lists_the_active_alerts_with_the_names_alerted(tmp_path: P
     assert "Alerts: 1 open, 0 acknowledged, 1 resolved, 0 expired" in text
     [row] = [line for line in text.splitlines() if line.split()[:2] == [str(active["id"]), "freezer"]]
     assert row.split()[2:6] == ["open", "2/6", "alice,", "bob"] and "Freezer freezer-1" in row
+
+
+@pytest.mark.parametrize("drop", [None, "alert_due", "alert_active"])
+def test_the_timer_and_trigger_queries_search_indexes(tmp_path: Path, drop: str | None) -> None:
+    # the timer loop runs alerts_due and alert_next_due at every wake-up, and a repeated trigger looks
+    # up the active alert of its sensor: none may read the table's history
+    clock = Clock(T0)
+    engine = _engine(tmp_path, clock)
+    for n in range(30):
+        _hot(engine, f"freezer-{n}")
+        if n % 2:
+            engine.on_alert(f"sensors/freezer-{n}/ok", b"")  # closed: history
+    conn = connection(engine.store)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        engine.store.alerts_due(clock.now + 300)
+        engine.store.alert_next_due()
+        _hot(engine, "freezer-2", 3.0)  # counted into its open alert
+    finally:
+        conn.set_trace_callback(None)
+    if drop:
+        conn.execute(f"DROP INDEX {drop}")
+    lookups = [sql for sql in statements if sql.lstrip().upper().startswith("SELECT") and "FROM alert" in sql]
+    assert len(lookups) >= 3
+    bad = [(sql, step) for sql in lookups for step in [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+           if (step.startswith("SCAN alert") and "INDEX alert_" not in step) or "TEMP B-TREE" in step]
+    assert bool(bad) == (drop is not None), bad  # without either index the check sees the scan
