@@ -34,10 +34,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from appliance import __version__
+from appliance.discovery_alerts import alert_entities
 from appliance.discovery_balance import balance_entities
 from appliance.payload import PayloadError, load_json
 
@@ -116,6 +117,7 @@ def discovery_messages(
     groups: Mapping[str, tuple[str, ...]] | None = None,
     state_base: str | None = None,
     balance: Mapping[str, str | None] | None = None,
+    alerts: Sequence[str] = (),
 ) -> list[tuple[str, dict[str, Any]]]:
     """Every discovery config message as ``(topic, payload)``; pure, for tests and ``announce``.
 
@@ -123,7 +125,8 @@ def discovery_messages(
     ``imei``: optional). ``state_base`` is where the gateway's own state is published
     (``B/node/<node>`` in a fleet; default ``B``); commands always go to ``base_topic``.
 
-    ``balance`` maps the modems with a balance check to the amount's unit (``discovery_balance``).
+    ``balance`` maps the modems with a balance check to the amount's unit (``discovery_balance``);
+    ``alerts`` names the alert rules with ``escalate`` (``discovery_alerts``).
     """
     b = base_topic
     s = state_base or base_topic
@@ -179,6 +182,12 @@ def discovery_messages(
             "command_template": "{{ {'to': " + _jinja_literal(list(members)) + ", 'text': value} | tojson }}",
             "icon": "mdi:message-arrow-right", **gateway,
         })
+
+    for rule in alerts:
+        for component, object_id, payload in alert_entities(
+                state_base=s, gateway_id=gateway_id, rule=rule, slug=node_id(rule).lower(), device=gateway_device,
+                availability=[bridge_availability]):
+            add(component, object_id, payload)
 
     for modem_id, info in sorted(modems.items()):
         slug = node_id(modem_id)
@@ -261,9 +270,11 @@ class Discovery:
         self._announced: dict[str, dict[str, Any]] = {}
         self._contacts: dict[str, str] = {}
         self._groups: dict[str, tuple[str, ...]] = {}
+        self._alerts: list[str] = []  # the alert rules with escalate
         try:
             rules = config.rules
             self._contacts, self._groups = rules.contacts, rules.groups
+            self._alerts = [rule.name for rule in rules.alerts if rule.escalate is not None]
         except Exception as exc:  # the rules engine reports its own configuration errors
             LOG.debug("discovery without contacts: %s", exc)
 
@@ -286,7 +297,7 @@ class Discovery:
         self._announced = {modem_id: dict(info) for modem_id, info in modems.items()}
         return discovery_messages(prefix=self.prefix, base_topic=self.bridge.base_topic, node=self.node,
                                   modems=modems, contacts=self._contacts, groups=self._groups,
-                                  state_base=self.state_base,
+                                  state_base=self.state_base, alerts=self._alerts,
                                   balance={m.id: m.balance.unit for m in getattr(self.config, "modems", ())
                                            if getattr(m, "balance", None) is not None})
 

@@ -444,6 +444,25 @@ class Intake:
         assert len(done) == len(batch), "every request has its outcome"
         return done
 
+    def admit(self, request: SendRequest, now: float | None = None) -> Prepared:
+        """Every check of :meth:`submit` but the commit, in the same order (fields, length, number
+        policy, opt-outs, daily cap): for a change that commits its SMS in a transaction of its own
+        together with other rows (a step of an escalating alert and its SMS, ``Store.alert_step``);
+        the caller commits ``requests`` at once. Raises what :meth:`submit` would."""
+        now = self.store.clock() if now is None else now
+        prepared = prepare(request, self.policy, now)
+        try:
+            self.store.check_optout(prepared.requests)
+            if self.policy.caps.caps:
+                CapTally(self.policy.caps, self.store, now).charge(prepared.source, self._new_messages(prepared, set()))
+        except OptedOut as exc:
+            raise RecipientOptedOut(exc) from exc
+        except DailyCapExceeded as exc:
+            raise OverDailyCap(exc) from exc
+        except Exception as exc:
+            raise (StoreUnavailable(exc) if store_failure(exc) else InternalError(exc)) from exc
+        return prepared
+
     def _new_messages(self, prepared: Prepared, seen: set[tuple[str, str]]) -> int:
         """How many of ``prepared``'s requests would be new messages (not duplicates of an ``id``
         already queued, nor of one in ``seen``, the keys taken earlier in the batch, which this adds to)."""

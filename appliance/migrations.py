@@ -1,8 +1,10 @@
 """Schema of the smsgw SQLite store, versioned by ``PRAGMA user_version``.
 
-Each entry of ``MIGRATIONS`` takes the database from version ``n - 1`` to ``n``. A new database runs
-every step from 0, so a fresh file and a migrated one end with the same schema; the steps are tested
-from SQL dumps of older versions kept in ``tests/databases/``.
+Each entry ``n`` of ``MIGRATIONS`` takes the database to version ``n``. A new database runs every step
+from 0, so a fresh file and a migrated one end with the same schema; the steps are tested from SQL
+dumps of older versions kept in ``tests/databases/``. Version numbers are assigned to schema changes
+ahead of their work, so a number may have no step yet: ``migrate`` runs the steps there are, in
+order, and skips a number without one (``SCHEMA_VERSION`` is the highest step).
 
 Version history
   1  outbox (message, part), inbound parts and inbox, events, audit, rule state.
@@ -29,6 +31,9 @@ Version history
  11  status-page history: ``history_sample`` (one row a minute per modem's signal and per queue state,
      unique by kind, key and minute; ``appliance.store_history``), indexed by time for the charts and
      the retention.
+ 12  escalating alerts: the ``alert`` table (one row per alert of a rule with ``escalate``: its state,
+     the next step of its on-call chain and when it is due), indexed by due time, by active key and
+     by closing time (retention).
 """
 
 from __future__ import annotations
@@ -301,10 +306,6 @@ def _v9(db: sqlite_utils.Database) -> None:
                "WHERE done_at IS NOT NULL")
 
 
-def _v10(db: sqlite_utils.Database) -> None:
-    pass  # RESERVED: version 10 belongs to scheduled sends; this placeholder goes when it lands
-
-
 def _v11(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TABLE history_sample (id INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL, "
                "key TEXT NOT NULL, value REAL)")
@@ -312,10 +313,27 @@ def _v11(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX history_sample_at ON history_sample (at)")
 
 
-#: MIGRATIONS[n - 1] takes the schema from version n - 1 to n.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10,
-                                                               _v11]
-SCHEMA_VERSION = len(MIGRATIONS)
+def _v12(db: sqlite_utils.Database) -> None:
+    # escalating alerts (appliance/escalation.py); step: chain steps done, next_at: when the next is
+    # due (NULL once acknowledged or closed); alerted: JSON list of the numbers sent the alert so far
+    db.execute(
+        "CREATE TABLE alert (id INTEGER PRIMARY KEY, rule TEXT NOT NULL, key TEXT NOT NULL, "
+        "topic TEXT NOT NULL, text TEXT NOT NULL, state TEXT NOT NULL, step INTEGER NOT NULL DEFAULT 0, "
+        "steps INTEGER NOT NULL, next_at REAL, alerted TEXT NOT NULL DEFAULT '[]', "
+        "triggers INTEGER NOT NULL DEFAULT 1, acknowledged_by TEXT, acknowledged_name TEXT, "
+        "resolved_by TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL, closed_at REAL)"
+    )
+    db.execute("CREATE INDEX alert_due ON alert (next_at) WHERE next_at IS NOT NULL")
+    db.execute("CREATE INDEX alert_active ON alert (rule, key) WHERE closed_at IS NULL")
+    db.execute("CREATE INDEX alert_closed ON alert (closed_at) WHERE closed_at IS NOT NULL")
+
+
+#: MIGRATIONS[n] takes the schema to version n (from the highest version below n that has a step).
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
+    1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8, 9: _v9,
+    11: _v11, 12: _v12,
+}
+SCHEMA_VERSION = max(MIGRATIONS)
 
 
 def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
@@ -331,14 +349,14 @@ def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
     import sqlite_utils
 
     db = sqlite_utils.Database(conn)
-    for version in range(start + 1, target + 1):
+    for version in sorted(v for v in MIGRATIONS if start < v <= target):
         LOG.info("migrating store schema to version %d", version)
         conn.execute("BEGIN IMMEDIATE")
         if user_version(conn) >= version:  # another process migrated while we waited for the lock
             conn.execute("COMMIT")
             continue
         try:
-            MIGRATIONS[version - 1](db)
+            MIGRATIONS[version](db)
             conn.execute(f"PRAGMA user_version = {version}")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -119,7 +119,8 @@ class EventPublisher:
             if event.id in self._handed:
                 continue
             sent: PublishResult | None = self.bridge.publish_tracked(
-                self.bridge.state_topic(event.topic), event.payload, qos=event.qos, retain=event.retain)
+                self.bridge.state_topic(event.topic), b"" if event.payload is None else event.payload,
+                qos=event.qos, retain=event.retain)  # None: an empty payload (retained: clears it)
             if sent is None:
                 return  # stopped
             if not sent.queued and event.qos == 0:

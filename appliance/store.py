@@ -26,10 +26,10 @@ short batches; the daemon runs it at start and hourly.
 
 ``Store`` is one class made of one mixin per table group over ``store_base.StoreBase`` (the
 connection, transactions, events, state and audit): ``store_outbound`` (with ``store_optout``),
-``store_inbound``, ``store_webhooks``, ``store_retention``, ``store_reports``, ``store_selfalerts``
-(the modems a message avoids, the clients' queue) and ``store_history`` (the status page's samples);
-the names they share
-are in ``store_types`` and are imported from here. A new table group is a new mixin module added to
+``store_inbound``, ``store_alerts`` (escalating alerts), ``store_webhooks``, ``store_retention``,
+``store_reports``, ``store_selfalerts`` (the modems a message avoids, the clients' queue) and
+``store_history`` (the status page's samples); the names they share are in ``store_types`` and are
+imported from here. A new table group is a new mixin module added to
 the bases below, never more code in this file.
 """
 
@@ -39,6 +39,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.store_alerts import AlertTables
 from appliance.store_base import StoreBase
 from appliance.store_history import HistoryQueries
 from appliance.store_inbound import InboundTables
@@ -196,8 +197,8 @@ from appliance.store_types import (
 from appliance.store_webhooks import WebhookTables
 
 
-class Store(HistoryQueries, SelfAlertsQueries, Reports, Retention, WebhookTables, InboundTables, OutboundQueue,
-            StoreBase):
+class Store(HistoryQueries, SelfAlertsQueries, Reports, Retention, WebhookTables, InboundTables, AlertTables,
+            OutboundQueue, StoreBase):
     """The store: one SQLite file, one connection, every table group's methods (one mixin each)."""
 
 

@@ -193,7 +193,7 @@ class StoreBase:
     def _now(self, now: float | None) -> float:
         return self.clock() if now is None else now
 
-    def _add_event(self, conn: sqlite3.Connection, topic: str, payload: dict[str, Any], now: float,
+    def _add_event(self, conn: sqlite3.Connection, topic: str, payload: dict[str, Any] | None, now: float,
                    qos: int = 1, retain: bool = False) -> int:
         cur = conn.execute(
             "INSERT INTO event (topic, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -201,7 +201,7 @@ class StoreBase:
         )
         self._tx_events += 1
         event = webhook_event(topic)
-        if event is not None:
+        if event is not None and payload is not None:
             self._add_deliveries(conn, event, payload, now)
         return int(cur.lastrowid or 0)
 
@@ -250,8 +250,14 @@ class StoreBase:
     def audit(self, kind: str, detail: dict[str, Any], now: float | None = None) -> None:
         now = self._now(now)
         with self._tx() as conn:
+            self._audit_row(conn, (kind, detail), now)
+
+    @staticmethod
+    def _audit_row(conn: sqlite3.Connection, entry: tuple[str, dict[str, Any]] | None, now: float) -> None:
+        """An audit row inside the caller's transaction (``entry``: kind and detail; None: none)."""
+        if entry is not None:
             conn.execute("INSERT INTO audit (at, kind, detail) VALUES (?, ?, ?)",
-                         (now, kind, dump_json(detail, compact=False)))
+                         (now, entry[0], dump_json(entry[1], compact=False)))
 
     def audit_log(self, limit: int = 100, kind: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM audit" + (" WHERE kind = ?" if kind else "") + " ORDER BY id DESC LIMIT ?"

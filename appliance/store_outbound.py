@@ -102,47 +102,56 @@ class OutboundQueue(OptOutList):
         ``duplicate=True``. Every request is validated before anything is written: one bad request
         refuses the whole batch with ``InvalidRequest``.
         """
-        for index, request in enumerate(requests):
-            self._validate(index, request)
+        self._check_requests(requests)
         self.check_optout(requests)
         now = self._now(now)
-        results: list[EnqueueResult] = []
         if not requests:
-            return results
-        at = iso(now)
+            return []
         with self._tx() as conn:
-            for request in requests:
-                # a repeated (client_key, recipient) hits the unique index message_idempotency and
-                # inserts nothing; NULL keys never conflict
-                cur = conn.execute(
-                    "INSERT INTO message (client_key, source, recipient, text, priority, created_at, "
-                    "valid_until, report, state, attempts, next_attempt_at, updated_at, language) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?) "
-                    "ON CONFLICT (client_key, recipient) DO NOTHING",
-                    (
-                        request.client_key, request.source or "", request.to, request.text,
-                        PRIORITIES[request.priority], now, request.valid_until, int(request.report),
-                        QUEUED, now, now, request.language,
-                    ),
-                )
-                if cur.rowcount == 0 and request.client_key is not None:
-                    existing = self._queued_with_key(conn, request.client_key, request.to)
-                    assert existing is not None  # the row the insert conflicted with
-                    results.append(existing)
-                    continue
-                message_id = int(cur.lastrowid or 0)
-                if request.avoid_modems:
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO state (namespace, key, value) VALUES (?, ?, ?)",
-                        [(AVOID_NAMESPACE, f"{message_id}/{modem}", json.dumps({"message": message_id, "modem": modem}))
-                         for modem in dict.fromkeys(request.avoid_modems)])
-                # the queued event from what was just written (as _message_event would read it back)
-                self._add_event(conn, f"message/{message_id}", {
-                    "id": message_id, "to": request.to, "state": QUEUED,
-                    "parts": count_parts(request.text, language=request.language), "modem": None, "at": at,
-                }, now)
-                self._tx_enqueued += 1
-                results.append(EnqueueResult(message_id, QUEUED, False))
+            return self._queue_in(conn, requests, now)
+
+    def _check_requests(self, requests: Sequence[OutboundRequest]) -> None:
+        """InvalidRequest for the first request the store refuses (see ``enqueue``)."""
+        for index, request in enumerate(requests):
+            self._validate(index, request)
+
+    def _queue_in(self, conn: sqlite3.Connection, requests: Sequence[OutboundRequest],
+                  now: float) -> list[EnqueueResult]:
+        """Queue checked requests inside the caller's transaction (``enqueue``, an alert's step)."""
+        results: list[EnqueueResult] = []
+        at = iso(now)
+        for request in requests:
+            # a repeated (client_key, recipient) hits the unique index message_idempotency and
+            # inserts nothing; NULL keys never conflict
+            cur = conn.execute(
+                "INSERT INTO message (client_key, source, recipient, text, priority, created_at, "
+                "valid_until, report, state, attempts, next_attempt_at, updated_at, language) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?) "
+                "ON CONFLICT (client_key, recipient) DO NOTHING",
+                (
+                    request.client_key, request.source or "", request.to, request.text,
+                    PRIORITIES[request.priority], now, request.valid_until, int(request.report),
+                    QUEUED, now, now, request.language,
+                ),
+            )
+            if cur.rowcount == 0 and request.client_key is not None:
+                existing = self._queued_with_key(conn, request.client_key, request.to)
+                assert existing is not None  # the row the insert conflicted with
+                results.append(existing)
+                continue
+            message_id = int(cur.lastrowid or 0)
+            if request.avoid_modems:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO state (namespace, key, value) VALUES (?, ?, ?)",
+                    [(AVOID_NAMESPACE, f"{message_id}/{modem}", json.dumps({"message": message_id, "modem": modem}))
+                     for modem in dict.fromkeys(request.avoid_modems)])
+            # the queued event from what was just written (as _message_event would read it back)
+            self._add_event(conn, f"message/{message_id}", {
+                "id": message_id, "to": request.to, "state": QUEUED,
+                "parts": count_parts(request.text, language=request.language), "modem": None, "at": at,
+            }, now)
+            self._tx_enqueued += 1
+            results.append(EnqueueResult(message_id, QUEUED, False))
         return results
 
     @staticmethod

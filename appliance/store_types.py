@@ -162,7 +162,7 @@ class EnqueueResult:
 class Event:
     id: int
     topic: str
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None  # None: an empty payload (with retain: clears the retained message)
     qos: int = 1
     retain: bool = False
 

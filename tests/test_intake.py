@@ -103,6 +103,24 @@ def test_a_batch_is_counted_together_and_each_request_answered_on_its_own(tmp_pa
     assert [m["text"] for m in store.outbox()] == ["c", "a"]
 
 
+def test_admit_checks_as_submit_does_and_commits_nothing(tmp_path: Path, store: Store) -> None:
+    intake = intake_for(tmp_path, store, sources={"alert:*": {"daily_cap": 2}})
+    prepared = intake.admit(send(("0176 1234 5678", "+4917699999999"), "cold room", "alert:coldroom"))
+    assert [r.to for r in prepared.requests] == [NUMBER, "+4917699999999"] and store.outbox() == []
+    store.enqueue(list(prepared.requests))  # the caller commits them (an alert's step, with its row)
+    with pytest.raises(OverDailyCap, match="'alert:coldroom' reached"):
+        intake.admit(send(NUMBER, "again", "alert:coldroom"))
+    store.optout_add("+4917600000001", "test")
+    with pytest.raises(RecipientOptedOut):
+        intake.admit(send("+4917600000001", "x", "alert:other"))
+    assert intake.admit(send("+4917600000001", "x", "alert:other", priority="critical")).requests
+    with pytest.raises(BadDestination):
+        intake.admit(send("+49900123456", "x", "alert:other"))
+    with pytest.raises(TextTooLong):
+        intake.admit(send(NUMBER, "x" * 1000, "alert:other"))
+    assert len(store.outbox()) == 2
+
+
 def test_validity_defaults_to_the_configured_limit() -> None:
     """Without ``valid_for`` a request expires after ``[limits].validity``, as `smsgw send` does."""
     policy = IntakePolicy(NumbersConfig(), max_parts=10, validity=3600.0)

@@ -163,3 +163,30 @@ def test_v5_queue_gets_the_language_column_and_its_rows_keep_the_configured_lang
         old, new = store.claim("sim0", lease=60), store.claim("sim0", lease=60)
         assert old is not None and old.id == 7 and old.language is None  # the dispatcher's [sms] language
         assert new is not None and new.language == "tr"
+
+
+def test_a_version_number_without_a_step_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # numbers are assigned to schema changes ahead of their work: 2 has no step (yet), 3 has one
+    from appliance import migrations
+
+    steps = {1: lambda db: db.execute("CREATE TABLE one (x)"), 3: lambda db: db.execute("CREATE TABLE three (x)")}
+    monkeypatch.setattr(migrations, "MIGRATIONS", steps)
+    monkeypatch.setattr(migrations, "SCHEMA_VERSION", 3)
+    conn = sqlite3.connect(tmp_path / "gap.db", isolation_level=None)
+    assert migrate(conn, target=1) == 0 and user_version(conn) == 1
+    assert migrate(conn, target=3) == 1 and user_version(conn) == 3
+    assert set(columns(conn)) == {"one", "three"}
+    assert migrate(conn, target=3) == 3  # nothing left to run
+    conn.close()
+
+
+def test_a_v9_file_gets_the_alert_table_of_v12(tmp_path: Path) -> None:
+    path = tmp_path / "v9.db"
+    conn = queued_at_version(path, 9)
+    assert "alert" not in columns(conn)
+    conn.close()
+    with Store(path, clock=Clock(T0 + 1)) as store:
+        assert store.migrated_from == 9 and user_version(connection(store)) == SCHEMA_VERSION
+        assert "alert" in columns(connection(store))
+        assert {"alert_due", "alert_active", "alert_closed"} <= indexes(connection(store))
+        assert store.alerts() == [] and store.next_due_at() == T0  # the queued message is still due

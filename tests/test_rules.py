@@ -542,7 +542,8 @@ def test_the_examples_in_docs_rules_md_are_valid(tmp_path: Path) -> None:
     config = parse_config(data, tmp_path / "smsgw.toml")
     rules = config.rules
     assert rules.contacts["bob"] == "+491761234567"
-    assert [a.name for a in rules.alerts] == ["freezer"]
+    assert [a.name for a in rules.alerts] == ["freezer", "coldroom"]
+    assert rules.alerts[1].escalate is not None and rules.alerts[1].escalate.steps == 6
     assert rules.commands[0].reply_filter() == "farm/pump/+/state"
     assert config.caps.cap_for("alert:freezer") == 50
 

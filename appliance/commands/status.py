@@ -1,5 +1,5 @@
-"""`smsgw status [--json]`: modems, queue depth per state, webhook backlogs, self-alerts, last errors, usage
-per source.
+"""`smsgw status [--json]`: modems, queue depth per state, webhook backlogs, self-alerts, escalating
+alerts, last errors, usage per source.
 
 Reads the store directly (the SQLite file named by ``[store].path``), so it works whether or not the
 daemon or the MQTT broker is running. The helpers here (config loading, store opening, tables) are
@@ -25,7 +25,8 @@ from appliance.config import Config, ConfigError, default_config_path, load_conf
 from appliance.liveness import daemon_view
 from appliance.self_alerts.view import NAMESPACE as SELF_ALERT_NAMESPACE
 from appliance.self_alerts.view import describe as describe_self_alerts
-from appliance.store import STATES, Store, free_space
+from appliance.store import STATES, Store, free_space, same_number
+from appliance.store_alerts import ALERT_STATES
 
 T = TypeVar("T")
 
@@ -263,6 +264,43 @@ def sources_today(usage: dict[str, dict[str, int]], caps: DailyCaps | None) -> d
     return out
 
 
+def alerts_state(store: Store, cfg: Config) -> dict[str, Any]:
+    """Escalating alerts (appliance/escalation.py): counts per state, and the active ones (with the
+    contact names of the numbers alerted). Read from the raw tables: the rules are not loaded here."""
+    raw_contacts, raw_alerts = cfg.raw.get("contacts"), cfg.raw.get("alerts")
+    contacts: dict[str, Any] = raw_contacts if isinstance(raw_contacts, dict) else {}
+    alerts: list[Any] = raw_alerts if isinstance(raw_alerts, list) else []
+
+    def name(number: str) -> str:
+        return next((k for k, v in contacts.items() if isinstance(v, str) and same_number(v, number)), number)
+
+    active = []
+    for alert in store.alerts(active=True, limit=50):
+        entry = alert.as_dict()
+        entry["alerted_names"] = [name(n) for n in alert.alerted]
+        active.append(entry)
+    names = [str(a.get("name") or f"alert{i + 1}") for i, a in enumerate(alerts)
+             if isinstance(a, dict) and "escalate" in a]
+    return {"rules": names, "counts": store.alert_counts(), "active": active}
+
+
+def render_alerts(alerts: dict[str, Any]) -> list[str]:
+    counts = alerts["counts"]
+    if not alerts["rules"] and not any(counts.values()):
+        return []  # no rule escalates, and none ever did
+    out = ["", "Alerts: " + ", ".join(f"{counts.get(state, 0)} {state}" for state in ALERT_STATES)]
+    rows = []
+    for a in alerts["active"]:
+        alerted = ", ".join(a["alerted_names"])
+        rows.append([a["id"], a["rule"], a["state"], f"{a['step']}/{a['steps']}", shorten(alerted, 30),
+                     shorten(a.get("acknowledged_name") or a.get("acknowledged_by"), 16),
+                     a.get("next_at") or "-", shorten(a["text"], 40)])
+    if rows:
+        out.append(table(rows, ["CODE", "RULE", "STATE", "STEP", "ALERTED", "ACKNOWLEDGED BY", "NEXT STEP", "TEXT"],
+                         right=(0,)))
+    return out
+
+
 def collect(store: Store, cfg: Config) -> dict[str, Any]:
     stats = store.stats()
     errors = [
@@ -300,6 +338,7 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
         "daemon": iso_fields(daemon, ("started_at", "last_heartbeat", "stopped_at")),
         "mqtt": mqtt_state(store, cfg, daemon["running"]),
         "sources_today": sources_today(stats["sources_today"], caps),
+        "alerts": alerts_state(store, cfg),
         "last_errors": errors,
     }
     if caps_error is not None:
@@ -378,6 +417,7 @@ def render(doc: dict[str, Any]) -> str:
     out += ["", "Usage today per source", _sources_table(doc["sources_today"])]
     if doc.get("caps_error"):
         out.append(f"daily caps unknown: {doc['caps_error']}")
+    out += render_alerts(doc["alerts"])
     out += ["", "Last errors"]
     if doc["last_errors"]:
         out.append(table([[e["id"], e["to"], e["state"], e["at"], shorten(e["error"], 60)] for e in doc["last_errors"]],

@@ -155,6 +155,11 @@ SCHEMAS: dict[str, Any] = {
             "sources_today": {"type": "object", "additionalProperties": {"type": "object", "properties": {
                 "accepted": {"type": "integer"}, "sent": {"type": "integer"}, "cap": {"type": ["integer", "null"]},
                 "remaining": {"type": ["integer", "null"]}}}},
+            "alerts": {"type": "object", "description": "Escalating alerts: the rules with `escalate`, counts per "
+                       "state and `active`, the active alerts (as on `B/alert/<id>`, with `alerted_names`)",
+                       "properties": {"rules": {"type": "array", "items": {"type": "string"}},
+                                      "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                                      "active": {"type": "array", "items": {"type": "object"}}}},
             "last_errors": {"type": "array"},
         },
     },

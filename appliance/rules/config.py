@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from appliance.config import ConfigError
+from appliance.escalation_config import Escalation, Resolve, check_combination, read_escalation, read_resolve
 from appliance.numbers import check_destination, normalise
 from appliance.rules.templates import Placeholder, Template, TemplateError, split_template_levels
 from appliance.store import PRIORITIES, same_number
@@ -80,6 +81,8 @@ class AlertRule:
     priority: str = "normal"
     critical: bool = False
     valid_for: float | None = None
+    escalate: Escalation | None = None  # an on-call chain (appliance/escalation.py) instead of ``to``
+    resolve: Resolve | None = None  # what closes an escalating alert
 
     @property
     def source(self) -> str:
@@ -137,6 +140,7 @@ class RulesConfig:
             numbers.update(members)
         for alert in self.alerts:
             numbers.update(alert.to)
+            numbers.update(alert.escalate.members if alert.escalate else ())
         for command in self.commands:
             numbers.update(command.senders or ())
         return numbers
@@ -150,7 +154,8 @@ class RulesConfig:
 
 Normaliser = Callable[[str], str]
 
-_ALERT_KEYS = ("name", "topic", "to", "text", "cooldown", "label", "summary", "priority", "critical", "valid_for")
+_ALERT_KEYS = ("name", "topic", "to", "text", "cooldown", "label", "summary", "priority", "critical", "valid_for",
+               "escalate", "resolve")
 _COMMAND_KEYS = ("name", "pattern", "senders", "topic", "payload", "qos", "retain", "pin", "pin_attempts",
                  "pin_lockout", "reply", "reply_topic", "reply_timeout", "timeout_reply", "help", "ignore_case")
 _SUMMARY_NAMES = {"last", "count", "more", "label", "minutes", "rule", "topic"}
@@ -213,6 +218,13 @@ class _Names:
         return resolve_names(reader, name, self.contacts, self.groups if use_groups else {},
                              self.normalise_number, allow_star=allow_star)
 
+    def _resolve(self, key: str, value: str, groups: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+        return _resolve(self.file, key, value, self.contacts, groups, self.normalise_number)
+
+    def chain_entry(self, key: str, value: str) -> tuple[str, ...]:
+        """The numbers of one entry of an on-call chain (a group, a contact or a number)."""
+        return self._resolve(key, value, self.groups)
+
 
 def resolve_names(reader: TableReader, name: str, contacts: Mapping[str, str],
                   groups: Mapping[str, tuple[str, ...]], normalise: Normaliser, *,
@@ -237,8 +249,9 @@ def resolve_names(reader: TableReader, name: str, contacts: Mapping[str, str],
     return tuple(dict.fromkeys(numbers))
 
 
-def _resolve(file: Path, key: str, value: str, contacts: Mapping[str, str], groups: Mapping[str, tuple[str, ...]],
-             normalise: Normaliser) -> tuple[str, ...]:
+def _resolve(file: Path | str, key: str, value: str, contacts: Mapping[str, str],
+             groups: Mapping[str, tuple[str, ...]], normalise: Normaliser) -> tuple[str, ...]:
+    """The numbers one name or number stands for: a group's, a contact's, or the number normalised."""
     if value in groups:
         return groups[value]
     if value in contacts:
@@ -341,9 +354,10 @@ def _alert(names: _Names, reader: TableReader, name: str) -> AlertRule:
     topic = _string(reader, "topic", "a topic filter", required=True)
     if (reason := topic_filter_error(topic) or names.overlap_error(topic)) is not None:
         raise reader.error("topic", reason)
-    if not reader.has("to"):
-        raise reader.error("to", "is required")
-    to = names.recipients(reader, "to") or ()
+    escalate = read_escalation(reader, names.chain_entry)
+    check_combination(reader, name, escalate)
+    to = () if escalate else names.recipients(reader, "to") or ()
+    resolve = read_resolve(reader, topic, escalate, lambda f: topic_filter_error(f) or names.overlap_error(f))
     text = read_template(reader, "text", required=True)
     priority = _string(reader, "priority", "high, normal or low", "normal")
     if priority not in PRIORITIES:
@@ -354,7 +368,7 @@ def _alert(names: _Names, reader: TableReader, name: str) -> AlertRule:
         label=read_template(reader, "label", "{topic}") or Template("{topic}"),
         summary=read_template(reader, "summary", DEFAULT_SUMMARY, allowed=_SUMMARY_NAMES) or Template(""),
         priority=priority, critical=reader.boolean("critical", False),
-        valid_for=reader.duration("valid_for", None),
+        valid_for=reader.duration("valid_for", None), escalate=escalate, resolve=resolve,
     )
 
 

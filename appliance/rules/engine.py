@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from appliance.escalation import AckOutcome, Escalator
 from appliance.intake import (
     BadDestination,
     Intake,
@@ -97,6 +98,7 @@ class RulesEngine:
         self._cooldowns = {rule.name: rule.cooldown for rule in self.rules.alerts}
         self._base = str(getattr(bridge, "base_topic", "") or "")
         self._recent: dict[tuple[str, bytes], float] = {}
+        self.escalation = Escalator(self)  # rules with escalate: on-call chains, ACK, resolve
 
     # --- life cycle ---
 
@@ -107,7 +109,8 @@ class RulesEngine:
             self.cooldown.load(rule.name, self.store.state_get(STATE_COOLDOWN, rule.name) or {})
         subscriptions: list[tuple[str, Callable[[str, bytes], None]]] = [
             (topic_filter, self._alert_handler)
-            for topic_filter in cover_filters(rule.topic for rule in self.rules.alerts)]
+            for topic_filter in cover_filters([*(rule.topic for rule in self.rules.alerts),
+                                               *self.escalation.filters()])]
         subscriptions += [(reply_filter, self._reply_handler) for reply_filter in dict.fromkeys(
             f for f in (c.reply_filter() for c in self.rules.commands) if f is not None)]
         for topic_filter, handler in subscriptions:  # the bridge sends them now or on (re)connect
@@ -115,6 +118,7 @@ class RulesEngine:
         self._remove_listener = self.store.add_listener(self._incoming.set)
         self._spawn(self._summaries())
         self._spawn(self._commands())
+        self.escalation.start()
         self._incoming.set()
 
     async def stop(self) -> None:
@@ -188,6 +192,10 @@ class RulesEngine:
         self._fire_matching(topic, json.dumps(dict(payload), ensure_ascii=False).encode())
 
     def _fire_matching(self, topic: str, payload: bytes) -> None:
+        try:
+            self.escalation.on_message(topic, payload)  # a resolve closes escalating alerts
+        except Exception:
+            LOG.exception("resolving alerts on %s failed", topic)
         for rule in self.rules.alerts:
             if topic_matches(rule.topic, topic):
                 try:
@@ -203,6 +211,8 @@ class RulesEngine:
     def fire(self, rule: AlertRule, topic: str, payload: bytes | str) -> list[int]:
         """Apply one alert rule to one message; the ids of the queued SMS."""
         now = self.clock()
+        if rule.escalate is not None and self.escalation.resolves(rule, topic, payload):
+            return []  # an "ok": resolved in _fire_matching
         context = alert_context(topic, payload, rule.name)
         text, missing = rule.text.render_checked(context)
         if missing:
@@ -211,6 +221,8 @@ class RulesEngine:
             self._count("alerts_quiet")
             self.store.audit("alert_quiet", {"rule": rule.name, "topic": topic, "text": text}, now=now)
             return []
+        if rule.escalate is not None:  # an on-call chain instead of ``to`` and cooldown
+            return self.escalation.fire(rule, topic, payload, text, now)
         label = rule.label.render(context)
         send, carried = self.cooldown.offer(rule.name, topic, rule.cooldown, now, text, label)
         self._save_cooldown(rule)
@@ -333,6 +345,9 @@ class RulesEngine:
             self._done(sms, "unlisted_sender")
             self._count("unlisted")
             return "unlisted"
+        acked = self.escalation.acknowledge(sms.id, sender, text, sms.now)  # ACK [code]
+        if acked is not None:
+            return self._acknowledged(sms, acked)
         word = text.upper()
         if self.rules.builtins and word in BUILTINS:
             return self._run_builtin(sms, word)
@@ -355,6 +370,13 @@ class RulesEngine:
         self.store.received_handled(sms.id)
         if reply:
             self._reply(sms.sender, reply, source, sms.now)
+
+    def _acknowledged(self, sms: _Received, outcome: AckOutcome) -> str:
+        """An ``ACK`` SMS (appliance/escalation.py): one that acknowledged committed its SMS and was
+        marked handled with the alert; one that did not is audited and answered why."""
+        if outcome.reply is not None:
+            self._done(sms, outcome.kind, reply=outcome.reply)
+        return outcome.kind
 
     def _run_builtin(self, sms: _Received, word: str) -> str:
         self.store.received_handled(sms.id)
@@ -465,6 +487,7 @@ class RulesEngine:
                 status = {"state": f"status unavailable ({exc})"}
             return format_status(status, self.store.stats(now))
         names = [c.help or c.name.upper() for c in self.rules.commands if sender_allowed(c, sender)]
+        names += self.escalation.help(sender)  # ACK <code>, for on-call chain members
         return "Commands: " + "; ".join(names + list(BUILTINS))
 
     def _reply(self, sender: str, text: str, source: str, now: float, *, priority: str = "high") -> int | None:

@@ -232,15 +232,16 @@ def split_template_levels(template: Template) -> list[list[str | Placeholder]]:
     return [[p for p in level if p != ""] for level in levels]
 
 
-def fit_text(text: str, max_parts: int) -> str:
-    """Cut ``text`` (with an ellipsis) so it fits in ``max_parts`` SMS parts."""
-    if count_parts(text) <= max_parts:
-        return text
+def fit_text(text: str, max_parts: int, suffix: str = "") -> str:
+    """Cut ``text`` (with an ellipsis) so that it and ``suffix``, which is never cut, fit in
+    ``max_parts`` SMS parts."""
+    if count_parts(text + suffix) <= max_parts:
+        return text + suffix
     low, high = 0, len(text)
     while low < high:
         mid = (low + high + 1) // 2
-        if count_parts(text[:mid] + "…") <= max_parts:
+        if count_parts(text[:mid] + "…" + suffix) <= max_parts:
             low = mid
         else:
             high = mid - 1
-    return text[:low] + "…"
+    return text[:low] + "…" + suffix
