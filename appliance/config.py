@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import tomllib
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -62,6 +61,8 @@ class ConfigError(Exception):
 
 
 def _default_client_id() -> str:
+    import socket  # here: only a [mqtt] table without client_id needs it, and `smsgw send` starts without it
+
     return f"smsgw-{socket.gethostname()}"
 
 
