@@ -61,9 +61,8 @@ class ConfigError(Exception):
 
 
 def _default_client_id() -> str:
-    import socket  # here: only a [mqtt] table without client_id needs it, and `smsgw send` starts without it
-
-    return f"smsgw-{socket.gethostname()}"
+    # the host name as gethostname(2) gives it on Linux (socket.gethostname()), without importing socket
+    return f"smsgw-{os.uname().nodename}"
 
 
 @dataclass(frozen=True)
