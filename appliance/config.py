@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import tomllib
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -62,7 +61,8 @@ class ConfigError(Exception):
 
 
 def _default_client_id() -> str:
-    return f"smsgw-{socket.gethostname()}"
+    # the host name as gethostname(2) gives it on Linux (socket.gethostname()), without importing socket
+    return f"smsgw-{os.uname().nodename}"
 
 
 @dataclass(frozen=True)

@@ -40,12 +40,20 @@ from appliance.store_types import (
     same_number,
 )
 from drivers.gsm7_national import KNOWN_LANGUAGES, LANGUAGE_IDS
-from drivers.pdu import count_parts
 
 if TYPE_CHECKING:
     from drivers.pdu import SmsStatusReport, SubmitPart
 
 LOG = logging.getLogger("appliance.store")
+
+
+def _count_parts(text: str, language: str | None) -> int:
+    """``drivers.pdu.count_parts``, imported on first use: `smsgw status` reads the store without the
+    PDU codec."""
+    from drivers.pdu import count_parts
+
+    return count_parts(text, language=language)
+
 
 class OutboundQueue(OptOutList):
     def _message_event(self, conn: sqlite3.Connection, message_id: int, now: float) -> None:
@@ -59,7 +67,7 @@ class OutboundQueue(OptOutList):
             "id": row["id"],
             "to": row["recipient"],
             "state": row["state"],
-            "parts": row["parts"] or count_parts(row["text"], language=row["language"]),
+            "parts": row["parts"] or _count_parts(row["text"], row["language"]),
             "modem": row["modem"],
         }
         if row["last_error"] and row["state"] in (QUEUED, FAILED, EXPIRED):
@@ -148,7 +156,7 @@ class OutboundQueue(OptOutList):
             # the queued event from what was just written (as _message_event would read it back)
             self._add_event(conn, f"message/{message_id}", {
                 "id": message_id, "to": request.to, "state": QUEUED,
-                "parts": count_parts(request.text, language=request.language), "modem": None, "at": at,
+                "parts": _count_parts(request.text, request.language), "modem": None, "at": at,
             }, now)
             self._tx_enqueued += 1
             results.append(EnqueueResult(message_id, QUEUED, False))

@@ -12,7 +12,6 @@ the fewest parts: 160 septets alone / 153 per part with an 8-bit concatenation h
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -883,6 +882,8 @@ def _check_byte(value: int, what: str, limit: int = 0xFF) -> int:
 def _concat_reference(value: int | None, bits16: bool) -> int:
     limit = 0xFFFF if bits16 else 0xFF
     if value is None:
+        import random  # here: counting parts (`smsgw send`) needs no random numbers
+
         return random.randint(0, limit)
     return _check_byte(value, "concatenation reference", limit)
 
