@@ -38,7 +38,7 @@ MQTT_PROTOCOLS = ("5", "3.1.1")
 OWN_SECTIONS = ("store", "mqtt", "modems", "modems_auto", "numbers", "limits", "hardware", "sms", "log_level",
                 "http", "webhooks")
 RAW_SECTIONS = ("alerts", "commands", "contacts", "groups", "sources", "quiet_hours", "rules", "health", "calls",
-                "call_rules", "self_alerts")
+                "call_rules", "self_alerts", "schedules")
 
 _MODEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _PIN = re.compile(r"^[0-9]{4,8}$")
@@ -265,7 +265,7 @@ class Config:
 
     @property
     def rules(self) -> RulesConfig:
-        """``[contacts]``, ``[groups]``, ``[[alerts]]``, ``[[commands]]``, ``[quiet_hours]`` and ``[rules]``,
+        """``[contacts]``, ``[groups]``, ``[[alerts]]``, ``[[commands]]``, ``[[schedules]]``, ``[quiet_hours]`` and ``[rules]``,
         validated (raises ``ConfigError``); the rules package is imported on first use."""
         from appliance.rules.config import validate_rules
 

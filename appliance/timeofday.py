@@ -29,6 +29,12 @@ _CLOCK = re.compile(r"\s*(\d{1,2}):(\d{2})\s*")
 #: Days a daily search looks ahead (a weekday filter can skip six days; DST never more than one).
 _HORIZON_DAYS = 8
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+#: Weekday names a configuration may write (``mon`` or ``monday``, any case) -> 0 (Monday) .. 6.
+WEEKDAY_NAMES = {
+    **{name: day for day, name in enumerate(WEEKDAYS)},
+    **{name: day for day, name in enumerate(("monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+                                             "sunday"))},
+}
 
 
 def parse_clock(value: str) -> dtime | None:

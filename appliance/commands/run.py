@@ -113,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
 
         config.check("health", "self_alerts")  # before anything starts
         validate_calls(config)
-        if config.mqtt is not None:
+        if config.mqtt is not None or "schedules" in config.raw:  # the rules run with MQTT; schedules without
             config.check("caps", "rules")
     except ConfigError as exc:
         print(f"smsgw run: {exc}", file=sys.stderr)

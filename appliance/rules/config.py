@@ -24,6 +24,7 @@ from appliance.rules.templates import (
 )
 from appliance.store import PRIORITIES, same_number
 from appliance.timeofday import (
+    WEEKDAY_NAMES,
     WEEKDAYS,
     QuietHours,
     last_daily,
@@ -431,12 +432,12 @@ def _days(names: _Names, reader: TableReader) -> frozenset[int] | None:
         raise reader.error("days", f"must be a non-empty array of weekdays ({', '.join(WEEKDAYS)})")
     days: set[int] = set()
     for index, value in enumerate(values):
-        day = value.strip().lower()[:3] if isinstance(value, str) else None
-        if day not in WEEKDAYS:
+        day = WEEKDAY_NAMES.get(value.strip().lower()) if isinstance(value, str) else None
+        if day is None:
             raise ConfigError(names.file, f"{reader.key('days')}[{index}]",
                               f"must be a weekday ({', '.join(WEEKDAYS)}), not {value!r}"
-                              + did_you_mean(str(value).lower(), WEEKDAYS))
-        days.add(WEEKDAYS.index(day))
+                              + did_you_mean(str(value).lower(), WEEKDAY_NAMES))
+        days.add(day)
     return frozenset(days)
 
 
