@@ -57,8 +57,9 @@ class Schedules:
         self._wake = asyncio.Event()
 
     async def start(self) -> None:
+        """Handle what is due now (an occurrence missed while the daemon was down), then run."""
         if self.rules and self._task is None:
-            self._task = asyncio.create_task(self._run(), name="schedules")
+            self._task = asyncio.create_task(self._run(self._tick()), name="schedules")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -71,16 +72,20 @@ class Schedules:
         """Look at the schedules now (the wall clock was changed)."""
         self._wake.set()
 
-    async def _run(self) -> None:
+    def _tick(self) -> float:
+        """:meth:`run_due`; the seconds until it should run again."""
+        try:
+            return self.run_due() - self.clock()
+        except Exception:
+            LOG.exception("running the schedules failed")
+            return RETRY_AFTER
+
+    async def _run(self, wait: float) -> None:
         while True:
-            self._wake.clear()
-            try:
-                wait = self.run_due() - self.clock()
-            except Exception:
-                LOG.exception("running the schedules failed")
-                wait = RETRY_AFTER
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), min(max(wait, 0.0), MAX_SLEEP))
+            self._wake.clear()
+            wait = self._tick()
 
     def run_due(self, now: float | None = None) -> float:
         """Handle every occurrence that is due and not yet handled; when the next one is due."""
