@@ -184,6 +184,12 @@ def test_daily_times_across_a_daylight_saving_change() -> None:
     assert datetime.fromtimestamp(after, BERLIN) == datetime(2026, 3, 29, 7, 0, tzinfo=BERLIN)
     assert after - before == timedelta(hours=22).total_seconds()
     assert last_daily((dtime(7, 0),), after, BERLIN) == after
+    # 02:30 does not exist that night: it is 02:30 in the offset before the change, 03:30 summer time
+    skipped = next_daily((dtime(2, 30),), before, BERLIN)
+    assert datetime.fromtimestamp(skipped, BERLIN) == datetime(2026, 3, 29, 3, 30, tzinfo=BERLIN)
+    # 02:30 on 25 October 2026 happens twice (back from UTC+2 to UTC+1): the first one
+    autumn = next_daily((dtime(2, 30),), datetime(2026, 10, 24, 12, 0, tzinfo=BERLIN).timestamp(), BERLIN)
+    assert datetime.fromtimestamp(autumn, BERLIN).utcoffset() == timedelta(hours=2)
     monday = next_daily((dtime(7, 0),), before, BERLIN, frozenset({0}))
     assert datetime.fromtimestamp(monday, BERLIN).date().isoformat() == "2026-03-30"
 
