@@ -228,3 +228,24 @@ def test_quiet_hours_of_a_rule_hold_its_alerts_and_hold_true_holds_instead_of_dr
         engine = _engine(tmp_path, store, clock, critical, quiet_hours=quiet)
         (now,) = engine.fire(engine.rules.alerts[0], "hall/door", b"1")
         assert store.message(now)["send_at"] is None  # type: ignore[index]
+
+
+def test_activity_since_counts_the_last_day_through_indexes(tmp_path: Path) -> None:
+    from store_helpers import connection, request
+    from test_store_plans import plan, traced
+
+    clock = Clock(_at(2, 7))
+    with Store(tmp_path / "smsgw.db", clock=clock) as store:
+        ids = [r.id for r in store.enqueue([request(to=f"+4917000000{n:03d}") for n in range(4)])]
+        store.fail(ids[0], "gone")
+        clock.now = _at(3, 6)
+        for _ in range(2):
+            claimed = store.claim("sim0", lease=60)
+            assert claimed is not None
+            store.fail(claimed.id, "no network")
+        with traced(connection(store)) as statements:
+            assert store.activity_since(_at(2, 8)) == {"sent": 0, "failed": 2, "expired": 0, "received": 0}
+        steps = [step for sql in statements if sql.lstrip().upper().startswith("SELECT")
+                 for step in plan(connection(store), sql)]
+        assert steps and all(step.startswith("SEARCH") for step in steps), steps
+        assert store.activity_since(_at(1, 0))["failed"] == 3
