@@ -249,3 +249,19 @@ def test_activity_since_counts_the_last_day_through_indexes(tmp_path: Path) -> N
                  for step in plan(connection(store), sql)]
         assert steps and all(step.startswith("SEARCH") for step in steps), steps
         assert store.activity_since(_at(1, 0))["failed"] == 3
+
+
+async def test_the_running_schedule_sleeps_until_the_next_occurrence(tmp_path: Path) -> None:
+    from waiting import async_wait_until
+
+    clock = Clock(_at(2, 7) - 0.2)
+    with Store(tmp_path / "smsgw.db", clock=clock) as store:
+        runner = Schedules(_config(tmp_path), store)
+        await runner.start()
+        try:
+            assert _texts(store) == []  # 1 December 07:00 is older than the grace: not sent on a first start
+            clock.now = _at(2, 7)  # the runner's own timer (0.2 s) finds it due; nothing wakes it
+            await async_wait_until(lambda: len(_texts(store)) == 2, timeout=5, what="the 07:00 occurrence")
+            assert store.state_get(SCHEDULE_STATE, "morning") == _at(2, 7)
+        finally:
+            await runner.stop()
