@@ -90,6 +90,10 @@ def test_send_flash_at_a_later_time(config):
         bad = smsgw("send", "--at", value, "+491701234567", "x", config=config)
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
     assert len(db_rows(config)) == 1
+    listing = smsgw("outbox", config=config)
+    assert listing.returncode == 0 and "queued until " in listing.stdout and "(flash)" in listing.stdout
+    held = json.loads(smsgw("outbox", "--json", config=config).stdout)["messages"][0]
+    assert held["message_class"] == 0 and datetime.fromisoformat(held["send_at"].replace("Z", "+00:00")) == later
 
 
 def test_send_text_from_stdin(config):
