@@ -316,11 +316,15 @@ def parse_send_at(value: object, now: float) -> float | None:
     if not isinstance(value, str):
         raise InvalidField("send_at", f"'send_at' must be an ISO 8601 time string, got {json_type(value)}")
     try:
-        moment = datetime.fromisoformat(value.strip())
+        parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         raise InvalidField("send_at", f"'send_at' is not an ISO 8601 time ({value!r}; e.g. "
                                       "\"2026-12-24T07:00:00+01:00\")") from None
-    return _check_send_at(moment.timestamp(), now, value)
+    try:
+        moment = parsed.timestamp()
+    except (ValueError, OverflowError, OSError):  # a local time at the ends of the calendar (year 1)
+        raise InvalidField("send_at", f"'send_at' {value!r} is out of range") from None
+    return _check_send_at(moment, now, value)
 
 
 def _check_send_at(send_at: object, now: float, shown: object = None) -> float | None:

@@ -109,6 +109,9 @@ def test_send_at_without_an_offset_is_local_time() -> None:
 @pytest.mark.parametrize("value, reason", [
     ("tomorrow", "not an ISO 8601 time"),
     ("2026-13-01T00:00:00Z", "not an ISO 8601 time"),
+    ("0001-01-01T00:00:00", "is out of range"),  # a local time the platform cannot convert
+    ("0001-01-01T00:00:00+00:00", "s in the past"),
+    ("9999-12-31T23:59:59", "days ahead"),
     (1790000000, "must be an ISO 8601 time string, got a number"),
     ("2026-12-02T10:00:00Z", "s in the past"),
     ("2028-12-02T10:00:00Z", "days ahead"),
