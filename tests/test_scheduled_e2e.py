@@ -2,7 +2,8 @@
 ptys, a real mosquitto. A ``B/send`` with ``"class": 0`` reaches the simulated network as class 0 in
 every part; one with ``send_at`` is held in the store, survives a SIGKILL of the daemon and goes out
 once when due; a ``[[schedules]]`` occurrence is sent once on start within its grace and not again
-after a SIGKILL and a restart."""
+after a SIGKILL and a restart; ``[quiet_hours] hold = true`` holds a normal request until the window
+ends while a critical one goes at once."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def parts(sim: Simulator, total: int) -> list[dict[str, Any]]:
     return [part for part in sim.network.parts if part["total"] == total]
 
 
-async def start(daemons: list[DaemonProcess], config: Path) -> DaemonProcess:
+async def start_daemon(daemons: list[DaemonProcess], config: Path) -> DaemonProcess:
     daemon = await DaemonProcess(config).start()
     daemons.append(daemon)
     await daemon.wait_running(timeout=20)
@@ -60,7 +61,7 @@ async def test_flash_and_send_at_over_mqtt_survive_a_sigkill(tmp_path: Path, sim
                                                              probe: Probe, daemons: list[DaemonProcess]) -> None:
     db = tmp_path / "app" / "smsgw.db"
     config = daemon_config(tmp_path / "app", sim.ports, extra=mqtt_section(mosquitto))
-    daemon = await start(daemons, config)
+    daemon = await start_daemon(daemons, config)
     await async_wait_until(state_is(probe, "online"), timeout=15, what="online")
 
     long_text = "GAS ALARM hall 2: leave the building now. " * 5  # two GSM 7-bit parts
@@ -91,7 +92,7 @@ async def test_flash_and_send_at_over_mqtt_survive_a_sigkill(tmp_path: Path, sim
     assert records(sim, "held until due") == []
 
     await daemon.kill()  # SIGKILL while the message waits
-    await start(daemons, config)
+    await start_daemon(daemons, config)
     await async_wait_until(lambda: records(sim, "held until due"), timeout=30, what="the held SMS after the restart")
     with Store(db) as store:
         (part,) = store.parts(held_id)
@@ -110,15 +111,41 @@ async def test_a_schedule_is_sent_once_across_a_sigkill(tmp_path: Path, sim: Sim
         'grace = "1h"', "flash = true", "",
     ])
     config = daemon_config(tmp_path / "app", sim.ports, extra=extra)
-    daemon = await start(daemons, config)
+    daemon = await start_daemon(daemons, config)
     expected = f"Daily summary {now:%Y-%m-%d}: 0 queued, 0 sent in 24 h"
     await async_wait_until(lambda: records(sim, expected), timeout=20, what="the occurrence sent on start")
     assert records(sim, expected)[0]["class"] == 0
     await daemon.kill()
-    daemon = await start(daemons, config)
+    daemon = await start_daemon(daemons, config)
     with Store(tmp_path / "app" / "smsgw.db") as store:
         messages = [m for m in store.outbox(10) if m["source"] == "schedule:daily"]
         assert len(messages) == 1 and messages[0]["client_key"].startswith("schedule:daily:")
         assert store.state_get("schedule", "daily") is not None
     await daemon.stop()
     assert len(records(sim, expected)) == 1
+
+
+async def test_quiet_hours_that_hold_over_mqtt(tmp_path: Path, sim: Simulator, mosquitto: Broker, probe: Probe,
+                                               daemons: list[DaemonProcess]) -> None:
+    from datetime import timedelta
+
+    from appliance.timeofday import QuietHours
+
+    now = datetime.now()
+    start, end = (now - timedelta(hours=1)).strftime("%H:%M"), (now + timedelta(hours=1)).strftime("%H:%M")
+    quiet = "\n".join(["", "[quiet_hours]", f'start = "{start}"', f'end = "{end}"', "hold = true", ""])
+    config = daemon_config(tmp_path / "app", sim.ports, extra=mqtt_section(mosquitto) + quiet)
+    await start_daemon(daemons, config)
+    await async_wait_until(state_is(probe, "online"), timeout=15, what="online")
+    probe.publish("smsgw/send", json.dumps({"to": OUTSIDE, "text": "weekly report", "transaction": "normal"}))
+    probe.publish("smsgw/send", json.dumps({"to": OUTSIDE, "text": "FIRE hall 2", "priority": "critical",
+                                            "transaction": "critical"}))
+    answers = {r["transaction"]: r for r in await responses(probe, 2)}
+    await async_wait_until(lambda: records(sim, "FIRE hall 2"), timeout=20, what="the critical SMS at once")
+    window = QuietHours.parse(f"{start}-{end}")
+    assert window is not None
+    with Store(tmp_path / "app" / "smsgw.db") as store:
+        held = store.message(answers["normal"]["data"]["id"])
+        assert held is not None and held["state"] == "queued"
+        assert held["send_at"] == window.end_after(held["created_at"])  # held until the window ends
+    assert records(sim, "weekly report") == []
