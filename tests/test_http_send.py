@@ -82,6 +82,9 @@ async def test_a_flash_message_held_until_send_at_is_sent_then_as_class_0(mqtt_g
     await async_wait_until(lambda: sent_to(sim, "evacuate hall 2") == 1, timeout=20, what="sent when due")
     [record] = [r for r in sim.network.sent if r["text"] == "evacuate hall 2"]
     assert record["class"] == 0
+    # the network has it once the modem answered +CMGS; the TP-MR's commit follows
+    await async_wait_until(lambda: (stored(gateway.db, body["id"]) or {}).get("state") == "sent", timeout=10,
+                           what="the send committed")
     with Store(gateway.db) as store:
         (part,) = store.parts(body["id"])
     assert part.sent_at is not None and part.sent_at >= send_at - 1e-3  # not sent before it was due

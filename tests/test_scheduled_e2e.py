@@ -94,10 +94,17 @@ async def test_flash_and_send_at_over_mqtt_survive_a_sigkill(tmp_path: Path, sim
     await daemon.kill()  # SIGKILL while the message waits
     await start_daemon(daemons, config)
     await async_wait_until(lambda: records(sim, "held until due"), timeout=30, what="the held SMS after the restart")
+
+    def state() -> str | None:
+        with Store(db) as store:
+            row = store.message(held_id)
+            return None if row is None else str(row["state"])
+
+    # the network has it once the modem answered +CMGS; the TP-MR's commit follows
+    await async_wait_until(lambda: state() == "sent", timeout=10, what="the send committed")
     with Store(db) as store:
         (part,) = store.parts(held_id)
         assert part.sent_at is not None and part.sent_at >= send_at - 1e-3
-        assert store.message(held_id)["state"] == "sent"  # type: ignore[index]
     assert len(records(sim, "held until due")) == 1 and records(sim, "held until due")[0]["class"] is None
 
 
