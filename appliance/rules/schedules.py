@@ -54,7 +54,6 @@ class Schedules:
         self.intake = Intake(IntakePolicy.from_config(config), store)
         self.max_parts = config.limits.max_parts
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
 
     async def start(self) -> None:
         """Handle what is due now (an occurrence missed while the daemon was down), then run."""
@@ -68,10 +67,6 @@ class Schedules:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def wake(self) -> None:
-        """Look at the schedules now (the wall clock was changed)."""
-        self._wake.set()
-
     def _tick(self) -> float:
         """:meth:`run_due`; the seconds until it should run again."""
         try:
@@ -82,9 +77,7 @@ class Schedules:
 
     async def _run(self, wait: float) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(max(wait, 0.0), MAX_SLEEP))
-            self._wake.clear()
+            await asyncio.sleep(min(max(wait, 0.0), MAX_SLEEP))
             wait = self._tick()
 
     def run_due(self, now: float | None = None) -> float:
