@@ -157,7 +157,8 @@ class CallTriggers:
     def _receipt(self, rule: CallRule, number: str, receipt: Template, context: Mapping[str, Any]) -> None:
         try:
             text = receipt.render(context)
-            self.intake.submit(SendRequest(to=(number,), text=text, source=rule.source, priority="high"))
+            self.intake.submit(SendRequest(to=(number,), text=text, source=rule.source, priority="high",
+                                           answer=True))
         except (IntakeError, TemplateError, ValueError) as exc:
             LOG.warning("call rule %s: receipt to %s refused: %s", rule.name, number, exc)
             reason = exc.reason if isinstance(exc, IntakeError) else "template"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import tomllib
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -41,7 +40,7 @@ MQTT_PROTOCOLS = ("5", "3.1.1")
 OWN_SECTIONS = ("store", "mqtt", "modems", "modems_auto", "numbers", "limits", "hardware", "sms", "log_level",
                 "http", "webhooks")
 RAW_SECTIONS = ("alerts", "commands", "contacts", "groups", "sources", "quiet_hours", "rules", "health", "calls",
-                "call_rules", "self_alerts")
+                "call_rules", "self_alerts", "schedules")
 
 _MODEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _PIN = re.compile(r"^[0-9]{4,8}$")
@@ -64,7 +63,8 @@ class ConfigError(Exception):
 
 
 def _default_client_id() -> str:
-    return f"smsgw-{socket.gethostname()}"
+    # the host name as gethostname(2) gives it on Linux (socket.gethostname()), without importing socket
+    return f"smsgw-{os.uname().nodename}"
 
 
 @dataclass(frozen=True)
@@ -268,7 +268,7 @@ class Config:
 
     @property
     def rules(self) -> RulesConfig:
-        """``[contacts]``, ``[groups]``, ``[[alerts]]``, ``[[commands]]``, ``[quiet_hours]`` and ``[rules]``,
+        """``[contacts]``, ``[groups]``, ``[[alerts]]``, ``[[commands]]``, ``[[schedules]]``, ``[quiet_hours]`` and ``[rules]``,
         validated (raises ``ConfigError``); the rules package is imported on first use."""
         from appliance.rules.config import validate_rules
 

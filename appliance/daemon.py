@@ -74,6 +74,7 @@ class Daemon:
         self.webhooks: Any = None
         self.self_alerts: Any = None
         self.history: Any = None
+        self.schedules: Any = None
         self._mqtt_ussd: Any = None
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
@@ -197,6 +198,7 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._watch_store(), name="store-watch"))
         self._tasks.append(asyncio.create_task(self._flush_partial(), name="reassembly"))
         self._tasks.append(asyncio.create_task(self._prune(), name="retention"))
+        await self._start_schedules()
         await self._start_mqtt()
         await self._start_http()
         await self._start_self_alerts()
@@ -209,6 +211,16 @@ class Daemon:
         interval = systemd.watchdog_interval()
         if interval is not None:
             self._tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
+
+    async def _start_schedules(self) -> None:
+        """The ``[[schedules]]`` (they queue SMS through the intake, with or without MQTT)."""
+        if not self.config.rules.schedules:
+            return
+        from appliance.rules.schedules import Schedules
+
+        assert self.store is not None
+        self.schedules = Schedules(self.config, self.store)
+        await self.schedules.start()
 
     async def _start_mqtt(self) -> None:
         if self.config.mqtt is None:
@@ -313,7 +325,7 @@ class Daemon:
         """Stop what talks to the modems: the self-alerts, the control socket, balance checks, USSD, the supervisors,
         the dispatcher (its AT+CMGS in progress finishes and commits), the inbound side, the tasks."""
         for component in (self.self_alerts, self.http, self.history, self.control, self.balance, self._mqtt_ussd,
-                          self.webhooks):
+                          self.webhooks, self.schedules):
             if component is not None:
                 with contextlib.suppress(Exception):
                     await component.stop()

@@ -497,6 +497,7 @@ class Dispatcher:
             claimed.recipient, claimed.text, report=claimed.report or modem_id in self.reports,
             validity=validity,
             concat_reference=concat_reference, language=claimed.language or self.national_language,
+            message_class=claimed.message_class,
         )
 
     def _encoder(self, modem_id: str, now: float) -> Callable[[ClaimedMessage], list[SubmitPart]]:

@@ -35,15 +35,18 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
+from datetime import datetime
 from typing import ClassVar
 
 from appliance import numbers
 from appliance.caps import CapTally, DailyCapExceeded, DailyCaps
 from appliance.config import Config, NumbersConfig
 from appliance.store import PRIORITIES, InvalidRequest, OptedOut, OutboundRequest, Store, store_failure
+from appliance.timeofday import QuietHours, read_quiet_hours
 from drivers.gsm7_national import KNOWN_LANGUAGES, LANGUAGE_IDS
 from drivers.pdu import PduError, count_parts, split_text
 
@@ -51,7 +54,13 @@ LOG = logging.getLogger(__name__)
 
 #: The fields of a send request, as a transport names them (JSON keys of ``B/send``); ``request`` is
 #: the request as a whole (not a JSON object).
-FIELDS = ("request", "to", "text", "id", "priority", "report", "valid_for", "language")
+FIELDS = ("request", "to", "text", "id", "priority", "report", "valid_for", "language", "class", "send_at")
+
+#: A ``send_at`` up to this many seconds in the past is due at once (the sender's clock may be a
+#: little behind the gateway's); further in the past it is refused.
+SEND_AT_PAST_TOLERANCE = 300.0
+#: The latest ``send_at`` accepted, in seconds from now (a year: beyond is a typo more likely than a plan).
+SEND_AT_HORIZON = 366 * 86400.0
 
 
 # --- refusals -------------------------------------------------------------------------------
@@ -174,6 +183,14 @@ class SendRequest:
     language: str | None = None
     #: Modem ids that must not send the message (the self-alerts' failed modem); the others may.
     avoid_modems: tuple[str, ...] = ()
+    #: TP-DCS message class; 0 is a flash SMS (shown at once, not stored). None: no class.
+    message_class: int | None = None
+    #: Epoch seconds before which the message is not sent; None: at once.
+    send_at: float | None = None
+    #: The quiet hours of the channel (an alert rule's own); None: the policy's.
+    quiet_hours: QuietHours | None = None
+    #: True for an answer to the recipient's own SMS (command replies): never held by quiet hours.
+    answer: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,12 +204,15 @@ class IntakePolicy:
     national_language: str | None = None
     #: The ``[sources]`` daily caps (``config.caps``).
     caps: DailyCaps = dataclass_field(default_factory=DailyCaps)
+    #: ``[quiet_hours]`` with ``hold = true``: non-critical messages due inside are held until the end.
+    quiet_hours: QuietHours | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> IntakePolicy:
-        """The policy of ``config``; ``ConfigError`` for a bad ``[sources]`` table."""
+        """The policy of ``config``; ``ConfigError`` for a bad ``[sources]`` or ``[quiet_hours]`` table."""
         return cls(numbers=config.numbers, max_parts=config.limits.max_parts, validity=config.limits.validity,
-                   national_language=config.sms.national_language, caps=config.caps)
+                   national_language=config.sms.national_language, caps=config.caps,
+                   quiet_hours=held_quiet_hours(config))
 
     def check_cap_open(self, source: str) -> None:
         """OverDailyCap if ``source``'s daily cap is 0 (nothing can be queued for it); needs no store."""
@@ -278,6 +298,55 @@ def _check_valid_for(valid_for: object) -> float | None:
     return float(valid_for)
 
 
+def _check_class(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value != 0:
+        raise InvalidField("class", f"'class' must be 0 (a flash SMS, shown at once and not stored) or absent, "
+                                    f"got {value!r}")
+    return 0
+
+
+def parse_send_at(value: object, now: float) -> float | None:
+    """``send_at`` as epoch seconds: an ISO 8601 time with an offset (``2026-12-24T07:00:00+01:00``,
+    ``...Z``) or without one (the appliance's local time); InvalidField if it is not one, if it is more
+    than SEND_AT_PAST_TOLERANCE in the past or more than SEND_AT_HORIZON ahead."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidField("send_at", f"'send_at' must be an ISO 8601 time string, got {json_type(value)}")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidField("send_at", f"'send_at' is not an ISO 8601 time ({value!r}; e.g. "
+                                      "\"2026-12-24T07:00:00+01:00\")") from None
+    try:
+        moment = parsed.timestamp()
+    except (ValueError, OverflowError, OSError):  # a local time at the ends of the calendar (year 1)
+        raise InvalidField("send_at", f"'send_at' {value!r} is out of range") from None
+    return _check_send_at(moment, now, value)
+
+
+def _check_send_at(send_at: object, now: float, shown: object = None) -> float | None:
+    if send_at is None:
+        return None
+    shown = send_at if shown is None else shown
+    if isinstance(send_at, bool) or not isinstance(send_at, int | float) or not math.isfinite(send_at):
+        raise InvalidField("send_at", f"'send_at' must be a time, got {shown!r}")
+    if send_at < now - SEND_AT_PAST_TOLERANCE:
+        raise InvalidField("send_at", f"'send_at' {shown!r} is {now - send_at:.0f} s in the past "
+                                      f"(at most {SEND_AT_PAST_TOLERANCE:.0f} s are sent at once)")
+    if send_at > now + SEND_AT_HORIZON:
+        raise InvalidField("send_at", f"'send_at' {shown!r} is more than {SEND_AT_HORIZON / 86400:.0f} days ahead")
+    return float(send_at)
+
+
+def held_quiet_hours(config: Config) -> QuietHours | None:
+    """``[quiet_hours]`` when it holds messages (``hold = true``), for every channel; else None."""
+    quiet = read_quiet_hours(config.path, config.raw)
+    return quiet.hours if quiet is not None and quiet.hold else None
+
+
 def _check_language(language: object) -> str | None:
     if language is not None and (not isinstance(language, str) or language.lower() not in LANGUAGE_IDS):
         raise InvalidField("language", f"unknown 'language' {language!r} (one of {KNOWN_LANGUAGES})")
@@ -305,11 +374,12 @@ def check_destination(number: str, policy: NumbersConfig) -> str:
         raise BadDestination(exc) from exc
 
 
-def request_from_json(payload: object, *, source: str) -> SendRequest:
+def request_from_json(payload: object, *, source: str, now: float | None = None) -> SendRequest:
     """The SendRequest of one JSON send request (``B/send``); InvalidField names what is wrong.
 
     ``{"to": number | [numbers], "text": str, "id"?: str | int, "priority"?: str, "report"?: bool,
-    "valid_for"?: seconds, "language"?: code}``; other keys (``transaction``) are the transport's.
+    "valid_for"?: seconds, "language"?: code, "class"?: 0, "send_at"?: ISO time}``; other keys
+    (``transaction``) are the transport's. ``now`` (default: the system clock) judges ``send_at``.
     """
     if not isinstance(payload, dict):
         raise InvalidField("request", f"request must be a JSON object, got {json_type(payload)}")
@@ -343,8 +413,10 @@ def request_from_json(payload: object, *, source: str) -> SendRequest:
     valid_for = _check_valid_for(payload.get("valid_for"))
     _check_real_text(text, "text")
     language = _check_language(payload.get("language"))
+    message_class = _check_class(payload.get("class"))
+    send_at = parse_send_at(payload.get("send_at"), time.time() if now is None else now)
     return SendRequest(to=recipients, text=text, source=source, client_key=key, priority=priority, report=report,
-                       valid_for=valid_for, language=language)
+                       valid_for=valid_for, language=language, message_class=message_class, send_at=send_at)
 
 
 def prepare(request: SendRequest, policy: IntakePolicy, now: float) -> Prepared:
@@ -359,19 +431,32 @@ def prepare(request: SendRequest, policy: IntakePolicy, now: float) -> Prepared:
     _check_real_text(request.text, "text")
     _check_language(request.language)
     _check_avoid_modems(request.avoid_modems)
+    _check_class(request.message_class)
+    _check_send_at(request.send_at, now)
     return _prepare_checked(request, policy, now)
 
 
 def prepare_json(payload: object, *, source: str, policy: IntakePolicy, now: float) -> Prepared:
     """:func:`prepare` of :func:`request_from_json` (whose fields are checked once)."""
-    return _prepare_checked(request_from_json(payload, source=source), policy, now)
+    return _prepare_checked(request_from_json(payload, source=source, now=now), policy, now)
+
+
+def due_time(request: SendRequest, policy: IntakePolicy, now: float) -> float:
+    """When ``request`` may first be sent: its ``send_at`` (or now), past the end of the quiet hours
+    (the request's own, else the policy's) when it is not critical and not an answer."""
+    due = max(now, request.send_at) if request.send_at is not None else now
+    quiet = request.quiet_hours or policy.quiet_hours
+    if quiet is not None and request.priority != "critical" and not request.answer:
+        due = quiet.end_after(due)
+    return due
 
 
 def _prepare_checked(request: SendRequest, policy: IntakePolicy, now: float) -> Prepared:
     """The length limit and the number policy for a request whose fields passed their checks."""
     text = request.text
+    due = due_time(request, policy, now)
     lifetime = request.valid_for if request.valid_for is not None else policy.validity
-    valid_until = now + lifetime if lifetime else None
+    valid_until = due + lifetime if lifetime else None  # the lifetime counts from when it is due
     language = request.language.lower() if request.language else None
     priority = request.priority
     encode_language = language or policy.national_language  # as the dispatcher will encode it
@@ -391,7 +476,8 @@ def _prepare_checked(request: SendRequest, policy: IntakePolicy, now: float) -> 
         seen.add(number)
         requests.append(OutboundRequest(to=number, text=text, source=request.source, client_key=request.client_key,
                                         priority=priority, valid_until=valid_until, report=request.report,
-                                        language=language, avoid_modems=request.avoid_modems))
+                                        language=language, avoid_modems=request.avoid_modems,
+                                        message_class=request.message_class, send_at=due if due > now else None))
     return Prepared(tuple(requests), request.source, parts)
 
 

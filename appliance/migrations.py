@@ -28,6 +28,10 @@ Version history
   9  webhooks: ``webhook`` (the configured webhooks and the events each one takes, written by the
      daemon at start) and ``webhook_delivery`` (one row per event and webhook, committed with the
      event, retried until delivered or expired).
+ 10  urgent and scheduled messages: ``message.message_class`` (TP-DCS message class of 3GPP TS 23.038
+     §4; 0 is a flash SMS, NULL none) and ``message.send_at`` (epoch seconds the message was held
+     until: a requested ``send_at`` or the end of quiet hours; NULL: sent at once). The hold itself
+     is ``next_attempt_at``, which ``Store.claim`` and ``Store.next_due_at`` already honour.
  11  status-page history: ``history_sample`` (one row a minute per modem's signal and per queue state,
      unique by kind, key and minute; ``appliance.store_history``), indexed by time for the charts and
      the retention.
@@ -306,6 +310,11 @@ def _v9(db: sqlite_utils.Database) -> None:
                "WHERE done_at IS NOT NULL")
 
 
+def _v10(db: sqlite_utils.Database) -> None:
+    db.execute("ALTER TABLE message ADD COLUMN message_class INTEGER")
+    db.execute("ALTER TABLE message ADD COLUMN send_at REAL")
+
+
 def _v11(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TABLE history_sample (id INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL, "
                "key TEXT NOT NULL, value REAL)")
@@ -331,7 +340,7 @@ def _v12(db: sqlite_utils.Database) -> None:
 #: MIGRATIONS[n] takes the schema to version n (from the highest version below n that has a step).
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8, 9: _v9,
-    11: _v11, 12: _v12,
+    10: _v10, 11: _v11, 12: _v12,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

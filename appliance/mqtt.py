@@ -80,6 +80,13 @@ PAHO_LOG.addFilter(_PahoNoise())
 SESSION_EXPIRY = 7 * 24 * 3600
 #: How many unacknowledged QoS 1 messages the broker may send us at once (MQTT 5 Receive Maximum).
 RECEIVE_MAXIMUM = 500
+#: Messages paho has read that wait for the asyncio loop, at most: beyond it paho's network thread
+#: stops reading the socket (TCP holds the rest at the broker) until the loop took them, for at most
+#: READ_PAUSE seconds at a time. The broker's Receive Maximum alone does not bound this: mosquitto
+#: 2.0.11 (Debian 12) sends up to that many more after every PUBACK (eclipse-mosquitto/mosquitto
+#: #2301), so a burst of 10,000 requests arrived at once, about 5 KiB of paho objects each.
+READ_BACKLOG = RECEIVE_MAXIMUM
+READ_PAUSE = 1.0
 #: Seconds between refreshes of the retained ``B/bridge/info``.
 INFO_INTERVAL = 60.0
 #: Seconds stop() waits for paho's network thread.
@@ -93,15 +100,24 @@ class Incoming:
     """One message from the broker until it is acknowledged (once: the packet id may be reused)."""
 
     generation: int  # the connection it came on
-    message: paho.MQTTMessage
+    message: paho.MQTTMessage  # without its MQTT 5 properties: see ``arrived``
+    response_topic: str | None = None  # the MQTT 5 response topic the sender asked for, if any
+    correlation: bytes | None = None  # its MQTT 5 correlation data
+    user_properties: tuple[tuple[str, str], ...] = ()  # its MQTT 5 user properties
     counted: bool = False  # counted as received (a request kept for a retry is counted once)
     acked: bool = False  # its PUBACK went out
     retrying: bool = False  # kept for another commit attempt (the store failed)
 
-    @property
-    def response_topic(self) -> str | None:
-        """The MQTT 5 response topic the sender asked for, if any."""
-        return getattr(getattr(self.message, "properties", None), "ResponseTopic", None) or None
+    @classmethod
+    def arrived(cls, generation: int, message: paho.MQTTMessage) -> Incoming:
+        """The message as paho handed it over, keeping of its MQTT 5 properties the three the bridge
+        reads: paho's ``Properties`` object carries tables of every property name (about 5 KiB per
+        message), and a burst of requests waiting for the asyncio loop would hold one per request."""
+        props = message.properties
+        message.properties = None
+        return cls(generation, message, response_topic=getattr(props, "ResponseTopic", None) or None,
+                   correlation=getattr(props, "CorrelationData", None) or None,
+                   user_properties=tuple(getattr(props, "UserProperty", None) or ()))
 
 
 BatchHandler = Callable[[Sequence[Incoming]], None]
@@ -132,6 +148,14 @@ class _Client(paho.Client):
     gets no exception: a TLS failure or a refused TCP connection would be lost)."""
 
     connect_error: BaseException | None = None
+    #: Called by the network thread before each read of the socket (it may wait: back-pressure).
+    read_gate: Callable[[], None] | None = None
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        gate = self.read_gate
+        if gate is not None:
+            gate()
+        return super().loop_read(max_packets)
 
     def reconnect(self) -> MQTTErrorCode:
         try:
@@ -189,6 +213,8 @@ class MqttBridge:
         self._generation = 0  # bumped on every connect; acks from an older connection are never sent
         self._incoming: list[Incoming] = []
         self._incoming_lock = threading.Lock()
+        self._incoming_room = threading.Condition(self._incoming_lock)  # notified when the loop took them
+        self.read_pauses = 0  # times the network thread waited for the loop (counter ``read_pauses``)
         self._drain_scheduled = False
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -295,9 +321,8 @@ class MqttBridge:
         if not response_topic or client is None:
             return
         out = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        correlation = getattr(getattr(item.message, "properties", None), "CorrelationData", None)
-        if correlation:
-            out.CorrelationData = correlation
+        if item.correlation:
+            out.CorrelationData = item.correlation
         client.publish(response_topic, _encode(response), qos=1, properties=out)
 
     def ack(self, item: Incoming) -> None:
@@ -333,6 +358,7 @@ class MqttBridge:
         data["connected"] = self.connected
         data["rejected_total"] = self.store.state_get("mqtt", "rejected", 0)
         data["events_inflight"] = self.events.inflight
+        data["read_pauses"] = self.read_pauses
         data["last_error"] = self.last_error
         data["last_error_at"] = self.last_error_at
         data["last_failure"] = self.last_failure
@@ -367,6 +393,8 @@ class MqttBridge:
 
     async def stop(self) -> None:
         self._stopping = True
+        with self._incoming_room:
+            self._incoming_room.notify_all()  # a network thread held back by the read gate goes on
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -419,6 +447,7 @@ class MqttBridge:
             client = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv311,
                              clean_session=False)
         client.manual_ack_set(True)
+        client.read_gate = self._wait_for_room
         client.enable_logger(PAHO_LOG)
         client.max_inflight_messages_set(100)
         if self.mqtt.username:
@@ -508,9 +537,18 @@ class MqttBridge:
             LOG.warning("MQTT disconnected: %s; reconnecting", reason_code)
         self._call(self._disconnected_main)
 
+    def _wait_for_room(self) -> None:
+        """Before paho reads the socket: while READ_BACKLOG messages wait for the asyncio loop, wait
+        until it took them (at most READ_PAUSE seconds: keep-alive and a wedged loop)."""
+        with self._incoming_room:
+            if len(self._incoming) < READ_BACKLOG or self._stopping:
+                return
+            self.read_pauses += 1
+            self._incoming_room.wait_for(lambda: len(self._incoming) < READ_BACKLOG or self._stopping, READ_PAUSE)
+
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         with self._incoming_lock:
-            self._incoming.append(Incoming(self._generation, message))
+            self._incoming.append(Incoming.arrived(self._generation, message))
             if self._drain_scheduled:
                 return
             self._drain_scheduled = True
@@ -612,9 +650,10 @@ class MqttBridge:
     def _drain(self) -> None:
         """Hand every message paho has handed over to its handlers: each request subscription's
         batch at once (one store transaction for its good requests), then the others in order."""
-        with self._incoming_lock:
+        with self._incoming_room:
             batch, self._incoming = self._incoming, []
             self._drain_scheduled = False
+            self._incoming_room.notify_all()
         if not batch or self._client is None:
             return  # stopped: unacknowledged, the broker delivers them again
         batches: dict[BatchHandler, list[Incoming]] = {}

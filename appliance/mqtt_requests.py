@@ -81,8 +81,7 @@ def _transaction_of(payload: bytes | bytearray) -> object:
 
 def _source(item: Incoming) -> str:
     """``mqtt``, or ``mqtt:<client>`` with an MQTT 5 user property ``source``."""
-    props = getattr(item.message, "properties", None)
-    for name, value in getattr(props, "UserProperty", None) or []:
+    for name, value in item.user_properties:
         if name == "source" and value:
             return f"mqtt:{value}"
     return "mqtt"

@@ -27,10 +27,10 @@ short batches; the daemon runs it at start and hourly.
 ``Store`` is one class made of one mixin per table group over ``store_base.StoreBase`` (the
 connection, transactions, events, state and audit): ``store_outbound`` (with ``store_optout``),
 ``store_inbound``, ``store_alerts`` (escalating alerts), ``store_webhooks``, ``store_retention``,
-``store_reports``, ``store_selfalerts`` (the modems a message avoids, the clients' queue) and
-``store_history`` (the status page's samples); the names they share are in ``store_types`` and are
-imported from here. A new table group is a new mixin module added to
-the bases below, never more code in this file.
+``store_reports``, ``store_schedule`` (the last day's activity of the schedules), ``store_selfalerts``
+(the modems a message avoids, the clients' queue) and ``store_history`` (the status page's samples);
+the names they share are in ``store_types`` and are imported from here. A new table group is a new
+mixin module added to the bases below, never more code in this file.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from appliance.store_inbound import InboundTables
 from appliance.store_outbound import OutboundQueue
 from appliance.store_reports import Reports
 from appliance.store_retention import Retention
+from appliance.store_schedule import ScheduleQueries
 from appliance.store_selfalerts import SelfAlertsQueries
 from appliance.store_types import (  # re-exported: the store's names are imported from here
     AUDIT_RETENTION_DAYS as AUDIT_RETENTION_DAYS,
@@ -197,8 +198,8 @@ from appliance.store_types import (
 from appliance.store_webhooks import WebhookTables
 
 
-class Store(HistoryQueries, SelfAlertsQueries, Reports, Retention, WebhookTables, InboundTables, AlertTables,
-            OutboundQueue, StoreBase):
+class Store(ScheduleQueries, HistoryQueries, SelfAlertsQueries, Reports, Retention, WebhookTables, InboundTables,
+            AlertTables, OutboundQueue, StoreBase):
     """The store: one SQLite file, one connection, every table group's methods (one mixin each)."""
 
 

@@ -4,7 +4,6 @@ handles."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sqlite3
@@ -41,6 +40,8 @@ class InboundTables(StoreBase):
         message, the message is written to the inbox and a ``received`` event is added in the same
         transaction. A PDU that did not decode is kept and published with its error, never dropped.
         """
+        import hashlib  # here: `smsgw status` and `send` read the store without it (OpenSSL)
+
         pdu_key = pdu.strip().upper()
         sender = text = encoding = sent_at = None
         ref = total = seq = None

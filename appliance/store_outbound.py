@@ -40,12 +40,20 @@ from appliance.store_types import (
     same_number,
 )
 from drivers.gsm7_national import KNOWN_LANGUAGES, LANGUAGE_IDS
-from drivers.pdu import count_parts
 
 if TYPE_CHECKING:
     from drivers.pdu import SmsStatusReport, SubmitPart
 
 LOG = logging.getLogger("appliance.store")
+
+
+def _count_parts(text: str, language: str | None) -> int:
+    """``drivers.pdu.count_parts``, imported on first use: `smsgw status` reads the store without the
+    PDU codec."""
+    from drivers.pdu import count_parts
+
+    return count_parts(text, language=language)
+
 
 class OutboundQueue(OptOutList):
     def _message_event(self, conn: sqlite3.Connection, message_id: int, now: float) -> None:
@@ -59,7 +67,7 @@ class OutboundQueue(OptOutList):
             "id": row["id"],
             "to": row["recipient"],
             "state": row["state"],
-            "parts": row["parts"] or count_parts(row["text"], language=row["language"]),
+            "parts": row["parts"] or _count_parts(row["text"], row["language"]),
             "modem": row["modem"],
         }
         if row["last_error"] and row["state"] in (QUEUED, FAILED, EXPIRED):
@@ -94,6 +102,12 @@ class OutboundQueue(OptOutList):
                                              or request.language not in LANGUAGE_IDS):
             raise InvalidRequest(f"{where}: language {request.language!r} is not one of "
                                  f"{KNOWN_LANGUAGES}")
+        if request.message_class is not None and (isinstance(request.message_class, bool)
+                                                  or request.message_class not in (0, 1, 2, 3)):
+            raise InvalidRequest(f"{where}: message class {request.message_class!r} is not 0, 1, 2 or 3")
+        if request.send_at is not None and (isinstance(request.send_at, bool)
+                                            or not isinstance(request.send_at, int | float)):
+            raise InvalidRequest(f"{where}: send_at must be a number of seconds since the epoch")
 
     def enqueue(self, requests: Sequence[OutboundRequest], now: float | None = None) -> list[EnqueueResult]:
         """Queue every request in one transaction (one fsync for the batch).
@@ -125,13 +139,16 @@ class OutboundQueue(OptOutList):
             # inserts nothing; NULL keys never conflict
             cur = conn.execute(
                 "INSERT INTO message (client_key, source, recipient, text, priority, created_at, "
-                "valid_until, report, state, attempts, next_attempt_at, updated_at, language) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?) "
+                "valid_until, report, state, attempts, next_attempt_at, updated_at, language, "
+                "message_class, send_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (client_key, recipient) DO NOTHING",
                 (
                     request.client_key, request.source or "", request.to, request.text,
                     PRIORITIES[request.priority], now, request.valid_until, int(request.report),
-                    QUEUED, now, now, request.language,
+                    # a held message is due at send_at: claim and next_due_at read next_attempt_at
+                    QUEUED, max(now, request.send_at) if request.send_at is not None else now, now,
+                    request.language, request.message_class, request.send_at,
                 ),
             )
             if cur.rowcount == 0 and request.client_key is not None:
@@ -148,7 +165,7 @@ class OutboundQueue(OptOutList):
             # the queued event from what was just written (as _message_event would read it back)
             self._add_event(conn, f"message/{message_id}", {
                 "id": message_id, "to": request.to, "state": QUEUED,
-                "parts": count_parts(request.text, language=request.language), "modem": None, "at": at,
+                "parts": _count_parts(request.text, request.language), "modem": None, "at": at,
             }, now)
             self._tx_enqueued += 1
             results.append(EnqueueResult(message_id, QUEUED, False))
@@ -247,7 +264,7 @@ class OutboundQueue(OptOutList):
                 id=row["id"], recipient=row["recipient"], text=row["text"], priority=row["priority"],
                 report=bool(row["report"]), valid_until=row["valid_until"], attempts=row["attempts"] + 1,
                 modem=modem_id, lease_until=lease_until, parts=self._parts(conn, row["id"]),
-                language=row["language"],
+                language=row["language"], message_class=row["message_class"],
             )
             if not claimed.parts and encode is not None:
                 submit = encode(claimed)

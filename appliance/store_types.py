@@ -149,6 +149,10 @@ class OutboundRequest:
     language: str | None = None
     #: Modems that must not send this message (the self-alerts' failed modem); the others may.
     avoid_modems: tuple[str, ...] = ()
+    #: TP-DCS message class (3GPP TS 23.038 §4): 0 is a flash SMS; None: no class.
+    message_class: int | None = None
+    #: Epoch seconds before which the message is not claimed (``send_at``, quiet hours); None: now.
+    send_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -237,6 +241,7 @@ class ClaimedMessage:
     lease_until: float
     parts: list[Part] = field(default_factory=list)
     language: str | None = None  # the request's national language; None: the configured one
+    message_class: int | None = None  # TP-DCS message class; 0: flash SMS
 
     @property
     def unsent_parts(self) -> list[Part]:

@@ -4,7 +4,6 @@ event, delivered in order, retried until a 2xx or their expiry."""
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +21,8 @@ class WebhookTables(StoreBase):
                              (event,)).fetchall()
         if not hooks:
             return
+        import uuid  # here: the CLI reads the store without it
+
         body = dump_json(payload)
         conn.executemany(
             "INSERT INTO webhook_delivery (webhook, delivery_id, event, body, created_at, expires_at, state, "

@@ -7,7 +7,12 @@ The daemon's own kernel figures, from ``/proc/PID/status``: VmRSS after each bur
 peak RSS over the whole run, bursts included); CPU time (``/proc/PID/stat``) per 1,000 messages.
 Target: peak <= 40 MiB, flat from one burst to the next.
 
-    python bench/memory.py [--count 10000] [--batches 2] [--modems 4] [--json]
+``--store existing`` (the default) gives the daemon a store created and migrated beforehand by
+another process, as on every start of an appliance but its first; ``--store new`` lets the daemon
+create it, so its peak includes the migrations (they import sqlite-utils, about 4 MiB, for the life of
+the process).
+
+    python bench/memory.py [--count 10000] [--batches 2] [--modems 4] [--store existing|new] [--json]
 """
 
 from __future__ import annotations
@@ -26,9 +31,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
 
-def run(count: int, batches: int, modems: int) -> dict[str, Any]:
+def create_store(path: Path) -> None:
+    """Create and migrate the store at ``path`` in a process of its own (the code under test)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-c", "import sys; from appliance.store import Store; Store(sys.argv[1]).close()",
+                    str(path)], check=True, cwd=harness.UNDER_TEST, env=harness.env())
+
+
+def run(count: int, batches: int, modems: int, store: str = "existing") -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="smsgw-memory-") as tmp:
         workdir = Path(tmp)
+        if store == "existing":
+            create_store(workdir / "gw" / "smsgw.db")
         with harness.broker(workdir / "broker") as broker, \
                 harness.simulator(workdir / "sim", modems) as ports, \
                 harness.daemon(workdir / "gw", ports, broker, protocol="5") as daemon:
@@ -54,7 +68,7 @@ def run(count: int, batches: int, modems: int) -> dict[str, Any]:
                       file=sys.stderr, flush=True)
             peak = harness.proc_status(daemon.pid)["VmHWM"] / 1024
 
-    return {"modems": modems, "count": count, "batches": batches, "ready_mib": ready["VmRSS"] / 1024,
+    return {"modems": modems, "count": count, "batches": batches, "store": store, "ready_mib": ready["VmRSS"] / 1024,
             "after_mib": after, "peak_mib": peak, "cpu_s_per_1000": 1000 * sum(cpu) / (count * batches),
             "msgs_per_s": count * batches / sum(seconds)}
 
@@ -64,13 +78,15 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=10000)
     parser.add_argument("--batches", type=int, default=2)
     parser.add_argument("--modems", type=int, default=4)
+    parser.add_argument("--store", choices=("existing", "new"), default="existing",
+                        help="a store migrated beforehand (default), or one the daemon creates")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = run(args.count, args.batches, args.modems)
+    result = run(args.count, args.batches, args.modems, args.store)
     if args.json:
         print(json.dumps(result))
         return
-    print(f"smsgw run, {args.modems} modems, MQTT 5, {args.batches} burst(s) of {args.count}")
+    print(f"smsgw run, {args.modems} modems, MQTT 5, {args.batches} burst(s) of {args.count}, {args.store} store")
     print(f"RSS at ready {result['ready_mib']:.1f} MiB; after each burst "
           + ", ".join(f"{v:.1f}" for v in result["after_mib"])
           + f" MiB; peak (VmHWM) {result['peak_mib']:.1f} MiB (target <= 40)")

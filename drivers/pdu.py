@@ -12,7 +12,6 @@ the fewest parts: 160 septets alone / 153 per part with an 8-bit concatenation h
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -70,6 +69,21 @@ _TOA_UNKNOWN = 0x81
 _TOA_ALPHANUMERIC = 0xD0
 
 _DCS_BY_ENCODING = {"gsm7": 0x00, "8bit": 0x04, "ucs2": 0x08}
+#: TP-DCS bit 4 of the general data coding group (3GPP TS 23.038 §4, 00xx): bits 1..0 are the
+#: message class; class 0 ("flash") is shown at once and not stored by the handset.
+_DCS_HAS_CLASS = 0x10
+MESSAGE_CLASSES = (0, 1, 2, 3)
+
+
+def data_coding(encoding: str, message_class: int | None = None) -> int:
+    """The TP-DCS octet for ``encoding`` (gsm7, 8bit, ucs2) and an optional message class 0..3, in
+    the general data coding group (3GPP TS 23.038 §4: bit 4 set, bits 1..0 the class)."""
+    dcs = _DCS_BY_ENCODING[encoding]
+    if message_class is None:
+        return dcs
+    if isinstance(message_class, bool) or message_class not in MESSAGE_CLASSES:
+        raise PduError(f"bad message class {message_class!r}: expected 0, 1, 2 or 3")
+    return dcs | _DCS_HAS_CLASS | message_class
 
 
 class PduError(ValueError):
@@ -883,6 +897,8 @@ def _check_byte(value: int, what: str, limit: int = 0xFF) -> int:
 def _concat_reference(value: int | None, bits16: bool) -> int:
     limit = 0xFFFF if bits16 else 0xFF
     if value is None:
+        import random  # here: counting parts (`smsgw send`) needs no random numbers
+
         return random.randint(0, limit)
     return _check_byte(value, "concatenation reference", limit)
 
@@ -909,6 +925,7 @@ def encode_submit(
     concat_16bit: bool = False,
     port: int | None = None,
     language: str | None = None,
+    message_class: int | None = None,
 ) -> list[SubmitPart]:
     """SMS-SUBMIT PDUs for ``text`` (``bytes`` are sent as 8-bit data) to ``number``.
 
@@ -917,6 +934,8 @@ def encode_submit(
     the parts of a long message (random when None). ``port``: destination port (adds a UDH).
     ``language``: a national language (ISO 639-1, e.g. "tr") whose shift tables may be used when the
     text does not fit the default alphabet: the combination that needs the fewest parts, else UCS-2.
+    ``message_class``: 0 (flash: shown at once, not stored), 1, 2 or 3, in the TP-DCS of every part
+    (3GPP TS 23.038 §4); None: no class.
     """
     if port is not None:
         _check_byte(port, "port", 0xFFFF)
@@ -943,7 +962,7 @@ def encode_submit(
     headers = _headers(
         total, _concat_reference(concat_reference, concat_16bit) if total > 1 else 0, concat_16bit, plan.extra_ies
     )
-    dcs = _DCS_BY_ENCODING[encoding]
+    dcs = data_coding(encoding, message_class)
     parts = []
     for sequence, (piece, header) in enumerate(zip(pieces, headers, strict=True), start=1):
         tpdu = (
@@ -967,8 +986,10 @@ def encode_deliver(
     concat_16bit: bool = False,
     port: int | None = None,
     language: str | None = None,
+    message_class: int | None = None,
 ) -> list[str]:
-    """SMS-DELIVER PDUs (hex with the SMSC field), as a network hands them to a modem."""
+    """SMS-DELIVER PDUs (hex with the SMSC field), as a network hands them to a modem; ``message_class``
+    as for :func:`encode_submit`."""
     if port is not None:
         _check_byte(port, "port", 0xFFFF)
     address = _encode_address(originator, "originator")
@@ -980,7 +1001,7 @@ def encode_deliver(
     headers = _headers(
         total, _concat_reference(concat_reference, concat_16bit) if total > 1 else 0, concat_16bit, plan.extra_ies
     )
-    dcs = _DCS_BY_ENCODING[encoding]
+    dcs = data_coding(encoding, message_class)
     pdus = []
     for piece, header in zip(pieces, headers, strict=True):
         first = 0x44 if header else 0x04  # TP-MMS: no more messages waiting

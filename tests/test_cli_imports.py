@@ -79,3 +79,66 @@ def test_a_store_that_needs_a_migration_still_gets_it(tmp_path: Path) -> None:
     assert "sqlite_utils" in modules
     with Store(tmp_path / "smsgw.db") as store:
         assert [row["to"] for row in store.outbox(10)] == ["+491701234567"]
+
+
+#: Neither queueing an SMS nor reading the store needs these: the daemon's network, serial and GPIO
+#: stacks, and the standard modules only some paths use (hashlib loads OpenSSL; uuid, socket, random,
+#: getpass, and inspect, which pkgutil and dataclasses' signatures bring).
+NOT_FOR_SEND_OR_STATUS = (
+    "aiohttp", "appliance.daemon", "appliance.dispatcher", "appliance.mqtt", "asyncio", "email", "getpass",
+    "gpiozero", "hashlib", "paho", "pkgutil", "random", "serial", "serial_asyncio", "socket", "sqlite_utils", "ssl",
+    "uuid",
+)
+
+
+def imported(modules: set[str], packages: tuple[str, ...]) -> list[str]:
+    return sorted(p for p in packages if any(m == p or m.startswith(p + ".") for m in modules))
+
+
+def test_version_lists_no_package_and_reads_no_config(config: Path) -> None:
+    status, modules = modules_after("--version")
+    assert status == 0
+    assert imported(modules, ("appliance.config", "appliance.store", "inspect", "pkgutil")) == []
+
+
+@pytest.mark.parametrize("command", [
+    ["send", "--config", "{config}", "+491701234567", "pump 7 stopped"],
+    ["send", "--config", "{config}", "--json", "--id", "k1", "+491701234567", "pump 7 stopped"],
+    ["status", "--config", "{config}"],
+    ["status", "--config", "{config}", "--json"],
+    ["status", "--help"],
+    ["send", "--help"],
+], ids=["send", "send-json", "status", "status-json", "status-help", "send-help"])
+def test_send_and_status_import_only_what_they_use(config: Path, command: list[str]) -> None:
+    config.write_text(config.read_text() + '[mqtt]\nhost = "127.0.0.1"\n')  # the default client id
+    status, modules = modules_after(*(arg.format(config=config) for arg in command))
+    assert status == 0
+    assert "appliance.cli" in modules
+    assert imported(modules, NOT_FOR_SEND_OR_STATUS) == []
+    assert {m for m in modules if m.startswith("appliance.commands.")} <= {
+        "appliance.commands._access", "appliance.commands._types", "appliance.commands.send",
+        "appliance.commands.status"}
+
+
+def test_status_reads_the_store_without_the_pdu_codec(config: Path) -> None:
+    status, modules = modules_after("status", "--config", str(config), "--json")
+    assert status == 0 and "drivers.pdu" not in modules
+
+
+def test_what_the_cli_leaves_out_is_imported_where_it_is_used(config: Path) -> None:
+    """The default MQTT client id still names the host as socket.gethostname() does, a long SMS still
+    gets a random concatenation reference, and `smsgw --help` still lists every command."""
+    config.write_text(config.read_text() + '[mqtt]\nhost = "127.0.0.1"\n')
+    code = ("import socket, sys\n"
+            "from appliance.config import load_config\n"
+            "from drivers.pdu import encode_submit\n"
+            "assert load_config(sys.argv[1]).mqtt.client_id == 'smsgw-' + socket.gethostname()\n"
+            "parts = encode_submit('+491701234567', 'x' * 200)\n"
+            "assert len(parts) == 2 and 'random' in sys.modules\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, env=env,
+                            timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    status, modules = modules_after("--help")
+    commands = {f"appliance.commands.{f.stem}" for f in (ROOT / "appliance" / "commands").glob("[!_]*.py")}
+    assert status == 0 and len(commands) > 15 and commands <= modules

@@ -76,6 +76,26 @@ def test_send_json_priority_report_and_idempotency_key(config):
     assert human.returncode == 0 and "already queued" in human.stdout
 
 
+def test_send_flash_at_a_later_time(config):
+    later = datetime.fromtimestamp(time.time() + 3600, UTC).replace(microsecond=0)
+    result = smsgw("send", "--json", "--flash", "--at", later.isoformat(), "+491701234567", "Gas alarm", config=config)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["class"] == 0 and datetime.fromisoformat(doc["send_at"].replace("Z", "+00:00")) == later
+    (row,) = db_rows(config)
+    assert row["message_class"] == 0 and row["send_at"] == later.timestamp() and row["state"] == "queued"
+    assert row["valid_until"] == pytest.approx(later.timestamp() + 86400.0)  # counted from send_at
+    for value, message in (("soon", "smsgw send: --at: is not an ISO 8601 time ('soon'"),
+                           ("2020-01-01T00:00:00Z", "s in the past")):
+        bad = smsgw("send", "--at", value, "+491701234567", "x", config=config)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+    assert len(db_rows(config)) == 1
+    listing = smsgw("outbox", config=config)
+    assert listing.returncode == 0 and "queued until " in listing.stdout and "(flash)" in listing.stdout
+    held = json.loads(smsgw("outbox", "--json", config=config).stdout)["messages"][0]
+    assert held["message_class"] == 0 and datetime.fromisoformat(held["send_at"].replace("Z", "+00:00")) == later
+
+
 def test_send_text_from_stdin(config):
     result = smsgw("send", "+491701234567", "-", config=config, stdin="line one\nline two\n")
     assert result.returncode == 0, result.stderr

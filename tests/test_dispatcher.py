@@ -164,6 +164,20 @@ async def test_enqueue_wakes_an_idle_dispatcher_without_waiting_for_the_poll(sto
     await wait_state(store, queued.id, "sent", timeout=2.0)
 
 
+async def test_a_held_message_wakes_the_dispatcher_when_due_without_waiting_for_the_poll(
+        store: Store, make_dispatcher, clock: Clock) -> None:
+    """``send_at`` is the message's next_attempt_at: the idle worker sleeps until then (next_due_at),
+    not until the next poll, and claims nothing before."""
+    modem = RecordingModem("sim0")
+    (held,) = store.enqueue([request(send_at=T0 + 0.3, message_class=0)])
+    await make_dispatcher(modem, poll_interval=3600.0).start()
+    await asyncio.sleep(0.05)  # let the worker go idle: nothing is due
+    assert modem.sent == [] and state(store, held.id) == "queued"
+    clock.advance(0.3)  # no enqueue, no wake event: only the worker's own timer
+    await wait_state(store, held.id, "sent", timeout=5.0)
+    assert decode(modem.sent[0].pdu).message_class == 0  # type: ignore[union-attr]
+
+
 async def test_validity_period_is_encoded_from_valid_until(store: Store, make_dispatcher, clock: Clock) -> None:
     modem = RecordingModem("sim0")
     store.enqueue([request(valid_until=T0 + 3600)])

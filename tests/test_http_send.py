@@ -66,6 +66,30 @@ async def test_a_request_is_answered_202_after_its_commit_and_is_sent(mqtt_gatew
         (OUTSIDE, 1, False), ("+491701234567", 1, False)]  # national numbers with [numbers] default_country
 
 
+async def test_a_flash_message_held_until_send_at_is_sent_then_as_class_0(mqtt_gateway: Gateway,
+                                                                          sim: Simulator) -> None:
+    from datetime import UTC, datetime
+
+    gateway = mqtt_gateway
+    with Store(gateway.db) as store:
+        send_at = store.clock() + 2.0
+    stamp = datetime.fromtimestamp(send_at, UTC).isoformat()
+    status, body = await post(gateway, {"to": OUTSIDE, "text": "evacuate hall 2", "class": 0, "send_at": stamp})
+    assert status == 202
+    status, shown, _ = await gateway.request("GET", f"/api/v1/messages/{body['id']}", token="erp")
+    assert status == 200 and shown["class"] == 0
+    assert datetime.fromisoformat(shown["send_at"].replace("Z", "+00:00")).timestamp() == pytest.approx(send_at, abs=0.001)
+    await async_wait_until(lambda: sent_to(sim, "evacuate hall 2") == 1, timeout=20, what="sent when due")
+    [record] = [r for r in sim.network.sent if r["text"] == "evacuate hall 2"]
+    assert record["class"] == 0
+    # the network has it once the modem answered +CMGS; the TP-MR's commit follows
+    await async_wait_until(lambda: (stored(gateway.db, body["id"]) or {}).get("state") == "sent", timeout=10,
+                           what="the send committed")
+    with Store(gateway.db) as store:
+        (part,) = store.parts(body["id"])
+    assert part.sent_at is not None and part.sent_at >= send_at - 1e-3  # not sent before it was due
+
+
 async def test_a_repeated_id_is_200_with_the_existing_message(mqtt_gateway: Gateway, sim: Simulator) -> None:
     gateway = mqtt_gateway
     status, first = await post(gateway, {"to": OUTSIDE, "text": "once only", "id": "order-17"})
@@ -127,6 +151,9 @@ async def test_bad_requests_are_400_or_422_naming_the_field(mqtt_gateway: Gatewa
         ({"to": OUTSIDE, "text": "x", "report": "yes"}, 400, "report", "true or false"),
         ({"to": OUTSIDE, "text": "x", "valid_for": -5}, 400, "valid_for", "positive number"),
         ({"to": OUTSIDE, "text": "x", "transaction": "t"}, 400, "transaction", "unknown field 'transaction'"),
+        ({"to": OUTSIDE, "text": "x", "class": 1}, 400, "class", "'class' must be 0"),
+        ({"to": OUTSIDE, "text": "x", "send_at": "at noon"}, 400, "send_at", "not an ISO 8601 time"),
+        ({"to": OUTSIDE, "text": "x", "send_at": "2020-01-01T00:00:00Z"}, 400, "send_at", "in the past"),
         ({"to": "+4916012345678", "text": "x"}, 422, "to", "destination"),  # blocked = ["+4916"]
         ({"to": "12345", "text": "x"}, 422, "to", "destination"),  # a short code
         ({"to": OUTSIDE, "text": "y" * 1000}, 422, "text", "text too long"),  # max_parts = 3

@@ -12,6 +12,7 @@ import pytest
 from mosquitto import Broker, Probe
 from waiting import async_wait_until, wait_until
 
+from appliance import mqtt as mqtt_module
 from appliance.config import Config, parse_config
 from appliance.mqtt import AUDIT_REJECTED, MqttBridge
 from appliance.store import Store
@@ -289,6 +290,29 @@ async def test_mqtt5_response_topic_and_correlation_data(rig: Rig) -> None:
     probe.publish("smsgw/send", json.dumps({"to": NUMBER, "text": "x"}), properties=props)
     [response] = await wait_json(probe, "replies/me")
     assert response["status"] == "ok" and response["data"]["id"] == 1
+
+
+async def test_a_burst_waits_at_the_broker_while_the_loop_is_busy(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """paho's network thread stops reading while READ_BACKLOG messages wait for the asyncio loop, so
+    a burst stays at the broker (TCP) instead of in memory; nothing of it is lost. The broker's
+    Receive Maximum does not bound this: mosquitto 2.0.11 (Debian 12) sends that many more after
+    every PUBACK (eclipse-mosquitto/mosquitto#2301); here the loop is simply held, and the backlog
+    (50) is set below the Receive Maximum (500) the broker would send without a PUBACK."""
+    monkeypatch.setattr(mqtt_module, "READ_BACKLOG", 50)
+    bridge = await rig.bridge()
+    count = 300
+    probe = rig.probe("smsgw/bridge/response/send")
+    probe.subscribed()
+    for n in range(count):
+        probe.publish("smsgw/send", json.dumps({"to": NUMBER, "text": f"burst {n}", "id": f"b{n}"}), qos=1)
+    # a synchronous wait in the loop's own thread: the loop drains nothing meanwhile
+    wait_until(lambda: bridge.read_pauses >= 1, timeout=30, what="the network thread waiting for the loop")
+    with bridge._incoming_room:
+        waiting = len(bridge._incoming)
+    assert 50 <= waiting < 50 + 10  # what one read of the socket may add beyond the backlog
+    await async_wait_until(lambda: bridge.store.stats()["outbox"].get("queued", 0) == count, timeout=60,
+                           what=f"all {count} requests committed")
+    assert bridge.stats()["accepted"] == count and bridge.stats()["read_pauses"] >= 1
 
 
 async def test_retained_requests_are_refused(rig: Rig, mosquitto: Broker) -> None:

@@ -127,3 +127,44 @@ def test_long_messages_split_by_either_side_read_back_whole(text):
     theirs = gsmpdu.encodeSmsSubmitPdu("+15125551234", text, reference=0, requestStatusReport=False)
     assert len(theirs) > 1
     assert "".join(decode(str(pdu)).text for pdu in theirs) == text  # type: ignore[union-attr]
+
+
+# --- message class 0 (flash SMS) ------------------------------------------------------------------
+# 3GPP TS 23.038 §4, general data coding group 00xx: bit 4 = 1 means bits 1..0 are the message class,
+# bits 3..2 the alphabet; class 0 GSM 7-bit is 0x10, class 0 UCS-2 0x18. python-gsmmodem-new 0.13.0
+# gsmmodem/pdu.py encodeSmsSubmitPdu(sendFlash=True) writes exactly these octets
+# (``pdu.append(alphabet if not sendFlash else (0x10 if alphabet == 0x00 else 0x18))``); its decoder
+# reads only the alphabet from the DCS, so the class is compared on the octets and on our decoder.
+
+@pytest.mark.parametrize("text", ["Gas alarm in hall 2", "Grüße {x} €", "Пожар в цеху 3", "ж" * 70, "a" * 160])
+def test_flash_single_part_pdus_are_byte_identical_to_theirs(text):
+    ours = encode_submit("+4917012345678", text, message_class=0)[0].pdu
+    theirs = str(gsmpdu.encodeSmsSubmitPdu("+4917012345678", text, requestStatusReport=False, sendFlash=True)[0])
+    assert ours == theirs, text
+    message = decode(ours)
+    assert message.message_class == 0  # type: ignore[union-attr]
+    assert message.dcs == (0x18 if split_text(text)[0] == "ucs2" else 0x10)  # type: ignore[union-attr]
+    assert gsmpdu.decodeSmsPdu(ours)["text"] == text
+
+
+@pytest.mark.parametrize(
+    "text", ["Gas alarm {hall 2} " * 20, "Пожарная тревога в цеху " * 8]
+)
+def test_flash_is_in_every_part_of_a_long_message(text):
+    ours = encode_submit("+15125551234", text, message_class=0, concat_reference=9, reference=9)
+    theirs = gsmpdu.encodeSmsSubmitPdu("+15125551234", text, reference=9, requestStatusReport=False, sendFlash=True)
+    assert len(ours) > 1
+    assert [part.pdu for part in ours] == [str(pdu) for pdu in theirs]
+    expected = 0x18 if split_text(text)[0] == "ucs2" else 0x10
+    for part in ours:
+        message = decode(part.pdu)
+        assert (message.dcs, message.message_class) == (expected, 0)  # type: ignore[union-attr]
+    assert _their_texts([part.pdu for part in ours])[0] == text
+
+
+def test_no_class_keeps_the_plain_dcs_and_other_classes_are_refused():
+    assert decode(encode_submit("+4917012345678", "hi")[0].pdu).message_class is None  # type: ignore[union-attr]
+    assert decode(encode_submit("+4917012345678", "hi", message_class=1)[0].pdu).dcs == 0x11  # type: ignore[union-attr]
+    for bad in (4, -1, True, "0"):
+        with pytest.raises(ValueError, match="message class"):
+            encode_submit("+4917012345678", "hi", message_class=bad)  # type: ignore[arg-type]

@@ -536,6 +536,12 @@ def test_the_examples_in_docs_rules_md_are_valid(tmp_path: Path) -> None:
                              tmp_path / "alone.toml")
         assert alone.rules.contacts
         alone.check("calls")
+        if alone.rules.schedules:  # the urgent and scheduled messages example
+            assert [s.name for s in alone.rules.schedules] == ["morning"]
+            assert [(a.name, a.flash, a.critical) for a in alone.rules.alerts] == [("gas", True, True),
+                                                                                  ("door", False, False)]
+            assert alone.rules.quiet_hold and alone.rules.alerts[1].quiet_hours is not None
+    assert any("[[schedules]]" in block for block in whole)  # the worked example of schedules is checked
     data = tomllib.loads("\n".join(b for b in blocks if b not in whole))
     data["store"] = {"path": str(tmp_path / "smsgw.db")}
     data["numbers"] = {"default_country": "DE"}

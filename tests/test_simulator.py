@@ -180,7 +180,8 @@ async def test_send_to_an_outside_number_reaches_network_jsonl(sim: Simulator, c
     reply = await client.command(part.pdu + "\x1a")
     assert reply.startswith(part.pdu)  # echo of the PDU while echo is on
     assert reply.endswith("\r\n+CMGS: 1\r\n\r\nOK\r\n")
-    record = {"modem": 0, "from": "+4915550000", "to": OUTSIDE, "text": "Pump 7 is ON", "parts": 1}
+    record = {"modem": 0, "from": "+4915550000", "to": OUTSIDE, "text": "Pump 7 is ON", "parts": 1,
+              "class": None}
     assert sim.network.sent == [record]
     lines = (sim.directory / "network.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == [record]
@@ -191,7 +192,8 @@ async def test_multipart_is_reassembled_into_one_network_line(sim: Simulator, cl
     replies = await send_pdu(clients[0], OUTSIDE, text, concat_reference=7)
     assert len(replies) == 3
     assert [r.split("+CMGS: ")[1].split("\r")[0] for r in replies] == ["1", "2", "3"]
-    assert sim.network.sent == [{"modem": 0, "from": "+4915550000", "to": OUTSIDE, "text": text, "parts": 3}]
+    assert sim.network.sent == [{"modem": 0, "from": "+4915550000", "to": OUTSIDE, "text": text, "parts": 3,
+                                 "class": None}]
     assert len((sim.directory / "network.jsonl").read_text().splitlines()) == 1
 
 

@@ -240,6 +240,11 @@ def test_store_runs_in_wal_mode_with_synchronous_full(store: Store) -> None:
     assert connection(store).execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
+def test_the_page_cache_of_the_store_is_bounded_below_sqlites_default(store: Store) -> None:
+    """1 MiB (a negative cache_size is KiB, SQLite's default is -2000): part of the daemon's 40 MiB."""
+    assert connection(store).execute("PRAGMA cache_size").fetchone()[0] == -1024
+
+
 # --- delivery reports ----------------------------------------------------------------------------
 
 

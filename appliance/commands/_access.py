@@ -7,7 +7,6 @@ directory (``/var/lib/smsgw``, ``smsgw:smsgw 0770``) belong to the ``smsgw`` gro
 
 from __future__ import annotations
 
-import getpass
 import grp
 import os
 from pathlib import Path
@@ -32,6 +31,8 @@ def owning_group(path: Path) -> str:
 
 
 def join_hint(path: Path) -> str:
+    import getpass  # here: only a refusal needs the user's name
+
     group = owning_group(path)
     try:
         user = getpass.getuser()

@@ -19,7 +19,7 @@ from appliance.commands.status import (
 NAME = "outbox"
 HELP = "list outbound messages (newest first) with their state"
 
-TIME_FIELDS = ("created_at", "valid_until", "next_attempt_at", "lease_until", "updated_at")
+TIME_FIELDS = ("created_at", "valid_until", "next_attempt_at", "lease_until", "updated_at", "send_at")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,12 +30,20 @@ def render(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(the outbox is empty)"
     return table(
-        [[r["id"], local_time(r["created_at"]), r["to"], r["state"], r["priority"], r["parts"] or "-",
+        [[r["id"], local_time(r["created_at"]), r["to"], _state(r), r["priority"], r["parts"] or "-",
           r["attempts"], r["modem"], r["source"] or "-", shorten(r["last_error"], 30), shorten(r["text"], 40)]
          for r in rows],
         ["ID", "CREATED", "TO", "STATE", "PRIORITY", "PARTS", "TRIES", "MODEM", "SOURCE", "LAST ERROR", "TEXT"],
         right=(0, 5, 6),
     )
+
+
+def _state(row: dict[str, Any]) -> str:
+    """The state, with the time a held message waits for (``send_at``, quiet hours) and "flash"."""
+    state = str(row["state"])
+    if state == "queued" and row.get("send_at"):
+        state += f" until {local_time(row['send_at'])}"
+    return state + (" (flash)" if row.get("message_class") == 0 else "")
 
 
 def main(args: argparse.Namespace) -> int:

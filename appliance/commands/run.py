@@ -110,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = load_config(path)
         config.check("health", "self_alerts", "calls")  # before anything starts
-        if config.mqtt is not None:
+        if config.mqtt is not None or "schedules" in config.raw:  # the rules run with MQTT; schedules without
             config.check("caps", "rules")
     except ConfigError as exc:
         print(f"smsgw run: {exc}", file=sys.stderr)

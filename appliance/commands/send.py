@@ -41,6 +41,7 @@ from appliance.intake import (
     SendRequest,
     StoreUnavailable,
     TextTooLong,
+    parse_send_at,
     prepare,
 )
 from appliance.store import PRIORITIES
@@ -64,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--language", metavar="CODE",
                         help="national language whose shift tables this SMS may use (ISO 639-1: "
                              f"{KNOWN_LANGUAGES}; default: [sms] national_language)")
+    parser.add_argument("--flash", action="store_true",
+                        help="a flash SMS (message class 0): shown on the screen at once, not stored")
+    parser.add_argument("--at", dest="send_at", metavar="TIME",
+                        help="do not send before TIME, ISO 8601 (2026-12-24T07:00:00+01:00; without an offset: "
+                             "local time); the message waits in the store")
     add_json_argument(parser)
     parser.add_argument("to", metavar="TO", help="destination: +491701234567, or national with [numbers].default_country")
     parser.add_argument("text", metavar="TEXT", help="message text; '-' reads it from stdin")
@@ -86,6 +92,8 @@ def _message(exc: IntakeError, args: argparse.Namespace) -> tuple[str, int]:
                     EXIT_USAGE)
         if exc.field == "valid_for":
             return f"--validity must be greater than 0, not {args.validity:g}", EXIT_USAGE
+        if exc.field == "send_at":
+            return f"--at: {exc.message.removeprefix(chr(39) + 'send_at' + chr(39) + ' ')}", EXIT_USAGE
     if isinstance(exc, OverDailyCap):
         return f"{exc}; nothing queued", EXIT_USAGE
     if isinstance(exc, StoreUnavailable | InternalError):  # a full disk (StoreFull names the free space)
@@ -106,11 +114,12 @@ def main(args: argparse.Namespace) -> int:
         policy = IntakePolicy.from_config(cfg)  # with the [sources] daily caps
     except ConfigError as exc:
         return fail(NAME, str(exc), EXIT_USAGE)
-    request = SendRequest(to=(args.to,), text=text, source=SOURCE, client_key=args.client_key,
-                          priority=args.priority, report=args.report, valid_for=args.validity,
-                          language=args.language)
     now = time.time()
     try:
+        request = SendRequest(to=(args.to,), text=text, source=SOURCE, client_key=args.client_key,
+                              priority=args.priority, report=args.report, valid_for=args.validity,
+                              language=args.language, message_class=0 if args.flash else None,
+                              send_at=parse_send_at(args.send_at, now))
         prepared = prepare(request, policy, now)  # every check that needs no store
         policy.check_cap_open(SOURCE)  # a cap of 0: refused before the store is even created
     except IntakeError as exc:
@@ -127,7 +136,8 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         (queued,) = prepared.requests
         print_json({"id": result.id, "state": result.state, "duplicate": result.duplicate, "to": result.to,
-                    "parts": prepared.parts, "priority": args.priority, "valid_until": iso(queued.valid_until)})
+                    "parts": prepared.parts, "priority": args.priority, "valid_until": iso(queued.valid_until),
+                    "send_at": iso(queued.send_at), "class": queued.message_class})
     elif result.duplicate:
         print(f"{result.id} (already queued with id {args.client_key!r}: {result.state})")
     else:

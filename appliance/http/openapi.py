@@ -63,6 +63,11 @@ SCHEMAS: dict[str, Any] = {
             "report": {"type": "boolean", "description": "Ask for a delivery report"},
             "valid_for": {"type": "number", "exclusiveMinimum": 0, "description": "Seconds it may wait to be sent"},
             "language": {"type": "string", "description": "National language shift tables (3GPP TS 23.038)"},
+            "class": {"enum": [0], "description": "0: a flash SMS (TP-DCS message class 0, 3GPP TS 23.038 §4), "
+                      "shown at once and not stored by the phone"},
+            "send_at": {"type": "string", "description": "ISO 8601 time not to send before, with an offset "
+                        "(2026-12-24T07:00:00+01:00, …Z) or without (the gateway's local time); at most 5 min in "
+                        "the past (then sent at once) and a year ahead"},
         },
     },
     "Accepted": {
@@ -99,6 +104,8 @@ SCHEMAS: dict[str, Any] = {
             "source": _NULLABLE_STRING, "parts": {"type": "integer"}, "modem": _NULLABLE_STRING,
             "error": _NULLABLE_STRING, "attempts": {"type": ["integer", "null"]}, "report": {"type": "boolean"},
             "created_at": _TIME, "updated_at": _TIME, "valid_until": _TIME,
+            "send_at": {**_TIME, "description": "Held until then (send_at or quiet hours); null: sent at once"},
+            "class": {"type": ["integer", "null"], "description": "TP-DCS message class; 0: flash SMS"},
             "delivery": {"type": "array", "items": _ref("DeliveryPart"),
                          "description": "Per part: sent, delivered (GET /api/v1/messages/{id} only)"},
         },

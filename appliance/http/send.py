@@ -1,7 +1,7 @@
 """``POST /api/v1/messages``: a ``B/send`` request over HTTP, through the send intake.
 
 The body is the JSON of ``B/send`` (``to``, ``text``, ``id``, ``priority``, ``report``, ``valid_for``,
-``language``; any other field is a 400 naming it); the ``Idempotency-Key`` header is the ``id``. The
+``language``, ``class``, ``send_at``; any other field is a 400 naming it); the ``Idempotency-Key`` header is the ``id``. The
 request is checked by ``appliance.intake`` (number policy, length, opt-outs, the daily cap of the
 token's source ``http:<name>``) and committed; the answer comes only after the commit:
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger("appliance.http")
 
 #: The body's fields (``transaction`` is MQTT's and has no place here).
-FIELDS = ("to", "text", "id", "priority", "report", "valid_for", "language")
+FIELDS = ("to", "text", "id", "priority", "report", "valid_for", "language", "class", "send_at")
 #: HTTP status of each IntakeError reason.
 STATUS = {"invalid": 400, "bad_destination": 422, "too_long": 422, "opted_out": 422, "refused": 422,
           "over_cap": 429, "store_unavailable": 503, "internal": 500}
@@ -84,7 +84,8 @@ class SendIntake:
     async def submit(self, body: dict[str, Any], source: str) -> tuple[Prepared, list[Accepted]]:
         """Check and commit one request (the JSON of ``B/send``) from ``source``; IntakeError when refused.
         The status page's test SMS comes this way too."""
-        prepared = self.intake.prepare(request_from_json(body, source=source))
+        now = self.store.clock()
+        prepared = self.intake.prepare(request_from_json(body, source=source, now=now), now)
         outcome = await self._submit(prepared)
         if isinstance(outcome, IntakeError):
             if outcome.reason == "store_unavailable":

@@ -47,6 +47,8 @@ def message(row: dict[str, Any], *, detail: bool = False) -> dict[str, Any]:
         "created_at": iso(row.get("created_at")),
         "updated_at": iso(row.get("updated_at")),
         "valid_until": iso(row.get("valid_until")),
+        "send_at": iso(row.get("send_at")),
+        "class": row.get("message_class"),
     }
     if detail:
         view["delivery"] = [

@@ -6,20 +6,34 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
-from collections.abc import Set as AbstractSet
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
 from datetime import time as dtime
+from datetime import tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from appliance.config import ConfigError
 from appliance.escalation_config import Escalation, Resolve, check_combination, read_escalation, read_resolve
 from appliance.numbers import check_destination, normalise
-from appliance.rules.templates import Placeholder, Template, TemplateError, split_template_levels
+from appliance.rules.templates import (
+    SCHEDULE_NAMES,
+    Placeholder,
+    Template,
+    TemplateError,
+    split_template_levels,
+)
 from appliance.store import PRIORITIES, same_number
+from appliance.timeofday import (
+    WEEKDAY_NAMES,
+    WEEKDAYS,
+    QuietHours,
+    last_daily,
+    next_daily,
+    parse_clock,
+    read_quiet_hours,
+    read_timezone,
+)
 from appliance.topics import filters_overlap, is_publish_topic, topic_filter_error
 from drivers.toml_reader import TableReader, did_you_mean
 
@@ -37,33 +51,17 @@ DEFAULT_SUMMARY = "{last} (and {more} more alerts from {label} in the last {minu
 DEFAULT_TIMEOUT_REPLY = "No answer on {reply_topic} within {timeout} s"
 DEFAULT_UNKNOWN_REPLY = "Unknown command. Send HELP for the list."
 BUILTINS = ("HELP", "STATUS", "STOP", "START")
+#: Seconds after an occurrence within which a schedule that missed it (the daemon was down) sends it on start.
+DEFAULT_SCHEDULE_GRACE = 3600.0
 
 
 def _clock_time(reader: TableReader, name: str, what: str) -> dtime:
     """A time of day like ``"22:00"`` (required)."""
     value = _string(reader, name, what, required=True)
-    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*", value)
-    if match and int(match[1]) < 24 and int(match[2]) < 60:
-        return dtime(int(match[1]), int(match[2]))
+    clock = parse_clock(value)
+    if clock is not None:
+        return clock
     raise reader.error(name, f"must be a time of day like \"22:00\", not {value!r}")
-
-
-@dataclass(frozen=True)
-class QuietHours:
-    """A daily window (``start`` inclusive, ``end`` exclusive; may cross midnight) in a time zone."""
-
-    start: dtime
-    end: dtime
-    tz: tzinfo | None = None  # None: the appliance's local time
-
-    def active(self, now: float) -> bool:
-        moment = datetime.fromtimestamp(now, self.tz) if self.tz else datetime.fromtimestamp(now)
-        current = moment.time().replace(tzinfo=None)
-        if self.start == self.end:
-            return False
-        if self.start < self.end:
-            return self.start <= current < self.end
-        return current >= self.start or current < self.end
 
 
 # --- configuration --------------------------------------------------------------------------
@@ -83,6 +81,10 @@ class AlertRule:
     valid_for: float | None = None
     escalate: Escalation | None = None  # an on-call chain (appliance/escalation.py) instead of ``to``
     resolve: Resolve | None = None  # what closes an escalating alert
+    #: Sent as a flash SMS (TP-DCS message class 0).
+    flash: bool = False
+    #: The rule's own quiet hours (local time): its non-critical alerts are held until they end.
+    quiet_hours: QuietHours | None = None
 
     @property
     def source(self) -> str:
@@ -124,12 +126,44 @@ class CommandRule:
 
 
 @dataclass(frozen=True)
+class ScheduleRule:
+    """``[[schedules]]``: an SMS at fixed times of day (a daily summary), its text rendered then."""
+
+    name: str
+    at: tuple[dtime, ...]  # sorted, distinct
+    to: tuple[str, ...]  # normalised numbers
+    text: Template
+    days: frozenset[int] | None = None  # weekdays (0 = Monday); None: every day
+    tz: tzinfo | None = None  # None: the appliance's local time
+    grace: float = DEFAULT_SCHEDULE_GRACE
+    priority: str = "normal"
+    critical: bool = False
+    flash: bool = False
+    valid_for: float | None = None
+
+    @property
+    def source(self) -> str:
+        return f"schedule:{self.name}"
+
+    def next_after(self, moment: float) -> float:
+        """The first occurrence strictly after ``moment``."""
+        return next_daily(self.at, moment, self.tz, self.days)
+
+    def last_at_or_before(self, moment: float) -> float:
+        """The last occurrence at or before ``moment``."""
+        return last_daily(self.at, moment, self.tz, self.days)
+
+
+@dataclass(frozen=True)
 class RulesConfig:
     alerts: tuple[AlertRule, ...] = ()
     commands: tuple[CommandRule, ...] = ()
+    schedules: tuple[ScheduleRule, ...] = ()
     contacts: dict[str, str] = field(default_factory=dict)  # name -> normalised number
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> normalised numbers
     quiet_hours: QuietHours | None = None
+    #: ``[quiet_hours] hold = true``: non-critical alerts are held until the end, not dropped.
+    quiet_hold: bool = False
     unknown_reply: str | None = DEFAULT_UNKNOWN_REPLY
     builtins: bool = True
 
@@ -155,10 +189,12 @@ class RulesConfig:
 Normaliser = Callable[[str], str]
 
 _ALERT_KEYS = ("name", "topic", "to", "text", "cooldown", "label", "summary", "priority", "critical", "valid_for",
-               "escalate", "resolve")
+               "escalate", "resolve", "flash", "quiet_hours")
 _COMMAND_KEYS = ("name", "pattern", "senders", "topic", "payload", "qos", "retain", "pin", "pin_attempts",
                  "pin_lockout", "reply", "reply_topic", "reply_timeout", "timeout_reply", "help", "ignore_case")
 _SUMMARY_NAMES = {"last", "count", "more", "label", "minutes", "rule", "topic"}
+_SCHEDULE_KEYS = ("name", "at", "days", "timezone", "to", "text", "grace", "priority", "critical", "flash",
+                  "valid_for")
 
 
 def _reader(file: str, key: str, table: object, known: Iterable[str]) -> TableReader:
@@ -174,7 +210,7 @@ def _string(reader: TableReader, name: str, what: str, default: str | None = Non
 
 
 def read_template(reader: TableReader, name: str, default: str | None = None, *, required: bool = False,
-                  allowed: AbstractSet[str] | None = None) -> Template | None:
+                  allowed: Set[str] | None = None) -> Template | None:
     """A template key (blank allowed unless ``required``); with ``allowed``, the only names it may use."""
     text = reader.string(name, default, required=required, empty=not required, what="a text template")
     if text is None:
@@ -295,10 +331,12 @@ def validate_rules_table(raw: Mapping[str, Any], file: str = "config",
     names.groups = _groups(names, raw.get("groups", {}))
     alerts = _rule_list(names, raw, "alerts", _ALERT_KEYS, _alert)
     commands = _rule_list(names, raw, "commands", _COMMAND_KEYS, _command)
+    schedules = _rule_list(names, raw, "schedules", _SCHEDULE_KEYS, _schedule)
     unknown_reply, builtins = _options(file, raw)
+    quiet = read_quiet_hours(file, raw)
     return RulesConfig(
-        alerts=alerts, commands=commands, contacts=names.contacts, groups=names.groups,
-        quiet_hours=_quiet_hours(file, raw["quiet_hours"]) if "quiet_hours" in raw else None,
+        alerts=alerts, commands=commands, schedules=schedules, contacts=names.contacts, groups=names.groups,
+        quiet_hours=quiet.hours if quiet else None, quiet_hold=bool(quiet and quiet.hold),
         unknown_reply=unknown_reply, builtins=builtins,
     )
 
@@ -359,9 +397,7 @@ def _alert(names: _Names, reader: TableReader, name: str) -> AlertRule:
     to = () if escalate else names.recipients(reader, "to") or ()
     resolve = read_resolve(reader, topic, escalate, lambda f: topic_filter_error(f) or names.overlap_error(f))
     text = read_template(reader, "text", required=True)
-    priority = _string(reader, "priority", "high, normal or low", "normal")
-    if priority not in PRIORITIES:
-        raise reader.error("priority", f"must be one of {', '.join(PRIORITIES)}, not {priority!r}")
+    priority = _priority(reader)
     return AlertRule(
         name=name, topic=topic, to=to, text=text or Template(""),
         cooldown=reader.duration("cooldown", 0.0) or 0.0,
@@ -369,7 +405,71 @@ def _alert(names: _Names, reader: TableReader, name: str) -> AlertRule:
         summary=read_template(reader, "summary", DEFAULT_SUMMARY, allowed=_SUMMARY_NAMES) or Template(""),
         priority=priority, critical=reader.boolean("critical", False),
         valid_for=reader.duration("valid_for", None), escalate=escalate, resolve=resolve,
+        flash=reader.boolean("flash", False), quiet_hours=_rule_quiet_hours(reader),
     )
+
+
+def _priority(reader: TableReader) -> str:
+    priority = _string(reader, "priority", "high, normal or low", "normal")
+    if priority not in PRIORITIES:
+        raise reader.error("priority", f"must be one of {', '.join(PRIORITIES)}, not {priority!r}")
+    return priority
+
+
+def _schedule(names: _Names, reader: TableReader, name: str) -> ScheduleRule:
+    if not reader.has("at"):
+        raise reader.error("at", "is required (a time of day like \"07:00\", or an array of them)")
+    values = reader.table["at"]
+    values = [values] if isinstance(values, str) else values
+    if not isinstance(values, list) or not values:
+        raise reader.error("at", "must be a time of day like \"07:00\", or a non-empty array of them")
+    times: list[dtime] = []
+    for index, value in enumerate(values):
+        clock = parse_clock(value) if isinstance(value, str) else None
+        if clock is None:
+            raise ConfigError(names.file, f"{reader.key('at')}[{index}]",
+                              f"must be a time of day like \"07:00\", not {value!r}")
+        times.append(clock)
+    if not reader.has("to"):
+        raise reader.error("to", "is required")
+    to = names.recipients(reader, "to") or ()
+    text = read_template(reader, "text", required=True, allowed=SCHEDULE_NAMES)
+    return ScheduleRule(
+        name=name, at=tuple(sorted(set(times))), to=to, text=text or Template(""), days=_days(names, reader),
+        tz=read_timezone(reader, "timezone"), grace=reader.duration("grace", DEFAULT_SCHEDULE_GRACE) or 0.0,
+        priority=_priority(reader), critical=reader.boolean("critical", False), flash=reader.boolean("flash", False),
+        valid_for=reader.duration("valid_for", None),
+    )
+
+
+def _days(names: _Names, reader: TableReader) -> frozenset[int] | None:
+    """``days = ["mon", "fri"]``: the weekdays of a schedule (None: every day)."""
+    if not reader.has("days"):
+        return None
+    values = reader.table["days"]
+    if not isinstance(values, list) or not values:
+        raise reader.error("days", f"must be a non-empty array of weekdays ({', '.join(WEEKDAYS)})")
+    days: set[int] = set()
+    for index, value in enumerate(values):
+        day = WEEKDAY_NAMES.get(value.strip().lower()) if isinstance(value, str) else None
+        if day is None:
+            raise ConfigError(names.file, f"{reader.key('days')}[{index}]",
+                              f"must be a weekday ({', '.join(WEEKDAYS)}), not {value!r}"
+                              + did_you_mean(str(value).lower(), WEEKDAY_NAMES))
+        days.add(day)
+    return frozenset(days)
+
+
+def _rule_quiet_hours(reader: TableReader) -> QuietHours | None:
+    """A rule's ``quiet_hours = "22:00-07:00"`` (local time), or None."""
+    value = reader.string("quiet_hours", None, what="a window like \"22:00-07:00\"")
+    if value is None:
+        return None
+    quiet = QuietHours.parse(value)
+    if quiet is None:
+        raise reader.error("quiet_hours", f"must be a window like \"22:00-07:00\" (start-end, local time), "
+                                          f"not {value!r}")
+    return quiet
 
 
 def _command(names: _Names, reader: TableReader, name: str) -> CommandRule:
@@ -434,20 +534,6 @@ def _reply_topic(reader: TableReader, allowed: set[str]) -> Template | None:
             if any(isinstance(p, str) and ("+" in p or "#" in p) for p in level):
                 raise reader.error("reply_topic", "must be a topic without wildcards")
     return reply_topic
-
-
-def _quiet_hours(file: str, table: object) -> QuietHours:
-    reader = _reader(file, "quiet_hours", table, ("start", "end", "timezone"))
-    start = _clock_time(reader, "start", "a time like \"22:00\"")
-    end = _clock_time(reader, "end", "a time like \"07:00\"")
-    tz_name = reader.string("timezone", None, empty=True, what="a time zone name like \"Europe/Berlin\"")
-    tz: tzinfo | None = None
-    if tz_name:
-        try:
-            tz = ZoneInfo(tz_name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise reader.error("timezone", f"unknown time zone {tz_name!r}") from None
-    return QuietHours(start, end, tz)
 
 
 def _options(file: str, raw: Mapping[str, Any]) -> tuple[str | None, bool]:

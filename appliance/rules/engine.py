@@ -217,7 +217,7 @@ class RulesEngine:
         text, missing = rule.text.render_checked(context)
         if missing:
             LOG.warning("alert %s on %s: no value for %s", rule.name, topic, ", ".join(missing))
-        if not rule.critical and self.rules.quiet_hours and self.rules.quiet_hours.active(now):
+        if self._quiet_drops(rule, now):
             self._count("alerts_quiet")
             self.store.audit("alert_quiet", {"rule": rule.name, "topic": topic, "text": text}, now=now)
             return []
@@ -233,6 +233,13 @@ class RulesEngine:
         if carried is not None:
             text = render_summary(rule, Summary(carried.key, carried.count + 1, text, label, carried.window))
         return self._send_alert(rule, text, now)
+
+    def _quiet_drops(self, rule: AlertRule, now: float) -> bool:
+        """Whether ``[quiet_hours]`` drops this alert now: not critical, inside the window, and neither
+        ``hold = true`` nor a ``quiet_hours`` of the rule's own (both hold it in the intake instead)."""
+        quiet = self.rules.quiet_hours
+        return (not rule.critical and quiet is not None and not self.rules.quiet_hold
+                and rule.quiet_hours is None and quiet.active(now))
 
     def _save_cooldown(self, rule: AlertRule) -> None:
         if rule.cooldown > 0:
@@ -250,7 +257,8 @@ class RulesEngine:
         if not recipients:
             return []
         request = SendRequest(to=tuple(recipients), text=fit_text(text, self.max_parts), source=rule.source,
-                              priority=CRITICAL if rule.critical else rule.priority, valid_for=rule.valid_for or None)
+                              priority=CRITICAL if rule.critical else rule.priority, valid_for=rule.valid_for or None,
+                              message_class=0 if rule.flash else None, quiet_hours=rule.quiet_hours)
         try:
             accepted = self.intake.submit(request, now)
         except OverDailyCap as exc:
@@ -283,7 +291,7 @@ class RulesEngine:
                 continue
             self._save_cooldown(rule)
             text = render_summary(rule, summary)
-            if not rule.critical and self.rules.quiet_hours and self.rules.quiet_hours.active(now):
+            if self._quiet_drops(rule, now):
                 self._count("alerts_quiet")
                 self.store.audit("alert_quiet", {"rule": rule.name, "topic": summary.key[1], "text": text},
                                  now=now)
@@ -493,7 +501,8 @@ class RulesEngine:
     def _reply(self, sender: str, text: str, source: str, now: float, *, priority: str = "high") -> int | None:
         """Queue a reply SMS to ``sender`` through the intake; the message id, or None when refused
         (the number policy, the daily cap, an opt-out: each audited)."""
-        request = SendRequest(to=(sender,), text=fit_text(text, self.max_parts), source=source, priority=priority)
+        request = SendRequest(to=(sender,), text=fit_text(text, self.max_parts), source=source, priority=priority,
+                              answer=True)
         try:
             (accepted,) = self.intake.submit(request, now)
         except BadDestination as exc:

@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from appliance.payload import PayloadError, load_json
@@ -217,6 +218,28 @@ def alert_context(topic: str, payload: bytes | str, rule: str = "") -> dict[str,
     context: dict[str, Any] = body.fields()
     context.update(topic=Topic(topic), payload=body, rule=rule)
     return context
+
+#: The names a ``[[schedules]]`` text can use (:func:`schedule_context`).
+SCHEDULE_NAMES = frozenset({
+    "rule", "date", "time", "queued", "sending", "failed", "sent_24h", "failed_24h", "received_24h",
+    "inbox_unhandled",
+})
+
+
+def schedule_context(rule: str, moment: datetime, stats: Mapping[str, Any], activity: Mapping[str, int]
+                     ) -> dict[str, Any]:
+    """The names a schedule text can use: ``rule``, ``date`` and ``time`` of the occurrence (local),
+    the queue depths now (``queued``, ``sending``, ``failed``: ``Store.stats()``), ``inbox_unhandled``,
+    and the last 24 hours (``sent_24h``, ``failed_24h``, ``received_24h``: ``Store.activity_since``)."""
+    outbox = stats.get("outbox", {})
+    return {
+        "rule": rule, "date": moment.strftime("%Y-%m-%d"), "time": moment.strftime("%H:%M"),
+        "queued": int(outbox.get("queued", 0)), "sending": int(outbox.get("sending", 0)),
+        "failed": int(outbox.get("failed", 0)), "inbox_unhandled": int(stats.get("inbox_unhandled", 0)),
+        "sent_24h": int(activity.get("sent", 0)), "failed_24h": int(activity.get("failed", 0)),
+        "received_24h": int(activity.get("received", 0)),
+    }
+
 
 def split_template_levels(template: Template) -> list[list[str | Placeholder]]:
     """The pieces of ``template`` per topic level (split at the ``/`` of its literal text)."""

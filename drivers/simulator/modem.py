@@ -988,7 +988,7 @@ class SimModem:
             if not message.number:
                 raise CmsError(304)
             return Submitted(message.number, message.text, message.concat, message.report_requested, 0,
-                             raw[1 + raw[0]:])
+                             raw[1 + raw[0]:], message.message_class)
         text = entry.decode("utf-8", "replace")
         if self.cscs == "UCS2":
             try:
@@ -996,7 +996,10 @@ class SimModem:
             except ValueError:
                 raise CmsError(305) from None
         report = bool(self.csmp[0] & 0x20)
-        return Submitted(self._entry_number, text, None, report, 0, None)
+        # AT+CSMP's <dcs> (27.005 3.3.2) gives a text-mode SMS its class, as a TP-DCS would
+        dcs = self.csmp[3]
+        message_class = dcs & 0x03 if dcs >> 6 == 0 and dcs & 0x10 else (dcs & 0x03 if dcs >> 4 == 0xF else None)
+        return Submitted(self._entry_number, text, None, report, 0, None, message_class)
 
     def _storage(self, position: int) -> Storage:
         return self.storages[self.mem[position]]

@@ -86,6 +86,8 @@ class Submitted:
     report: bool
     reference: int
     tpdu: bytes | None  # None for text-mode submits
+    #: The TP-DCS message class (3GPP TS 23.038 §4): 0 is a flash SMS; None: no class.
+    message_class: int | None = None
 
 
 class Network:
@@ -102,7 +104,7 @@ class Network:
         #: Every submitted part as it reached the network, in order: which modem sent it, its TP-MR
         #: and concatenation header (a multipart split over two SIMs shows here).
         self.parts: list[dict[str, Any]] = []
-        self._parts: dict[tuple[int, str, int, int], dict[int, str]] = {}
+        self._parts: dict[tuple[int, str, int, int], dict[int, tuple[str, int | None]]] = {}
         self._concat_reference = 0
 
     def find(self, number: str) -> SimModem | None:
@@ -124,13 +126,15 @@ class Network:
             "modem": sender.index, "to": part.to, "text": part.text, "message_reference": part.reference,
             "concat_reference": concat.reference if concat else None,
             "sequence": concat.sequence if concat else 1, "total": concat.total if concat else 1,
+            "class": part.message_class,
         })
         if recipient is not None:
             if part.tpdu is not None:
                 pdus = [deliver_from_submit(part.tpdu, sender.number, moment, self.smsc)]
             else:
                 pdus = encode_deliver(sender.number, part.text, timestamp=moment, smsc=self.smsc,
-                                      concat_reference=self.next_concat_reference())
+                                      concat_reference=self.next_concat_reference(),
+                                      message_class=part.message_class)
             for pdu in pdus:
                 recipient.receive(pdu)
         record = self._reassemble(sender, part)
@@ -152,17 +156,22 @@ class Network:
                 sender.status_report(report)
 
     def _reassemble(self, sender: SimModem, part: Submitted) -> dict[str, Any] | None:
+        """The whole SMS once its last part arrived; ``class`` is the parts' message class when they
+        all have the same, else the list of them in sequence order."""
         if part.concat is None or part.concat.total <= 1:
-            text, total = part.text, 1
+            text, total, classes = part.text, 1, [part.message_class]
         else:
             key = (sender.index, normalise(part.to), part.concat.reference, part.concat.total)
             pieces = self._parts.setdefault(key, {})
-            pieces[part.concat.sequence] = part.text
+            pieces[part.concat.sequence] = (part.text, part.message_class)
             if len(pieces) < part.concat.total:
                 return None
             del self._parts[key]
-            text, total = "".join(pieces[i] for i in sorted(pieces)), part.concat.total
-        return {"modem": sender.index, "from": sender.number, "to": part.to, "text": text, "parts": total}
+            ordered = [pieces[i] for i in sorted(pieces)]
+            text, total, classes = "".join(t for t, _ in ordered), part.concat.total, [c for _, c in ordered]
+        message_class: int | None | list[int | None] = classes[0] if len(set(classes)) == 1 else classes
+        return {"modem": sender.index, "from": sender.number, "to": part.to, "text": text, "parts": total,
+                "class": message_class}
 
     def next_concat_reference(self) -> int:
         self._concat_reference = (self._concat_reference + 1) % 256

@@ -1,0 +1,81 @@
+"""What messages held for later (``send_at``, quiet hours) cost the send path: the median time of
+``Store.claim`` and ``Store.next_due_at`` with 0 / 10k / 50k messages held a day ahead, queued
+before the due ones at the same priority (the worst case: ``claim`` walks the queue index in
+priority and id order past the held rows).
+
+Each size runs in its own process (``--one N``) on a fresh store file. ``--covering`` also measures
+the queue index with ``next_attempt_at`` added (``message_queue_due``), a candidate for the schema.
+
+    python bench/held_claim.py [--sizes 0,10000,50000] [--claims 50] [--covering] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from appliance.store import OutboundRequest, Store  # noqa: E402
+
+
+def one(size: int, claims: int, covering: bool, directory: Path) -> dict[str, float]:
+    path = directory / f"held-{size}-{int(covering)}.db"
+    for stale in directory.glob(f"{path.name}*"):
+        stale.unlink()
+    later = time.time() + 86400
+    with Store(path) as store:
+        if covering:  # the benchmark's own schema variant: the store's connection is private elsewhere
+            store._conn.execute("CREATE INDEX message_queue_due ON message (state, priority, id, next_attempt_at)")
+            store._conn.execute("DROP INDEX message_queue")
+        for start in range(0, size, 10_000):
+            store.enqueue([OutboundRequest(to=f"+49170{n:07d}", text="later", source="bench", send_at=later)
+                           for n in range(start, min(size, start + 10_000))])
+        claim_times, due_times = [], []
+        for n in range(claims):
+            store.enqueue([OutboundRequest(to=f"+49151{n:07d}", text="now", source="bench")])
+            started = time.perf_counter()
+            claimed = store.claim("sim0", lease=60)
+            claim_times.append(time.perf_counter() - started)
+            assert claimed is not None and claimed.text == "now"
+            store.fail(claimed.id, "bench")
+            started = time.perf_counter()
+            store.next_due_at()
+            due_times.append(time.perf_counter() - started)
+    return {"held": size, "covering": covering, "claim_ms": statistics.median(claim_times) * 1000,
+            "next_due_at_ms": statistics.median(due_times) * 1000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="0,10000,50000")
+    parser.add_argument("--claims", type=int, default=50)
+    parser.add_argument("--covering", action="store_true")
+    parser.add_argument("--dir", type=Path)
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--variant", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    directory = args.dir or Path(tempfile.mkdtemp(prefix="smsgw-held-"))
+    if args.one is not None:
+        print(json.dumps(one(args.one, args.claims, bool(args.variant), directory)))
+        return
+    print(f"{'held':>7} {'index':>9} {'claim ms':>9} {'next_due_at ms':>15}")
+    for covering in (False, True) if args.covering else (False,):
+        for size in (int(s) for s in args.sizes.split(",")):
+            out = subprocess.run([sys.executable, __file__, "--one", str(size), "--claims", str(args.claims),
+                                  "--variant", str(int(covering)), "--dir", str(directory)],
+                                 check=True, capture_output=True, text=True).stdout
+            row = json.loads(out)
+            print(f"{row['held']:>7} {'covering' if covering else 'schema':>9} {row['claim_ms']:>9.2f} "
+                  f"{row['next_due_at_ms']:>15.2f}")
+
+
+if __name__ == "__main__":
+    main()
