@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -116,6 +115,8 @@ def replace_file(path: Path, text: str, *, mode: int | None = None,
     root editing the service's file leaves it the service's). The temporary file never outlives the
     call.
     """
+    import tempfile  # only here: it imports random, which `smsgw send` and `status` do without
+
     owner: tuple[int, int] | None = None
     if mode is None:
         info = path.stat()
