@@ -13,6 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from store_helpers import Clock, connection, request
@@ -20,6 +21,7 @@ from test_dispatcher import LONG_TEXT, RecordingModem, wait_state
 
 from appliance.dispatcher import Dispatcher
 from appliance.store import Store
+from drivers.pdu import SubmitPart, decode
 
 pytest_plugins = ["store_fixtures"]
 
@@ -151,3 +153,40 @@ def test_what_a_commit_without_fsync_wrote_is_there_after_a_sigkill(tmp_path: Pa
         else:
             assert message["state"] == "sent"
             assert store.events_pending() == []
+
+
+class OrderModem(RecordingModem):
+    """Notes when each AT+CMGS starts (the first step of ``send_pdu``, before it awaits anything)."""
+
+    def __init__(self, modem_id: str, order: list[str]) -> None:
+        super().__init__(modem_id)
+        self.order = order
+
+    async def send_pdu(self, part: SubmitPart) -> int:
+        self.order.append(f"AT+CMGS {decode(part.pdu).text}")  # type: ignore[union-attr]
+        return await super().send_pdu(part)
+
+
+async def test_the_next_message_is_claimed_once_the_last_part_is_in_at_cmgs(store: Store, clock: Clock) -> None:
+    # the claim of the next message overlaps the modem's work on this one instead of delaying it
+    order: list[str] = []
+    modem = OrderModem("sim0", order)
+    queued = store.enqueue([request(f"+4917012345{n:02d}", f"message {n}") for n in range(4)])
+    claim = store.claim
+
+    def noted_claim(*args: Any, **kwargs: Any) -> Any:
+        claimed = claim(*args, **kwargs)
+        if claimed is not None:
+            order.append(f"claim {claimed.text}")
+        return claimed
+
+    store.claim = noted_claim  # type: ignore[method-assign]
+    running = Dispatcher(store, [modem], clock=clock, poll_interval=0.05,  # type: ignore[list-item]
+                         backoff_jitter=0.0, lease=30.0, send_timeout=5.0)
+    await running.start()
+    try:
+        for result in queued:
+            await wait_state(store, result.id, "sent")
+    finally:
+        await running.stop(timeout=2.0)
+    assert order == [step for n in range(4) for step in (f"claim message {n}", f"AT+CMGS message {n}")]
