@@ -181,7 +181,7 @@ async def test_the_next_message_is_claimed_once_the_last_part_is_in_at_cmgs(stor
         return claimed
 
     store.claim = noted_claim  # type: ignore[method-assign]
-    running = Dispatcher(store, [modem], clock=clock, poll_interval=0.05,  # type: ignore[list-item]
+    running = Dispatcher(store, [modem], clock=clock, poll_interval=0.05,
                          backoff_jitter=0.0, lease=30.0, send_timeout=5.0)
     await running.start()
     try:
