@@ -396,7 +396,8 @@ class Dispatcher:
     async def _sleep(self, slot: _Slot, seconds: float) -> None:
         timeout = max(0.0, min(seconds, self.poll_interval))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(slot.wake.wait(), timeout)
+            async with asyncio.timeout(timeout):  # in this task (wait_for: a task more, a loop turn later)
+                await slot.wake.wait()
 
     def _idle_wait(self, slot: _Slot, now: float, busy: list[str]) -> float:
         wait = self.poll_interval

@@ -149,8 +149,8 @@ class StoreBase:
     def notify_changed(self) -> None:
         """Call every listener: another process committed to the file (the daemon's store watch),
         maybe events to publish or messages to send."""
-        self._notify(self._listeners)
         self._notify(self._enqueue_listeners)
+        self._notify(self._listeners)
 
     @contextmanager
     def _tx(self, *, fsync: bool = True) -> Iterator[sqlite3.Connection]:
@@ -188,10 +188,10 @@ class StoreBase:
             if not fsync:
                 self._conn.execute("PRAGMA synchronous=FULL")
         events, enqueued = self._tx_events, self._tx_enqueued
+        if enqueued:  # the dispatcher first: its claim goes before the events are published
+            self._notify(self._enqueue_listeners)
         if events:
             self._notify(self._listeners)
-        if enqueued:
-            self._notify(self._enqueue_listeners)
 
     def _rollback(self) -> None:
         """Roll back what is left of a failed transaction (SQLite may have rolled it back already,
