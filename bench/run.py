@@ -32,15 +32,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 NOTES = """Where a target is not met, what the profile of `smsgw run` shows (`SMSGW_BENCH_PROFILE=FILE` runs it
-under cProfile in any of the daemon benchmarks):
+under cProfile in any of the daemon benchmarks; py-spy on its pid shows paho's thread too):
 
-- **send against a loop that stores nothing**: each send waits for two fsyncs (`synchronous=FULL`),
-  the claim with its parts and the TP-MR; against a simulated modem that answers at once they are
-  the whole cost (a few ms each on this disk), while a real modem takes 2-5 s per SMS. Folding the
-  next message's claim into the TP-MR's transaction would leave one fsync per send.
-- **MQTT ingest**: the commit is one fsync per batch; the time goes to paho's reading of each
-  PUBLISH (its MQTT 5 properties), the request checks (JSON, number policy, parts count, the
-  opt-out lookup) and the two rows per message, all in Python.
+- **send against a loop that stores nothing**: each send waits for one fsync, the TP-MR's (the claim
+  commits with `synchronous=NORMAL` and is synced by it; docs/store.md). At a load average of 20 on
+  this machine's two cores, timestamps in `smsgw run` put half of a send (4.9 of 10 ms) in that
+  commit and a fifth in waiting for the simulator's two answers; the claim of the next message
+  overlaps the modem's work. The bare loop commits nothing; smsgw may not skip that fsync (the
+  TP-MR is on disk before the next PDU leaves: the one duplicate window), so 1x needs a disk whose
+  fsync is well under a send's exchange with the modem. A real modem takes 2-5 s per SMS.
+- **MQTT ingest**: the commit is one fsync per batch; on two cores the time goes to paho's reading
+  of each PUBLISH in its own thread (three `recv` calls and an MQTT 5 `Properties` object per
+  message: about 40 % of the daemon's samples under py-spy), then to the two rows per message (the
+  message row's insert alone updates seven indexes and fires two counter triggers: about a quarter)
+  and the request checks (JSON, number policy, parts count, the opt-out lookup).
 - **`smsgw send` and `status` in 60 ms**: the interpreter with only the standard modules `send`
   needs (argparse, dataclasses, json, logging, pathlib, sqlite3, tomllib, typing: the `floor` row of
   `bench/cli_start.py`) takes more CPU time than `--version` and most of the 60 ms itself; beyond
