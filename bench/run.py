@@ -87,7 +87,8 @@ def machine() -> str:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     return (f"{os.cpu_count()} CPU(s) ({model}), Linux {platform.release()}, Python {platform.python_version()}, "
-            f"SQLite {sqlite3.sqlite_version}; commit {commit}; started {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
+            f"SQLite {sqlite3.sqlite_version}; commit {commit}; started {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"
+            f" at a load average of {os.getloadavg()[0]:.1f}")
 
 
 def run(script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 3600) -> tuple[str, float]:
@@ -402,13 +403,16 @@ def merge(old: str, command: str, measured: str, summary: Summary, fresh: list[s
     table = [by_what.pop(row[0], row) for row in table] + list(by_what.values())
     titles = [section.split("\n", 1)[0][3:] for section in fresh]
 
-    def superseded(line: str) -> bool:  # an earlier partial run's line whose sections this run wrote again
+    def still_true(line: str) -> str | None:
+        """An earlier partial run's line without the sections this run wrote again (None: none left)."""
         if not line.startswith("Then `") or " wrote the sections " not in line:
-            return False
-        earlier = line.split(" wrote the sections ", 1)[1].split(" (and their rows", 1)[0].split(", ")
-        return set(earlier) <= set(titles)
+            return line
+        before, rest = line.split(" wrote the sections ", 1)
+        named, after = rest.split(" (and their rows", 1)
+        kept = [title for title in named.split(", ") if title not in titles]
+        return f"{before} wrote the sections {', '.join(kept)} (and their rows{after}" if kept else None
 
-    head = [line for line in head if not superseded(line)]
+    head = [kept for kept in map(still_true, head) if kept is not None]
     while head and not head[-1].strip():
         head.pop()
     head += ["", f"Then `{command}` wrote the sections {', '.join(titles)} (and their rows of the Targets table)"
