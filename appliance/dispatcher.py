@@ -35,7 +35,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -120,6 +120,12 @@ def decode_concat_reference(pdu: str) -> int | None:
     except PduError:
         return None
     return concat.reference if concat is not None else None
+
+
+async def _within(awaitable: Awaitable[int], seconds: float) -> int:
+    """``awaitable``'s result, or TimeoutError after ``seconds`` (in the awaiting task itself)."""
+    async with asyncio.timeout(seconds):
+        return await awaitable
 
 
 def describe(exc: BaseException) -> str:
@@ -390,7 +396,8 @@ class Dispatcher:
     async def _sleep(self, slot: _Slot, seconds: float) -> None:
         timeout = max(0.0, min(seconds, self.poll_interval))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(slot.wake.wait(), timeout)
+            async with asyncio.timeout(timeout):  # in this task (wait_for: a task more, a loop turn later)
+                await slot.wake.wait()
 
     def _idle_wait(self, slot: _Slot, now: float, busy: list[str]) -> float:
         wait = self.poll_interval
@@ -572,7 +579,9 @@ class Dispatcher:
             if lease_until - now < self.lease / 2:
                 lease_until = self.store.renew_lease(claimed.id, self.lease, now)
             submit = SubmitPart(part.pdu, part.tpdu_length, part.sequence, part.total)
-            sending = asyncio.ensure_future(asyncio.wait_for(slot.modem.send_pdu(submit), self.send_timeout))
+            # one task (wait_for would start the send in a task of its own a loop turn later), so its
+            # first step, the one the sleep below lets run, writes AT+CMGS before the prefetch claims
+            sending = asyncio.ensure_future(_within(slot.modem.send_pdu(submit), self.send_timeout))
             if part is unsent[-1]:
                 await asyncio.sleep(0)  # let AT+CMGS go out first
                 try:

@@ -659,10 +659,17 @@ class MqttBridge:
         batches: dict[BatchHandler, list[Incoming]] = {}
         others: list[Incoming] = []
         requests = [s for s in self._subscriptions if s.batch_handler is not None]
+        # the request subscription of each topic, matched once per topic and drain (a burst of
+        # requests comes on one or a few topics)
+        matched: dict[str, _Subscription | None] = {}
         for item in batch:
             try:
                 topic = item.message.topic
-                sub = next((s for s in requests if paho.topic_matches_sub(s.match_filter, topic)), None)
+                if topic in matched:
+                    sub = matched[topic]
+                else:
+                    sub = matched[topic] = next(
+                        (s for s in requests if paho.topic_matches_sub(s.match_filter, topic)), None)
             except Exception:  # e.g. a topic that is not UTF-8
                 LOG.exception("reading an MQTT message failed")
                 self.ack(item)

@@ -94,6 +94,9 @@ class EventPublisher:
                     await self._wake.wait()
             except TimeoutError:
                 pass
+            # What was started in the loop turn that woke us goes first: the AT+CMGS of a message
+            # just claimed (its task starts in the next turn) is not delayed by publishing its event.
+            await asyncio.sleep(0)
             # While a burst of requests is being committed, their acknowledgements go first and the
             # events follow, at most EVENT_DEFER seconds later.
             deferred_since = time.monotonic()

@@ -20,6 +20,8 @@ E164_MIN_DIGITS = 7
 SHORT_CODE_MAX_DIGITS = 6
 
 _FORMATTING = re.compile(r"[\s\-./()\u00a0\u2010-\u2015]")
+#: An optional + and ASCII digits only: no letter to look for, character by character.
+_PLAIN = re.compile(r"\+?[0-9]+")
 
 
 class NumberError(ValueError):
@@ -136,7 +138,7 @@ def _clean(number: str) -> str:
     text = _FORMATTING.sub("", text)
     if not text:
         raise NumberError(number, "is empty")
-    if any(ch.isalpha() for ch in text):
+    if not _PLAIN.fullmatch(text) and any(ch.isalpha() for ch in text):
         raise NumberError(number, "contains letters; a phone number has only digits and an optional leading +")
     plus = text.startswith("+")
     digits = text[1:] if plus else text

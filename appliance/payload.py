@@ -53,7 +53,8 @@ def load_json(text: str | bytes | bytearray, *, text_only: bool = True) -> Any:
     a string holding a lone surrogate."""
     if isinstance(text, bytes | bytearray | memoryview):
         text = decode_text(bytes(text))
-    if ("[" in text or "{" in text) and not _depth_ok(text):
+    # the openers counted in C bound the depth: only a document with more of them is walked
+    if text.count("[") + text.count("{") > MAX_DEPTH and not _depth_ok(text):
         raise PayloadError(f"payload is nested deeper than {MAX_DEPTH} levels")
     try:
         value = json.loads(text)

@@ -1,7 +1,9 @@
 """The SQLite store: outbox, parts, inbound parts and inbox, events to publish, audit log, rule state.
 
 One file in WAL mode with ``synchronous=FULL``: a method that writes has committed (and fsync'ed)
-before it returns. A ``Store`` is used from one thread (the daemon's event loop); other processes
+before it returns; ``claim`` and ``events_done`` commit without the fsync, which the next fsync'ed
+commit does for them (see ``StoreBase._tx``: a power cut may take them back, losing nothing
+accepted). A ``Store`` is used from one thread (the daemon's event loop); other processes
 (``smsgw send``) may open the same file at the same time.
 
 Outbound life of a message (one per recipient)::

@@ -237,12 +237,19 @@ class OutboundQueue(OptOutList):
         With ``encode``, a message without parts gets the parts ``encode`` returns for it in the same
         transaction (as ``set_parts`` would), so a send commits twice: here, and its TP-MR
         (``part_sent``); when ``encode`` returns nothing the message is claimed without parts.
+
+        The claim's commit is not fsync'ed (``_tx(fsync=False)``), so a send waits for one fsync, its
+        TP-MR's, which syncs the claim with it. After a kill (SIGKILL, a crash) the claim is in the
+        file; a power cut before the TP-MR's commit may take the claim back, and the message is then
+        queued as it was and sent again, as a ``sending`` one would be (``resume_interrupted``): the
+        one duplicate window is the same, from the PDU to the TP-MR's fsync (only the attempt the
+        power cut interrupted goes uncounted).
         """
         now = self._now(now)
         exclude = list(exclude_recipients)
         placeholders = ", ".join("?" for _ in exclude)
         not_in = f"AND recipient NOT IN ({placeholders})" if exclude else ""
-        with self._tx() as conn:
+        with self._tx(fsync=False) as conn:
             # one query per state, each walking the index message_queue (state, priority, id) in claim
             # order and stopping at the first due row: an OR of both would scan and sort every due row.
             # Parts already sent through another modem: the rest waits for that modem, up to

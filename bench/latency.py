@@ -8,7 +8,7 @@ same publish: the ``queued`` event on ``smsgw/message/<id>`` (commit + event out
 event (the whole send). mosquitto runs with ``set_tcp_nodelay true`` (``--broker-nagle`` for its
 default, which delays a message that follows a PUBACK to the same client by the delayed ACK). Targets: p50 <= 10 ms, p99 <= 50 ms to AT+CMGS.
 
-    python bench/latency.py [--count 200] [--gap 0.05] [--dir DIR]
+    python bench/latency.py [--count 200] [--gap 0.05] [--dir DIR]   # SMSGW_BENCH_ROOT=CHECKOUT: its smsgw run
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -24,6 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The checkout whose ``smsgw run`` is measured (``SMSGW_BENCH_ROOT``, e.g. an older commit for a
+#: before/after); the broker, the simulator and the clock are this one's.
+UNDER_TEST = Path(os.environ.get("SMSGW_BENCH_ROOT") or ROOT).resolve()
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
@@ -94,7 +98,8 @@ async def run(args: argparse.Namespace) -> None:
     config.write_text(config_text(workdir, sim, broker))
     log = (workdir / "daemon.log").open("ab")
     daemon = await asyncio.create_subprocess_exec(sys.executable, "-m", "appliance", "run", "--config", str(config),
-                                                  stdout=log, stderr=log, cwd=ROOT)
+                                                  stdout=log, stderr=log, cwd=UNDER_TEST,
+                                                  env={**os.environ, "PYTHONPATH": str(UNDER_TEST)})
     events: dict[int, dict[str, float]] = {}
 
     probe = Probe(broker, "smsgw/bridge/state", "smsgw/message/+")

@@ -1,6 +1,6 @@
 """Run every benchmark, side by side in one run, and write docs/benchmarks.md.
 
-    python bench/run.py [--base CHECKOUT] [--quick] [--no-setup] [--out docs/benchmarks.md]
+    python bench/run.py [--base CHECKOUT] [--quick] [--no-setup] [--only SECTION,...] [--out docs/benchmarks.md]
 
 First ``bash .ci/setup`` installs what the peers need (mosquitto, gammu-smsd, smstools, libdbd-sqlite3
 for gammu-smsd's SQL backend, python-gsmmodem-new in .venv) and stops and disables the services the
@@ -10,6 +10,8 @@ them: medians over interleaved rounds, each side timed in its own process (see e
 docstring). ``--base`` is another checkout (``git worktree add --detach /tmp/base <commit>``): the
 idle wake-ups and the CLI start-up are then measured for it too, as "before". ``--quick`` runs
 fewer rounds and smaller batches (a smoke test of the scripts, not figures to publish).
+``--only send_peers,latency`` runs those sections alone and replaces them, and their rows of the
+Targets table, in the existing document, adding a line that says which run wrote them.
 """
 
 from __future__ import annotations
@@ -20,24 +22,31 @@ import json
 import os
 import platform
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 NOTES = """Where a target is not met, what the profile of `smsgw run` shows (`SMSGW_BENCH_PROFILE=FILE` runs it
-under cProfile in any of the daemon benchmarks):
+under cProfile in any of the daemon benchmarks; py-spy on its pid shows paho's thread too):
 
-- **send against a loop that stores nothing**: each send waits for two fsyncs (`synchronous=FULL`),
-  the claim with its parts and the TP-MR; against a simulated modem that answers at once they are
-  the whole cost (a few ms each on this disk), while a real modem takes 2-5 s per SMS. Folding the
-  next message's claim into the TP-MR's transaction would leave one fsync per send.
-- **MQTT ingest**: the commit is one fsync per batch; the time goes to paho's reading of each
-  PUBLISH (its MQTT 5 properties), the request checks (JSON, number policy, parts count, the
-  opt-out lookup) and the two rows per message, all in Python.
+- **send against a loop that stores nothing**: each send waits for one fsync, the TP-MR's (the claim
+  commits with `synchronous=NORMAL` and is synced by it; docs/store.md). At a load average of 20 on
+  this machine's two cores, timestamps in `smsgw run` put half of a send (4.9 of 10 ms) in that
+  commit and a fifth in waiting for the simulator's two answers; the claim of the next message
+  overlaps the modem's work. The bare loop commits nothing; smsgw may not skip that fsync (the
+  TP-MR is on disk before the next PDU leaves: the one duplicate window), so 1x needs a disk whose
+  fsync is well under a send's exchange with the modem. A real modem takes 2-5 s per SMS.
+- **MQTT ingest**: the commit is one fsync per batch; on two cores the time goes to paho's reading
+  of each PUBLISH in its own thread (three `recv` calls and an MQTT 5 `Properties` object per
+  message: about 40 % of the daemon's samples under py-spy), then to the two rows per message (the
+  message row's insert alone updates seven indexes and fires two counter triggers: about a quarter)
+  and the request checks (JSON, number policy, parts count, the opt-out lookup).
 - **`smsgw send` and `status` in 60 ms**: the interpreter with only the standard modules `send`
   needs (argparse, dataclasses, json, logging, pathlib, sqlite3, tomllib, typing: the `floor` row of
   `bench/cli_start.py`) takes more CPU time than `--version` and most of the 60 ms itself; beyond
@@ -47,6 +56,8 @@ under cProfile in any of the daemon benchmarks):
 - **memory on a new store**: the migrations are written with sqlite-utils, which imports click,
   pluggy, dateutil and the email package (about 4 MiB) and stays imported; the daemon's later starts
   do not migrate.
+
+Not measured here: ingest against gammu-smsd-inject.
 """
 MEMORY_NOTES = """Where the memory went, from `/proc/PID/smaps`, glibc's `mallinfo2()`, `sqlite3_memory_used()`
 and a count of the live objects by type in the running daemon:
@@ -76,7 +87,8 @@ def machine() -> str:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     return (f"{os.cpu_count()} CPU(s) ({model}), Linux {platform.release()}, Python {platform.python_version()}, "
-            f"SQLite {sqlite3.sqlite_version}; commit {commit}; started {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
+            f"SQLite {sqlite3.sqlite_version}; commit {commit}; started {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"
+            f" at a load average of {os.getloadavg()[0]:.1f}")
 
 
 def run(script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 3600) -> tuple[str, float]:
@@ -107,47 +119,45 @@ def met(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", type=Path, help="another checkout, measured as 'before' where it says so")
-    parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller batches (a smoke test)")
-    parser.add_argument("--no-setup", action="store_true", help="do not run .ci/setup first")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    args = parser.parse_args()
-    quick = args.quick
-    measured = machine()  # the commit measured, before anything runs
-    if not args.no_setup:
-        print("run.py: bash .ci/setup (installs the peers if missing, disables their services)", file=sys.stderr)
-        subprocess.run(["bash", str(ROOT / ".ci" / "setup")], cwd=ROOT, check=True)
-    base_env = {"SMSGW_BENCH_ROOT": str(args.base.resolve())} if args.base else None
-    summary: list[tuple[str, str, str, str]] = []  # (what, target, figure, met)
-    sections: list[str] = []
-    command = "python bench/run.py" + (" --base /tmp/base" if args.base else "")
+Summary = list[tuple[str, str, str, str]]  # (what, target, figure, met)
 
-    # --- history scaling: Store.stats() ---------------------------------------------------------------
-    sizes = "0,10000,100000" if quick else "0,100000,1000000"
-    out, _ = run("stats.py", "--sizes", sizes, "--rounds", "5" if quick else "21", "--json")
+
+class Run:
+    """One run's settings; each section below runs its benchmark(s) and returns its rows of the
+    Targets table and its section of the document."""
+
+    def __init__(self, quick: bool, base: Path | None) -> None:
+        self.quick = quick
+        self.base = base
+        self.base_env = {"SMSGW_BENCH_ROOT": str(base.resolve())} if base else None
+
+
+def section_stats(r: Run) -> tuple[Summary, str]:
+    sizes = "0,10000,100000" if r.quick else "0,100000,1000000"
+    out, _ = run("stats.py", "--sizes", sizes, "--rounds", "5" if r.quick else "21", "--json")
     rows = json_lines(out)
     top = rows[-1]
-    summary.append((f"`Store.stats()` at {top['rows']:,} rows of history", "<= 5 ms",
-                    f"{top['stats_ms']:.3f} ms (COUNT(*) queries: {top['before_ms']:.1f} ms)", met(top["stats_ms"] <= 5)))
+    summary = [(f"`Store.stats()` at {top['rows']:,} rows of history", "<= 5 ms",
+                f"{top['stats_ms']:.3f} ms (COUNT(*) queries: {top['before_ms']:.1f} ms)", met(top["stats_ms"] <= 5))]
     table = ["| history rows | `Store.stats()` ms | the COUNT(*) queries it replaced, ms | `smsgw status --json` ms |",
              "|---:|---:|---:|---:|"]
     table += [f"| {r['rows']:,} | {r['stats_ms']:.3f} | {r['before_ms']:.2f} | {r['status_ms']:.1f} |" for r in rows]
-    sections.append("## History scaling: `Store.stats()`\n\n    python bench/stats.py --sizes " + sizes + "\n\n"
-                    "Finished messages over 30 days (a part, a published event each; a received message per ten),"
-                    " medians; both query sets in the same process, interleaved. `stats()` reads the counters"
-                    " kept by triggers (schema 8) and indexes only. `smsgw status` is its own interpreter"
-                    " (its start-up is most of it).\n\n" + "\n".join(table) + "\n")
+    return summary, ("## History scaling: `Store.stats()`\n\n    python bench/stats.py --sizes " + sizes + "\n\n"
+                     "Finished messages over 30 days (a part, a published event each; a received message per ten),"
+                     " medians; both query sets in the same process, interleaved. `stats()` reads the counters"
+                     " kept by triggers (schema 8) and indexes only. `smsgw status` is its own interpreter"
+                     " (its start-up is most of it).\n\n" + "\n".join(table) + "\n")
 
-    # --- backlog scaling --------------------------------------------------------------------------------
-    out, _ = run("backlog.py", "--messages", "100" if quick else "300", *(["--sizes", "0,10000"] if quick else []))
-    sections.append("## Backlog scaling (send path)\n\n    python bench/backlog.py\n\n" + code(out))
 
-    # --- idle wake-ups ----------------------------------------------------------------------------------
-    idle_args = ["--rounds", "1" if quick else "3", "--seconds", "5" if quick else "10", "--json"]
+def section_backlog(r: Run) -> tuple[Summary, str]:
+    out, _ = run("backlog.py", "--messages", "100" if r.quick else "300", *(["--sizes", "0,10000"] if r.quick else []))
+    return [], "## Backlog scaling (send path)\n\n    python bench/backlog.py\n\n" + code(out)
+
+
+def section_idle(r: Run) -> tuple[Summary, str]:
+    idle_args = ["--rounds", "1" if r.quick else "3", "--seconds", "5" if r.quick else "10", "--json"]
     after = last_json(run("idle.py", *idle_args)[0])
-    before = last_json(run("idle.py", *idle_args, env=base_env)[0]) if base_env else None
+    before = last_json(run("idle.py", *idle_args, env=r.base_env)[0]) if r.base_env else None
     lines = ["| daemon | wake-ups/s before | after | CPU ms/s before | after | `smsgw send` -> network ms after |",
              "|---|---:|---:|---:|---:|---:|"]
     for name, row in after.items():
@@ -156,37 +166,47 @@ def main() -> int:
         lines[-1] += (f"{row['wakeups_per_s']:.1f} | {old['cpu_ms_per_s']:.2f} | " if old
                       else f"{row['wakeups_per_s']:.1f} | - | ")
         lines[-1] += f"{row['cpu_ms_per_s']:.2f} | {row['send_to_network_ms']:.0f} |"
-    summary.append(("idle wake-ups of `smsgw run` (no MQTT)", "no 0.1 s poll",
-                    f"{after['without mqtt']['wakeups_per_s']:.1f}/s"
-                    + (f" (before {before['without mqtt']['wakeups_per_s']:.1f}/s)" if before else ""),
-                    met(after["without mqtt"]["wakeups_per_s"] < 1)))
-    sections.append("## Idle wake-ups\n\n    python bench/idle.py" + ("  # before: SMSGW_BENCH_ROOT=/tmp/base" if before
-                    else "") + "\n\nVoluntary context switches of all the daemon's threads over an idle window,"
-                    " per second, and its CPU time; then `smsgw send` from a shell, until the SMS is at the"
-                    " simulated network (the daemon notices the other process's commit; the CLI's own start-up"
-                    " is most of it). With MQTT, paho's network thread wakes once a second (its select timeout)"
-                    " and the event publisher polls once a second.\n\n" + "\n".join(lines) + "\n")
+    summary = [("idle wake-ups of `smsgw run` (no MQTT)", "no 0.1 s poll",
+                f"{after['without mqtt']['wakeups_per_s']:.1f}/s"
+                + (f" (before {before['without mqtt']['wakeups_per_s']:.1f}/s)" if before else ""),
+                met(after["without mqtt"]["wakeups_per_s"] < 1))]
+    return summary, ("## Idle wake-ups\n\n    python bench/idle.py" + ("  # before: SMSGW_BENCH_ROOT=/tmp/base" if before
+                     else "") + "\n\nVoluntary context switches of all the daemon's threads over an idle window,"
+                     " per second, and its CPU time; then `smsgw send` from a shell, until the SMS is at the"
+                     " simulated network (the daemon notices the other process's commit; the CLI's own start-up"
+                     " is most of it). With MQTT, paho's network thread wakes once a second (its select timeout)"
+                     " and the event publisher polls once a second.\n\n" + "\n".join(lines) + "\n")
 
-    # --- MQTT ingest ------------------------------------------------------------------------------------
-    ingest = []
+
+def section_mqtt_ingest(r: Run) -> tuple[Summary, str]:
+    ingest: list[tuple[str, dict[str, Any]]] = []
+    args = ["--count", "2000" if r.quick else "5000", "--rounds", "2" if r.quick else "5", "--json"]
     for protocol in ("5", "3.1.1"):
-        out, _ = run("mqtt_ingest.py", "--protocol", protocol, "--count", "2000" if quick else "5000",
-                     "--rounds", "2" if quick else "5", "--json")
-        ingest.append(last_json(out))
-    lines = ["| MQTT | mosquitto_sub reads /s | smsgw run commits /s | ratio | median of per-round ratios |",
+        if r.base_env:  # before and after, one after the other, MQTT 5 first
+            ingest.append(("before", last_json(run("mqtt_ingest.py", "--protocol", protocol, *args, env=r.base_env)[0])))
+        ingest.append(("after" if r.base_env else "", last_json(run("mqtt_ingest.py", "--protocol", protocol, *args)[0])))
+    first = ", before and after" if r.base_env else ""
+    lines = [f"| MQTT{first} | mosquitto_sub reads /s | smsgw run commits /s | ratio | median of per-round ratios |",
              "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['protocol']} | {r['mosquitto_sub']:,.0f} | {r['smsgw']:,.0f} | {r['ratio']:.2f} | "
-              f"{r['ratio_of_rounds']:.2f} |" for r in ingest]
-    summary.append(("MQTT 5 ingest, smsgw / mosquitto_sub", ">= 0.5", f"{ingest[0]['ratio']:.2f}",
-                    met(ingest[0]["ratio"] >= 0.5)))
-    sections.append("## MQTT ingest\n\n    python bench/mqtt_ingest.py --protocol 5   # and --protocol 3.1.1\n\n"
-                    f"{ingest[0]['count']} QoS 1 requests per round from `mosquitto_pub -l`, median of "
-                    f"{ingest[0]['rounds']} rounds; mosquitto, `smsgw run`, the simulator and mosquitto_sub each"
-                    " in their own process, the clock in the bench process (mosquitto_sub's exit; the newest"
-                    " committed message id, read-only).\n\n" + "\n".join(lines) + "\n")
+    lines += [f"| {i['protocol']}{' ' + side if side else ''} | {i['mosquitto_sub']:,.0f} | {i['smsgw']:,.0f} | "
+              f"{i['ratio']:.2f} | {i['ratio_of_rounds']:.2f} |" for side, i in ingest]
+    now = next(i for side, i in ingest if side != "before")
+    summary = [("MQTT 5 ingest, smsgw / mosquitto_sub", ">= 0.5", f"{now['ratio']:.2f}"
+                + "".join(f" (before {i['ratio']:.2f})" for side, i in ingest[:1] if side == "before"),
+                met(now["ratio"] >= 0.5))]
+    return summary, ("## MQTT ingest\n\n    python bench/mqtt_ingest.py --protocol 5   # and --protocol 3.1.1"
+                     + ("; before: SMSGW_BENCH_ROOT=/tmp/base" if r.base_env else "") + "\n\n"
+                     f"{now['count']} QoS 1 requests per round from `mosquitto_pub -l`, median of "
+                     f"{now['rounds']} rounds; mosquitto, `smsgw run`, the simulator and mosquitto_sub each"
+                     " in their own process, the clock in the bench process (mosquitto_sub's exit; the newest"
+                     " committed message id, read-only)"
+                     + (", the before of each protocol right before its after" if r.base_env else "")
+                     + ".\n\n" + "\n".join(lines) + "\n")
 
-    # --- send against the peers -------------------------------------------------------------------------
-    out, _ = run("send_peers.py", "--messages", "50" if quick else "100", "--rounds", "1" if quick else "3", "--json")
+
+def section_send_peers(r: Run) -> tuple[Summary, str]:
+    out, _ = run("send_peers.py", "--messages", "50" if r.quick else "100", "--rounds", "1" if r.quick else "3",
+                 *(["--base", str(r.base)] if r.base else []), "--json")
     peers = last_json(out)
     medians = peers["medians"]
     lines = ["| sender | msgs/s (median) | rounds | smsgw / it |", "|---|---:|---|---:|"]
@@ -194,100 +214,250 @@ def main() -> int:
         lines.append(f"| {peers['names'][side]} | {rate:.1f} | {', '.join(f'{r:.1f}' for r in peers['rates'][side])} "
                      f"| {medians.get('smsgw', float('nan')) / rate:.2f} |")
     lines += [f"| {peers['names'][side]} | skipped: {why} | | |" for side, why in peers["skipped"].items()]
+    summary: Summary = []
     if "gsmmodem" in medians and "smsgw" in medians:
         ratio = medians["smsgw"] / medians["gsmmodem"]
-        summary.append(("send, smsgw / bare python-gsmmodem-new loop", ">= 1", f"{ratio:.2f}", met(ratio >= 1)))
-    summary.append(("transactions per single-part send", "<= 2", "2 (claim with its parts; the TP-MR)",
+        before = (f" (before {medians['smsgw-base'] / medians['gsmmodem']:.2f})" if "smsgw-base" in medians else "")
+        summary.append(("send, smsgw / bare python-gsmmodem-new loop", ">= 1", f"{ratio:.2f}{before}", met(ratio >= 1)))
+    summary.append(("transactions per single-part send", "<= 2",
+                    "2 (claim with its parts; the TP-MR), one fsync (the TP-MR's)",
                     "met (`tests/test_send_commits.py`)"))
-    sections.append("## Send against the peers\n\n    python bench/send_peers.py\n\n"
-                    f"{peers['messages']} single-part messages per run, each side on a fresh `smsgw simulate`"
-                    " modem answering at once, median of interleaved rounds (settings in the script's"
-                    " docstring). smsgw commits twice per send (WAL, `synchronous=FULL`: two fsyncs); the bare"
-                    " python-gsmmodem-new loop stores nothing.\n\n" + "\n".join(lines) + "\n")
+    return summary, ("## Send against the peers\n\n    python bench/send_peers.py"
+                     + (" --base /tmp/base" if r.base else "") + "\n\n"
+                     f"{peers['messages']} single-part messages per run, each side on a fresh `smsgw simulate`"
+                     " modem answering at once, median of interleaved rounds (settings in the script's"
+                     " docstring). smsgw commits twice per send and waits for one fsync, the TP-MR's (WAL,"
+                     " `synchronous=FULL`; the claim commits with `synchronous=NORMAL`, synced by the TP-MR's"
+                     " commit); the bare python-gsmmodem-new loop stores nothing.\n\n" + "\n".join(lines) + "\n")
 
-    # --- memory and CPU ---------------------------------------------------------------------------------
-    size = ["--count", "2000" if quick else "10000", "--batches", "1" if quick else "2", "--json"]
+
+def section_memory(r: Run) -> tuple[Summary, str]:
+    size = ["--count", "2000" if r.quick else "10000", "--batches", "1" if r.quick else "2", "--json"]
     runs = {store: last_json(run("memory.py", *size, "--store", store)[0]) for store in ("existing", "new")}
     memory = runs["existing"]
-    summary.append((f"peak RSS, 4 modems, {memory['count'] * memory['batches']:,} messages through MQTT 5",
-                    "<= 40 MiB", f"{memory['peak_mib']:.1f} MiB (a new store: {runs['new']['peak_mib']:.1f} MiB)",
-                    met(memory["peak_mib"] <= 40)))
+    summary = [(f"peak RSS, 4 modems, {memory['count'] * memory['batches']:,} messages through MQTT 5",
+                "<= 40 MiB", f"{memory['peak_mib']:.1f} MiB (a new store: {runs['new']['peak_mib']:.1f} MiB)",
+                met(memory["peak_mib"] <= 40))]
     rows = "".join(
         f"| {'migrated beforehand' if store == 'existing' else 'new (the daemon migrates it)'} | "
         f"{m['ready_mib']:.1f} MiB | " + ", ".join(f"{v:.1f}" for v in m["after_mib"])
         + f" MiB | {m['peak_mib']:.1f} MiB | {m['cpu_s_per_1000']:.2f} s | {m['msgs_per_s']:.0f} |\n"
         for store, m in runs.items())
-    sections.append("## Memory and CPU\n\n    python bench/memory.py --store existing\n    python bench/memory.py"
-                    " --store new\n\n"
-                    f"`smsgw run` with {memory['modems']} simulated modems, MQTT 5, {memory['batches']} burst(s) of"
-                    f" {memory['count']:,} requests (each sent to the simulated network before the next). The"
-                    " store is migrated beforehand, as on every start of an appliance but its first; on a new"
-                    " store the migrations import sqlite-utils for the life of the process:\n\n"
-                    "| store | RSS at ready | RSS after each burst | peak (VmHWM) | CPU per 1,000 messages |"
-                    " msgs/s end to end |\n|---|---:|---:|---:|---:|---:|\n" + rows + "\n" + MEMORY_NOTES)
+    return summary, ("## Memory and CPU\n\n    python bench/memory.py --store existing\n    python bench/memory.py"
+                     " --store new\n\n"
+                     f"`smsgw run` with {memory['modems']} simulated modems, MQTT 5, {memory['batches']} burst(s) of"
+                     f" {memory['count']:,} requests (each sent to the simulated network before the next). The"
+                     " store is migrated beforehand, as on every start of an appliance but its first; on a new"
+                     " store the migrations import sqlite-utils for the life of the process:\n\n"
+                     "| store | RSS at ready | RSS after each burst | peak (VmHWM) | CPU per 1,000 messages |"
+                     " msgs/s end to end |\n|---|---:|---:|---:|---:|---:|\n" + rows + "\n" + MEMORY_NOTES)
 
-    # --- HTTP ingest beside MQTT ingest ----------------------------------------------------------------
-    http_args = ["--count", "1000" if quick else "3000", "--rounds", "2" if quick else "5"]
+
+def section_http_ingest(r: Run) -> tuple[Summary, str]:
+    http_args = ["--count", "1000" if r.quick else "3000", "--rounds", "2" if r.quick else "5"]
     ingest_http = last_json(run("http_ingest.py", *http_args, "--json")[0])
     lines = ["| round | MQTT committed/s | HTTP committed/s | ratio |", "|---:|---:|---:|---:|"]
     lines += [f"| {n} | {m:,.0f} | {h:,.0f} | {h / m:.2f} |"
               for n, (m, h) in enumerate(zip(ingest_http["mqtt"], ingest_http["http"], strict=True), 1)]
     lines.append(f"| median | {ingest_http['mqtt_median']:,.0f} | {ingest_http['http_median']:,.0f} | "
                  f"{ingest_http['ratio']:.2f} (per-round median {ingest_http['ratio_of_rounds']:.2f}) |")
-    summary.append(("HTTP ingest, HTTP / MQTT committed requests/s", ">= 0.5", f"{ingest_http['ratio']:.2f}",
-                    met(ingest_http["ratio"] >= 0.5)))
+    summary = [("HTTP ingest, HTTP / MQTT committed requests/s", ">= 0.5", f"{ingest_http['ratio']:.2f}",
+                met(ingest_http["ratio"] >= 0.5))]
     total = ingest_http["count"] * ingest_http["rounds"]
-    sections.append("## HTTP ingest\n\n    python bench/http_ingest.py " + " ".join(http_args) + "\n\n"
-                    "Two `smsgw run` daemons, each in its own process with its own store (`synchronous=FULL`) and"
-                    " no modem: one with `[http]`, one with `[mqtt]` (a mosquitto on loopback). The rounds"
-                    f" alternate: {ingest_http['count']:,} `POST /api/v1/messages` over {ingest_http['concurrency']}"
-                    " keep-alive connections (one request in flight on each, from a client process of its own),"
-                    f" then {ingest_http['count']:,} QoS 1 `B/send` requests from `mosquitto_pub`. A request counts"
-                    " when its `202` (HTTP) or its answer on `B/bridge/response/send` (MQTT) arrives; both are"
-                    f" sent only after the commit. Rows committed afterwards: HTTP {ingest_http['committed']['http']:,},"
-                    f" MQTT {ingest_http['committed']['mqtt']:,} of {total:,} each.\n\n" + "\n".join(lines) + "\n")
+    return summary, ("## HTTP ingest\n\n    python bench/http_ingest.py " + " ".join(http_args) + "\n\n"
+                     "Two `smsgw run` daemons, each in its own process with its own store (`synchronous=FULL`) and"
+                     " no modem: one with `[http]`, one with `[mqtt]` (a mosquitto on loopback). The rounds"
+                     f" alternate: {ingest_http['count']:,} `POST /api/v1/messages` over {ingest_http['concurrency']}"
+                     " keep-alive connections (one request in flight on each, from a client process of its own),"
+                     f" then {ingest_http['count']:,} QoS 1 `B/send` requests from `mosquitto_pub`. A request counts"
+                     " when its `202` (HTTP) or its answer on `B/bridge/response/send` (MQTT) arrives; both are"
+                     f" sent only after the commit. Rows committed afterwards: HTTP {ingest_http['committed']['http']:,},"
+                     f" MQTT {ingest_http['committed']['mqtt']:,} of {total:,} each.\n\n" + "\n".join(lines) + "\n")
 
-    # --- webhook deliveries -----------------------------------------------------------------------------
-    hook_args = ["--events", "300" if quick else "1000", "--messages", "300" if quick else "1000",
-                 "--rounds", "1" if quick else "5"]
+
+def section_webhooks(r: Run) -> tuple[Summary, str]:
+    hook_args = ["--events", "300" if r.quick else "1000", "--messages", "300" if r.quick else "1000",
+                 "--rounds", "1" if r.quick else "5"]
     hooks = last_json(run("webhooks.py", *hook_args, "--json")[0])
     medians = hooks["medians"]
     rounds = hooks["rounds"]
-    sections.append("## Webhook deliveries\n\n    python bench/webhooks.py " + " ".join(hook_args) + "\n\n"
-                    "The receiver is an aiohttp server in its own process on 127.0.0.1 answering 200; each figure"
-                    f" is timed in its own process on a fresh store file. `drain`: {hooks['events']:,} received-SMS"
-                    " events are committed with one webhook configured, then the daemon's sender delivers them"
-                    " (one POST on a kept-alive connection and one commit, a real fsync, per delivery, in order)."
-                    f" `enqueue`: {hooks['messages']:,} single-message enqueues (one commit each) with no webhook"
-                    " and with one (each commit also writes a delivery row).\n\n"
-                    f"| figure | median of {rounds} | runs |\n|---|---:|---|\n"
-                    f"| deliveries/s to a local receiver | {medians['drain']:.0f} | "
-                    + ", ".join(f"{r:.0f}" for r in hooks["rates"]["drain"]) + " |\n"
-                    f"| enqueues/s, no webhook | {medians['enqueue-0']:.0f} | "
-                    + ", ".join(f"{r:.0f}" for r in hooks["rates"]["enqueue-0"]) + " |\n"
-                    f"| enqueues/s, one webhook | {medians['enqueue-1']:.0f} | ratio {hooks['ratio']:.2f} |\n")
+    return [], ("## Webhook deliveries\n\n    python bench/webhooks.py " + " ".join(hook_args) + "\n\n"
+                "The receiver is an aiohttp server in its own process on 127.0.0.1 answering 200; each figure"
+                f" is timed in its own process on a fresh store file. `drain`: {hooks['events']:,} received-SMS"
+                " events are committed with one webhook configured, then the daemon's sender delivers them"
+                " (one POST on a kept-alive connection and one commit, a real fsync, per delivery, in order)."
+                f" `enqueue`: {hooks['messages']:,} single-message enqueues (one commit each) with no webhook"
+                " and with one (each commit also writes a delivery row).\n\n"
+                f"| figure | median of {rounds} | runs |\n|---|---:|---|\n"
+                f"| deliveries/s to a local receiver | {medians['drain']:.0f} | "
+                + ", ".join(f"{r:.0f}" for r in hooks["rates"]["drain"]) + " |\n"
+                f"| enqueues/s, no webhook | {medians['enqueue-0']:.0f} | "
+                + ", ".join(f"{r:.0f}" for r in hooks["rates"]["enqueue-0"]) + " |\n"
+                f"| enqueues/s, one webhook | {medians['enqueue-1']:.0f} | ratio {hooks['ratio']:.2f} |\n")
 
-    # --- the others, as they print ----------------------------------------------------------------------
-    for title, script, extra in (
-        ("PDU codec against python-gsmmodem-new", "codec.py", ["--rounds", "3"] if quick else []),
-        ("Latency: publish to the first byte of AT+CMGS", "latency.py", ["--count", "50"] if quick else []),
-        ("1-8 modems at 1 s per send", "send.py",
-         ["--send-delay", "1", "--repeats", "1" if quick else "3", "--seconds", "3" if quick else "10"]),
-        ("The status page against the history", "status_page.py",
-         ["--messages", "10000", "--rounds", "5"] if quick else []),
-    ):
-        out, _ = run(script, *extra)
-        sections.append(f"## {title}\n\n    python bench/{script} {' '.join(extra)}\n\n" + code(out))
-    if args.base:
-        out, _ = run("cli_start.py", "--base", str(args.base), "--rounds", "5" if quick else "11")
-        sections.append("## CLI start-up\n\n    python bench/cli_start.py --base /tmp/base\n\n" + out)
-        cpu = {row.split("|")[1].strip(): float(row.split("|")[6]) for row in out.splitlines()
-               if row.startswith("| ") and not row.startswith("| command")}
-        send, status, floor = cpu["`smsgw send`"], cpu["`smsgw status`"], cpu["floor (standard modules only)"]
-        summary.append(("`smsgw send` / `smsgw status`, CPU time", "<= 60 ms",
-                        f"{send:.1f} / {status:.1f} ms (the standard modules alone: {floor:.1f} ms)",
-                        met(max(send, status) <= 60)))
 
+def printed(title: str, script: str, extra: list[str]) -> tuple[Summary, str]:
+    out, _ = run(script, *extra)
+    return [], f"## {title}\n\n    python bench/{script} {' '.join(extra)}\n\n" + code(out)
+
+
+def section_codec(r: Run) -> tuple[Summary, str]:
+    return printed("PDU codec against python-gsmmodem-new", "codec.py", ["--rounds", "3"] if r.quick else [])
+
+
+def latency_figures(out: str) -> tuple[float, float]:
+    """p50 and p99 to AT+CMGS from latency.py's last line ("... -> p50 X ms, p99 Y ms")."""
+    tail = out.strip().splitlines()[-1].split("->", 1)[1]
+    p50, p99 = (float(part.split()[1]) for part in tail.split(","))
+    return p50, p99
+
+
+def section_latency(r: Run) -> tuple[Summary, str]:
+    """Three runs (one with --quick), alternating before and after with --base: one run's p99 is its
+    second-worst of 200, which one stall of a loaded machine decides, so the medians of the runs'
+    p50 and p99 are the figures."""
+    title, extra = "Latency: publish to the first byte of AT+CMGS", ["--count", "50"] if r.quick else []
+    runs = 1 if r.quick else 3
+    outputs: dict[str, list[str]] = {"before": [], "after": []}
+    for _ in range(runs):
+        if r.base_env:
+            outputs["before"].append(run("latency.py", *extra, env=r.base_env)[0])
+        outputs["after"].append(run("latency.py", *extra)[0])
+    figures = {side: [latency_figures(out) for out in outs] for side, outs in outputs.items() if outs}
+    medians = {side: (statistics.median(p for p, _ in values), statistics.median(p for _, p in values))
+               for side, values in figures.items()}
+    p50, p99 = medians["after"]
+    figure = f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+    if "before" in medians:
+        figure += f" (before {medians['before'][0]:.1f} / {medians['before'][1]:.1f})"
+    summary = [("latency, MQTT publish to the first byte of AT+CMGS", "p50 <= 10 ms, p99 <= 50 ms",
+                figure + (f", medians of {runs} runs" if runs > 1 else ""), met(p50 <= 10 and p99 <= 50))]
+    lines = ["| side | run | p50 ms | p99 ms |", "|---|---:|---:|---:|"]
+    for side, values in figures.items():
+        lines += [f"| {side} | {n} | {a:.2f} | {b:.2f} |" for n, (a, b) in enumerate(values, start=1)]
+        lines.append(f"| {side} | median | {medians[side][0]:.2f} | {medians[side][1]:.2f} |")
+    how = (f"{runs} runs, before (the `--base` checkout's `smsgw run`) and after alternating; publish to the first"
+           " byte of AT+CMGS:" if r.base_env else f"{runs} run(s); publish to the first byte of AT+CMGS:")
+    return summary, (f"## {title}\n\n    python bench/latency.py {' '.join(extra)}"
+                     + ("  # before: SMSGW_BENCH_ROOT=/tmp/base" if r.base_env else "") + "\n\n"
+                     + how + "\n\n" + "\n".join(lines) + "\n\nThe last run in full:\n\n"
+                     + code(outputs["after"][-1]))
+
+
+def section_send(r: Run) -> tuple[Summary, str]:
+    return printed("1-8 modems at 1 s per send", "send.py",
+                   ["--send-delay", "1", "--repeats", "1" if r.quick else "3", "--seconds", "3" if r.quick else "10"])
+
+
+def section_status_page(r: Run) -> tuple[Summary, str]:
+    return printed("The status page against the history", "status_page.py",
+                   ["--messages", "10000", "--rounds", "5"] if r.quick else [])
+
+
+def section_cli_start(r: Run) -> tuple[Summary, str] | None:
+    if r.base is None:
+        return None
+    out, _ = run("cli_start.py", "--base", str(r.base), "--rounds", "5" if r.quick else "11")
+    cpu = {row.split("|")[1].strip(): float(row.split("|")[6]) for row in out.splitlines()
+           if row.startswith("| ") and not row.startswith("| command")}
+    send, status, floor = cpu["`smsgw send`"], cpu["`smsgw status`"], cpu["floor (standard modules only)"]
+    summary = [("`smsgw send` / `smsgw status`, CPU time", "<= 60 ms",
+                f"{send:.1f} / {status:.1f} ms (the standard modules alone: {floor:.1f} ms)",
+                met(max(send, status) <= 60))]
+    return summary, "## CLI start-up\n\n    python bench/cli_start.py --base /tmp/base\n\n" + out
+
+
+#: The sections in document order, by the name ``--only`` takes.
+SECTIONS: dict[str, Callable[[Run], tuple[Summary, str] | None]] = {
+    "stats": section_stats, "backlog": section_backlog, "idle": section_idle, "mqtt_ingest": section_mqtt_ingest,
+    "send_peers": section_send_peers, "memory": section_memory, "http_ingest": section_http_ingest,
+    "webhooks": section_webhooks, "codec": section_codec, "latency": section_latency, "send": section_send,
+    "status_page": section_status_page, "cli_start": section_cli_start,
+}
+
+
+def split_document(text: str) -> tuple[list[str], list[list[str]], list[tuple[str, str]]]:
+    """An earlier document: its header lines (to the Targets table), its Targets rows (cells), and its
+    sections as (heading, text) in order."""
+    head, _, rest = text.partition("\n## Targets\n")
+    table, _, rest = rest.partition("\n## ")
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in table.splitlines() if line.startswith("| ") and not line.startswith("| what ")]
+    sections = []
+    for chunk in ("## " + rest).split("\n## "):
+        chunk = chunk if chunk.startswith("## ") else "## " + chunk
+        heading = chunk.split("\n", 1)[0]
+        sections.append((heading, chunk.rstrip("\n") + "\n"))
+    return head.rstrip("\n").splitlines(), rows, sections
+
+
+def merge(old: str, command: str, measured: str, summary: Summary, fresh: list[str]) -> str:
+    """``old`` with the sections of ``fresh`` and their Targets rows replaced (sections it does not
+    have yet go at the end), and a line saying which ones this run wrote."""
+    head, rows, sections = split_document(old)
+    new_by_heading = {section.split("\n", 1)[0]: section for section in fresh}
+    merged = [new_by_heading.pop(heading, text) for heading, text in sections]
+    merged += new_by_heading.values()
+    by_what = {what: (what, target, figure, ok) for what, target, figure, ok in summary}
+    table = [tuple(row) for row in rows if len(row) == 4]
+    table = [by_what.pop(row[0], row) for row in table] + list(by_what.values())
+    titles = [section.split("\n", 1)[0][3:] for section in fresh]
+
+    def still_true(line: str) -> str | None:
+        """An earlier partial run's line without the sections this run wrote again (None: none left)."""
+        if not line.startswith("Then `") or " wrote the sections " not in line:
+            return line
+        before, rest = line.split(" wrote the sections ", 1)
+        named, after = rest.split(" (and their rows", 1)
+        kept = [title for title in named.split(", ") if title not in titles]
+        return f"{before} wrote the sections {', '.join(kept)} (and their rows{after}" if kept else None
+
+    head = [kept for kept in map(still_true, head) if kept is not None]
+    while head and not head[-1].strip():
+        head.pop()
+    head += ["", f"Then `{command}` wrote the sections {', '.join(titles)} (and their rows of the Targets table)"
+             f" from a run on {measured}."]
+    lines = head + ["", "## Targets", "", "| what | target | measured | |", "|---|---|---|---|"]
+    lines += [f"| {what} | {target} | {figure} | {ok} |" for what, target, figure, ok in table]
+    lines += ["", NOTES]
+    return "\n".join(lines) + "\n" + "\n".join(section.rstrip("\n") + "\n" for section in merged)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", type=Path, help="another checkout, measured as 'before' where it says so")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller batches (a smoke test)")
+    parser.add_argument("--no-setup", action="store_true", help="do not run .ci/setup first")
+    parser.add_argument("--only", help="comma-separated sections to run (" + ", ".join(SECTIONS) + "); the other "
+                        "sections of --out stay as they are")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    only = [name.strip() for name in args.only.split(",")] if args.only else list(SECTIONS)
+    unknown = [name for name in only if name not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    if args.only and not args.out.exists():
+        parser.error(f"--only updates an earlier document, and {args.out} does not exist")
+    measured = machine()  # the commit measured, before anything runs
+    if not args.no_setup:
+        print("run.py: bash .ci/setup (installs the peers if missing, disables their services)", file=sys.stderr)
+        subprocess.run(["bash", str(ROOT / ".ci" / "setup")], cwd=ROOT, check=True)
+    settings = Run(args.quick, args.base)
+    summary: Summary = []
+    sections: list[str] = []
+    for name in SECTIONS:
+        if name not in only:
+            continue
+        result = SECTIONS[name](settings)
+        if result is not None:
+            summary += result[0]
+            sections.append(result[1])
+    command = "python bench/run.py" + (" --base /tmp/base" if args.base else "") + (f" --only {args.only}"
+                                                                                     if args.only else "")
+    if args.only:
+        args.out.write_text(merge(args.out.read_text(), command, measured, summary, sections))
+        print(f"run.py: updated {', '.join(only)} in {args.out}", file=sys.stderr)
+        return 0
     text = ["# Benchmarks", "",
             f"Written by `{command}` from one run on {measured}. A Raspberry Pi 3 or Zero 2 has roughly 1/5-1/10"
             " of this CPU; every commit is a real fsync on this machine's disk (shared with other work, so the"
@@ -295,7 +465,7 @@ def main() -> int:
             " the figures to compare).", "", "## Targets", "",
             "| what | target | measured | |", "|---|---|---|---|"]
     text += [f"| {what} | {target} | {figure} | {ok} |" for what, target, figure, ok in summary]
-    text += ["", NOTES, "Not measured here: ingest against gammu-smsd-inject.", ""]
+    text += ["", NOTES]
     args.out.write_text("\n".join(text) + "\n" + "\n".join(sections))
     print(f"run.py: wrote {args.out}", file=sys.stderr)
     return 0

@@ -4,7 +4,9 @@ Every side runs in its own process against a fresh ``smsgw simulate`` (one ``gen
 answering at once), and the batch is handed over the way that side takes work:
 
 - ``smsgw run``: ``Store.enqueue`` of the batch in one transaction (as ``smsgw send`` or the MQTT
-  bridge would); every send commits its claim and its TP-MR (WAL, ``synchronous=FULL``).
+  bridge would), from a process of its own; every send commits its claim and its TP-MR (WAL,
+  ``synchronous=FULL``; the claim's commit is not fsync'ed). With ``--base CHECKOUT`` the same for
+  that checkout's ``smsgw run`` (side ``smsgw-base``), in the same interleaved rounds: a before/after.
 - ``gammu-smsd`` with its SQL backend (``Driver = sqlite3`` through libdbi, the schema gammu
   ships), fastest settings: ``LoopSleep = 0``, ``CommTimeout = 0``, no status, security, battery,
   signal or network checks, incoming checked once an hour; the batch is inserted into ``outbox``
@@ -20,7 +22,7 @@ whole batch (``network.jsonl``, polled every 5 ms). Sides are interleaved round 
 medians of the rounds are printed with the ratio smsgw / peer (target: >= 1 against the bare
 python-gsmmodem-new loop). A peer that is not installed is skipped with a note.
 
-    python bench/send_peers.py [--messages 200] [--rounds 3] [--sides smsgw,gsmmodem,gammu,smstools] [--json]
+    python bench/send_peers.py [--messages 200] [--rounds 3] [--sides smsgw,gsmmodem,gammu,smstools] [--base DIR] [--json]
 """
 
 from __future__ import annotations
@@ -97,21 +99,53 @@ def group(command: list[str], log: Path, cwd: Path, **kw: object) -> Iterator[su
                 process.wait(10)
 
 
-def run_smsgw(work: Path, port: str, count: int) -> float:
-    from appliance.store import OutboundRequest, Store
+#: Another checkout (``--base``): its ``smsgw run`` is the side ``smsgw-base``, "before".
+BASE: Path | None = None
 
+ENQUEUE = """
+import sys, time
+from appliance.store import OutboundRequest, Store
+with Store(sys.argv[1]) as store:
+    if sys.argv[2] != "create":
+        batch = [OutboundRequest(to=f"+4915{n:09d}", text=f"bench {n}", source="bench") for n in range(int(sys.argv[2]))]
+        print(time.perf_counter(), flush=True)  # the clock (CLOCK_MONOTONIC, as the bench process's)
+        store.enqueue(batch)
+"""
+
+
+def enqueue(root: Path, db: Path, what: str) -> float:
+    """``Store.enqueue`` of the checkout under test (its schema) in a process of its own; the moment
+    it started the commit."""
+    done = subprocess.run([sys.executable, "-c", ENQUEUE, str(db), what], check=True, cwd=root, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(root)})
+    return float(done.stdout or 0.0)
+
+
+def run_smsgw(work: Path, port: str, count: int, root: Path | None = None) -> float:
+    root = root or harness.UNDER_TEST
     (work / "gw").mkdir(parents=True)
-    Store(work / "gw" / "smsgw.db").close()  # the schema exists before two processes open the file
-    with harness.daemon(work / "gw", [port], None) as daemon:
-        with Store(daemon.db) as store:
-            started = time.perf_counter()
-            store.enqueue([OutboundRequest(to=to, text=text, source="bench") for to, text in texts(count)])
+    enqueue(root, work / "gw" / "smsgw.db", "create")  # the schema exists before two processes open the file
+    under_test, harness.UNDER_TEST = harness.UNDER_TEST, root
+    try:
+        running = harness.daemon(work / "gw", [port], None)
+        daemon = running.__enter__()
+    finally:
+        harness.UNDER_TEST = under_test
+    try:
+        started = enqueue(root, daemon.db, str(count))
 
         def alive() -> None:
             if daemon.process.poll() is not None:
                 raise RuntimeError("smsgw run exited")
 
         return until_sent(work / "sim", count, started, 120 + count, alive)
+    finally:
+        running.__exit__(None, None, None)
+
+
+def run_smsgw_base(work: Path, port: str, count: int) -> float:
+    assert BASE is not None
+    return run_smsgw(work, port, count, BASE)
 
 
 def run_gsmmodem(work: Path, port: str, count: int) -> float:
@@ -208,6 +242,8 @@ def run_smstools(work: Path, port: str, count: int) -> float:
 
 SIDES: dict[str, tuple[str, Callable[[Path, str, int], float], Callable[[], str | None]]] = {
     "smsgw": ("smsgw run", run_smsgw, lambda: None),
+    "smsgw-base": ("smsgw run, before (--base)", run_smsgw_base,
+                   lambda: None if BASE is not None else "no --base checkout given"),
     "gsmmodem": ("python-gsmmodem-new sendSms loop", run_gsmmodem,
                  lambda: None if _importable("gsmmodem") else "python-gsmmodem-new is not installed"),
     "gammu": ("gammu-smsd, SQL backend (sqlite3)", run_gammu,
@@ -237,9 +273,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--sides", default=",".join(SIDES))
+    parser.add_argument("--sides", default=",".join(side for side in SIDES if side != "smsgw-base"),
+                        help="comma-separated, of " + ", ".join(SIDES) + " (smsgw-base: with --base)")
+    parser.add_argument("--base", type=Path, help="another checkout; adds its smsgw run as the side smsgw-base")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    global BASE
+    if args.base is not None:
+        BASE = args.base.resolve()
+        if "smsgw-base" not in args.sides.split(","):
+            args.sides += ",smsgw-base"
     sides = []
     skipped: dict[str, str] = {}
     for side in args.sides.split(","):

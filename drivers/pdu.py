@@ -871,8 +871,15 @@ def split_text(text: str, *, concat_16bit: bool = False, language: str | None = 
     return plan.encoding, [_piece_text(plan, piece) for piece in plan.pieces]
 
 
+#: An ASCII text this long is one SMS in any encoding: GSM 7-bit takes at most two septets a
+#: character (140 of 160), UCS-2 one UTF-16 unit (70 of 70).
+_ONE_PART_ASCII = MAX_USER_DATA_OCTETS // 2
+
+
 def count_parts(text: str, *, concat_16bit: bool = False, language: str | None = None) -> int:
     """How many SMS the text takes."""
+    if not language and isinstance(text, str) and 0 < len(text) <= _ONE_PART_ASCII and text.isascii():
+        return 1  # the short ASCII texts of alerts, without planning the encodings
     return len(_plan(text, concat_16bit=concat_16bit, language=language_id(language)).pieces)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -79,11 +80,59 @@ class _ByteProtocol(asyncio.Protocol):
 
 
 class _SerialTransport(serial_asyncio.SerialTransport):  # type: ignore[misc]
-    """pyserial-asyncio's transport, but a vanished port is a close, not a loop-level error.
+    """pyserial-asyncio's transport, but a vanished port is a close, not a loop-level error, and a
+    local device is read and written with one system call each.
 
     Upstream reports a failed write (EIO after a USB unplug) to the event loop's exception handler
     as a "fatal error" before closing; here it is logged and reported through connection_lost only.
+
+    Upstream also writes only from a writer callback (a loop turn and two ``epoll_ctl`` later, then
+    pyserial's ``write``), and reads through pyserial's ``read``, which selects before and after its
+    ``read``. For a local device (pyserial's POSIX ``Serial``, opened non-blocking) a write with an
+    empty buffer goes to the file descriptor at once, as asyncio's own socket transports do, and
+    only what the device did not take is left to the writer callback; a read is one ``os.read``.
+    The errors are pyserial's: an ``OSError`` or an empty read is a ``SerialException`` and closes
+    the transport.
     """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol,
+                 serial_instance: serial.SerialBase) -> None:
+        super().__init__(loop, protocol, serial_instance)
+        fd = getattr(serial_instance, "fd", None)
+        # serial_for_url may give another class (rfc2217://, loop://...): those keep pyserial's way
+        self._fd: int | None = fd if isinstance(serial_instance, serial.Serial) and isinstance(fd, int) else None
+
+    def write(self, data: bytes) -> None:
+        if self._fd is None or self._closing or self._write_buffer or not data:
+            super().write(data)
+            return
+        try:
+            written = os.write(self._fd, data)
+        except (BlockingIOError, InterruptedError):
+            written = 0
+        except OSError as exc:
+            self._fatal_error(serial.SerialException(f"write failed: {exc}"), "Fatal write error on serial transport")
+            return
+        if written < len(data):
+            super().write(data[written:])  # the rest from the writer callback
+
+    def _read_ready(self) -> None:
+        if self._fd is None:
+            super()._read_ready()
+            return
+        try:
+            data = os.read(self._fd, self._max_read_size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._close(exc=serial.SerialException(f"read failed: {exc}"))
+            return
+        if not data:
+            self._close(exc=serial.SerialException(
+                "device reports readiness to read but returned no data "
+                "(device disconnected or multiple access on port?)"))
+            return
+        self._protocol.data_received(data)
 
     def _fatal_error(self, exc: BaseException, message: str = "serial transport failed") -> None:
         log.warning("%s: %s", message, exc)

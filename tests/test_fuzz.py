@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -231,3 +232,14 @@ def test_dump_json_always_encodes_and_reads_back(value: Any) -> None:
     text = dump_json(value)
     text.encode("utf-8")
     assert dump_json(json.loads(text)) == text
+
+
+@pytest.mark.parametrize("opener, closer", [("[", "]"), ('{"a":', "}")])
+def test_nesting_up_to_max_depth_is_read_and_one_level_more_refused(opener: str, closer: str) -> None:
+    deep = opener * MAX_DEPTH + "1" + closer * MAX_DEPTH
+    assert load_json(deep) is not None
+    # many brackets side by side are not depth: [[1],[1],...] with more openers than MAX_DEPTH is read
+    wide = "[" + ",".join(["[1]"] * (MAX_DEPTH * 2)) + "]"
+    assert len(load_json(wide)) == MAX_DEPTH * 2
+    with pytest.raises(PayloadError, match="nested deeper"):
+        load_json(opener * (MAX_DEPTH + 1) + "1" + closer * (MAX_DEPTH + 1))

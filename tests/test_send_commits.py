@@ -1,12 +1,19 @@
-"""A send commits twice: the claim with the message's parts (the durable write before the PDU leaves)
-and the TP-MR after its +CMGS. Counted from the SQL the store's connection runs (sqlite3 trace), a
-transaction counting when it changed rows."""
+"""A send commits twice: the claim with the message's parts (before the PDU leaves) and the TP-MR
+after its +CMGS. Counted from the SQL the store's connection runs (sqlite3 trace), a transaction
+counting when it changed rows. Only the TP-MR's commit is fsync'ed: counted from the system calls
+(strace), and a claim made by a process killed right after it is in the file."""
 
 from __future__ import annotations
 
+import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 from store_helpers import Clock, connection, request
@@ -14,6 +21,7 @@ from test_dispatcher import LONG_TEXT, RecordingModem, wait_state
 
 from appliance.dispatcher import Dispatcher
 from appliance.store import Store
+from drivers.pdu import SubmitPart, decode
 
 pytest_plugins = ["store_fixtures"]
 
@@ -75,3 +83,110 @@ async def test_a_multipart_send_commits_once_more_per_part(store: Store, dispatc
         await wait_state(store, queued.id, "sent")
     assert len(modem.sent) == 3
     assert len(transactions) == 1 + 3
+
+
+# The store's writes one after the other in a process of its own; a stat of a path that does not
+# exist marks each step in the system calls strace records.
+STEPS = """
+import os, signal, sys
+from appliance.store import OutboundRequest, Store
+from drivers.pdu import encode_submit
+
+def step(name):
+    os.path.exists("/smsgw-step/" + name)
+
+store = Store(sys.argv[1])
+kill_after = sys.argv[2] if len(sys.argv) > 2 else None
+step("enqueue")
+store.enqueue([OutboundRequest(to="+491701234567", text="hello", source="test")])
+step("claim")
+claimed = store.claim("sim0", lease=60.0, encode=lambda m: encode_submit(m.recipient, m.text, concat_reference=1))
+assert claimed is not None and claimed.parts
+if kill_after == "claim":
+    os.kill(os.getpid(), signal.SIGKILL)
+step("part_sent")
+store.part_sent(claimed.id, 1, "sim0", 42)
+step("events_done")
+store.events_done([event.id for event in store.events_pending()])
+if kill_after == "events_done":
+    os.kill(os.getpid(), signal.SIGKILL)
+step("end")
+"""
+
+
+def run_steps(db: Path, *args: str, strace: Path | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-c", STEPS, str(db), *args]
+    if strace is not None:
+        command = [str(shutil.which("strace")), "-o", str(strace), "-e", "trace=fsync,fdatasync,newfstatat,stat,statx",
+                   *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent)
+
+
+def test_only_the_enqueue_and_the_tp_mr_wait_for_an_fsync(tmp_path: Path) -> None:
+    trace = tmp_path / "strace.txt"
+    done = run_steps(tmp_path / "smsgw.db", strace=trace)
+    assert done.returncode == 0, done.stderr
+    fsyncs: dict[str, int] = {}
+    step = None
+    for line in trace.read_text().splitlines():
+        if "/smsgw-step/" in line:
+            step = line.split("/smsgw-step/", 1)[1].split('"', 1)[0]
+            fsyncs[step] = 0
+        elif line.startswith(("fsync(", "fdatasync(")) and step is not None:
+            fsyncs[step] += 1
+    assert list(fsyncs) == ["enqueue", "claim", "part_sent", "events_done", "end"], trace.read_text()[-2000:]
+    # accepted and TP-MR: fsync'ed before they return; the claim and the events done: synced by the next
+    assert fsyncs["enqueue"] >= 1 and fsyncs["part_sent"] >= 1
+    assert fsyncs["claim"] == 0 and fsyncs["events_done"] == 0
+
+
+@pytest.mark.parametrize("killed_after", ["claim", "events_done"])
+def test_what_a_commit_without_fsync_wrote_is_there_after_a_sigkill(tmp_path: Path, killed_after: str) -> None:
+    db = tmp_path / "smsgw.db"
+    done = run_steps(db, killed_after)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    with Store(db) as store:
+        (message,) = store.messages()
+        if killed_after == "claim":
+            assert (message["state"], message["attempts"], message["modem"]) == ("sending", 1, "sim0")
+            assert [part.pdu for part in store.parts(message["id"])] != []
+        else:
+            assert message["state"] == "sent"
+            assert store.events_pending() == []
+
+
+class OrderModem(RecordingModem):
+    """Notes when each AT+CMGS starts (the first step of ``send_pdu``, before it awaits anything)."""
+
+    def __init__(self, modem_id: str, order: list[str]) -> None:
+        super().__init__(modem_id)
+        self.order = order
+
+    async def send_pdu(self, part: SubmitPart) -> int:
+        self.order.append(f"AT+CMGS {decode(part.pdu).text}")  # type: ignore[union-attr]
+        return await super().send_pdu(part)
+
+
+async def test_the_next_message_is_claimed_once_the_last_part_is_in_at_cmgs(store: Store, clock: Clock) -> None:
+    # the claim of the next message overlaps the modem's work on this one instead of delaying it
+    order: list[str] = []
+    modem = OrderModem("sim0", order)
+    queued = store.enqueue([request(f"+4917012345{n:02d}", f"message {n}") for n in range(4)])
+    claim = store.claim
+
+    def noted_claim(*args: Any, **kwargs: Any) -> Any:
+        claimed = claim(*args, **kwargs)
+        if claimed is not None:
+            order.append(f"claim {claimed.text}")
+        return claimed
+
+    store.claim = noted_claim  # type: ignore[method-assign]
+    running = Dispatcher(store, [modem], clock=clock, poll_interval=0.05,
+                         backoff_jitter=0.0, lease=30.0, send_timeout=5.0)
+    await running.start()
+    try:
+        for result in queued:
+            await wait_state(store, result.id, "sent")
+    finally:
+        await running.stop(timeout=2.0)
+    assert order == [step for n in range(4) for step in (f"claim message {n}", f"AT+CMGS message {n}")]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+import select
+import tty
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -182,3 +185,63 @@ async def test_socket_round_trip_and_peer_close_reported(loop_errors: list[dict[
 async def test_raw_pty_fixture_is_really_a_pty() -> None:
     async with pty_responder() as responder:
         assert os.isatty(responder.slave)
+
+
+@contextlib.contextmanager
+def raw_pty() -> Iterator[tuple[int, str]]:
+    """A pty in raw mode on both ends (no line-discipline changes to the bytes): master fd, slave path."""
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    try:
+        yield master, os.ttyname(slave)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def read_now(fd: int, timeout: float = 5.0) -> bytes:
+    """What ``fd`` has, without turning the event loop (select's timeout only covers the pty's hop)."""
+    ready, _, _ = select.select([fd], [], [], timeout)
+    return os.read(fd, 4096) if ready else b""
+
+
+async def test_a_write_to_a_device_is_there_before_the_event_loop_turns() -> None:
+    # one write system call from write() itself (pyserial-asyncio alone waits for a writer callback)
+    with raw_pty() as (master, path):
+        collector = Collector()
+        transport = await collector.open(path)
+        try:
+            transport.write(b"AT+CMGS=21\r")
+            assert read_now(master) == b"AT+CMGS=21\r"
+            transport.write(b"0001000D91\x1a")
+            assert read_now(master) == b"0001000D91\x1a"
+        finally:
+            transport.close()
+
+
+async def test_what_the_device_cannot_take_at_once_follows_complete_and_in_order() -> None:
+    big = bytes(range(256)) * 1024  # 256 KiB: more than a pty buffers, so write() takes only part
+    with raw_pty() as (master, path):
+        os.set_blocking(master, False)
+        collector = Collector()
+        transport = await collector.open(path)
+        received = bytearray()
+        try:
+            transport.write(big)
+            transport.write(b"after")  # queued behind the rest of ``big``, never before it
+
+            async def drained() -> bool:
+                with contextlib.suppress(BlockingIOError):
+                    received.extend(os.read(master, 65536))
+                await asyncio.sleep(0)
+                return len(received) >= len(big) + 5
+
+            deadline = asyncio.get_running_loop().time() + 20
+            while not await drained():
+                assert asyncio.get_running_loop().time() < deadline, f"{len(received)} bytes arrived"
+            assert bytes(received) == big + b"after"
+            assert transport.is_open and collector.closed == []
+        finally:
+            transport.close()
+
