@@ -85,7 +85,7 @@ class StoreBase:
         self._conn.row_factory = sqlite3.Row
         # only takes effect on a new file (before its first table and before WAL); see prune()
         self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._set_wal()
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
@@ -95,6 +95,21 @@ class StoreBase:
         self.migrated_from = migrate(self._conn)
         if path != ":memory:":
             share_with_group(self.path)
+
+    def _set_wal(self) -> None:
+        """``PRAGMA journal_mode=WAL``, asked again until ``BUSY_TIMEOUT`` while the file is locked.
+        Two processes opening a new file at once (the daemon and ``smsgw send``) both ask to change
+        its journal mode, and one of them can be answered "database is locked" (seen when a second
+        process opened the file while the daemon was creating it)."""
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     def _connect_read_only(self) -> sqlite3.Connection:
         """``mode=ro``. A WAL reader needs the -shm file; when the -shm cannot be created (a full disk,
