@@ -8,6 +8,8 @@ end it in ``stop``; the daemon starts them in order and stops them the other way
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Protocol
 
 
@@ -15,3 +17,11 @@ class Component(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+async def cancel_and_wait(task: asyncio.Task[None] | None) -> None:
+    """End a component's task (``stop``): cancel it and wait until it has finished; None is nothing."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -11,13 +11,13 @@ never a burst of catch-up samples.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from appliance.component import cancel_and_wait
 from appliance.store import QUEUED, SENDING, Store
 
 LOG = logging.getLogger("appliance.history")
@@ -75,10 +75,7 @@ class HistorySampler:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while True:

@@ -14,12 +14,12 @@ is monotonic, and a Raspberry Pi without a real-time clock sets its wall clock f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from appliance.component import cancel_and_wait
 from appliance.intake import Intake, IntakeError, IntakePolicy, SendRequest, StoreUnavailable
 from appliance.rules.config import ScheduleRule
 from appliance.rules.templates import fit_text, schedule_context
@@ -62,10 +62,7 @@ class Schedules:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     def _tick(self) -> float:
         """:meth:`run_due`; the seconds until it should run again."""
