@@ -24,6 +24,7 @@ from daemon_helpers import ROOT, daemon_env, write_config
 from mosquitto import Broker, Probe
 from test_mqtt_e2e import App, mqtt_section
 from test_mqtt_poison import start_online
+from tmpfs import small_tmpfs
 from waiting import async_wait_until
 
 from appliance.store import OutboundRequest, Store
@@ -36,16 +37,8 @@ OUTSIDE = "+4915112345678"
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path, "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def fill(directory: Path) -> Path:

@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import re
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 from daemon_helpers import ROOT, DaemonProcess, daemon_env, write_config
 from mosquitto import Broker
+from tmpfs import small_tmpfs
 from waiting import async_wait_until
 
 from appliance.store import OutboundRequest, Store
@@ -197,17 +197,9 @@ async def test_broker_down_is_texted_once_across_a_sigkill_and_its_return_too(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 16 MiB tmpfs for the store (as tests/test_disk_full.py mounts one)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
-    try:
+    """A 16 MiB tmpfs for the store."""
+    with small_tmpfs(tmp_path, "16m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 @pytest.mark.timeout(90)
