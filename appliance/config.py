@@ -614,14 +614,9 @@ def _webhook_url(sec: TableReader) -> tuple[str, urllib.parse.SplitResult]:
 def _webhook_events(file: Path, sec: TableReader) -> tuple[str, ...]:
     if not sec.has("events"):
         return WEBHOOK_EVENTS
-    events = sec.strings("events")
+    events = sec.choices("events", WEBHOOK_EVENTS, "event")
     if not events:
         raise sec.error("events", f"must name at least one event: {', '.join(WEBHOOK_EVENTS)}")
-    for number, event in enumerate(events):
-        if event not in WEBHOOK_EVENTS:
-            raise ConfigError(file, f"{sec.key('events')}[{number}]",
-                              f"unknown event {event!r}{did_you_mean(event, WEBHOOK_EVENTS)}; "
-                              f"known: {', '.join(WEBHOOK_EVENTS)}")
     return tuple(dict.fromkeys(events))
 
 

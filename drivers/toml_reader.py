@@ -11,7 +11,7 @@ profiles ``ProfileError``; the reasons read the same everywhere ("must be an int
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +178,17 @@ class TableReader:
                 what = "a string" if empty else "a non-empty string"
                 raise self.make_error(self.file, f"{self.key(name)}[{index}]", f"must be {what}, not {item!r}")
         return tuple(value)
+
+    def choices(self, name: str, known: Sequence[str], what: str, *, hint: bool = True) -> tuple[str, ...]:
+        """An array of strings (see ``strings``), each one of ``known``: the first that is not is
+        named by its index, "unknown WHAT 'x' (did you mean …?); known: …" (the hint with ``hint``)."""
+        values = self.strings(name)
+        for index, value in enumerate(values):
+            if value not in known:
+                near = did_you_mean(value, known) if hint else ""
+                raise self.make_error(self.file, f"{self.key(name)}[{index}]",
+                                      f"unknown {what} {value!r}{near}; known: {', '.join(known)}")
+        return values
 
     def regexes(self, name: str, default: Iterable[str] = ()) -> tuple[str, ...]:
         """An array of regular expressions, each compiled once to check it."""

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from appliance.http.errors import ApiError
+from appliance.intake import json_type
 from appliance.payload import PayloadError, load_json
 
 
@@ -51,22 +52,10 @@ async def read_object(request: web.Request, *, max_body: int, timeout: float,
     except PayloadError as exc:
         raise ApiError(400, exc.reason.replace("payload", "request body", 1), kind="bad_json") from None
     if not isinstance(document, dict):
-        raise ApiError(400, f"the request body must be a JSON object, not {_json_type(document)}",
+        raise ApiError(400, f"the request body must be a JSON object, not {json_type(document)}",
                        kind="bad_json")
     unknown = [name for name in document if name not in known]
     if unknown:
         raise ApiError(400, f"unknown field {unknown[0]!r}; known fields: {', '.join(known)}",
                        field=unknown[0], kind="unknown_field")
     return document
-
-
-def _json_type(value: object) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if value is None:
-        return "null"
-    return "a number"

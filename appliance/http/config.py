@@ -129,13 +129,9 @@ def _tokens(file: Path, value: object) -> tuple[TokenConfig, ...]:
         hashes[digest] = index
         if not sec.has("scopes"):
             raise sec.error("scopes", f"is required: a list of {', '.join(SCOPES)}")
-        scopes = sec.strings("scopes")
+        scopes = sec.choices("scopes", SCOPES, "scope", hint=False)
         if not scopes:
             raise sec.error("scopes", f"must name at least one of {', '.join(SCOPES)}")
-        for position, scope in enumerate(scopes):
-            if scope not in SCOPES:
-                raise ConfigError(file, f"http.tokens[{index}].scopes[{position}]",
-                                  f"unknown scope {scope!r}; known: {', '.join(SCOPES)}")
         burst = sec.integer("burst", None, minimum=1)
         tokens.append(TokenConfig(name=name, token_sha256=digest, scopes=frozenset(scopes),
                                   rate=sec.number("rate", None, positive=True), burst=burst))
