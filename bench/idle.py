@@ -39,7 +39,8 @@ def one(workdir: Path, seconds: float, mqtt: bool) -> dict[str, float]:
         subprocess.run([sys.executable, "-m", "appliance", "send", "--config", str(workdir / "gw" / "smsgw.toml"),
                         "+4915112345678", "idle check"], check=True, capture_output=True, cwd=harness.UNDER_TEST,
                        env=harness.env())
-        harness.wait(lambda: harness.network_count(workdir / "sim") > sent_before, 30, "the SMS from smsgw send")
+        harness.wait_until(lambda: harness.network_count(workdir / "sim") > sent_before, 30,
+                           what="the SMS from smsgw send")
         send_s = time.monotonic() - start
     span = t1 - t0
     return {"wakeups_per_s": (after["voluntary"] - before["voluntary"]) / span,

@@ -59,8 +59,8 @@ def run(count: int, batches: int, modems: int, store: str = "existing") -> dict[
                 cpu0, t0 = harness.cpu_seconds(daemon.pid), time.monotonic()
                 subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-l",
                                 "-t", "smsgw/send", "-i", f"bench-pub-{batch}"], stdin=data.open("rb"), check=True)
-                harness.wait(lambda: harness.network_count(workdir / "sim") - sent_before >= count,  # noqa: B023
-                             600, f"{count} SMS at the network", step=0.05)
+                harness.wait_until(lambda: harness.network_count(workdir / "sim") - sent_before >= count,  # noqa: B023
+                                   600, interval=0.05, what=f"{count} SMS at the network")
                 seconds.append(time.monotonic() - t0)
                 cpu.append(harness.cpu_seconds(daemon.pid) - cpu0)
                 after.append(harness.proc_status(daemon.pid)["VmRSS"] / 1024)

@@ -189,7 +189,7 @@ def run_gammu(work: Path, port: str, count: int) -> float:
                 raise RuntimeError(f"gammu-smsd exited: {(spool / 'smsd.log').read_text()[-800:]}")
             return bool(reader.execute("SELECT COUNT(*) FROM phones").fetchone()[0])
 
-        harness.wait(connected, 60, "gammu-smsd to register its phone", step=0.05)
+        harness.wait_until(connected, 60, interval=0.05, what="gammu-smsd to register its phone")
         with reader:
             reader.executemany("INSERT INTO outbox (DestinationNumber, TextDecoded, CreatorID, Coding) "
                                "VALUES (?, ?, 'bench', 'Default_No_Compression')", texts(count))
@@ -228,7 +228,7 @@ def run_smstools(work: Path, port: str, count: int) -> float:
             log = spool / "smsd.log"
             return log.exists() and "Waiting for messages to send" in log.read_text(errors="replace")
 
-        harness.wait(ready, 60, "smsd to open the modem", step=0.05)
+        harness.wait_until(ready, 60, interval=0.05, what="smsd to open the modem")
         started = time.perf_counter()
         for path in files:
             path.rename(folders["outgoing"] / path.name)
