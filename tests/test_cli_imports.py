@@ -116,8 +116,8 @@ def test_send_and_status_import_only_what_they_use(config: Path, command: list[s
     assert "appliance.cli" in modules
     assert imported(modules, NOT_FOR_SEND_OR_STATUS) == []
     assert {m for m in modules if m.startswith("appliance.commands.")} <= {
-        "appliance.commands._access", "appliance.commands._types", "appliance.commands.send",
-        "appliance.commands.status"}
+        "appliance.commands._access", "appliance.commands._common", "appliance.commands._types",
+        f"appliance.commands.{command[0]}"}
 
 
 def test_status_reads_the_store_without_the_pdu_codec(config: Path) -> None:

@@ -107,7 +107,7 @@ def check_store(config: Config) -> list[Finding]:
 
 def judge_daemon(view: dict[str, Any]) -> Finding:
     """Whether ``smsgw run`` holds the store now (its lock), and when it last wrote its state."""
-    from appliance.commands.status import iso
+    from appliance.commands._common import iso
     from appliance.liveness import HEARTBEAT_INTERVAL
 
     age = view.get("heartbeat_age")

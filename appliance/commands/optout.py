@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from appliance.commands.status import (
+from appliance.commands._common import (
     EXIT_OK,
     EXIT_USAGE,
     add_config_argument,

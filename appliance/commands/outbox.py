@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from appliance.commands.status import (
+from appliance.commands._common import (
     EXIT_OK,
     add_list_arguments,
     iso_fields,

@@ -19,7 +19,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from appliance.commands.status import EXIT_OK, EXIT_USAGE, add_config_argument, add_json_argument, fail, load
+from appliance.commands._common import EXIT_OK, EXIT_USAGE, add_config_argument, add_json_argument, fail, load
 
 if TYPE_CHECKING:
     from appliance.config import Config

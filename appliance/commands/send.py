@@ -16,7 +16,7 @@ import argparse
 import sys
 import time
 
-from appliance.commands.status import (
+from appliance.commands._common import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_USAGE,

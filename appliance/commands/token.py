@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from appliance.commands.status import (
+from appliance.commands._common import (
     EXIT_OK,
     EXIT_USAGE,
     add_config_argument,

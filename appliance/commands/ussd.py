@@ -16,7 +16,7 @@ import json
 import sys
 from typing import Any
 
-from appliance.commands.status import add_config_argument, load
+from appliance.commands._common import add_config_argument, load
 
 NAME = "ussd"
 HELP = "send a USSD code (e.g. *100#) and print the network's answer; through the daemon while it runs"
