@@ -48,7 +48,7 @@ from appliance.config import Config, NumbersConfig
 from appliance.store import PRIORITIES, InvalidRequest, OptedOut, OutboundRequest, Store, store_failure
 from appliance.timeofday import QuietHours, read_quiet_hours
 from drivers.gsm7_national import KNOWN_LANGUAGES, LANGUAGE_IDS
-from drivers.pdu import PduError, count_parts, split_text
+from drivers.text_parts import PduError, count_parts, split_text
 
 LOG = logging.getLogger(__name__)
 

@@ -48,9 +48,9 @@ LOG = logging.getLogger("appliance.store")
 
 
 def _count_parts(text: str, language: str | None) -> int:
-    """``drivers.pdu.count_parts``, imported on first use: `smsgw status` reads the store without the
-    PDU codec."""
-    from drivers.pdu import count_parts
+    """``drivers.text_parts.count_parts``, imported on first use: `smsgw status` reads the store
+    without counting parts."""
+    from drivers.text_parts import count_parts
 
     return count_parts(text, language=language)
 
