@@ -6,11 +6,11 @@ from __future__ import annotations
 import fnmatch
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.config import ConfigError
+from appliance.frozen import field, frozen
 from appliance.store_types import GATEWAY_SOURCE
 from drivers.toml_reader import TableReader
 
@@ -32,7 +32,7 @@ class DailyCapExceeded(ValueError):
         )
 
 
-@dataclass(frozen=True)
+@frozen
 class DailyCaps:
     """The ``[sources]`` table: source (or fnmatch pattern) -> messages a day."""
 

@@ -19,10 +19,10 @@ import re
 import tomllib
 import urllib.parse
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from appliance.frozen import field, frozen
 from drivers.toml_reader import TableReader, did_you_mean, parse_duration, type_name
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def _default_client_id() -> str:
     return f"smsgw-{os.uname().nodename}"
 
 
-@dataclass(frozen=True)
+@frozen
 class TlsConfig:
     ca: Path | None = None
     cert: Path | None = None
@@ -75,7 +75,7 @@ class TlsConfig:
     insecure: bool = False
 
 
-@dataclass(frozen=True)
+@frozen
 class MqttConfig:
     host: str = "127.0.0.1"
     port: int = 1883
@@ -93,7 +93,7 @@ class MqttConfig:
     reconnect_max: float = 60.0
 
 
-@dataclass(frozen=True)
+@frozen
 class BalanceConfig:
     """``[[modems]] balance = { code, every, pattern, low, unit }``: a scheduled balance check."""
     code: str
@@ -103,7 +103,7 @@ class BalanceConfig:
     unit: str | None = None           # shown beside the amount ("EUR")
 
 
-@dataclass(frozen=True)
+@frozen
 class ModemConfig:
     id: str
     port: str
@@ -123,14 +123,14 @@ class ModemConfig:
         return self.port == AUTO_PORT
 
 
-@dataclass(frozen=True)
+@frozen
 class ModemsAutoConfig:
     """``[modems_auto]``: where ``port = "auto"`` looks for its modem."""
 
     globs: tuple[str, ...] = DEFAULT_AUTO_GLOBS
 
 
-@dataclass(frozen=True)
+@frozen
 class StoreConfig:
     path: Path
     reassembly_timeout: float = 86400.0
@@ -138,7 +138,7 @@ class StoreConfig:
     audit_retention_days: float = 365.0  # audit rows; 0: forever
 
 
-@dataclass(frozen=True)
+@frozen
 class NumbersConfig:
     default_country: str | None = None  # ISO 3166 alpha-2, e.g. "DE"
     allow_premium: bool = False
@@ -147,7 +147,7 @@ class NumbersConfig:
     allowed: tuple[str, ...] = ()  # explicit exceptions (prefixes, or exact short codes)
 
 
-@dataclass(frozen=True)
+@frozen
 class LimitsConfig:
     max_parts: int = 10
     max_attempts: int = 8
@@ -155,14 +155,14 @@ class LimitsConfig:
     validity: float = 86400.0
 
 
-@dataclass(frozen=True)
+@frozen
 class SmsConfig:
     #: ISO 639-1 code of a national language of 3GPP TS 23.038 6.2.1.2 ("tr", "es", "pt", "hi"...):
     #: texts that do not fit the default alphabet may use its shift tables instead of UCS-2.
     national_language: str | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class HardwareConfig:
     status_led_gpio: int | None = None
 
@@ -174,7 +174,7 @@ WEBHOOK_EVENTS = ("received", "message")
 WEBHOOK_SECRET_MIN = 16
 
 
-@dataclass(frozen=True)
+@frozen
 class WebhookConfig:
     """``[[webhooks]]``: where events are POSTed, signed with ``secret`` (docs/webhooks.md)."""
     name: str                     # identifies its deliveries in the store; default: the URL
@@ -188,7 +188,7 @@ class WebhookConfig:
     ca: Path | None = None         # a CA file for an https receiver with a private certificate
 
 
-@dataclass(frozen=True)
+@frozen
 class HealthSettings:
     """``[health]``: modem supervision and the daemon's timers (seconds); see ``appliance/daemon.py``."""
 
@@ -208,7 +208,7 @@ class HealthSettings:
     timeouts: tuple[tuple[str, float], ...] = ()
 
 
-@dataclass(frozen=True)
+@frozen
 class Config:
     path: Path
     store: StoreConfig

@@ -36,9 +36,10 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from appliance.frozen import replace
 from appliance.store import MULTIPART_WAIT, ClaimedMessage, Part, Store, local_midnight
 from drivers.errors import AtError, AtTimeout, TransportError, is_sim_state_error
 from drivers.pdu import PduError, SubmitPart, decode, encode_submit

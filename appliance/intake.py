@@ -37,14 +37,13 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from dataclasses import field as dataclass_field
 from datetime import datetime
 from typing import ClassVar
 
 from appliance import numbers
 from appliance.caps import CapTally, DailyCapExceeded, DailyCaps
 from appliance.config import Config, NumbersConfig
+from appliance.frozen import field, frozen
 from appliance.store import PRIORITIES, InvalidRequest, OptedOut, OutboundRequest, Store, store_failure
 from appliance.timeofday import QuietHours, read_quiet_hours
 from drivers.gsm7_national import KNOWN_LANGUAGES, LANGUAGE_IDS
@@ -164,7 +163,7 @@ class InternalError(IntakeError):
 # --- requests -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class SendRequest:
     """One send request as a channel received it: recipients as written (national numbers are
     normalised by the policy), the text, the options and who sent it (``source``: ``cli``,
@@ -193,7 +192,7 @@ class SendRequest:
     answer: bool = False
 
 
-@dataclass(frozen=True)
+@frozen
 class IntakePolicy:
     """What the intake applies, from the config: number policy, limits, national language, caps."""
 
@@ -203,7 +202,7 @@ class IntakePolicy:
     validity: float | None = None
     national_language: str | None = None
     #: The ``[sources]`` daily caps (``config.caps``).
-    caps: DailyCaps = dataclass_field(default_factory=DailyCaps)
+    caps: DailyCaps = field(default_factory=DailyCaps)
     #: ``[quiet_hours]`` with ``hold = true``: non-critical messages due inside are held until the end.
     quiet_hours: QuietHours | None = None
 
@@ -220,7 +219,7 @@ class IntakePolicy:
             raise OverDailyCap(DailyCapExceeded(source, 0, 0, 1))
 
 
-@dataclass(frozen=True)
+@frozen
 class Prepared:
     """A request that passed its own checks and the number policy: one OutboundRequest per distinct
     recipient, in order, and the number of SMS parts each takes."""
@@ -230,7 +229,7 @@ class Prepared:
     parts: int
 
 
-@dataclass(frozen=True)
+@frozen
 class Accepted:
     """One committed message (one per distinct recipient); ``duplicate`` when its ``client_key`` was
     already queued for that recipient (``id`` and ``state`` are then the existing message's)."""

@@ -17,9 +17,10 @@ import fcntl
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from appliance.frozen import frozen
 
 if TYPE_CHECKING:
     import asyncio
@@ -37,7 +38,7 @@ def lock_path(store_path: os.PathLike[str] | str) -> Path:
     return Path(f"{os.fspath(store_path)}.lock")
 
 
-@dataclass(frozen=True)
+@frozen
 class Holder:
     running: bool
     pid: int | None = None

@@ -8,9 +8,10 @@ configured prefixes are blocked; the error names the number and the reason.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
+
+from appliance.frozen import frozen
 
 if TYPE_CHECKING:
     from appliance.config import NumbersConfig
@@ -33,7 +34,7 @@ class NumberError(ValueError):
         super().__init__(f"{number!r}: {reason}")
 
 
-@dataclass(frozen=True)
+@frozen
 class Country:
     code: str  # ISO 3166 alpha-2
     calling: str  # country calling code, digits

@@ -38,9 +38,9 @@ mixin module added to the bases below, never more code in this file.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.frozen import frozen
 from appliance.store_alerts import AlertTables
 from appliance.store_base import StoreBase
 from appliance.store_history import HistoryQueries
@@ -206,7 +206,7 @@ class Store(ScheduleQueries, HistoryQueries, SelfAlertsQueries, Reports, Retenti
 
 
 
-@dataclass(frozen=True)
+@frozen
 class FileCheck:
     """What ``check_file`` read of a store file without opening it as a Store."""
 

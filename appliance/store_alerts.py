@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from appliance.frozen import frozen
 from appliance.store_outbound import OutboundQueue
 from appliance.store_types import EnqueueResult, OutboundRequest, RetentionStep, iso
 
@@ -28,7 +28,7 @@ ALERT_STATES = (ALERT_OPEN, ALERT_ACKNOWLEDGED, ALERT_RESOLVED, ALERT_EXPIRED)
 AuditEntry = tuple[str, dict[str, Any]]
 
 
-@dataclass(frozen=True)
+@frozen
 class Alert:
     """One row of the ``alert`` table (see ``ALERT_STATES``)."""
 

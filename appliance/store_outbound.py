@@ -7,9 +7,9 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from appliance.frozen import replace
 from appliance.store_optout import OptOutList
 from appliance.store_types import (
     AVOID_NAMESPACE,

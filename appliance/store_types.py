@@ -10,10 +10,11 @@ import sqlite3
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeAlias
+
+from appliance.frozen import field, frozen
 
 #: Seconds SQLite waits for another process's write lock before raising "database is locked".
 BUSY_TIMEOUT = 10.0
@@ -135,7 +136,7 @@ class OptedOut(InvalidRequest):
 # --- value objects --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class OutboundRequest:
     to: str  # normalised number (appliance.numbers)
     text: str
@@ -155,14 +156,14 @@ class OutboundRequest:
     send_at: float | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class EnqueueResult:
     id: int
     state: str
     duplicate: bool
 
 
-@dataclass(frozen=True)
+@frozen
 class Event:
     id: int
     topic: str
@@ -171,7 +172,7 @@ class Event:
     retain: bool = False
 
 
-@dataclass(frozen=True)
+@frozen
 class WebhookDelivery:
     """One event to POST to one webhook (a ``webhook_delivery`` row)."""
     id: int
@@ -198,7 +199,7 @@ def webhook_event(topic: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
+@frozen
 class ReceivedMessage:
     id: int
     sender: str | None
@@ -211,7 +212,7 @@ class ReceivedMessage:
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class Part:
     message_id: int
     sequence: int
@@ -226,7 +227,7 @@ class Part:
     status: int | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class ClaimedMessage:
     """A message claimed for sending by one modem; ``parts`` is empty until ``set_parts``."""
 
@@ -248,7 +249,7 @@ class ClaimedMessage:
         return [part for part in self.parts if part.message_reference is None]
 
 
-@dataclass(frozen=True)
+@frozen
 class ReportMatch:
     """What a status report changed: the message, its part, and the message's state afterwards."""
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
+from appliance.frozen import frozen
 from drivers.toml_reader import TableReader
 
 #: ``HH:MM``, as the configuration writes a time of day.
@@ -54,7 +54,7 @@ def at_clock(day: date, clock: dtime, tz: tzinfo | None) -> float:
     return datetime.combine(day, clock, tzinfo=tz).timestamp()
 
 
-@dataclass(frozen=True)
+@frozen
 class QuietHours:
     """A daily window (``start`` inclusive, ``end`` exclusive; may cross midnight) in a time zone."""
 
@@ -125,7 +125,7 @@ def last_daily(times: Sequence[dtime], at_or_before: float, tz: tzinfo | None = 
 # --- configuration --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class QuietPolicy:
     """``[quiet_hours]``: the window, and whether it holds every channel's non-critical messages
     until it ends (``hold = true``) or only drops non-critical alerts (the default)."""

@@ -5,7 +5,6 @@ paths that publish nothing (unlisted senders, built-ins, PIN failures), on a rea
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from datetime import datetime
 from datetime import time as dtime
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from config_errors import config_error
 
 from appliance.config import ConfigError, parse_config
+from appliance.frozen import replace
 from appliance.rules.alerts import Cooldown, Summary, render_summary
 from appliance.rules.commands import PinGuard, format_status, match_command, pin_ok
 from appliance.rules.config import QuietHours, validate_rules_table
@@ -569,7 +569,7 @@ def test_command_placeholder_may_not_add_topic_levels(tmp_path: Path, value: str
     engine = RulesEngine(_config(tmp_path, commands=commands), store, None)  # nothing may be published
     alice = "+4917000000001"
     message = _incoming(store, alice, "SET x 1")
-    message = dataclasses.replace(message, text=f"SET {value} 1")  # NUL: a UCS-2 SMS can carry U+0000
+    message = replace(message, text=f"SET {value} 1")  # NUL: a UCS-2 SMS can carry U+0000
     assert asyncio.run(engine.handle_message(message)) == "bad_topic"
     assert _outbox(store) == [(alice, f"set: refused, {problem}")]
     [entry] = store.audit_log(kind="command_bad_topic")

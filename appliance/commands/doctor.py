@@ -28,11 +28,12 @@ import os
 import socket
 import sqlite3
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.config import Config, ConfigError, ModemConfig, MqttConfig, default_config_path, load_config
+from appliance.frozen import replace
 from appliance.port_holders import MODEM_MANAGER, MODEM_MANAGER_FIX, SMSGW, users
 
 if TYPE_CHECKING:
