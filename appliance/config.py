@@ -511,7 +511,7 @@ def _modems_auto(file: Path, table: object) -> ModemsAutoConfig:
 
 
 def _sms(file: Path, table: object) -> SmsConfig:
-    from drivers.gsm7_national import LANGUAGE_IDS
+    from drivers.gsm7_languages import LANGUAGE_IDS
 
     sec = _section(file, "sms", table, ("national_language",))
     language = sec.string("national_language")

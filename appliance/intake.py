@@ -46,7 +46,7 @@ from appliance.config import Config, NumbersConfig
 from appliance.frozen import field, frozen
 from appliance.store import PRIORITIES, InvalidRequest, OptedOut, OutboundRequest, Store, store_failure
 from appliance.timeofday import QuietHours, read_quiet_hours
-from drivers.gsm7_national import KNOWN_LANGUAGES, LANGUAGE_IDS
+from drivers.gsm7_languages import KNOWN_LANGUAGES, LANGUAGE_IDS
 from drivers.text_parts import PduError, count_parts, split_text
 
 LOG = logging.getLogger(__name__)

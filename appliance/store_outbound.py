@@ -39,7 +39,7 @@ from appliance.store_types import (
     message_dict,
     same_number,
 )
-from drivers.gsm7_national import KNOWN_LANGUAGES, LANGUAGE_IDS
+from drivers.gsm7_languages import KNOWN_LANGUAGES, LANGUAGE_IDS
 
 if TYPE_CHECKING:
     from drivers.pdu import SmsStatusReport, SubmitPart

@@ -12,25 +12,7 @@ of 23.038 6.2.1.2.4 (and the UDH information elements 0x24 / 0x25 of 23.040 9.2.
 
 from __future__ import annotations
 
-#: ISO 639-1 code -> national language identifier (23.038 6.2.1.2.4).
-LANGUAGE_IDS: dict[str, int] = {
-    "tr": 1,  # Turkish
-    "es": 2,  # Spanish
-    "pt": 3,  # Portuguese
-    "bn": 4,  # Bengali
-    "gu": 5,  # Gujarati
-    "hi": 6,  # Hindi
-    "kn": 7,  # Kannada
-    "ml": 8,  # Malayalam
-    "or": 9,  # Oriya
-    "pa": 10,  # Punjabi
-    "ta": 11,  # Tamil
-    "te": 12,  # Telugu
-    "ur": 13,  # Urdu
-}
-
-#: The known codes as error messages list them: "bn, es, gu, …".
-KNOWN_LANGUAGES = ", ".join(sorted(LANGUAGE_IDS))
+from drivers.gsm7_languages import KNOWN_LANGUAGES, LANGUAGE_IDS  # noqa: F401  (re-exported)
 
 #: National language identifier -> locking shift table (128 septets).
 LOCKING: dict[int, tuple[str | None, ...]] = {

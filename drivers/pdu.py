@@ -892,7 +892,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _language_json(tables: tuple[int, int]) -> dict[str, str | int | None] | None:
-    from drivers.gsm7_national import LANGUAGE_IDS
+    from drivers.gsm7_languages import LANGUAGE_IDS
 
     if tables == (0, 0):
         return None

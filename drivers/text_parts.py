@@ -98,7 +98,7 @@ class Plan:
 
 def language_id(language: str | None) -> int:
     """ISO 639-1 code of a national language of 23.038 6.2.1.2.4 -> its identifier; None -> 0."""
-    from drivers.gsm7_national import KNOWN_LANGUAGES, LANGUAGE_IDS
+    from drivers.gsm7_languages import KNOWN_LANGUAGES, LANGUAGE_IDS
 
     if language is None or language == "":
         return 0

@@ -45,7 +45,7 @@ from appliance.intake import (
     prepare,
 )
 from appliance.store import PRIORITIES
-from drivers.gsm7_national import KNOWN_LANGUAGES
+from drivers.gsm7_languages import KNOWN_LANGUAGES
 
 NAME = "send"
 SOURCE = "cli"
