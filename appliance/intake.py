@@ -33,7 +33,6 @@ A request with an ``id`` (idempotency key) already queued for a recipient is not
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import time
 from collections.abc import Sequence
@@ -43,13 +42,14 @@ from typing import ClassVar
 from appliance import numbers
 from appliance.caps import CapTally, DailyCapExceeded, DailyCaps
 from appliance.config import Config, NumbersConfig
+from appliance.deferred_log import get_logger
 from appliance.frozen import field, frozen
 from appliance.store import PRIORITIES, InvalidRequest, OptedOut, OutboundRequest, Store, store_failure
 from appliance.timeofday import QuietHours, read_quiet_hours
 from drivers.gsm7_languages import KNOWN_LANGUAGES, LANGUAGE_IDS
 from drivers.text_parts import PduError, count_parts, split_text
 
-LOG = logging.getLogger(__name__)
+LOG = get_logger(__name__)
 
 #: The fields of a send request, as a transport names them (JSON keys of ``B/send``); ``request`` is
 #: the request as a whole (not a JSON object).

@@ -14,12 +14,12 @@ find it taken). When it is not listed there, a non-blocking shared flock, releas
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from appliance.deferred_log import get_logger
 from appliance.frozen import frozen
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from appliance.store import Store
 
-LOG = logging.getLogger(__name__)
+LOG = get_logger(__name__)
 
 #: Seconds between two heartbeats written by the daemon.
 HEARTBEAT_INTERVAL = 30.0

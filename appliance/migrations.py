@@ -42,15 +42,16 @@ Version history
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from appliance.deferred_log import get_logger
+
 if TYPE_CHECKING:  # imported in migrate(), only when a migration runs: the CLI starts without it
     import sqlite_utils
 
-LOG = logging.getLogger(__name__)
+LOG = get_logger(__name__)
 
 
 class SchemaError(RuntimeError):

@@ -9,7 +9,6 @@ them.
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
+from appliance.deferred_log import get_logger
 from appliance.migrations import SCHEMA_VERSION, migrate
 from appliance.payload import dump_json
 from appliance.store_types import (
@@ -33,7 +33,7 @@ from appliance.store_types import (
 )
 from drivers.private_files import create_private, restrict
 
-LOG = logging.getLogger("appliance.store")
+LOG = get_logger("appliance.store")
 
 
 #: SQLite's page cache of the daemon's connection, KiB (SQLite's default is 2,000): the queries of the

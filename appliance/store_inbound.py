@@ -5,17 +5,17 @@ handles."""
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
+from appliance.deferred_log import get_logger
 from appliance.store_base import StoreBase
 from appliance.store_types import REASSEMBLY_TIMEOUT, UNDECODABLE, ReceivedMessage, iso
 
 if TYPE_CHECKING:
     from drivers.pdu import SmsDeliver
 
-LOG = logging.getLogger("appliance.store")
+LOG = get_logger("appliance.store")
 
 class InboundTables(StoreBase):
     # --- inbound ----------------------------------------------------------------------------

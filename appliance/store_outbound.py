@@ -4,11 +4,11 @@ sending counts rate limits read, and delivery reports (the life of a message in 
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from appliance.deferred_log import get_logger
 from appliance.frozen import replace
 from appliance.store_optout import OptOutList
 from appliance.store_types import (
@@ -44,7 +44,7 @@ from drivers.gsm7_languages import KNOWN_LANGUAGES, LANGUAGE_IDS
 if TYPE_CHECKING:
     from drivers.pdu import SmsStatusReport, SubmitPart
 
-LOG = logging.getLogger("appliance.store")
+LOG = get_logger("appliance.store")
 
 
 def _count_parts(text: str, language: str | None) -> int:

@@ -3,11 +3,11 @@ batches, then returning the freed pages (docs/store.md, "Retention")."""
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
+from appliance.deferred_log import get_logger
 from appliance.store_base import StoreBase
 from appliance.store_types import (
     AUDIT_RETENTION_DAYS,
@@ -18,7 +18,7 @@ from appliance.store_types import (
     RetentionStep,
 )
 
-LOG = logging.getLogger("appliance.store")
+LOG = get_logger("appliance.store")
 
 
 class Retention(StoreBase):
