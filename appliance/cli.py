@@ -42,13 +42,40 @@ def _command_modules(only: str | None = None) -> list[ModuleType]:
     return sorted(modules, key=lambda m: m.NAME)
 
 
+def terminal_columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` tells it: ``$COLUMNS``, else the width of
+    standard output's terminal, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's own, told the terminal's width: without one, argparse imports ``shutil`` (with
+    ``bz2``, ``lzma`` and ``fnmatch``) at the first ``add_argument``, to ask it."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         terminal_columns() - 2 if width is None else width)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser with every sub-command, or with just the module named ``only`` (a fast start)."""
-    parser = argparse.ArgumentParser(prog="smsgw", description="SMS appliance: MQTT <-> GSM modems")
+    parser = argparse.ArgumentParser(prog="smsgw", description="SMS appliance: MQTT <-> GSM modems",
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"smsgw {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _command_modules(only):
-        command_parser = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        command_parser = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP,
+                                        formatter_class=HelpFormatter)
         module.add_arguments(command_parser)
         command_parser.set_defaults(_main=module.main)
     return parser
