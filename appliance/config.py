@@ -42,10 +42,11 @@ OWN_SECTIONS = ("store", "mqtt", "modems", "modems_auto", "numbers", "limits", "
 RAW_SECTIONS = ("alerts", "commands", "contacts", "groups", "sources", "quiet_hours", "rules", "health", "calls",
                 "call_rules", "self_alerts", "schedules")
 
-_MODEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-_PIN = re.compile(r"^[0-9]{4,8}$")
-_IMEI = re.compile(r"^[0-9]{14,17}$")
-_ICCID = re.compile(r"^[0-9]{18,22}$")
+# patterns compiled by ``re`` at their first use: most configs have no pin, imei or iccid
+_MODEM_ID = r"^[A-Za-z0-9_-]{1,32}$"
+_PIN = r"^[0-9]{4,8}$"
+_IMEI = r"^[0-9]{14,17}$"
+_ICCID = r"^[0-9]{18,22}$"
 #: ``port = "auto"``: the daemon looks for the modem with the configured IMEI / ICCID on these.
 AUTO_PORT = "auto"
 DEFAULT_AUTO_GLOBS = ("/dev/gsm/*", "/dev/serial/by-id/*", "/dev/ttyUSB*", "/dev/ttyACM*", "/dev/ttyAMA0",
@@ -430,7 +431,7 @@ def _modems(file: Path, value: object) -> tuple[ModemConfig, ...]:
         sec = _section(file, f"modems[{index}]", table, known)
         modem_id = sec.string("id", f"modem{index}")
         assert modem_id is not None
-        if not _MODEM_ID.match(modem_id):
+        if not re.match(_MODEM_ID, modem_id):
             raise sec.error("id", f"{modem_id!r} may hold only letters, digits, '-' and '_' (at most 32)")
         if modem_id in seen:
             raise sec.error("id", f"duplicate modem id {modem_id!r} (also modems[{seen[modem_id]}])")
@@ -476,7 +477,7 @@ def _modem_pin(sec: TableReader) -> str | None:
         raise sec.error("pin", "must be a quoted string of 4-8 digits (pin = \"0000\"), not a number")
     pin = sec.string("pin")
     assert pin is not None
-    if not _PIN.match(pin):
+    if not re.match(_PIN, pin):
         raise sec.error("pin", "must be 4-8 digits")
     return pin
 
@@ -489,7 +490,7 @@ def _modem_identity(sec: TableReader, index: int, identities: dict[tuple[str, st
         ids[name] = value = sec.string(name)
         if value is None:
             continue
-        if not pattern.match(value):
+        if not re.match(pattern, value):
             raise sec.error(name, f"{value!r} must be {what}")
         if (name, value) in identities:
             raise sec.error(name, f"{value} is also modems[{identities[(name, value)]}].{name}")

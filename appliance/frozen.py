@@ -105,7 +105,12 @@ def _key(record: object) -> tuple[Any, ...]:
 
 
 def _init(self: Any, *args: Any, **kwargs: Any) -> None:
-    for name, value in _shape(self).values(args, kwargs).items():
+    shape = _shape(self)
+    if kwargs or len(args) != len(shape.fields) or len(shape.init) != len(shape.fields):
+        values = shape.values(args, kwargs)
+    else:  # every field given, in order (the store's rows, the config's tables of countries)
+        values = dict(zip(shape.init, args, strict=True))
+    for name, value in values.items():
         object.__setattr__(self, name, value)
     post_init = getattr(self, "__post_init__", None)
     if post_init is not None:

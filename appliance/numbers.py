@@ -20,9 +20,8 @@ E164_MAX_DIGITS = 15
 E164_MIN_DIGITS = 7
 SHORT_CODE_MAX_DIGITS = 6
 
-_FORMATTING = re.compile(r"[\s\-./()\u00a0\u2010-\u2015]")
-#: An optional + and ASCII digits only: no letter to look for, character by character.
-_PLAIN = re.compile(r"\+?[0-9]+")
+#: What formatting a number may carry (compiled by ``re`` at its first use: a plain number needs none).
+_FORMATTING = r"[\s\-./()\u00a0\u2010-\u2015]"
 
 
 class NumberError(ValueError):
@@ -129,6 +128,12 @@ def _country(code: str | None, number: str) -> Country | None:
     return COUNTRIES[name]
 
 
+def _plain(text: str) -> bool:
+    """An optional + and ASCII digits only: no formatting to strip, no letter to look for."""
+    digits = text[1:] if text.startswith("+") else text
+    return digits.isdigit() and digits.isascii()
+
+
 def _clean(number: str) -> str:
     """Strip formatting; '00' → '+'. Raises NumberError on letters or stray characters."""
     if not isinstance(number, str):
@@ -136,10 +141,11 @@ def _clean(number: str) -> str:
     text = number.strip()
     if text.startswith(("+", "00")):
         text = text.replace("(0)", "", 1)  # "+49 (0)170 ...": the trunk 0 in brackets is not dialled
-    text = _FORMATTING.sub("", text)
+    if not _plain(text):
+        text = re.sub(_FORMATTING, "", text)
     if not text:
         raise NumberError(number, "is empty")
-    if not _PLAIN.fullmatch(text) and any(ch.isalpha() for ch in text):
+    if not _plain(text) and any(ch.isalpha() for ch in text):
         raise NumberError(number, "contains letters; a phone number has only digits and an optional leading +")
     plus = text.startswith("+")
     digits = text[1:] if plus else text

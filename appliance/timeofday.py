@@ -25,7 +25,7 @@ from appliance.frozen import frozen
 from drivers.toml_reader import TableReader
 
 #: ``HH:MM``, as the configuration writes a time of day.
-_CLOCK = re.compile(r"\s*(\d{1,2}):(\d{2})\s*")
+_CLOCK = r"\s*(\d{1,2}):(\d{2})\s*"  # compiled by re at its first use
 #: Days a daily search looks ahead (a weekday filter can skip six days; DST never more than one).
 _HORIZON_DAYS = 8
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -39,7 +39,7 @@ WEEKDAY_NAMES = {
 
 def parse_clock(value: str) -> dtime | None:
     """``"07:00"`` as a time; None if it is not ``HH:MM`` with HH < 24 and MM < 60."""
-    match = _CLOCK.fullmatch(value)
+    match = re.fullmatch(_CLOCK, value)
     if match and int(match[1]) < 24 and int(match[2]) < 60:
         return dtime(int(match[1]), int(match[2]))
     return None

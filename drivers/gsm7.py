@@ -132,10 +132,9 @@ _LANE_BITS = _CHUNK_SEPTETS * 8
 
 
 def _repeat(pattern: int, width: int) -> int:
-    value = 0
-    for offset in range(0, _LANE_BITS, width):
-        value |= pattern << offset
-    return value
+    """``pattern`` (less than ``1 << width``) in every lane of ``width`` bits: a multiple of
+    0b...0001_0001 (``width`` a power of two dividing ``_LANE_BITS``), not a loop over the lanes."""
+    return pattern * (((1 << _LANE_BITS) - 1) // ((1 << width) - 1))
 
 
 # (lane width, low-half mask, high-half mask, low-k mask, shift), narrowest lane first.
