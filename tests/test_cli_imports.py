@@ -82,12 +82,14 @@ def test_a_store_that_needs_a_migration_still_gets_it(tmp_path: Path) -> None:
 
 
 #: Neither queueing an SMS nor reading the store needs these: the daemon's network, serial and GPIO
-#: stacks, and the standard modules only some paths use (hashlib loads OpenSSL; uuid, socket, random,
-#: getpass, and inspect, which pkgutil and dataclasses' signatures bring).
+#: stacks, the PDU codec and the national shift tables, and the standard modules only some paths use
+#: (hashlib loads OpenSSL; uuid, socket, random, getpass; inspect, which pkgutil and dataclasses'
+#: signatures bring; dataclasses, whose classes compile their methods; logging, for messages these
+#: commands write only on rare paths; shutil, which argparse imports to ask the terminal's width).
 NOT_FOR_SEND_OR_STATUS = (
-    "aiohttp", "appliance.daemon", "appliance.dispatcher", "appliance.mqtt", "asyncio", "email", "getpass",
-    "gpiozero", "hashlib", "paho", "pkgutil", "random", "serial", "serial_asyncio", "socket", "sqlite_utils", "ssl",
-    "uuid",
+    "aiohttp", "appliance.daemon", "appliance.dispatcher", "appliance.mqtt", "asyncio", "dataclasses",
+    "drivers.gsm7_national", "drivers.pdu", "email", "getpass", "gpiozero", "hashlib", "inspect", "logging", "paho",
+    "pkgutil", "random", "serial", "serial_asyncio", "shutil", "socket", "sqlite_utils", "ssl", "uuid",
 )
 
 
