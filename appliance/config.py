@@ -639,11 +639,11 @@ def _webhook_durations(sec: TableReader) -> dict[str, float]:
 
 
 def _numbers(file: Path, table: object) -> NumbersConfig:
-    from appliance import numbers
-
     sec = _section(file, "numbers", table,
                    ("default_country", "allow_premium", "allow_short_codes", "blocked", "allowed"))
     country = sec.string("default_country")
+    if country is not None or sec.strings("blocked") or sec.strings("allowed"):
+        from appliance import numbers  # here: without these `smsgw status` needs no country tables
     if country is not None:
         country = numbers.country_code_name(country)
         if country is None:
