@@ -395,10 +395,13 @@ def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
 # (about 4 MiB that would stay for the life of the process): the daemon and the CLI run them in a
 # short-lived interpreter of their own (``Store(path, migrate_in_child=True)``), so they never import it.
 
-#: The child: the package root first on sys.path (the parent's appliance, wherever it was imported
+#: The child: SIGTERM and SIGINT ignored (systemd and a terminal send them to every process of the
+#: daemon, which remembers one during start-up and stops once up: the migration finishes, as it did
+#: in-process), the package root first on sys.path (the parent's appliance, wherever it was imported
 #: from), then ``main`` with the file and the busy timeout.
-_CHILD = ("import sys; sys.path.insert(0, sys.argv[1]); from appliance.migrations import main; "
-          "sys.exit(main(sys.argv[2:]))")
+_CHILD = ("import signal, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+          "signal.signal(signal.SIGINT, signal.SIG_IGN); sys.path.insert(0, sys.argv[1]); "
+          "from appliance.migrations import main; sys.exit(main(sys.argv[2:]))")
 
 
 def migrate_in_child(path: Path, busy_timeout: float) -> int:

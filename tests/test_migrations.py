@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from store_helpers import SENT, T0, Clock, Concat, Deliver, connection, request
+from waiting import wait_until
 
-from appliance.migrations import SCHEMA_VERSION, MigrationFailed, SchemaError, migrate, user_version
+from appliance.migrations import (
+    SCHEMA_VERSION,
+    MigrationFailed,
+    SchemaError,
+    migrate,
+    migrate_in_child,
+    user_version,
+)
 from appliance.store import OutboundRequest, Store
 
 DATABASES = Path(__file__).parent / "databases"
@@ -287,6 +297,53 @@ def test_a_newer_file_is_refused_without_a_child(tmp_path: Path, monkeypatch: py
     with pytest.raises(SchemaError, match="newer than this smsgw supports") as refused:
         Store(path, migrate_in_child=True)
     assert not isinstance(refused.value, MigrationFailed)
+
+
+def child_ignoring_sigterm(path: Path) -> int | None:
+    """The pid of this process's child running with ``path`` in its command line once it ignores
+    SIGTERM and SIGINT (/proc/PID/status SigIgn)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != os.getpid():
+                continue
+            if str(path).encode() not in (entry / "cmdline").read_bytes():
+                continue
+            ignored = int(next(line.split()[1] for line in (entry / "status").read_text().splitlines()
+                               if line.startswith("SigIgn:")), 16)
+        except (OSError, IndexError, ValueError, StopIteration):
+            continue  # gone, or not exec'd yet
+        wanted = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
+        if ignored & wanted == wanted:
+            return int(entry.name)
+    return None
+
+
+def test_a_sigterm_during_the_migration_does_not_cut_it_short(tmp_path: Path) -> None:
+    """As in-process: `smsgw run` remembers a SIGTERM during start-up and stops once up, so the child
+    (which systemd signals with the daemon) finishes the steps."""
+    path = tmp_path / "new.db"
+    sqlite3.connect(path, isolation_level=None).execute("PRAGMA journal_mode=WAL").connection.close()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the child waits for the write lock
+    outcome: list[object] = []
+
+    def migrate_there() -> None:
+        try:
+            outcome.append(migrate_in_child(path, busy_timeout=30.0))
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=migrate_there)
+    thread.start()
+    child = wait_until(lambda: child_ignoring_sigterm(path), timeout=30, what="the migration child")
+    os.kill(child, signal.SIGTERM)
+    os.kill(child, signal.SIGINT)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    thread.join(timeout=60)
+    assert outcome == [0]
+    with sqlite3.connect(path) as conn:
+        assert user_version(conn) == SCHEMA_VERSION
 
 
 def smsgw(*args: str) -> subprocess.CompletedProcess[str]:
