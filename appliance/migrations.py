@@ -413,8 +413,12 @@ def migrate_in_child(path: Path, busy_timeout: float) -> int:
     import subprocess
 
     root = str(Path(__file__).resolve().parent.parent)
-    result = subprocess.run([sys.executable, "-c", _CHILD, root, str(path), repr(busy_timeout)],
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+    failed = f"migrating the store {path} to schema version {SCHEMA_VERSION} failed"
+    try:
+        result = subprocess.run([sys.executable, "-c", _CHILD, root, str(path), repr(busy_timeout)],
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", check=False)
+    except OSError as exc:  # no interpreter to start (sys.executable empty), no process left
+        raise MigrationFailed(f"{failed}: cannot start {sys.executable or 'the interpreter'}: {exc}") from exc
     lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
     if result.returncode == 0:
         try:
@@ -424,7 +428,7 @@ def migrate_in_child(path: Path, busy_timeout: float) -> int:
     if result.returncode < 0:
         lines.append(f"the migration process was killed by signal {-result.returncode}")
     reason = lines[-1] if lines else f"the migration process exited with status {result.returncode}"
-    raise MigrationFailed(f"migrating the store {path} to schema version {SCHEMA_VERSION} failed: {reason}")
+    raise MigrationFailed(f"{failed}: {reason}")
 
 
 def migrate_file(path: Path, busy_timeout: float) -> int:

@@ -285,6 +285,9 @@ def test_a_child_that_dies_is_a_failed_migration(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(migrations, "_CHILD", "import sys; sys.exit(3)")
     with pytest.raises(MigrationFailed, match="failed: the migration process exited with status 3$"):
         Store(tmp_path / "new.db", migrate_in_child=True)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    with pytest.raises(MigrationFailed, match=r"failed: cannot start .*no-python: \[Errno 2\]"):
+        Store(tmp_path / "new.db", migrate_in_child=True)
 
 
 def test_a_newer_file_is_refused_without_a_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
