@@ -153,7 +153,7 @@ class Daemon:
 
     async def start(self) -> None:
         config = self.config
-        self.store = store = Store(config.store.path)
+        self.store = store = Store(config.store.path, migrate_in_child=True)
         from appliance.rules.commands import text_filter
 
         store.shown_text = text_filter(config)  # PINs withheld in B/received (and so in HA)

@@ -43,7 +43,9 @@ Version history
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance.deferred_log import get_logger
@@ -56,6 +58,12 @@ LOG = get_logger(__name__)
 
 class SchemaError(RuntimeError):
     """The database file cannot be used by this version of smsgw."""
+
+
+class MigrationFailed(SchemaError):
+    """A migration run in a child process (``migrate_in_child``) failed; its message names the file
+    and the child's error. The step that failed was rolled back: the file keeps the version of the
+    last step that committed."""
 
 
 def user_version(conn: sqlite3.Connection) -> int:
@@ -346,30 +354,107 @@ MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
+def refuse_newer(version: int) -> None:
+    """``SchemaError`` if ``version`` is from a newer smsgw than this one."""
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"database schema version {version} is newer than this smsgw supports ({SCHEMA_VERSION}); "
+            "upgrade smsgw or restore a backup"
+        )
+
+
 def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
     """Bring the database to ``target``; each step commits with its new user_version. The old version."""
     start = user_version(conn)
-    if start > SCHEMA_VERSION:
-        raise SchemaError(
-            f"database schema version {start} is newer than this smsgw supports ({SCHEMA_VERSION}); "
-            "upgrade smsgw or restore a backup"
-        )
+    refuse_newer(start)
     if start >= target:
         return start
     import sqlite_utils
 
     db = sqlite_utils.Database(conn)
+    reached = start
     for version in sorted(v for v in MIGRATIONS if start < v <= target):
         LOG.info("migrating store schema to version %d", version)
         conn.execute("BEGIN IMMEDIATE")
-        if user_version(conn) >= version:  # another process migrated while we waited for the lock
+        if (reached := user_version(conn)) >= version:  # another process migrated while we waited for the lock
             conn.execute("COMMIT")
             continue
         try:
             MIGRATIONS[version](db)
             conn.execute(f"PRAGMA user_version = {version}")
-        except BaseException:
+        except BaseException as exc:
             conn.execute("ROLLBACK")
+            exc.add_note(f"in the step to schema version {version}; the file stays at version {reached}")
             raise
         conn.execute("COMMIT")
     return start
+
+
+# --- in a child process -------------------------------------------------------------------------
+#
+# The steps are written with sqlite_utils, which imports click, pluggy, dateutil and the email package
+# (about 4 MiB that would stay for the life of the process): the daemon and the CLI run them in a
+# short-lived interpreter of their own (``Store(path, migrate_in_child=True)``), so they never import it.
+
+#: The child: SIGTERM and SIGINT ignored (systemd and a terminal send them to every process of the
+#: daemon, which remembers one during start-up and stops once up: the migration finishes, as it did
+#: in-process), the package root first on sys.path (the parent's appliance, wherever it was imported
+#: from), then ``main`` with the file and the busy timeout.
+_CHILD = ("import signal, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+          "signal.signal(signal.SIGINT, signal.SIG_IGN); sys.path.insert(0, sys.argv[1]); "
+          "from appliance.migrations import main; sys.exit(main(sys.argv[2:]))")
+
+
+def migrate_in_child(path: Path, busy_timeout: float) -> int:
+    """Run ``migrate`` on the file at ``path`` (which exists) in a child interpreter, the same as this
+    one, and wait for it; the old version it found. Each step is still one transaction with its
+    user_version, so two processes migrating at once take turns as in-process (the second skips
+    the steps the first committed); ``MigrationFailed`` naming the file and the child's error if
+    it failed (a step's error, a lock held past ``busy_timeout``, the child killed)."""
+    import subprocess
+
+    root = str(Path(__file__).resolve().parent.parent)
+    failed = f"migrating the store {path} to schema version {SCHEMA_VERSION} failed"
+    try:
+        result = subprocess.run([sys.executable, "-c", _CHILD, root, str(path), repr(busy_timeout)],
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", check=False)
+    except OSError as exc:  # no interpreter to start (sys.executable empty), no process left
+        raise MigrationFailed(f"{failed}: cannot start {sys.executable or 'the interpreter'}: {exc}") from exc
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    if result.returncode == 0:
+        try:
+            return int(result.stdout.split()[-1])
+        except (IndexError, ValueError):
+            lines.append(f"unexpected output {result.stdout!r}")
+    if result.returncode < 0:
+        lines.append(f"the migration process was killed by signal {-result.returncode}")
+    reason = lines[-1] if lines else f"the migration process exited with status {result.returncode}"
+    raise MigrationFailed(f"{failed}: {reason}")
+
+
+def migrate_file(path: Path, busy_timeout: float) -> int:
+    """``migrate`` the existing file at ``path`` with a connection of its own (``synchronous=FULL``
+    and foreign keys on, as the store's); the old version."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None,
+                           timeout=busy_timeout)
+    try:
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return migrate(conn)
+    finally:
+        conn.close()
+
+
+def main(argv: Sequence[str]) -> int:
+    """The child of ``migrate_in_child`` (arguments: the file, the busy timeout): prints the old
+    version and returns 0, or prints the error as the last line of stderr and returns 1."""
+    path, busy_timeout = Path(argv[0]), float(argv[1])
+    try:
+        start = migrate_file(path, busy_timeout)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises MigrationFailed
+        notes = "; ".join(getattr(exc, "__notes__", ()))  # the step that failed
+        print(f"{type(exc).__name__}: {' '.join(str(exc).split())}" + (f" ({notes})" if notes else ""),
+              file=sys.stderr)  # one line, the last
+        return 1
+    print(start)
+    return 0

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any, Self
 
 from appliance.deferred_log import get_logger
-from appliance.migrations import SCHEMA_VERSION, migrate
+from appliance.migrations import (
+    SCHEMA_VERSION,
+    MigrationFailed,
+    migrate,
+    migrate_in_child,
+    refuse_newer,
+    user_version,
+)
 from appliance.payload import dump_json
 from appliance.store_types import (
     BUSY_TIMEOUT,
@@ -43,13 +50,17 @@ PAGE_CACHE_KIB = 1024
 
 
 class StoreBase:
-    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time, read_only: bool = False,
+                 migrate_in_child: bool = False) -> None:
         """Open (creating and migrating) the store at ``path``; with ``read_only``, open an existing
         file with SQLite's ``mode=ro``: no migration, no PRAGMA that writes, nothing created, so it
-        works on a full disk (``smsgw status``, ``inbox``, ``outbox``)."""
+        works on a full disk (``smsgw status``, ``inbox``, ``outbox``). With ``migrate_in_child``
+        (the daemon, the CLI), a file that needs a migration is migrated by a short-lived child
+        process (``migrations.migrate_in_child``): this one never imports sqlite_utils."""
         self.path = Path(path)
         self.clock = clock
         self.read_only = read_only
+        self._child_migration = migrate_in_child
         self._listeners: list[Callable[[], None]] = []
         self._enqueue_listeners: list[Callable[[], None]] = []
         self._tx_events = 0
@@ -71,7 +82,7 @@ class StoreBase:
             return
         try:
             self._open_writable(str(path))
-        except (sqlite3.OperationalError, OSError) as exc:
+        except (sqlite3.OperationalError, OSError, MigrationFailed) as exc:
             # on a full disk SQLite fails to create or grow the -shm/-wal ("disk I/O error")
             if str(path) != ":memory:" and nearly_full(self.path):
                 raise StoreFull(f"the disk holding {self.path} is full ({free_space(self.path)}): {exc}") from exc
@@ -92,9 +103,29 @@ class StoreBase:
         if path != ":memory:":
             for suffix in ("-wal", "-shm"):  # SQLite gives them the database's mode; older ones may be wider
                 restrict(f"{self.path}{suffix}")
-        self.migrated_from = migrate(self._conn)
+        if self._child_migration and path != ":memory:":
+            self.migrated_from = self._migrate_by_child()
+        else:
+            self.migrated_from = migrate(self._conn)
         if path != ":memory:":
             share_with_group(self.path)
+
+    def _migrate_by_child(self) -> int:
+        """``migrate`` run by a child process when the file is older than ``SCHEMA_VERSION`` (a new
+        file is at 0); the old version. The file exists, in WAL mode and with ``auto_vacuum`` set:
+        the child only runs the steps."""
+        start = user_version(self._conn)
+        refuse_newer(start)
+        if start >= SCHEMA_VERSION:
+            return start
+        LOG.info("migrating %s from schema %d to %d in a child process", self.path, start, SCHEMA_VERSION)
+        migrate_in_child(self.path, BUSY_TIMEOUT)
+        reached = user_version(self._conn)
+        if reached != SCHEMA_VERSION:  # e.g. a newer smsgw migrated the file meanwhile
+            refuse_newer(reached)
+            raise MigrationFailed(f"migrating the store {self.path} left schema version {reached}, "
+                                  f"not {SCHEMA_VERSION}")
+        return start
 
     def _set_wal(self) -> None:
         """``PRAGMA journal_mode=WAL``, asked again until ``BUSY_TIMEOUT`` while the file is locked.

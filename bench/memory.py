@@ -9,8 +9,8 @@ Target: peak <= 40 MiB, flat from one burst to the next.
 
 ``--store existing`` (the default) gives the daemon a store created and migrated beforehand by
 another process, as on every start of an appliance but its first; ``--store new`` lets the daemon
-create it, so its peak includes the migrations (they import sqlite-utils, about 4 MiB, for the life of
-the process).
+create it (its migrations run in a child process of the daemon's: the daemon never imports
+sqlite-utils, about 4 MiB, which it used to keep for the life of the process).
 
     python bench/memory.py [--count 10000] [--batches 2] [--modems 4] [--store existing|new] [--json]
 """

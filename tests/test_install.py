@@ -135,8 +135,10 @@ def test_root_tree_works_after_moving_it(tmp_path, wheelhouse):
     staged = tmp_path / "staging" / "rootfs"
     (staged / "etc" / "smsgw").mkdir(parents=True)
     shutil.copy(DEPLOY / "smsgw.toml", staged / "etc" / "smsgw" / "smsgw.toml")  # the image's config
+    # without PYTHONPATH: a checkout on it (with its smsgw.egg-info) would make pip find smsgw installed already
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(["bash", str(DEPLOY / "install.sh"), "--root", str(staged), "--wheels", str(wheelhouse)],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, env=clean)
     assert result.returncode == 0, result.stdout + result.stderr
     units = staged / "etc/systemd/system"
     for unit in ("smsgw.service", "smsgw-install.service"):  # enabled, as links for the image's own /

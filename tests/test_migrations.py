@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 from store_helpers import SENT, T0, Clock, Concat, Deliver, connection, request
+from waiting import wait_until
 
-from appliance.migrations import SCHEMA_VERSION, SchemaError, migrate, user_version
+from appliance.migrations import (
+    SCHEMA_VERSION,
+    MigrationFailed,
+    SchemaError,
+    migrate,
+    migrate_in_child,
+    user_version,
+)
 from appliance.store import OutboundRequest, Store
 
 DATABASES = Path(__file__).parent / "databases"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_dump(name: str, path: Path) -> Path:
@@ -190,3 +205,168 @@ def test_a_v9_file_gets_the_alert_table_of_v12(tmp_path: Path) -> None:
         assert "alert" in columns(connection(store))
         assert {"alert_due", "alert_active", "alert_closed"} <= indexes(connection(store))
         assert store.alerts() == [] and store.next_due_at() == T0  # the queued message is still due
+
+
+# --- the daemon's and the CLI's way: the steps run in a child process --------------------------
+
+#: Opens the store as the daemon does, in an interpreter of its own (the tests' imports do not count),
+#: and prints what it migrated from and the sqlite_utils modules it imported.
+OPEN_AS_THE_DAEMON = (
+    "import json, sys\n"
+    "from appliance.store import Store\n"
+    "store = Store(sys.argv[1], migrate_in_child=True)\n"
+    "print(json.dumps({'from': store.migrated_from, 'stats': store.stats()['outbox'],\n"
+    "                  'sqlite_utils': sorted(m for m in sys.modules if m.split('.')[0] == 'sqlite_utils')}))\n"
+)
+
+
+def opened_as_the_daemon(path: Path) -> dict[str, object]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", OPEN_AS_THE_DAEMON, str(path)], capture_output=True, text=True,
+                            env=env, cwd=path.parent, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def test_a_new_store_opened_as_the_daemon_does_is_migrated_without_importing_sqlite_utils(tmp_path: Path) -> None:
+    opened = opened_as_the_daemon(tmp_path / "new.db")
+    assert opened["from"] == 0 and opened["sqlite_utils"] == []
+    assert opened["stats"] == {"queued": 0, "sending": 0, "sent": 0, "delivered": 0, "failed": 0, "expired": 0}
+    with Store(tmp_path / "new.db") as child, Store(tmp_path / "in_process.db") as here:
+        assert child.migrated_from == SCHEMA_VERSION  # nothing left to run
+        assert user_version(connection(child)) == SCHEMA_VERSION
+        assert columns(connection(child)) == columns(connection(here))
+        assert indexes(connection(child)) == indexes(connection(here))
+        for pragma in ("auto_vacuum", "journal_mode"):  # set by the parent before the child's first table
+            assert connection(child).execute(f"PRAGMA {pragma}").fetchone() == \
+                connection(here).execute(f"PRAGMA {pragma}").fetchone()
+    assert (tmp_path / "new.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_old_store_opened_as_the_daemon_does_keeps_its_rows(tmp_path: Path) -> None:
+    path = load_dump("v1_sample.sql", tmp_path / "v1.db")
+    opened = opened_as_the_daemon(path)
+    assert opened["from"] == 1 and opened["sqlite_utils"] == []
+    with Store(path) as child, Store(load_dump("v1_sample.sql", tmp_path / "in_process.db")) as here:
+        assert child.migrated_from == SCHEMA_VERSION and here.migrated_from == 1
+        assert opened["stats"] == here.stats()["outbox"] and opened["stats"]["queued"] == 1
+        assert columns(connection(child)) == columns(connection(here))
+        assert child.outbox(100) == here.outbox(100)
+
+
+def test_a_store_at_the_current_schema_starts_no_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance import migrations
+
+    Store(tmp_path / "current.db").close()
+    monkeypatch.setattr(migrations, "_CHILD", "raise SystemExit('no child expected')")
+    with Store(tmp_path / "current.db", migrate_in_child=True) as store:
+        assert store.migrated_from == SCHEMA_VERSION
+
+
+def test_a_failed_migration_in_the_child_names_the_file_and_the_error(tmp_path: Path) -> None:
+    path = load_dump("v1_sample.sql", tmp_path / "v1.db")
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE inbox ADD COLUMN partial INTEGER")  # a clash makes step 2 fail
+    with pytest.raises(MigrationFailed) as failed:
+        Store(path, migrate_in_child=True)
+    assert str(failed.value) == (f"migrating the store {path} to schema version {SCHEMA_VERSION} failed: "
+                                 "OperationalError: duplicate column name: partial (in the step to schema "
+                                 "version 2; the file stays at version 1)")
+    with sqlite3.connect(path) as conn:
+        assert user_version(conn) == 1 and "part_report" not in indexes(conn)  # step 2 rolled back
+
+
+def test_a_child_that_dies_is_a_failed_migration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance import migrations
+
+    monkeypatch.setattr(migrations, "_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    with pytest.raises(MigrationFailed, match=r"new\.db .*failed: the migration process was killed by signal 9"):
+        Store(tmp_path / "new.db", migrate_in_child=True)
+    monkeypatch.setattr(migrations, "_CHILD", "import sys; sys.exit(3)")
+    with pytest.raises(MigrationFailed, match="failed: the migration process exited with status 3$"):
+        Store(tmp_path / "new.db", migrate_in_child=True)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    with pytest.raises(MigrationFailed, match=r"failed: cannot start .*no-python: \[Errno 2\]"):
+        Store(tmp_path / "new.db", migrate_in_child=True)
+
+
+def test_a_newer_file_is_refused_without_a_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance import migrations
+
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    monkeypatch.setattr(migrations, "_CHILD", "raise SystemExit('no child expected')")
+    with pytest.raises(SchemaError, match="newer than this smsgw supports") as refused:
+        Store(path, migrate_in_child=True)
+    assert not isinstance(refused.value, MigrationFailed)
+
+
+def child_ignoring_sigterm(path: Path) -> int | None:
+    """The pid of this process's child running with ``path`` in its command line once it ignores
+    SIGTERM and SIGINT (/proc/PID/status SigIgn)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != os.getpid():
+                continue
+            if str(path).encode() not in (entry / "cmdline").read_bytes():
+                continue
+            ignored = int(next(line.split()[1] for line in (entry / "status").read_text().splitlines()
+                               if line.startswith("SigIgn:")), 16)
+        except (OSError, IndexError, ValueError, StopIteration):
+            continue  # gone, or not exec'd yet
+        wanted = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
+        if ignored & wanted == wanted:
+            return int(entry.name)
+    return None
+
+
+def test_a_sigterm_during_the_migration_does_not_cut_it_short(tmp_path: Path) -> None:
+    """As in-process: `smsgw run` remembers a SIGTERM during start-up and stops once up, so the child
+    (which systemd signals with the daemon) finishes the steps."""
+    path = tmp_path / "new.db"
+    sqlite3.connect(path, isolation_level=None).execute("PRAGMA journal_mode=WAL").connection.close()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the child waits for the write lock
+    outcome: list[object] = []
+
+    def migrate_there() -> None:
+        try:
+            outcome.append(migrate_in_child(path, busy_timeout=30.0))
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=migrate_there)
+    thread.start()
+    child = wait_until(lambda: child_ignoring_sigterm(path), timeout=30, what="the migration child")
+    os.kill(child, signal.SIGTERM)
+    os.kill(child, signal.SIGINT)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    thread.join(timeout=60)
+    assert outcome == [0]
+    with sqlite3.connect(path) as conn:
+        assert user_version(conn) == SCHEMA_VERSION
+
+
+def smsgw(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "SMSGW_CONFIG"}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("command", [["run"], ["send", "+491701234567", "hi"]])
+def test_run_and_send_report_a_failed_migration_with_the_store_file(tmp_path: Path, command: list[str]) -> None:
+    path = load_dump("v1_sample.sql", tmp_path / "smsgw.db")
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE inbox ADD COLUMN partial INTEGER")
+    config = tmp_path / "smsgw.toml"
+    config.write_text('[store]\npath = "smsgw.db"\n[[modems]]\nid = "sim0"\nport = "/dev/null-modem"\n')
+    result = smsgw(command[0], "--config", str(config), *command[1:])
+    assert result.returncode == 1, result.stderr
+    assert f"migrating the store {path} to schema version {SCHEMA_VERSION} failed: " \
+        "OperationalError: duplicate column name: partial (in the step to schema version 2; the file stays at " \
+        "version 1)" in result.stderr
+    with sqlite3.connect(path) as conn:
+        assert user_version(conn) == 1

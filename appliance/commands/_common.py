@@ -103,7 +103,7 @@ def open_store(cfg: Config, command: str, *, create: bool = False, read_only: bo
     if not path.parent.is_dir():
         return fail(command, f"{path.parent} does not exist (store.path in {cfg.path})", EXIT_USAGE)
     try:
-        store = Store(path, read_only=read_only)
+        store = Store(path, read_only=read_only, migrate_in_child=True)
     except Exception as exc:  # sqlite3 errors, a newer schema, a full disk
         give_to_store_owner(path)
         reason = str(exc)

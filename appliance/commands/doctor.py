@@ -343,7 +343,7 @@ def run_checks(config: Config, args: argparse.Namespace) -> list[Finding]:
             from appliance.liveness import daemon_view
             from appliance.store import Store
 
-            store = Store(config.store.path)
+            store = Store(config.store.path, migrate_in_child=True)
             try:
                 last_state = {m.id: store.state_get("modem", m.id) for m in config.modems}
                 findings.append(judge_daemon(daemon_view(store, config.store.path)))

@@ -61,7 +61,7 @@ def sim_states(config: Config) -> dict[str, dict[str, Any]]:
     if config.store.path.exists():
         from appliance.store import Store
 
-        with contextlib.suppress(Exception), Store(config.store.path) as store:
+        with contextlib.suppress(Exception), Store(config.store.path, migrate_in_child=True) as store:
             recorded = {m.id: store.state_get("modem", m.id) or {} for m in config.modems}
     states: dict[str, dict[str, Any]] = {}
     for modem in config.modems:
