@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from appliance.store import MULTIPART_WAIT, ClaimedMessage, Part, Store, local_midnight
+from appliance.wal_sync import SyncFailed, WalSync
 from drivers.errors import AtError, AtTimeout, TransportError, is_sim_state_error
 from drivers.pdu import PduError, SubmitPart, decode, encode_submit
 
@@ -150,6 +151,9 @@ class _Slot:
     next: ClaimedMessage | None = None  # claimed (and encoded) while the last part of ``current`` is sent
     sent: int = 0  # parts sent since start
     last_error: str | None = None
+    #: WalSync tickets of the TP-MRs of the last two parts sent (oldest first): the older one is on
+    #: disk before the next AT+CMGS.
+    unsynced: deque[int] = field(default_factory=lambda: deque(maxlen=2))
 
     @property
     def modem_id(self) -> str:
@@ -229,6 +233,8 @@ class Dispatcher:
         #: Seconds the rest of a multipart message waits for the modem that sent its first parts.
         self.multipart_wait = multipart_wait
         self._slots: dict[str, _Slot] = {}
+        #: Makes the TP-MRs durable in a thread (group commit); see appliance.wal_sync.
+        self.wal_sync = WalSync(store.sync)
         #: When a part was last sent (this process's life; None: not yet): the self-alerts' ``no_send``.
         self.last_sent_at: float | None = None
         self._in_flight: dict[str, int] = {}  # recipient -> sends in progress
@@ -338,6 +344,7 @@ class Dispatcher:
                     LOG.error("%s ended with %r", task.get_name(), task.exception())
         for slot in self._slots.values():
             slot.task = None
+        await self.wal_sync.flush()  # every TP-MR committed is on disk when stop returns
         self._running = False
 
     def wake(self) -> None:
@@ -578,6 +585,8 @@ class Dispatcher:
                 await self._sleep(slot, wait)
             if lease_until - now < self.lease / 2:
                 lease_until = self.store.renew_lease(claimed.id, self.lease, now)
+            if not await self._older_tp_mr_on_disk(slot, claimed):
+                return
             submit = SubmitPart(part.pdu, part.tpdu_length, part.sequence, part.total)
             # one task (wait_for would start the send in a task of its own a loop turn later), so its
             # first step, the one the sleep below lets run, writes AT+CMGS before the prefetch claims
@@ -598,11 +607,31 @@ class Dispatcher:
                 return
             now = self.clock()
             # the duplicate window closes here: the TP-MR is committed before anything else happens
-            state = self.store.part_sent(claimed.id, part.sequence, slot.modem_id, reference, now)
+            state = self.store.part_sent(claimed.id, part.sequence, slot.modem_id, reference, now, durable=False)
+            slot.unsynced.append(self.wal_sync.request())
             self._record_send(slot, claimed.recipient, now)
             slot.last_error = None
             LOG.info("message %d part %d/%d sent via %s (TP-MR %d)%s", claimed.id, part.sequence,
                      part.total, slot.modem_id, reference, "; message sent" if state == "sent" else "")
+
+    async def _older_tp_mr_on_disk(self, slot: _Slot, claimed: ClaimedMessage) -> bool:
+        """Wait until the TP-MR of this modem's part before the last is on disk (the last one's
+        sync overlaps this part's exchange). False when that sync failed: ``claimed`` goes back to
+        the queue unsent and the modem pauses (the disk, not the message or the modem)."""
+        if len(slot.unsynced) < 2:
+            return True
+        try:
+            await self.wal_sync.wait(slot.unsynced[0])
+        except SyncFailed as exc:
+            now = self.clock()
+            LOG.error("%s: %s; message %d goes back to the queue and %s pauses for %.0fs", slot.modem_id, exc,
+                      claimed.id, slot.modem_id, self.modem_error_pause)
+            slot.unsynced.clear()
+            slot.paused_until = now + self.modem_error_pause
+            slot.last_error = str(exc)
+            self.store.release(claimed.id, now, error=str(exc))
+            return False
+        return True
 
     def _failed(self, slot: _Slot, claimed: ClaimedMessage, part: Part, exc: BaseException) -> None:
         now = self.clock()

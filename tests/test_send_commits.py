@@ -1,7 +1,8 @@
 """A send commits twice: the claim with the message's parts (before the PDU leaves) and the TP-MR
 after its +CMGS. Counted from the SQL the store's connection runs (sqlite3 trace), a transaction
-counting when it changed rows. Only the TP-MR's commit is fsync'ed: counted from the system calls
-(strace), and a claim made by a process killed right after it is in the file."""
+counting when it changed rows. Only the TP-MR's commit is made durable, by an fsync at its commit or,
+as the dispatcher commits it, by WalSync's fdatasync of the WAL in a thread: counted from the system
+calls (strace), and a claim made by a process killed right after it is in the file."""
 
 from __future__ import annotations
 
@@ -105,7 +106,12 @@ assert claimed is not None and claimed.parts
 if kill_after == "claim":
     os.kill(os.getpid(), signal.SIGKILL)
 step("part_sent")
-store.part_sent(claimed.id, 1, "sim0", 42)
+if kill_after == "dispatcher":  # as the dispatcher commits it: no fsync, then WalSync's sync
+    store.part_sent(claimed.id, 1, "sim0", 42, durable=False)
+    step("sync")
+    store.sync()
+else:
+    store.part_sent(claimed.id, 1, "sim0", 42)
 step("events_done")
 store.events_done([event.id for event in store.events_pending()])
 if kill_after == "events_done":
@@ -138,6 +144,25 @@ def test_only_the_enqueue_and_the_tp_mr_wait_for_an_fsync(tmp_path: Path) -> Non
     # accepted and TP-MR: fsync'ed before they return; the claim and the events done: synced by the next
     assert fsyncs["enqueue"] >= 1 and fsyncs["part_sent"] >= 1
     assert fsyncs["claim"] == 0 and fsyncs["events_done"] == 0
+
+
+def test_the_dispatchers_tp_mr_commits_without_fsync_and_its_sync_fdatasyncs_the_wal(tmp_path: Path) -> None:
+    trace = tmp_path / "strace.txt"
+    command = [str(shutil.which("strace")), "-y", "-o", str(trace), "-e", "trace=fsync,fdatasync,newfstatat,stat,statx",
+               sys.executable, "-c", STEPS, str(tmp_path / "smsgw.db"), "dispatcher"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    syncs: dict[str, list[str]] = {}
+    step = None
+    for line in trace.read_text().splitlines():
+        if "/smsgw-step/" in line:
+            step = line.split("/smsgw-step/", 1)[1].split('"', 1)[0]
+            syncs[step] = []
+        elif line.startswith(("fsync(", "fdatasync(")) and step is not None:
+            syncs[step].append(line)
+    assert syncs["part_sent"] == []
+    assert len(syncs["sync"]) == 1 and syncs["sync"][0].startswith("fdatasync(")
+    assert f"<{tmp_path / 'smsgw.db'}-wal>" in syncs["sync"][0]  # strace -y: the file behind the descriptor
 
 
 @pytest.mark.parametrize("killed_after", ["claim", "events_done"])
