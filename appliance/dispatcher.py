@@ -145,6 +145,7 @@ class _Slot:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     sent_times: deque[float] = field(default_factory=deque)  # the rate window only: see note_sent
     day_start: float = -1.0
+    day_end: float = -1.0  # the next local midnight: day_start is computed again from then on
     day_count: int = 0
     task: asyncio.Task[None] | None = None
     current: int | None = None  # message id in flight
@@ -318,7 +319,7 @@ class Dispatcher:
         now = self.clock()
         slot.reset_window(
             self.store.modem_sent_times(slot.modem_id, now - RATE_WINDOW) if slot.limits.rate_per_minute else ())
-        slot.day_start = -1.0
+        slot.day_start = slot.day_end = -1.0
         slot.task = asyncio.create_task(self._worker(slot), name=f"dispatcher-{slot.modem_id}")
 
     async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
@@ -364,7 +365,11 @@ class Dispatcher:
         return sorted(busy)
 
     def _refresh_day(self, slot: _Slot, now: float) -> None:
+        if slot.day_start <= now < slot.day_end:
+            return  # the same local day (the common case: no mktime per part)
         day = local_midnight(now)
+        # 25 hours on: past the next midnight on any day, 23-hour and 25-hour DST days included
+        slot.day_end = local_midnight(day + 90000)
         if day != slot.day_start:
             slot.day_start = day
             slot.day_count = self.store.modem_sent_count(slot.modem_id, day)
