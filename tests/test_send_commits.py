@@ -187,9 +187,9 @@ class OrderModem(RecordingModem):
         super().__init__(modem_id)
         self.order = order
 
-    async def send_pdu(self, part: SubmitPart) -> int:
+    async def send_pdu(self, part: SubmitPart, **hooks: Any) -> int:
         self.order.append(f"AT+CMGS {decode(part.pdu).text}")  # type: ignore[union-attr]
-        return await super().send_pdu(part)
+        return await super().send_pdu(part, **hooks)
 
 
 async def test_the_next_message_is_claimed_once_the_last_part_is_in_at_cmgs(store: Store, clock: Clock) -> None:
@@ -215,3 +215,43 @@ async def test_the_next_message_is_claimed_once_the_last_part_is_in_at_cmgs(stor
     finally:
         await running.stop(timeout=2.0)
     assert order == [step for n in range(4) for step in (f"claim message {n}", f"AT+CMGS message {n}")]
+
+
+class StateModem(RecordingModem):
+    """Notes, at each AT+CMGS and at each PDU (once ``ready`` returned), the state of the message
+    sent before it."""
+
+    def __init__(self, modem_id: str, store: Store, ids: list[int]) -> None:
+        super().__init__(modem_id)
+        self.store, self.ids, self.seen = store, ids, []  # type: list[tuple[str, int, str]]
+
+    def _previous(self, step: str) -> None:
+        n = len(self.sent)
+        if n:
+            self.seen.append((step, n, self.store.message(self.ids[n - 1])["state"]))  # type: ignore[index]
+
+    async def send_pdu(self, part: SubmitPart, **hooks: Any) -> int:
+        self._previous("AT+CMGS")
+        ready = hooks.pop("ready")
+
+        async def noted_ready() -> None:
+            await ready()
+            self._previous("PDU")
+
+        return await super().send_pdu(part, ready=noted_ready, **hooks)
+
+
+async def test_the_tp_mr_is_committed_while_the_next_at_cmgs_waits_for_its_prompt(store: Store, clock: Clock) -> None:
+    """The previous part's TP-MR commits between the next AT+CMGS and its PDU, never after that PDU."""
+    queued = store.enqueue([request(f"+4917012345{n:02d}", f"message {n}") for n in range(4)])
+    modem = StateModem("sim0", store, [q.id for q in queued])
+    running = Dispatcher(store, [modem], clock=clock, poll_interval=0.05,  # type: ignore[list-item]
+                         backoff_jitter=0.0, lease=30.0, send_timeout=5.0)
+    await running.start()
+    try:
+        for result in queued:
+            await wait_state(store, result.id, "sent")  # the last one too: committed once the queue is empty
+    finally:
+        await running.stop(timeout=2.0)
+    assert modem.seen == [(step, n, state) for n in (1, 2, 3)
+                          for step, state in (("AT+CMGS", "sending"), ("PDU", "sent"))]
