@@ -37,10 +37,11 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from appliance.frozen import replace
-from appliance.store import MULTIPART_WAIT, ClaimedMessage, Part, Store, local_midnight
+from appliance.store import MULTIPART_WAIT, ClaimedMessage, Part, Store, StoreError, local_midnight
+from appliance.wal_sync import SyncFailed, WalSync
 from drivers.errors import AtError, AtTimeout, TransportError, is_sim_state_error
 from drivers.pdu import PduError, SubmitPart, decode, encode_submit
 
@@ -76,7 +77,10 @@ class SendingModem(Protocol):
     @property
     def modem_id(self) -> str: ...
 
-    async def send_pdu(self, part: SubmitPart) -> int: ...
+    async def send_pdu(self, part: SubmitPart, *, ready: Callable[[], Awaitable[None]] | None = None,
+                       written: Callable[[], None] | None = None) -> int:
+        """``ready`` is awaited after AT+CMGS and before the PDU is written; ``written`` is called
+        right after the PDU is written."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,16 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+class _SentPart(NamedTuple):
+    """A part the network took (its +CMGS came) whose TP-MR is yet to be committed."""
+
+    message_id: int
+    sequence: int
+    total: int
+    reference: int
+    at: float
+
+
 @dataclass
 class _Slot:
     modem: SendingModem
@@ -145,12 +159,19 @@ class _Slot:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     sent_times: deque[float] = field(default_factory=deque)  # the rate window only: see note_sent
     day_start: float = -1.0
+    day_end: float = -1.0  # the next local midnight: day_start is computed again from then on
     day_count: int = 0
     task: asyncio.Task[None] | None = None
     current: int | None = None  # message id in flight
     next: ClaimedMessage | None = None  # claimed (and encoded) while the last part of ``current`` is sent
     sent: int = 0  # parts sent since start
     last_error: str | None = None
+    #: The TP-MR of the last part sent, not committed yet: the next part's AT+CMGS goes out first
+    #: and the TP-MR is committed while the modem answers it, before that part's PDU is written.
+    pending: _SentPart | None = None
+    #: WalSync tickets of the TP-MRs of the last two parts committed (oldest first): the older one
+    #: is on disk before the next PDU.
+    unsynced: deque[int] = field(default_factory=lambda: deque(maxlen=2))
 
     @property
     def modem_id(self) -> str:
@@ -230,6 +251,8 @@ class Dispatcher:
         #: Seconds the rest of a multipart message waits for the modem that sent its first parts.
         self.multipart_wait = multipart_wait
         self._slots: dict[str, _Slot] = {}
+        #: Makes the TP-MRs durable in a thread (group commit); see appliance.wal_sync.
+        self.wal_sync = WalSync(store.sync)
         #: When a part was last sent (this process's life; None: not yet): the self-alerts' ``no_send``.
         self.last_sent_at: float | None = None
         self._in_flight: dict[str, int] = {}  # recipient -> sends in progress
@@ -313,7 +336,7 @@ class Dispatcher:
         now = self.clock()
         slot.reset_window(
             self.store.modem_sent_times(slot.modem_id, now - RATE_WINDOW) if slot.limits.rate_per_minute else ())
-        slot.day_start = -1.0
+        slot.day_start = slot.day_end = -1.0
         slot.task = asyncio.create_task(self._worker(slot), name=f"dispatcher-{slot.modem_id}")
 
     async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
@@ -339,6 +362,7 @@ class Dispatcher:
                     LOG.error("%s ended with %r", task.get_name(), task.exception())
         for slot in self._slots.values():
             slot.task = None
+        await self.wal_sync.flush()  # every TP-MR committed is on disk when stop returns
         self._running = False
 
     def wake(self) -> None:
@@ -358,7 +382,11 @@ class Dispatcher:
         return sorted(busy)
 
     def _refresh_day(self, slot: _Slot, now: float) -> None:
+        if slot.day_start <= now < slot.day_end:
+            return  # the same local day (the common case: no mktime per part)
         day = local_midnight(now)
+        # 25 hours on: past the next midnight on any day, 23-hour and 25-hour DST days included
+        slot.day_end = local_midnight(day + 90000)
         if day != slot.day_start:
             slot.day_start = day
             slot.day_count = self.store.modem_sent_count(slot.modem_id, day)
@@ -411,6 +439,17 @@ class Dispatcher:
 
     async def _worker(self, slot: _Slot) -> None:
         LOG.debug("dispatcher worker for %s started", slot.modem_id)
+        try:
+            await self._work(slot)
+        finally:  # stopped or cancelled: the last TP-MR is committed, the prefetched message given back
+            self._commit_pending_quietly(slot)
+            try:
+                self._drop_next(slot, self.clock())
+            except Exception:
+                LOG.exception("giving back the next message of %s failed", slot.modem_id)
+        LOG.debug("dispatcher worker for %s stopped", slot.modem_id)
+
+    async def _work(self, slot: _Slot) -> None:
         while not self._stopping:
             slot.wake.clear()
             now = self.clock()
@@ -438,12 +477,14 @@ class Dispatcher:
             except Exception:  # a store error must not kill the worker for good
                 LOG.exception("dispatcher worker for %s failed; retrying", slot.modem_id)
                 wait = self.poll_interval
+            self._commit_pending_quietly(slot)  # before waiting: the last TP-MR does not wait with it
             await self._sleep(slot, wait)
+
+    def _commit_pending_quietly(self, slot: _Slot) -> None:
         try:
-            self._drop_next(slot, self.clock())
-        except Exception:
-            LOG.exception("giving back the next message of %s failed", slot.modem_id)
-        LOG.debug("dispatcher worker for %s stopped", slot.modem_id)
+            self._commit_pending(slot)
+        except Exception:  # the message stays ``sending``; its lease runs out and it is sent again
+            LOG.exception("committing the TP-MR of the last part %s sent failed", slot.modem_id)
 
     def _hold(self, recipient: str) -> None:
         self._in_flight[recipient] = self._in_flight.get(recipient, 0) + 1
@@ -560,17 +601,19 @@ class Dispatcher:
         for part in unsent:
             while True:
                 slot.wake.clear()
+                now = self.clock()
+                usable = not self._stopping and slot.healthy and slot.paused_until <= now
+                wait = self._capacity_wait(slot, now) if usable else float("inf")
+                if wait == 0.0:
+                    break
+                self._commit_pending(slot)  # not straight on to the next PDU: the last TP-MR first
                 if self._stopping:
                     self.store.release(claimed.id, self.clock())
                     return
-                now = self.clock()
                 if not slot.healthy or slot.paused_until > now:
                     # the modem was declared unhealthy mid-message: the rest waits for it (up to multipart_wait)
                     self.store.requeue(claimed.id, f"modem {slot.modem_id} became unavailable", now, now)
                     return
-                wait = self._capacity_wait(slot, now)
-                if wait == 0.0:
-                    break
                 if wait == float("inf") or wait > self.lease / 2:
                     # daily cap reached mid-message: the rest waits for this modem (up to multipart_wait)
                     self.store.requeue(claimed.id, f"modem {slot.modem_id} reached its limit", now, now)
@@ -580,30 +623,63 @@ class Dispatcher:
             if lease_until - now < self.lease / 2:
                 lease_until = self.store.renew_lease(claimed.id, self.lease, now)
             submit = SubmitPart(part.pdu, part.tpdu_length, part.sequence, part.total)
-            # one task (wait_for would start the send in a task of its own a loop turn later), so its
-            # first step, the one the sleep below lets run, writes AT+CMGS before the prefetch claims
-            sending = asyncio.ensure_future(_within(slot.modem.send_pdu(submit), self.send_timeout))
-            if part is unsent[-1]:
-                await asyncio.sleep(0)  # let AT+CMGS go out first
-                try:
-                    self._prefetch(slot)
-                except Exception:
-                    LOG.exception("claiming the next message for %s failed", slot.modem_id)
+            # the last part: while the network takes its PDU, the next message is claimed and encoded
+            written = (lambda: self._prefetch_quietly(slot)) if part is unsent[-1] else None
+            sending = _within(slot.modem.send_pdu(submit, ready=lambda: self._before_pdu(slot), written=written),
+                              self.send_timeout)
             try:
                 reference = await sending
-            except asyncio.CancelledError:
-                sending.cancel()
-                raise
+            except (SyncFailed, StoreError) as exc:  # from _before_pdu: this part's PDU did not leave
+                self._store_failed(slot, claimed, exc)
+                return
             except Exception as exc:
+                self._commit_pending(slot)
                 self._failed(slot, claimed, part, exc)
                 return
             now = self.clock()
-            # the duplicate window closes here: the TP-MR is committed before anything else happens
-            state = self.store.part_sent(claimed.id, part.sequence, slot.modem_id, reference, now)
+            self._commit_pending(slot)  # a modem that did not await ``ready``
+            # the duplicate window of this part closes when its TP-MR is committed: by the next part's
+            # _before_pdu, while the modem answers its AT+CMGS, or before this worker does anything else
+            slot.pending = _SentPart(claimed.id, part.sequence, part.total, reference, now)
             self._record_send(slot, claimed.recipient, now)
             slot.last_error = None
-            LOG.info("message %d part %d/%d sent via %s (TP-MR %d)%s", claimed.id, part.sequence,
-                     part.total, slot.modem_id, reference, "; message sent" if state == "sent" else "")
+
+    async def _before_pdu(self, slot: _Slot) -> None:
+        """Between a part's AT+CMGS and its PDU (the modem works on the prompt meanwhile): commit the
+        TP-MR of the part before it, then wait until the TP-MR of the part before that is on disk
+        (its sync overlapped the last part's exchange)."""
+        self._commit_pending(slot)
+        if len(slot.unsynced) == slot.unsynced.maxlen:
+            await self.wal_sync.wait(slot.unsynced[0])
+
+    def _commit_pending(self, slot: _Slot) -> None:
+        """Commit the TP-MR of the last part ``slot`` sent, if not yet (without fsync: WalSync syncs it)."""
+        sent, slot.pending = slot.pending, None
+        if sent is None:
+            return
+        state = self.store.part_sent(sent.message_id, sent.sequence, slot.modem_id, sent.reference, sent.at,
+                                     durable=False)
+        slot.unsynced.append(self.wal_sync.request())
+        LOG.info("message %d part %d/%d sent via %s (TP-MR %d)%s", sent.message_id, sent.sequence,
+                 sent.total, slot.modem_id, sent.reference, "; message sent" if state == "sent" else "")
+
+    def _prefetch_quietly(self, slot: _Slot) -> None:
+        try:
+            self._prefetch(slot)
+        except Exception:
+            LOG.exception("claiming the next message for %s failed", slot.modem_id)
+
+    def _store_failed(self, slot: _Slot, claimed: ClaimedMessage, exc: BaseException) -> None:
+        """The store could not commit or sync the previous TP-MR: ``claimed``'s PDU did not leave; it
+        goes back to the queue (no attempt counted) and the modem pauses (the disk, not the message
+        or the modem)."""
+        now = self.clock()
+        LOG.error("%s: %s; message %d goes back to the queue and %s pauses for %.0fs", slot.modem_id, exc,
+                  claimed.id, slot.modem_id, self.modem_error_pause)
+        slot.unsynced.clear()
+        slot.paused_until = now + self.modem_error_pause
+        slot.last_error = str(exc)
+        self.store.release(claimed.id, now, error=str(exc))
 
     def _failed(self, slot: _Slot, claimed: ClaimedMessage, part: Part, exc: BaseException) -> None:
         now = self.clock()

@@ -9,6 +9,7 @@ them.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -207,7 +208,9 @@ class StoreBase:
         method makes it) syncs it with its own; only a power cut before that can take it back. Only
         a change that a power cut may undo without losing anything accepted uses it: the claim (the
         message is queued again and the TP-MR's commit, fsync'ed, follows the PDU) and the events
-        marked done (an event published again is a duplicate QoS 1 already allows).
+        marked done (an event published again is a duplicate QoS 1 already allows); and the
+        dispatcher's TP-MRs, which ``WalSync`` syncs in a thread (``sync``) before the modem's part
+        after next.
         """
         if self._in_tx:
             raise StoreError("nested store transaction")
@@ -238,6 +241,20 @@ class StoreBase:
             self._notify(self._enqueue_listeners)
         if events:
             self._notify(self._listeners)
+
+    def sync(self) -> None:
+        """``fdatasync`` the WAL file: every commit made so far, with or without fsync, is on disk
+        when this returns (WalSync runs it in a thread: it does not touch the connection)."""
+        if str(self.path) == ":memory:":
+            return
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        except FileNotFoundError:  # no WAL yet: nothing was committed through one
+            return
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
     def _rollback(self) -> None:
         """Roll back what is left of a failed transaction (SQLite may have rolled it back already,

@@ -361,14 +361,16 @@ class OutboundQueue(OptOutList):
         return now + lease
 
     def part_sent(
-        self, message_id: int, sequence: int, modem_id: str, message_reference: int, now: float | None = None
+        self, message_id: int, sequence: int, modem_id: str, message_reference: int, now: float | None = None,
+        *, durable: bool = True,
     ) -> str:
         """Commit a part's TP-MR right after its +CMGS; the message's state afterwards.
 
-        When it was the last unsent part the message becomes ``sent``.
+        When it was the last unsent part the message becomes ``sent``. With ``durable=False`` the
+        commit is not fsync'ed (the dispatcher hands it to ``WalSync``, which syncs it in a thread).
         """
         now = self._now(now)
-        with self._tx() as conn:
+        with self._tx(fsync=durable) as conn:
             conn.execute(
                 "UPDATE part SET modem = ?, message_reference = ?, state = ?, sent_at = ? "
                 "WHERE message_id = ? AND sequence = ?",

@@ -29,7 +29,7 @@ import itertools
 import logging
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -321,17 +321,23 @@ class AtEngine:
         *,
         timeout: float | None = None,
         priority: Priority = Priority.SEND,
+        ready: Callable[[], Awaitable[None]] | None = None,
+        written: Callable[[], None] | None = None,
     ) -> AtResponse:
         """Send ``cmd`` (``AT+CMGS=n``), wait for ``> ``, send ``payload`` + Ctrl-Z, await the result.
 
         If the prompt does not come within ``prompt_timeout``, ESC cancels the entry and AtTimeout is
         raised. A final result instead of the prompt (``+CMS ERROR``) raises at once.
+        ``ready`` is awaited after ``cmd`` is written and before the payload (the modem works on the
+        prompt meanwhile): the dispatcher commits the previous part's TP-MR there. If it raises, ESC
+        cancels the entry and its exception is raised. ``written`` is called right after the payload
+        is written (the modem then submits it: the dispatcher claims its next message meanwhile).
         """
         cmd = _clean_command(cmd)
         if any(c in payload for c in "\r\n\x1a\x1b"):
             raise ValueError(f"payload for {cmd} must not contain CR, LF, Ctrl-Z or ESC")
         async with self._turn(priority, cmd):
-            return await self._execute(cmd, payload, timeout)
+            return await self._execute(cmd, payload, timeout, ready, written)
 
     @asynccontextmanager
     async def _turn(self, priority: Priority, cmd: str) -> AsyncIterator[None]:
@@ -358,7 +364,9 @@ class AtEngine:
         finally:
             self._lock.release()
 
-    async def _execute(self, cmd: str, payload: str | None, timeout: float | None) -> AtResponse:
+    async def _execute(self, cmd: str, payload: str | None, timeout: float | None,
+                       ready: Callable[[], Awaitable[None]] | None = None,
+                       written: Callable[[], None] | None = None) -> AtResponse:
         loop = asyncio.get_running_loop()
         timeout = self.default_timeout if timeout is None else timeout
         job = _InFlight(command=cmd, done=loop.create_future(), prefix=_command_prefix(cmd),
@@ -370,7 +378,18 @@ class AtEngine:
         try:
             self._write(cmd.encode() + b"\r", cmd)
             if job.prompt is not None and payload is not None:
+                if ready is not None:
+                    try:
+                        await ready()
+                    except BaseException:
+                        await self._cancel_entry(job)
+                        raise
                 await self._await_prompt(job, payload)
+                if written is not None:
+                    try:
+                        written()
+                    except Exception:  # the caller's business: the exchange goes on
+                        log.exception("%s%s: the callback after the payload failed", self._label(), cmd)
             try:
                 async with asyncio.timeout(timeout):
                     return await asyncio.shield(job.done)
@@ -401,13 +420,7 @@ class AtEngine:
             log.warning("%s%s: no prompt within %ss, cancelling with ESC", self._label(), job.command,
                         self.prompt_timeout)
             lines = list(job.lines)
-            if self.is_open:
-                self._write(ESC, job.command)
-                try:  # swallow the modem's answer to the cancel so it is not taken for the next reply
-                    async with asyncio.timeout(self.cancel_grace):
-                        await asyncio.wait({job.done})
-                except TimeoutError:
-                    pass
+            await self._cancel_entry(job)
             raise AtTimeout(
                 f"{self._label()}{job.command}: no '> ' prompt within {self.prompt_timeout}s",
                 command=job.command,
@@ -424,6 +437,18 @@ class AtEngine:
                 final=response.final,
             )
         self._write(payload.encode() + CTRL_Z, job.command)
+
+    async def _cancel_entry(self, job: _InFlight) -> None:
+        """ESC ends the message entry of ``job``; the modem's answer to it is swallowed so that it
+        is not taken for the next reply."""
+        if not self.is_open:
+            return
+        self._write(ESC, job.command)
+        try:
+            async with asyncio.timeout(self.cancel_grace):
+                await asyncio.wait({job.done})
+        except TimeoutError:
+            pass
 
     def cancel_entry(self) -> None:
         """Write ESC when no command is in flight: it ends a message entry that another program, or

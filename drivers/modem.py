@@ -794,10 +794,16 @@ class Modem:
 
     # --- sending ------------------------------------------------------------------------------
 
-    async def send_pdu(self, part: SubmitPart, *, priority: Priority = Priority.SEND) -> int:
-        """Submit one PDU part with AT+CMGS; returns its TP-MR (message reference)."""
+    async def send_pdu(self, part: SubmitPart, *, priority: Priority = Priority.SEND,
+                       ready: Callable[[], Awaitable[None]] | None = None,
+                       written: Callable[[], None] | None = None) -> int:
+        """Submit one PDU part with AT+CMGS; returns its TP-MR (message reference).
+
+        ``ready`` and ``written``: see ``AtEngine.command_with_prompt`` (awaited before the PDU is
+        written; called right after)."""
         response = await self.engine.command_with_prompt(
-            f"AT+CMGS={part.tpdu_length}", part.pdu, timeout=self.timeout("send"), priority=priority
+            f"AT+CMGS={part.tpdu_length}", part.pdu, timeout=self.timeout("send"), priority=priority,
+            ready=ready, written=written,
         )
         return parsers.parse_cmgs(response.lines)
 

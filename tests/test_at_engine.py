@@ -195,6 +195,39 @@ async def test_cms_error_instead_of_prompt_raises_without_sending_the_pdu(
     assert responder.pdus == [] and responder.received == [CMGS, "AT"]
 
 
+async def test_ready_runs_after_the_command_and_before_the_pdu_and_written_after_it(
+    responder: PtyResponder, engine: AtEngine
+) -> None:
+    responder.on(CMGS, b"\r\n> ", pdu_reply=b"\r\n+CMGS: 9\r\n\r\nOK\r\n")
+    seen: list[tuple[str, list[str], list[str]]] = []
+
+    async def ready() -> None:
+        # the modem answers the command meanwhile; the PDU waits for this
+        await async_wait_until(lambda: responder.received == [CMGS], timeout=3, what="AT+CMGS at the modem")
+        seen.append(("ready", list(responder.received), list(responder.pdus)))
+
+    response = await engine.command_with_prompt(
+        CMGS, PDU, ready=ready, written=lambda: seen.append(("written", [], [])))
+    assert response.lines == ["+CMGS: 9"]
+    assert seen == [("ready", [CMGS], []), ("written", [], [])]
+    assert responder.pdus == [PDU]
+
+
+async def test_ready_raising_cancels_the_entry_with_esc_and_the_pdu_never_leaves(
+    responder: PtyResponder, engine: AtEngine
+) -> None:
+    responder.on(CMGS, b"\r\n> ", pdu_reply=b"\r\n+CMGS: 9\r\n\r\nOK\r\n", esc_reply=b"\r\nOK\r\n")
+
+    async def ready() -> None:
+        raise OSError("the disk failed")
+
+    with pytest.raises(OSError, match="the disk failed"):
+        await engine.command_with_prompt(CMGS, PDU, ready=ready)
+    assert responder.escapes == 1 and responder.pdus == []
+    responder.on("AT+CSQ", b"\r\n+CSQ: 3,99\r\n\r\nOK\r\n")
+    assert (await engine.command("AT+CSQ")).lines == ["+CSQ: 3,99"]
+
+
 async def test_no_prompt_sends_esc_and_raises_then_port_still_works(
     responder: PtyResponder, engine: AtEngine
 ) -> None:

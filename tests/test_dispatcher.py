@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -42,10 +42,17 @@ class RecordingModem:
         self.in_flight = 0
         self.max_in_flight = 0
 
-    async def send_pdu(self, part: SubmitPart) -> int:
+    async def send_pdu(self, part: SubmitPart, *, ready: Callable[[], Awaitable[None]] | None = None,
+                       written: Callable[[], None] | None = None) -> int:
+        """As ``Modem.send_pdu``: AT+CMGS (here: the call), ``ready`` awaited before the PDU is taken,
+        ``written`` called once it is."""
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
+            if ready is not None:
+                await ready()
+            if written is not None:
+                written()  # the PDU went to the modem: the gate below is the network taking it
             if self.gate is not None and len(self.sent) >= (self.hold_after or 0):
                 self.waiting.set()
                 await self.gate.wait()

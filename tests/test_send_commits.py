@@ -1,7 +1,8 @@
 """A send commits twice: the claim with the message's parts (before the PDU leaves) and the TP-MR
 after its +CMGS. Counted from the SQL the store's connection runs (sqlite3 trace), a transaction
-counting when it changed rows. Only the TP-MR's commit is fsync'ed: counted from the system calls
-(strace), and a claim made by a process killed right after it is in the file."""
+counting when it changed rows. Only the TP-MR's commit is made durable, by an fsync at its commit or,
+as the dispatcher commits it, by WalSync's fdatasync of the WAL in a thread: counted from the system
+calls (strace), and a claim made by a process killed right after it is in the file."""
 
 from __future__ import annotations
 
@@ -105,7 +106,12 @@ assert claimed is not None and claimed.parts
 if kill_after == "claim":
     os.kill(os.getpid(), signal.SIGKILL)
 step("part_sent")
-store.part_sent(claimed.id, 1, "sim0", 42)
+if kill_after == "dispatcher":  # as the dispatcher commits it: no fsync, then WalSync's sync
+    store.part_sent(claimed.id, 1, "sim0", 42, durable=False)
+    step("sync")
+    store.sync()
+else:
+    store.part_sent(claimed.id, 1, "sim0", 42)
 step("events_done")
 store.events_done([event.id for event in store.events_pending()])
 if kill_after == "events_done":
@@ -140,6 +146,25 @@ def test_only_the_enqueue_and_the_tp_mr_wait_for_an_fsync(tmp_path: Path) -> Non
     assert fsyncs["claim"] == 0 and fsyncs["events_done"] == 0
 
 
+def test_the_dispatchers_tp_mr_commits_without_fsync_and_its_sync_fdatasyncs_the_wal(tmp_path: Path) -> None:
+    trace = tmp_path / "strace.txt"
+    command = [str(shutil.which("strace")), "-y", "-o", str(trace), "-e", "trace=fsync,fdatasync,newfstatat,stat,statx",
+               sys.executable, "-c", STEPS, str(tmp_path / "smsgw.db"), "dispatcher"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    syncs: dict[str, list[str]] = {}
+    step = None
+    for line in trace.read_text().splitlines():
+        if "/smsgw-step/" in line:
+            step = line.split("/smsgw-step/", 1)[1].split('"', 1)[0]
+            syncs[step] = []
+        elif line.startswith(("fsync(", "fdatasync(")) and step is not None:
+            syncs[step].append(line)
+    assert syncs["part_sent"] == []
+    assert len(syncs["sync"]) == 1 and syncs["sync"][0].startswith("fdatasync(")
+    assert f"<{tmp_path / 'smsgw.db'}-wal>" in syncs["sync"][0]  # strace -y: the file behind the descriptor
+
+
 @pytest.mark.parametrize("killed_after", ["claim", "events_done"])
 def test_what_a_commit_without_fsync_wrote_is_there_after_a_sigkill(tmp_path: Path, killed_after: str) -> None:
     db = tmp_path / "smsgw.db"
@@ -162,9 +187,9 @@ class OrderModem(RecordingModem):
         super().__init__(modem_id)
         self.order = order
 
-    async def send_pdu(self, part: SubmitPart) -> int:
+    async def send_pdu(self, part: SubmitPart, **hooks: Any) -> int:
         self.order.append(f"AT+CMGS {decode(part.pdu).text}")  # type: ignore[union-attr]
-        return await super().send_pdu(part)
+        return await super().send_pdu(part, **hooks)
 
 
 async def test_the_next_message_is_claimed_once_the_last_part_is_in_at_cmgs(store: Store, clock: Clock) -> None:
@@ -190,3 +215,43 @@ async def test_the_next_message_is_claimed_once_the_last_part_is_in_at_cmgs(stor
     finally:
         await running.stop(timeout=2.0)
     assert order == [step for n in range(4) for step in (f"claim message {n}", f"AT+CMGS message {n}")]
+
+
+class StateModem(RecordingModem):
+    """Notes, at each AT+CMGS and at each PDU (once ``ready`` returned), the state of the message
+    sent before it."""
+
+    def __init__(self, modem_id: str, store: Store, ids: list[int]) -> None:
+        super().__init__(modem_id)
+        self.store, self.ids, self.seen = store, ids, []  # type: list[tuple[str, int, str]]
+
+    def _previous(self, step: str) -> None:
+        n = len(self.sent)
+        if n:
+            self.seen.append((step, n, self.store.message(self.ids[n - 1])["state"]))  # type: ignore[index]
+
+    async def send_pdu(self, part: SubmitPart, **hooks: Any) -> int:
+        self._previous("AT+CMGS")
+        ready = hooks.pop("ready")
+
+        async def noted_ready() -> None:
+            await ready()
+            self._previous("PDU")
+
+        return await super().send_pdu(part, ready=noted_ready, **hooks)
+
+
+async def test_the_tp_mr_is_committed_while_the_next_at_cmgs_waits_for_its_prompt(store: Store, clock: Clock) -> None:
+    """The previous part's TP-MR commits between the next AT+CMGS and its PDU, never after that PDU."""
+    queued = store.enqueue([request(f"+4917012345{n:02d}", f"message {n}") for n in range(4)])
+    modem = StateModem("sim0", store, [q.id for q in queued])
+    running = Dispatcher(store, [modem], clock=clock, poll_interval=0.05,  # type: ignore[list-item]
+                         backoff_jitter=0.0, lease=30.0, send_timeout=5.0)
+    await running.start()
+    try:
+        for result in queued:
+            await wait_state(store, result.id, "sent")  # the last one too: committed once the queue is empty
+    finally:
+        await running.stop(timeout=2.0)
+    assert modem.seen == [(step, n, state) for n in (1, 2, 3)
+                          for step, state in (("AT+CMGS", "sending"), ("PDU", "sent"))]
