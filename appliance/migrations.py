@@ -346,10 +346,25 @@ def _v12(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX alert_closed ON alert (closed_at) WHERE closed_at IS NOT NULL")
 
 
+def _v13(db: sqlite_utils.Database) -> None:
+    # held: of a queued message, 0 when it is ready, 1 when it is not due yet (send_at, quiet hours, a
+    # retry's backoff, a rate limit); NULL for every other state. The held ones are kept out of the
+    # claim order so that claim does not walk past them: it first releases the held rows that became
+    # due (message_held, in due order), then takes the first ready one (message_ready). The partial
+    # indexes name only `held`: one naming `state` would make SQLite prepare again, at every run,
+    # each statement that compares state with a bound parameter (it needs the value to decide
+    # whether the partial index applies).
+    db.execute("ALTER TABLE message ADD COLUMN held INTEGER")
+    # the first claim releases the due ones (a row without next_attempt_at, from schema 1, is due)
+    db.execute("UPDATE message SET held = (next_attempt_at IS NOT NULL) WHERE state = 'queued'")
+    db.execute("CREATE INDEX message_ready ON message (priority, id) WHERE held = 0")
+    db.execute("CREATE INDEX message_held ON message (next_attempt_at) WHERE held = 1")
+
+
 #: MIGRATIONS[n] takes the schema to version n (from the highest version below n that has a step).
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8, 9: _v9,
-    10: _v10, 11: _v11, 12: _v12,
+    10: _v10, 11: _v11, 12: _v12, 13: _v13,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -79,6 +79,8 @@ class OutboundQueue(OptOutList):
                    **columns: Any) -> None:
         columns["state"] = state
         columns["updated_at"] = now
+        if state != QUEUED:
+            columns["held"] = None  # only a queued row is ready (0) or held (1): see _v13
         assignments = ", ".join(f"{name} = ?" for name in columns)
         conn.execute(f"UPDATE message SET {assignments} WHERE id = ?", (*columns.values(), message_id))
         self._message_event(conn, message_id, now)
@@ -140,8 +142,8 @@ class OutboundQueue(OptOutList):
             cur = conn.execute(
                 "INSERT INTO message (client_key, source, recipient, text, priority, created_at, "
                 "valid_until, report, state, attempts, next_attempt_at, updated_at, language, "
-                "message_class, send_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?) "
+                "message_class, send_at, held) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (client_key, recipient) DO NOTHING",
                 (
                     request.client_key, request.source or "", request.to, request.text,
@@ -149,6 +151,7 @@ class OutboundQueue(OptOutList):
                     # a held message is due at send_at: claim and next_due_at read next_attempt_at
                     QUEUED, max(now, request.send_at) if request.send_at is not None else now, now,
                     request.language, request.message_class, request.send_at,
+                    int(request.send_at is not None and request.send_at > now),  # held until send_at
                 ),
             )
             if cur.rowcount == 0 and request.client_key is not None:
@@ -210,7 +213,7 @@ class OutboundQueue(OptOutList):
         if ids:
             with self._tx() as conn:
                 for message_id in ids:
-                    self._set_state(conn, message_id, QUEUED, now, lease_until=None, next_attempt_at=now,
+                    self._set_state(conn, message_id, QUEUED, now, lease_until=None, next_attempt_at=now, held=0,
                                     last_error="sending was interrupted; resumed")
             LOG.info("resumed %d interrupted message(s): %s", len(ids), ids)
         return ids
@@ -250,16 +253,23 @@ class OutboundQueue(OptOutList):
         placeholders = ", ".join("?" for _ in exclude)
         not_in = f"AND recipient NOT IN ({placeholders})" if exclude else ""
         with self._tx(fsync=False) as conn:
-            # one query per state, each walking the index message_queue (state, priority, id) in claim
-            # order and stopping at the first due row: an OR of both would scan and sort every due row.
+            # held rows that became due join the ready ones (index message_held, in due order: only
+            # those); the literal 0 and 1 let SQLite use the partial indexes
+            conn.execute("UPDATE message INDEXED BY message_held SET held = 0 WHERE held = 1 AND next_attempt_at <= ?",
+                         (now,))
+            # one query per state, each walking an index in claim order (message_ready: priority, id of
+            # the ready queued rows; message_queue: state, priority, id) and stopping at the first due
+            # row: an OR of both would scan and sort every due row. The held rows are in neither walk.
             # Parts already sent through another modem: the rest waits for that modem, up to
             # multipart_wait after its last part (then the whole message goes again from here).
             candidates = [conn.execute(
-                f"SELECT * FROM message WHERE state = ? AND {due} {not_in} AND {NOT_PINNED_ELSEWHERE_SQL} "
+                f"SELECT * FROM message {state} AND {due} {not_in} AND {NOT_PINNED_ELSEWHERE_SQL} "
                 f"AND {NOT_AVOIDED_SQL} ORDER BY priority, id LIMIT 1",
-                (state, now, *exclude, modem_id, now - multipart_wait, modem_id),
+                (now, *exclude, modem_id, now - multipart_wait, modem_id),
             ).fetchone() for state, due in (
-                (QUEUED, "(next_attempt_at IS NULL OR next_attempt_at <= ?)"), (SENDING, "lease_until < ?"))]
+                ("INDEXED BY message_ready WHERE held = 0",
+                 "(next_attempt_at IS NULL OR next_attempt_at <= ?)"),
+                (f"WHERE state = '{SENDING}'", "lease_until < ?"))]
             found = [c for c in candidates if c is not None]
             if not found:
                 return None
@@ -391,7 +401,7 @@ class OutboundQueue(OptOutList):
         now = self._now(now)
         with self._tx() as conn:
             self._set_state(conn, message_id, QUEUED, now, last_error=error, next_attempt_at=next_attempt_at,
-                            lease_until=None)
+                            lease_until=None, held=int(next_attempt_at > now))
 
     def release(self, message_id: int, now: float | None = None, *, error: str | None = None) -> None:
         """Give a claimed message back without counting the attempt (dispatcher stopping, or the
@@ -400,7 +410,7 @@ class OutboundQueue(OptOutList):
         extra = {} if error is None else {"last_error": error}
         with self._tx() as conn:
             conn.execute("UPDATE message SET attempts = MAX(attempts - 1, 0) WHERE id = ?", (message_id,))
-            self._set_state(conn, message_id, QUEUED, now, next_attempt_at=now, lease_until=None, **extra)
+            self._set_state(conn, message_id, QUEUED, now, next_attempt_at=now, lease_until=None, held=0, **extra)
 
     def fail(self, message_id: int, error: str, now: float | None = None) -> None:
         """A permanent failure: ``failed`` with the reason."""

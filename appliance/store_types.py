@@ -324,6 +324,7 @@ RetentionStep: TypeAlias = tuple[str, Callable[[sqlite3.Connection], dict[str, i
 def message_dict(row: sqlite3.Row) -> dict[str, Any]:
     """An outbound message row as the API, the CLI and the page show it."""
     data = dict(row)
+    data.pop("held", None)  # the claim's bookkeeping (schema 13), not the message's
     data["to"] = data.pop("recipient")
     data["priority"] = PRIORITY_NAMES.get(data["priority"], str(data["priority"]))
     data["report"] = bool(data["report"])

@@ -3,16 +3,18 @@
 before the due ones at the same priority (the worst case: ``claim`` walks the queue index in
 priority and id order past the held rows).
 
-Each size runs in its own process (``--one N``) on a fresh store file. ``--covering`` also measures
-the queue index with ``next_attempt_at`` added (``message_queue_due``), a candidate for the schema.
+Each size runs in its own process (``--one N``) on a fresh store file. Since schema 13 a held row
+is outside the claim order (``message.held``, index ``message_ready``); ``SMSGW_BENCH_ROOT`` at an
+older checkout measures the store before it (the walk past every held row).
 
-    python bench/held_claim.py [--sizes 0,10000,50000] [--claims 50] [--covering] [--dir DIR]
+    python bench/held_claim.py [--sizes 0,10000,50000] [--claims 50] [--dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -20,21 +22,18 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(os.environ.get("SMSGW_BENCH_ROOT") or Path(__file__).resolve().parent.parent).resolve()
 sys.path.insert(0, str(ROOT))
 
 from appliance.store import OutboundRequest, Store  # noqa: E402
 
 
-def one(size: int, claims: int, covering: bool, directory: Path) -> dict[str, float]:
-    path = directory / f"held-{size}-{int(covering)}.db"
+def one(size: int, claims: int, directory: Path) -> dict[str, float]:
+    path = directory / f"held-{size}.db"
     for stale in directory.glob(f"{path.name}*"):
         stale.unlink()
     later = time.time() + 86400
     with Store(path) as store:
-        if covering:  # the benchmark's own schema variant: the store's connection is private elsewhere
-            store._conn.execute("CREATE INDEX message_queue_due ON message (state, priority, id, next_attempt_at)")
-            store._conn.execute("DROP INDEX message_queue")
         for start in range(0, size, 10_000):
             store.enqueue([OutboundRequest(to=f"+49170{n:07d}", text="later", source="bench", send_at=later)
                            for n in range(start, min(size, start + 10_000))])
@@ -49,7 +48,7 @@ def one(size: int, claims: int, covering: bool, directory: Path) -> dict[str, fl
             started = time.perf_counter()
             store.next_due_at()
             due_times.append(time.perf_counter() - started)
-    return {"held": size, "covering": covering, "claim_ms": statistics.median(claim_times) * 1000,
+    return {"held": size, "claim_ms": statistics.median(claim_times) * 1000,
             "next_due_at_ms": statistics.median(due_times) * 1000}
 
 
@@ -57,24 +56,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="0,10000,50000")
     parser.add_argument("--claims", type=int, default=50)
-    parser.add_argument("--covering", action="store_true")
     parser.add_argument("--dir", type=Path)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--variant", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     directory = args.dir or Path(tempfile.mkdtemp(prefix="smsgw-held-"))
     if args.one is not None:
-        print(json.dumps(one(args.one, args.claims, bool(args.variant), directory)))
+        print(json.dumps(one(args.one, args.claims, directory)))
         return
-    print(f"{'held':>7} {'index':>9} {'claim ms':>9} {'next_due_at ms':>15}")
-    for covering in (False, True) if args.covering else (False,):
-        for size in (int(s) for s in args.sizes.split(",")):
-            out = subprocess.run([sys.executable, __file__, "--one", str(size), "--claims", str(args.claims),
-                                  "--variant", str(int(covering)), "--dir", str(directory)],
-                                 check=True, capture_output=True, text=True).stdout
-            row = json.loads(out)
-            print(f"{row['held']:>7} {'covering' if covering else 'schema':>9} {row['claim_ms']:>9.2f} "
-                  f"{row['next_due_at_ms']:>15.2f}")
+    print(f"store of {ROOT}")
+    print(f"{'held':>7} {'claim ms':>9} {'next_due_at ms':>15}")
+    for size in (int(s) for s in args.sizes.split(",")):
+        out = subprocess.run([sys.executable, __file__, "--one", str(size), "--claims", str(args.claims),
+                              "--dir", str(directory)], check=True, capture_output=True, text=True).stdout
+        row = json.loads(out)
+        print(f"{row['held']:>7} {row['claim_ms']:>9.2f} {row['next_due_at_ms']:>15.2f}")
 
 
 if __name__ == "__main__":

@@ -207,6 +207,25 @@ def test_a_v9_file_gets_the_alert_table_of_v12(tmp_path: Path) -> None:
         assert store.alerts() == [] and store.next_due_at() == T0  # the queued message is still due
 
 
+def test_a_v12_queue_gets_the_held_column_and_its_due_and_held_rows_are_claimed_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "v12.db"
+    conn = queued_at_version(path, 12)  # message 7, due at T0
+    conn.execute("INSERT INTO message (id, recipient, text, priority, created_at, state, source, next_attempt_at, "
+                 "send_at) VALUES (5, '+491701234568', 'tomorrow', 0, ?, 'queued', 'test', ?, ?)",
+                 (T0, T0 + 86400, T0 + 86400))  # held a day, high priority, before 7 in the claim order
+    conn.commit()
+    assert "held" not in columns(conn)["message"]
+    conn.close()
+    with Store(path, clock=Clock(T0 + 1)) as store:
+        assert store.migrated_from == 12 and "held" in columns(connection(store))["message"]
+        assert {"message_ready", "message_held"} <= indexes(connection(store))
+        first = store.claim("sim0", lease=60)
+        assert first is not None and first.id == 7  # the due one; the held one waits
+        assert store.claim("sim0", lease=60) is None
+        later = store.claim("sim0", lease=60, now=T0 + 86400)
+        assert later is not None and later.id == 5
+
+
 # --- the daemon's and the CLI's way: the steps run in a child process --------------------------
 
 #: Opens the store as the daemon does, in an interpreter of its own (the tests' imports do not count),

@@ -31,7 +31,10 @@ def plan(conn: sqlite3.Connection, sql: str) -> list[str]:
 
 # A scan of the partial index part_unsent reads only the unsent parts of messages claimed and not
 # finished (those held for the modem that sent their first parts), never the queue or the history.
-BOUNDED_SCANS = ("SCAN part USING INDEX part_unsent", "SCAN part USING COVERING INDEX part_unsent")
+# claim walks the partial index message_ready in claim order (LIMIT 1): only ready queued rows, each
+# a candidate, never the held ones or the history (test_claim_does_not_walk_the_held_rows).
+BOUNDED_SCANS = ("SCAN part USING INDEX part_unsent", "SCAN part USING COVERING INDEX part_unsent",
+                 "SCAN message USING INDEX message_ready")
 
 
 def bad_steps(conn: sqlite3.Connection, statements: list[str]) -> list[tuple[str, str]]:
@@ -54,7 +57,8 @@ def backlog(tmp_path: Path) -> Iterator[tuple[Store, Clock]]:
         # history, a queue with every priority, deferred retries and expiring messages, a leased one
         for n in range(60):
             store.enqueue([request(to=f"+4917000{n:04d}", priority=("high", "normal", "low")[n % 3],
-                                   valid_until=T0 + 30 if n % 4 == 0 else None)])
+                                   valid_until=T0 + 30 if n % 4 == 0 else None,
+                                   send_at=T0 + 86400 if n % 5 == 0 else None)])  # some held a day
         for _ in range(10):
             claimed = store.claim("sim0", lease=60)
             assert claimed is not None
@@ -135,3 +139,44 @@ def test_send_path_work_does_not_grow_with_the_backlog(tmp_path: Path, step: str
         with queued_store(tmp_path / f"{queued}.db", queued) as store:
             steps.append(vm_steps(store, SEND_PATH[step]))
     assert steps[1] < steps[0] * 1.5, steps  # a scan of the queue would be 20 times the work
+
+
+def held_store(path: Path, held: int) -> Store:
+    """``held`` messages queued for tomorrow (send_at) before one due now, at the same priority: the
+    claim order (priority, id) puts every held row before the due one."""
+    store = Store(path, clock=Clock(T0))
+    store.enqueue([request(to=f"+49170{n:07d}", send_at=T0 + 86400) for n in range(held)])
+    store.enqueue([request(to="+491519999999", text="now")])
+    return store
+
+
+def test_claim_does_not_walk_the_held_rows(tmp_path: Path) -> None:
+    steps = []
+    for held in (200, 4000):
+        with held_store(tmp_path / f"held-{held}.db", held) as store:
+            steps.append(vm_steps(store, lambda s: s.claim("sim0", lease=60)))
+            claimed = store.claim("sim0", lease=60)
+            assert claimed is None  # the due one was taken above; the held ones are not due
+    assert steps[1] < steps[0] * 1.5, steps  # walking the held rows would be 20 times the work
+
+
+def test_a_held_message_is_claimed_once_due_in_priority_order_with_the_ready_ones(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    with Store(tmp_path / "smsgw.db", clock=clock) as store:
+        (later,) = store.enqueue([request(to="+491700000001", text="later", priority="high", send_at=T0 + 60)])
+        store.enqueue([request(to="+491700000002", text="normal now")])
+        first = store.claim("sim0", lease=60)
+        assert first is not None and first.text == "normal now"
+        store.fail(first.id, "test")
+        assert store.claim("sim0", lease=60) is None  # not yet due
+        store.enqueue([request(to="+491700000003", text="low now", priority="low")])
+        clock.advance(60)
+        due = store.claim("sim0", lease=60)
+        assert due is not None and (due.id, due.text) == (later.id, "later")  # high before low, once due
+        store.requeue(due.id, "busy", T0 + 600)  # a retry's backoff holds it again
+        rest = store.claim("sim0", lease=60)
+        assert rest is not None and rest.text == "low now"
+        assert store.claim("sim0", lease=60) is None
+        clock.advance(540)
+        again = store.claim("sim0", lease=60)
+        assert again is not None and again.id == later.id and again.attempts == 2
