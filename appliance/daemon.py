@@ -46,6 +46,8 @@ LOG = logging.getLogger("appliance.daemon")
 
 #: Seconds between two retention runs (Store.prune); the first runs at start.
 PRUNE_INTERVAL = 3600.0
+#: Seconds between two looks at the store watch while commits keep coming (the daemon's own included).
+WATCH_COALESCE = 0.02
 #: Seconds a clean stop waits for the broker to take the modems' offline states.
 STOP_PUBLISH_TIMEOUT = 3.0
 
@@ -434,6 +436,12 @@ class Daemon:
                 await changed.wait()
                 changed.clear()
                 self._check_data_version()
+                # the daemon's own commits write the WAL too (one per send): while they come, look
+                # at most every WATCH_COALESCE; the events meanwhile wait in the inotify descriptor,
+                # and another process's commit is seen that much later at most
+                loop.remove_reader(watch.fileno())
+                await asyncio.sleep(WATCH_COALESCE)
+                loop.add_reader(watch.fileno(), readable)
         finally:
             loop.remove_reader(watch.fileno())
             watch.close()

@@ -84,3 +84,8 @@ async def test_smsgw_send_is_sent_at_once_with_no_poll_left_to_notice_it(tmp_pat
         store.enqueue([OutboundRequest(to=OUTSIDE, text="noticed without polling", source="test")])
     await async_wait_until(lambda: [r["text"] for r in sim.network.sent] == ["noticed without polling"],
                            timeout=20, what="the SMS at the network")
+    # after the daemon's own commits (the send): the watch is looked at again, so the next one is seen too
+    with Store(db) as store:
+        store.enqueue([OutboundRequest(to=OUTSIDE, text="and the next", source="test")])
+    await async_wait_until(lambda: [r["text"] for r in sim.network.sent] == ["noticed without polling", "and the next"],
+                           timeout=20, what="the second SMS at the network")
