@@ -15,8 +15,9 @@ once (``PYTHONDONTWRITEBYTECODE`` is dropped and each side caches it under its o
 ``PYTHONPYCACHEPREFIX``, written by an untimed first run), and the venv has the dependencies on its
 path but not the editable install's import hook, whose ``.pth`` file costs about 20 ms at every
 start of a development checkout's ``.venv``. ``floor`` imports only the standard modules ``send``
-needs (argparse, dataclasses, json, logging, pathlib, sqlite3, tomllib, typing): the least a Python
-``smsgw send`` could cost on this interpreter.
+needs (argparse, datetime, json, pathlib, re, sqlite3, tomllib, typing; no dataclasses or logging
+since its records are ``appliance.frozen`` ones and its loggers ``appliance.deferred_log``): the
+least a Python ``smsgw send`` could cost on this interpreter.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ WRAPPER = (
     "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
     "sys.exit(status)\n"
 )
-FLOOR = ("import argparse, dataclasses, json, logging, pathlib, sqlite3, sys, tomllib, typing\n"
+FLOOR = ("import argparse, datetime, json, pathlib, re, sqlite3, sys, tomllib, typing\n"
          "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n")
 COMMANDS = {
     "floor": ["floor"],
