@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -52,6 +52,7 @@ from appliance import __version__
 from appliance.config import Config, MqttConfig
 from appliance.discovery import node_id
 from appliance.intake import Intake, IntakePolicy
+from appliance.mqtt_client import BridgeClient
 from appliance.mqtt_events import EventPublisher
 from appliance.mqtt_requests import AUDIT_CAPPED, AUDIT_REJECTED, SendRequests, unexpected
 from appliance.payload import dump_json, excerpt
@@ -141,30 +142,6 @@ class _Subscription:
     qos: int
     #: MQTT 5 retain handling: 1 (replay retained only when the subscription is new), 2 (never)
     retain_handling: int = 1
-
-
-class _Client(paho.Client):
-    """paho's client, remembering why its last connection attempt failed (paho's ``on_connect_fail``
-    gets no exception: a TLS failure or a refused TCP connection would be lost)."""
-
-    connect_error: BaseException | None = None
-    #: Called by the network thread before each read of the socket (it may wait: back-pressure).
-    read_gate: Callable[[], None] | None = None
-
-    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        gate = self.read_gate
-        if gate is not None:
-            gate()
-        return super().loop_read(max_packets)
-
-    def reconnect(self) -> MQTTErrorCode:
-        try:
-            result = super().reconnect()
-        except (OSError, ValueError) as exc:
-            self.connect_error = exc
-            raise
-        self.connect_error = None
-        return result
 
 
 def _match_filter(topic_filter: str) -> str:
@@ -442,9 +419,9 @@ class MqttBridge:
 
     def _make_client(self) -> paho.Client:
         if self._v5:
-            client = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5)
+            client = BridgeClient(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5)
         else:
-            client = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv311,
+            client = BridgeClient(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv311,
                              clean_session=False)
         client.manual_ack_set(True)
         client.read_gate = self._wait_for_room
@@ -540,6 +517,8 @@ class MqttBridge:
     def _wait_for_room(self) -> None:
         """Before paho reads the socket: while READ_BACKLOG messages wait for the asyncio loop, wait
         until it took them (at most READ_PAUSE seconds: keep-alive and a wedged loop)."""
+        if len(self._incoming) < READ_BACKLOG:  # the common case, without the lock (called per packet)
+            return
         with self._incoming_room:
             if len(self._incoming) < READ_BACKLOG or self._stopping:
                 return
