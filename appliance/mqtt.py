@@ -191,6 +191,7 @@ class MqttBridge:
         self._incoming: list[Incoming] = []
         self._incoming_lock = threading.Lock()
         self._incoming_room = threading.Condition(self._incoming_lock)  # notified when the loop took them
+        self._acked: list[tuple[int, ReasonCode | None]] = []  # PUBACKs for the publish listeners (under the lock)
         self.read_pauses = 0  # times the network thread waited for the loop (counter ``read_pauses``)
         self._drain_scheduled = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -350,6 +351,8 @@ class MqttBridge:
         with self._sub_lock:
             self._link_up = False
             self._sent_filters = set()
+        with self._incoming_lock:
+            self._acked = []
         self._client = client
         for component in self.components:
             await component.start()
@@ -535,7 +538,12 @@ class MqttBridge:
 
     def _on_publish(self, client: paho.Client, userdata: object, mid: int, reason_code: ReasonCode | None,
                     properties: Properties | None) -> None:
-        self._call(self._published_main, mid, reason_code)
+        # PUBACKs read together are handed to the loop together (one wake-up of it, not one each)
+        with self._incoming_lock:
+            self._acked.append((mid, reason_code))
+            if len(self._acked) > 1:
+                return
+        self._call(self._published_main)
 
     # --- asyncio thread: connection ---------------------------------------------------------
 
@@ -547,14 +555,18 @@ class MqttBridge:
         for callback in list(self._connect_listeners):
             self._run_listener(callback)
 
-    def _published_main(self, mid: int, reason_code: ReasonCode | None) -> None:
+    def _published_main(self) -> None:
+        with self._incoming_lock:
+            acked, self._acked = self._acked, []
         if self._client is None:  # stopped: an event stays pending and is published next time
             return
-        for callback in list(self._publish_listeners):
-            try:
-                callback(mid, reason_code)
-            except Exception:
-                LOG.exception("MQTT publish listener %r failed", callback)
+        listeners = list(self._publish_listeners)
+        for mid, reason_code in acked:
+            for callback in listeners:
+                try:
+                    callback(mid, reason_code)
+                except Exception:
+                    LOG.exception("MQTT publish listener %r failed", callback)
 
     def _run_listener(self, callback: Callable[[], Any]) -> None:
         try:

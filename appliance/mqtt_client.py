@@ -13,10 +13,11 @@ READ_SIZE bytes per ``recv`` into a buffer and cuts every complete packet out of
   ``Properties`` reads them as before), into an ``MQTTMessage`` without its ``MQTTMessageInfo``
   (paho only uses that for messages it sends) and handed to paho's ``_handle_on_message`` as paho
   does;
-- a PUBACK of two bytes (a success without reason code or properties), handed to paho's
-  ``_do_on_publish`` with a shared success ``ReasonCode`` and empty ``Properties``.
+- a PUBACK without properties (MQTT 3.1.1's; MQTT 5's success, or a reason code alone such as "No
+  matching subscribers"), handed to paho's ``_do_on_publish`` with one shared ``ReasonCode`` per
+  code and shared empty ``Properties``.
 
-Every other packet (CONNACK, SUBACK, QoS 2, a PUBACK with a reason code, PINGRESP, DISCONNECT ...)
+Every other packet (CONNACK, SUBACK, QoS 2, a PUBACK with properties, PINGRESP, DISCONNECT ...)
 goes to paho's own ``_packet_handle`` through ``_in_packet``, as paho's ``_packet_read`` would hand
 it over. The override relies on paho internals (``_sock_recv``, ``_in_packet``, ``_packet_handle``,
 ``_handle_on_message``, ``_do_on_publish``, ``_out_messages``, ``_loop_rc_handle``, the slots of
@@ -102,7 +103,7 @@ class BridgeClient(paho.Client):
         self._read_chunks: list[bytes] = []  # the pieces of a packet bigger than READ_SIZE
         self._read_have = 0  # bytes in _read_chunks
         self._read_need = 0  # bytes of the packet begun in _read_chunks, from its first byte
-        self._puback_ok = ReasonCode(PacketTypes.PUBACK)
+        self._puback_reasons: dict[int, ReasonCode] = {}  # PUBACK reason code -> one ReasonCode each
         self._puback_properties = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
         self._message_info = paho.MQTTMessageInfo(0)  # shared by received messages, never waited on
         self._read_time = 0.0  # when the packets being handled were received
@@ -206,12 +207,14 @@ class BridgeClient(paho.Client):
                 if message.qos == 0 or self._manual_ack:
                     return _SUCCESS
                 return self._send_puback(message.mid)
-        elif kind == _PUBACK and end - start == 2:
-            mid = (data[start] << 8) | data[start + 1]
-            with self._out_message_mutex:
-                if mid in self._out_messages:
-                    return self._do_on_publish(mid, self._puback_ok, self._puback_properties)
-            return _SUCCESS
+        elif kind == _PUBACK and (end - start == 2 or (end - start == 3 and self._protocol == MQTTProtocolVersion.MQTTv5)):
+            reason = self._puback_reason(data[start + 2] if end - start == 3 else 0)
+            if reason is not None:
+                mid = (data[start] << 8) | data[start + 1]
+                with self._out_message_mutex:
+                    if mid in self._out_messages:
+                        return self._do_on_publish(mid, reason, self._puback_properties)
+                return _SUCCESS
         # paho's own handling, handed over as its _packet_read does
         packet = _empty_packet()
         packet["command"] = command
@@ -223,6 +226,26 @@ class BridgeClient(paho.Client):
             return self._packet_handle()
         finally:
             self._in_packet = _empty_packet()
+
+    def _update_inflight(self) -> MQTTErrorCode:
+        """paho's, called after every PUBACK, scans every message it keeps for one queued behind the
+        in-flight limit: when each of them is in flight there is none, and no scan."""
+        if self.buffered and len(self._out_messages) <= self._inflight_messages:
+            return _SUCCESS
+        return super()._update_inflight()
+
+    def _puback_reason(self, code: int) -> ReasonCode | None:
+        """The PUBACK reason code ``code`` (one shared object per code); None for one paho does not
+        know (its own decoding says so)."""
+        reason = self._puback_reasons.get(code)
+        if reason is None:
+            reason = ReasonCode(PacketTypes.PUBACK)
+            try:
+                reason.unpack(bytes((code,)))
+            except Exception:
+                return None
+            self._puback_reasons[code] = reason
+        return reason
 
     def _decode_publish(self, command: int, data: bytes, start: int, end: int) -> paho.MQTTMessage | None:
         """The QoS 0 or 1 PUBLISH ``data[start:end]`` as paho's ``_handle_publish`` decodes it;

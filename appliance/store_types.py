@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 #: Seconds SQLite waits for another process's write lock before raising "database is locked".
 BUSY_TIMEOUT = 10.0
@@ -169,6 +169,17 @@ class Event:
     payload: dict[str, Any] | None  # None: an empty payload (with retain: clears the retained message)
     qos: int = 1
     retain: bool = False
+
+
+class EventBody(NamedTuple):
+    """A pending event as the MQTT bridge publishes it: its payload as stored (compact JSON text,
+    UTF-8), not read back into objects; b"" for an empty payload."""
+
+    id: int
+    topic: str
+    body: bytes
+    qos: int
+    retain: bool
 
 
 @dataclass(frozen=True)

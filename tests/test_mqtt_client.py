@@ -58,6 +58,7 @@ def test_the_installed_paho_is_a_release_the_override_was_checked_against() -> N
     ("_send_puback", ["self", "mid"]),
     ("_easy_log", ["self", "level", "fmt", "args"]),
     ("reconnect", ["self"]),
+    ("_update_inflight", ["self"]),
 ])
 def test_paho_methods_the_override_calls_keep_their_signatures(method: str, parameters: list[str]) -> None:
     assert list(inspect.signature(getattr(paho.Client, method)).parameters) == parameters
@@ -68,7 +69,7 @@ def test_paho_state_the_override_reads_is_where_it_was() -> None:
     assert set(client._in_packet) == {"command", "have_remaining", "remaining_count", "remaining_mult",
                                       "remaining_length", "packet", "to_process", "pos"}
     for name in ("_out_messages", "_out_message_mutex", "_msgtime_mutex", "_last_bytes_received", "_manual_ack",
-                 "_protocol", "_logger", "_on_log", "_sock"):
+                 "_protocol", "_logger", "_on_log", "_sock", "_inflight_messages", "_max_inflight_messages"):
         assert hasattr(client, name), name
     assert set(paho.MQTTMessage.__slots__) == {"_topic", "dup", "info", "mid", "payload", "properties", "qos",
                                                "retain", "state", "timestamp"}
@@ -391,3 +392,17 @@ def test_paho_debug_logging_names_each_publish(mosquitto: Broker, clients: list[
         mosquitto.pub("t/logged", "x", qos=1)
         wait_until(receiver.received, what="the message")
     assert "Received PUBLISH (d0, q1, r0, m1), b't/logged', ...  (1 bytes)" in caplog.text
+
+
+def test_messages_queued_behind_the_in_flight_limit_are_all_sent(mosquitto: Broker, clients: list[Receiver]) -> None:
+    """The scan paho makes after a PUBACK is skipped only while nothing waits behind the limit."""
+    client = _client("buffered", paho.MQTTv5)
+    client.max_inflight_messages_set(5)
+    receiver = Receiver(mosquitto, client)
+    clients.append(receiver)
+    infos = [client.publish(f"t/{n}", str(n).encode(), qos=1 + n % 2) for n in range(60)]
+    for info in infos:
+        info.wait_for_publish(10)
+    assert all(info.is_published() for info in infos)
+    wait_until(lambda: len(receiver.received()) == 60, what="all 60 back")
+    assert client._out_messages == {} and client._inflight_messages == 0
