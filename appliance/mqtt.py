@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -52,6 +52,7 @@ from appliance import __version__
 from appliance.config import Config, MqttConfig
 from appliance.discovery import node_id
 from appliance.intake import Intake, IntakePolicy
+from appliance.mqtt_client import BridgeClient
 from appliance.mqtt_events import EventPublisher
 from appliance.mqtt_requests import AUDIT_CAPPED, AUDIT_REJECTED, SendRequests, unexpected
 from appliance.payload import dump_json, excerpt
@@ -143,30 +144,6 @@ class _Subscription:
     retain_handling: int = 1
 
 
-class _Client(paho.Client):
-    """paho's client, remembering why its last connection attempt failed (paho's ``on_connect_fail``
-    gets no exception: a TLS failure or a refused TCP connection would be lost)."""
-
-    connect_error: BaseException | None = None
-    #: Called by the network thread before each read of the socket (it may wait: back-pressure).
-    read_gate: Callable[[], None] | None = None
-
-    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        gate = self.read_gate
-        if gate is not None:
-            gate()
-        return super().loop_read(max_packets)
-
-    def reconnect(self) -> MQTTErrorCode:
-        try:
-            result = super().reconnect()
-        except (OSError, ValueError) as exc:
-            self.connect_error = exc
-            raise
-        self.connect_error = None
-        return result
-
-
 def _match_filter(topic_filter: str) -> str:
     if topic_filter.startswith("$share/"):
         parts = topic_filter.split("/", 2)
@@ -214,6 +191,7 @@ class MqttBridge:
         self._incoming: list[Incoming] = []
         self._incoming_lock = threading.Lock()
         self._incoming_room = threading.Condition(self._incoming_lock)  # notified when the loop took them
+        self._acked: list[tuple[int, ReasonCode | None]] = []  # PUBACKs for the publish listeners (under the lock)
         self.read_pauses = 0  # times the network thread waited for the loop (counter ``read_pauses``)
         self._drain_scheduled = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -373,6 +351,8 @@ class MqttBridge:
         with self._sub_lock:
             self._link_up = False
             self._sent_filters = set()
+        with self._incoming_lock:
+            self._acked = []
         self._client = client
         for component in self.components:
             await component.start()
@@ -442,9 +422,9 @@ class MqttBridge:
 
     def _make_client(self) -> paho.Client:
         if self._v5:
-            client = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5)
+            client = BridgeClient(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5)
         else:
-            client = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv311,
+            client = BridgeClient(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv311,
                              clean_session=False)
         client.manual_ack_set(True)
         client.read_gate = self._wait_for_room
@@ -540,6 +520,8 @@ class MqttBridge:
     def _wait_for_room(self) -> None:
         """Before paho reads the socket: while READ_BACKLOG messages wait for the asyncio loop, wait
         until it took them (at most READ_PAUSE seconds: keep-alive and a wedged loop)."""
+        if len(self._incoming) < READ_BACKLOG:  # the common case, without the lock (called per packet)
+            return
         with self._incoming_room:
             if len(self._incoming) < READ_BACKLOG or self._stopping:
                 return
@@ -556,7 +538,12 @@ class MqttBridge:
 
     def _on_publish(self, client: paho.Client, userdata: object, mid: int, reason_code: ReasonCode | None,
                     properties: Properties | None) -> None:
-        self._call(self._published_main, mid, reason_code)
+        # PUBACKs read together are handed to the loop together (one wake-up of it, not one each)
+        with self._incoming_lock:
+            self._acked.append((mid, reason_code))
+            if len(self._acked) > 1:
+                return
+        self._call(self._published_main)
 
     # --- asyncio thread: connection ---------------------------------------------------------
 
@@ -568,14 +555,18 @@ class MqttBridge:
         for callback in list(self._connect_listeners):
             self._run_listener(callback)
 
-    def _published_main(self, mid: int, reason_code: ReasonCode | None) -> None:
+    def _published_main(self) -> None:
+        with self._incoming_lock:
+            acked, self._acked = self._acked, []
         if self._client is None:  # stopped: an event stays pending and is published next time
             return
-        for callback in list(self._publish_listeners):
-            try:
-                callback(mid, reason_code)
-            except Exception:
-                LOG.exception("MQTT publish listener %r failed", callback)
+        listeners = list(self._publish_listeners)
+        for mid, reason_code in acked:
+            for callback in listeners:
+                try:
+                    callback(mid, reason_code)
+                except Exception:
+                    LOG.exception("MQTT publish listener %r failed", callback)
 
     def _run_listener(self, callback: Callable[[], Any]) -> None:
         try:

@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger("appliance.mqtt")
 
-#: Store events handed to paho and not yet acknowledged by the broker, at most.
-EVENT_WINDOW = 200
+#: Store events handed to paho and not yet acknowledged by the broker, at most: below paho's in-flight
+#: limit (100, ``MqttBridge``), so events wait in the store rather than in paho's queue, which paho
+#: scans from its start after every PUBACK.
+EVENT_WINDOW = 90
 #: Seconds between looks for events committed by another process (the listener covers this one).
 EVENT_POLL = 1.0
 #: Seconds the event publisher may wait while requests are arriving.
@@ -117,13 +119,13 @@ class EventPublisher:
         room = EVENT_WINDOW - len(self._handed)
         if room <= 0:
             return
-        events = self.store.events_pending(limit=len(self._handed) + room)
+        events = self.store.event_bodies_pending(limit=len(self._handed) + room)
         for event in events:
             if event.id in self._handed:
                 continue
             sent: PublishResult | None = self.bridge.publish_tracked(
-                self.bridge.state_topic(event.topic), b"" if event.payload is None else event.payload,
-                qos=event.qos, retain=event.retain)  # None: an empty payload (retained: clears it)
+                self.bridge.state_topic(event.topic), event.body,  # as stored (b"": retained, clears it)
+                qos=event.qos, retain=event.retain)
             if sent is None:
                 return  # stopped
             if not sent.queued and event.qos == 0:

@@ -150,6 +150,9 @@ from appliance.store_types import (
     Event as Event,
 )
 from appliance.store_types import (
+    EventBody as EventBody,
+)
+from appliance.store_types import (
     InvalidRequest as InvalidRequest,
 )
 from appliance.store_types import (

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 from appliance.frozen import field, frozen
 
@@ -170,6 +170,17 @@ class Event:
     payload: dict[str, Any] | None  # None: an empty payload (with retain: clears the retained message)
     qos: int = 1
     retain: bool = False
+
+
+class EventBody(NamedTuple):
+    """A pending event as the MQTT bridge publishes it: its payload as stored (compact JSON text,
+    UTF-8), not read back into objects; b"" for an empty payload."""
+
+    id: int
+    topic: str
+    body: bytes
+    qos: int
+    retain: bool
 
 
 @frozen
