@@ -215,7 +215,7 @@ def section_mqtt_ingest(r: Run) -> tuple[Summary, str]:
 
 
 def section_send_peers(r: Run) -> tuple[Summary, str]:
-    out, _ = run("send_peers.py", "--messages", "50" if r.quick else "300", "--rounds", "1" if r.quick else "5",
+    out, _ = run("send_peers.py", "--messages", "50" if r.quick else "100", "--rounds", "1" if r.quick else "3",
                  *(["--base", str(r.base)] if r.base else []), "--json")
     peers = last_json(out)
     medians = peers["medians"]
