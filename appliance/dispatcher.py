@@ -4,10 +4,13 @@ One worker task per modem, so one send is in flight per modem and N modems send 
 A worker that is healthy and has capacity claims the next due message from the store (high before
 normal before low, FIFO within a priority), encodes it once into parts with the codec (the parts
 are stored and reused on every retry, on any modem), and sends the parts that have no TP-MR yet,
-committing each part's TP-MR right after its ``+CMGS`` and before the next part (the duplicate
-window of at-least-once delivery; see docs/store.md). While the last part of a message is in
-``AT+CMGS`` (seconds on a real network), the worker already claims and encodes its next message,
-so between one ``+CMGS`` and the next ``AT+CMGS`` there is only the TP-MR's commit; the claimed
+committing each part's TP-MR after its ``+CMGS`` and before the modem's next PDU: between the next
+``AT+CMGS`` and its PDU, while the modem answers with its prompt, or before the worker does anything
+else when no part follows at once (the duplicate window of at-least-once delivery; see
+docs/store.md). Those commits are not fsync'ed on the event loop: ``WalSync`` syncs them in a thread,
+and a modem's next PDU waits for the sync of its TP-MR before last. While the network takes the last
+part of a message (seconds on a real network), the worker already claims and encodes its next
+message, so between one ``+CMGS`` and the next ``AT+CMGS`` there is no store work; the claimed
 message is given back (without counting the attempt) if the modem cannot send it after all.
 
 Limits: per modem a rate (parts per minute, a sliding window) and a daily cap (parts since local
@@ -515,11 +518,9 @@ class Dispatcher:
         return not (rate is not None and slot.in_window(now) + 1 >= rate)
 
     def _prefetch(self, slot: _Slot) -> None:
-        """While the last part of a message is in AT+CMGS, claim and encode the next message.
-
-        This takes the claim and the parts' commits off the path between one ``+CMGS`` and the next
-        ``AT+CMGS``; the TP-MR of the part in flight is still committed first, before anything else.
-        """
+        """While the network takes the last part of a message (its PDU written), claim and encode the
+        next message: the claim and the parts' commit are off the path between one ``+CMGS`` and the
+        next ``AT+CMGS``. The TP-MR of the part in flight is committed before the next PDU."""
         now = self.clock()
         if not self._can_prefetch(slot, now):
             return

@@ -374,7 +374,8 @@ class OutboundQueue(OptOutList):
         self, message_id: int, sequence: int, modem_id: str, message_reference: int, now: float | None = None,
         *, durable: bool = True,
     ) -> str:
-        """Commit a part's TP-MR right after its +CMGS; the message's state afterwards.
+        """Commit a part's TP-MR after its +CMGS (the dispatcher: before that modem's next PDU); the
+        message's state afterwards.
 
         When it was the last unsent part the message becomes ``sent``. With ``durable=False`` the
         commit is not fsync'ed (the dispatcher hands it to ``WalSync``, which syncs it in a thread).

@@ -51,8 +51,10 @@ GSMMODEM_LOOP = """
 import sys, time
 import gsmmodem.modem
 from gsmmodem.modem import GsmModem
-# no status report requested, as smsgw sends by default (sendSms always asks for one; each report then
-# costs the loop an AT+CMGR and AT+CMGD, and its reader thread times out once the report storage is full)
+# no status report requested, as smsgw sends by default: python-gsmmodem-new 0.13.0's sendSms
+# (gsmmodem/modem.py) calls encodeSmsSubmitPdu (gsmmodem/pdu.py) with its default requestStatusReport=True,
+# and each +CDSI then costs the loop an AT+CMGR and AT+CMGD (_handleSmsStatusReport); its reader
+# thread times out once the simulator's report storage is full
 encode = gsmmodem.modem.encodeSmsSubmitPdu
 gsmmodem.modem.encodeSmsSubmitPdu = lambda *args, **kw: encode(*args, **{**kw, "requestStatusReport": False})
 port, count = sys.argv[1], int(sys.argv[2])
