@@ -159,6 +159,8 @@ class Daemon:
         from appliance.rules.commands import text_filter
 
         store.shown_text = text_filter(config)  # PINs withheld in B/received (and so in HA)
+        # without [mqtt] nothing publishes events: none is written (webhook deliveries still are)
+        store.events_published = config.mqtt is not None
         if store.migrated_from is not None and store.migrated_from != store.schema_version:
             LOG.info("store %s migrated from schema %s", config.store.path, store.migrated_from)
         await self._start_webhooks()  # before anything commits an event: this config's webhooks get it

@@ -72,6 +72,13 @@ class StoreBase:
         #: ``inbox()``): the daemon and ``smsgw inbox`` set it to withhold PINs (rules.withhold_pin).
         #: The inbox row keeps the text as received, for the command rules.
         self.shown_text: Callable[[str], str] = lambda text: text
+        #: Whether event rows are written (the MQTT publisher's queue). A daemon without ``[mqtt]``
+        #: sets it False: nothing would publish them, and its next prune would delete them unpublished.
+        #: Webhook deliveries, made from the same payloads, are written either way.
+        self.events_published = True
+        #: The webhook events configured (``configure_webhooks``: the daemon's, which records them);
+        #: None in a process that did not configure them, which reads the webhook table per event.
+        self._webhook_events: frozenset[str] | None = None
         if read_only:
             self._conn = self._connect_read_only()
             version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
@@ -279,15 +286,29 @@ class StoreBase:
 
     def _add_event(self, conn: sqlite3.Connection, topic: str, payload: dict[str, Any] | None, now: float,
                    qos: int = 1, retain: bool = False) -> int:
+        self._tx_events += 1
+        event = webhook_event(topic)
+        if event is not None and payload is not None and self._takes_webhook_event(event):
+            self._add_deliveries(conn, event, payload, now)
+        if not self.events_published:
+            return 0
         cur = conn.execute(
             "INSERT INTO event (topic, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?)",
             (topic, dump_json(payload), qos, int(retain), now),  # compact: published as it is stored
         )
-        self._tx_events += 1
-        event = webhook_event(topic)
-        if event is not None and payload is not None:
-            self._add_deliveries(conn, event, payload, now)
         return int(cur.lastrowid or 0)
+
+    def _takes_webhook_event(self, event: str) -> bool:
+        """Whether a configured webhook may take ``event`` (True where not known: the table decides)."""
+        return self._webhook_events is None or event in self._webhook_events
+
+    def _wants_event(self, topic: str) -> bool:
+        """Whether an event on ``topic`` would be written or delivered: a caller that builds a costly
+        payload asks first."""
+        if self.events_published:
+            return True
+        event = webhook_event(topic)
+        return event is not None and self._takes_webhook_event(event)
 
     def _add_deliveries(self, conn: sqlite3.Connection, event: str, payload: dict[str, Any], now: float) -> None:
         """One pending delivery per webhook that takes ``event``, in the event's transaction

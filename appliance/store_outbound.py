@@ -57,6 +57,9 @@ def _count_parts(text: str, language: str | None) -> int:
 
 class OutboundQueue(OptOutList):
     def _message_event(self, conn: sqlite3.Connection, message_id: int, now: float) -> None:
+        topic = f"message/{message_id}"
+        if not self._wants_event(topic):
+            return
         row = conn.execute(
             "SELECT m.id, m.recipient, m.text, m.state, m.modem, m.last_error, m.language, "
             "(SELECT COUNT(*) FROM part p WHERE p.message_id = m.id) AS parts "
@@ -73,7 +76,7 @@ class OutboundQueue(OptOutList):
         if row["last_error"] and row["state"] in (QUEUED, FAILED, EXPIRED):
             payload["error"] = row["last_error"]
         payload["at"] = iso(now)
-        self._add_event(conn, f"message/{message_id}", payload, now)
+        self._add_event(conn, topic, payload, now)
 
     def _set_state(self, conn: sqlite3.Connection, message_id: int, state: str, now: float,
                    **columns: Any) -> None:

@@ -42,6 +42,7 @@ class WebhookTables(StoreBase):
         recorded = {(row[0], row[1], row[2]) for row in self._conn.execute("SELECT name, event, expire_after FROM webhook")}
         orphans = self._conn.execute("SELECT DISTINCT webhook FROM webhook_delivery WHERE done_at IS NULL").fetchall()
         if wanted == recorded and all(row[0] in names for row in orphans):
+            self._webhook_events = frozenset(event for _name, event, _expire in wanted)
             return {}  # as recorded: no transaction (a daemon without webhooks starts without an fsync)
         dropped: dict[str, int] = {}
         with self._tx() as conn:
@@ -58,6 +59,7 @@ class WebhookTables(StoreBase):
                              (DELIVERY_EXPIRED, now, "the webhook is no longer configured", name))
                 conn.execute("INSERT INTO audit (at, kind, detail) VALUES (?, ?, ?)",
                              (now, "webhook.removed", dump_json({"webhook": name, "expired": count}, compact=False)))
+        self._webhook_events = frozenset(event for _name, event, _expire in wanted)
         return dropped
 
     def next_delivery(self, webhook: str) -> WebhookDelivery | None:

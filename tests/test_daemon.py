@@ -6,10 +6,13 @@ store file (as ``smsgw send`` and ``smsgw inbox`` do), the simulator's network l
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from daemon_helpers import ROOT, DaemonProcess, daemon_env, write_config
@@ -104,6 +107,19 @@ def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     assert status == 2 and "nope.toml" in err and "does not exist" in err
 
 
+#: Without ``[mqtt]`` the daemon writes no event rows; what it would publish is observed where a
+#: consumer gets it: the deliveries of a webhook (to a closed port: they stay pending, in order).
+WEBHOOK = '\n[[webhooks]]\nname = "observer"\nurl = "http://127.0.0.1:9/hook"\nsecret = "0123456789abcdef0123"\n'
+
+
+def published(db: Path, event: str, topic_id: int | None = None) -> list[dict[str, Any]]:
+    """The payloads of ``event`` ("message", "received") handed to the webhook, oldest first."""
+    with Store(db) as store:
+        bodies = [json.loads(row["body"]) for row in reversed(store.deliveries("observer", 10_000))
+                  if row["event"] == event]
+    return [b for b in bodies if topic_id is None or b.get("id") == topic_id]
+
+
 # --- outbound ------------------------------------------------------------------------------------
 
 
@@ -127,6 +143,8 @@ async def test_send_reaches_the_network_and_sigterm_exits_cleanly(tmp_path: Path
         modems = {key: store.state_get("modem", key) for key in ("sim0", "sim1")}
     assert states == {"sent"}
     assert all(state is not None and state["state"] == "offline" for state in modems.values())  # what HA availability reads
+    with sqlite3.connect(db) as conn:  # without [mqtt] the daemon writes no event (nothing would publish it)
+        assert conn.execute("SELECT topic, payload FROM event WHERE payload LIKE '%\"sen%'").fetchall() == []
 
 
 async def test_smsgw_send_from_another_process_is_sent(tmp_path: Path, sim: Simulator,
@@ -188,7 +206,7 @@ async def test_failover_when_a_modem_is_unplugged_and_it_comes_back(tmp_path: Pa
 
 async def test_transient_cms_38_is_retried_and_permanent_cms_21_fails(tmp_path: Path, sim: Simulator,
                                                                       daemons: list[DaemonProcess]) -> None:
-    config = write_config(tmp_path / "gw", sim.ports[:1], retry_base=0.5)
+    config = write_config(tmp_path / "gw", sim.ports[:1], retry_base=0.5, extra=WEBHOOK)
     db = tmp_path / "gw" / "smsgw.db"
     daemon = await start_daemon(daemons, config)
     with Store(db) as store:
@@ -199,9 +217,8 @@ async def test_transient_cms_38_is_retried_and_permanent_cms_21_fails(tmp_path: 
     await wait_state(db, transient, "sent", daemon)
     row = message(db, transient)
     assert row["attempts"] == 2
-    with Store(db) as store:
-        states = [e.payload["state"] for e in store.events_pending(1000) if e.topic == f"message/{transient}"]
-        errors = [e.payload.get("error") for e in store.events_pending(1000) if e.topic == f"message/{transient}"]
+    states = [body["state"] for body in published(db, "message", transient)]
+    errors = [body.get("error") for body in published(db, "message", transient)]
     assert states == ["queued", "sending", "queued", "sending", "sent"]
     assert any(error and "38" in str(error) for error in errors)
     sim.fault(0, "cms-error:21")
@@ -248,7 +265,7 @@ async def test_delivery_reports_mark_messages_delivered(tmp_path: Path, sim: Sim
 
 async def test_incoming_sms_is_committed_then_deleted_from_the_sim(tmp_path: Path, sim: Simulator,
                                                                    daemons: list[DaemonProcess]) -> None:
-    config = write_config(tmp_path / "gw", sim.ports)
+    config = write_config(tmp_path / "gw", sim.ports, extra=WEBHOOK)
     db = tmp_path / "gw" / "smsgw.db"
     daemon = await start_daemon(daemons, config)
     with Store(db) as store:
@@ -259,8 +276,7 @@ async def test_incoming_sms_is_committed_then_deleted_from_the_sim(tmp_path: Pat
     await async_wait_until(lambda: sorted(inbox_texts(db)) == sorted(["hello gateway", LONG_TEXT]), timeout=10)
     await async_wait_until(lambda: stored_count(sim, 0) == 0 and stored_count(sim, 1) == 0, timeout=10,
                            what="SIM slots freed")
-    with Store(db) as store:
-        received = [e.payload for e in store.events_pending(1000) if e.topic == "received"]
+    received = published(db, "received")
     assert {(r["from"], r["text"]) for r in received} == {("+4917099999999", "hello gateway"),
                                                           ("+4917088888888", LONG_TEXT)}
     assert await daemon.stop() == 0
@@ -286,7 +302,7 @@ async def test_reassembly_timeout_delivers_the_partial_text(tmp_path: Path, sim:
 
     from drivers.pdu import encode_deliver
 
-    config = write_config(tmp_path / "gw", sim.ports, reassembly_timeout=1.0)
+    config = write_config(tmp_path / "gw", sim.ports, reassembly_timeout=1.0, extra=WEBHOOK)
     db = tmp_path / "gw" / "smsgw.db"
     daemon = await start_daemon(daemons, config)
     with Store(db) as store:
@@ -300,7 +316,7 @@ async def test_reassembly_timeout_delivers_the_partial_text(tmp_path: Path, sim:
     await async_wait_until(lambda: inbox_texts(db), timeout=10, what="partial message delivered")
     with Store(db) as store:
         (row,) = store.inbox(10)
-        (event,) = [e.payload for e in store.events_pending(1000) if e.topic == "received"]
+    (event,) = published(db, "received")
     assert row["partial"] and event["partial"] is True and event["missing"] == [2]
     assert await daemon.stop() == 0
 

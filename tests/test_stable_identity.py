@@ -148,9 +148,8 @@ async def test_wrong_sim_is_refused_before_any_pin(tmp_path: Path, daemons: list
         assert state["healthy"] is False
         assert f"ICCID {sim.modems[0].iccid}, not the configured 89490200000000099999" in state["last_error"]
         assert sim.modems[0].pin_entries == 0  # the configured PIN was not spent on another SIM
-        with Store(db) as store:  # published retained on modem/gate (queued for MQTT)
-            published = [e.payload for e in store.events_pending(1000) if e.topic == "modem/gate"]
-        assert any(p["state"] == "wrong sim" and not p["healthy"] for p in published)
+        # (the same status goes out retained on modem/gate with [mqtt]; this daemon has none, so it
+        # writes no event: the state row above is what `smsgw status` reads)
         assert await daemon.stop() == 0
 
 

@@ -207,6 +207,32 @@ def test_deliveries_are_written_by_every_process_that_commits_events(tmp_path: P
     assert row["expires_at"] == pytest.approx(row["created_at"] + 3600.0)
 
 
+def event_rows(store: Store) -> int:
+    return int(connection(store).execute("SELECT COUNT(*) FROM event").fetchone()[0])
+
+
+def test_a_daemon_without_mqtt_writes_no_event_rows_but_every_delivery(store: Store) -> None:
+    """``events_published = False`` (the daemon without ``[mqtt]``): a message's way from queued to
+    sent and a received SMS write no event row (nothing would publish it), and the webhooks that
+    take them still get every delivery, with the payload the event would have had."""
+    store.events_published = False
+    store.configure_webhooks([("erp", ("message", "received"), 3600.0)])
+    (result,) = store.enqueue([request()])
+    claimed = store.claim("sim0", lease=60, encode=lambda _m: submit_parts(1))
+    assert claimed is not None and claimed.id == result.id
+    store.part_sent(claimed.id, 1, "sim0", 42, durable=False)
+    receive(store, 5)
+    assert event_rows(store) == 0
+    assert [(row["event"], json.loads(row["body"]).get("state")) for row in rows(store)] == [
+        ("message", "queued"), ("message", "sending"), ("message", "sent"), ("received", None)]
+    store.configure_webhooks([("erp", ("received",), 3600.0)])  # a restart with "message" no longer taken
+    (second,) = store.enqueue([request(text="again")])
+    assert [row["event"] for row in rows(store)][-1] == "received" and event_rows(store) == 0
+    store.events_published = True  # with [mqtt]: the events are written again
+    store.fail(second.id, "refused")
+    assert event_rows(store) == 1
+
+
 def test_a_delivery_that_cannot_be_written_takes_its_event_with_it(store: Store) -> None:
     """One transaction: when the delivery row fails, the received SMS is not committed either (the
     inbound side then leaves it on the SIM and reads it again), and the message is not queued."""
