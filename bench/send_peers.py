@@ -78,13 +78,35 @@ def program(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
 
 
-def until_sent(sim_dir: Path, count: int, started: float, timeout: float, alive: Callable[[], None]) -> float:
-    while harness.network_count(sim_dir) < count:
+#: The rate between the moments the network had 10 % and 90 % of the batch (the last run's): the
+#: send rate once under way, without the hand-over and the last message's exchange.
+STEADY: list[float] = []
+
+
+def timed_count(directory: Path) -> int:
+    """The timed messages (to +4915...) the simulated network has seen: not the backlog's (+4916...)."""
+    try:
+        return (directory / "network.jsonl").read_bytes().count(b'"to": "+4915')
+    except FileNotFoundError:
+        return 0
+
+
+def until_sent(sim_dir: Path, count: int, started: float, timeout: float, alive: Callable[[], None],
+               counted: Callable[[Path], int] = harness.network_count) -> float:
+    marks: dict[int, float] = {}
+    while (seen := counted(sim_dir)) < count:
         alive()
-        if time.perf_counter() - started > timeout:
+        now = time.perf_counter()
+        if now - started > timeout:
             raise TimeoutError(f"{count} SMS did not reach the network within {timeout:.0f} s")
+        for share in (10, 90):
+            if share not in marks and seen * 100 >= count * share:
+                marks[share] = now
         time.sleep(0.005)
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    if 10 in marks and 90 in marks and marks[90] > marks[10]:
+        STEADY.append(count * 0.8 / (marks[90] - marks[10]))
+    return elapsed
 
 
 @contextlib.contextmanager
@@ -113,7 +135,12 @@ ENQUEUE = """
 import sys, time
 from appliance.store import OutboundRequest, Store
 with Store(sys.argv[1]) as store:
-    if sys.argv[2] != "create":
+    if sys.argv[2].startswith("backlog:"):  # due low-priority messages, to numbers the timed ones do not use
+        size = int(sys.argv[2].split(":")[1])
+        for start in range(0, size, 10_000):
+            store.enqueue([OutboundRequest(to=f"+4916{n:09d}", text=f"backlog {n}", source="bench", priority="low")
+                           for n in range(start, min(size, start + 10_000))])
+    elif sys.argv[2] != "create":
         batch = [OutboundRequest(to=f"+4915{n:09d}", text=f"bench {n}", source="bench") for n in range(int(sys.argv[2]))]
         print(time.perf_counter(), flush=True)  # the clock (CLOCK_MONOTONIC, as the bench process's)
         store.enqueue(batch)
@@ -128,10 +155,30 @@ def enqueue(root: Path, db: Path, what: str) -> float:
     return float(done.stdout or 0.0)
 
 
-def run_smsgw(work: Path, port: str, count: int, root: Path | None = None) -> float:
+#: ``--backlog``: the store with that many due low-priority messages queued, made once (untimed) and
+#: copied for each round of the side ``smsgw-backlog``.
+BACKLOG = 100_000
+BACKLOG_STORE: Path | None = None
+BACKLOG_DIR: Path | None = None
+
+
+def backlog_store(directory: Path) -> Path:
+    global BACKLOG_STORE
+    if BACKLOG_STORE is None:
+        BACKLOG_STORE = directory / f"backlog-{BACKLOG}.db"
+        enqueue(harness.UNDER_TEST, BACKLOG_STORE, f"backlog:{BACKLOG}")
+        with sqlite3.connect(BACKLOG_STORE) as conn:  # one file to copy: the WAL checkpointed into it
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return BACKLOG_STORE
+
+
+def run_smsgw(work: Path, port: str, count: int, root: Path | None = None, backlog: Path | None = None) -> float:
     root = root or harness.UNDER_TEST
     (work / "gw").mkdir(parents=True)
-    enqueue(root, work / "gw" / "smsgw.db", "create")  # the schema exists before two processes open the file
+    if backlog is not None:
+        shutil.copyfile(backlog, work / "gw" / "smsgw.db")
+    else:
+        enqueue(root, work / "gw" / "smsgw.db", "create")  # the schema exists before two processes open the file
     under_test, harness.UNDER_TEST = harness.UNDER_TEST, root
     try:
         running = harness.daemon(work / "gw", [port], None)
@@ -145,9 +192,17 @@ def run_smsgw(work: Path, port: str, count: int, root: Path | None = None) -> fl
             if daemon.process.poll() is not None:
                 raise RuntimeError("smsgw run exited")
 
-        return until_sent(work / "sim", count, started, 120 + count, alive)
+        # with a backlog the daemon is sending it when the batch arrives: the batch (normal priority)
+        # goes ahead of it, and only the batch's messages are counted
+        return until_sent(work / "sim", count, started, 120 + count, alive,
+                          harness.network_count if backlog is None else timed_count)
     finally:
         running.__exit__(None, None, None)
+
+
+def run_smsgw_backlog(work: Path, port: str, count: int) -> float:
+    assert BACKLOG_DIR is not None
+    return run_smsgw(work, port, count, backlog=backlog_store(BACKLOG_DIR))
 
 
 def run_smsgw_base(work: Path, port: str, count: int) -> float:
@@ -251,6 +306,7 @@ SIDES: dict[str, tuple[str, Callable[[Path, str, int], float], Callable[[], str 
     "smsgw": ("smsgw run", run_smsgw, lambda: None),
     "smsgw-base": ("smsgw run, before (--base)", run_smsgw_base,
                    lambda: None if BASE is not None else "no --base checkout given"),
+    "smsgw-backlog": ("smsgw run, a backlog queued behind", run_smsgw_backlog, lambda: None),
     "gsmmodem": ("python-gsmmodem-new sendSms loop", run_gsmmodem,
                  lambda: None if _importable("gsmmodem") else "python-gsmmodem-new is not installed"),
     "gammu": ("gammu-smsd, SQL backend (sqlite3)", run_gammu,
@@ -268,24 +324,29 @@ def _dbd_sqlite3() -> bool:
     return any(Path("/usr/lib").glob("*/dbd/libdbdsqlite3.so")) or Path("/usr/lib/dbd/libdbdsqlite3.so").exists()
 
 
-def one(side: str, count: int) -> float:
+def one(side: str, count: int) -> tuple[float, float | None]:
+    """(msgs/s from the hand-over to the whole batch at the network, the steady rate or None)."""
+    STEADY.clear()
     with tempfile.TemporaryDirectory(prefix=f"smsgw-peers-{side}-") as tmp:
         work = Path(tmp)
         with harness.simulator(work / "sim", 1) as ports:
             seconds = SIDES[side][1](work, ports[0], count)
-    return count / seconds
+    return count / seconds, (STEADY[-1] if STEADY else None)
 
 
 def main() -> None:
+    global BASE, BACKLOG, BACKLOG_DIR
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sides", default=",".join(side for side in SIDES if side != "smsgw-base"),
                         help="comma-separated, of " + ", ".join(SIDES) + " (smsgw-base: with --base)")
     parser.add_argument("--base", type=Path, help="another checkout; adds its smsgw run as the side smsgw-base")
+    parser.add_argument("--backlog", type=int, default=BACKLOG,
+                        help="messages queued behind the batch for the side smsgw-backlog (default %(default)s)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    global BASE
+    BACKLOG = args.backlog
     if args.base is not None:
         BASE = args.base.resolve()
         if "smsgw-base" not in args.sides.split(","):
@@ -298,22 +359,38 @@ def main() -> None:
             skipped[side] = missing
         else:
             sides.append(side)
+    names = {side: SIDES[side][0] for side in SIDES}
+    names["smsgw-backlog"] = f"smsgw run, {BACKLOG:,} low-priority queued behind"
     rates: dict[str, list[float]] = {side: [] for side in sides}
-    for round_no in range(args.rounds):
-        for side in sides:
-            rates[side].append(one(side, args.messages))
-            print(f"  round {round_no + 1} {side}: {rates[side][-1]:.1f} msgs/s", file=sys.stderr, flush=True)
+    steady: dict[str, list[float]] = {side: [] for side in sides if side.startswith("smsgw")}
+    with tempfile.TemporaryDirectory(prefix="smsgw-peers-backlog-") as backlog_dir:
+        BACKLOG_DIR = Path(backlog_dir)
+        for round_no in range(args.rounds):
+            for side in sides:
+                rate, steady_rate = one(side, args.messages)
+                rates[side].append(rate)
+                if side in steady and steady_rate is not None:
+                    steady[side].append(steady_rate)
+                print(f"  round {round_no + 1} {side}: {rate:.1f} msgs/s (steady {steady_rate or 0:.1f})",
+                      file=sys.stderr, flush=True)
     medians = {side: statistics.median(values) for side, values in rates.items()}
     result = {"messages": args.messages, "rounds": args.rounds, "rates": rates, "medians": medians,
-              "names": {side: SIDES[side][0] for side in SIDES}, "skipped": skipped}
+              "names": names, "skipped": skipped, "backlog": BACKLOG,
+              "steady": {side: statistics.median(values) for side, values in steady.items() if values}}
     if args.json:
         print(json.dumps(result))
         return
     print(f"{args.messages} messages per run, one simulated modem, median of {args.rounds} interleaved rounds")
-    print(f"{'side':<36} {'msgs/s':>8} {'smsgw / side':>12}")
+    print(f"{'side':<45} {'msgs/s':>8} {'smsgw / side':>12}")
     for side in sides:
         ratio = medians.get("smsgw", float("nan")) / medians[side]
-        print(f"{SIDES[side][0]:<36} {medians[side]:>8.1f} {ratio:>12.2f}")
+        print(f"{names[side]:<45} {medians[side]:>8.1f} {ratio:>12.2f}")
+    steady_medians = result["steady"]
+    assert isinstance(steady_medians, dict)
+    if "smsgw" in steady_medians and "smsgw-backlog" in steady_medians:
+        print(f"steady send rate (10-90 % of the batch) with {BACKLOG:,} queued: "
+              f"{steady_medians['smsgw-backlog']:.1f} msgs/s, with none: {steady_medians['smsgw']:.1f}; ratio "
+              f"{steady_medians['smsgw-backlog'] / steady_medians['smsgw']:.2f} (target >= 0.9)")
     for side, why in skipped.items():
         print(f"{SIDES[side][0]}: skipped ({why})")
 
