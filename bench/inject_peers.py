@@ -20,10 +20,11 @@ a second such a script gets into durable storage, each side its own ``sh`` scrip
   does so on a file already in that mode), then the enqueue (the message row and its event row,
   about 13 pages of the WAL). With no daemon (side ``smsgw``) each command is the store's only
   connection: it creates the WAL (its header and the directory synced) and at its close
-  checkpoints it into the database (both synced) and deletes it; side ``smsgw-daemon`` runs the same script while
-  ``smsgw run`` (bench/harness.py, no MQTT) holds the store open on a ``smsgw simulate`` modem that
-  takes 3 s per SMS, as on an appliance: no checkpoint at each close. The rows are counted in
-  ``message`` afterwards.
+  checkpoints it into the database (both synced) and deletes it. Side ``smsgw-daemon`` runs the
+  same script while ``smsgw run`` (bench/harness.py, no MQTT) holds the store open on a ``smsgw
+  simulate`` modem that takes 3 s per SMS, as on an appliance: no checkpoint at each close (a
+  command syncs the WAL's header when the log restarts after the daemon's checkpoint). The rows
+  are counted in ``message`` afterwards.
 - For reference, not a per-command figure: the MQTT ingest of ``smsgw run``, one round of
   bench/mqtt_ingest.py (``mqtt_ingest.one_round``: a QoS 1 burst from ``mosquitto_pub -l``, MQTT 5,
   committed in batches, one fsync each) on a fresh broker, simulator and daemon per round.
