@@ -60,8 +60,6 @@ under cProfile in any of the daemon benchmarks; py-spy on its pid shows paho's t
   row of `bench/cli_start.py`, 148 million instructions) is most of what is left; `pathlib` (with
   `urllib.parse` and `ipaddress`) is about 5 ms of it, our own modules (the store's mixins, config,
   intake) about 12 ms.
-
-Not measured here: ingest against gammu-smsd-inject.
 """
 MEMORY_NOTES = """Where the memory went, from `/proc/PID/smaps`, glibc's `mallinfo2()`, `sqlite3_memory_used()`
 and a count of the live objects by type in the running daemon:
@@ -216,6 +214,43 @@ def section_mqtt_ingest(r: Run) -> tuple[Summary, str]:
                      " committed message id, read-only)"
                      + (", the before of each protocol right before its after" if r.base_env else "")
                      + ".\n\n" + "\n".join(lines) + "\n")
+
+
+def section_inject_peers(r: Run) -> tuple[Summary, str]:
+    args = ["--messages", "30" if r.quick else "200", "--mqtt-count", "2000" if r.quick else "5000",
+            "--rounds", "1" if r.quick else "3"]
+    peers = last_json(run("inject_peers.py", *args, "--json")[0])
+    medians, ratios, syncs = peers["medians"], peers["ratios"], peers["syncs"]
+    lines = ["| side | msgs/s (median) | rounds | side / gammu-smsd-inject | fsync + fdatasync per command |",
+             "|---|---:|---|---:|---:|"]
+    for side, rate in medians.items():
+        ratio = f"{ratios[side]:.2f}" if side in ratios else "-"
+        per_command = f"{syncs[side]:.1f}" if side in syncs else "-"
+        lines.append(f"| {peers['names'][side]} | {rate:,.1f} | {', '.join(f'{r:,.1f}' for r in peers['rates'][side])}"
+                     f" | {ratio} | {per_command} |")
+    lines += [f"| {peers['names'][side]} | skipped: {why} | | | |" for side, why in peers["skipped"].items()]
+    summary: Summary = []
+    if "smsgw" in ratios and "gammu" in medians:
+        daemon = f" (with `smsgw run` holding the store: {ratios['smsgw-daemon']:.2f})" if "smsgw-daemon" in ratios else ""
+        summary.append(("one command per message into the store, `smsgw send` / gammu-smsd-inject",
+                        "none (side by side)", f"{ratios['smsgw']:.2f}{daemon}", "measured"))
+    return summary, ("## Ingest against gammu-smsd-inject\n\n    python bench/inject_peers.py " + " ".join(args)
+                     + "\n\n"
+                     f"A shell script of {peers['messages']} commands, one message each, as a user's script queues"
+                     " them, timed from its spawn to its exit; each side on a fresh store, median of"
+                     f" {peers['rounds']} interleaved rounds (settings in the script's docstring); the rows are"
+                     " counted in the store afterwards. gammu-smsd-inject writes gammu-smsd's SQL backend"
+                     " (sqlite3 through libdbd-sqlite3, with SQLite's defaults: a rollback journal,"
+                     " `synchronous=FULL`), one transaction per command; no gammu-smsd runs. `smsgw send` is the"
+                     " console script on an interpreter as pip installs the wheel (no editable-install hook, the"
+                     " byte code compiled beforehand); it commits twice per command, both fsync'ed:"
+                     " `PRAGMA auto_vacuum=INCREMENTAL` at the store's open rewrites page 1, then the enqueue."
+                     " Without a daemon each command also creates the WAL and checkpoints it at its close; with"
+                     " `smsgw run` holding the store (one simulated modem at 3 s per SMS) it does not. The fsync"
+                     " and fdatasync calls are `strace -f -c` of 5 more commands after the first round,"
+                     " untimed. The last row is the same store fed over MQTT (bursts of"
+                     f" {peers['mqtt_count']:,} QoS 1 requests from `mosquitto_pub -l`, committed in batches), for"
+                     " reference.\n\n" + "\n".join(lines) + "\n")
 
 
 def section_send_peers(r: Run) -> tuple[Summary, str]:
@@ -386,7 +421,7 @@ def section_cli_start(r: Run) -> tuple[Summary, str] | None:
 #: The sections in document order, by the name ``--only`` takes.
 SECTIONS: dict[str, Callable[[Run], tuple[Summary, str] | None]] = {
     "stats": section_stats, "backlog": section_backlog, "idle": section_idle, "mqtt_ingest": section_mqtt_ingest,
-    "send_peers": section_send_peers, "memory": section_memory, "http_ingest": section_http_ingest,
+    "inject_peers": section_inject_peers, "send_peers": section_send_peers, "memory": section_memory, "http_ingest": section_http_ingest,
     "webhooks": section_webhooks, "codec": section_codec, "latency": section_latency, "send": section_send,
     "status_page": section_status_page, "cli_start": section_cli_start,
 }

@@ -230,9 +230,11 @@ def run_gsmmodem(work: Path, port: str, count: int) -> float:
         harness.stop(process)
 
 
-def run_gammu(work: Path, port: str, count: int) -> float:
-    spool = work / "gammu"
-    spool.mkdir()
+def gammu_spool(spool: Path, port: str) -> Path:
+    """``spool/smsd.db`` with the schema gammu ships and ``spool/smsdrc`` for its SQL backend
+    (sqlite3 through libdbi) with the fastest settings; the config's path (bench/inject_peers.py
+    gives it to gammu-smsd-inject)."""
+    spool.mkdir(parents=True)
     db = spool / "smsd.db"
     conn = sqlite3.connect(db)
     conn.executescript(GAMMU_SCHEMA.read_text())
@@ -243,6 +245,13 @@ def run_gammu(work: Path, port: str, count: int) -> float:
         f"database = {db.name}\ndbdir = {spool}/\nlogfile = {spool / 'smsd.log'}\ndebuglevel = 0\n"
         "PhoneID = bench\nLoopSleep = 0\nCommTimeout = 0\nStatusFrequency = 0\nReceiveFrequency = 3600\n"
         "CheckSecurity = 0\nCheckBattery = 0\nCheckSignal = 0\nCheckNetwork = 0\nDeliveryReport = no\n")
+    return spool / "smsdrc"
+
+
+def run_gammu(work: Path, port: str, count: int) -> float:
+    spool = work / "gammu"
+    gammu_spool(spool, port)
+    db = spool / "smsd.db"
     with group([str(program("gammu-smsd")), "-c", str(spool / "smsdrc")], spool / "stdout.log", spool) as smsd:
         reader = sqlite3.connect(db, timeout=30)
 
