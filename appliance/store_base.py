@@ -103,8 +103,11 @@ class StoreBase:
             create_private(self.path)  # 0600 (0640 in a setgid directory) whatever the umask
         self._conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
-        # only takes effect on a new file (before its first table and before WAL); see prune()
-        self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        # only takes effect on a new file (before its first table and before WAL); see prune(). Asked
+        # of an empty file only: on any other it would still commit (page 1 rewritten, an fsync at
+        # every open of the store, each `smsgw send`'s)
+        if self._conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+            self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._set_wal()
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")

@@ -173,6 +173,21 @@ def test_a_new_file_shrinks_after_pruning(db_path: Path, clock: Clock) -> None:
         assert connection(store).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+def test_opening_an_existing_store_commits_nothing(db_path: Path, clock: Clock) -> None:
+    """auto_vacuum is asked of a new file only: asked again of one with tables, SQLite commits
+    (page 1 rewritten, an fsync) at every open, such as every `smsgw send`'s."""
+    Store(db_path, clock=clock).close()
+    watcher = sqlite3.connect(db_path)
+    version = watcher.execute("PRAGMA data_version").fetchone()[0]  # changes with any other connection's commit
+    with Store(db_path, clock=clock) as store:
+        assert connection(store).execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+    assert watcher.execute("PRAGMA data_version").fetchone()[0] == version
+    with Store(db_path, clock=clock) as store:  # the watcher does see a commit
+        store.enqueue([request("+491701234567", "x")])
+    assert watcher.execute("PRAGMA data_version").fetchone()[0] != version
+    watcher.close()
+
+
 def test_an_old_file_without_auto_vacuum_reuses_the_freed_pages(tmp_path: Path, clock: Clock) -> None:
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
