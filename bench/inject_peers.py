@@ -15,10 +15,8 @@ a second such a script gets into durable storage, each side its own ``sh`` scrip
   (``appliance.cli:main``) on an interpreter as on an appliance where pip installed the wheel
   (bench/cli_start.py's ``installed_python``: no editable-install hook; the byte code compiled once
   beforehand under a ``PYTHONPYCACHEPREFIX``), into a store created and migrated beforehand (WAL,
-  ``synchronous=FULL``). Each command commits twice, each commit fsync'ed: the store's
-  ``PRAGMA auto_vacuum=INCREMENTAL`` at its open rewrites page 1 in a transaction of its own (SQLite
-  does so on a file already in that mode), then the enqueue (the message row and its event row,
-  about 13 pages of the WAL). With no daemon (side ``smsgw``) each command is the store's only
+  ``synchronous=FULL``). Each command commits once, fsync'ed: the enqueue (the message row
+  and its event row, about 13 pages of the WAL; the store asks ``auto_vacuum`` of a new file only). With no daemon (side ``smsgw``) each command is the store's only
   connection: it creates the WAL (its header and the directory synced) and at its close
   checkpoints it into the database (both synced) and deletes it. Side ``smsgw-daemon`` runs the
   same script while ``smsgw run`` (bench/harness.py, no MQTT) holds the store open on a ``smsgw
