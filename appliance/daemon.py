@@ -36,6 +36,7 @@ from appliance.dispatcher import Dispatcher, ModemLimits
 from appliance.health import ModemSupervisor
 from appliance.inbound import Inbound
 from appliance.store import MULTIPART_WAIT, Store
+from appliance.wal_checkpoint import WalCheckpointer
 
 if TYPE_CHECKING:
     from appliance.component import Component
@@ -72,6 +73,7 @@ class Daemon:
         self.control: Any = None
         self.balance: Any = None
         self.heartbeat: Any = None
+        self.checkpointer: WalCheckpointer | None = None
         self.http: Any = None
         self.webhooks: Any = None
         self.self_alerts: Any = None
@@ -161,6 +163,8 @@ class Daemon:
         store.shown_text = text_filter(config)  # PINs withheld in B/received (and so in HA)
         # without [mqtt] nothing publishes events: none is written (webhook deliveries still are)
         store.events_published = config.mqtt is not None
+        self.checkpointer = WalCheckpointer(store)  # the WAL's checkpoints off the event loop
+        self.checkpointer.start()
         if store.migrated_from is not None and store.migrated_from != store.schema_version:
             LOG.info("store %s migrated from schema %s", config.store.path, store.migrated_from)
         await self._start_webhooks()  # before anything commits an event: this config's webhooks get it
@@ -378,6 +382,8 @@ class Daemon:
         if self.store is not None:
             if self.heartbeat is not None:
                 self.heartbeat.stopped()
+            if self.checkpointer is not None:
+                self.checkpointer.stop()
             self.store.close()
 
     # --- wiring ------------------------------------------------------------------------------

@@ -200,11 +200,12 @@ from appliance.store_types import (
 from appliance.store_types import (
     webhook_event as webhook_event,
 )
+from appliance.store_wal import WalFile
 from appliance.store_webhooks import WebhookTables
 
 
 class Store(ScheduleQueries, HistoryQueries, SelfAlertsQueries, Reports, Retention, WebhookTables, InboundTables,
-            AlertTables, OutboundQueue, StoreBase):
+            AlertTables, OutboundQueue, WalFile, StoreBase):
     """The store: one SQLite file, one connection, every table group's methods (one mixin each)."""
 
 

@@ -68,6 +68,8 @@ class StoreBase:
         self._tx_events = 0
         self._tx_enqueued = 0
         self._in_tx = False
+        #: Called after each commit of this connection (store_wal.defer_checkpoints).
+        self._after_commit: Callable[[], None] | None = None
         #: What a received text looks like wherever it is shown or published (the ``received`` event,
         #: ``inbox()``): the daemon and ``smsgw inbox`` set it to withhold PINs (rules.withhold_pin).
         #: The inbox row keeps the text as received, for the command rules.
@@ -247,6 +249,8 @@ class StoreBase:
             self._in_tx = False
             if not fsync:
                 self._conn.execute("PRAGMA synchronous=FULL")
+        if self._after_commit is not None:
+            self._after_commit()
         events, enqueued = self._tx_events, self._tx_enqueued
         if enqueued:  # the dispatcher first: its claim goes before the events are published
             self._notify(self._enqueue_listeners)
