@@ -479,3 +479,25 @@ def test_a_message_callback_filter_is_still_matched(mosquitto: Broker, clients: 
     mosquitto.pub("t/plain", "y", qos=1)
     wait_until(lambda: filtered and receiver.received(), what="both messages")
     assert filtered == ["t/filtered/1"] and [m[0] for m in receiver.received()] == ["t/plain"]
+
+
+def test_messages_published_together_are_sent_again_after_a_reconnect(mosquitto: Broker,
+                                                                     clients: list[Receiver]) -> None:
+    """Kept in _out_messages as publish keeps them: a connection lost before their packet was written
+    (paho drops its queued packets on reconnect) sends them again, and their PUBACKs complete them."""
+    client = _client("buffered", paho.MQTTv5)
+    assert isinstance(client, BridgeClient)
+    receiver = Receiver(mosquitto, client)
+    clients.append(receiver)
+    acks: list[int] = []
+    client.on_publish = lambda c, userdata, mid, reason, props: acks.append(mid)
+    client.loop_stop()  # nothing is written from here on
+    with client._in_callback_mutex:  # (without the thread, paho writes at once unless in a callback)
+        mids = client.publish_many([(f"t/again/{n}", b"x", False) for n in range(10)])
+    assert len(client._out_packet) == 1  # one packet for the ten, not written
+    assert mids is not None and all(client._out_messages[mid].state == paho.mqtt_ms_wait_for_puback for mid in mids)
+    client._sock_close()  # the connection is lost with the batch still queued
+    client.reconnect()
+    client.loop_start()
+    wait_until(lambda: sorted(acks) == sorted(mids), timeout=15, what="every message acknowledged")
+    assert client._out_messages == {} and client._inflight_messages == 0
