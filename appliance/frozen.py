@@ -59,7 +59,7 @@ def _is_class_var(annotation: object) -> bool:
 class _Shape:
     """The fields of one record class, and the names each generated method uses."""
 
-    __slots__ = ("name", "fields", "init", "repr", "compare")
+    __slots__ = ("name", "fields", "init", "repr", "compare", "positional", "takes", "plain")
 
     def __init__(self, name: str, fields: tuple[Field, ...]) -> None:
         self.name = name
@@ -67,6 +67,14 @@ class _Shape:
         self.init = tuple(f.name for f in fields if f.init)
         self.repr = tuple(f.name for f in fields if f.repr)
         self.compare = tuple(f.name for f in fields if f.compare)
+        #: every field is taken by __init__: a call with all of them in order needs no defaults
+        self.positional = len(self.init) == len(fields)
+        self.takes = frozenset(self.init)
+        #: (name, default) of each field in order, when every field is an __init__ field with a plain
+        #: default or none (_MISSING): what the keyword fast path of _init fills in
+        self.plain: tuple[tuple[str, Any], ...] | None = (
+            tuple((f.name, f.default) for f in fields)
+            if self.positional and all(f.default_factory is None for f in fields) else None)
 
     def values(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """What ``__init__(*args, **kwargs)`` assigns: every field, from the arguments or its default."""
@@ -106,12 +114,20 @@ def _key(record: object) -> tuple[Any, ...]:
 
 def _init(self: Any, *args: Any, **kwargs: Any) -> None:
     shape = _shape(self)
-    if kwargs or len(args) != len(shape.fields) or len(shape.init) != len(shape.fields):
-        values = shape.values(args, kwargs)
-    else:  # every field given, in order (the store's rows, the config's tables of countries)
-        values = dict(zip(shape.init, args, strict=True))
-    for name, value in values.items():
-        object.__setattr__(self, name, value)
+    if not kwargs and shape.positional and len(args) == len(shape.init):
+        # every field given, in order (the store's rows, the config's tables of countries)
+        self.__dict__.update(zip(shape.init, args, strict=True))
+    elif not args and shape.plain is not None and shape.takes.issuperset(kwargs):
+        # keywords only, plain defaults: each field in order, from the keywords or its default
+        values = {}
+        for name, default in shape.plain:
+            value = kwargs.get(name, default)
+            if value is _MISSING:
+                raise TypeError(f"{shape.name}() missing required argument: {name!r}")
+            values[name] = value
+        self.__dict__.update(values)
+    else:
+        self.__dict__.update(shape.values(args, kwargs))
     post_init = getattr(self, "__post_init__", None)
     if post_init is not None:
         post_init()

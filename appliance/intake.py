@@ -32,7 +32,6 @@ A request with an ``id`` (idempotency key) already queued for a recipient is not
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Sequence
@@ -60,6 +59,8 @@ FIELDS = ("request", "to", "text", "id", "priority", "report", "valid_for", "lan
 SEND_AT_PAST_TOLERANCE = 300.0
 #: The latest ``send_at`` accepted, in seconds from now (a year: beyond is a typo more likely than a plan).
 SEND_AT_HORIZON = 366 * 86400.0
+#: Destinations an IntakePolicy keeps checked, at most (emptied when full).
+DESTINATION_CACHE = 4096
 
 
 # --- refusals -------------------------------------------------------------------------------
@@ -205,6 +206,9 @@ class IntakePolicy:
     caps: DailyCaps = field(default_factory=DailyCaps)
     #: ``[quiet_hours]`` with ``hold = true``: non-critical messages due inside are held until the end.
     quiet_hours: QuietHours | None = None
+    #: Destinations checked under this policy: as written -> normalised (at most DESTINATION_CACHE;
+    #: sensors send to the same few numbers). A refused one is checked again each time.
+    destinations: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_config(cls, config: Config) -> IntakePolicy:
@@ -357,18 +361,11 @@ def _check_avoid_modems(modems: object) -> None:
         raise InvalidField("request", f"avoid_modems must be a tuple of modem ids, not {modems!r}")
 
 
-@functools.lru_cache(maxsize=4096)
-def _checked(number: str, policy: NumbersConfig) -> str:
-    return numbers.check_destination(number, policy)
-
-
 def check_destination(number: str, policy: NumbersConfig) -> str:
-    """Normalise and police one destination (``appliance.numbers``); BadDestination if refused.
-
-    Results for a (number, frozen policy) pair are cached: sensors send to the same few numbers.
-    """
+    """Normalise and police one destination (``appliance.numbers``); BadDestination if refused
+    (``IntakePolicy.destinations`` keeps the results of the intake's own checks)."""
     try:
-        return _checked(number, policy)
+        return numbers.check_destination(number, policy)
     except numbers.NumberError as exc:
         raise BadDestination(exc) from exc
 
@@ -468,8 +465,14 @@ def _prepare_checked(request: SendRequest, policy: IntakePolicy, now: float) -> 
         raise TextTooLong(text, parts, policy.max_parts, encoding)
     requests: list[OutboundRequest] = []
     seen: set[str] = set()
+    checked = policy.destinations
     for recipient in request.to:
-        number = check_destination(recipient, policy.numbers)
+        number = checked.get(recipient)
+        if number is None:
+            number = check_destination(recipient, policy.numbers)
+            if len(checked) >= DESTINATION_CACHE:
+                checked.clear()
+            checked[recipient] = number
         if number in seen:
             continue
         seen.add(number)
@@ -514,9 +517,13 @@ class Intake:
         order. When the store fails, every request not yet committed gets a StoreUnavailable."""
         now = self.store.clock() if now is None else now
         outcomes: list[list[Accepted] | IntakeError | None] = [None] * len(batch)
+        try:
+            listed: list[str] | None = self.store.optout_numbers()  # read once for the batch
+        except Exception:
+            listed = None  # each request's own check reads it again (and fails on its own)
         for index, prepared in enumerate(batch):
             try:
-                self.store.check_optout(prepared.requests)
+                self.store.check_optout(prepared.requests, listed)
             except OptedOut as exc:
                 outcomes[index] = RecipientOptedOut(exc)
             except Exception as exc:

@@ -291,6 +291,22 @@ class MqttBridge:
         info = client.publish(topic, _encode(payload), qos=qos, retain=retain)
         return PublishResult(info.mid, info.rc == paho.MQTT_ERR_SUCCESS)
 
+    def publish_many_tracked(self, messages: Sequence[tuple[str, bytes, bool]]) -> list[PublishResult] | None:
+        """``publish_tracked`` of every QoS 1 ``(topic, payload, retain)``, in order; written to the
+        socket together where the client can (``BridgeClient.publish_many``); None when the bridge
+        is not running."""
+        client = self._client
+        if client is None:
+            return None
+        mids = client.publish_many(messages) if isinstance(client, BridgeClient) else None
+        if mids is not None:
+            return [PublishResult(mid, True) for mid in mids]
+        results = []
+        for topic, payload, retain in messages:
+            info = client.publish(topic, payload, qos=1, retain=retain)
+            results.append(PublishResult(info.mid, info.rc == paho.MQTT_ERR_SUCCESS))
+        return results
+
     def respond_to(self, item: Incoming, response: dict[str, Any]) -> None:
         """Publish ``response`` on the MQTT 5 response topic of ``item`` (with its correlation data),
         if it asked for one."""
@@ -315,6 +331,26 @@ class MqttBridge:
             # session) and an ack now could hit an unrelated message with the same packet id.
             return
         client.ack(msg.mid, msg.qos)
+
+    def ack_many(self, items: Sequence[Incoming]) -> None:
+        """``ack`` of every item, their PUBACKs written together."""
+        client = self._client
+        if client is None:
+            return
+        mids = []
+        for item in items:
+            msg = item.message
+            if msg.qos == 0 or item.acked:
+                continue
+            item.acked = True
+            if item.generation != self._generation:
+                continue  # as ack: the broker delivers it again
+            if msg.qos == 1 and isinstance(client, BridgeClient):
+                mids.append(msg.mid)
+            else:
+                client.ack(msg.mid, msg.qos)
+        if mids and isinstance(client, BridgeClient):
+            client.ack_many(mids)
 
     def add_connect_listener(self, callback: Callable[[], Any]) -> Callable[[], None]:
         """Call ``callback()`` (sync or async) in the asyncio loop after every (re)connect."""

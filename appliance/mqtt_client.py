@@ -17,18 +17,34 @@ READ_SIZE bytes per ``recv`` into a buffer and cuts every complete packet out of
   matching subscribers"), handed to paho's ``_do_on_publish`` with one shared ``ReasonCode`` per
   code and shared empty ``Properties``.
 
+A received PUBLISH goes straight to ``on_message`` while no ``message_callback_add`` filter is set
+(paho would match its topic against them first), with paho's locking and error handling.
+
 Every other packet (CONNACK, SUBACK, QoS 2, a PUBACK with properties, PINGRESP, DISCONNECT ...)
 goes to paho's own ``_packet_handle`` through ``_in_packet``, as paho's ``_packet_read`` would hand
-it over. The override relies on paho internals (``_sock_recv``, ``_in_packet``, ``_packet_handle``,
-``_handle_on_message``, ``_do_on_publish``, ``_out_messages``, ``_loop_rc_handle``, the slots of
-``MQTTMessage``); ``PAHO_VERSIONS`` lists the releases it was checked against and
+it over.
+
+Two methods write many packets at once, each as one entry of paho's outgoing queue (one write to
+the socket, one byte to the pipe that wakes paho's network thread, where ``publish`` and ``ack``
+each take one per packet):
+
+- ``publish_many``: QoS 1 PUBLISH packets without properties, each kept in ``_out_messages`` exactly
+  as ``publish`` keeps it (the PUBACK completes it, paho sends it again after a reconnect, the
+  in-flight limit holds the rest back until paho's ``_update_inflight`` sends them);
+- ``ack_many``: the PUBACKs of several received messages (manual acknowledgement).
+
+The override relies on paho internals (``_sock_recv``, ``_in_packet``, ``_packet_handle``,
+``_handle_on_message``, ``_on_message_filtered``, ``_do_on_publish``, ``_out_messages``,
+``_loop_rc_handle``, ``_packet_queue``, ``_mid_generate``, ``_inflight_messages``, the slots of
+``MQTTMessage`` and ``MQTTMessageInfo``); ``PAHO_VERSIONS`` lists the releases it was checked against and
 ``tests/test_mqtt_client.py`` pins each internal, so an upgrade that changes them fails loudly.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -56,6 +72,10 @@ _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
 _CONN_LOST = MQTTErrorCode.MQTT_ERR_CONN_LOST
 _PROTOCOL = MQTTErrorCode.MQTT_ERR_PROTOCOL
 _INVALID = MessageState.MQTT_MS_INVALID
+_WAIT_FOR_PUBACK = MessageState.MQTT_MS_WAIT_FOR_PUBACK
+_QUEUED = MessageState.MQTT_MS_QUEUED
+#: The largest remaining length of an MQTT packet.
+_MAX_REMAINING = 268_435_455
 
 
 def packet_header(data: bytes, pos: int) -> tuple[int, int, int] | None:
@@ -77,6 +97,19 @@ def packet_header(data: bytes, pos: int) -> tuple[int, int, int] | None:
         shift += 7
         if shift == 28:
             raise ValueError("remaining length longer than four bytes")
+
+
+def remaining_length(length: int) -> bytes:
+    """The variable-length encoding of a packet's remaining length ``length``."""
+    out = bytearray()
+    while True:
+        byte = length & 0x7F
+        length >>= 7
+        if length:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
 
 
 def _empty_packet() -> paho._InPacket:
@@ -108,6 +141,9 @@ class BridgeClient(paho.Client):
         self._message_info = paho.MQTTMessageInfo(0)  # shared by received messages, never waited on
         self._read_time = 0.0  # when the packets being handled were received
         self._log_publish = False  # paho's debug line per PUBLISH is wanted (a logger or on_log for it)
+        # shared by the messages publish_many keeps: each MQTTMessageInfo of paho's has its own
+        # Condition and RLock; nobody waits on these
+        self._batch_condition = threading.Condition()
 
     def reconnect(self) -> MQTTErrorCode:
         self._read_buffer, self._read_chunks, self._read_have, self._read_need = b"", [], 0, 0
@@ -167,8 +203,7 @@ class BridgeClient(paho.Client):
 
     def _handle_buffer(self, data: bytes, gate: Callable[[], None] | None) -> MQTTErrorCode:
         """Handle every complete packet of ``data`` and keep the beginning of the next one."""
-        logger = self._logger
-        self._log_publish = self._on_log is not None or (logger is not None and logger.isEnabledFor(logging.DEBUG))
+        self._log_publish = self._debug_logged()
         pos = 0
         size = len(data)
         while pos < size:
@@ -203,7 +238,7 @@ class BridgeClient(paho.Client):
         if kind == _PUBLISH and command & 0x06 != 0x04:  # QoS 0 or 1
             message = self._decode_publish(command, data, start, end)
             if message is not None:
-                self._handle_on_message(message)
+                self._deliver(message)
                 if message.qos == 0 or self._manual_ack:
                     return _SUCCESS
                 return self._send_puback(message.mid)
@@ -226,6 +261,105 @@ class BridgeClient(paho.Client):
             return self._packet_handle()
         finally:
             self._in_packet = _empty_packet()
+
+    def _debug_logged(self) -> bool:
+        """Whether paho's debug lines go anywhere (``on_log``, or a logger enabled for DEBUG)."""
+        logger = self._logger
+        return self._on_log is not None or (logger is not None and logger.isEnabledFor(logging.DEBUG))
+
+    def _deliver(self, message: paho.MQTTMessage) -> None:
+        """paho's ``_handle_on_message``, without matching the topic against ``message_callback_add``
+        filters while there are none."""
+        if self._on_message_filtered._root._children:
+            self._handle_on_message(message)
+            return
+        with self._callback_mutex:
+            on_message = self.on_message
+        if on_message is None:
+            return
+        with self._in_callback_mutex:
+            try:
+                on_message(self, self._userdata, message)
+            except Exception as err:
+                self._easy_log(paho.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                if not self.suppress_exceptions:
+                    raise
+
+    def publish_many(self, messages: Sequence[tuple[str, bytes, bool]]) -> list[int] | None:
+        """Publish every ``(topic, payload, retain)`` with QoS 1 as ``publish`` would, in one write
+        (module docstring); their message ids, in order. None, with nothing published, when paho's
+        own ``publish`` must do it: not connected (paho keeps the messages for the reconnect), or
+        an installed paho this was not checked against. ValueError as ``publish`` raises it."""
+        if not self.buffered or self._sock is None:
+            return None
+        v5 = self._protocol == MQTTProtocolVersion.MQTTv5
+        encoded = []
+        for topic, payload, retain in messages:
+            topic_bytes = topic.encode("utf-8")
+            self._raise_for_invalid_topic(topic_bytes)
+            if not topic_bytes and not v5:
+                raise ValueError("Invalid topic.")
+            length = 2 + len(topic_bytes) + 2 + (1 if v5 else 0) + len(payload)
+            if length > _MAX_REMAINING:
+                raise ValueError("Payload too large.")
+            encoded.append((topic_bytes, payload, retain, length))
+        mids: list[int] = []
+        packet = bytearray()
+        now = paho.time_func()
+        log = self._debug_logged()
+        with self._out_message_mutex:
+            for topic_bytes, payload, retain, length in encoded:
+                mid = self._mid_generate()
+                message = paho.MQTTMessage.__new__(paho.MQTTMessage)
+                message._topic = topic_bytes
+                message.mid = mid
+                message.qos = 1
+                message.dup = False
+                message.retain = retain
+                message.payload = payload
+                message.properties = None
+                message.timestamp = now
+                info = paho.MQTTMessageInfo.__new__(paho.MQTTMessageInfo)
+                info.mid = mid
+                info.rc = _SUCCESS
+                info._published = False
+                info._condition = self._batch_condition
+                info._iterpos = 0
+                message.info = info
+                self._out_messages[mid] = message
+                mids.append(mid)
+                if self._max_inflight_messages and self._inflight_messages >= self._max_inflight_messages:
+                    message.state = _QUEUED  # sent by paho's _update_inflight when a PUBACK makes room
+                    continue
+                self._inflight_messages += 1
+                message.state = _WAIT_FOR_PUBACK
+                if log:
+                    self._easy_log(paho.MQTT_LOG_DEBUG, "Sending PUBLISH (d0, q1, r%d, m%d), '%s', ... (%d bytes)",
+                                   retain, mid, topic_bytes, len(payload))
+                packet.append(_PUBLISH | 0x02 | (1 if retain else 0))
+                packet += remaining_length(length)
+                packet += len(topic_bytes).to_bytes(2, "big")
+                packet += topic_bytes
+                packet += mid.to_bytes(2, "big")
+                if v5:
+                    packet.append(0)  # no properties
+                packet += payload
+            if packet:
+                self._packet_queue(_PUBLISH, packet, mids[0], 1)
+        return mids
+
+    def ack_many(self, mids: Sequence[int]) -> None:
+        """``ack(mid, 1)`` for every mid, in one write (module docstring)."""
+        if not self.buffered:
+            for mid in mids:
+                self.ack(mid, 1)
+            return
+        if not mids or not self._manual_ack:
+            return
+        if self._debug_logged():
+            for mid in mids:
+                self._easy_log(paho.MQTT_LOG_DEBUG, "Sending PUBACK (Mid: %d)", mid)
+        self._packet_queue(_PUBACK, b"".join(b"\x40\x02" + mid.to_bytes(2, "big") for mid in mids), mids[0], 1)
 
     def _update_inflight(self) -> MQTTErrorCode:
         """paho's, called after every PUBACK, scans every message it keeps for one queued behind the

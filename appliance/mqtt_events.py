@@ -2,7 +2,7 @@
 
 An event is handed to paho at most once per connection and marked done in the store only when the
 broker acknowledged it (paho's ``on_publish`` for its message id); at most EVENT_WINDOW are in
-flight. The store's listener wakes the publisher after every commit that added events; a poll every
+flight. A run of pending QoS 1 events goes to the socket in one write (``publish_many_tracked``). The store's listener wakes the publisher after every commit that added events; a poll every
 EVENT_POLL seconds finds those another process (``smsgw send``) committed. While requests are
 arriving, their acknowledgements go first and the events follow at most EVENT_DEFER seconds later.
 
@@ -119,10 +119,24 @@ class EventPublisher:
         room = EVENT_WINDOW - len(self._handed)
         if room <= 0:
             return
-        events = self.store.event_bodies_pending(limit=len(self._handed) + room)
-        for event in events:
-            if event.id in self._handed:
+        events = [event for event in self.store.event_bodies_pending(limit=len(self._handed) + room)
+                  if event.id not in self._handed]
+        at = 0
+        while at < len(events):
+            if events[at].qos == 1:  # a run of QoS 1 events goes out in one write
+                run = [events[at]]
+                while at + len(run) < len(events) and events[at + len(run)].qos == 1:
+                    run.append(events[at + len(run)])
+                results = self.bridge.publish_many_tracked(
+                    [(self.bridge.state_topic(event.topic), event.body, event.retain) for event in run])
+                if results is None:
+                    return  # stopped
+                for handed, result in zip(run, results, strict=True):
+                    self._handed.add(handed.id)
+                    self._inflight[result.mid] = (handed.id, handed.qos)
+                at += len(run)
                 continue
+            event = events[at]
             sent: PublishResult | None = self.bridge.publish_tracked(
                 self.bridge.state_topic(event.topic), event.body,  # as stored (b"": retained, clears it)
                 qos=event.qos, retain=event.retain)
@@ -132,6 +146,7 @@ class EventPublisher:
                 break  # not connected: QoS 0 is not kept by paho; try again on reconnect
             self._handed.add(event.id)
             self._inflight[sent.mid] = (event.id, event.qos)
+            at += 1
 
     def _published(self, mid: int, reason_code: object) -> None:
         entry = self._inflight.pop(mid, None)

@@ -188,20 +188,31 @@ class SendRequests:
                 LOG.exception("reading an MQTT message failed")
                 entries.append(_Entry(item, error=unexpected(exc)))
         self._submit(entries)
+        acks: list[Incoming] = []  # committed, their PUBACKs not yet written: together, before anything else is
+        counters = self.counters
         for entry in entries:
             item = entry.item
             try:
                 if entry.error is not None:
+                    self._flush_acks(acks)
                     self._reject(item, entry.error, entry.transaction)
                 elif entry.accepted is not None:
-                    self.bridge.ack(item)
+                    acks.append(item)
                     for accepted in entry.accepted:
-                        self.counters["duplicates" if accepted.duplicate else "accepted"] += 1
-                    self._respond_ok(item, entry.accepted, entry.transaction)
+                        counters["duplicates" if accepted.duplicate else "accepted"] += 1
+                    if entry.transaction is not None or item.response_topic:
+                        self._flush_acks(acks)
+                        self._respond_ok(item, entry.accepted, entry.transaction)
             except Exception:
                 LOG.exception("answering the MQTT message on %s failed", item.message.topic)
                 if not item.retrying:
                     self.bridge.ack(item)
+        self._flush_acks(acks)
+
+    def _flush_acks(self, acks: list[Incoming]) -> None:
+        if acks:
+            self.bridge.ack_many(acks)
+            acks.clear()
 
     def _submit(self, entries: list[_Entry]) -> None:
         """Hand the checked requests of ``entries`` to the intake (one transaction if it can be) and

@@ -70,6 +70,9 @@ class StoreBase:
         self._in_tx = False
         #: Called after each commit of this connection (store_wal.defer_checkpoints).
         self._after_commit: Callable[[], None] | None = None
+        #: What a transaction read once and may read again unchanged (it holds the write lock: no other
+        #: connection commits meanwhile), e.g. the webhooks of an event; emptied at each transaction's end.
+        self._tx_reads: dict[Any, Any] = {}
         #: What a received text looks like wherever it is shown or published (the ``received`` event,
         #: ``inbox()``): the daemon and ``smsgw inbox`` set it to withhold PINs (rules.withhold_pin).
         #: The inbox row keeps the text as received, for the command rules.
@@ -247,6 +250,7 @@ class StoreBase:
             raise
         finally:
             self._in_tx = False
+            self._tx_reads = {}
             if not fsync:
                 self._conn.execute("PRAGMA synchronous=FULL")
         if self._after_commit is not None:
@@ -292,7 +296,9 @@ class StoreBase:
         return self.clock() if now is None else now
 
     def _add_event(self, conn: sqlite3.Connection, topic: str, payload: dict[str, Any] | None, now: float,
-                   qos: int = 1, retain: bool = False) -> int:
+                   qos: int = 1, retain: bool = False, *, body: str | None = None) -> int:
+        """The event row (``body``: ``dump_json(payload)`` when the caller has it already) and its
+        webhook deliveries."""
         self._tx_events += 1
         event = webhook_event(topic)
         if event is not None and payload is not None and self._takes_webhook_event(event):
@@ -301,7 +307,7 @@ class StoreBase:
             return 0
         cur = conn.execute(
             "INSERT INTO event (topic, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?)",
-            (topic, dump_json(payload), qos, int(retain), now),  # compact: published as it is stored
+            (topic, dump_json(payload) if body is None else body, qos, int(retain), now),  # compact: published as stored
         )
         return int(cur.lastrowid or 0)
 

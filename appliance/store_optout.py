@@ -13,19 +13,24 @@ from appliance.store_types import CRITICAL, OptedOut, OutboundRequest, same_numb
 class OptOutList(StoreBase):
     # --- opt-outs (STOP / START) -------------------------------------------------------------
 
-    def check_optout(self, requests: Sequence[OutboundRequest]) -> None:
-        """Raise ``OptedOut`` for the first non-critical request to a number on the opt-out list.
+    def check_optout(self, requests: Sequence[OutboundRequest], listed: Sequence[str] | None = None) -> None:
+        """Raise ``OptedOut`` for the first non-critical request to a number on the opt-out list
+        (``listed``: the list as ``optout_numbers`` read it, for a batch of checks; else read here).
 
         The one opt-out check: ``enqueue`` calls it for every channel (CLI, rules, replies), and the
-        MQTT bridge calls it per request first, to answer that request alone with the error.
+        intake calls it per request first, to answer that request alone with the error.
         """
         candidates = [r.to for r in requests if r.priority != CRITICAL]
         if not candidates:
             return
-        numbers = [row[0] for row in self._conn.execute("SELECT number FROM optout")]
+        numbers = self.optout_numbers() if listed is None else listed
         for to in candidates:
             if any(same_number(to, number) for number in numbers):
                 raise OptedOut(to)
+
+    def optout_numbers(self) -> list[str]:
+        """The numbers on the opt-out list, as written."""
+        return [row[0] for row in self._conn.execute("SELECT number FROM optout")]
 
     def opted_out(self, number: str) -> bool:
         return any(same_number(number, row[0]) for row in self._conn.execute("SELECT number FROM optout"))

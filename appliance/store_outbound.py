@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
+from json.encoder import encode_basestring_ascii as encode_json_ascii
 from typing import TYPE_CHECKING, Any
 
 from appliance.deferred_log import get_logger
@@ -169,10 +170,12 @@ class OutboundQueue(OptOutList):
                     [(AVOID_NAMESPACE, f"{message_id}/{modem}", json.dumps({"message": message_id, "modem": modem}))
                      for modem in dict.fromkeys(request.avoid_modems)])
             # the queued event from what was just written (as _message_event would read it back)
-            self._add_event(conn, f"message/{message_id}", {
-                "id": message_id, "to": request.to, "state": QUEUED,
-                "parts": _count_parts(request.text, request.language), "modem": None, "at": at,
-            }, now)
+            parts = _count_parts(request.text, request.language)
+            event = {"id": message_id, "to": request.to, "state": QUEUED, "parts": parts, "modem": None, "at": at}
+            # its JSON text as dump_json writes it, for an ASCII recipient (a normalised number) without the encoder
+            body = (f'{{"id":{message_id},"to":{encode_json_ascii(request.to)},"state":"{QUEUED}","parts":{parts},'
+                    f'"modem":null,"at":"{at}"}}' if request.to.isascii() else None)
+            self._add_event(conn, f"message/{message_id}", event, now, body=body)
             self._tx_enqueued += 1
             results.append(EnqueueResult(message_id, QUEUED, False))
         return results

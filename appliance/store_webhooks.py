@@ -17,8 +17,13 @@ class WebhookTables(StoreBase):
 
     def _add_deliveries(self, conn: sqlite3.Connection, event: str, payload: dict[str, Any], now: float) -> None:
         """One pending delivery per webhook that takes ``event``, in the event's transaction."""
-        hooks = conn.execute("SELECT name, expire_after FROM webhook WHERE event = ? ORDER BY name",
-                             (event,)).fetchall()
+        key = ("webhooks", event)
+        hooks = self._tx_reads.get(key) if self._in_tx else None
+        if hooks is None:
+            hooks = conn.execute("SELECT name, expire_after FROM webhook WHERE event = ? ORDER BY name",
+                                 (event,)).fetchall()
+            if self._in_tx:
+                self._tx_reads[key] = hooks  # the webhooks of this event for the rest of the transaction
         if not hooks:
             return
         import uuid  # here: the CLI reads the store without it
@@ -49,6 +54,7 @@ class WebhookTables(StoreBase):
             conn.execute("DELETE FROM webhook")
             conn.executemany("INSERT INTO webhook (name, event, expire_after) VALUES (?, ?, ?)",
                              [(name, event, expire) for name, events, expire in webhooks for event in events])
+            self._tx_reads = {}  # the webhooks read earlier in this transaction changed
             for row in conn.execute("SELECT webhook, COUNT(*) AS n FROM webhook_delivery WHERE done_at IS NULL "
                                     "GROUP BY webhook").fetchall():
                 if row["webhook"] not in names:

@@ -85,3 +85,22 @@ def test_post_init_runs_after_the_fields_are_set() -> None:
 
     Checked(3)
     assert seen == [3]
+
+
+@frozen
+class Plain:
+    """Plain defaults only: keywords take the short way in __init__."""
+
+    to: str
+    text: str = "hi"
+    parts: int | None = None
+
+
+def test_a_record_of_plain_defaults_built_from_keywords_is_the_same_record() -> None:
+    assert Plain(to="a") == Plain("a") == Plain("a", "hi", None)
+    assert vars(Plain(parts=2, to="a")) == {"to": "a", "text": "hi", "parts": 2}
+    assert list(vars(Plain(parts=2, to="a"))) == ["to", "text", "parts"]  # in field order
+    with pytest.raises(TypeError, match="missing required argument: 'to'"):
+        Plain(text="x")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'cc'"):
+        Plain(to="a", cc="b")  # type: ignore[call-arg]

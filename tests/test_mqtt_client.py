@@ -59,6 +59,10 @@ def test_the_installed_paho_is_a_release_the_override_was_checked_against() -> N
     ("_easy_log", ["self", "level", "fmt", "args"]),
     ("reconnect", ["self"]),
     ("_update_inflight", ["self"]),
+    ("_packet_queue", ["self", "command", "packet", "mid", "qos", "info"]),
+    ("_mid_generate", ["self"]),
+    ("_raise_for_invalid_topic", ["topic"]),
+    ("ack", ["self", "mid", "qos"]),
 ])
 def test_paho_methods_the_override_calls_keep_their_signatures(method: str, parameters: list[str]) -> None:
     assert list(inspect.signature(getattr(paho.Client, method)).parameters) == parameters
@@ -69,10 +73,18 @@ def test_paho_state_the_override_reads_is_where_it_was() -> None:
     assert set(client._in_packet) == {"command", "have_remaining", "remaining_count", "remaining_mult",
                                       "remaining_length", "packet", "to_process", "pos"}
     for name in ("_out_messages", "_out_message_mutex", "_msgtime_mutex", "_last_bytes_received", "_manual_ack",
-                 "_protocol", "_logger", "_on_log", "_sock", "_inflight_messages", "_max_inflight_messages"):
+                 "_protocol", "_logger", "_on_log", "_sock", "_inflight_messages", "_max_inflight_messages",
+                 "_callback_mutex", "_in_callback_mutex", "_userdata", "suppress_exceptions", "_out_packet"):
         assert hasattr(client, name), name
     assert set(paho.MQTTMessage.__slots__) == {"_topic", "dup", "info", "mid", "payload", "properties", "qos",
                                                "retain", "state", "timestamp"}
+    assert set(paho.MQTTMessageInfo.__slots__) == {"_condition", "_iterpos", "_published", "mid", "rc"}
+    assert not client._on_message_filtered._root._children  # no message_callback_add filter
+    client.message_callback_add("a/#", lambda *args: None)
+    assert client._on_message_filtered._root._children
+    # _handle_on_message hands a message to on_message alone when no filter matches, as _deliver does
+    handle = inspect.getsource(paho.Client._handle_on_message)
+    assert "self._on_message_filtered.iter_match(message.topic)" in handle and "on_message = self.on_message" in handle
     assert callable(paho.time_func) and paho.MQTT_LOG_DEBUG and paho.MQTT_LOG_ERR
     # paho reads a packet in _packet_read, called only by loop_read: the override replaces both
     source = inspect.getsource(paho.Client)
@@ -405,4 +417,87 @@ def test_messages_queued_behind_the_in_flight_limit_are_all_sent(mosquitto: Brok
         info.wait_for_publish(10)
     assert all(info.is_published() for info in infos)
     wait_until(lambda: len(receiver.received()) == 60, what="all 60 back")
+    assert client._out_messages == {} and client._inflight_messages == 0
+
+
+@pytest.mark.parametrize("protocol", [paho.MQTTv5, paho.MQTTv311])
+def test_messages_published_together_are_each_completed_by_their_puback(
+        mosquitto: Broker, clients: list[Receiver], protocol: int) -> None:
+    """publish_many: one queued write for the batch; each message kept as publish keeps it until its
+    PUBACK; those beyond the in-flight limit are sent as PUBACKs make room."""
+    client = _client("buffered", protocol)
+    assert isinstance(client, BridgeClient)
+    client.max_inflight_messages_set(7)
+    receiver = Receiver(mosquitto, client)
+    clients.append(receiver)
+    acks: list[int] = []
+    client.on_publish = lambda c, userdata, mid, reason, props: acks.append(mid)
+    queued_before = len(client._out_packet)
+    with client._out_message_mutex:  # the network thread waits: what was queued can be seen
+        mids = client.publish_many([(f"t/{n}", f"m{n}".encode() * n, n == 3) for n in range(40)])
+        assert mids is not None and len(set(mids)) == 40
+        assert len(client._out_packet) - queued_before <= 1
+        assert client._inflight_messages <= 7
+    wait_until(lambda: len(receiver.received()) >= 40, timeout=20, what="all 40 back")
+    wait_until(lambda: len(acks) == 40, what="every PUBACK")
+    assert sorted(acks) == sorted(mids)
+    assert [(topic, payload) for topic, payload, *_ in receiver.received()] == [
+        (f"t/{n}", f"m{n}".encode() * n) for n in range(40)]
+    assert client._out_messages == {} and client._inflight_messages == 0
+
+
+def test_publish_many_leaves_a_disconnected_client_to_paho() -> None:
+    client = BridgeClient(CallbackAPIVersion.VERSION2, client_id="offline", protocol=paho.MQTTv5)
+    assert client.publish_many([("t/a", b"x", False)]) is None
+    assert client._out_messages == {}
+    with pytest.raises(ValueError, match="wildcards"):
+        client._sock = socket.socket()  # "connected" for the checks before anything is queued
+        try:
+            client.publish_many([("t/#", b"x", False)])
+        finally:
+            client._sock.close()
+            client._sock = None
+
+
+def test_acks_written_together_are_one_packet_of_pubacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = BridgeClient(CallbackAPIVersion.VERSION2, client_id="acks", protocol=paho.MQTTv5)
+    client.manual_ack_set(True)
+    queued: list[tuple[int, bytes]] = []
+    monkeypatch.setattr(client, "_packet_queue", lambda command, packet, mid, qos, info=None: queued.append(
+        (command, bytes(packet))))
+    client.ack_many([1, 0x1234, 65535])
+    assert queued == [(0x40, b"\x40\x02\x00\x01" + b"\x40\x02\x12\x34" + b"\x40\x02\xff\xff")]
+
+
+def test_a_message_callback_filter_is_still_matched(mosquitto: Broker, clients: list[Receiver]) -> None:
+    client = _client("buffered", paho.MQTTv5)
+    filtered: list[str] = []
+    client.message_callback_add("t/filtered/#", lambda c, userdata, message: filtered.append(message.topic))
+    receiver = Receiver(mosquitto, client)
+    clients.append(receiver)
+    mosquitto.pub("t/filtered/1", "x", qos=1)
+    mosquitto.pub("t/plain", "y", qos=1)
+    wait_until(lambda: filtered and receiver.received(), what="both messages")
+    assert filtered == ["t/filtered/1"] and [m[0] for m in receiver.received()] == ["t/plain"]
+
+
+def test_messages_published_together_are_sent_again_after_a_reconnect(mosquitto: Broker,
+                                                                     clients: list[Receiver]) -> None:
+    """Kept in _out_messages as publish keeps them: a connection lost before their packet was written
+    (paho drops its queued packets on reconnect) sends them again, and their PUBACKs complete them."""
+    client = _client("buffered", paho.MQTTv5)
+    assert isinstance(client, BridgeClient)
+    receiver = Receiver(mosquitto, client)
+    clients.append(receiver)
+    acks: list[int] = []
+    client.on_publish = lambda c, userdata, mid, reason, props: acks.append(mid)
+    client.loop_stop()  # nothing is written from here on
+    with client._in_callback_mutex:  # (without the thread, paho writes at once unless in a callback)
+        mids = client.publish_many([(f"t/again/{n}", b"x", False) for n in range(10)])
+    assert len(client._out_packet) == 1  # one packet for the ten, not written
+    assert mids is not None and all(client._out_messages[mid].state == paho.mqtt_ms_wait_for_puback for mid in mids)
+    client._sock_close()  # the connection is lost with the batch still queued
+    client.reconnect()
+    client.loop_start()
+    wait_until(lambda: sorted(acks) == sorted(mids), timeout=15, what="every message acknowledged")
     assert client._out_messages == {} and client._inflight_messages == 0

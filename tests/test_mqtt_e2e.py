@@ -51,6 +51,12 @@ elif crash == "after-commit":
             os._exit(18)
         real_ack(self, item)
     MqttBridge.ack = ack
+    real_ack_many = MqttBridge.ack_many
+    def ack_many(self, items):  # the PUBACKs of a committed batch
+        if any(item.message.topic.endswith("/send") for item in items):
+            os._exit(18)
+        real_ack_many(self, items)
+    MqttBridge.ack_many = ack_many
 
 from appliance.cli import main
 sys.exit(main(["run", "--config", sys.argv[1]]))

@@ -31,6 +31,17 @@ def test_enqueue_creates_one_queued_message_per_request_with_a_queued_event(stor
     }
 
 
+@pytest.mark.parametrize("to", ["+491701111111", 'a"b\\c', "Zoë"])
+def test_the_queued_event_is_stored_as_dump_json_writes_its_payload(store: Store, to: str) -> None:
+    """The queued event's text is written without the JSON encoder for an ASCII recipient: the same text."""
+    from appliance.payload import dump_json
+
+    store.enqueue([request(to, "x" * 161)])
+    [body] = store.event_bodies_pending()
+    [event] = store.events_pending()
+    assert body.body == dump_json(event.payload).encode()
+
+
 def test_repeat_of_client_key_and_recipient_returns_existing_id_as_duplicate(store: Store) -> None:
     first = store.enqueue([request("+491701111111", client_key="k1"), request("+491702222222", client_key="k1")])
     again = store.enqueue([request("+491701111111", client_key="k1"), request("+491703333333", client_key="k1")])
