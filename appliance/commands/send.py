@@ -50,6 +50,7 @@ from drivers.gsm7_languages import KNOWN_LANGUAGES
 NAME = "send"
 SOURCE = "cli"
 HELP = "queue an SMS in the store (works while the daemon or the broker is down)"
+GC = False  # returns in milliseconds: no cycle collection (appliance.cli.main)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

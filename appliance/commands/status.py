@@ -33,6 +33,7 @@ from appliance.store_alerts import ALERT_STATES
 
 NAME = "status"
 HELP = "show modems, queue depth per state, last errors and usage per source"
+GC = False  # returns in milliseconds: no cycle collection (appliance.cli.main)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
