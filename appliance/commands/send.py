@@ -44,7 +44,8 @@ from appliance.intake import (
     parse_send_at,
     prepare,
 )
-from appliance.store import PRIORITIES
+from appliance.store_cli import QueueStore
+from appliance.store_types import PRIORITIES
 from drivers.gsm7_languages import KNOWN_LANGUAGES
 
 NAME = "send"
@@ -125,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
         policy.check_cap_open(SOURCE)  # a cap of 0: refused before the store is even created
     except IntakeError as exc:
         return fail(NAME, *_message(exc, args))
-    store = open_store(cfg, NAME, create=True)
+    store = open_store(cfg, NAME, QueueStore, create=True)
     if isinstance(store, int):
         return store
     try:
