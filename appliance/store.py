@@ -31,9 +31,9 @@ connection, transactions, events, state and audit): ``store_outbound`` (with ``s
 ``store_inbound``, ``store_alerts`` (escalating alerts), ``store_webhooks``, ``store_retention``,
 ``store_reports``, ``store_schedule`` (the last day's activity of the schedules), ``store_selfalerts``
 (the modems a message avoids, the clients' queue) and ``store_history`` (the status page's samples);
-the names they share are in ``store_types`` and are imported from here. ``store_cli`` composes the
-groups ``smsgw send`` and ``smsgw status`` use (``QueueStore``, ``StatusStore``), which ``Store``
-extends. A new table group is a new
+the names they share are in ``store_types`` and are imported from here. ``store_cli.QueueStore``
+is the groups ``smsgw send`` uses, ``store_alerts.StatusStore`` those of ``smsgw status``; ``Store``
+extends them. A new table group is a new
 mixin module added to the bases below, never more code in this file.
 """
 
@@ -43,7 +43,7 @@ import sqlite3
 from pathlib import Path
 
 from appliance.frozen import frozen
-from appliance.store_cli import StatusStore
+from appliance.store_alerts import StatusStore
 from appliance.store_history import HistoryQueries
 from appliance.store_inbound import InboundTables
 from appliance.store_retention import Retention
@@ -203,7 +203,7 @@ from appliance.store_types import (
 
 class Store(ScheduleQueries, HistoryQueries, SelfAlertsQueries, Retention, InboundTables, StatusStore):
     """The store: one SQLite file, one connection, every table group's methods (one mixin each;
-    ``store_cli.StatusStore`` has the outbound queue, reports, webhooks and alerts)."""
+    ``store_alerts.StatusStore`` has the outbound queue, reports, webhooks and alerts)."""
 
 
 

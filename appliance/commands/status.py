@@ -28,8 +28,7 @@ from appliance.config import Config, ConfigError, webhook_display_url
 from appliance.liveness import daemon_view
 from appliance.self_alerts.view import NAMESPACE as SELF_ALERT_NAMESPACE
 from appliance.self_alerts.view import describe as describe_self_alerts
-from appliance.store_alerts import ALERT_STATES
-from appliance.store_cli import StatusStore
+from appliance.store_alerts import ALERT_STATES, StatusStore
 from appliance.store_types import STATES, same_number
 
 NAME = "status"
