@@ -8,7 +8,6 @@ _COLLECTING = gc.isenabled()
 gc.disable()  # while argparse and re are imported, as in main()
 
 import argparse  # noqa: E402
-import importlib  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
@@ -51,7 +50,8 @@ def _command_modules(only: str | None = None) -> list[ModuleType]:
     for name in command_names():
         if only is not None and name != only:
             continue
-        module = importlib.import_module(f"{commands.__name__}.{name}")
+        __import__(f"{commands.__name__}.{name}")  # not importlib.import_module: the package is one import more
+        module = sys.modules[f"{commands.__name__}.{name}"]
         if hasattr(module, "NAME") and hasattr(module, "main"):
             modules.append(module)
     return sorted(modules, key=lambda m: m.NAME)
