@@ -15,7 +15,7 @@ from appliance.store_types import GATEWAY_SOURCE
 from drivers.toml_reader import TableReader
 
 if TYPE_CHECKING:
-    from appliance.store import Store
+    from appliance.store_cli import QueueStore
 
 
 class DailyCapExceeded(ValueError):
@@ -82,7 +82,7 @@ def parse_caps(file: Path | str, raw: Mapping[str, Any]) -> DailyCaps:
     return DailyCaps(caps)
 
 
-def check_daily_cap(caps: DailyCaps, store: Store, source: str, count: int = 1,
+def check_daily_cap(caps: DailyCaps, store: QueueStore, source: str, count: int = 1,
                     now: float | None = None) -> None:
     """Raise :class:`DailyCapExceeded` if queuing ``count`` more messages for ``source`` would pass
     its daily cap (``[sources."<source>"] daily_cap``; keys may be patterns like ``"alert:*"``)."""
@@ -93,7 +93,7 @@ class CapTally:
     """Daily caps for several batches committed together: the usage is read once and every
     :meth:`charge` adds to it, so the batches cannot together pass a cap."""
 
-    def __init__(self, caps: DailyCaps, store: Store, now: float | None = None) -> None:
+    def __init__(self, caps: DailyCaps, store: QueueStore, now: float | None = None) -> None:
         from appliance.store import local_midnight  # the store module is heavy; the caps' users have it
 
         self.caps = caps

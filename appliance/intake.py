@@ -36,17 +36,20 @@ import math
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from appliance import numbers
 from appliance.caps import CapTally, DailyCapExceeded, DailyCaps
 from appliance.config import Config, NumbersConfig
 from appliance.deferred_log import get_logger
 from appliance.frozen import field, frozen
-from appliance.store import PRIORITIES, InvalidRequest, OptedOut, OutboundRequest, Store, store_failure
+from appliance.store_types import PRIORITIES, InvalidRequest, OptedOut, OutboundRequest, store_failure
 from appliance.timeofday import QuietHours, read_quiet_hours
 from drivers.gsm7_languages import KNOWN_LANGUAGES, LANGUAGE_IDS
 from drivers.text_parts import PduError, count_parts, split_text
+
+if TYPE_CHECKING:
+    from appliance.store_cli import QueueStore
 
 LOG = get_logger(__name__)
 
@@ -489,7 +492,7 @@ def _prepare_checked(request: SendRequest, policy: IntakePolicy, now: float) -> 
 class Intake:
     """Opt-outs, daily caps and the commit, on one store (see the module docstring)."""
 
-    def __init__(self, policy: IntakePolicy, store: Store) -> None:
+    def __init__(self, policy: IntakePolicy, store: QueueStore) -> None:
         self.policy = policy
         self.store = store
 

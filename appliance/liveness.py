@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from appliance.store import Store
+    from appliance.store_base import StoreBase
 
 LOG = get_logger(__name__)
 
@@ -89,7 +90,7 @@ def daemon_holder(store_path: os.PathLike[str] | str) -> Holder:
     return found if found is not None else _by_trying(path)
 
 
-def daemon_view(store: Store, store_path: os.PathLike[str] | str, now: float | None = None) -> dict[str, Any]:
+def daemon_view(store: StoreBase, store_path: os.PathLike[str] | str, now: float | None = None) -> dict[str, Any]:
     """The ``daemon`` entry of ``smsgw status --json``: running, pid, and the recorded life."""
     holder = daemon_holder(store_path)
     life = store.state_get(NAMESPACE, KEY, None)

@@ -31,7 +31,9 @@ connection, transactions, events, state and audit): ``store_outbound`` (with ``s
 ``store_inbound``, ``store_alerts`` (escalating alerts), ``store_webhooks``, ``store_retention``,
 ``store_reports``, ``store_schedule`` (the last day's activity of the schedules), ``store_selfalerts``
 (the modems a message avoids, the clients' queue) and ``store_history`` (the status page's samples);
-the names they share are in ``store_types`` and are imported from here. A new table group is a new
+the names they share are in ``store_types`` and are imported from here. ``store_cli.QueueStore``
+is the groups ``smsgw send`` uses, ``store_alerts.StatusStore`` those of ``smsgw status``; ``Store``
+extends them. A new table group is a new
 mixin module added to the bases below, never more code in this file.
 """
 
@@ -41,12 +43,9 @@ import sqlite3
 from pathlib import Path
 
 from appliance.frozen import frozen
-from appliance.store_alerts import AlertTables
-from appliance.store_base import StoreBase
+from appliance.store_alerts import StatusStore
 from appliance.store_history import HistoryQueries
 from appliance.store_inbound import InboundTables
-from appliance.store_outbound import OutboundQueue
-from appliance.store_reports import Reports
 from appliance.store_retention import Retention
 from appliance.store_schedule import ScheduleQueries
 from appliance.store_selfalerts import SelfAlertsQueries
@@ -201,12 +200,12 @@ from appliance.store_types import (
     webhook_event as webhook_event,
 )
 from appliance.store_wal import WalFile
-from appliance.store_webhooks import WebhookTables
 
 
-class Store(ScheduleQueries, HistoryQueries, SelfAlertsQueries, Reports, Retention, WebhookTables, InboundTables,
-            AlertTables, OutboundQueue, WalFile, StoreBase):
-    """The store: one SQLite file, one connection, every table group's methods (one mixin each)."""
+class Store(ScheduleQueries, HistoryQueries, SelfAlertsQueries, Retention, InboundTables, WalFile, StatusStore):
+    """The store: one SQLite file, one connection, every table group's methods (one mixin each;
+    ``store_alerts.StatusStore`` has the outbound queue, reports, webhooks and alerts; ``WalFile``
+    the daemon's checkpoints)."""
 
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from appliance.frozen import frozen
+from appliance.store_cli import QueueStore
 from appliance.store_outbound import OutboundQueue
 from appliance.store_types import EnqueueResult, OutboundRequest, RetentionStep, iso
 
@@ -263,3 +264,8 @@ class AlertTables(OutboundQueue):
             return {"alerts": cur.rowcount}
 
         return [*super()._retention_steps(cutoff, batch), ("alerts", step)]
+
+
+class StatusStore(AlertTables, QueueStore):
+    """``store_cli.QueueStore`` and the escalating alerts: what ``smsgw status`` reads
+    (``appliance.store.Store`` extends it)."""

@@ -15,9 +15,12 @@ once (``PYTHONDONTWRITEBYTECODE`` is dropped and each side caches it under its o
 ``PYTHONPYCACHEPREFIX``, written by an untimed first run), and the venv has the dependencies on its
 path but not the editable install's import hook, whose ``.pth`` file costs about 20 ms at every
 start of a development checkout's ``.venv``. ``floor`` imports only the standard modules ``send``
-needs (argparse, datetime, json, pathlib, re, sqlite3, tomllib, typing; no dataclasses or logging
-since its records are ``appliance.frozen`` ones and its loggers ``appliance.deferred_log``): the
-least a Python ``smsgw send`` could cost on this interpreter.
+needs (argparse, datetime, json, locale, pathlib, re, sqlite3, tomllib, typing: ``locale`` is what
+gettext imports when argparse builds its first parser and translates its headings; ``pathlib`` the
+config's and the store's paths, with ``urllib.parse`` and ``ipaddress``; ``typing`` what tomllib
+imports; no dataclasses or logging since its records are ``appliance.frozen`` ones and its loggers
+``appliance.deferred_log``, no grp since only a refusal names a group): the least a Python ``smsgw
+send`` could cost on this interpreter.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ WRAPPER = (
     "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
     "sys.exit(status)\n"
 )
-FLOOR = ("import argparse, datetime, json, pathlib, re, sqlite3, sys, tomllib, typing\n"
+FLOOR = ("import argparse, datetime, json, locale, pathlib, re, sqlite3, sys, tomllib, typing\n"
          "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n")
 COMMANDS = {
     "floor": ["floor"],

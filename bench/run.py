@@ -54,12 +54,17 @@ under cProfile in any of the daemon benchmarks; py-spy on its pid shows paho's t
   mosquitto_sub's own rate moves between 7,000 and 19,000 a second from round to round on this
   shared machine, so the ratio moves with it; the commit rate itself rose by a fifth.
 - **`smsgw send` and `status` in 60 ms**: they no longer build dataclasses (`appliance.frozen`),
-  import logging until they log, or load the PDU codec and the national shift tables (callgrind:
-  `send` from 432 to 197 million instructions). The interpreter with only the standard modules
-  `send` still needs (argparse, datetime, json, pathlib, re, sqlite3, tomllib, typing: the `floor`
-  row of `bench/cli_start.py`, 148 million instructions) is most of what is left; `pathlib` (with
-  `urllib.parse` and `ipaddress`) is about 5 ms of it, our own modules (the store's mixins, config,
-  intake) about 12 ms.
+  import logging until they log, or load the PDU codec and the national shift tables; they open
+  the store as the table groups they use (`store_cli.QueueStore`, `store_alerts.StatusStore`), and
+  the cycle collector is off while a command's modules are imported (callgrind: `send` from 432 to
+  184 million instructions, `status` 179). The interpreter with only the standard modules `send`
+  still needs (argparse, datetime, json, locale, pathlib, re, sqlite3, tomllib, typing: the `floor`
+  row of `bench/cli_start.py`, 146 million instructions) is most of what is left: tomllib 38
+  million (15 of them the `typing` it imports), `pathlib` 17 (with `urllib.parse` and `ipaddress`,
+  for the config's and the store's paths), `locale` 5 (gettext's, when argparse builds its first
+  parser); our own modules and the command's work are the other 38 million, about 13 ms. Under
+  60 ms with room on this machine would take the config and the store without `pathlib` (their
+  paths as `str`) or a cache of the parsed config that spares tomllib.
 """
 MEMORY_NOTES = """Where the memory went, from `/proc/PID/smaps`, glibc's `mallinfo2()`, `sqlite3_memory_used()`
 and a count of the live objects by type in the running daemon:

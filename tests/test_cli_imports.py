@@ -83,15 +83,21 @@ def test_a_store_that_needs_a_migration_still_gets_it(tmp_path: Path) -> None:
 
 
 #: Neither queueing an SMS nor reading the store needs these: the daemon's network, serial and GPIO
-#: stacks, the PDU codec and the national shift tables, and the standard modules only some paths use
-#: (hashlib loads OpenSSL; uuid, socket, random, getpass; inspect, which pkgutil and dataclasses'
-#: signatures bring; dataclasses, whose classes compile their methods; logging, for messages these
-#: commands write only on rare paths; shutil, which argparse imports to ask the terminal's width).
+#: stacks, the PDU codec and the national shift tables, the store's table groups these commands do
+#: not use (they open an ``appliance.store_cli.QueueStore`` or a ``store_alerts.StatusStore``, not
+#: the whole ``appliance.store.Store``), and the standard modules only some paths use (hashlib loads
+#: OpenSSL; uuid, socket, random, getpass, grp; inspect, which pkgutil and dataclasses' signatures
+#: bring; dataclasses, whose classes compile their methods; logging, for messages these commands
+#: write only on rare paths; shutil, which argparse imports to ask the terminal's width).
 NOT_FOR_SEND_OR_STATUS = (
-    "aiohttp", "appliance.daemon", "appliance.dispatcher", "appliance.mqtt", "asyncio", "dataclasses",
-    "drivers.gsm7_national", "drivers.pdu", "email", "getpass", "gpiozero", "hashlib", "inspect", "logging", "paho",
-    "pkgutil", "random", "serial", "serial_asyncio", "shutil", "socket", "sqlite_utils", "ssl", "uuid",
+    "aiohttp", "appliance.daemon", "appliance.dispatcher", "appliance.mqtt", "appliance.store",
+    "appliance.store_history", "appliance.store_inbound", "appliance.store_retention", "appliance.store_schedule",
+    "appliance.store_selfalerts", "asyncio", "dataclasses", "drivers.gsm7_national", "drivers.pdu", "email",
+    "getpass", "gpiozero", "grp", "hashlib", "inspect", "logging", "paho", "pkgutil", "random", "serial",
+    "serial_asyncio", "shutil", "socket", "sqlite_utils", "ssl", "uuid",
 )
+#: ``smsgw send`` queues without the alerts and the daemon's liveness that ``status`` reads.
+NOT_FOR_SEND = ("appliance.liveness", "appliance.self_alerts", "appliance.store_alerts", "fcntl")
 
 
 def imported(modules: set[str], packages: tuple[str, ...]) -> list[str]:
@@ -118,6 +124,8 @@ def test_send_and_status_import_only_what_they_use(config: Path, command: list[s
     assert status == 0
     assert "appliance.cli" in modules
     assert imported(modules, NOT_FOR_SEND_OR_STATUS) == []
+    if command[0] == "send":
+        assert imported(modules, NOT_FOR_SEND) == []
     assert {m for m in modules if m.startswith("appliance.commands.")} <= {
         "appliance.commands._access", "appliance.commands._common", "appliance.commands._types",
         f"appliance.commands.{command[0]}"}

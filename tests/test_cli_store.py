@@ -437,3 +437,17 @@ def test_send_refuses_a_text_that_is_not_text_with_status_2(config):
     assert b"the text cannot be sent: text contains a lone surrogate" in done.stderr
     assert b"Traceback" not in done.stderr
     assert db_rows(config) == []
+
+
+def test_send_writes_the_webhook_deliveries_of_its_event(config):
+    """`smsgw send` opens only the store's queue (``store_cli.QueueStore``): the webhook deliveries its
+    ``queued`` event brings are still written in the same transaction, as the daemon's Store does."""
+    with Store(config.parent / "smsgw.db") as store:
+        store.configure_webhooks([("crm", ("message",), 3600.0)])
+    result = smsgw("send", "+491701234567", "hello", config=config)
+    assert result.returncode == 0, result.stderr
+    with Store(config.parent / "smsgw.db") as store:
+        (delivery,) = store.deliveries("crm")
+        assert delivery["event"] == "message" and delivery["state"] == "pending"
+        body = json.loads(delivery["body"])
+        assert body["id"] == int(result.stdout) and body["state"] == "queued"

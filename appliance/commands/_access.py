@@ -7,7 +7,6 @@ directory (``/var/lib/smsgw``, ``smsgw:smsgw 0770``) belong to the ``smsgw`` gro
 
 from __future__ import annotations
 
-import grp
 import os
 from pathlib import Path
 
@@ -16,6 +15,8 @@ DEFAULT_GROUP = "smsgw"
 
 def owning_group(path: Path) -> str:
     """The group of ``path`` or of its nearest parent that can be looked at (``smsgw`` if none)."""
+    import grp  # here: only a refusal names the group
+
     for candidate in (path, *path.parents):
         try:
             gid = candidate.stat().st_gid

@@ -17,14 +17,18 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from appliance.commands import _access
 from appliance.commands._types import positive_int
 from appliance.config import Config, ConfigError, default_config_path, load_config
-from appliance.store import Store, free_space
+from appliance.store_types import free_space
+
+if TYPE_CHECKING:
+    from appliance.store_base import StoreBase
 
 T = TypeVar("T")
+S = TypeVar("S", bound="StoreBase")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -86,13 +90,14 @@ def give_to_store_owner(path: Path) -> None:
             continue
 
 
-def close_store(store: Store) -> None:
+def close_store(store: StoreBase) -> None:
     store.close()
     give_to_store_owner(store.path)
 
 
-def open_store(cfg: Config, command: str, *, create: bool = False, read_only: bool = False) -> Store | int:
-    """Open the configured store; without ``create``, a missing database is an error; ``read_only``
+def open_store(cfg: Config, command: str, kind: type[S], *, create: bool = False, read_only: bool = False) -> S | int:
+    """Open the configured store as a ``kind`` (``appliance.store.Store``, or the part of it a command
+    uses, ``appliance.store_cli``); without ``create``, a missing database is an error; ``read_only``
     opens it with SQLite's ``mode=ro`` (no migration, no writes: works on a full disk)."""
     path = cfg.store.path
     problem = _access.store_access_problem(path, create=create)
@@ -103,7 +108,7 @@ def open_store(cfg: Config, command: str, *, create: bool = False, read_only: bo
     if not path.parent.is_dir():
         return fail(command, f"{path.parent} does not exist (store.path in {cfg.path})", EXIT_USAGE)
     try:
-        store = Store(path, read_only=read_only, migrate_in_child=True)
+        store = kind(path, read_only=read_only, migrate_in_child=True)
     except Exception as exc:  # sqlite3 errors, a newer schema, a full disk
         give_to_store_owner(path)
         reason = str(exc)
@@ -155,12 +160,13 @@ def print_json(document: object) -> None:
     print(json.dumps(document, ensure_ascii=False, indent=2, sort_keys=False))
 
 
-def read_store(args: argparse.Namespace, command: str, read: Callable[[Store, Config], T]) -> T | int:
-    """Load the config, open its store, ``read(store, config)``, close; an exit status on failure."""
+def read_store(args: argparse.Namespace, command: str, kind: type[S], read: Callable[[S, Config], T]) -> T | int:
+    """Load the config, open its store as a ``kind`` (see ``open_store``), ``read(store, config)``,
+    close; an exit status on failure."""
     cfg = load(args, command)
     if isinstance(cfg, int):
         return cfg
-    store = open_store(cfg, command, read_only=True)
+    store = open_store(cfg, command, kind, read_only=True)
     if isinstance(store, int):
         return store
     try:

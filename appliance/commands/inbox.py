@@ -51,7 +51,9 @@ def _inbox(store: Store, config: Config, limit: int) -> list[dict[str, Any]]:
 
 
 def main(args: argparse.Namespace) -> int:
-    rows = read_store(args, NAME, lambda store, cfg: _inbox(store, cfg, args.limit))
+    from appliance.store import Store
+
+    rows = read_store(args, NAME, Store, lambda store, cfg: _inbox(store, cfg, args.limit))
     if isinstance(rows, int):
         return rows
     if args.json:

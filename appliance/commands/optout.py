@@ -52,7 +52,9 @@ def main(args: argparse.Namespace) -> int:
             return fail(NAME, f"invalid number {exc}", EXIT_USAGE)
     elif args.number:
         return fail(NAME, "list takes no NUMBER", EXIT_USAGE)
-    store = open_store(cfg, NAME, create=args.action != "list")
+    from appliance.store import Store
+
+    store = open_store(cfg, NAME, Store, create=args.action != "list")
     if isinstance(store, int):
         return store
     try:

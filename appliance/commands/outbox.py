@@ -47,7 +47,9 @@ def _state(row: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    rows = read_store(args, NAME, lambda store, _cfg: store.outbox(args.limit))
+    from appliance.store import Store
+
+    rows = read_store(args, NAME, Store, lambda store, _cfg: store.outbox(args.limit))
     if isinstance(rows, int):
         return rows
     if args.json:

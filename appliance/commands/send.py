@@ -44,12 +44,14 @@ from appliance.intake import (
     parse_send_at,
     prepare,
 )
-from appliance.store import PRIORITIES
+from appliance.store_cli import QueueStore
+from appliance.store_types import PRIORITIES
 from drivers.gsm7_languages import KNOWN_LANGUAGES
 
 NAME = "send"
 SOURCE = "cli"
 HELP = "queue an SMS in the store (works while the daemon or the broker is down)"
+GC = False  # returns in milliseconds: no cycle collection (appliance.cli.main)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
         policy.check_cap_open(SOURCE)  # a cap of 0: refused before the store is even created
     except IntakeError as exc:
         return fail(NAME, *_message(exc, args))
-    store = open_store(cfg, NAME, create=True)
+    store = open_store(cfg, NAME, QueueStore, create=True)
     if isinstance(store, int):
         return store
     try:

@@ -28,11 +28,12 @@ from appliance.config import Config, ConfigError, webhook_display_url
 from appliance.liveness import daemon_view
 from appliance.self_alerts.view import NAMESPACE as SELF_ALERT_NAMESPACE
 from appliance.self_alerts.view import describe as describe_self_alerts
-from appliance.store import STATES, Store, same_number
-from appliance.store_alerts import ALERT_STATES
+from appliance.store_alerts import ALERT_STATES, StatusStore
+from appliance.store_types import STATES, same_number
 
 NAME = "status"
 HELP = "show modems, queue depth per state, last errors and usage per source"
+GC = False  # returns in milliseconds: no cycle collection (appliance.cli.main)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_argument(parser)
 
 
-def modem_states(store: Store, cfg: Config) -> list[dict[str, Any]]:
+def modem_states(store: StatusStore, cfg: Config) -> list[dict[str, Any]]:
     """One entry per configured modem (and per modem the store knows that is no longer configured)."""
     known: dict[str, Any] = {key: {"state": "unreadable"} if value is None else value
                              for key, value in store.state_all("modem").items()}
@@ -63,7 +64,7 @@ def modem_states(store: Store, cfg: Config) -> list[dict[str, Any]]:
     return result
 
 
-def mqtt_state(store: Store, cfg: Config, daemon_running: bool = True) -> dict[str, Any] | None:
+def mqtt_state(store: StatusStore, cfg: Config, daemon_running: bool = True) -> dict[str, Any] | None:
     """The bridge's connection as the daemon last recorded it, and the count of rejected requests;
     with no daemon running nothing is connected (``recorded_connected`` keeps what it last said)."""
     if cfg.mqtt is None:
@@ -87,7 +88,7 @@ def mqtt_state(store: Store, cfg: Config, daemon_running: bool = True) -> dict[s
     return state
 
 
-def webhook_states(store: Store, cfg: Config) -> list[dict[str, Any]]:
+def webhook_states(store: StatusStore, cfg: Config) -> list[dict[str, Any]]:
     """Per configured webhook (and per webhook the store still has deliveries of): deliveries by
     state, the age of the oldest pending one, its attempts, next attempt and last error."""
     stats = store.webhook_stats()
@@ -132,7 +133,7 @@ def sources_today(usage: dict[str, dict[str, int]], caps: DailyCaps | None) -> d
     return out
 
 
-def alerts_state(store: Store, cfg: Config) -> dict[str, Any]:
+def alerts_state(store: StatusStore, cfg: Config) -> dict[str, Any]:
     """Escalating alerts (appliance/escalation.py): counts per state, and the active ones (with the
     contact names of the numbers alerted). Read from the raw tables: the rules are not loaded here."""
     raw_contacts, raw_alerts = cfg.raw.get("contacts"), cfg.raw.get("alerts")
@@ -169,7 +170,7 @@ def render_alerts(alerts: dict[str, Any]) -> list[str]:
     return out
 
 
-def collect(store: Store, cfg: Config) -> dict[str, Any]:
+def collect(store: StatusStore, cfg: Config) -> dict[str, Any]:
     stats = store.stats()
     errors = [
         {"id": row["id"], "to": row["recipient"], "state": row["state"], "error": row["last_error"],
@@ -344,7 +345,7 @@ def _sources_table(sources: dict[str, dict[str, Any]]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    doc = read_store(args, NAME, collect)
+    doc = read_store(args, NAME, StatusStore, collect)
     if isinstance(doc, int):
         return doc
     if args.json:

@@ -31,7 +31,7 @@ from appliance.http.errors import ApiError, json_response
 from appliance.intake import Accepted, Intake, IntakeError, InternalError, Prepared, request_from_json
 
 if TYPE_CHECKING:
-    from appliance.store import Store
+    from appliance.store_cli import QueueStore
 
 LOG = logging.getLogger("appliance.http")
 
@@ -61,7 +61,7 @@ class SendIntake:
         self._deferred = 0
 
     @property
-    def store(self) -> Store:
+    def store(self) -> QueueStore:
         return self.intake.store
 
     async def handle(self, request: web.Request, token: TokenConfig) -> web.StreamResponse:
