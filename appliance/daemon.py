@@ -449,6 +449,9 @@ class Daemon:
                 # and another process's commit is seen that much later at most
                 loop.remove_reader(watch.fileno())
                 await asyncio.sleep(WATCH_COALESCE)
+                # again: the event came with the commit's frames, before the committer's fsync made
+                # it visible (store_watch), and the commit itself may raise no event after that
+                self._check_data_version()
                 loop.add_reader(watch.fileno(), readable)
         finally:
             loop.remove_reader(watch.fileno())

@@ -4,9 +4,14 @@ Every commit in WAL mode writes the ``-wal`` file (and a checkpoint writes the d
 an inotify watch (Linux inotify(7)) on the store's directory for IN_MODIFY, IN_CREATE and
 IN_MOVED_TO of those two names becomes readable exactly when something may have committed. The
 daemon then compares ``PRAGMA data_version`` (which changes only for commits by other connections)
-and wakes what waits for the store. An idle daemon sleeps in ``epoll`` instead of waking every
-``watch_interval``. Readers touch only the ``-shm`` (through mmap, which raises no inotify event),
-so ``smsgw status`` does not wake it.
+and wakes what waits for the store. The frames are written before the commit is visible (the
+committer fsyncs the WAL, then updates the wal-index in the ``-shm``, which raises no event): a
+look at once can come too early, so the daemon looks again after ``WATCH_COALESCE``, and the watch
+also takes IN_CLOSE_WRITE: a process that wrote the store (``smsgw send``) closes it after its
+commit is visible, whatever its fsync took. An idle daemon sleeps in ``epoll`` instead of waking every
+``watch_interval``. Readers touch only the ``-shm`` (through mmap, which raises no inotify event)
+while they read; but SQLite opens the ``-wal`` for writing even for a read-only connection, so
+``smsgw status`` costs the daemon one look (a ``PRAGMA data_version``) when it closes the store.
 
 Where inotify is not available (not Linux, or the limit of watches reached) ``open_watch`` returns
 None and the daemon polls ``data_version`` every ``watch_interval`` as before.
@@ -25,6 +30,7 @@ from pathlib import Path
 LOG = logging.getLogger(__name__)
 
 IN_MODIFY = 0x00000002
+IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_TO = 0x00000080
 IN_CREATE = 0x00000100
 IN_Q_OVERFLOW = 0x00004000
@@ -80,7 +86,7 @@ def open_watch(db_path: Path) -> StoreWatch | None:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
         real = db_path.resolve()  # SQLite follows a symlinked database: its -wal lies beside the target
         directory = os.fsencode(real.parent)
-        if libc.inotify_add_watch(fd, directory, IN_MODIFY | IN_CREATE | IN_MOVED_TO) < 0:
+        if libc.inotify_add_watch(fd, directory, IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_MOVED_TO) < 0:
             error = ctypes.get_errno()
             os.close(fd)
             raise OSError(error, os.strerror(error))

@@ -29,12 +29,17 @@ def test_a_commit_by_another_connection_makes_the_watch_readable_a_read_does_not
         try:
             watch.read()  # whatever opening the store wrote
             (tmp_path / "other.txt").write_text("a file next to the store is not the store")
-            with Store(db, read_only=True) as reader:  # smsgw status
-                reader.stats()
-            assert watch.read() is False
-            with Store(db) as writer:  # smsgw send
-                writer.enqueue([request(OUTSIDE, "from another process")])
-            assert watch.read() is True
+            reader = Store(db, read_only=True)  # smsgw status
+            reader.stats()
+            assert watch.read() is False  # reading raises no event ...
+            reader.close()
+            assert watch.read() is True  # ... its close does (SQLite opened the -wal for writing): one look
+            writer = Store(db)  # smsgw send
+            watch.read()  # what opening it wrote
+            writer.enqueue([request(OUTSIDE, "from another process")])
+            assert watch.read() is True  # the commit's frames (possibly before it is visible) ...
+            writer.close()
+            assert watch.read() is True  # ... and the close, after it is: IN_CLOSE_WRITE
             assert watch.read() is False  # drained
         finally:
             watch.close()
