@@ -35,24 +35,35 @@ BENCH = ROOT / "bench"
 NOTES = """Where a target is not met, what the profile of `smsgw run` shows (`SMSGW_BENCH_PROFILE=FILE` runs it
 under cProfile in any of the daemon benchmarks; py-spy on its pid shows paho's thread too):
 
-- **send against a loop that stores nothing**: no send waits for the disk on the event loop any
-  more (the TP-MR commits without fsync while the next `AT+CMGS` waits for its prompt, and
-  `WalSync` fdatasyncs the WAL in a thread; the next message is claimed while the network takes the
-  PDU: docs/store.md). What is left is CPU: py-spy on `smsgw run` at about 400 msgs/s shows its
-  event loop busy about 95 % of the time, about 2.4 ms of CPU per message, against the bare loop's
-  1.1 ms per message for the whole exchange; of the event loop's time the claim takes 30 % and the
-  TP-MR's commit 16 % (SQLite: the UPDATE of the message row with its seven indexes and two counter
-  triggers, the event row, the WAL pages of each commit), the pty writes 14 %, the AT engine and
-  asyncio most of the rest. A real modem takes 2-5 s per SMS, where this is 0.1 %.
-- **MQTT ingest**: the commit is one fsync per batch. paho's socket is now read up to 64 KiB at a
-  time and a PUBLISH without properties is decoded without paho's per-message objects
-  (`appliance/mqtt_client.py`): paho's thread fell from about 40 % to 28 % of the daemon's samples
-  under py-spy. What is left (`py-spy --gil`): the store write (about 19 %, the event row 9 % of
-  it: the message row's insert updates seven indexes and fires two counter triggers), the event
-  publisher (about 24 %: one paho `publish` per event, and a byte to paho's wake-up pipe for each)
-  and the request checks (about 12 %: JSON, number policy, parts count, the opt-out lookup).
+- **send against a loop that stores nothing**: no send waits for the disk on the event loop: the
+  TP-MR commits without fsync while the next `AT+CMGS` waits for its prompt, `WalSync` fdatasyncs
+  the WAL in a thread, the next message is claimed while the network takes the PDU, and the WAL's
+  checkpoints (which SQLite ran inside the commit that took the WAL past 1000 pages, with two
+  fsyncs, every 30-odd sends) run in a thread too (`WalCheckpointer`, docs/store.md); a daemon
+  without `[mqtt]` writes no event rows. The ratio moves with the bare loop's own rate (575-1,140
+  msgs/s in the runs of this session on this machine, against smsgw's 600-730): in the run above the
+  checkout before this session's work reached 0.97 too, where an earlier run of the same session
+  gave 0.77 after against 0.56 before. What is left is CPU (1.5 ms per message, from `/proc`, at 700 msgs/s; it was
+  1.9 ms at the start of this work; the simulator takes 0.35 ms): of the event loop's time SQLite about half (the
+  claim's and the TP-MR's UPDATE of the message row and its nine indexes, two WAL writes per page
+  of each commit), the pty writes about 10 %, the AT engine and asyncio most of the rest. Dropping
+  the four indexes that lead with `state`, once their queries use partial indexes, is the next
+  lever. A real modem takes 2-5 s per SMS, where this is 0.1 %.
+- **send rate with 100,000 queued**: the steady rate (between 10 % and 90 % of the batch at the
+  network) of a daemon that is sending a 100,000-message backlog when the batch arrives, against one
+  that starts on the batch alone. Every query on the send path walks an index (`test_store_plans.py`;
+  `bench/backlog.py` shows the claim flat at 0.25 ms); what grows with the table is the B-trees each
+  commit writes into (the message table and its nine indexes: more pages per commit, in the WAL and to
+  checkpoint).
+- **MQTT ingest**: the commit is one fsync per batch. paho's socket is read up to 64 KiB at a time,
+  a PUBLISH without properties is decoded without paho's per-message objects, pending events and a
+  batch's PUBACKs are written to paho's queue as one packet each (`appliance/mqtt_client.py`), and
+  the request checks read the opt-out list once per batch (docs/mqtt.md): the daemon's CPU per
+  committed request fell from about 214 to 140 us. What is left on the event loop (py-spy): the
+  message row's INSERT about 30 % (SQLite: nine indexes and the counter triggers, about 40 us a
+  row), the event row 9 %, marking events done 8 %, reading and checking the requests 13 %.
   mosquitto_sub's own rate moves between 7,000 and 19,000 a second from round to round on this
-  shared machine, so the ratio moves with it; the commit rate itself rose by a fifth.
+  shared machine, so the ratio moves with it (0.44-0.56 over this session's runs).
 - **`smsgw send` and `status` in 60 ms**: they no longer build dataclasses (`appliance.frozen`),
   import logging until they log, or load the PDU codec and the national shift tables; they open
   the store as the table groups they use (`store_cli.QueueStore`, `store_alerts.StatusStore`), and
