@@ -244,13 +244,7 @@ def main() -> None:
     MQTT_COUNT = args.mqtt_count
     for line in running_gammu():
         print(f"inject_peers: a gammu-smsd is running (not ours, left alone): {line}", file=sys.stderr)
-    sides, skipped = [], {}
-    for side in args.sides.split(","):
-        missing = SIDES[side][2]()
-        if missing:
-            skipped[side] = missing
-        else:
-            sides.append(side)
+    sides, skipped = send_peers.available(args.sides.split(","), SIDES)
     traced = bool(shutil.which("strace"))
     with tempfile.TemporaryDirectory(prefix="smsgw-inject-python-") as tmp:
         INTERPRETER = Interpreter(Path(tmp))

@@ -41,6 +41,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -343,6 +344,20 @@ def one(side: str, count: int) -> tuple[float, float | None]:
     return count / seconds, (STEADY[-1] if STEADY else None)
 
 
+def available(wanted: list[str], table: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """The sides of ``wanted`` whose check (the third item of their entry in ``table``) finds what
+    they need, and why each other one is skipped."""
+    sides: list[str] = []
+    skipped: dict[str, str] = {}
+    for side in wanted:
+        missing = table[side][2]()
+        if missing:
+            skipped[side] = missing
+        else:
+            sides.append(side)
+    return sides, skipped
+
+
 def main() -> None:
     global BASE, BACKLOG, BACKLOG_DIR
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -360,14 +375,7 @@ def main() -> None:
         BASE = args.base.resolve()
         if "smsgw-base" not in args.sides.split(","):
             args.sides += ",smsgw-base"
-    sides = []
-    skipped: dict[str, str] = {}
-    for side in args.sides.split(","):
-        missing = SIDES[side][2]()
-        if missing:
-            skipped[side] = missing
-        else:
-            sides.append(side)
+    sides, skipped = available(args.sides.split(","), SIDES)
     names = {side: SIDES[side][0] for side in SIDES}
     names["smsgw-backlog"] = f"smsgw run, {BACKLOG:,} low-priority queued behind"
     rates: dict[str, list[float]] = {side: [] for side in sides}
