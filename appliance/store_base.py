@@ -70,9 +70,6 @@ class StoreBase:
         self._in_tx = False
         #: Called after each commit of this connection (store_wal.defer_checkpoints).
         self._after_commit: Callable[[], None] | None = None
-        #: What a transaction read once and may read again unchanged (it holds the write lock: no other
-        #: connection commits meanwhile), e.g. the webhooks of an event; emptied at each transaction's end.
-        self._tx_reads: dict[Any, Any] = {}
         #: What a received text looks like wherever it is shown or published (the ``received`` event,
         #: ``inbox()``): the daemon and ``smsgw inbox`` set it to withhold PINs (rules.withhold_pin).
         #: The inbox row keeps the text as received, for the command rules.
@@ -81,9 +78,10 @@ class StoreBase:
         #: sets it False: nothing would publish them, and its next prune would delete them unpublished.
         #: Webhook deliveries, made from the same payloads, are written either way.
         self.events_published = True
-        #: The webhook events configured (``configure_webhooks``: the daemon's, which records them);
-        #: None in a process that did not configure them, which reads the webhook table per event.
-        self._webhook_events: frozenset[str] | None = None
+        #: The configured webhooks per event, (name, expire_after) in name order, as
+        #: ``configure_webhooks`` recorded them (the daemon's); None in a process that did not
+        #: configure them (``smsgw send``), which reads the webhook table per event.
+        self._webhooks: dict[str, list[tuple[str, float]]] | None = None
         if read_only:
             self._conn = self._connect_read_only()
             version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
@@ -250,7 +248,6 @@ class StoreBase:
             raise
         finally:
             self._in_tx = False
-            self._tx_reads = {}
             if not fsync:
                 self._conn.execute("PRAGMA synchronous=FULL")
         if self._after_commit is not None:
@@ -313,7 +310,7 @@ class StoreBase:
 
     def _takes_webhook_event(self, event: str) -> bool:
         """Whether a configured webhook may take ``event`` (True where not known: the table decides)."""
-        return self._webhook_events is None or event in self._webhook_events
+        return self._webhooks is None or bool(self._webhooks.get(event))
 
     def _wants_event(self, topic: str) -> bool:
         """Whether an event on ``topic`` would be written or delivered: a caller that builds a costly

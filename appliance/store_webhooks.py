@@ -17,13 +17,11 @@ class WebhookTables(StoreBase):
 
     def _add_deliveries(self, conn: sqlite3.Connection, event: str, payload: dict[str, Any], now: float) -> None:
         """One pending delivery per webhook that takes ``event``, in the event's transaction."""
-        key = ("webhooks", event)
-        hooks = self._tx_reads.get(key) if self._in_tx else None
-        if hooks is None:
-            hooks = conn.execute("SELECT name, expire_after FROM webhook WHERE event = ? ORDER BY name",
-                                 (event,)).fetchall()
-            if self._in_tx:
-                self._tx_reads[key] = hooks  # the webhooks of this event for the rest of the transaction
+        if self._webhooks is not None:  # as this process recorded them
+            hooks = self._webhooks.get(event, [])
+        else:
+            hooks = [(row[0], row[1]) for row in conn.execute(
+                "SELECT name, expire_after FROM webhook WHERE event = ? ORDER BY name", (event,))]
         if not hooks:
             return
         import uuid  # here: the CLI reads the store without it
@@ -32,8 +30,8 @@ class WebhookTables(StoreBase):
         conn.executemany(
             "INSERT INTO webhook_delivery (webhook, delivery_id, event, body, created_at, expires_at, state, "
             "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(hook["name"], str(uuid.uuid4()), event, body, now, now + hook["expire_after"], DELIVERY_PENDING, now)
-             for hook in hooks],
+            [(name, str(uuid.uuid4()), event, body, now, now + expire_after, DELIVERY_PENDING, now)
+             for name, expire_after in hooks],
         )
 
     def configure_webhooks(self, webhooks: Sequence[tuple[str, Sequence[str], float]],
@@ -47,14 +45,13 @@ class WebhookTables(StoreBase):
         recorded = {(row[0], row[1], row[2]) for row in self._conn.execute("SELECT name, event, expire_after FROM webhook")}
         orphans = self._conn.execute("SELECT DISTINCT webhook FROM webhook_delivery WHERE done_at IS NULL").fetchall()
         if wanted == recorded and all(row[0] in names for row in orphans):
-            self._webhook_events = frozenset(event for _name, event, _expire in wanted)
+            self._webhooks = _by_event(wanted)
             return {}  # as recorded: no transaction (a daemon without webhooks starts without an fsync)
         dropped: dict[str, int] = {}
         with self._tx() as conn:
             conn.execute("DELETE FROM webhook")
             conn.executemany("INSERT INTO webhook (name, event, expire_after) VALUES (?, ?, ?)",
                              [(name, event, expire) for name, events, expire in webhooks for event in events])
-            self._tx_reads = {}  # the webhooks read earlier in this transaction changed
             for row in conn.execute("SELECT webhook, COUNT(*) AS n FROM webhook_delivery WHERE done_at IS NULL "
                                     "GROUP BY webhook").fetchall():
                 if row["webhook"] not in names:
@@ -65,7 +62,7 @@ class WebhookTables(StoreBase):
                              (DELIVERY_EXPIRED, now, "the webhook is no longer configured", name))
                 conn.execute("INSERT INTO audit (at, kind, detail) VALUES (?, ?, ?)",
                              (now, "webhook.removed", dump_json({"webhook": name, "expired": count}, compact=False)))
-        self._webhook_events = frozenset(event for _name, event, _expire in wanted)
+        self._webhooks = _by_event(wanted)
         return dropped
 
     def next_delivery(self, webhook: str) -> WebhookDelivery | None:
@@ -148,3 +145,11 @@ class WebhookTables(StoreBase):
                 (name, DELIVERY_DONE)).fetchone()[0]
             data["last_delivered_at"] = last
         return out
+
+
+def _by_event(wanted: set[tuple[str, str, float]]) -> dict[str, list[tuple[str, float]]]:
+    """(name, event, expire_after) rows as ``_add_deliveries`` takes them: per event, in name order."""
+    hooks: dict[str, list[tuple[str, float]]] = {}
+    for name, event, expire in sorted(wanted):
+        hooks.setdefault(event, []).append((name, expire))
+    return hooks
