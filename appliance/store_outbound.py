@@ -83,8 +83,8 @@ class OutboundQueue(OptOutList):
                    **columns: Any) -> None:
         columns["state"] = state
         columns["updated_at"] = now
-        if state != QUEUED:
-            columns["held"] = None  # only a queued row is ready (0) or held (1): see _v13
+        if state != QUEUED:  # a queued row is ready (0) or held (1): the caller says which
+            columns["held"] = 2 if state == SENDING else None  # see _v14
         assignments = ", ".join(f"{name} = ?" for name in columns)
         conn.execute(f"UPDATE message SET {assignments} WHERE id = ?", (*columns.values(), message_id))
         self._message_event(conn, message_id, now)
@@ -195,8 +195,9 @@ class OutboundQueue(OptOutList):
         """Move queued messages whose validity has passed to ``expired``; their ids."""
         now = self._now(now)
         rows = self._conn.execute(
-            "SELECT id FROM message WHERE state = ? AND valid_until <= ?",  # index message_expiry
-            (QUEUED, now),
+            # index message_expiring: queued or sending, of which only the queued ones expire here
+            "SELECT id FROM message WHERE held IS NOT NULL AND valid_until <= ? AND held != 2",
+            (now,),
         ).fetchall()
         if not rows:
             return []
@@ -215,7 +216,7 @@ class OutboundQueue(OptOutList):
         """
         now = self._now(now)
         ids = [row["id"] for row in self._conn.execute(
-            "SELECT id FROM message WHERE state = ?", (SENDING,)).fetchall()]
+            "SELECT id FROM message WHERE held = 2").fetchall()]  # index message_leased
         if ids:
             with self._tx() as conn:
                 for message_id in ids:
@@ -263,9 +264,10 @@ class OutboundQueue(OptOutList):
             # those); the literal 0 and 1 let SQLite use the partial indexes
             conn.execute("UPDATE message INDEXED BY message_held SET held = 0 WHERE held = 1 AND next_attempt_at <= ?",
                          (now,))
-            # one query per state, each walking an index in claim order (message_ready: priority, id of
-            # the ready queued rows; message_queue: state, priority, id) and stopping at the first due
-            # row: an OR of both would scan and sort every due row. The held rows are in neither walk.
+            # one query per state, each walking an index in claim order (message_queued where held = 0:
+            # priority, id of the ready queued rows; message_leased: the sending ones) and stopping at the
+            # first due row: an OR of both would scan and sort every due row. The held rows are in
+            # neither walk.
             # Parts already sent through another modem: the rest waits for that modem, up to
             # multipart_wait after its last part (then the whole message goes again from here).
             candidates = [conn.execute(
@@ -273,9 +275,9 @@ class OutboundQueue(OptOutList):
                 f"AND {NOT_AVOIDED_SQL} ORDER BY priority, id LIMIT 1",
                 (now, *exclude, modem_id, now - multipart_wait, modem_id),
             ).fetchone() for state, due in (
-                ("INDEXED BY message_ready WHERE held = 0",
+                ("INDEXED BY message_queued WHERE held = 0",
                  "(next_attempt_at IS NULL OR next_attempt_at <= ?)"),
-                (f"WHERE state = '{SENDING}'", "lease_until < ?"))]
+                ("INDEXED BY message_leased WHERE held = 2", "lease_until < ?"))]
             found = [c for c in candidates if c is not None]
             if not found:
                 return None
@@ -303,12 +305,18 @@ class OutboundQueue(OptOutList):
         out (None: nothing)."""
         exclude = list(exclude_recipients)
         not_in = f"AND recipient NOT IN ({', '.join('?' for _ in exclude)})" if exclude else ""
-        # the first row of index message_due (state, next_attempt_at); NULL sorts first and means "now"
-        queued = self._conn.execute(
-            f"SELECT COALESCE(next_attempt_at, 0) FROM message WHERE state = ? {not_in} "
-            f"AND NOT {PINNED_ELSEWHERE_SQL} AND {NOT_AVOIDED_SQL} ORDER BY next_attempt_at LIMIT 1",
-            (QUEUED, *exclude, modem_id or "", modem_id or ""),
-        ).fetchone()
+        # a ready row (index message_queued where held = 0) is due now: its next_attempt_at has passed
+        # (NULL, from schema 1, means now); else the first held one (index message_held, in due order)
+        queued = None
+        for rows, order in (("INDEXED BY message_queued WHERE held = 0", "priority, id"),
+                            ("INDEXED BY message_held WHERE held = 1", "next_attempt_at")):
+            queued = self._conn.execute(
+                f"SELECT COALESCE(next_attempt_at, 0) FROM message {rows} {not_in} "
+                f"AND NOT {PINNED_ELSEWHERE_SQL} AND {NOT_AVOIDED_SQL} ORDER BY {order} LIMIT 1",
+                (*exclude, modem_id or "", modem_id or ""),
+            ).fetchone()
+            if queued is not None:
+                break
         # messages whose first parts left through another modem: due for this one after multipart_wait
         pinned = self._conn.execute(
             "SELECT MIN(MAX(COALESCE(next_attempt_at, 0), (SELECT MAX(p.sent_at) FROM part p "
@@ -322,7 +330,7 @@ class OutboundQueue(OptOutList):
             (multipart_wait, QUEUED, *exclude, modem_id or "", modem_id or ""),
         ).fetchone()
         lease = self._conn.execute(
-            "SELECT MIN(lease_until) FROM message WHERE state = ?", (SENDING,)).fetchone()
+            "SELECT MIN(lease_until) FROM message WHERE held = 2").fetchone()  # index message_leased
         times = [float(t) for t in (queued[0] if queued else None, pinned[0], lease[0]) if t is not None]
         return min(times) if times else None
 

@@ -122,7 +122,7 @@ class Reports(StoreBase):
         clause, args = _where(("m.state = ?", state), ("m.id < ?", before))
         rows = self._conn.execute(
             "SELECT m.*, (SELECT COUNT(*) FROM part p WHERE p.message_id = m.id) AS parts "
-            f"FROM message m {clause}ORDER BY m.id DESC LIMIT ?", (*args, limit)  # index message_queue / pk
+            f"FROM message m {clause}ORDER BY m.id DESC LIMIT ?", (*args, limit)  # newest first: the primary key
         ).fetchall()
         return [message_dict(row) for row in rows]
 

@@ -128,7 +128,8 @@ class Retention(StoreBase):
     @staticmethod
     def _prune_messages(conn: sqlite3.Connection, cutoff: float, batch: int) -> dict[str, int]:
         ids = [row[0] for row in conn.execute(
-            "SELECT id FROM message WHERE state IN (?, ?, ?) AND updated_at < ? ORDER BY id LIMIT ?",
+            "SELECT id FROM message WHERE held IS NULL AND state IN (?, ?, ?) AND updated_at < ? "
+            "ORDER BY id LIMIT ?",  # index message_done
             (*FINAL_STATES, cutoff, batch)).fetchall()]
         if not ids:
             return {"messages": 0, "parts": 0}

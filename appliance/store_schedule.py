@@ -14,10 +14,10 @@ SCHEDULE_STATE = "schedule"
 class ScheduleQueries(StoreBase):
     def activity_since(self, since: float) -> dict[str, int]:
         """Messages sent (or delivered), failed and expired whose state changed since ``since`` (index
-        ``message_finished``), and SMS received since then (index ``inbox_received``)."""
+        ``message_done``), and SMS received since then (index ``inbox_received``)."""
         counts = dict(self._conn.execute(
-            "SELECT state, COUNT(*) FROM message WHERE state IN ('sent', 'delivered', 'failed', 'expired') "
-            "AND updated_at >= ? GROUP BY state", (since,)).fetchall())
+            "SELECT state, COUNT(*) FROM message WHERE held IS NULL AND state IN ('sent', 'delivered', 'failed', "
+            "'expired') AND updated_at >= ? GROUP BY state", (since,)).fetchall())
         received = self._conn.execute("SELECT COUNT(*) FROM inbox WHERE received_at >= ?", (since,)).fetchone()
         return {
             "sent": int(counts.get("sent", 0)) + int(counts.get("delivered", 0)),

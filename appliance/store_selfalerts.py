@@ -12,6 +12,7 @@ the state table rather than a column: no schema change.)
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import Sequence
 
@@ -41,19 +42,20 @@ class SelfAlertsQueries(OutboundQueue):
         being sent (0 when only the gateway's own wait), and when the oldest queued one was accepted.
 
         A few index searches whatever the backlog: the count from the schema-8 counters, the oldest
-        from the first row of each priority in ``message_queue``."""
-        waiting = self._conn.execute(
-            "SELECT 1 FROM message WHERE state IN (?, ?) AND source != ? LIMIT 1",
-            (QUEUED, SENDING, GATEWAY_SOURCE)).fetchone()
-        if waiting is None:
+        from the first ready and the first held row of each priority in ``message_queued`` (the
+        gateway's own rows are few, and walked past)."""
+        # queued (index message_queued) or sending (message_leased): see migrations._v14
+        if not any(self._conn.execute(f"SELECT 1 FROM message WHERE held = {held} AND source != ? LIMIT 1",
+                                      (GATEWAY_SOURCE,)).fetchone() for held in (0, 1, 2)):
             return 0, None
         counts = dict(self._conn.execute("SELECT name, n FROM counter WHERE name IN (?, ?)",
                                          (f"message.{QUEUED}", f"message.{SENDING}")).fetchall())
         oldest: float | None = None
-        for priority in sorted(PRIORITIES.values()):
+        for priority, held in itertools.product(sorted(PRIORITIES.values()), (0, 1)):
             row = self._conn.execute(
-                "SELECT created_at FROM message WHERE state = ? AND priority = ? AND source != ? "
-                "ORDER BY id LIMIT 1", (QUEUED, priority, GATEWAY_SOURCE)).fetchone()
+                # held as a literal: compared with a parameter, it would make SQLite prepare again
+                f"SELECT created_at FROM message WHERE held = {held} AND priority = ? "
+                "AND source != ? ORDER BY id LIMIT 1", (priority, GATEWAY_SOURCE)).fetchone()
             if row is not None and (oldest is None or row[0] < oldest):
                 oldest = float(row[0])
         return max(int(sum(counts.values())), 1), oldest

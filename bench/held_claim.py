@@ -4,8 +4,9 @@ before the due ones at the same priority (the worst case: ``claim`` walks the qu
 priority and id order past the held rows).
 
 Each size runs in its own process (``--one N``) on a fresh store file. Since schema 13 a held row
-is outside the claim order (``message.held``, index ``message_ready``); ``SMSGW_BENCH_ROOT`` at an
-older checkout measures the store before it (the walk past every held row).
+is outside the claim order (``message.held``; the ready rows are in index ``message_ready``, in
+``message_queued`` from schema 14); ``SMSGW_BENCH_ROOT`` at an older checkout measures the store
+before it (the walk past every held row).
 
     python bench/held_claim.py [--sizes 0,10000,50000] [--claims 50] [--dir DIR]
 """

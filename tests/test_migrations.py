@@ -162,7 +162,7 @@ def test_v4_queue_gets_the_send_path_indexes_and_keeps_its_rows(tmp_path: Path) 
     assert not {"message_due", "message_expiry"} & indexes(conn)
     conn.close()
     with Store(path, clock=Clock(T0 + 1)) as store:
-        assert store.migrated_from == 4 and {"message_due", "message_expiry"} <= indexes(connection(store))
+        assert store.migrated_from == 4 and {"message_held", "message_expiring"} <= indexes(connection(store))
         assert store.next_due_at() == T0
         assert store.expire_due(now=T0 + 61) == [7]
 
@@ -218,12 +218,43 @@ def test_a_v12_queue_gets_the_held_column_and_its_due_and_held_rows_are_claimed_
     conn.close()
     with Store(path, clock=Clock(T0 + 1)) as store:
         assert store.migrated_from == 12 and "held" in columns(connection(store))["message"]
-        assert {"message_ready", "message_held"} <= indexes(connection(store))
+        assert {"message_queued", "message_held"} <= indexes(connection(store))
         first = store.claim("sim0", lease=60)
         assert first is not None and first.id == 7  # the due one; the held one waits
         assert store.claim("sim0", lease=60) is None
         later = store.claim("sim0", lease=60, now=T0 + 86400)
         assert later is not None and later.id == 5
+
+
+def test_a_v13_file_gets_the_held_indexes_of_v14_and_its_sending_row_is_found_by_them(tmp_path: Path) -> None:
+    path = tmp_path / "v13.db"
+    conn = queued_at_version(path, 13)  # message 7, queued, valid until T0 + 60
+    conn.execute("UPDATE message SET held = 0 WHERE id = 7")
+    conn.execute("INSERT INTO message (id, recipient, text, priority, created_at, state, source, valid_until, "
+                 "modem, lease_until) VALUES (8, '+491701234568', 'leased', 0, ?, 'sending', 'test', ?, 'sim0', ?)",
+                 (T0, T0 + 60, T0 + 30))  # its lease runs out at T0 + 30
+    conn.execute("INSERT INTO message (id, recipient, text, priority, created_at, state, source, updated_at) "
+                 "VALUES (9, '+491701234569', 'done', 1, ?, 'delivered', 'test', ?)", (T0, T0))
+    conn.commit()
+    old = indexes(conn)
+    conn.close()
+    with Store(path, clock=Clock(T0 + 1)) as store:
+        new = indexes(connection(store))
+        assert store.migrated_from == 13
+        assert {"message_queue", "message_due", "message_expiry", "message_finished", "message_ready"} <= old - new
+        assert {"message_queued", "message_leased", "message_expiring", "message_done"} <= new
+        held = dict(connection(store).execute("SELECT id, held FROM message").fetchall())
+        assert held == {7: 0, 8: 2, 9: None}
+        assert store.next_due_at() == T0  # the ready one (its next_attempt_at); the lease runs out later
+        first = store.claim("sim1", lease=60)
+        assert first is not None and first.id == 7
+        assert store.next_due_at() == T0 + 30  # the lease of 8
+        again = store.claim("sim1", lease=60, now=T0 + 31)  # the lease ran out: 8 is claimed again
+        assert again is not None and again.id == 8 and again.attempts == 1
+        assert store.expire_due(now=T0 + 61) == []  # both are sending: they are not expired here
+        assert sorted(store.resume_interrupted(now=T0 + 62)) == [7, 8]
+        assert store.expire_due(now=T0 + 63) == [7, 8]
+        assert store.prune(now=T0 + 86400 * 400)["messages"] == 3
 
 
 # --- the daemon's and the CLI's way: the steps run in a child process --------------------------

@@ -31,10 +31,10 @@ def plan(conn: sqlite3.Connection, sql: str) -> list[str]:
 
 # A scan of the partial index part_unsent reads only the unsent parts of messages claimed and not
 # finished (those held for the modem that sent their first parts), never the queue or the history.
-# claim walks the partial index message_ready in claim order (LIMIT 1): only ready queued rows, each
-# a candidate, never the held ones or the history (test_claim_does_not_walk_the_held_rows).
+# The partial index message_leased holds only the sending rows (one per modem, and those whose
+# lease ran out), never the queue or the history.
 BOUNDED_SCANS = ("SCAN part USING INDEX part_unsent", "SCAN part USING COVERING INDEX part_unsent",
-                 "SCAN message USING INDEX message_ready")
+                 "SCAN message USING INDEX message_leased")
 
 
 def bad_steps(conn: sqlite3.Connection, statements: list[str]) -> list[tuple[str, str]]:
@@ -87,6 +87,23 @@ def test_send_path_query_plans_use_indexes(backlog: tuple[Store, Clock], step: s
     clock.advance(60)  # the lease of sim1 has run out, the short validity too
     with traced(connection(store)) as statements:
         SEND_PATH[step](store)
+    assert any(sql.lstrip().upper().startswith("SELECT") for sql in statements)
+    assert bad_steps(connection(store), statements) == []
+
+
+# read at every self-alert check, every schedule's summary, and once at start: index searches too
+OTHER_READS: dict[str, Callable[[Store], object]] = {
+    "client_queue": lambda s: s.client_queue(),
+    "activity_since": lambda s: s.activity_since(T0),
+    "resume_interrupted": lambda s: s.resume_interrupted(),
+}
+
+
+@pytest.mark.parametrize("step", list(OTHER_READS))
+def test_queue_reads_use_indexes(backlog: tuple[Store, Clock], step: str) -> None:
+    store, _ = backlog
+    with traced(connection(store)) as statements:
+        OTHER_READS[step](store)
     assert any(sql.lstrip().upper().startswith("SELECT") for sql in statements)
     assert bad_steps(connection(store), statements) == []
 
