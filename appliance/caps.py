@@ -7,14 +7,16 @@ import fnmatch
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from appliance.config import ConfigError
 from appliance.frozen import field, frozen
 from appliance.store_types import GATEWAY_SOURCE
 from drivers.toml_reader import TableReader
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see appliance/frozen.py
 if TYPE_CHECKING:
+    from typing import Any
+
     from appliance.store_cli import QueueStore
 
 

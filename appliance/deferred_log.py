@@ -8,10 +8,10 @@ A module writes ``LOG = get_logger(__name__)`` and uses ``LOG`` as the ``logging
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
-
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see appliance/frozen.py
 if TYPE_CHECKING:
     import logging
+    from typing import Any
 
 
 class _DeferredLogger:
@@ -36,4 +36,4 @@ class _DeferredLogger:
 
 def get_logger(name: str) -> logging.Logger:
     """The logger ``name``, without importing ``logging`` until it is used."""
-    return cast("logging.Logger", _DeferredLogger(name))
+    return _DeferredLogger(name)  # type: ignore[return-value]  # it stands for one

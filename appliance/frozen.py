@@ -11,14 +11,22 @@ with ``FrozenInstanceError`` (an ``AttributeError``), equality and hash over the
 ``Name(field=value, ...)`` repr. ``replace(record, **changes)`` is ``dataclasses.replace``.
 
 Type checkers read ``@frozen`` as a frozen dataclass (PEP 681 ``dataclass_transform``).
+
+Neither this module nor any other the short commands import imports ``typing`` (a twelfth of what
+`smsgw send` costs to start, and nothing it uses at run time): each names ``typing``'s types for the
+type checker only, under ``TYPE_CHECKING = False`` / ``if TYPE_CHECKING:``, which mypy reads as
+``typing.TYPE_CHECKING`` (``tests/test_cli_imports.py`` checks that ``typing`` stays out).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar, dataclass_transform
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any, TypeVar, dataclass_transform
+
+    T = TypeVar("T")
 
 _MISSING: Any = object()
 
@@ -177,8 +185,7 @@ def _fields(cls: type) -> tuple[Field, ...]:
     return tuple(specs)
 
 
-@dataclass_transform(frozen_default=True, field_specifiers=(field, Field))
-def frozen(cls: type[T]) -> type[T]:
+def _frozen(cls: type[T]) -> type[T]:
     """Make ``cls`` a frozen record (see the module's docstring); the methods it defines itself stay."""
     shape = _Shape(cls.__qualname__, _fields(cls))
     setattr(cls, _SHAPE, shape)
@@ -188,6 +195,15 @@ def frozen(cls: type[T]) -> type[T]:
             setattr(cls, name, method)
     setattr(cls, "__match_args__", shape.init)  # noqa: B010  (mypy: a type's attribute it cannot know)
     return cls
+
+
+if TYPE_CHECKING:
+    @dataclass_transform(frozen_default=True, field_specifiers=(field, Field))
+    def frozen(cls: type[T]) -> type[T]:
+        """Make ``cls`` a frozen record (see the module's docstring); the methods it defines itself stay."""
+        return _frozen(cls)
+else:
+    frozen = _frozen
 
 
 def fields(record: object) -> tuple[Field, ...]:

@@ -36,7 +36,6 @@ import math
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar
 
 from appliance import numbers
 from appliance.caps import CapTally, DailyCapExceeded, DailyCaps
@@ -48,7 +47,10 @@ from appliance.timeofday import QuietHours, read_quiet_hours
 from drivers.gsm7_languages import KNOWN_LANGUAGES, LANGUAGE_IDS
 from drivers.text_parts import PduError, count_parts, split_text
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see appliance/frozen.py
 if TYPE_CHECKING:
+    from typing import ClassVar
+
     from appliance.store_cli import QueueStore
 
 LOG = get_logger(__name__)

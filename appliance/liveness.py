@@ -17,13 +17,14 @@ import fcntl
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from appliance.deferred_log import get_logger
 from appliance.frozen import frozen
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see appliance/frozen.py
 if TYPE_CHECKING:
     import asyncio
+    from typing import Any
 
     from appliance.store import Store
     from appliance.store_base import StoreBase

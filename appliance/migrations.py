@@ -52,10 +52,10 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from appliance.deferred_log import get_logger
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see appliance/frozen.py
 if TYPE_CHECKING:  # imported in migrate(), only when a migration runs: the CLI starts without it
     import sqlite_utils
 

@@ -11,7 +11,10 @@ raise something its caller does not expect.
 from __future__ import annotations
 
 import json
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see appliance/frozen.py
+if TYPE_CHECKING:
+    from typing import Any
 
 #: How deep a JSON document may nest (a send request needs 2 levels; rules' payloads a few more).
 MAX_DEPTH = 64

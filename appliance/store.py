@@ -42,6 +42,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from appliance.event_body import EventBody as EventBody  # re-exported
 from appliance.frozen import frozen
 from appliance.store_alerts import StatusStore
 from appliance.store_history import HistoryQueries
@@ -147,9 +148,6 @@ from appliance.store_types import (
 )
 from appliance.store_types import (
     Event as Event,
-)
-from appliance.store_types import (
-    EventBody as EventBody,
 )
 from appliance.store_types import (
     InvalidRequest as InvalidRequest,

@@ -12,21 +12,24 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
 
 from appliance.frozen import frozen
 from appliance.store_cli import QueueStore
 from appliance.store_outbound import OutboundQueue
 from appliance.store_types import EnqueueResult, OutboundRequest, RetentionStep, iso
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see appliance/frozen.py
+if TYPE_CHECKING:
+    from typing import Any
+
+    #: (kind, detail) of the audit row a change writes in its transaction (the alert's id is added).
+    AuditEntry = tuple[str, dict[str, Any]]
+
 #: States of an escalating alert: open (going up its on-call chain), acknowledged (by a chain
 #: member), resolved (the sensor said it is fine), expired (the chain ran out without an
 #: acknowledgement).
 ALERT_OPEN, ALERT_ACKNOWLEDGED, ALERT_RESOLVED, ALERT_EXPIRED = "open", "acknowledged", "resolved", "expired"
 ALERT_STATES = (ALERT_OPEN, ALERT_ACKNOWLEDGED, ALERT_RESOLVED, ALERT_EXPIRED)
-
-#: (kind, detail) of the audit row a change writes in its transaction (the alert's id is added).
-AuditEntry = tuple[str, dict[str, Any]]
 
 
 @frozen

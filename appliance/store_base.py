@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
 
 from appliance.deferred_log import get_logger
 from appliance.migrations import (
@@ -30,7 +29,6 @@ from appliance.payload import dump_json
 from appliance.store_types import (
     BUSY_TIMEOUT,
     Event,
-    EventBody,
     RetentionStep,
     StoreError,
     StoreFull,
@@ -41,6 +39,12 @@ from appliance.store_types import (
     webhook_event,
 )
 from drivers.private_files import create_private, restrict
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see appliance/frozen.py
+if TYPE_CHECKING:
+    from typing import Any, Self
+
+    from appliance.event_body import EventBody
 
 LOG = get_logger("appliance.store")
 
@@ -346,6 +350,8 @@ class StoreBase:
         rows = self._conn.execute(
             "SELECT id, topic, payload, qos, retain FROM event WHERE done_at IS NULL ORDER BY id LIMIT ?", (limit,)
         ).fetchall()
+        from appliance.event_body import EventBody  # the daemon's: the CLI starts without typing
+
         return [EventBody(row[0], row[1], b"" if row[2] == "null" else row[2].encode(), row[3], bool(row[4]))
                 for row in rows]
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 from appliance.store_base import StoreBase
 from appliance.store_types import CRITICAL, OptedOut, OutboundRequest, same_number
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see appliance/frozen.py
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class OptOutList(StoreBase):

@@ -7,7 +7,6 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring_ascii as encode_json_ascii
-from typing import TYPE_CHECKING, Any
 
 from appliance.deferred_log import get_logger
 from appliance.frozen import replace
@@ -42,7 +41,10 @@ from appliance.store_types import (
 )
 from drivers.gsm7_languages import KNOWN_LANGUAGES, LANGUAGE_IDS
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see appliance/frozen.py
 if TYPE_CHECKING:
+    from typing import Any
+
     from drivers.pdu import SmsStatusReport, SubmitPart
 
 LOG = get_logger("appliance.store")

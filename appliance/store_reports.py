@@ -7,7 +7,6 @@ import json
 import math
 import os
 import sqlite3
-from typing import Any
 
 from appliance.migrations import SOURCE_BUCKET
 from appliance.store_base import StoreBase
@@ -22,6 +21,10 @@ from appliance.store_types import (
     local_midnight,
     message_dict,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see appliance/frozen.py
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _where(*conditions: tuple[str, object]) -> tuple[str, tuple[object, ...]]:

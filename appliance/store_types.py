@@ -12,9 +12,12 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, TypeAlias
 
 from appliance.frozen import field, frozen
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see appliance/frozen.py
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Seconds SQLite waits for another process's write lock before raising "database is locked".
 BUSY_TIMEOUT = 10.0
@@ -172,17 +175,6 @@ class Event:
     retain: bool = False
 
 
-class EventBody(NamedTuple):
-    """A pending event as the MQTT bridge publishes it: its payload as stored (compact JSON text,
-    UTF-8), not read back into objects; b"" for an empty payload."""
-
-    id: int
-    topic: str
-    body: bytes
-    qos: int
-    retain: bool
-
-
 @frozen
 class WebhookDelivery:
     """One event to POST to one webhook (a ``webhook_delivery`` row)."""
@@ -329,7 +321,7 @@ def local_midnight(now: float) -> float:
 
 #: One step of ``prune_steps``: a name and a function deleting one batch in the transaction it is
 #: given, returning the rows deleted per table (its own table first).
-RetentionStep: TypeAlias = tuple[str, Callable[[sqlite3.Connection], dict[str, int]]]
+RetentionStep = tuple[str, Callable[[sqlite3.Connection], dict[str, int]]]
 
 
 def message_dict(row: sqlite3.Row) -> dict[str, Any]:

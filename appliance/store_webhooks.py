@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
 
 from appliance.payload import dump_json
 from appliance.store_base import StoreBase
 from appliance.store_types import DELIVERY_DONE, DELIVERY_EXPIRED, DELIVERY_PENDING, WebhookDelivery
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see appliance/frozen.py
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class WebhookTables(StoreBase):

@@ -19,10 +19,13 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from datetime import time as dtime
 from pathlib import Path
-from typing import Any
 
 from appliance.frozen import frozen
 from drivers.toml_reader import TableReader
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see appliance/frozen.py
+if TYPE_CHECKING:
+    from typing import Any
 
 #: ``HH:MM``, as the configuration writes a time of day.
 _CLOCK = r"\s*(\d{1,2}):(\d{2})\s*"  # compiled by re at its first use

@@ -153,3 +153,19 @@ def test_what_the_cli_leaves_out_is_imported_where_it_is_used(config: Path) -> N
     status, modules = modules_after("--help")
     commands = {f"appliance.commands.{f.stem}" for f in (ROOT / "appliance" / "commands").glob("[!_]*.py")}
     assert status == 0 and len(commands) > 15 and commands <= modules
+
+
+@pytest.mark.parametrize("command", [
+    ["send", "--config", "{config}", "+491701234567", "pump 7 stopped"],
+    ["status", "--config", "{config}", "--json"],
+], ids=["send", "status"])
+def test_the_second_run_on_the_same_config_does_not_parse_toml(config: Path, command: list[str]) -> None:
+    """The first run parses the file and writes the cache (appliance.config_cache); the next reads it,
+    without tomllib and so without typing, which tomllib imports and no module of these commands does
+    (see appliance/frozen.py)."""
+    args = [arg.format(config=config) for arg in command]
+    first_status, first = modules_after(*args)
+    second_status, second = modules_after(*args)
+    assert first_status == second_status == 0
+    assert "tomllib" in first and "appliance.config" in second
+    assert imported(second, ("tomllib", "typing")) == []

@@ -17,18 +17,20 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from appliance.commands import _access
 from appliance.commands._types import positive_int
 from appliance.config import Config, ConfigError, default_config_path, load_config
 from appliance.store_types import free_space
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see appliance/frozen.py
 if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
     from appliance.store_base import StoreBase
 
-T = TypeVar("T")
-S = TypeVar("S", bound="StoreBase")
+    T = TypeVar("T")
+    S = TypeVar("S", bound="StoreBase")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -64,7 +66,7 @@ def load(args: argparse.Namespace, command: str) -> Config | int:
     if _access.blocked_directory(path) is not None or (path.is_file() and not os.access(path, os.R_OK)):
         return fail(command, _access.denied(path), EXIT_USAGE)
     try:
-        return load_config(path)
+        return load_config(path, cache=True)
     except ConfigError as exc:
         return fail(command, str(exc), EXIT_USAGE)
 

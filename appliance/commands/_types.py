@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import TypeVar
 
-N = TypeVar("N", int, float)
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see appliance/frozen.py
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    N = TypeVar("N", int, float)
 
 
 def at_least(cast: Callable[[str], N], minimum: N, what: str = "value") -> Callable[[str], N]:

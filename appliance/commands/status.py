@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
 from appliance.caps import DailyCaps
 from appliance.commands._common import (
@@ -30,6 +29,10 @@ from appliance.self_alerts.view import NAMESPACE as SELF_ALERT_NAMESPACE
 from appliance.self_alerts.view import describe as describe_self_alerts
 from appliance.store_alerts import ALERT_STATES, StatusStore
 from appliance.store_types import STATES, same_number
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see appliance/frozen.py
+if TYPE_CHECKING:
+    from typing import Any
 
 NAME = "status"
 HELP = "show modems, queue depth per state, last errors and usage per source"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see appliance/frozen.py
+if TYPE_CHECKING:
+    from typing import Any
+
 
 #: The store's state namespace of the conditions (one key per condition: ``modem_down:sim0``).
 NAMESPACE = "self_alert"
