@@ -226,7 +226,8 @@ class StoreBase:
         method makes it) syncs it with its own; only a power cut before that can take it back. Only
         a change that a power cut may undo without losing anything accepted uses it: the claim (the
         message is queued again and the TP-MR's commit, made durable, follows the PDU) and the events
-        marked done (an event published again is a duplicate QoS 1 already allows); and the
+        marked done (an event published again is a duplicate QoS 1 already allows); the retention's
+        deletions (``Retention.prune_steps``: a deletion undone is made again); and the
         dispatcher's TP-MRs, which ``WalSync`` syncs in a thread (``sync``) before the modem's part
         after next.
         """
