@@ -14,13 +14,17 @@ The interpreter runs as on an appliance, where pip installed the wheel: the byte
 once (``PYTHONDONTWRITEBYTECODE`` is dropped and each side caches it under its own
 ``PYTHONPYCACHEPREFIX``, written by an untimed first run), and the venv has the dependencies on its
 path but not the editable install's import hook, whose ``.pth`` file costs about 20 ms at every
-start of a development checkout's ``.venv``. ``floor`` imports only the standard modules ``send``
-needs (argparse, datetime, json, locale, pathlib, re, sqlite3, tomllib, typing: ``locale`` is what
-gettext imports when argparse builds its first parser and translates its headings; ``pathlib`` the
-config's and the store's paths, with ``urllib.parse`` and ``ipaddress``; ``typing`` what tomllib
-imports; no dataclasses or logging since its records are ``appliance.frozen`` ones and its loggers
-``appliance.deferred_log``, no grp since only a refusal names a group): the least a Python ``smsgw
-send`` could cost on this interpreter.
+start of a development checkout's ``.venv``. The untimed first run also writes the config cache
+(``appliance.config_cache``, under each side's own ``XDG_CACHE_HOME``), so the timed runs take the
+parsed config from it, as every run on an appliance but the first after an edit does.
+
+``floor`` imports only the standard modules ``send`` needs (argparse, datetime, json, locale,
+pathlib, re, sqlite3: ``locale`` is what gettext imports when argparse builds its first parser and
+translates its headings; ``pathlib`` the config's and the store's paths, with ``urllib.parse`` and
+``ipaddress``; no tomllib since the config comes from the cache, no typing since no module of the
+command imports it at run time, no dataclasses or logging since its records are ``appliance.frozen``
+ones and its loggers ``appliance.deferred_log``, no grp since only a refusal names a group): the
+least a Python ``smsgw send`` could cost on this interpreter.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ WRAPPER = (
     "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
     "sys.exit(status)\n"
 )
-FLOOR = ("import argparse, datetime, json, locale, pathlib, re, sqlite3, sys, tomllib, typing\n"
+FLOOR = ("import argparse, datetime, json, locale, pathlib, re, sqlite3, sys\n"
          "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n")
 COMMANDS = {
     "floor": ["floor"],
@@ -80,6 +84,7 @@ def run(root: Path, config: Path, argv: list[str], python: Path, cache: Path) ->
     env = {k: v for k, v in os.environ.items() if k not in ("SMSGW_CONFIG", "PYTHONDONTWRITEBYTECODE")}
     env["PYTHONPATH"] = str(root)
     env["PYTHONPYCACHEPREFIX"] = str(cache)
+    env["XDG_CACHE_HOME"] = str(cache)  # the config cache of this side, written by the untimed run
     if argv == ["floor"]:
         args = [str(python), "-c", FLOOR]
     else:

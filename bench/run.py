@@ -38,44 +38,41 @@ under cProfile in any of the daemon benchmarks; py-spy on its pid shows paho's t
 - **send against a loop that stores nothing**: no send waits for the disk on the event loop: the
   TP-MR commits without fsync while the next `AT+CMGS` waits for its prompt, `WalSync` fdatasyncs
   the WAL in a thread, the next message is claimed while the network takes the PDU, and the WAL's
-  checkpoints (which SQLite ran inside the commit that took the WAL past 1000 pages, with two
-  fsyncs, every 30-odd sends) run in a thread too (`WalCheckpointer`, docs/store.md); a daemon
-  without `[mqtt]` writes no event rows. The ratio moves with the bare loop's own rate (575-1,140
-  msgs/s in the runs of this session on this machine, against smsgw's 600-730): in the run above the
-  checkout before this session's work reached 0.97 too, where an earlier run of the same session
-  gave 0.77 after against 0.56 before. What is left is CPU (1.5 ms per message, from `/proc`, at 700 msgs/s; it was
-  1.9 ms at the start of this work; the simulator takes 0.35 ms): of the event loop's time SQLite about half (the
-  claim's and the TP-MR's UPDATE of the message row and its nine indexes, two WAL writes per page
-  of each commit), the pty writes about 10 %, the AT engine and asyncio most of the rest. Dropping
-  the four indexes that lead with `state`, once their queries use partial indexes, is the next
-  lever. A real modem takes 2-5 s per SMS, where this is 0.1 %.
-- **send rate with 100,000 queued**: the steady rate (between 10 % and 90 % of the batch at the
-  network) of a daemon that is sending a 100,000-message backlog when the batch arrives, against one
-  that starts on the batch alone. Every query on the send path walks an index (`test_store_plans.py`;
-  `bench/backlog.py` shows the claim flat at 0.25 ms); what grows with the table is the B-trees each
-  commit writes into (the message table and its nine indexes: more pages per commit, in the WAL and to
-  checkpoint).
+  checkpoints run in a thread too (`WalCheckpointer`, docs/store.md); a daemon without `[mqtt]`
+  writes no event rows. The ratio moves with the bare loop's own rate, from run to run more than
+  smsgw's: over the runs of 2026-12-02 and 12-03 on this machine the bare loop gave 853-1,038
+  msgs/s and the ratio 0.80-1.05, the checkout before the last round of work 0.77-1.12 in the same
+  runs. What is left is CPU on the event loop: in a profile of 3,000 sends, SQLite about 355 us per
+  message, of which the two commits about 215 us (the WAL frames of each page a commit dirtied: the
+  message row, its index entries, the part rows, the counters the triggers keep) and the
+  statements the rest; the pty writes, the AT engine and asyncio most of the remainder. Schema 14
+  took the index entries a claim and a send's end write from 4 to 2 each. A real modem takes 2-5 s
+  per SMS, where this is 0.1 %.
+
+Targets met in the last rounds of work, and what it took:
+
+- **send rate with 100,000 queued**: every query on the send path walks an index
+  (`test_store_plans.py`; `bench/backlog.py` shows the claim flat at 0.2 ms). What had kept the
+  ratio under 0.9 was the daemon's first retention run: without `[mqtt]` it deletes the events the
+  backlog's enqueue wrote (100,000 rows, 200 batches), and each batch's commit waited for an fsync
+  on the event loop in the middle of the sends; the retention's commits are no longer fsync'ed one
+  by one (its closing checkpoint syncs them).
 - **MQTT ingest**: the commit is one fsync per batch. paho's socket is read up to 64 KiB at a time,
   a PUBLISH without properties is decoded without paho's per-message objects, pending events and a
   batch's PUBACKs are written to paho's queue as one packet each (`appliance/mqtt_client.py`), and
-  the request checks read the opt-out list once per batch (docs/mqtt.md): the daemon's CPU per
-  committed request fell from about 214 to 140 us. What is left on the event loop (py-spy): the
-  message row's INSERT about 30 % (SQLite: nine indexes and the counter triggers, about 40 us a
-  row), the event row 9 %, marking events done 8 %, reading and checking the requests 13 %.
-  mosquitto_sub's own rate moves between 7,000 and 19,000 a second from round to round on this
-  shared machine, so the ratio moves with it (0.44-0.56 over this session's runs).
-- **`smsgw send` and `status` in 60 ms**: they no longer build dataclasses (`appliance.frozen`),
-  import logging until they log, or load the PDU codec and the national shift tables; they open
-  the store as the table groups they use (`store_cli.QueueStore`, `store_alerts.StatusStore`), and
-  the cycle collector is off while a command's modules are imported (callgrind: `send` from 432 to
-  184 million instructions, `status` 179). The interpreter with only the standard modules `send`
-  still needs (argparse, datetime, json, locale, pathlib, re, sqlite3, tomllib, typing: the `floor`
-  row of `bench/cli_start.py`, 146 million instructions) is most of what is left: tomllib 38
-  million (15 of them the `typing` it imports), `pathlib` 17 (with `urllib.parse` and `ipaddress`,
-  for the config's and the store's paths), `locale` 5 (gettext's, when argparse builds its first
-  parser); our own modules and the command's work are the other 38 million, about 13 ms. Under
-  60 ms with room on this machine would take the config and the store without `pathlib` (their
-  paths as `str`) or a cache of the parsed config that spares tomllib.
+  the request checks read the opt-out list once per batch (docs/mqtt.md); schema 14 writes 3 index
+  entries per queued message where it wrote 7. mosquitto_sub's own rate moves between 7,000 and
+  19,000 a second from round to round on this shared machine, so the ratio moves with it.
+- **`smsgw send` and `status` in 60 ms**: they do not build dataclasses (`appliance.frozen`), import
+  logging until they log, load the PDU codec and the national shift tables, import `typing` (each
+  module's `TYPE_CHECKING = False`), or, after the first run on a config, parse it (the tables come
+  from `appliance.config_cache`, so no tomllib); they open the store as the table groups they use
+  (`store_cli.QueueStore`, `store_alerts.StatusStore`), and the cycle collector is off while a
+  command's modules are imported (callgrind: `send` from 432 to 152 million instructions, `status`
+  147). What is left is mostly the interpreter and the standard modules `send` still needs (the
+  `floor` row of `bench/cli_start.py`): `pathlib` with `urllib.parse` and `ipaddress` about 17
+  million instructions, for the config's and the store's paths; `locale` 5 (gettext's, when argparse
+  builds its first parser).
 """
 MEMORY_NOTES = """Where the memory went, from `/proc/PID/smaps`, glibc's `mallinfo2()`, `sqlite3_memory_used()`
 and a count of the live objects by type in the running daemon:
