@@ -218,6 +218,19 @@ class StoreBase:
         self._notify(self._listeners)
 
     @contextmanager
+    def _unsynced(self, unsynced: bool = True) -> Iterator[None]:
+        """The commits made in this block wait for no fsync (``synchronous=NORMAL``; see ``_tx``);
+        ``synchronous`` is FULL again when it ends, before any other commit of the connection."""
+        if not unsynced:
+            yield
+            return
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
+        finally:
+            self._conn.execute("PRAGMA synchronous=FULL")
+
+    @contextmanager
     def _tx(self, *, fsync: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``), fsync'ed at its commit.
 
@@ -237,15 +250,14 @@ class StoreBase:
         self._tx_events = 0
         self._tx_enqueued = 0
         try:
-            if not fsync:
-                self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
+            with self._unsynced(not fsync):
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
         except sqlite3.OperationalError as exc:
             if is_full_error(exc):
                 raise StoreFull(f"the disk holding {self.path} is full ({free_space(self.path)}): {exc}; "
@@ -253,8 +265,6 @@ class StoreBase:
             raise
         finally:
             self._in_tx = False
-            if not fsync:
-                self._conn.execute("PRAGMA synchronous=FULL")
         if self._after_commit is not None:
             self._after_commit()
         events, enqueued = self._tx_events, self._tx_enqueued

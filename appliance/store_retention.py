@@ -94,12 +94,9 @@ class Retention(StoreBase):
                 if not free:
                     break
                 # executescript steps the pragma to the end (execute frees one page per call); no
-                # fsync of its own either, and synchronous is FULL again before the daemon's next commit
-                self._conn.execute("PRAGMA synchronous=NORMAL")
-                try:
+                # fsync of its own either
+                with self._unsynced():
                     self._conn.executescript(f"PRAGMA incremental_vacuum({min(free, VACUUM_PAGES)});")
-                finally:
-                    self._conn.execute("PRAGMA synchronous=FULL")
                 after = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
                 totals["pages"] += free - after
                 yield dict(totals)
