@@ -85,6 +85,8 @@ def write(config: str, text: str, tables: dict[str, Any]) -> None:
                           ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError):
         return  # a TOML date or time: not cached
+    # not drivers.private_files.replace_file: its tempfile imports random and shutil, which `smsgw
+    # send` does without, and its fsync is more than a cache that may be lost needs
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from appliance.store import OutboundRequest, Store
 
@@ -70,3 +74,36 @@ class Deliver:
 
 
 SENT = datetime(2026, 11, 22, 21, 0, 0, tzinfo=timezone(timedelta(hours=1)))
+
+
+#: The start of a script whose fsyncs are counted (``run_traced``): ``step(name)`` marks where each
+#: step begins, by a stat of a path that does not exist, among the system calls strace records.
+STEP_MARK = """
+import os
+
+def step(name):
+    os.path.exists("/smsgw-step/" + name)
+"""
+
+
+def run_traced(script: str, *args: str, trace: Path, options: tuple[str, ...] = (),
+               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``script`` (starting with STEP_MARK) in a Python of its own under strace, which writes the
+    fsync, fdatasync and stat calls to ``trace``; ``options`` go to strace (``-y``: the files)."""
+    strace = shutil.which("strace")
+    assert strace is not None, "strace is installed by .ci/setup"
+    command = [strace, *options, "-o", str(trace), "-e", "trace=fsync,fdatasync,newfstatat,stat,statx",
+               sys.executable, "-c", script, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).parent.parent)
+
+
+def syncs_by_step(trace: Path) -> list[tuple[str, list[str]]]:
+    """The fsync and fdatasync lines of ``trace`` (``run_traced``), each under the step marked
+    before it, the steps in order (one may be marked more than once)."""
+    steps: list[tuple[str, list[str]]] = []
+    for line in trace.read_text().splitlines():
+        if "/smsgw-step/" in line:
+            steps.append((line.split("/smsgw-step/", 1)[1].split('"', 1)[0], []))
+        elif line.startswith(("fsync(", "fdatasync(")) and steps:
+            steps[-1][1].append(line)
+    return steps

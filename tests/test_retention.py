@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from store_helpers import SENT, T0, Clock, Concat, Deliver, connection, request, submit_parts
+from store_helpers import (
+    SENT,
+    STEP_MARK,
+    T0,
+    Clock,
+    Concat,
+    Deliver,
+    connection,
+    request,
+    run_traced,
+    submit_parts,
+    syncs_by_step,
+)
 
 from appliance.store import Store
 
@@ -259,15 +268,11 @@ async def test_the_daemon_prunes_at_start_and_drops_events_without_mqtt(tmp_path
         await sim.stop()
 
 
-# A store with pending events and nobody to publish them, pruned in a process of its own; a stat of
-# a path that does not exist marks each step in the system calls strace records (as in
-# tests/test_send_commits.py).
-PRUNE_STEPS = """
-import os, sys
+# A store with pending events and nobody to publish them, pruned in a process of its own, each
+# step marked (STEP_MARK).
+PRUNE_STEPS = STEP_MARK + """
+import sys
 from appliance.store import OutboundRequest, Store
-
-def step(name):
-    os.path.exists("/smsgw-step/" + name)
 
 store = Store(sys.argv[1])
 for start in range(0, 1500, 500):
@@ -285,21 +290,12 @@ step("end")
 def test_pruning_waits_for_no_fsync_until_its_checkpoint_and_leaves_commits_durable(tmp_path: Path) -> None:
     """Each batch deleted and each vacuum step commits without an fsync of its own (a power cut can
     only undo a deletion); the closing checkpoint syncs; the next enqueue is fsync'ed again."""
-    strace = shutil.which("strace")
-    assert strace is not None, "strace is installed by .ci/setup"
     trace = tmp_path / "trace"
-    done = subprocess.run([strace, "-o", str(trace), "-e", "trace=fsync,fdatasync,newfstatat,stat,statx",
-                           sys.executable, "-c", PRUNE_STEPS, str(tmp_path / "smsgw.db")],
-                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    done = run_traced(PRUNE_STEPS, str(tmp_path / "smsgw.db"), trace=trace, timeout=120)
     assert done.returncode == 0, done.stderr
     events, pages = map(int, done.stdout.split())
     assert events == 1500 and pages > 0  # 8 batches and a vacuum ran
-    segments: list[tuple[str, int]] = []
-    for line in trace.read_text().splitlines():
-        if "/smsgw-step/" in line:
-            segments.append((line.split("/smsgw-step/")[1].split('"')[0], 0))
-        elif line.startswith(("fsync(", "fdatasync(")) and segments:
-            segments[-1] = (segments[-1][0], segments[-1][1] + 1)
+    segments = [(name, len(lines)) for name, lines in syncs_by_step(trace)]
     names = [name for name, _ in segments]
     assert names[0] == "prune" and names[-2:] == ["enqueue", "end"] and names.count("yielded") > 8
     fsyncs = [n for _, n in segments]

@@ -6,7 +6,6 @@ calls (strace), and a claim made by a process killed right after it is in the fi
 
 from __future__ import annotations
 
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_helpers import Clock, connection, request
+from store_helpers import STEP_MARK, Clock, connection, request, run_traced, syncs_by_step
 from test_dispatcher import LONG_TEXT, RecordingModem, wait_state
 
 from appliance.dispatcher import Dispatcher
@@ -86,15 +85,11 @@ async def test_a_multipart_send_commits_once_more_per_part(store: Store, dispatc
     assert len(transactions) == 1 + 3
 
 
-# The store's writes one after the other in a process of its own; a stat of a path that does not
-# exist marks each step in the system calls strace records.
-STEPS = """
-import os, signal, sys
+# The store's writes one after the other in a process of its own, each step marked (STEP_MARK).
+STEPS = STEP_MARK + """
+import signal, sys
 from appliance.store import OutboundRequest, Store
 from drivers.pdu import encode_submit
-
-def step(name):
-    os.path.exists("/smsgw-step/" + name)
 
 store = Store(sys.argv[1])
 kill_after = sys.argv[2] if len(sys.argv) > 2 else None
@@ -120,26 +115,16 @@ step("end")
 """
 
 
-def run_steps(db: Path, *args: str, strace: Path | None = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", STEPS, str(db), *args]
-    if strace is not None:
-        command = [str(shutil.which("strace")), "-o", str(strace), "-e", "trace=fsync,fdatasync,newfstatat,stat,statx",
-                   *command]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent)
+def run_steps(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", STEPS, str(db), *args], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).parent.parent)
 
 
 def test_only_the_enqueue_and_the_tp_mr_wait_for_an_fsync(tmp_path: Path) -> None:
     trace = tmp_path / "strace.txt"
-    done = run_steps(tmp_path / "smsgw.db", strace=trace)
+    done = run_traced(STEPS, str(tmp_path / "smsgw.db"), trace=trace)
     assert done.returncode == 0, done.stderr
-    fsyncs: dict[str, int] = {}
-    step = None
-    for line in trace.read_text().splitlines():
-        if "/smsgw-step/" in line:
-            step = line.split("/smsgw-step/", 1)[1].split('"', 1)[0]
-            fsyncs[step] = 0
-        elif line.startswith(("fsync(", "fdatasync(")) and step is not None:
-            fsyncs[step] += 1
+    fsyncs = {step: len(lines) for step, lines in syncs_by_step(trace)}
     assert list(fsyncs) == ["enqueue", "claim", "part_sent", "events_done", "end"], trace.read_text()[-2000:]
     # accepted and TP-MR: fsync'ed before they return; the claim and the events done: synced by the next
     assert fsyncs["enqueue"] >= 1 and fsyncs["part_sent"] >= 1
@@ -148,18 +133,9 @@ def test_only_the_enqueue_and_the_tp_mr_wait_for_an_fsync(tmp_path: Path) -> Non
 
 def test_the_dispatchers_tp_mr_commits_without_fsync_and_its_sync_fdatasyncs_the_wal(tmp_path: Path) -> None:
     trace = tmp_path / "strace.txt"
-    command = [str(shutil.which("strace")), "-y", "-o", str(trace), "-e", "trace=fsync,fdatasync,newfstatat,stat,statx",
-               sys.executable, "-c", STEPS, str(tmp_path / "smsgw.db"), "dispatcher"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent)
+    done = run_traced(STEPS, str(tmp_path / "smsgw.db"), "dispatcher", trace=trace, options=("-y",))
     assert done.returncode == 0, done.stderr
-    syncs: dict[str, list[str]] = {}
-    step = None
-    for line in trace.read_text().splitlines():
-        if "/smsgw-step/" in line:
-            step = line.split("/smsgw-step/", 1)[1].split('"', 1)[0]
-            syncs[step] = []
-        elif line.startswith(("fsync(", "fdatasync(")) and step is not None:
-            syncs[step].append(line)
+    syncs = dict(syncs_by_step(trace))
     assert syncs["part_sent"] == []
     assert len(syncs["sync"]) == 1 and syncs["sync"][0].startswith("fdatasync(")
     assert f"<{tmp_path / 'smsgw.db'}-wal>" in syncs["sync"][0]  # strace -y: the file behind the descriptor
