@@ -366,6 +366,7 @@ class Dispatcher:
         for slot in self._slots.values():
             slot.task = None
         await self.wal_sync.flush()  # every TP-MR committed is on disk when stop returns
+        self.wal_sync.close()
         self._running = False
 
     def wake(self) -> None:

@@ -1,8 +1,8 @@
-"""Group commit for the send path: the store's WAL made durable in a worker thread.
+"""Group commit for the send path: the store's WAL made durable in a thread of its own.
 
 A send's TP-MR is committed without fsync (``Store.part_sent(durable=False)``: it is in the WAL
 file when that returns, so a killed process loses nothing) and then handed to ``WalSync``, which
-runs ``Store.sync`` (one ``fdatasync`` of the WAL) in a thread while the event loop goes on. One
+runs ``Store.sync`` (one ``fdatasync`` of the WAL) in its thread while the event loop goes on. One
 sync covers every commit made before it started, so commits that arrive while a sync runs share
 the next one.
 
@@ -11,12 +11,19 @@ before the last one: a power cut can then take back the TP-MR of at most two par
 (each sent again after the restart), where a real modem's 2-5 s per SMS leaves the sync long done
 before the next part. The event loop never blocks on the disk for a send (an SD card's fsync can
 take tens of milliseconds, during which MQTT and the modems would wait).
+
+What a commit costs the event loop is a counter and, when the thread is idle, the release of a
+lock it waits on; the thread wakes the loop only for a wait that found its commit not yet synced
+(most find it done: the sync overlapped the next part's exchange). Handing each sync to the
+default executor from an asyncio task instead (a task, an executor future and a wake-up of the
+loop through its self-pipe per sync) cost the loop about 100 us per send (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 
 LOG = logging.getLogger("appliance.wal_sync")
@@ -30,7 +37,7 @@ class SyncFailed(OSError):
 
 
 class WalSync:
-    """Tickets for commits made without fsync, and the syncs that make them durable."""
+    """Tickets for commits made without fsync, and the syncs (in a thread) that make them durable."""
 
     def __init__(self, sync: Callable[[], None], timeout: float = SYNC_TIMEOUT) -> None:
         self._sync = sync
@@ -40,15 +47,24 @@ class WalSync:
         self.syncs = 0  # syncs completed (bridge figures, tests)
         self._failed_up_to = 0  # tickets a failed sync covered
         self._error: BaseException | None = None
-        self._task: asyncio.Task[None] | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # held while no sync is asked for: request() releases it, the thread's acquire takes the request
+        self._asked = threading.Lock()
+        self._asked.acquire()
+        self._lock = threading.Lock()  # synced, _failed_up_to and _waiters between the thread and the loop
+        self._thread: threading.Thread | None = None
+        self._closing = False
 
     def request(self) -> int:
-        """A commit was just made without fsync: its ticket, for ``wait``. Starts a sync unless one
-        is running (the one after it covers this commit)."""
+        """A commit was just made without fsync: its ticket, for ``wait``. Asks the thread for a
+        sync (one running now started before this commit: the next one covers it)."""
         self.requested += 1
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="wal-sync")
+        if self._thread is None:
+            self._closing = False
+            self._thread = threading.Thread(target=self._run, name="wal-sync", daemon=True)
+            self._thread.start()
+        if self._asked.locked():  # else a request is pending: the sync it starts reads ``requested`` later
+            self._asked.release()
         return self.requested
 
     @property
@@ -58,20 +74,22 @@ class WalSync:
 
     async def wait(self, ticket: int) -> None:
         """Return once the commit of ``ticket`` is on disk; SyncFailed if its sync failed."""
-        if ticket <= self._failed_up_to and ticket > self.synced:
-            raise SyncFailed(f"syncing the store failed: {self._error}")
-        if ticket <= self.synced:
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (ticket, future)
-        self._waiters.append(entry)
+        with self._lock:
+            if ticket <= self.synced:
+                return
+            if ticket <= self._failed_up_to:
+                raise SyncFailed(f"syncing the store failed: {self._error}")
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            entry = (ticket, future)
+            self._waiters.append(entry)
         try:
             async with asyncio.timeout(self.timeout):
                 await future
         except TimeoutError as exc:
             raise SyncFailed(f"syncing the store took longer than {self.timeout:.0f}s") from exc
         finally:
-            self._waiters.remove(entry)
+            with self._lock:
+                self._waiters.remove(entry)
 
     async def flush(self) -> None:
         """Return once every commit handed in so far is on disk (or its sync failed)."""
@@ -80,25 +98,56 @@ class WalSync:
         except SyncFailed as exc:
             LOG.error("%s", exc)
 
-    async def _run(self) -> None:
-        while self.synced < self.requested and self._failed_up_to < self.requested:
-            target = self.requested
-            try:
-                await asyncio.to_thread(self._sync)
-            except OSError as exc:
-                LOG.error("syncing the store's WAL failed: %s", exc)
-                self._error = exc
-                self._failed_up_to = target
-                self._settle(target, SyncFailed(f"syncing the store failed: {exc}"))
-                continue
-            self.synced = target
-            self.syncs += 1
-            self._settle(target, None)
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread once the sync in progress is done, waiting up to ``timeout`` (``flush``
+        first to wait for every commit); a later ``request`` starts it again."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._closing = True
+        if self._asked.locked():  # else a request is pending: the thread syncs it, then stops
+            self._asked.release()
+        thread.join(timeout)
 
-    def _settle(self, target: int, error: BaseException | None) -> None:
-        for ticket, future in self._waiters:
-            if ticket <= target and not future.done():
-                if error is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(error)
+    def _run(self) -> None:
+        while True:
+            self._asked.acquire()  # a request (or close) released it
+            target = self.requested
+            if target > self.synced and target > self._failed_up_to:
+                self._sync_up_to(target)
+            if self._closing and self._asked.locked():
+                return  # no request pending (the lock held, as the next thread expects)
+
+    def _sync_up_to(self, target: int) -> None:
+        error: OSError | None = None
+        try:
+            self._sync()
+        except OSError as exc:
+            LOG.error("syncing the store's WAL failed: %s", exc)
+            error = exc
+        with self._lock:
+            if error is None:
+                self.synced = max(self.synced, target)
+                self.syncs += 1
+            else:
+                self._error = error
+                self._failed_up_to = max(self._failed_up_to, target)
+            loops = {future.get_loop() for ticket, future in self._waiters if ticket <= target}
+        for loop in loops:
+            try:
+                loop.call_soon_threadsafe(self._settle)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+    def _settle(self) -> None:
+        """On the loop: end the waits the last syncs covered."""
+        with self._lock:
+            waiters = list(self._waiters)
+            synced, failed_up_to, error = self.synced, self._failed_up_to, self._error
+        for ticket, future in waiters:
+            if future.done():
+                continue
+            if ticket <= synced:
+                future.set_result(None)
+            elif ticket <= failed_up_to:
+                future.set_exception(SyncFailed(f"syncing the store failed: {error}"))

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import pytest
 from store_helpers import Clock, request
 from test_dispatcher import RecordingModem, wait_state
-from waiting import async_wait_until
+from waiting import async_wait_until, wait_until
 
 from appliance.dispatcher import Dispatcher
 from appliance.store import Store
@@ -56,9 +56,37 @@ async def test_commits_made_while_a_sync_runs_share_the_next_one() -> None:
     later = [wal.request() for _ in range(5)]
     waits = asyncio.gather(*(wal.wait(ticket) for ticket in [first, *later]))
     sync.release.set()
-    await asyncio.wait_for(waits, 10)
+    try:
+        await asyncio.wait_for(waits, 10)
+    finally:
+        wal.close()
     assert sync.done == 2  # one for the first commit, one for the five made while it ran
     assert wal.synced == wal.requested == 6
+
+
+def test_the_thread_syncs_without_an_event_loop_and_stops_at_close_after_the_pending_request() -> None:
+    """A commit costs the loop no callback: the thread syncs on its own, and a wait that finds its
+    ticket synced returns at once. ``close`` syncs a request still pending, stops the thread, and a
+    later request starts another."""
+    sync = HeldSync(lambda: None)
+    sync.release.clear()
+    wal = WalSync(sync)
+    first = wal.request()
+    wait_until(lambda: sync.started == 1, timeout=5, what="the first sync to start")
+    second = wal.request()  # pending while the first sync is held
+    thread = wal._thread
+    assert thread is not None
+    closing = threading.Thread(target=wal.close)
+    closing.start()
+    sync.release.set()
+    closing.join(10)
+    assert not thread.is_alive()
+    assert wal.synced == second and sync.done == 2
+    asyncio.run(wal.wait(first))  # returns at once: no thread needed
+    third = wal.request()
+    wait_until(lambda: wal.synced == third, timeout=5, what="a new thread to sync the next commit")
+    wal.close()
+    assert sync.done == 3
 
 
 async def test_a_failed_sync_fails_the_waits_it_covered_and_the_next_commit_syncs_again() -> None:
@@ -66,10 +94,13 @@ async def test_a_failed_sync_fails_the_waits_it_covered_and_the_next_commit_sync
     sync.fail_next = True
     wal = WalSync(sync)
     failed = wal.request()
-    with pytest.raises(SyncFailed, match="Input/output error"):
-        await wal.wait(failed)
-    after = wal.request()
-    await asyncio.wait_for(wal.wait(after), 10)
+    try:
+        with pytest.raises(SyncFailed, match="Input/output error"):
+            await wal.wait(failed)
+        after = wal.request()
+        await asyncio.wait_for(wal.wait(after), 10)
+    finally:
+        wal.close()
     assert wal.synced == after and sync.done == 1
 
 
@@ -83,6 +114,7 @@ async def test_a_sync_that_does_not_return_fails_the_wait_after_the_timeout() ->
         assert wal.waiting == 0  # the waiter was removed
     finally:
         sync.release.set()
+        wal.close()
 
 
 def make(store: Store, clock: Clock, modem: RecordingModem, sync: HeldSync) -> Dispatcher:
