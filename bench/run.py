@@ -42,8 +42,8 @@ under cProfile in any of the daemon benchmarks; py-spy on its pid shows paho's t
   checkpoints run in a thread too (`WalCheckpointer`, docs/store.md); a daemon without `[mqtt]`
   writes no event rows. What is left is the price of the durability itself: the bare loop mostly
   waits for the modem's answers, smsgw is bound by the CPU of its event loop, and on this virtual
-  machine each fdatasync costs about 0.3 ms of CPU, half of it in the sync's thread and half charged
-  to the event loop's (the disk's interrupts): `python bench/send_costs.py` (the dispatcher, the
+  machine each fdatasync costs about 0.3 ms of CPU, about half of it in the sync's thread and half
+  on the event loop's, which runs that much slower: `python bench/send_costs.py` (the dispatcher, the
   store and one simulated modem in one process, 3,000 sends, medians of 3 rounds, 2026-12-03) gave
   1,272 msgs/s with the WAL synced per TP-MR (719 us of loop CPU per message), 1,617 with the thread
   woken but syncing nothing (570 us) and 1,849 with no sync at all (512 us). One fdatasync per
