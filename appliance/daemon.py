@@ -47,8 +47,6 @@ LOG = logging.getLogger("appliance.daemon")
 
 #: Seconds between two retention runs (Store.prune); the first runs at start.
 PRUNE_INTERVAL = 3600.0
-#: Seconds between two looks at the store watch while commits keep coming (the daemon's own included).
-WATCH_COALESCE = 0.02
 #: Seconds a clean stop waits for the broker to take the modems' offline states.
 STOP_PUBLISH_TIMEOUT = 3.0
 
@@ -430,47 +428,29 @@ class Daemon:
             while True:
                 await asyncio.sleep(self.settings.watch_interval)
                 self._check_data_version()
-        loop = asyncio.get_running_loop()
-        changed = asyncio.Event()
-
-        def readable() -> None:
-            if watch.read():
-                changed.set()
-
-        loop.add_reader(watch.fileno(), readable)
         try:
-            self._check_data_version()  # a commit between the start and the watch
-            while True:
-                await changed.wait()
-                changed.clear()
-                self._check_data_version()
-                # the daemon's own commits write the WAL too (one per send): while they come, look
-                # at most every WATCH_COALESCE; the events meanwhile wait in the inotify descriptor,
-                # and another process's commit is seen that much later at most
-                loop.remove_reader(watch.fileno())
-                await asyncio.sleep(WATCH_COALESCE)
-                # again: the event came with the commit's frames, before the committer's fsync made
-                # it visible (store_watch), and the commit itself may raise no event after that
-                self._check_data_version()
-                loop.add_reader(watch.fileno(), readable)
+            await store_watch.follow(watch, self._check_data_version)
         finally:
-            loop.remove_reader(watch.fileno())
             watch.close()
 
-    def _check_data_version(self) -> None:
+    def _check_data_version(self) -> bool:
+        """Wake the dispatcher (and what else waits for the store) when another process committed
+        since the last look; whether it had."""
         assert self.store is not None and self.dispatcher is not None
         try:
             version = self.store.data_version()
         except Exception:
             LOG.exception("store watch failed")
-            return
-        if version != self._data_version:
-            LOG.debug("store changed by another process (data_version %d); waking the dispatcher", version)
-            self._data_version = version
-            self.dispatcher.wake()
-            if self.webhooks is not None:
-                self.webhooks.wake()
-            self.store.notify_changed()
+            return False
+        if version == self._data_version:
+            return False
+        LOG.debug("store changed by another process (data_version %d); waking the dispatcher", version)
+        self._data_version = version
+        self.dispatcher.wake()
+        if self.webhooks is not None:
+            self.webhooks.wake()
+        self.store.notify_changed()
+        return True
 
     async def _watchdog(self, interval: float) -> None:
         """Ping systemd's watchdog while the event loop turns and the store answers.

@@ -6,8 +6,9 @@ IN_MOVED_TO of those two names becomes readable exactly when something may have 
 daemon then compares ``PRAGMA data_version`` (which changes only for commits by other connections)
 and wakes what waits for the store. The frames are written before the commit is visible (the
 committer fsyncs the WAL, then updates the wal-index in the ``-shm``, which raises no event): a
-look at once can come too early, so the daemon looks again after ``WATCH_COALESCE``, and the watch
-also takes IN_CLOSE_WRITE: a process that wrote the store (``smsgw send``) closes it after its
+look at once can come too early, so ``follow`` looks again 1, 2, 4 and 8 ms later until the commit
+is visible (the committer's fsync: a millisecond or two on an SSD, more on an SD card) and once
+more at the end of its ``coalesce`` window, and the watch also takes IN_CLOSE_WRITE: a process that wrote the store (``smsgw send``) closes it after its
 commit is visible, whatever its fsync took. An idle daemon sleeps in ``epoll`` instead of waking every
 ``watch_interval``. Readers touch only the ``-shm`` (through mmap, which raises no inotify event)
 while they read; but SQLite opens the ``-wal`` for writing even for a read-only connection, so
@@ -19,15 +20,24 @@ None and the daemon polls ``data_version`` every ``watch_interval`` as before.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import logging
 import os
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 LOG = logging.getLogger(__name__)
+
+#: Seconds between two looks at the watch while commits keep coming (the daemon's own included:
+#: each of its commits raises an event too; meanwhile the events wait in the descriptor).
+COALESCE = 0.02
+#: Seconds after an event at which a look that found nothing new looks again (doubling each time,
+#: within the ``COALESCE`` window).
+FIRST_RETRY = 0.001
 
 IN_MODIFY = 0x00000002
 IN_CLOSE_WRITE = 0x00000008
@@ -96,3 +106,37 @@ def open_watch(db_path: Path) -> StoreWatch | None:
     name = os.fsencode(real.name)
     return StoreWatch(fd, {name, name + b"-wal"})
 
+
+
+async def follow(watch: StoreWatch, look: Callable[[], bool], coalesce: float = COALESCE,
+                 first_retry: float = FIRST_RETRY) -> None:
+    """Call ``look`` (True: it found a commit by another process) whenever ``watch`` reports a write
+    to the store, until cancelled: at once, then after ``first_retry`` seconds, twice that, ...
+    until it finds the commit or the ``coalesce`` window since the event ends, and once more at its
+    end. The watch is not read during the window, so the daemon's own commits cost at most a few
+    looks per window however many there are."""
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+
+    def readable() -> None:
+        if watch.read():
+            changed.set()
+
+    loop.add_reader(watch.fileno(), readable)
+    try:
+        look()  # a commit between the start and the watch
+        while True:
+            await changed.wait()
+            changed.clear()
+            loop.remove_reader(watch.fileno())
+            end = loop.time() + coalesce
+            retry = first_retry
+            # the event came with the commit's frames, maybe before the committer's fsync made it visible
+            while not look() and loop.time() + retry < end:
+                await asyncio.sleep(retry)
+                retry *= 2
+            await asyncio.sleep(max(0.0, end - loop.time()))
+            look()  # the commit itself may raise no event after it became visible
+            loop.add_reader(watch.fileno(), readable)
+    finally:
+        loop.remove_reader(watch.fileno())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +14,7 @@ from store_helpers import request
 from waiting import async_wait_until
 
 from appliance.store import OutboundRequest, Store
-from appliance.store_watch import open_watch
+from appliance.store_watch import follow, open_watch
 from drivers.simulator import Simulator
 
 pytest_plugins = ["daemon_helpers"]
@@ -94,3 +96,77 @@ async def test_smsgw_send_is_sent_at_once_with_no_poll_left_to_notice_it(tmp_pat
         store.enqueue([OutboundRequest(to=OUTSIDE, text="and the next", source="test")])
     await async_wait_until(lambda: [r["text"] for r in sim.network.sent] == ["noticed without polling", "and the next"],
                            timeout=20, what="the second SMS at the network")
+
+
+class Looks:
+    """The daemon's look (``PRAGMA data_version`` of its own connection), counted; ``blind`` looks
+    find nothing, as a look does that comes with the commit's frames, before the committer's fsync
+    made the commit visible (SQLite's src/wal.c, sqlite3WalFrames: the frames are written and, with
+    synchronous=FULL, synced before walIndexWriteHdr publishes the commit in the -shm)."""
+
+    def __init__(self, store: Store, blind: int = 0) -> None:
+        self.store = store
+        self.version = store.data_version()
+        self.blind = blind
+        self.count = 0
+        self.found = 0
+
+    def __call__(self) -> bool:
+        self.count += 1
+        if self.blind:
+            self.blind -= 1
+            return False
+        version = self.store.data_version()
+        if version == self.version:
+            return False
+        self.version = version
+        self.found += 1
+        return True
+
+
+async def test_a_look_too_early_is_made_again_within_milliseconds_not_at_the_end_of_the_window(
+        tmp_path: Path) -> None:
+    db = tmp_path / "smsgw.db"
+    with Store(db) as daemon_store:
+        watch = open_watch(daemon_store.path)
+        assert watch is not None
+        watch.read()
+        looks = Looks(daemon_store, blind=2)
+        following = asyncio.create_task(follow(watch, looks, coalesce=60.0))
+        try:
+            await async_wait_until(lambda: looks.count == 1, timeout=5, what="the look at the start")
+            looks.blind = 2  # the first two looks after the event come too early
+            with Store(db) as writer:  # smsgw send
+                writer.enqueue([request(OUTSIDE, "from another process")])
+            # found by a look again within 1 + 2 ms, not 60 s later at the window's end
+            await async_wait_until(lambda: looks.found == 1, timeout=10, what="the commit found")
+            assert looks.count == 4
+        finally:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+        watch.close()
+
+
+async def test_own_commits_cost_a_few_looks_per_window_however_many_there_are(tmp_path: Path) -> None:
+    db = tmp_path / "smsgw.db"
+    with Store(db) as daemon_store:
+        watch = open_watch(daemon_store.path)
+        assert watch is not None
+        watch.read()
+        looks = Looks(daemon_store)
+        following = asyncio.create_task(follow(watch, looks, coalesce=0.5))
+        try:
+            await async_wait_until(lambda: looks.count == 1, timeout=5, what="the look at the start")
+            for n in range(200):  # the daemon's own commits: each writes the WAL, none changes data_version
+                daemon_store.enqueue([request(OUTSIDE, f"own {n}")])
+                await asyncio.sleep(0)
+            await async_wait_until(lambda: looks.count >= 2, timeout=5, what="the look after the first event")
+            windows = 1 + 1  # the one the commits opened, and at most one opened by events left in the descriptor
+            assert looks.found == 0
+            assert looks.count <= 1 + windows * 12  # each window: at once, 1, 2, 4, 8, ... 256 ms, the end
+        finally:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+        watch.close()
