@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring_ascii as encode_json_ascii
 
 from appliance.deferred_log import get_logger
-from appliance.frozen import replace
 from appliance.store_optout import OptOutList
 from appliance.store_types import (
     AVOID_NAMESPACE,
@@ -287,18 +286,19 @@ class OutboundQueue(OptOutList):
             lease_until = now + lease
             self._set_state(conn, row["id"], SENDING, now, modem=modem_id, lease_until=lease_until,
                             attempts=row["attempts"] + 1)
-            claimed = ClaimedMessage(
-                id=row["id"], recipient=row["recipient"], text=row["text"], priority=row["priority"],
-                report=bool(row["report"]), valid_until=row["valid_until"], attempts=row["attempts"] + 1,
-                modem=modem_id, lease_until=lease_until, parts=self._parts(conn, row["id"]),
-                language=row["language"], message_class=row["message_class"],
-            )
-            if not claimed.parts and encode is not None:
-                submit = encode(claimed)
+            # positional, every field in order: the records' fast path (appliance.frozen)
+            fields = (row["id"], row["recipient"], row["text"], row["priority"], bool(row["report"]),
+                      row["valid_until"], row["attempts"] + 1, modem_id, lease_until)
+            tail = (row["language"], row["message_class"])
+            parts = self._parts(conn, row["id"])
+            if not parts and encode is not None:
+                submit = encode(ClaimedMessage(*fields, parts, *tail))
                 if submit:
-                    self._insert_parts(conn, claimed.id, submit)
-                    claimed = replace(claimed, parts=self._parts(conn, claimed.id))
-        return claimed
+                    self._insert_parts(conn, row["id"], submit)
+                    # as _parts would read them back: pending, no modem, TP-MR or times yet
+                    parts = [Part(row["id"], part.sequence, part.total, part.pdu, part.tpdu_length, None, None,
+                                  PART_PENDING, None, None, None) for part in submit]
+        return ClaimedMessage(*fields, parts, *tail)
 
     def next_due_at(self, exclude_recipients: Sequence[str] = (), modem_id: str | None = None,
                     multipart_wait: float = MULTIPART_WAIT) -> float | None:
