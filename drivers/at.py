@@ -33,7 +33,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
 
 from drivers.errors import AtError, AtTimeout, TransportError, error_from_final, error_kind
 from drivers.framing import AtFramer, Item, Line, Prompt
@@ -414,8 +413,9 @@ class AtEngine:
         assert job.prompt is not None
         try:
             async with asyncio.timeout(self.prompt_timeout):
-                waiting: set[asyncio.Future[Any]] = {job.prompt, job.done}
-                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                # the prompt's future, which a final result (or the port's close) also ends: one
+                # future to wait on (asyncio.wait on both cost a send a waiter and four callbacks)
+                await job.prompt
         except TimeoutError:
             log.warning("%s%s: no prompt within %ss, cancelling with ESC", self._label(), job.command,
                         self.prompt_timeout)
@@ -619,7 +619,7 @@ class AtEngine:
             self.error_counts[error_kind(error)] += 1
             job.done.set_exception(error)
         if job.prompt is not None and not job.prompt.done():
-            job.prompt.cancel()
+            job.prompt.set_result(None)  # no prompt after a final result: _await_prompt sees job.done
 
     def _unsolicited(self, line: str) -> None:
         if line == "OK" and self._stray_ok is not None:
@@ -654,7 +654,7 @@ class AtEngine:
             if not job.done.done():
                 job.done.set_exception(error)
             if job.prompt is not None and not job.prompt.done():
-                job.prompt.cancel()
+                job.prompt.set_result(None)  # _await_prompt sees job.done
         if self._stray_ok is not None and not self._stray_ok.done():
             self._stray_ok.set_result(None)
         callback = self.on_closed
