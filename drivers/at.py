@@ -152,9 +152,15 @@ class PriorityLock:
     def waiting(self) -> int:
         return sum(1 for _, _, fut in self._waiters if not fut.done())
 
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free and nobody waits for it (no await, no timer)."""
+        if self._locked or self._waiters:
+            return False
+        self._locked = True
+        return True
+
     async def acquire(self, priority: int) -> None:
-        if not self._locked and not self._waiters:
-            self._locked = True
+        if self.try_acquire():
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (int(priority), next(self._counter), fut)
@@ -214,13 +220,14 @@ class AtEngine:
         self.stray_ok_grace = stray_ok_grace
         self.lock_timeout = lock_timeout
         self.reply_grace = reply_grace
-        self.ignored_urcs: list[re.Pattern[str]] = [
-            re.compile(p) for p in (*BASE_NOISE_URCS, *ignore_urcs)
-        ]
+        self.ignored_urcs: tuple[re.Pattern[str], ...] = tuple(
+            re.compile(p) for p in (*BASE_NOISE_URCS, *ignore_urcs))
+        self._ignored_any = _any_of(self.ignored_urcs)
         self.final_without_ok: list[re.Pattern[str]] = [re.compile(p) for p in final_without_ok]
         self.on_closed: Callable[[BaseException | None], None] | None = None
         self.on_unsolicited: Callable[[str], None] | None = None
         self._urcs: list[_Urc] = []
+        self._urc_any: re.Pattern[str] | None = None  # matches where one of _urcs does (None: ask each)
         self._framer = AtFramer(name=name)
         self._transport: Transport | None = None
         self._lock = PriorityLock()
@@ -292,10 +299,12 @@ class AtEngine:
         """
         urc = _Urc(re.compile(pattern), handler, extra_lines, more, unless_asked)
         self._urcs.append(urc)
+        self._urc_any = _any_of([u.pattern for u in self._urcs])
 
         def remove() -> None:
             if urc in self._urcs:
                 self._urcs.remove(urc)
+                self._urc_any = _any_of([u.pattern for u in self._urcs])
 
         return remove
 
@@ -342,8 +351,9 @@ class AtEngine:
     async def _turn(self, priority: Priority, cmd: str) -> AsyncIterator[None]:
         self._check_open(cmd)
         try:
-            async with asyncio.timeout(self.lock_timeout):
-                await self._lock.acquire(priority)
+            if not self._lock.try_acquire():  # a free port takes no timer
+                async with asyncio.timeout(self.lock_timeout):
+                    await self._lock.acquire(priority)
         except TimeoutError:
             raise AtTimeout(
                 f"{self._label()}{cmd}: waited {self.lock_timeout}s for the port", command=cmd, reply=[]
@@ -510,7 +520,7 @@ class AtEngine:
         asked_for = job is not None and job.prefix is not None and line.upper().startswith(job.prefix)
         if self._start_urc(line, job, asked_for):
             return
-        if not asked_for and any(p.match(line) for p in self.ignored_urcs):
+        if not asked_for and self._is_noise(line):
             log.debug("%signored unsolicited %r", self._label(), line)
             return
         if job is None or job.done.done():
@@ -557,6 +567,8 @@ class AtEngine:
     def _start_urc(self, line: str, job: _InFlight | None, asked_for: bool) -> bool:
         """Hand ``line`` to the first registered URC it matches (or wait for the URC's further lines).
         An ``unless_asked`` URC leaves the line to the command in flight that asked for its prefix."""
+        if self._urc_any is not None and self._urc_any.match(line) is None:
+            return False  # none of them matches (one regular expression for all, most lines)
         in_flight = job is not None and not job.done.done()
         for urc in list(self._urcs):
             match = urc.pattern.match(line)
@@ -568,6 +580,11 @@ class AtEngine:
                 self._call_urc(urc, match, [])
             return True
         return False
+
+    def _is_noise(self, line: str) -> bool:
+        if self._ignored_any is not None:
+            return self._ignored_any.match(line) is not None
+        return any(p.match(line) for p in self.ignored_urcs)
 
     def _reply_line(self, job: _InFlight, line: str) -> None:
         """A line of the reply to the command in flight: a final result ends it, else it is kept."""
@@ -663,6 +680,24 @@ class AtEngine:
                 callback(exc)
             except Exception:
                 log.exception("%son_closed callback failed", self._label())
+
+
+#: What could make one alternation of several patterns match differently from each of them: a
+#: numbered or named back reference, a conditional group, or flags in the middle of the whole.
+_NOT_COMBINABLE = re.compile(r"\\[0-9]|\(\?P=|\(\?\(|\(\?[aiLmsux]")
+
+
+def _any_of(patterns: Sequence[re.Pattern[str]]) -> re.Pattern[str] | None:
+    """One pattern that matches (from the start of a line) where one of ``patterns`` does: a single
+    ``match`` for a line none of them takes. None (ask each) when there are none, when they have
+    flags, or when one cannot be put in an alternation unchanged (its group names clash with
+    another's, or it refers to its own groups)."""
+    if not patterns or any(p.flags & ~re.UNICODE or _NOT_COMBINABLE.search(p.pattern) for p in patterns):
+        return None
+    try:
+        return re.compile("|".join(f"(?:{p.pattern})" for p in patterns))
+    except re.error:
+        return None
 
 
 def _is_final(line: str) -> bool:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from engine_fixtures import DELIVERIES, PtyResponder, pty_responder
@@ -13,8 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from waiting import async_wait_until
 
-from drivers.at import AtEngine, Priority
+from drivers.at import AtEngine, Priority, _any_of
 from drivers.errors import AtError, AtTimeout, CmeError, CmsError, TransportError
+from drivers.modem import Modem
+from drivers.profiles import load_profile, profile_names
+from drivers.simulator import Simulator
 
 PDU = "0011000B914171234567F80000AA05C8329BFD06"
 CMGS = f"AT+CMGS={len(PDU) // 2 - 1}"
@@ -536,3 +542,53 @@ def test_arbitrary_bytes_never_raise_out_of_the_reader(chunks: list[bytes]) -> N
     finally:
         logging.getLogger("drivers.at").removeHandler(handler)
     assert errors == []  # not even a caught internal error
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _strings(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
+#: Every line of the public modem transcripts in tests/data/transcripts (each file names its source).
+TRANSCRIPT_LINES = sorted({line for path in (Path(__file__).parent / "data" / "transcripts").glob("*.json")
+                           for text in _strings(json.loads(path.read_text())) for line in text.splitlines()})
+
+
+async def _urc_pattern_sets() -> list[list[re.Pattern[str]]]:
+    """The noise patterns of every profile, and the URCs a Modem registers (on the simulator)."""
+    sets = [list(AtEngine(ignore_urcs=load_profile(name).ignore_urcs).ignored_urcs) for name in profile_names()]
+    with tempfile.TemporaryDirectory() as tmp:
+        async with Simulator(Path(tmp) / "sim", modems=1, profile="generic") as sim:
+            modem = Modem(sim.ports[0], profile="generic", modem_id="m0")
+            await modem.open()
+            try:
+                sets.append([urc.pattern for urc in modem.engine._urcs])
+            finally:
+                await modem.close()
+    return sets
+
+
+async def test_one_alternation_of_the_urc_and_noise_patterns_matches_where_one_of_them_does() -> None:
+    """The engine asks one regular expression whether a line is a URC or noise (most lines are
+    neither) instead of each pattern in turn: over every line of the public transcripts and lines
+    made of each pattern's own text, it must agree with asking each."""
+    sets = await _urc_pattern_sets()
+    assert all(_any_of(patterns) is not None for patterns in sets)  # the real ones all combine
+    for patterns in sets:
+        combined = _any_of(patterns)
+        assert combined is not None
+        made = [re.sub(r"[\\^$()?*+\[\]{}|]", "", p.pattern) for p in patterns]
+        for line in [*TRANSCRIPT_LINES, *made, *(m + " 1,2" for m in made), "OK", "", "+CMGS: 5"]:
+            assert (combined.match(line) is not None) == any(p.match(line) for p in patterns), (line, patterns)
+
+
+def test_patterns_an_alternation_would_change_are_asked_one_by_one() -> None:
+    assert _any_of([re.compile(r"(\d)\1"), re.compile("RING")]) is None  # a numbered back reference
+    assert _any_of([re.compile(r"(?P<n>\d+)"), re.compile(r"x(?P<n>\d+)")]) is None  # the same group name
+    assert _any_of([re.compile("ring", re.IGNORECASE)]) is None  # flags
+    assert _any_of([]) is None
