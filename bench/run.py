@@ -43,17 +43,20 @@ under cProfile in any of the daemon benchmarks; py-spy on its pid shows paho's t
   writes no event rows. What is left is the price of the durability itself: the bare loop mostly
   waits for the modem's answers, smsgw is bound by the CPU of its event loop, and on this virtual
   machine each fdatasync costs about 0.3 ms of CPU, about half of it in the sync's thread and half
-  on the event loop's, which runs that much slower: `python bench/send_costs.py` (the dispatcher, the
-  store and one simulated modem in one process, 3,000 sends, medians of 3 rounds, 2026-12-03) gave
-  1,272 msgs/s with the WAL synced per TP-MR (719 us of loop CPU per message), 1,617 with the thread
-  woken but syncing nothing (570 us) and 1,849 with no sync at all (512 us). One fdatasync per
-  message is what "the TP-MR before last is on disk before the next PDU" takes at this rate (a power
-  cut takes back at most two parts per modem, docs/store.md); a sync covering two TP-MRs would halve
-  them (+7-11 % in `send_peers.py`) at the price of a third part, and was left out. The bare loop's
-  own rate moves from run to run and machine to machine more than smsgw's (853-1,038 msgs/s on
-  2026-12-02, 1,330-1,500 on the machine of 2026-12-03). Of the rest, in a profile of 3,000 sends
-  SQLite is about 280 us per message (the two commits' WAL frames about half of it), then the AT
-  engine, asyncio and the pty writes. A real modem takes 2-5 s per SMS, where this is 0.1 %.
+  on the event loop's, which runs that much slower: `python bench/send_costs.py` (the dispatcher,
+  the store and one simulated modem in one process, 3,000 sends, medians of 3 rounds, 2026-12-03 at
+  commit ad40fac) gave 1,447 msgs/s with the WAL synced per TP-MR (617 us of loop CPU per message),
+  1,873 with the thread woken but syncing nothing (474 us) and 2,210 with no sync at all (418 us).
+  One fdatasync per message is what "the TP-MR before last is on disk before the next PDU" takes at
+  this rate (a power cut takes back at most two parts per modem, docs/store.md); a sync covering two
+  TP-MRs would halve them (+7-11 % in `send_peers.py`) at the price of a third part, and was left
+  out. In `send_peers.py` smsgw's clock also runs through the hand-over, which the bare loop has
+  none of: the `Store.enqueue` of the batch in a process of its own (its first call: 12-20 ms for
+  500), the daemon noticing the commit, and a first burst into a new WAL file that grows (each
+  fdatasync then also commits the file's new size); its steady rate between 10 % and 90 % of the
+  batch is about 9 % above the whole run's. The bare loop's own rate moves from run to run and
+  machine to machine more than smsgw's (853-1,038 msgs/s on 2026-12-02, 1,240-1,545 on the machine
+  of 2026-12-03). A real modem takes 2-5 s per SMS, where this is 0.1 %.
 
 Targets met in the last rounds of work, and what it took:
 
