@@ -46,7 +46,7 @@ class WalSync:
         self.synced = 0  # every ticket up to this one is on disk
         self.syncs = 0  # syncs completed (bridge figures, tests)
         self._failed_up_to = 0  # tickets a failed sync covered
-        self._error: BaseException | None = None
+        self._error: Exception | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         # held while no sync is asked for: request() releases it, the thread's acquire takes the request
         self._asked = threading.Lock()
@@ -59,7 +59,7 @@ class WalSync:
         """A commit was just made without fsync: its ticket, for ``wait``. Asks the thread for a
         sync (one running now started before this commit: the next one covers it)."""
         self.requested += 1
-        if self._thread is None:
+        if self._thread is None or not self._thread.is_alive():
             self._closing = False
             self._thread = threading.Thread(target=self._run, name="wal-sync", daemon=True)
             self._thread.start()
@@ -119,11 +119,14 @@ class WalSync:
                 return  # no request pending (the lock held, as the next thread expects)
 
     def _sync_up_to(self, target: int) -> None:
-        error: OSError | None = None
+        error: Exception | None = None
         try:
             self._sync()
         except OSError as exc:
             LOG.error("syncing the store's WAL failed: %s", exc)
+            error = exc
+        except Exception as exc:  # not the disk's: the thread lives on, and the waits fail as for EIO
+            LOG.exception("syncing the store's WAL failed")
             error = exc
         with self._lock:
             if error is None:

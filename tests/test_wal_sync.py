@@ -171,3 +171,22 @@ async def test_when_the_sync_fails_the_next_message_goes_back_to_the_queue_unsen
         await dispatcher.stop(timeout=2.0)
     assert len(modem.sent) == 4  # each message once: the one given back had not left
     assert store.message(queued[2].id)["attempts"] == 1  # type: ignore[index]
+
+
+async def test_a_sync_that_raises_something_else_fails_its_waits_and_the_thread_syncs_the_next_commit() -> None:
+    calls: list[int] = []
+
+    def sync() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("not the disk: a bug")
+
+    wal = WalSync(sync)
+    try:
+        with pytest.raises(SyncFailed, match="not the disk"):
+            await wal.wait(wal.request())
+        after = wal.request()
+        await asyncio.wait_for(wal.wait(after), 10)
+    finally:
+        wal.close()
+    assert wal.synced == after and len(calls) == 2
