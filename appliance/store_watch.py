@@ -8,9 +8,9 @@ and wakes what waits for the store. The frames are written before the commit is 
 committer fsyncs the WAL, then updates the wal-index in the ``-shm``, which raises no event): a
 look at once can come too early, so ``follow`` looks again 1, 2, 4 and 8 ms later until the commit
 is visible (the committer's fsync: a millisecond or two on an SSD, more on an SD card) and once
-more at the end of its ``coalesce`` window, and the watch also takes IN_CLOSE_WRITE: a process that wrote the store (``smsgw send``) closes it after its
-commit is visible, whatever its fsync took. An idle daemon sleeps in ``epoll`` instead of waking every
-``watch_interval``. Readers touch only the ``-shm`` (through mmap, which raises no inotify event)
+more at the end of its ``coalesce`` window; the watch also takes IN_CLOSE_WRITE: a process that
+wrote the store (``smsgw send``) closes it after its commit is visible, whatever its fsync took.
+An idle daemon sleeps in ``epoll`` instead of waking every ``watch_interval``. Readers touch only the ``-shm`` (through mmap, which raises no inotify event)
 while they read; but SQLite opens the ``-wal`` for writing even for a read-only connection, so
 ``smsgw status`` costs the daemon one look (a ``PRAGMA data_version``) when it closes the store.
 
@@ -105,7 +105,6 @@ def open_watch(db_path: Path) -> StoreWatch | None:
         return None
     name = os.fsencode(real.name)
     return StoreWatch(fd, {name, name + b"-wal"})
-
 
 
 async def follow(watch: StoreWatch, look: Callable[[], bool], coalesce: float = COALESCE,
