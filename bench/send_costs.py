@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -37,17 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
 VARIANTS = ("daemon", "sync-other-file", "sync-nothing", "no-sync")
-
-
-def thread_cpu() -> dict[int, float]:
-    """CPU seconds (user + system) of each thread of this process."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    result = {}
-    for tid in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{tid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        result[int(tid)] = (int(fields[11]) + int(fields[12])) / ticks
-    return result
 
 
 async def measure(variant: str, port: str, db: Path, count: int) -> dict[str, float]:
@@ -64,18 +52,18 @@ async def measure(variant: str, port: str, db: Path, count: int) -> dict[str, fl
     checkpointer.start()
     modem = Modem(port, profile="generic", modem_id="sim0")
     await modem.open()
-    dispatcher = Dispatcher(store, [modem])
-    wal = dispatcher.wal_sync
     if variant == "sync-other-file":
         other = os.open(f"{db}-other", os.O_RDWR | os.O_CREAT, 0o600)
         os.pwrite(other, b"\0" * 4096, 0)
 
         def sync_other() -> None:
             os.fdatasync(other)
-        wal._sync = sync_other
+        store.sync = sync_other  # type: ignore[method-assign]  # what the dispatcher's WalSync runs
     elif variant == "sync-nothing":
-        wal._sync = lambda: None
-    elif variant == "no-sync":
+        store.sync = lambda: None  # type: ignore[method-assign]
+    dispatcher = Dispatcher(store, [modem])
+    wal = dispatcher.wal_sync
+    if variant == "no-sync":
         def synced_at_once() -> int:
             wal.requested += 1
             wal.synced = wal.requested
@@ -84,15 +72,12 @@ async def measure(variant: str, port: str, db: Path, count: int) -> dict[str, fl
     queued = store.enqueue([OutboundRequest(to=f"+4915{n:09d}", text=f"bench {n}", source="bench")
                             for n in range(count)])
     last = max(result.id for result in queued)
-    loop_thread = threading.get_native_id()
-    before = thread_cpu()
-    loop_cpu, started = time.thread_time(), time.perf_counter()
+    process_cpu, loop_cpu, started = harness.cpu_seconds(os.getpid()), time.thread_time(), time.perf_counter()
     await dispatcher.start()
     await harness.async_wait_until(lambda: (store.message(last) or {}).get("state") == "sent",
                                    timeout=120 + count / 10, interval=0.01, what="the last message sent")
     elapsed, loop_cpu = time.perf_counter() - started, time.thread_time() - loop_cpu
-    after = thread_cpu()
-    others = sum(cpu - before.get(tid, 0.0) for tid, cpu in after.items() if tid != loop_thread)
+    others = max(harness.cpu_seconds(os.getpid()) - process_cpu - loop_cpu, 0.0)  # the sync's, the checkpoints
     syncs = wal.syncs
     await dispatcher.stop()
     await modem.close()
