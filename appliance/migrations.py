@@ -44,6 +44,10 @@ Version history
      after it), and the four indexes that led with ``state`` (rewritten at every change of state) are
      replaced by partial indexes on ``held`` that each hold only the rows their queries read: the
      queued ones in claim order, the sending ones, the queued ones with a validity, the finished ones.
+ 15  fewer index writes per part: ``part_unsent`` holds only the unsent parts of messages of more
+     than one part (the only ones a modem can be waited for), ``part_report`` only the parts with a
+     TP-MR (the only ones a report or a rate limit looks for); a single-part send writes 3 frames
+     fewer to the WAL (13 where it wrote 16).
 """
 
 from __future__ import annotations
@@ -389,10 +393,23 @@ def _v14(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX message_done ON message (state, updated_at) WHERE held IS NULL")
 
 
+def _v15(db: sqlite_utils.Database) -> None:
+    # A part enters part_unsent at its claim and leaves it at its TP-MR, and entered part_report at
+    # its claim (keyed NULL, NULL, NULL) to move at its TP-MR: each an index page written per commit.
+    # Only a message of several parts can be held for the modem that sent its first ones (a single
+    # part without a TP-MR has sent nothing), and every query of part_report names a TP-MR or
+    # sent_at, so neither index needs the rows it now leaves out.
+    db.execute("DROP INDEX part_unsent")
+    db.execute("CREATE INDEX part_unsent ON part (message_id) WHERE message_reference IS NULL AND total > 1")
+    db.execute("DROP INDEX part_report")
+    db.execute("CREATE INDEX part_report ON part (modem, message_reference, sent_at) "
+               "WHERE message_reference IS NOT NULL")
+
+
 #: MIGRATIONS[n] takes the schema to version n (from the highest version below n that has a step).
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8, 9: _v9,
-    10: _v10, 11: _v11, 12: _v12, 13: _v13, 14: _v14,
+    10: _v10, 11: _v11, 12: _v12, 13: _v13, 14: _v14, 15: _v15,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

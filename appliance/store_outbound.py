@@ -323,10 +323,10 @@ class OutboundQueue(OptOutList):
         pinned = self._conn.execute(
             "SELECT MIN(MAX(COALESCE(next_attempt_at, 0), (SELECT MAX(p.sent_at) FROM part p "
             f"WHERE p.message_id = message.id AND p.message_reference IS NOT NULL) + ?)) "
-            # only a message with unsent parts can be held: walk those (partial index part_unsent),
-            # never the whole queue (CROSS JOIN keeps them the outer loop)
-            "FROM (SELECT DISTINCT message_id FROM part INDEXED BY part_unsent WHERE message_reference IS NULL) "
-            "AS unsent "
+            # only a message of several parts with unsent ones can be held: walk those (partial index
+            # part_unsent), never the whole queue (CROSS JOIN keeps them the outer loop)
+            "FROM (SELECT DISTINCT message_id FROM part INDEXED BY part_unsent "
+            "WHERE message_reference IS NULL AND total > 1) AS unsent "
             "CROSS JOIN message ON message.id = unsent.message_id "
             f"WHERE state = ? {not_in} AND {PINNED_ELSEWHERE_SQL} AND {NOT_AVOIDED_SQL}",
             (multipart_wait, QUEUED, *exclude, modem_id or "", modem_id or ""),
@@ -449,12 +449,14 @@ class OutboundQueue(OptOutList):
     def modem_sent_count(self, modem_id: str, since: float) -> int:
         """Parts sent through ``modem_id`` since ``since`` (daily caps count parts: each is one SMS)."""
         return int(self._conn.execute(
-            "SELECT COUNT(*) FROM part WHERE modem = ? AND sent_at >= ?", (modem_id, since)
+            "SELECT COUNT(*) FROM part WHERE modem = ? AND message_reference IS NOT NULL AND sent_at >= ?",
+            (modem_id, since)
         ).fetchone()[0])
 
     def modem_sent_times(self, modem_id: str, since: float) -> list[float]:
         rows = self._conn.execute(
-            "SELECT sent_at FROM part WHERE modem = ? AND sent_at >= ? ORDER BY sent_at", (modem_id, since)
+            "SELECT sent_at FROM part WHERE modem = ? AND message_reference IS NOT NULL AND sent_at >= ? "
+            "ORDER BY sent_at", (modem_id, since)
         ).fetchall()
         return [float(row[0]) for row in rows]
 

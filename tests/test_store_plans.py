@@ -5,6 +5,7 @@ their cost does not grow with the backlog (bench/backlog.py measures it)."""
 from __future__ import annotations
 
 import sqlite3
+import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -108,6 +109,27 @@ def test_queue_reads_use_indexes(backlog: tuple[Store, Clock], step: str) -> Non
     assert bad_steps(connection(store), statements) == []
 
 
+# the partial index part_report (the parts with a TP-MR) serves a query only when its WHERE implies
+# message_reference IS NOT NULL
+PART_REPORT_READS: dict[str, Callable[[Store], object]] = {
+    "delivery_report": lambda s: s.delivery_report("sim0", 1, None, 0),
+    "modem_sent_count": lambda s: s.modem_sent_count("sim0", T0),
+    "modem_sent_times": lambda s: s.modem_sent_times("sim0", T0),
+}
+
+
+@pytest.mark.parametrize("step", list(PART_REPORT_READS))
+def test_the_reads_of_sent_parts_search_part_report(backlog: tuple[Store, Clock], step: str) -> None:
+    store, _ = backlog
+    with traced(connection(store)) as statements:
+        PART_REPORT_READS[step](store)
+    steps = [step for sql in statements if sql.lstrip().upper().startswith("SELECT")
+             for step in plan(connection(store), sql)]
+    assert any(step.startswith(("SEARCH part USING", "SEARCH p USING")) and "INDEX part_report" in step
+               for step in steps), steps
+    assert not any(step.startswith(("SCAN part", "SCAN p ")) for step in steps), steps
+
+
 def test_a_whole_send_uses_indexes(backlog: tuple[Store, Clock]) -> None:
     store, _ = backlog
     with traced(connection(store)) as statements:
@@ -197,3 +219,44 @@ def test_a_held_message_is_claimed_once_due_in_priority_order_with_the_ready_one
         clock.advance(540)
         again = store.claim("sim0", lease=60)
         assert again is not None and again.id == later.id and again.attempts == 2
+
+
+def wal_trees(store: Store, since_frame: int) -> list[str]:
+    """The b-trees (tables, indexes) whose pages the WAL's frames after ``since_frame`` hold: what the
+    commits since then wrote. Frame layout of the WAL file: sqlite.org/fileformat2.html, 4.1-4.2."""
+    frames = store.wal_frames()[0]
+    wal = Path(f"{store.path}-wal").read_bytes()
+    page_size = struct.unpack(">I", wal[8:12])[0]
+    pages = [struct.unpack(">I", wal[offset:offset + 4])[0]
+             for offset in range(32 + since_frame * (24 + page_size), 32 + frames * (24 + page_size), 24 + page_size)]
+    owner = dict(connection(store).execute("SELECT pageno, name FROM dbstat"))
+    return [owner.get(page, "?") for page in pages]
+
+
+@pytest.mark.parametrize("total", [1, 2])
+def test_a_send_writes_the_part_indexes_only_where_their_queries_need_the_rows(tmp_path: Path, total: int) -> None:
+    # part_unsent holds the unsent parts of messages of several parts (the only ones next_due_at looks
+    # for: held for the modem that sent their first parts), part_report the parts with a TP-MR
+    with Store(tmp_path / "smsgw.db", clock=Clock(T0)) as store:
+        store.enqueue([request(to=f"+4917000{n:04d}") for n in range(40)])
+        for n in range(30):  # pages for every tree, and a WAL that is not starting over
+            claimed = store.claim("sim0", lease=60, encode=lambda m: submit_parts(total))
+            assert claimed is not None
+            for part in claimed.parts:
+                store.part_sent(claimed.id, part.sequence, "sim0", n % 256)
+        start = store.wal_frames()[0]
+        claimed = store.claim("sim0", lease=60, encode=lambda m: submit_parts(total))
+        assert claimed is not None
+        claim_frames = store.wal_frames()[0]
+        claim = wal_trees(store, start)
+        assert {"message", "part"} <= set(claim)  # the claim and its parts are in the WAL
+        assert "part_report" not in claim
+        assert ("part_unsent" in claim) == (total > 1)
+        store.part_sent(claimed.id, 1, "sim0", 99)
+        first = wal_trees(store, claim_frames)
+        assert "part_report" in first
+        assert ("part_unsent" in first) == (total > 1)
+        if total > 1:  # held for sim0 when sim1 asks, found through part_unsent
+            store.requeue(claimed.id, "busy", T0)
+            assert store.next_due_at([], "sim1") is not None
+            assert store.claim("sim1", lease=60) is not None  # the queue's next, not the held one
