@@ -72,6 +72,7 @@ class StoreBase:
         self._tx_events = 0
         self._tx_enqueued = 0
         self._in_tx = False
+        self._synchronous_full = True  # the connection's synchronous (FULL when opened); see _synchronous
         #: Called after each commit of this connection (store_wal.defer_checkpoints).
         self._after_commit: Callable[[], None] | None = None
         #: What a received text looks like wherever it is shown or published (the ``received`` event,
@@ -217,18 +218,20 @@ class StoreBase:
         self._notify(self._enqueue_listeners)
         self._notify(self._listeners)
 
+    def _synchronous(self, full: bool) -> None:
+        """``synchronous`` FULL or NORMAL for the connection's next commits, set only when it changes:
+        the dispatcher's commits (claims, TP-MRs) all go unsynced, one after the other."""
+        if full != self._synchronous_full:
+            self._conn.execute("PRAGMA synchronous=FULL" if full else "PRAGMA synchronous=NORMAL")
+            self._synchronous_full = full
+
     @contextmanager
     def _unsynced(self, unsynced: bool = True) -> Iterator[None]:
-        """The commits made in this block wait for no fsync (``synchronous=NORMAL``; see ``_tx``);
-        ``synchronous`` is FULL again when it ends, before any other commit of the connection."""
-        if not unsynced:
-            yield
-            return
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        try:
-            yield
-        finally:
-            self._conn.execute("PRAGMA synchronous=FULL")
+        """The commits made in this block wait for no fsync (``synchronous=NORMAL``; see ``_tx``).
+        It stays NORMAL after the block, until a commit that fsyncs: every commit of the connection
+        outside these blocks is a ``_tx``'s, which sets the mode it needs first."""
+        self._synchronous(not unsynced)
+        yield
 
     @contextmanager
     def _tx(self, *, fsync: bool = True) -> Iterator[sqlite3.Connection]:

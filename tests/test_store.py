@@ -251,6 +251,26 @@ def test_store_runs_in_wal_mode_with_synchronous_full(store: Store) -> None:
     assert connection(store).execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
+def test_a_commit_that_fsyncs_runs_at_full_after_unsynced_ones_with_no_pragma_between_unsynced_ones(
+        store: Store) -> None:
+    seen: list[str] = []
+    connection(store).set_trace_callback(seen.append)
+    store.enqueue([request(to="+491700000001"), request(to="+491700000002")])
+    for _ in range(2):  # the dispatcher's commits: a claim, then its TP-MR, none fsync'ed
+        claimed = store.claim("sim0", lease=60, encode=lambda m: submit_parts(1))
+        assert claimed is not None
+        store.part_sent(claimed.id, 1, "sim0", 7, durable=False)
+    unsynced = seen[seen.index("PRAGMA synchronous=NORMAL"):]
+    assert not any(sql.startswith("PRAGMA synchronous") for sql in unsynced[1:])  # set once for all four
+    assert connection(store).execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    # the next commit that fsyncs (a state row) is FULL from its BEGIN on: it waits for its fsync
+    mark = len(seen)
+    store.state_set("test", "key", 1)
+    connection(store).set_trace_callback(None)
+    assert seen[mark:mark + 2] == ["PRAGMA synchronous=FULL", "BEGIN IMMEDIATE"]
+    assert connection(store).execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
 def test_the_page_cache_of_the_store_is_bounded_below_sqlites_default(store: Store) -> None:
     """1 MiB (a negative cache_size is KiB, SQLite's default is -2000): part of the daemon's 40 MiB."""
     assert connection(store).execute("PRAGMA cache_size").fetchone()[0] == -1024
