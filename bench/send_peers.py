@@ -18,11 +18,17 @@ answering at once), and the batch is handed over the way that side takes work:
   nothing and asks for no status report (as smsgw by default); it connects first and starts the loop when told.
 
 The clock runs in this process from the hand-over to the moment the simulated network has the
-whole batch (``network.jsonl``, polled every 5 ms). Sides are interleaved round by round; the
-medians of the rounds are printed with the ratio smsgw / peer (target: >= 1 against the bare
-python-gsmmodem-new loop). A peer that is not installed is skipped with a note.
+whole batch (``network.jsonl``, polled every 5 ms). With ``--batches N`` each side takes N batches
+one after the other (the next handed over once the network has the last), each timed on its own,
+each to numbers of its own: the first batch is the cold start (a daemon just started on a new
+store, whose WAL file grows through it; a loop just connected), the last one a side that has been
+sending for a while (smsgw's WAL at its working size, as in a daemon that has run for a day). Sides
+are interleaved round by round; the medians of the rounds are printed, for the first and the last
+batch, with the ratio smsgw / peer (target: >= 1 against the bare python-gsmmodem-new loop). A peer
+that is not installed is skipped with a note.
 
-    python bench/send_peers.py [--messages 200] [--rounds 3] [--sides smsgw,gsmmodem,gammu,smstools] [--base DIR] [--json]
+    python bench/send_peers.py [--messages 200] [--rounds 3] [--batches 1] [--sides smsgw,gsmmodem,gammu,smstools]
+                               [--base DIR] [--json]
 """
 
 from __future__ import annotations
@@ -58,21 +64,22 @@ from gsmmodem.modem import GsmModem
 # thread times out once the simulator's report storage is full
 encode = gsmmodem.modem.encodeSmsSubmitPdu
 gsmmodem.modem.encodeSmsSubmitPdu = lambda *args, **kw: encode(*args, **{**kw, "requestStatusReport": False})
-port, count = sys.argv[1], int(sys.argv[2])
+port, count, batches = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 modem = GsmModem(port, 115200)
 modem.smsTextMode = False
 modem.timeout = 2  # a late answer under load is not a failure; a prompt one costs nothing
 modem.connect()
 print("ready", flush=True)
-sys.stdin.readline()
-for n in range(count):
-    modem.sendSms(f"+4915{n:09d}", f"bench {n}")
+for batch in range(batches):  # each batch when told
+    sys.stdin.readline()
+    for n in range(batch * count, (batch + 1) * count):
+        modem.sendSms(f"+4915{n:09d}", f"bench {n}")
 modem.close()
 """
 
 
-def texts(count: int) -> list[tuple[str, str]]:
-    return [(f"+4915{n:09d}", f"bench {n}") for n in range(count)]
+def texts(count: int, first: int = 0) -> list[tuple[str, str]]:
+    return [(f"+4915{n:09d}", f"bench {n}") for n in range(first, first + count)]
 
 
 def program(name: str) -> str | None:
@@ -93,9 +100,10 @@ def timed_count(directory: Path) -> int:
 
 
 def until_sent(sim_dir: Path, count: int, started: float, timeout: float, alive: Callable[[], None],
-               counted: Callable[[Path], int] = harness.network_count) -> float:
+               counted: Callable[[Path], int] = harness.network_count, before: int = 0) -> float:
+    """Seconds from ``started`` until the network has ``count`` SMS more than the ``before`` it had."""
     marks: dict[int, float] = {}
-    while (seen := counted(sim_dir)) < count:
+    while (seen := counted(sim_dir) - before) < count:
         alive()
         now = time.perf_counter()
         if now - started > timeout:
@@ -142,16 +150,19 @@ with Store(sys.argv[1]) as store:
             store.enqueue([OutboundRequest(to=f"+4916{n:09d}", text=f"backlog {n}", source="bench", priority="low")
                            for n in range(start, min(size, start + 10_000))])
     elif sys.argv[2] != "create":
-        batch = [OutboundRequest(to=f"+4915{n:09d}", text=f"bench {n}", source="bench") for n in range(int(sys.argv[2]))]
+        first = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+        batch = [OutboundRequest(to=f"+4915{n:09d}", text=f"bench {n}", source="bench")
+                 for n in range(first, first + int(sys.argv[2]))]
         print(time.perf_counter(), flush=True)  # the clock (CLOCK_MONOTONIC, as the bench process's)
         store.enqueue(batch)
 """
 
 
-def enqueue(root: Path, db: Path, what: str) -> float:
+def enqueue(root: Path, db: Path, what: str, first: int = 0) -> float:
     """``Store.enqueue`` of the checkout under test (its schema) in a process of its own; the moment
-    it started the commit."""
-    done = subprocess.run([sys.executable, "-c", ENQUEUE, str(db), what], check=True, cwd=root, capture_output=True,
+    it started the commit. A batch's numbers start at ``first``."""
+    done = subprocess.run([sys.executable, "-c", ENQUEUE, str(db), what, str(first)], check=True, cwd=root,
+                          capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": str(root)})
     return float(done.stdout or 0.0)
 
@@ -173,7 +184,8 @@ def backlog_store(directory: Path) -> Path:
     return BACKLOG_STORE
 
 
-def run_smsgw(work: Path, port: str, count: int, root: Path | None = None, backlog: Path | None = None) -> float:
+def run_smsgw(work: Path, port: str, count: int, batches: int, root: Path | None = None,
+              backlog: Path | None = None) -> list[float]:
     root = root or harness.UNDER_TEST
     (work / "gw").mkdir(parents=True)
     if backlog is not None:
@@ -187,46 +199,53 @@ def run_smsgw(work: Path, port: str, count: int, root: Path | None = None, backl
     finally:
         harness.UNDER_TEST = under_test
     try:
-        started = enqueue(root, daemon.db, str(count))
-
         def alive() -> None:
             if daemon.process.poll() is not None:
                 raise RuntimeError("smsgw run exited")
 
-        # with a backlog the daemon is sending it when the batch arrives: the batch (normal priority)
-        # goes ahead of it, and only the batch's messages are counted
-        return until_sent(work / "sim", count, started, 120 + count, alive,
-                          harness.network_count if backlog is None else timed_count)
+        seconds = []
+        for batch in range(batches):
+            started = enqueue(root, daemon.db, str(count), batch * count)
+            # with a backlog the daemon is sending it when the batch arrives: the batch (normal
+            # priority) goes ahead of it, and only the batch's messages are counted
+            seconds.append(until_sent(work / "sim", count, started, 120 + count, alive,
+                                      harness.network_count if backlog is None else timed_count,
+                                      before=batch * count))
+        return seconds
     finally:
         running.__exit__(None, None, None)
 
 
-def run_smsgw_backlog(work: Path, port: str, count: int) -> float:
+def run_smsgw_backlog(work: Path, port: str, count: int, batches: int) -> list[float]:
     assert BACKLOG_DIR is not None
-    return run_smsgw(work, port, count, backlog=backlog_store(BACKLOG_DIR))
+    return run_smsgw(work, port, count, batches, backlog=backlog_store(BACKLOG_DIR))
 
 
-def run_smsgw_base(work: Path, port: str, count: int) -> float:
+def run_smsgw_base(work: Path, port: str, count: int, batches: int) -> list[float]:
     assert BASE is not None
-    return run_smsgw(work, port, count, BASE)
+    return run_smsgw(work, port, count, batches, BASE)
 
 
-def run_gsmmodem(work: Path, port: str, count: int) -> float:
-    process = subprocess.Popen([sys.executable, "-c", GSMMODEM_LOOP, port, str(count)], stdin=subprocess.PIPE,
+def run_gsmmodem(work: Path, port: str, count: int, batches: int) -> list[float]:
+    process = subprocess.Popen([sys.executable, "-c", GSMMODEM_LOOP, port, str(count), str(batches)],
+                               stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=(work / "gsmmodem.log").open("wb"))
     try:
         assert process.stdout is not None and process.stdin is not None
         if process.stdout.readline().strip() != b"ready":
             raise RuntimeError(f"python-gsmmodem-new did not connect: {(work / 'gsmmodem.log').read_text()[-800:]}")
-        started = time.perf_counter()
-        process.stdin.write(b"go\n")
-        process.stdin.flush()
 
         def alive() -> None:
             if process.poll() not in (None, 0):
                 raise RuntimeError(f"the loop failed: {(work / 'gsmmodem.log').read_text()[-800:]}")
 
-        return until_sent(work / "sim", count, started, 120 + count, alive)
+        seconds = []
+        for batch in range(batches):
+            started = time.perf_counter()
+            process.stdin.write(b"go\n")
+            process.stdin.flush()
+            seconds.append(until_sent(work / "sim", count, started, 120 + count, alive, before=batch * count))
+        return seconds
     finally:
         harness.stop(process)
 
@@ -249,7 +268,7 @@ def gammu_spool(spool: Path, port: str) -> Path:
     return spool / "smsdrc"
 
 
-def run_gammu(work: Path, port: str, count: int) -> float:
+def run_gammu(work: Path, port: str, count: int, batches: int) -> list[float]:
     spool = work / "gammu"
     gammu_spool(spool, port)
     db = spool / "smsd.db"
@@ -262,20 +281,23 @@ def run_gammu(work: Path, port: str, count: int) -> float:
             return bool(reader.execute("SELECT COUNT(*) FROM phones").fetchone()[0])
 
         harness.wait_until(connected, 60, interval=0.05, what="gammu-smsd to register its phone")
-        with reader:
-            reader.executemany("INSERT INTO outbox (DestinationNumber, TextDecoded, CreatorID, Coding) "
-                               "VALUES (?, ?, 'bench', 'Default_No_Compression')", texts(count))
-            started = time.perf_counter()
-        reader.close()
 
         def alive() -> None:
             if smsd.poll() is not None:
                 raise RuntimeError(f"gammu-smsd exited: {(spool / 'smsd.log').read_text()[-800:]}")
 
-        return until_sent(work / "sim", count, started, 120 + count, alive)
+        seconds = []
+        for batch in range(batches):
+            with reader:
+                reader.executemany("INSERT INTO outbox (DestinationNumber, TextDecoded, CreatorID, Coding) "
+                                   "VALUES (?, ?, 'bench', 'Default_No_Compression')", texts(count, batch * count))
+                started = time.perf_counter()
+            seconds.append(until_sent(work / "sim", count, started, 120 + count, alive, before=batch * count))
+        reader.close()
+        return seconds
 
 
-def run_smstools(work: Path, port: str, count: int) -> float:
+def run_smstools(work: Path, port: str, count: int, batches: int) -> list[float]:
     spool = work / "smstools"
     folders = {name: spool / name for name in ("outgoing", "checked", "failed", "incoming", "sent")}
     for folder in folders.values():
@@ -288,11 +310,14 @@ def run_smstools(work: Path, port: str, count: int) -> float:
         "loglevel = 5\ndelaytime = 1\ndelaytime_mainprocess = 1\nsleeptime_mainprocess = 1\n"
         "trust_outgoing = yes\nspool_directory_order = yes\n"
         f"\n[GSM1]\ndevice = {port}\nbaudrate = 115200\nincoming = no\ncheck_network = 0\n")
-    files = []
-    for n, (to, text) in enumerate(texts(count)):
-        path = staging / f"bench{n:06d}"
-        path.write_text(f"To: {to.lstrip('+')}\n\n{text}\n")
-        files.append(path)
+    def staged(batch: int) -> list[Path]:
+        files = []
+        for n, (to, text) in enumerate(texts(count, batch * count), start=batch * count):
+            path = staging / f"bench{n:06d}"
+            path.write_text(f"To: {to.lstrip('+')}\n\n{text}\n")
+            files.append(path)
+        return files
+
     with group([str(program("smsd")), "-t", "-c", str(spool / "smsd.conf")], spool / "stdout.log", spool) as smsd:
         def ready() -> bool:
             if smsd.poll() is not None:
@@ -301,18 +326,22 @@ def run_smstools(work: Path, port: str, count: int) -> float:
             return log.exists() and "Waiting for messages to send" in log.read_text(errors="replace")
 
         harness.wait_until(ready, 60, interval=0.05, what="smsd to open the modem")
-        started = time.perf_counter()
-        for path in files:
-            path.rename(folders["outgoing"] / path.name)
 
         def alive() -> None:
             if smsd.poll() is not None:
                 raise RuntimeError("smsd exited")
 
-        return until_sent(work / "sim", count, started, 120 + count * 2, alive)
+        seconds = []
+        for batch in range(batches):
+            files = staged(batch)  # written before the clock starts, as the first batch's
+            started = time.perf_counter()
+            for path in files:
+                path.rename(folders["outgoing"] / path.name)
+            seconds.append(until_sent(work / "sim", count, started, 120 + count * 2, alive, before=batch * count))
+        return seconds
 
 
-SIDES: dict[str, tuple[str, Callable[[Path, str, int], float], Callable[[], str | None]]] = {
+SIDES: dict[str, tuple[str, Callable[[Path, str, int, int], list[float]], Callable[[], str | None]]] = {
     "smsgw": ("smsgw run", run_smsgw, lambda: None),
     "smsgw-base": ("smsgw run, before (--base)", run_smsgw_base,
                    lambda: None if BASE is not None else "no --base checkout given"),
@@ -334,14 +363,15 @@ def _dbd_sqlite3() -> bool:
     return any(Path("/usr/lib").glob("*/dbd/libdbdsqlite3.so")) or Path("/usr/lib/dbd/libdbdsqlite3.so").exists()
 
 
-def one(side: str, count: int) -> tuple[float, float | None]:
-    """(msgs/s from the hand-over to the whole batch at the network, the steady rate or None)."""
+def one(side: str, count: int, batches: int = 1) -> tuple[list[float], float | None]:
+    """(msgs/s of each batch from its hand-over to the whole batch at the network, the first
+    batch's steady rate or None)."""
     STEADY.clear()
     with tempfile.TemporaryDirectory(prefix=f"smsgw-peers-{side}-") as tmp:
         work = Path(tmp)
         with harness.simulator(work / "sim", 1) as ports:
-            seconds = SIDES[side][1](work, ports[0], count)
-    return count / seconds, (STEADY[-1] if STEADY else None)
+            seconds = SIDES[side][1](work, ports[0], count, batches)
+    return [count / s for s in seconds], (STEADY[0] if STEADY else None)
 
 
 def available(wanted: list[str], table: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
@@ -368,6 +398,8 @@ def main() -> None:
     parser.add_argument("--base", type=Path, help="another checkout; adds its smsgw run as the side smsgw-base")
     parser.add_argument("--backlog", type=int, default=BACKLOG,
                         help="messages queued behind the batch for the side smsgw-backlog (default %(default)s)")
+    parser.add_argument("--batches", type=int, default=1,
+                        help="batches of --messages each side sends one after the other, each timed (default 1)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     BACKLOG = args.backlog
@@ -379,29 +411,39 @@ def main() -> None:
     names = {side: SIDES[side][0] for side in SIDES}
     names["smsgw-backlog"] = f"smsgw run, {BACKLOG:,} low-priority queued behind"
     rates: dict[str, list[float]] = {side: [] for side in sides}
+    later: dict[str, list[float]] = {side: [] for side in sides}  # the last batch's, with --batches > 1
     steady: dict[str, list[float]] = {side: [] for side in sides if side.startswith("smsgw")}
     with tempfile.TemporaryDirectory(prefix="smsgw-peers-backlog-") as backlog_dir:
         BACKLOG_DIR = Path(backlog_dir)
         for round_no in range(args.rounds):
             for side in sides:
-                rate, steady_rate = one(side, args.messages)
-                rates[side].append(rate)
+                batch_rates, steady_rate = one(side, args.messages, args.batches)
+                rates[side].append(batch_rates[0])
+                if args.batches > 1:
+                    later[side].append(batch_rates[-1])
                 if side in steady and steady_rate is not None:
                     steady[side].append(steady_rate)
-                print(f"  round {round_no + 1} {side}: {rate:.1f} msgs/s (steady {steady_rate or 0:.1f})",
-                      file=sys.stderr, flush=True)
+                print(f"  round {round_no + 1} {side}: {', '.join(f'{r:.1f}' for r in batch_rates)} msgs/s "
+                      f"(first batch's steady {steady_rate or 0:.1f})", file=sys.stderr, flush=True)
     medians = {side: statistics.median(values) for side, values in rates.items()}
-    result = {"messages": args.messages, "rounds": args.rounds, "rates": rates, "medians": medians,
-              "names": names, "skipped": skipped, "backlog": BACKLOG,
+    result = {"messages": args.messages, "rounds": args.rounds, "batches": args.batches, "rates": rates,
+              "medians": medians, "names": names, "skipped": skipped, "backlog": BACKLOG,
               "steady": {side: statistics.median(values) for side, values in steady.items() if values}}
+    if args.batches > 1:
+        result["later_rates"] = later
+        result["later_medians"] = {side: statistics.median(values) for side, values in later.items()}
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{args.messages} messages per run, one simulated modem, median of {args.rounds} interleaved rounds")
-    print(f"{'side':<45} {'msgs/s':>8} {'smsgw / side':>12}")
-    for side in sides:
-        ratio = medians.get("smsgw", float("nan")) / medians[side]
-        print(f"{names[side]:<45} {medians[side]:>8.1f} {ratio:>12.2f}")
+    print(f"{args.messages} messages per batch, one simulated modem, median of {args.rounds} interleaved rounds")
+    tables = [("first batch", medians)]
+    if args.batches > 1:
+        tables.append((f"batch {args.batches}", result["later_medians"]))
+    for title, table in tables:
+        print(f"{title:<45} {'msgs/s':>8} {'smsgw / side':>12}")
+        for side in sides:
+            ratio = table.get("smsgw", float("nan")) / table[side]
+            print(f"{names[side]:<45} {table[side]:>8.1f} {ratio:>12.2f}")
     steady_medians = result["steady"]
     assert isinstance(steady_medians, dict)
     if "smsgw" in steady_medians and "smsgw-backlog" in steady_medians:
