@@ -32,33 +32,29 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-NOTES = """Where a target is not met, what the profile of `smsgw run` shows (`SMSGW_BENCH_PROFILE=FILE` runs it
-under cProfile in any of the daemon benchmarks; py-spy on its pid shows paho's thread too):
+NOTES = """Every target is met in this run. `SMSGW_BENCH_PROFILE=FILE` runs `smsgw run` under cProfile in any
+of the daemon benchmarks; py-spy on its pid shows paho's thread too.
+
+Targets met in the last rounds of work, and what it took:
 
 - **send against a loop that stores nothing**: no send waits for the disk on the event loop: the
   TP-MR commits without fsync while the next `AT+CMGS` waits for its prompt, `WalSync` fdatasyncs
   the WAL in a thread of its own (woken by a lock per commit; it wakes the loop only for a wait it
   has not yet covered), the next message is claimed while the network takes the PDU, and the WAL's
   checkpoints run in a thread too (`WalCheckpointer`, docs/store.md); a daemon without `[mqtt]`
-  writes no event rows. What is left is the price of the durability itself: the bare loop mostly
-  waits for the modem's answers, smsgw is bound by the CPU of its event loop, and on this virtual
-  machine each fdatasync costs about 0.3 ms of CPU, about half of it in the sync's thread and half
-  on the event loop's, which runs that much slower: `python bench/send_costs.py` (the dispatcher,
-  the store and one simulated modem in one process, 3,000 sends, medians of 3 rounds, 2026-12-03 at
-  commit ad40fac) gave 1,447 msgs/s with the WAL synced per TP-MR (617 us of loop CPU per message),
-  1,873 with the thread woken but syncing nothing (474 us) and 2,210 with no sync at all (418 us).
-  One fdatasync per message is what "the TP-MR before last is on disk before the next PDU" takes at
-  this rate (a power cut takes back at most two parts per modem, docs/store.md); a sync covering two
-  TP-MRs would halve them (+7-11 % in `send_peers.py`) at the price of a third part, and was left
-  out. In `send_peers.py` smsgw's clock also runs through the hand-over, which the bare loop has
-  none of: the `Store.enqueue` of the batch in a process of its own (its first call: 12-20 ms for
-  500), the daemon noticing the commit, and a first burst into a new WAL file that grows (each
-  fdatasync then also commits the file's new size); its steady rate between 10 % and 90 % of the
-  batch is about 9 % above the whole run's. The bare loop's own rate moves from run to run and
-  machine to machine more than smsgw's (853-1,038 msgs/s on 2026-12-02, 1,240-1,545 on the machine
-  of 2026-12-03). A real modem takes 2-5 s per SMS, where this is 0.1 %.
-
-Targets met in the last rounds of work, and what it took:
+  writes no event rows. The last steps: schema 15, after which a single-part send writes 13 pages
+  to the WAL where it wrote 16 (`part_unsent` and `part_report` no longer take every part at its
+  claim), and no `PRAGMA synchronous` between the dispatcher's unsynced commits (four statements a
+  send). Side by side (`send_peers.py --base`, 7 rounds, 2026-12-03 on the machine of this run) they
+  took the first batch from 918 to 1,068 msgs/s and the second from 1,025 to 1,088 (the bare loop:
+  965 and 974): fewer pages weigh most while the WAL file still grows, when each fdatasync also
+  commits its new size. smsgw is bound by the CPU of its event loop (two commits and their WAL
+  writes, the AT exchange: about 0.8 ms a message here), the bare loop by the modem's answers, so
+  the ratio moves with the machine: 0.85 on the Intel Xeon machine of the run of 2026-12-03 09:11
+  (one batch, as the first here), before the last steps. One fdatasync per message is what "the TP-MR before last
+  is on disk before the next PDU" takes at this rate (a power cut takes back at most two parts per
+  modem, docs/store.md); a sync covering two TP-MRs would halve them (+7-11 %) at the price of a
+  third part, and was left out. A real modem takes 2-5 s per SMS, where this is 0.1 %.
 
 - **send rate with 100,000 queued**: every query on the send path walks an index
   (`test_store_plans.py`; `bench/backlog.py` shows the claim flat at 0.2 ms). What had kept the
