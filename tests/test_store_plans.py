@@ -256,7 +256,9 @@ def test_a_send_writes_the_part_indexes_only_where_their_queries_need_the_rows(t
         first = wal_trees(store, claim_frames)
         assert "part_report" in first
         assert ("part_unsent" in first) == (total > 1)
-        if total > 1:  # held for sim0 when sim1 asks, found through part_unsent
+        if total > 1:  # its second part waits for sim0, which sent the first
             store.requeue(claimed.id, "busy", T0)
-            assert store.next_due_at([], "sim1") is not None
-            assert store.claim("sim1", lease=60) is not None  # the queue's next, not the held one
+            other = store.claim("sim1", lease=60)
+            assert other is not None and other.id != claimed.id  # the queue's next, not the held one
+            mine = store.claim("sim0", lease=60)
+            assert mine is not None and mine.id == claimed.id
