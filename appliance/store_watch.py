@@ -10,9 +10,10 @@ look at once can come too early, so ``follow`` looks again 1, 2, 4 and 8 ms late
 is visible (the committer's fsync: a millisecond or two on an SSD, more on an SD card) and once
 more at the end of its ``coalesce`` window; the watch also takes IN_CLOSE_WRITE: a process that
 wrote the store (``smsgw send``) closes it after its commit is visible, whatever its fsync took.
-An idle daemon sleeps in ``epoll`` instead of waking every ``watch_interval``. Readers touch only the ``-shm`` (through mmap, which raises no inotify event)
-while they read; but SQLite opens the ``-wal`` for writing even for a read-only connection, so
-``smsgw status`` costs the daemon one look (a ``PRAGMA data_version``) when it closes the store.
+An idle daemon sleeps in ``epoll`` instead of waking every ``watch_interval``. Readers touch only
+the ``-shm`` (through mmap, which raises no inotify event) while they read; but SQLite opens the
+``-wal`` for writing even for a read-only connection, so ``smsgw status`` costs the daemon one look
+(a ``PRAGMA data_version``) when it closes the store.
 
 Where inotify is not available (not Linux, or the limit of watches reached) ``open_watch`` returns
 None and the daemon polls ``data_version`` every ``watch_interval`` as before.

@@ -88,7 +88,7 @@ def program(name: str) -> str | None:
 
 #: The rate between the moments the network had 10 % and 90 % of the batch (the last run's): the
 #: send rate once under way, without the hand-over and the last message's exchange.
-STEADY: list[float] = []
+STEADY: list[float | None] = []
 
 
 def timed_count(directory: Path) -> int:
@@ -113,8 +113,9 @@ def until_sent(sim_dir: Path, count: int, started: float, timeout: float, alive:
                 marks[share] = now
         time.sleep(0.005)
     elapsed = time.perf_counter() - started
-    if 10 in marks and 90 in marks and marks[90] > marks[10]:
-        STEADY.append(count * 0.8 / (marks[90] - marks[10]))
+    # one entry per batch (None: too few polls between the marks), so STEADY[0] is the first batch's
+    STEADY.append(count * 0.8 / (marks[90] - marks[10])
+                  if 10 in marks and 90 in marks and marks[90] > marks[10] else None)
     return elapsed
 
 
@@ -371,7 +372,7 @@ def one(side: str, count: int, batches: int = 1) -> tuple[list[float], float | N
         work = Path(tmp)
         with harness.simulator(work / "sim", 1) as ports:
             seconds = SIDES[side][1](work, ports[0], count, batches)
-    return [count / s for s in seconds], (STEADY[0] if STEADY else None)
+    return [count / s for s in seconds], STEADY[0]
 
 
 def available(wanted: list[str], table: dict[str, Any]) -> tuple[list[str], dict[str, str]]:

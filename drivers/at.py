@@ -299,12 +299,12 @@ class AtEngine:
         """
         urc = _Urc(re.compile(pattern), handler, extra_lines, more, unless_asked)
         self._urcs.append(urc)
-        self._urc_any = _any_of([u.pattern for u in self._urcs])
+        self._urcs_changed()
 
         def remove() -> None:
             if urc in self._urcs:
                 self._urcs.remove(urc)
-                self._urc_any = _any_of([u.pattern for u in self._urcs])
+                self._urcs_changed()
 
         return remove
 
@@ -580,6 +580,9 @@ class AtEngine:
                 self._call_urc(urc, match, [])
             return True
         return False
+
+    def _urcs_changed(self) -> None:
+        self._urc_any = _any_of([u.pattern for u in self._urcs])
 
     def _is_noise(self, line: str) -> bool:
         if self._ignored_any is not None:
